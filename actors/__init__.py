@@ -1,0 +1,1 @@
+"""The asyncio actor layer between the Microgrid API and the control logic."""

@@ -1,0 +1,1 @@
+"""The gridloop service: config, strategies, CLI and the wiring of actors."""

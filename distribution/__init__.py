@@ -1,0 +1,1 @@
+"""Exact, vectorised, bounds-constrained power allocation (pure numpy/scipy)."""
