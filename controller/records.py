@@ -1,0 +1,80 @@
+"""What one control cycle looked like: the record every observer of a run consumes.
+
+The service builds one :class:`CycleRecord` per control cycle, off the hot path,
+from the site's measurements and the latest distribution outcome. The live
+dashboard, the CSV recorder, the Prometheus exporter and the run summary all
+read these records and nothing else, so they can be tested from recorded data
+without a site.
+
+Units and signs: watts, percent, hertz, milliseconds; passive sign convention
+(positive = into the component: the site importing, a battery charging).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["CycleRecord", "GroupRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """One battery group (inverters + batteries connected to each other) in one cycle."""
+
+    name: str
+    """Human label, e.g. ``"g1 inv 10 / bat 11"``."""
+    soc_pct: float
+    """Capacity-weighted SoC of the group's batteries (nan if unknown)."""
+    setpoint_w: float
+    """Sum of the last active-power setpoints sent to the group's inverters (+ = charging)."""
+    power_w: float
+    """Measured AC power of the group's inverters (+ = charging, nan if unknown)."""
+    healthy: bool
+    """False while any component of the group is excluded from allocation."""
+    reason: str = ""
+    """Why the group (or part of it) is excluded, empty when healthy."""
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRecord:
+    """The state of the site and of the controller at the end of one control cycle."""
+
+    time_s: float
+    """Seconds since the run started (monotonic clock)."""
+    unix_time_s: float
+    """Wall-clock time of the cycle, seconds since the epoch (for recordings)."""
+    grid_power_w: float
+    """Measured grid-meter active power (+ = import)."""
+    uncontrolled_power_w: float
+    """What the grid power would be without the batteries: grid − battery power."""
+    battery_power_w: float
+    """Measured AC power of all battery inverters (+ = charging)."""
+    battery_target_w: float
+    """The combined target the power manager sent to the distributor (+ = charging)."""
+    frequency_hz: float
+    """Grid frequency from the grid meter (nan if unknown)."""
+    fr_required_w: float
+    """Power the frequency-response droop asks for at this frequency (0 when disabled)."""
+    fr_delivered_w: float
+    """Power the fleet delivered towards frequency response (the granted share, measured)."""
+    import_limit_w: float = math.nan
+    """Peak-shaving import limit (nan when peak shaving is off)."""
+    export_limit_w: float = math.nan
+    """Peak-shaving export limit, as a positive number of watts (nan when off)."""
+    groups: tuple[GroupRecord, ...] = ()
+    """One entry per battery group, in graph order."""
+    dispatch_latency_ms: float = math.nan
+    """Request → all setpoints acknowledged for the latest dispatch (nan if none yet)."""
+    latency_p50_ms: float = math.nan
+    """Median dispatch latency over the run so far."""
+    latency_p99_ms: float = math.nan
+    """99th-percentile dispatch latency over the run so far."""
+    setpoints_sent: int = 0
+    """Setpoint calls sent since the run started."""
+    setpoints_failed: int = 0
+    """Setpoint calls that failed (rejected, timed out, gRPC error) since the start."""
+    cycle_overruns: int = 0
+    """Control cycles that started late because the previous one overran."""
+    excluded: dict[int, str] = field(default_factory=dict)
+    """Component id → reason, for every component excluded from allocation now."""
