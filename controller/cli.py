@@ -1,0 +1,171 @@
+"""The ``gridloop`` command line.
+
+Subcommands:
+
+- ``gridloop run``: the control service (the main job). Without ``--api`` it
+  starts the bundled simulator in a child process and controls it over gRPC.
+- ``gridloop sim``: the bundled Microgrid API simulator on its own.
+- ``gridloop replay``: peak-shaving / frequency-response quality on recorded
+  load data, against the perfect-foresight optimum (virtual clock, no gRPC).
+- ``gridloop report``: render a ``--record`` CSV into a PNG report.
+
+Errors in what the user gave (flags, config files, an unreachable server) end
+the command with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+_USAGE = """\
+usage: gridloop COMMAND [ARGS]
+
+commands:
+  run      run the control service (default: against the bundled simulator)
+  sim      serve the bundled Microgrid API simulator
+  replay   replay recorded load data against the optimum (control quality)
+  report   render a recording (gridloop run --record FILE.csv) to a PNG
+  bench    benchmarks (gridloop bench latency --inverters N)
+
+'gridloop COMMAND --help' describes each command.
+"""
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: must be a positive number")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--metrics-port = {text!r}: not an integer") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"--metrics-port = {text!r}: must be 0..65535")
+    return value
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridloop run",
+        description=(
+            "Run the control service. Without --api, start the bundled simulator "
+            "(default site) on a free loopback port and control it over gRPC."
+        ),
+    )
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        help="Microgrid API server, grpc://HOST:PORT[?ssl=true] (default: embedded simulator)",
+    )
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="API key sent as metadata (or GRIDLOOP_API_KEY)"
+    )
+    parser.add_argument(
+        "--root-cert", metavar="FILE", help="PEM root certificate to verify the server's TLS"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="gridloop TOML config (strategies, limits, cadence)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float("--duration"),
+        metavar="SECONDS",
+        help="stop after this many wall-clock seconds (default: the config's run.duration_s)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_positive_float("--time-scale"),
+        metavar="X",
+        help="embedded simulator only: simulated seconds per wall second",
+    )
+    parser.add_argument(
+        "--site", metavar="FILE", help="embedded simulator only: site TOML (default site)"
+    )
+    parser.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    parser.add_argument(
+        "--record", metavar="FILE", help="write one CSV row per control cycle (units in header)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=_port, metavar="N", help="serve Prometheus metrics on this port"
+    )
+    parser.add_argument(
+        "--no-dashboard", action="store_true", help="periodic log lines instead of the dashboard"
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="WARNING"
+    )
+    return parser
+
+
+def _run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(list(argv))
+    # Imported here so that `gridloop sim` and `--help` stay light.
+    from controller.service import RunOptions, run_main  # noqa: PLC0415
+
+    options = RunOptions(
+        api_url=args.api,
+        api_key=args.api_key or os.environ.get("GRIDLOOP_API_KEY") or None,
+        root_cert_path=args.root_cert,
+        config_path=args.config,
+        duration_s=args.duration,
+        time_scale=args.time_scale,
+        site_path=args.site,
+        summary_json=args.summary_json,
+        record_csv=args.record,
+        metrics_port=args.metrics_port,
+        dashboard=not args.no_dashboard and sys.stdout.isatty(),
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    return run_main(options)
+
+
+def _delegate(module: str, argv: Sequence[str]) -> int:
+    import importlib  # noqa: PLC0415
+
+    entry: Callable[[list[str]], int] = importlib.import_module(module).main
+    return entry(list(argv))
+
+
+_DELEGATED = {
+    "sim": "simulator.cli",
+    "replay": "controller.replay.cli",
+    "report": "controller.report",
+    "bench": "controller.bench",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gridloop`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(_USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "run":
+        return _run(rest)
+    if command in _DELEGATED:
+        return _delegate(_DELEGATED[command], rest)
+    sys.stderr.write(f"gridloop: unknown command {command!r}\n{_USAGE}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
