@@ -1,0 +1,39 @@
+"""Control strategies: pure ``step(inputs, now) -> Wish`` objects and their configs.
+
+* :class:`StrategyInputs` — the site as strategies see it each cycle (floats, W/Wh/%/Hz).
+* :class:`Strategy` — the protocol: ``name``, ``priority``, ``interval_s``, ``step``.
+* :class:`PeakShaving`, :class:`PeakShavingConfig`, :func:`peak_shaving_wish` — keep
+  grid import/export within limits, recharge toward a target SoC.
+* :class:`FrequencyResponse`, :class:`FrequencyResponseConfig`,
+  :func:`frequency_response_wish` — droop on grid frequency with SoC management.
+* :class:`DroopCurve`, :func:`droop` — droop curves (linear FCR, knee DC) and the
+  vectorised activation function; :func:`soc_band_pct` — the SoC band that holds the
+  reserve for the configured time.
+
+Wishes are merged by :func:`actors.power_manager.merge`.
+"""
+
+from controller.strategies._frequency_response import (
+    DroopCurve,
+    FrequencyResponse,
+    FrequencyResponseConfig,
+    droop,
+    frequency_response_wish,
+    soc_band_pct,
+)
+from controller.strategies._inputs import Strategy, StrategyInputs
+from controller.strategies._peak_shaving import PeakShaving, PeakShavingConfig, peak_shaving_wish
+
+__all__ = [
+    "DroopCurve",
+    "FrequencyResponse",
+    "FrequencyResponseConfig",
+    "PeakShaving",
+    "PeakShavingConfig",
+    "Strategy",
+    "StrategyInputs",
+    "droop",
+    "frequency_response_wish",
+    "peak_shaving_wish",
+    "soc_band_pct",
+]

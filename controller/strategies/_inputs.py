@@ -1,0 +1,87 @@
+"""What every strategy sees each cycle, and the protocol every strategy implements."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.power_manager import Wish
+
+__all__ = ["Strategy", "StrategyInputs"]
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyInputs:
+    """The site as the strategies see it in one cycle: plain floats, filled by the runner.
+
+    Units: W, Wh, %, Hz. Passive sign convention: positive = into the component
+    (the site importing from the grid, the batteries charging). Unknown values
+    are ``nan``; strategies handle them (they never raise on bad measurements).
+
+    No stacking input is needed: peak shaving works on the *uncontrolled* power
+    ``grid_power_w − battery_power_w`` (what the grid meter would show without
+    batteries), which does not depend on any strategy's contribution, and the
+    power manager (:func:`actors.power_manager.merge`) does the stacking.
+    """
+
+    grid_power_w: float
+    """Grid-meter active power (+ = import, − = export)."""
+    battery_power_w: float
+    """Measured AC power summed over all battery inverters (+ = charging)."""
+    grid_frequency_hz: float = math.nan
+    """Grid frequency from the grid meter (nan if unknown)."""
+    soc_pct: float = math.nan
+    """Capacity-weighted state of charge of the fleet, 0-100 %."""
+    capacity_wh: float = math.nan
+    """Total usable capacity of the fleet's batteries."""
+    soc_lower_pct: float = 0.0
+    """Fleet's lower SoC limit: no discharging at or below it."""
+    soc_upper_pct: float = 100.0
+    """Fleet's upper SoC limit: no charging at or above it."""
+    fleet_lower_w: float = 0.0
+    """Most negative power the fleet can take now (max discharge, ≤ 0)."""
+    fleet_upper_w: float = 0.0
+    """Most positive power the fleet can take now (max charge, ≥ 0)."""
+
+    @property
+    def uncontrolled_power_w(self) -> float:
+        """Grid power the site would have without its batteries: grid − battery (+ = import)."""
+        return self.grid_power_w - self.battery_power_w
+
+
+class Strategy(Protocol):
+    """A control strategy: a config plus a pure step function.
+
+    The runner calls :meth:`step` at the strategy's cadence (``interval_s``;
+    0 = on every fresh grid-meter sample) and passes the returned wish to
+    :func:`actors.power_manager.merge`. A strategy never reads a clock, never
+    does I/O and never raises on bad measurements.
+    """
+
+    @property
+    def name(self) -> str:
+        """Source name of the strategy's wishes (unique within a run)."""
+        ...
+
+    @property
+    def priority(self) -> int:
+        """Power-manager priority (higher is served first)."""
+        ...
+
+    @property
+    def interval_s(self) -> float:
+        """Cadence in seconds; 0 = on every fresh grid-meter sample."""
+        ...
+
+    def step(self, inputs: StrategyInputs, now: float) -> Wish:
+        """Compute this cycle's wish.
+
+        Args:
+            inputs: The site as measured now.
+            now: Monotonic time in seconds (from the runner's clock).
+
+        Returns:
+            The desired contribution to the fleet's power, with bounds.
+        """
+        ...
