@@ -251,7 +251,8 @@ class FrequencyResponseConfig:
     f0_hz: float = 50.0
     """Nominal frequency, Hz."""
     reserved_power_w: float = 100_000.0
-    """Power at full activation, W (≥ 0)."""
+    """Power at full activation, W (≥ 0). The default suits the bundled default site
+    (350 kW of inverters, 730 kWh: 100 kW for 15 min is 25 kWh, 3.4 % of capacity)."""
     hold_duration_s: float = 900.0
     """Full power must be sustainable this long in either direction, s (≥ 0)."""
     soc_management_power_w: float = 10_000.0

@@ -64,12 +64,13 @@ class PeakShavingConfig:
     priority: int = 10
     """Power-manager priority (higher is served first; frequency response is 20)."""
     import_limit_w: float = 250_000.0
-    """Keep grid import at or below this (W, ≥ 0)."""
+    """Keep grid import at or below this (W, ≥ 0). The default suits the bundled
+    default site (base load ~180 kW − ~35 kW PV, peaks ~350 kW, 350 kW of inverters)."""
     export_limit_w: float = 250_000.0
     """Keep grid export at or below this (W, a positive number, ≥ 0)."""
     target_soc_pct: float = 60.0
     """Recharge toward this fleet SoC when there is headroom (0-100 %)."""
-    recharge_power_w: float = 100_000.0
+    recharge_power_w: float = 50_000.0
     """Largest recharge contribution (W, ≥ 0)."""
     recharge_margin_w: float = 10_000.0
     """Recharging keeps import at or below ``import_limit_w − recharge_margin_w`` (W, ≥ 0)."""

@@ -1,0 +1,484 @@
+"""gridloop's configuration: typed sections, TOML loading, strict validation.
+
+Offers :func:`load_config` (a TOML file, or the defaults), :func:`config_from_dict`
+(the same from an already-parsed mapping), :class:`GridloopConfig` and its
+sections :class:`ApiConfig`, :class:`ControlConfig`, :class:`SimulatorConfig`,
+:class:`RunConfig` (peak shaving and frequency response use the strategies'
+own :class:`~controller.strategies.PeakShavingConfig` and
+:class:`~controller.strategies.FrequencyResponseConfig`), and :class:`ConfigError`.
+
+File format (every key optional; units in the names; + = import / charging)::
+
+    [api]                      # omit url to run against the embedded simulator
+    url = "grpc://site.example.com:443?ssl=true"
+    api_key = "..."            # sent as metadata
+    root_cert = "ca.pem"       # PEM; relative to the config file
+    call_timeout_s = 1.0
+
+    [control]
+    setpoint_lifetime_s = 10   # request_lifetime of every setpoint, 10..900 s
+    deadband_w = 100.0         # don't resend a setpoint that changed less than this
+    stale_after_s = 2.0        # telemetry older than this excludes the component
+    soc_exponent = 1.0         # distribution weight ~ SoC headroom ** soc_exponent
+
+    [peak_shaving]             # see controller.strategies.PeakShavingConfig
+    enabled = true
+    priority = 10
+    import_limit_w = 250_000.0
+    export_limit_w = 250_000.0
+    target_soc_pct = 60.0
+    recharge_power_w = 50_000.0
+    recharge_margin_w = 10_000.0
+    interval_s = 0.2
+
+    [frequency_response]       # see controller.strategies.FrequencyResponseConfig
+    enabled = true
+    priority = 20
+    curve = "linear"           # or "knee"
+    f0_hz = 50.0
+    deadband_hz = 0.010        # default per curve: linear 0.010, knee 0.015
+    full_activation_hz = 0.200 # default per curve: linear 0.200, knee 0.500
+    knee_hz = 0.200            # knee curve only
+    knee_fraction = 0.05       # knee curve only
+    reserved_power_w = 100_000.0
+    hold_duration_s = 900.0
+    soc_management_power_w = 10_000.0
+    interval_s = 0.0           # 0 = every grid-meter sample
+
+    [simulator]                # the embedded simulator (when api.url is not set)
+    site = "my_site.toml"      # default: the bundled default site
+    time_scale = 30.0
+    telemetry_hz = 10.0
+
+    [run]
+    duration_s = 60.0
+
+Validation is strict: an unknown section or key, a wrong type, NaN or
+infinity, a negative limit or an out-of-range value raises :class:`ConfigError`
+whose ``str()`` is one line naming the file, the dotted field and the value,
+e.g. ``examples/x.toml: peak_shaving.import_limit_w = -5.0: must be >= 0``.
+Integers are accepted where floats are expected; booleans never are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
+
+__all__ = [
+    "ApiConfig",
+    "ConfigError",
+    "ControlConfig",
+    "GridloopConfig",
+    "RunConfig",
+    "SimulatorConfig",
+    "config_from_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``str()`` is one line: ``FILE: FIELD = VALUE: REASON``."""
+
+    def __init__(self, source: str, field_name: str, value: object, reason: str) -> None:
+        """Create the error.
+
+        Args:
+            source: The config file (or ``"<config>"`` for an in-memory mapping).
+            field_name: Dotted field, e.g. ``"peak_shaving.import_limit_w"``; empty
+                for file-level problems (unreadable, bad TOML syntax).
+            value: The offending value (ignored when ``field_name`` is empty).
+            reason: What is wrong.
+        """
+        self.source: str = source
+        """The config file the value came from."""
+        self.field_name: str = field_name
+        """The dotted field name (empty for file-level problems)."""
+        self.value: object = value
+        """The offending value."""
+        self.reason: str = reason
+        """What is wrong with it."""
+        if field_name:
+            text = f"{source}: {field_name} = {_show(value)}: {reason}"
+        else:
+            text = f"{source}: {reason}"
+        super().__init__(" ".join(text.split()))
+
+
+def _show(value: object) -> str:
+    """Render a value TOML-like and short, on one line."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, Path):
+        text = json.dumps(str(value), ensure_ascii=False)
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Where the Microgrid API server is and how to talk to it."""
+
+    url: str | None = None
+    """``grpc://HOST:PORT[?ssl=true]``; None = start the embedded simulator."""
+    api_key: str | None = None
+    """API key sent as call metadata; None = none."""
+    root_cert: Path | None = None
+    """PEM root certificate to verify the server's TLS (resolved against the config file)."""
+    call_timeout_s: float = 1.0
+    """Timeout of one unary call (setpoints), seconds (> 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """Settings of the control loop shared by all strategies."""
+
+    setpoint_lifetime_s: int = 10
+    """``request_lifetime`` of every setpoint, seconds (the API allows 10..900)."""
+    deadband_w: float = 100.0
+    """Don't resend a component setpoint that changed by less than this, W (≥ 0)."""
+    stale_after_s: float = 2.0
+    """Telemetry older than this excludes the component from allocation, seconds (> 0)."""
+    soc_exponent: float = 1.0
+    """Distribution weighting exponent on SoC headroom (≥ 0; 0 = by power only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """The embedded simulator (used when ``api.url`` is not set)."""
+
+    site: Path | None = None
+    """Site TOML (resolved against the config file); None = the bundled default site."""
+    time_scale: float = 30.0
+    """Simulated seconds per wall-clock second (> 0): 30 puts the default site's
+    load peak and frequency events into a one-minute run."""
+    telemetry_hz: float = 10.0
+    """Telemetry samples per second per component stream (> 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """How long ``gridloop run`` runs."""
+
+    duration_s: float = 60.0
+    """Wall-clock run time, seconds (> 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GridloopConfig:
+    """The whole configuration. ``GridloopConfig()`` is the default (suits the default site)."""
+
+    api: ApiConfig = field(default_factory=ApiConfig)
+    """The Microgrid API connection."""
+    control: ControlConfig = field(default_factory=ControlConfig)
+    """Control-loop settings."""
+    peak_shaving: PeakShavingConfig = field(default_factory=PeakShavingConfig)
+    """Peak-shaving strategy."""
+    frequency_response: FrequencyResponseConfig = field(default_factory=FrequencyResponseConfig)
+    """Frequency-response strategy."""
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    """The embedded simulator."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run duration."""
+    source: str = "<defaults>"
+    """Where the configuration came from (file path, ``"<defaults>"`` or ``"<config>"``)."""
+
+
+# --------------------------------------------------------------------------- validation
+
+_Check = Callable[[Any], str | None]
+
+
+def _ge(bound: float) -> _Check:
+    return lambda v: None if v >= bound else f"must be >= {bound:g}"
+
+
+def _gt(bound: float) -> _Check:
+    return lambda v: None if v > bound else f"must be > {bound:g}"
+
+
+def _le(bound: float) -> _Check:
+    return lambda v: None if v <= bound else f"must be <= {bound:g}"
+
+
+def _between(low: float, high: float) -> _Check:
+    return lambda v: None if low <= v <= high else f"must be in [{low:g}, {high:g}]"
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    kind: str  # "float" | "int" | "bool" | "str" | "path"
+    checks: tuple[_Check, ...] = ()
+    choices: tuple[str, ...] = ()
+
+
+_API: dict[str, _Field] = {
+    "url": _Field("str", (_nonempty,)),
+    "api_key": _Field("str", (_nonempty,)),
+    "root_cert": _Field("path"),
+    "call_timeout_s": _Field("float", (_gt(0), _le(60))),
+}
+_CONTROL: dict[str, _Field] = {
+    "setpoint_lifetime_s": _Field("int", (_between(10, 900),)),
+    "deadband_w": _Field("float", (_ge(0),)),
+    "stale_after_s": _Field("float", (_gt(0),)),
+    "soc_exponent": _Field("float", (_between(0, 10),)),
+}
+_PEAK: dict[str, _Field] = {
+    "enabled": _Field("bool"),
+    "priority": _Field("int"),
+    "import_limit_w": _Field("float", (_ge(0),)),
+    "export_limit_w": _Field("float", (_ge(0),)),
+    "target_soc_pct": _Field("float", (_between(0, 100),)),
+    "recharge_power_w": _Field("float", (_ge(0),)),
+    "recharge_margin_w": _Field("float", (_ge(0),)),
+    "interval_s": _Field("float", (_ge(0), _le(3600))),
+}
+_FREQ: dict[str, _Field] = {
+    "enabled": _Field("bool"),
+    "priority": _Field("int"),
+    "curve": _Field("str", choices=("linear", "knee")),
+    "f0_hz": _Field("float", (_gt(0),)),
+    "deadband_hz": _Field("float", (_ge(0), _le(5))),
+    "full_activation_hz": _Field("float", (_gt(0), _le(5))),
+    "knee_hz": _Field("float", (_gt(0), _le(5))),
+    "knee_fraction": _Field("float", (_gt(0), lambda v: None if v < 1 else "must be < 1")),
+    "reserved_power_w": _Field("float", (_ge(0),)),
+    "hold_duration_s": _Field("float", (_ge(0),)),
+    "soc_management_power_w": _Field("float", (_ge(0),)),
+    "interval_s": _Field("float", (_ge(0), _le(3600))),
+}
+_SIM: dict[str, _Field] = {
+    "site": _Field("path"),
+    "time_scale": _Field("float", (_gt(0), _le(100_000))),
+    "telemetry_hz": _Field("float", (_gt(0), _le(10_000))),
+}
+_RUN: dict[str, _Field] = {
+    "duration_s": _Field("float", (_gt(0),)),
+}
+_SECTIONS: dict[str, dict[str, _Field]] = {
+    "api": _API,
+    "control": _CONTROL,
+    "peak_shaving": _PEAK,
+    "frequency_response": _FREQ,
+    "simulator": _SIM,
+    "run": _RUN,
+}
+
+
+class _Reader:
+    """Validates one section's raw mapping against its field table."""
+
+    def __init__(self, source: str, base_dir: Path | None) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, name: str, value: object, reason: str) -> ConfigError:
+        return ConfigError(self.source, name, value, reason)
+
+    def section(self, name: str, raw: object) -> dict[str, Any]:
+        if not isinstance(raw, Mapping):
+            raise self.fail(name, raw, "must be a table")
+        spec = _SECTIONS[name]
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            dotted = f"{name}.{key}"
+            if key not in spec:
+                raise self.fail(dotted, value, f"unknown key (expected one of: {', '.join(spec)})")
+            out[key] = self.value(dotted, spec[key], value)
+        return out
+
+    def value(self, dotted: str, spec: _Field, value: object) -> Any:
+        kind = spec.kind
+        result: Any
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise self.fail(dotted, value, "must be true or false")
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(dotted, value, "must be an integer")
+            result = value
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(dotted, value, "must be a number")
+            result = float(value)
+            if not math.isfinite(result):
+                raise self.fail(dotted, value, "must be a finite number")
+        else:  # str, path
+            if not isinstance(value, str):
+                raise self.fail(dotted, value, "must be a string")
+            if "\x00" in value:
+                raise self.fail(dotted, value, "must not contain NUL characters")
+            result = value
+        if spec.choices and result not in spec.choices:
+            raise self.fail(dotted, value, f"must be one of: {', '.join(spec.choices)}")
+        for check in spec.checks:
+            reason = check(result)
+            if reason is not None:
+                raise self.fail(dotted, value, reason)
+        if kind == "path":
+            path = Path(result).expanduser()
+            if not path.is_absolute() and self.base_dir is not None:
+                path = self.base_dir / path
+            if not path.is_file():
+                raise self.fail(dotted, value, f"no such file: {path}")
+            return path
+        return result
+
+
+def _check_url(reader: _Reader, url: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "grpc":
+        raise reader.fail("api.url", url, "must look like grpc://HOST:PORT[?ssl=true]")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise reader.fail("api.url", url, "port must be 1..65535") from None
+    if not parsed.hostname or port is None or port == 0:
+        raise reader.fail("api.url", url, "must look like grpc://HOST:PORT[?ssl=true]")
+    query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+    for key, values in query.items():
+        if key != "ssl":
+            raise reader.fail("api.url", url, f"unknown query parameter {key!r} (only ssl)")
+        if values[-1].lower() not in ("true", "false"):
+            raise reader.fail("api.url", url, "ssl must be true or false")
+
+
+def _order(
+    reader: _Reader, fr: Mapping[str, Any], low_key: str, low: float, high_key: str, high: float
+) -> None:
+    """Require low < high; blame the key the user set (the later one if both)."""
+    if low < high:
+        return
+    if high_key in fr or low_key not in fr:
+        raise reader.fail(f"frequency_response.{high_key}", high, f"must be > {low_key} = {low:g}")
+    raise reader.fail(f"frequency_response.{low_key}", low, f"must be < {high_key} = {high:g}")
+
+
+def _droop_curve(reader: _Reader, fr: dict[str, Any]) -> DroopCurve:
+    given = dict(fr)
+    curve = fr.pop("curve", "linear")
+    if curve == "linear":
+        for key in ("knee_hz", "knee_fraction"):
+            if key in fr:
+                raise reader.fail(
+                    f"frequency_response.{key}", fr[key], 'only valid with curve = "knee"'
+                )
+        deadband = fr.pop("deadband_hz", 0.010)
+        full = fr.pop("full_activation_hz", 0.200)
+        _order(reader, given, "deadband_hz", deadband, "full_activation_hz", full)
+        return DroopCurve.linear(deadband, full)
+    deadband = fr.pop("deadband_hz", 0.015)
+    knee = fr.pop("knee_hz", 0.200)
+    frac = fr.pop("knee_fraction", 0.05)
+    full = fr.pop("full_activation_hz", 0.500)
+    _order(reader, given, "deadband_hz", deadband, "knee_hz", knee)
+    _order(reader, given, "knee_hz", knee, "full_activation_hz", full)
+    return DroopCurve.knee(deadband, knee, frac, full)
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    source: str = "<config>",
+    base_dir: str | os.PathLike[str] | None = None,
+) -> GridloopConfig:
+    """Validate an already-parsed mapping (e.g. from TOML) into a :class:`GridloopConfig`.
+
+    Args:
+        data: Sections → keys → values, as ``tomllib`` returns them.
+        source: Name of where the data came from, used in error messages.
+        base_dir: Directory relative paths (``api.root_cert``, ``simulator.site``)
+            are resolved against; None = the current directory.
+
+    Returns:
+        The validated configuration; missing keys take their defaults.
+
+    Raises:
+        ConfigError: one line naming ``source``, the dotted field and the value.
+    """
+    reader = _Reader(source, Path(base_dir) if base_dir is not None else None)
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, "", data, "the configuration must be a table")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, raw in data.items():
+        if name not in _SECTIONS:
+            raise reader.fail(
+                str(name), raw, f"unknown section (expected one of: {', '.join(_SECTIONS)})"
+            )
+        sections[name] = reader.section(name, raw)
+
+    defaults = GridloopConfig()
+    api = sections.get("api", {})
+    if "url" in api:
+        _check_url(reader, api["url"])
+    fr = dict(sections.get("frequency_response", {}))
+    curve = _droop_curve(reader, fr)
+    ps = sections.get("peak_shaving", {})
+    ps_cfg = dataclasses.replace(defaults.peak_shaving, **ps)
+    fr_cfg = dataclasses.replace(defaults.frequency_response, **fr, curve=curve)
+    if ps_cfg.enabled and fr_cfg.enabled and ps_cfg.priority == fr_cfg.priority:
+        raise reader.fail(
+            "peak_shaving.priority",
+            ps_cfg.priority,
+            f"must differ from frequency_response.priority = {fr_cfg.priority}",
+        )
+    return GridloopConfig(
+        api=ApiConfig(**api),
+        control=ControlConfig(**sections.get("control", {})),
+        peak_shaving=ps_cfg,
+        frequency_response=fr_cfg,
+        simulator=SimulatorConfig(**sections.get("simulator", {})),
+        run=RunConfig(**sections.get("run", {})),
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GridloopConfig:
+    """Load and validate a gridloop TOML config file; None gives the defaults.
+
+    Relative paths inside the file are resolved against the file's directory.
+
+    Args:
+        path: The TOML file, or None.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown key, wrong type, NaN,
+            out-of-range value; ``str()`` is one line naming file, field and value.
+    """
+    if path is None:
+        return GridloopConfig()
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", None, f"invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(source, "", None, f"cannot read the config file: {reason}") from exc
+    return config_from_dict(data, source, Path(source).resolve().parent)
