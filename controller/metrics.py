@@ -1,0 +1,396 @@
+"""``--metrics-port N``: Prometheus metrics of a run.
+
+Offers :class:`MetricsExporter` (own ``CollectorRegistry``, HTTP ``/metrics``
+server thread, start/stop or context manager) and :class:`MetricsError`.
+
+The exporter is fed by the service, never reads the site:
+
+- :meth:`MetricsExporter.observe_cycle` once per control cycle with the
+  :class:`~controller.records.CycleRecord` and the cycle's duration;
+- :meth:`MetricsExporter.observe_dispatch` once per dispatch with its latency;
+- :meth:`MetricsExporter.count_setpoints` per dispatch with the number of
+  setpoint calls sent and the failures by reason (optional: until it is first
+  called, the sent/failed counters follow the record's cumulative counts, with
+  failures under ``reason="unknown"``).
+
+Metrics (all prefixed ``gridloop_``; SI units, passive sign convention:
++ = into the component, the site importing, a battery charging):
+
+============================================  =========  ==========================================
+name                                          type       meaning
+============================================  =========  ==========================================
+gridloop_cycle_duration_seconds               histogram  control cycle duration
+gridloop_dispatch_latency_seconds             histogram  request → all setpoints acknowledged
+gridloop_dispatch_latency_p50_seconds         gauge      run median, from the record
+gridloop_dispatch_latency_p99_seconds         gauge      run 99th percentile, from the record
+gridloop_setpoints_sent_total                 counter    setpoint calls sent
+gridloop_setpoints_failed_total{reason}       counter    setpoint calls failed, by reason
+gridloop_cycle_overruns_total                 counter    cycles that started late
+gridloop_grid_power_watts                     gauge      grid meter active power (+ import)
+gridloop_uncontrolled_power_watts             gauge      grid power without the batteries
+gridloop_battery_power_watts                  gauge      battery fleet AC power (+ charging)
+gridloop_battery_target_watts                 gauge      combined target sent to the distributor
+gridloop_import_limit_watts                   gauge      peak-shaving import limit (NaN if off)
+gridloop_grid_frequency_hertz                 gauge      grid frequency
+gridloop_fr_required_watts                    gauge      frequency-response power required
+gridloop_fr_delivered_watts                   gauge      frequency-response power delivered
+gridloop_group_soc_percent{group}             gauge      SoC per battery group
+gridloop_group_setpoint_watts{group}          gauge      setpoint per battery group
+gridloop_group_power_watts{group}             gauge      measured power per battery group
+gridloop_group_healthy{group}                 gauge      1 in allocation, 0 excluded
+gridloop_component_excluded{component_id}     gauge      1 while excluded, 0 after recovery
+gridloop_components_excluded                  gauge      number of components excluded now
+============================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from controller.records import CycleRecord
+
+__all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    math.inf,
+)
+"""Histogram buckets (seconds) for cycle and dispatch latencies: ms resolution up to 2 s."""
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot be served (bad port, address in use); names host and port."""
+
+
+def _valid(value: float) -> bool:
+    return math.isfinite(value)
+
+
+class MetricsExporter:
+    """Prometheus metrics of a run, served over HTTP at ``http://host:port/metrics``.
+
+    Usage::
+
+        with MetricsExporter(9100) as metrics:
+            metrics.observe_cycle(record, cycle_duration_s)  # per cycle
+            metrics.observe_dispatch(latency_s)  # per dispatch
+
+    Metrics live in the exporter's own :attr:`registry`, not the global one, so
+    several exporters (tests) can coexist. Observing is thread-safe and cheap;
+    serving happens in a daemon thread.
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        """Create the metrics (nothing is served until :meth:`start`).
+
+        Args:
+            port: TCP port, 0..65535 (0: any free port, see :attr:`port` after start).
+            host: address to bind; the default serves only this machine.
+
+        Raises:
+            MetricsError: ``port`` is out of range.
+        """
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise MetricsError(f"metrics port must be an integer in 0..65535, got {port!r}")
+        self._host = host
+        """Address to bind."""
+        self._requested_port = port
+        """Port asked for (0 = any)."""
+        self._server: WSGIServer | None = None
+        """The HTTP server, while serving."""
+        self._thread: threading.Thread | None = None
+        """The thread running the server, while serving."""
+        self._lock = threading.Lock()
+        """Guards the record-derived counter bookkeeping."""
+        self._explicit_setpoint_counts = False
+        """Set once :meth:`count_setpoints` is used; records then stop driving those counters."""
+        self._sent_seen = 0
+        """Cumulative setpoints sent already counted from records."""
+        self._failed_seen = 0
+        """Cumulative setpoints failed already counted from records."""
+        self._overruns_seen = 0
+        """Cumulative overruns already counted."""
+        self._excluded_ids: set[int] = set()
+        """Components ever reported as excluded (their gauge is kept at 0 after recovery)."""
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        """The registry served at ``/metrics``."""
+        r = self.registry
+        self.cycle_duration = Histogram(
+            "gridloop_cycle_duration_seconds",
+            "Duration of a control cycle (seconds).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        """Control cycle durations."""
+        self.dispatch_latency = Histogram(
+            "gridloop_dispatch_latency_seconds",
+            "Dispatch latency: request until all setpoints are acknowledged (seconds).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        """Dispatch latencies."""
+        self.latency_p50 = Gauge(
+            "gridloop_dispatch_latency_p50_seconds",
+            "Median dispatch latency over the run so far (seconds).",
+            registry=r,
+        )
+        """Run median dispatch latency."""
+        self.latency_p99 = Gauge(
+            "gridloop_dispatch_latency_p99_seconds",
+            "99th-percentile dispatch latency over the run so far (seconds).",
+            registry=r,
+        )
+        """Run 99th-percentile dispatch latency."""
+        self.setpoints_sent = Counter("gridloop_setpoints_sent", "Setpoint calls sent.", registry=r)
+        """Setpoint calls sent."""
+        self.setpoints_failed = Counter(
+            "gridloop_setpoints_failed",
+            "Setpoint calls that failed, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        """Setpoint calls failed, by reason."""
+        self.cycle_overruns = Counter(
+            "gridloop_cycle_overruns",
+            "Control cycles that started late because the previous one overran.",
+            registry=r,
+        )
+        """Overrun cycles."""
+        self.grid_power = Gauge(
+            "gridloop_grid_power_watts", "Grid meter active power (W, + = import).", registry=r
+        )
+        """Grid power."""
+        self.uncontrolled_power = Gauge(
+            "gridloop_uncontrolled_power_watts",
+            "Grid power the site would have without the batteries (W, + = import).",
+            registry=r,
+        )
+        """Uncontrolled grid power."""
+        self.battery_power = Gauge(
+            "gridloop_battery_power_watts",
+            "Battery fleet AC power (W, + = charging).",
+            registry=r,
+        )
+        """Battery fleet power."""
+        self.battery_target = Gauge(
+            "gridloop_battery_target_watts",
+            "Combined battery target sent to the distributor (W, + = charging).",
+            registry=r,
+        )
+        """Battery fleet target."""
+        self.import_limit = Gauge(
+            "gridloop_import_limit_watts", "Peak-shaving import limit (W).", registry=r
+        )
+        """Import limit."""
+        self.frequency = Gauge("gridloop_grid_frequency_hertz", "Grid frequency (Hz).", registry=r)
+        """Grid frequency."""
+        self.fr_required = Gauge(
+            "gridloop_fr_required_watts",
+            "Frequency-response power required by the droop (W, + = charging).",
+            registry=r,
+        )
+        """Frequency-response power required."""
+        self.fr_delivered = Gauge(
+            "gridloop_fr_delivered_watts",
+            "Frequency-response power delivered (W, + = charging).",
+            registry=r,
+        )
+        """Frequency-response power delivered."""
+        self.group_soc = Gauge(
+            "gridloop_group_soc_percent", "SoC of a battery group (%).", ["group"], registry=r
+        )
+        """SoC per group."""
+        self.group_setpoint = Gauge(
+            "gridloop_group_setpoint_watts",
+            "Setpoint sent to a battery group (W, + = charging).",
+            ["group"],
+            registry=r,
+        )
+        """Setpoint per group."""
+        self.group_power = Gauge(
+            "gridloop_group_power_watts",
+            "Measured AC power of a battery group (W, + = charging).",
+            ["group"],
+            registry=r,
+        )
+        """Measured power per group."""
+        self.group_healthy = Gauge(
+            "gridloop_group_healthy",
+            "1 while the battery group is in allocation, 0 while (part of) it is excluded.",
+            ["group"],
+            registry=r,
+        )
+        """Health per group."""
+        self.component_excluded = Gauge(
+            "gridloop_component_excluded",
+            "1 while the component is excluded from allocation, 0 after it recovered.",
+            ["component_id"],
+            registry=r,
+        )
+        """Exclusion per component."""
+        self.components_excluded = Gauge(
+            "gridloop_components_excluded",
+            "Number of components excluded from allocation now.",
+            registry=r,
+        )
+        """Number of excluded components."""
+
+    # ----------------------------------------------------------------- serving
+
+    @property
+    def host(self) -> str:
+        """The address served on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port served on (the real one once started, even when 0 was asked)."""
+        if self._server is not None:
+            return int(self._server.server_port)
+        return self._requested_port
+
+    @property
+    def url(self) -> str:
+        """The scrape URL."""
+        return f"http://{self._host}:{self.port}/metrics"
+
+    @property
+    def serving(self) -> bool:
+        """Whether the HTTP server is running."""
+        return self._server is not None
+
+    def start(self) -> None:
+        """Serve ``/metrics`` in a daemon thread.
+
+        Raises:
+            MetricsError: the address cannot be bound (in use, bad host), naming host and port.
+        """
+        if self._server is not None:
+            return
+        try:
+            server, thread = start_http_server(
+                self._requested_port, addr=self._host, registry=self.registry
+            )
+        except OSError as err:
+            raise MetricsError(
+                f"cannot serve metrics on {self._host}:{self._requested_port}: "
+                f"{err.strerror or err}"
+            ) from err
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        """Stop serving and wait for the server thread (idempotent)."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5.0)
+
+    def __enter__(self) -> MetricsExporter:
+        """Start serving."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop serving."""
+        self.stop()
+
+    # ----------------------------------------------------------------- observing
+
+    def observe_cycle(self, record: CycleRecord, cycle_duration_s: float) -> None:
+        """Update the gauges and counters from one cycle.
+
+        Args:
+            record: the cycle.
+            cycle_duration_s: how long the cycle took, seconds (ignored if not a
+                finite number >= 0).
+        """
+        if _valid(cycle_duration_s) and cycle_duration_s >= 0.0:
+            self.cycle_duration.observe(cycle_duration_s)
+        for gauge, value in (
+            (self.grid_power, record.grid_power_w),
+            (self.uncontrolled_power, record.uncontrolled_power_w),
+            (self.battery_power, record.battery_power_w),
+            (self.battery_target, record.battery_target_w),
+            (self.import_limit, record.import_limit_w),
+            (self.frequency, record.frequency_hz),
+            (self.fr_required, record.fr_required_w),
+            (self.fr_delivered, record.fr_delivered_w),
+            (self.latency_p50, record.latency_p50_ms / 1000.0),
+            (self.latency_p99, record.latency_p99_ms / 1000.0),
+        ):
+            gauge.set(value)  # nan is a valid Prometheus sample ("unknown")
+        for group in record.groups:
+            self.group_soc.labels(group.name).set(group.soc_pct)
+            self.group_setpoint.labels(group.name).set(group.setpoint_w)
+            self.group_power.labels(group.name).set(group.power_w)
+            self.group_healthy.labels(group.name).set(1.0 if group.healthy else 0.0)
+        with self._lock:
+            for component_id in record.excluded:
+                self._excluded_ids.add(component_id)
+            for component_id in self._excluded_ids:
+                self.component_excluded.labels(str(component_id)).set(
+                    1.0 if component_id in record.excluded else 0.0
+                )
+            self.components_excluded.set(len(record.excluded))
+            if record.cycle_overruns > self._overruns_seen:
+                self.cycle_overruns.inc(record.cycle_overruns - self._overruns_seen)
+                self._overruns_seen = record.cycle_overruns
+            if not self._explicit_setpoint_counts:
+                if record.setpoints_sent > self._sent_seen:
+                    self.setpoints_sent.inc(record.setpoints_sent - self._sent_seen)
+                    self._sent_seen = record.setpoints_sent
+                if record.setpoints_failed > self._failed_seen:
+                    self.setpoints_failed.labels("unknown").inc(
+                        record.setpoints_failed - self._failed_seen
+                    )
+                    self._failed_seen = record.setpoints_failed
+
+    def observe_dispatch(self, latency_s: float) -> None:
+        """Record one dispatch latency, seconds (ignored if not a finite number >= 0)."""
+        if _valid(latency_s) and latency_s >= 0.0:
+            self.dispatch_latency.observe(latency_s)
+
+    def count_setpoints(self, sent: int, failed_by_reason: Mapping[str, int]) -> None:
+        """Count setpoint calls of one dispatch: ``sent`` calls, failures per reason.
+
+        From the first call on, records no longer drive the sent/failed counters.
+        Negative counts are ignored.
+        """
+        with self._lock:
+            self._explicit_setpoint_counts = True
+        if sent > 0:
+            self.setpoints_sent.inc(sent)
+        for reason, count in failed_by_reason.items():
+            if count > 0:
+                self.setpoints_failed.labels(reason).inc(count)
