@@ -1,1 +1,74 @@
-"""The asyncio actor layer between the Microgrid API and the control logic."""
+"""The asyncio actor layer between the Microgrid API and the control logic.
+
+Public names:
+
+* `Site` – the facade: `await Site.connect(url)`, `async with site:` runs telemetry and
+  the distributor; `measurements()`, `request_power()`, `set_power()`,
+  `new_fresh_receiver()`, `new_result_receiver()`, `stats()`.
+* `RuntimeOptions` – timeouts, lifetime, deadband, staleness, backoff (validated).
+* `SiteMeasurements` – snapshot returned by `Site.measurements()`.
+* `RuntimeStats` – counters returned by `Site.stats()`.
+* `DistributionOutcome`, `OutcomeKind` – the result of one power request.
+* `Actor` – base of a restartable long-running actor.
+* `Supervisor` – runs actors in a TaskGroup, restarts failures with capped backoff.
+* `backoff_delay_s` – the capped exponential backoff rule (pure).
+* `cancel_on_signals` – cancel the main task on SIGINT/SIGTERM for orderly shutdown.
+* `run` – run a coroutine on uvloop (asyncio fallback).
+* `ApiUrl` – parsed `grpc://host:port?ssl=true|false`.
+* `MicrogridApiClient` – thin async client over the v1alpha18 stubs.
+* `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
+* `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
+* `bounds_to_band` – API bounds (union of intervals) → inclusion + exclusion band.
+* `TelemetryActor`, `FreshNotifier` – per-component streams with reconnect; fresh events.
+* `Health`, `stale_mask`, `failed_mask` – component exclusion rules (pure, fake-clock testable).
+* `Dispatcher`, `needs_send` – concurrent setpoint calls; the deadband/renewal rule.
+* `PowerDistributor`, `fleet_bounds` – requests → allocation → dispatch; fleet bounds.
+* `GridloopError` (root), `ApiError`, `GraphError`, `OptionsError`, `ActorError` – errors.
+"""
+
+from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
+from ._client import ApiUrl, MicrogridApiClient
+from ._dispatch import Dispatcher, DispatchStats, needs_send
+from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor, fleet_bounds
+from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
+from ._graph import BatteryGroup, ComponentGraph, ComponentInfo
+from ._health import Health, failed_mask, stale_mask
+from ._site import RuntimeOptions, RuntimeStats, Site, SiteMeasurements
+from ._state import StateTable, bounds_to_band
+from ._telemetry import FreshNotifier, TelemetryActor
+
+__all__ = [
+    "Actor",
+    "ActorError",
+    "ApiError",
+    "ApiUrl",
+    "BatteryGroup",
+    "ComponentGraph",
+    "ComponentInfo",
+    "DispatchStats",
+    "Dispatcher",
+    "DistributionOutcome",
+    "FreshNotifier",
+    "GraphError",
+    "GridloopError",
+    "Health",
+    "MicrogridApiClient",
+    "OptionsError",
+    "OutcomeKind",
+    "PowerDistributor",
+    "RuntimeOptions",
+    "RuntimeStats",
+    "Site",
+    "SiteMeasurements",
+    "StateTable",
+    "Supervisor",
+    "TelemetryActor",
+    "backoff_delay_s",
+    "bounds_to_band",
+    "cancel_on_signals",
+    "failed_mask",
+    "fleet_bounds",
+    "needs_send",
+    "run",
+    "stale_mask",
+]

@@ -1,0 +1,310 @@
+"""A thin async client over the generated Microgrid API v1alpha18 stubs.
+
+URL form (like the official client): `grpc://host:port?ssl=true|false`. `ssl`
+defaults to false for loopback hosts (127.0.0.1, ::1, localhost) and true otherwise.
+The API key (if any) is sent as the `key` metadata entry (the header used by
+frequenz-client-base). Every unary call has a deadline (`call_timeout_s`); errors are
+`ApiError` naming the URL, method, component and gRPC status.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlparse
+
+import grpc
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as ec_pb2,
+)
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
+from google.protobuf import empty_pb2
+
+from ._errors import ApiError, OptionsError
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "[::1]"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+#: The status codes a SetElectricalComponentPower response stream can carry.
+STATUS_ACCEPTED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED
+STATUS_REJECTED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_REJECTED
+STATUS_FAILED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_FAILED
+STATUS_SUCCESS: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS
+STATUS_OVERRIDDEN: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_OVERRIDDEN
+
+
+@dataclass(frozen=True)
+class ApiUrl:
+    """A parsed `grpc://host:port?ssl=true|false` URL."""
+
+    host: str
+    """Host name or address."""
+    port: int
+    """TCP port."""
+    ssl: bool
+    """Whether TLS is used."""
+
+    @property
+    def target(self) -> str:
+        """The `host:port` target for grpc."""
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        """Return the URL in its canonical form."""
+        return f"grpc://{self.host}:{self.port}?ssl={'true' if self.ssl else 'false'}"
+
+    @classmethod
+    def parse(cls, url: str) -> ApiUrl:
+        """Parse and validate a URL.
+
+        Args:
+            url: `grpc://host:port[?ssl=true|false]`.
+
+        Returns:
+            The parsed URL.
+
+        Raises:
+            OptionsError: Naming `url` and what is wrong (scheme, host, port, query).
+        """
+        if not isinstance(url, str):
+            raise OptionsError("url", url, "must be a string like grpc://host:port")
+        parsed = urlparse(url)
+        if parsed.scheme != "grpc":
+            raise OptionsError("url", url, "scheme must be grpc:// (grpc://host:port?ssl=...)")
+        host = parsed.hostname
+        if not host:
+            raise OptionsError("url", url, "missing host")
+        try:
+            port = parsed.port
+        except ValueError as exc:
+            raise OptionsError("url", url, f"bad port: {exc}") from exc
+        if port is None:
+            raise OptionsError("url", url, "missing port")
+        query = parse_qs(parsed.query, keep_blank_values=True)
+        unknown = set(query) - {"ssl"}
+        if unknown:
+            raise OptionsError("url", url, f"unknown query parameter(s) {sorted(unknown)}")
+        ssl = host not in _LOOPBACK
+        if "ssl" in query:
+            raw = query["ssl"][-1].lower()
+            if raw in _TRUE:
+                ssl = True
+            elif raw in _FALSE:
+                ssl = False
+            else:
+                raise OptionsError("url", url, f"ssl must be true or false, got {raw!r}")
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(host=host, port=port, ssl=ssl)
+
+
+def _status_name(exc: grpc.aio.AioRpcError) -> str:
+    code = exc.code()
+    return code.name if code is not None else "UNKNOWN"
+
+
+class MicrogridApiClient:
+    """Async client for the Microgrid API (v1alpha18) on one gRPC channel."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        root_cert: bytes | None = None,
+        call_timeout_s: float = 2.0,
+    ) -> None:
+        """Create the client (the channel connects lazily).
+
+        Args:
+            url: `grpc://host:port?ssl=true|false`.
+            api_key: Sent as `key` metadata on every call when given.
+            root_cert: PEM root certificate(s) for TLS (system roots when None).
+            call_timeout_s: Deadline of every unary call and setpoint call, in seconds.
+
+        Raises:
+            OptionsError: On a bad URL or timeout.
+        """
+        self.url: ApiUrl = ApiUrl.parse(url)
+        """The parsed URL."""
+        if not (isinstance(call_timeout_s, (int, float)) and math.isfinite(call_timeout_s)) or (
+            call_timeout_s <= 0
+        ):
+            raise OptionsError("call_timeout_s", call_timeout_s, "must be a finite number > 0")
+        self.call_timeout_s: float = float(call_timeout_s)
+        """Deadline of every unary call, in seconds."""
+        self.metadata: tuple[tuple[str, str], ...] = (("key", api_key),) if api_key else ()
+        """Metadata sent with every call."""
+        options = [
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+        if self.url.ssl:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_cert)
+            self.channel: grpc.aio.Channel = grpc.aio.secure_channel(
+                self.url.target, creds, options=options
+            )
+        else:
+            self.channel = grpc.aio.insecure_channel(self.url.target, options=options)
+        self.stub: pb2_grpc.MicrogridAsyncStub = pb2_grpc.MicrogridStub(self.channel)
+        """The generated async stub (used directly on the hot path)."""
+
+    def _error(
+        self, exc: grpc.aio.AioRpcError, method: str, component_id: int | None = None
+    ) -> ApiError:
+        return ApiError(
+            exc.details() or "no details",
+            url=str(self.url),
+            method=method,
+            status=_status_name(exc),
+            component_id=component_id,
+        )
+
+    async def get_microgrid(self) -> pb2.GetMicrogridResponse:
+        """Call GetMicrogrid.
+
+        Returns:
+            The response.
+
+        Raises:
+            ApiError: On any gRPC failure.
+        """
+        try:
+            resp: pb2.GetMicrogridResponse = await self.stub.GetMicrogrid(
+                empty_pb2.Empty(), timeout=self.call_timeout_s, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "GetMicrogrid") from exc
+        return resp
+
+    async def list_components(self) -> list[ec_pb2.ElectricalComponent]:
+        """Call ListElectricalComponents (no filter).
+
+        Returns:
+            All electrical components.
+
+        Raises:
+            ApiError: On any gRPC failure.
+        """
+        try:
+            resp = await self.stub.ListElectricalComponents(
+                pb2.ListElectricalComponentsRequest(),
+                timeout=self.call_timeout_s,
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "ListElectricalComponents") from exc
+        return list(resp.electrical_components)
+
+    async def list_connections(self) -> list[ec_pb2.ElectricalComponentConnection]:
+        """Call ListElectricalComponentConnections (no filter).
+
+        Returns:
+            All connections.
+
+        Raises:
+            ApiError: On any gRPC failure.
+        """
+        try:
+            resp = await self.stub.ListElectricalComponentConnections(
+                pb2.ListElectricalComponentConnectionsRequest(),
+                timeout=self.call_timeout_s,
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "ListElectricalComponentConnections") from exc
+        return list(resp.electrical_component_connections)
+
+    def telemetry_stream(
+        self, component_id: int
+    ) -> grpc.aio.UnaryStreamCall[
+        pb2.ReceiveElectricalComponentTelemetryStreamRequest,
+        pb2.ReceiveElectricalComponentTelemetryStreamResponse,
+    ]:
+        """Open ReceiveElectricalComponentTelemetryStream for one component (no deadline).
+
+        Args:
+            component_id: The component.
+
+        Returns:
+            The streaming call (iterate it; `AioRpcError` on failure).
+        """
+        return self.stub.ReceiveElectricalComponentTelemetryStream(
+            pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+                electrical_component_id=component_id
+            ),
+            metadata=self.metadata,
+        )
+
+    def set_power_call(
+        self, component_id: int, power_w: float, lifetime_s: int, timeout_s: float | None = None
+    ) -> grpc.aio.UnaryStreamCall[
+        pb2.SetElectricalComponentPowerRequest, pb2.SetElectricalComponentPowerResponse
+    ]:
+        """Start SetElectricalComponentPower (active power) and return the call at once.
+
+        The request goes on the wire without awaiting; read responses with
+        `await call.read()` (first = ACCEPTED/REJECTED...).
+
+        Args:
+            component_id: The inverter.
+            power_w: Active power setpoint in W (positive = charging).
+            lifetime_s: request_lifetime in s (API accepts 10..900).
+            timeout_s: Deadline of the whole call; `call_timeout_s` when None.
+
+        Returns:
+            The streaming call.
+        """
+        return self.stub.SetElectricalComponentPower(
+            pb2.SetElectricalComponentPowerRequest(
+                electrical_component_id=component_id,
+                power_type=pb2.POWER_TYPE_ACTIVE,
+                power=power_w,
+                request_lifetime=lifetime_s,
+            ),
+            timeout=self.call_timeout_s if timeout_s is None else timeout_s,
+            metadata=self.metadata,
+        )
+
+    async def set_power(
+        self, component_id: int, power_w: float, lifetime_s: int = 60
+    ) -> int:
+        """Send one active-power setpoint and return the first response status.
+
+        Args:
+            component_id: The inverter.
+            power_w: Setpoint in W (positive = charging).
+            lifetime_s: request_lifetime in seconds.
+
+        Returns:
+            The first status code (e.g. `STATUS_ACCEPTED`).
+
+        Raises:
+            ApiError: On a gRPC failure or a stream that ends without a status.
+        """
+        call = self.set_power_call(component_id, power_w, lifetime_s)
+        try:
+            resp = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "SetElectricalComponentPower", component_id) from exc
+        finally:
+            call.cancel()
+        if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+            raise ApiError(
+                "response stream ended without a status",
+                url=str(self.url),
+                method="SetElectricalComponentPower",
+                component_id=component_id,
+            )
+        return int(resp.status)
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Close the channel (cancels any open call).
+
+        Args:
+            grace_s: Grace period for open calls.
+        """
+        await self.channel.close(grace_s)

@@ -1,0 +1,251 @@
+"""Dispatch: concurrent SetElectricalComponentPower calls with deadline and lifetime.
+
+All calls of a round are put on the wire before any response is awaited. The first
+response of each call is its acknowledgement: ACCEPTED and SUCCESS are success;
+REJECTED, FAILED, OVERRIDDEN, a stream that ends without a status and any gRPC error
+(including the deadline) are failures that feed `Health`. After ACCEPTED, the rest of
+the response stream is read by a task in the caller's TaskGroup: a later FAILED, or
+OVERRIDDEN by someone else than this dispatcher, also feeds `Health`.
+
+Resend rule (`needs_send`, a pure function): a setpoint is sent when it differs from
+the last one sent by more than `deadband_w`, when the last one is older than
+`lifetime - renew_margin`, when the last one failed, or when it goes to exactly 0 W
+from something else. A 0 W setpoint to an inverter never commanded is not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+
+from ._client import (
+    STATUS_ACCEPTED,
+    STATUS_FAILED,
+    STATUS_OVERRIDDEN,
+    STATUS_REJECTED,
+    STATUS_SUCCESS,
+    MicrogridApiClient,
+)
+from ._health import Health
+from ._state import BoolArray, FloatArray, IntArray
+
+_logger = logging.getLogger(__name__)
+
+_STATUS_NAMES = {
+    STATUS_ACCEPTED: "ACCEPTED",
+    STATUS_REJECTED: "REJECTED",
+    STATUS_FAILED: "FAILED",
+    STATUS_SUCCESS: "SUCCESS",
+    STATUS_OVERRIDDEN: "OVERRIDDEN",
+}
+
+
+def needs_send(
+    new_w: FloatArray,
+    last_w: FloatArray,
+    last_sent_ns: IntArray,
+    last_ok: BoolArray,
+    now_ns: int,
+    deadband_w: float,
+    renew_after_ns: int,
+) -> BoolArray:
+    """Which setpoints must be (re-)sent (see the module docstring).
+
+    Args:
+        new_w: New setpoints (W).
+        last_w: Last sent setpoints (W, NaN = never sent).
+        last_sent_ns: Monotonic time of the last send.
+        last_ok: Whether the last send succeeded.
+        now_ns: Current monotonic time.
+        deadband_w: Changes up to this are not re-sent.
+        renew_after_ns: Age after which an unchanged setpoint is re-sent.
+
+    Returns:
+        Boolean mask of setpoints to send.
+    """
+    never = np.isnan(last_w)
+    with np.errstate(invalid="ignore"):
+        changed = np.abs(new_w - last_w) > deadband_w
+    due = (now_ns - last_sent_ns) >= renew_after_ns
+    to_zero = (new_w == 0.0) & (last_w != 0.0)
+    send: BoolArray = np.where(never, new_w != 0.0, changed | due | ~last_ok | to_zero)
+    return send
+
+
+@dataclass
+class DispatchStats:
+    """Counters of the dispatcher."""
+
+    setpoints_sent: int = 0
+    """Calls started."""
+    setpoints_ok: int = 0
+    """Calls acknowledged with ACCEPTED or SUCCESS."""
+    setpoints_failed: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Failed calls by reason (response status or gRPC status name)."""
+    setpoints_skipped_deadband: int = 0
+    """Setpoints not re-sent because they did not change beyond the deadband."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one dispatch round did."""
+
+    sent: int
+    """Calls made."""
+    failed: dict[int, str]
+    """Failed inverter ids and reasons."""
+    done_ns: int
+    """Monotonic time when the last acknowledgement arrived."""
+
+
+class Dispatcher:
+    """Sends setpoints to a fixed list of inverters and remembers what was sent."""
+
+    def __init__(
+        self,
+        client: MicrogridApiClient,
+        health: Health,
+        inverter_ids: list[int],
+        inverter_rows: IntArray,
+        *,
+        lifetime_s: int,
+        timeout_s: float,
+    ) -> None:
+        """Create the dispatcher.
+
+        Args:
+            client: The API client.
+            health: Failure book (rows of the state table).
+            inverter_ids: Inverter ids (index i of every array below).
+            inverter_rows: State-table row of each inverter.
+            lifetime_s: request_lifetime sent with every setpoint.
+            timeout_s: Deadline of every call.
+        """
+        self._client = client
+        self._health = health
+        self.inverter_ids: list[int] = inverter_ids
+        """Inverter ids."""
+        self._rows = [int(r) for r in inverter_rows]
+        n = len(inverter_ids)
+        self.last_w: FloatArray = np.full(n, np.nan)
+        """Last sent setpoint per inverter (W; NaN = never)."""
+        self.last_sent_ns: IntArray = np.zeros(n, dtype=np.int64)
+        """Monotonic time of the last send."""
+        self.last_ok: BoolArray = np.ones(n, dtype=np.bool_)
+        """Whether the last send was acknowledged."""
+        self._send_seq = np.zeros(n, dtype=np.int64)
+        self.lifetime_s: int = lifetime_s
+        """request_lifetime in seconds."""
+        self.timeout_s: float = timeout_s
+        """Call deadline in seconds."""
+        self.stats: DispatchStats = DispatchStats()
+        """Counters."""
+
+    def _fail(self, i: int, reason: str, now_ns: int) -> None:
+        self.last_ok[i] = False
+        self.stats.setpoints_failed[reason] += 1
+        delay = self._health.on_failure(self._rows[i], now_ns, reason)
+        _logger.warning(
+            "setpoint %.1f W to inverter %d failed (%s); retry in %.1f s",
+            self.last_w[i],
+            self.inverter_ids[i],
+            reason,
+            delay,
+        )
+
+    async def send(
+        self,
+        indices: list[int],
+        powers_w: list[float],
+        tails: asyncio.TaskGroup | None,
+        *,
+        timeout_s: float | None = None,
+    ) -> RoundResult:
+        """Send setpoints concurrently and wait for every first response.
+
+        Args:
+            indices: Inverter indices.
+            powers_w: Setpoints (W), same length.
+            tails: TaskGroup for the readers of the rest of each response stream
+                (None = do not read the tails; calls are cancelled after the ack).
+            timeout_s: Deadline override (e.g. a short one at shutdown).
+
+        Returns:
+            The round result.
+        """
+        client = self._client
+        lifetime = self.lifetime_s
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        ids = self.inverter_ids
+        calls = [
+            client.set_power_call(ids[i], p, lifetime, timeout)
+            for i, p in zip(indices, powers_w, strict=True)
+        ]
+        now_ns = time.monotonic_ns()
+        for i, p in zip(indices, powers_w, strict=True):
+            self.last_w[i] = p
+            self.last_sent_ns[i] = now_ns
+            self._send_seq[i] += 1
+        self.stats.setpoints_sent += len(calls)
+        failed: dict[int, str] = {}
+        health = self._health
+        rows = self._rows
+        for i, call in zip(indices, calls, strict=True):
+            try:
+                resp = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                reason = code.name if code is not None else "UNKNOWN"
+                failed[ids[i]] = reason
+                self._fail(i, reason, time.monotonic_ns())
+                continue
+            except asyncio.CancelledError:
+                for c in calls:
+                    c.cancel()
+                raise
+            if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+                failed[ids[i]] = "NO_STATUS"
+                self._fail(i, "NO_STATUS", time.monotonic_ns())
+                continue
+            status = resp.status
+            if status in (STATUS_ACCEPTED, STATUS_SUCCESS):
+                self.last_ok[i] = True
+                self.stats.setpoints_ok += 1
+                health.on_success(rows[i])
+                if status == STATUS_ACCEPTED and tails is not None:
+                    tails.create_task(self._tail(i, call, int(self._send_seq[i])))
+                else:
+                    call.cancel()
+            else:
+                reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
+                failed[ids[i]] = reason
+                self._fail(i, reason, time.monotonic_ns())
+                call.cancel()
+        return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
+
+    async def _tail(self, i: int, call: grpc.aio.UnaryStreamCall, seq: int) -> None:  # type: ignore[type-arg]
+        try:
+            while True:
+                resp = await call.read()
+                if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+                    return
+                status = resp.status
+                if status in (STATUS_SUCCESS, STATUS_ACCEPTED):
+                    continue
+                if status == STATUS_OVERRIDDEN and self._send_seq[i] != seq:
+                    return  # overridden by our own newer setpoint
+                if self._send_seq[i] == seq:
+                    self._fail(i, _STATUS_NAMES.get(status, f"STATUS_{status}"),
+                               time.monotonic_ns())
+                return
+        except grpc.aio.AioRpcError:
+            return  # deadline / cancel after a successful ack: not a failure
+        finally:
+            call.cancel()

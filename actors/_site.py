@@ -1,0 +1,453 @@
+"""`Site`: the facade the controller uses (connect, telemetry, requests, outcomes, stats).
+
+    site = await Site.connect("grpc://127.0.0.1:50051")
+    async with site:                        # starts telemetry + distributor
+        outcome = await site.set_power(100_000.0)   # W, + = charging
+        m = site.measurements()
+    # leaving the block sends 0 W to every commanded battery inverter, stops all tasks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields
+from types import TracebackType
+
+import numpy as np
+from frequenz.channels import Receiver
+
+from ._actor import Supervisor, validate_positive
+from ._client import MicrogridApiClient
+from ._dispatch import Dispatcher
+from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
+from ._errors import OptionsError
+from ._graph import ComponentGraph
+from ._health import Health
+from ._state import BoolArray, FloatArray, StateTable
+from ._telemetry import FreshNotifier, TelemetryActor
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Tuning of the runtime; validated on creation (`OptionsError` names the field)."""
+
+    call_timeout_s: float = 2.0
+    """Deadline of every unary call and every SetElectricalComponentPower (s)."""
+    setpoint_lifetime_s: float = 60.0
+    """request_lifetime sent with every setpoint (s, the API accepts 10..900)."""
+    renew_margin_s: float = 20.0
+    """An unchanged setpoint is re-sent when it is this close to expiry (s)."""
+    deadband_w: float = 50.0
+    """An inverter's new setpoint within this of the last sent one is not re-sent (W)."""
+    stale_after_s: float = 1.0
+    """Telemetry older than this excludes the component (s)."""
+    retry_min_s: float = 1.0
+    """First retry delay of a component whose setpoint failed (s)."""
+    retry_max_s: float = 30.0
+    """Maximum retry delay (s)."""
+    soc_exponent: float = 1.0
+    """Passed to `distribution.allocate` (how strongly SoC skews the split)."""
+    reconnect_min_s: float = 0.1
+    """First telemetry stream reconnect delay (s)."""
+    reconnect_max_s: float = 5.0
+    """Maximum telemetry stream reconnect delay (s)."""
+    reallocate_interval_s: float = 1.0
+    """Period of re-running the last target (renewal, health changes) (s)."""
+    shutdown_timeout_s: float = 1.0
+    """Bound on the 0 W setpoints sent when the site is left (s)."""
+
+    def __post_init__(self) -> None:
+        """Validate every field."""
+        for f in fields(self):
+            validate_positive(f.name, getattr(self, f.name), allow_zero=f.name == "deadband_w")
+        lt = self.setpoint_lifetime_s
+        if not 10 <= lt <= 900 or lt != int(lt):
+            raise OptionsError("setpoint_lifetime_s", lt, "must be a whole number in 10..900")
+        if self.renew_margin_s >= lt:
+            raise OptionsError(
+                "renew_margin_s", self.renew_margin_s, f"must be < setpoint_lifetime_s={lt}"
+            )
+        if self.retry_min_s > self.retry_max_s:
+            raise OptionsError("retry_min_s", self.retry_min_s, "must be <= retry_max_s")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise OptionsError(
+                "reconnect_min_s", self.reconnect_min_s, "must be <= reconnect_max_s"
+            )
+
+
+@dataclass(frozen=True)
+class SiteMeasurements:
+    """A cheap snapshot of the site (W, + = into the component / importing)."""
+
+    grid_power_w: float
+    """Grid meter active power (+ = import), NaN if unknown."""
+    grid_frequency_hz: float
+    """Grid frequency, NaN if unknown."""
+    grid_sample_time_ns: int
+    """Local monotonic time the last grid-meter sample was decoded (0 = never)."""
+    battery_power_w: float
+    """Sum of the battery inverters' measured AC power (+ = charging)."""
+    pv_power_w: float
+    """PV power (meters if any, else PV inverters; negative = producing)."""
+    load_power_w: float
+    """Sum of the load meters (NaN if none)."""
+    group_soc_pct: FloatArray
+    """Capacity-weighted SoC per battery group (%)."""
+    group_capacity_wh: FloatArray
+    """Capacity per battery group (Wh)."""
+    group_power_w: FloatArray
+    """Measured AC power per battery group (W)."""
+    group_healthy: BoolArray
+    """Whether each group has a usable inverter and battery right now."""
+    soc_pct: float
+    """Capacity-weighted SoC of the fleet (%)."""
+    fleet_lower_w: float
+    """AC lower bound of the healthy, usable fleet now (W, SoC-aware)."""
+    fleet_upper_w: float
+    """AC upper bound of the healthy, usable fleet now (W, SoC-aware)."""
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """Counters of the runtime."""
+
+    setpoints_sent: int
+    """Setpoint calls started."""
+    setpoints_ok: int
+    """Setpoint calls acknowledged (ACCEPTED/SUCCESS)."""
+    setpoints_failed: dict[str, int]
+    """Failed setpoint calls by reason."""
+    setpoints_skipped_deadband: int
+    """Setpoints not re-sent (deadband, lifetime not due)."""
+    dispatch_latency_ms: list[float]
+    """Request → all acks of every published outcome (ms)."""
+    reconnects: int
+    """Telemetry streams re-opened."""
+    excluded: dict[int, str]
+    """Components excluded from allocation now, with the reason."""
+    actor_restarts: dict[str, int] = field(default_factory=dict)
+    """Restarts per actor."""
+
+    def latency_percentile_ms(self, q: float) -> float:
+        """A percentile of `dispatch_latency_ms` (NaN when empty).
+
+        Args:
+            q: Percentile in 0..100.
+
+        Returns:
+            The value in ms.
+        """
+        if not self.dispatch_latency_ms:
+            return math.nan
+        return float(np.percentile(self.dispatch_latency_ms, q))
+
+    @property
+    def latency_p50_ms(self) -> float:
+        """Median dispatch latency (ms)."""
+        return self.latency_percentile_ms(50)
+
+    @property
+    def latency_p99_ms(self) -> float:
+        """99th percentile dispatch latency (ms)."""
+        return self.latency_percentile_ms(99)
+
+    @property
+    def latency_max_ms(self) -> float:
+        """Maximum dispatch latency (ms)."""
+        return max(self.dispatch_latency_ms) if self.dispatch_latency_ms else math.nan
+
+
+class Site:
+    """A connected microgrid: telemetry in, battery fleet power requests out."""
+
+    def __init__(
+        self,
+        client: MicrogridApiClient,
+        graph: ComponentGraph,
+        options: RuntimeOptions,
+    ) -> None:
+        """Wire the runtime (use `Site.connect`).
+
+        Args:
+            client: A connected API client.
+            graph: The component graph.
+            options: Runtime options.
+        """
+        self.client: MicrogridApiClient = client
+        """The API client."""
+        self.graph: ComponentGraph = graph
+        """The component graph."""
+        self.options: RuntimeOptions = options
+        """Runtime options."""
+        ids = list(graph.streamed_ids)
+        self.state: StateTable = StateTable(ids, [graph.components[i].category for i in ids])
+        """Columnar latest-value state of every streamed component."""
+        inv_rows = np.zeros(self.state.n, dtype=np.bool_)
+        for cid in graph.battery_inverter_ids:
+            inv_rows[self.state.row_of[cid]] = True
+        self.health: Health = Health(
+            self.state,
+            stale_after_s=options.stale_after_s,
+            retry_min_s=options.retry_min_s,
+            retry_max_s=options.retry_max_s,
+            bounds_required=inv_rows,
+        )
+        """Exclusion rules and the setpoint-failure book."""
+        self._notifier = FreshNotifier()
+        self.telemetry: TelemetryActor = TelemetryActor(
+            client,
+            self.state,
+            self._notifier,
+            ids,
+            reconnect_min_s=options.reconnect_min_s,
+            reconnect_max_s=options.reconnect_max_s,
+        )
+        """The telemetry actor."""
+        inv_ids = list(graph.battery_inverter_ids)
+        self.dispatcher: Dispatcher = Dispatcher(
+            client,
+            self.health,
+            inv_ids,
+            np.array([self.state.row_of[i] for i in inv_ids], dtype=np.int64),
+            lifetime_s=int(options.setpoint_lifetime_s),
+            timeout_s=options.call_timeout_s,
+        )
+        """Sends the setpoints."""
+        self.distributor: PowerDistributor = PowerDistributor(
+            graph,
+            self.state,
+            self.health,
+            self.dispatcher,
+            soc_exponent=options.soc_exponent,
+            deadband_w=options.deadband_w,
+            renew_after_s=options.setpoint_lifetime_s - options.renew_margin_s,
+            reallocate_interval_s=options.reallocate_interval_s,
+        )
+        """The power distributor."""
+        self._supervisor: Supervisor | None = None
+        st = self.state
+        self._grid_row = st.row_of.get(graph.grid_meter_id, -1) if graph.grid_meter_id else -1
+        self._pv_rows = np.array(
+            [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
+        )
+        self._load_rows = np.array([st.row_of[i] for i in graph.load_meter_ids], dtype=np.int64)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        api_key: str | None = None,
+        root_cert: bytes | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> Site:
+        """Connect, fetch components and connections, build the graph.
+
+        Args:
+            url: `grpc://host:port?ssl=true|false` (ssl defaults to false on loopback,
+                true elsewhere).
+            api_key: Sent as `key` metadata.
+            root_cert: PEM root certificate(s) for TLS.
+            options: Runtime options (defaults when None).
+
+        Returns:
+            The site (enter it with `async with` to start the runtime).
+
+        Raises:
+            ApiError: The server is unreachable or refused a call (names URL and status).
+            GraphError: The graph is unusable (e.g. no battery behind an inverter).
+            OptionsError: A bad URL or option.
+        """
+        opts = options if options is not None else RuntimeOptions()
+        client = MicrogridApiClient(
+            url, api_key=api_key, root_cert=root_cert, call_timeout_s=opts.call_timeout_s
+        )
+        try:
+            components, connections = await asyncio.gather(
+                client.list_components(), client.list_connections()
+            )
+            graph = ComponentGraph.from_protos(components, connections)
+        except BaseException:
+            await client.close()
+            raise
+        return cls(client, graph, opts)
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Site:
+        """Start telemetry streams and the distributor under a supervisor.
+
+        Returns:
+            self
+        """
+        self._supervisor = Supervisor(
+            [self.telemetry, self.distributor],
+            name="site",
+            restart_min_s=self.options.reconnect_min_s,
+            restart_max_s=self.options.reconnect_max_s,
+        )
+        await self._supervisor.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Send 0 W to every commanded inverter (bounded), stop all tasks, close."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Safe stop (idempotent): 0 W to commanded inverters, stop tasks, close the channel."""
+        sup, self._supervisor = self._supervisor, None
+        try:
+            if sup is not None:
+                # Stop the distributor first so it cannot send after the 0 W round.
+                await self._stop_distributor(sup)
+                await self._send_zero()
+                await sup.__aexit__(None, None, None)
+        finally:
+            await self.distributor.aclose()
+            await self._notifier.aclose()
+            await self.client.close(0)
+
+    async def _stop_distributor(self, sup: Supervisor) -> None:
+        for task in sup._tasks:
+            if task.get_name() == self.distributor.name:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _send_zero(self) -> None:
+        d = self.dispatcher
+        idx = [i for i in range(len(d.inverter_ids)) if not math.isnan(d.last_w[i])
+               and d.last_w[i] != 0.0]
+        if not idx:
+            return
+        try:
+            async with asyncio.timeout(self.options.shutdown_timeout_s + 0.5):
+                res = await d.send(idx, [0.0] * len(idx), None,
+                                   timeout_s=self.options.shutdown_timeout_s)
+            if res.failed:
+                _logger.warning("0 W at shutdown failed for %s", res.failed)
+        except (TimeoutError, Exception) as exc:
+            _logger.warning("0 W at shutdown failed: %s", exc)
+
+    # ----------------------------------------------------------------- requests
+    def request_power(self, target_w: float) -> None:
+        """Ask for `target_w` W (+ = charging) for the battery fleet; non-blocking, latest wins.
+
+        Args:
+            target_w: Fleet target in W.
+        """
+        self.distributor.request_power(target_w)
+
+    async def set_power(self, target_w: float) -> DistributionOutcome:
+        """Request `target_w` and wait for its outcome.
+
+        Args:
+            target_w: Fleet target in W.
+
+        Returns:
+            The outcome.
+        """
+        return await self.distributor.set_power(target_w)
+
+    def new_result_receiver(self) -> Receiver[DistributionOutcome]:
+        """Receive one `DistributionOutcome` per processed request.
+
+        Returns:
+            The receiver.
+        """
+        return self.distributor.new_result_receiver()
+
+    def new_fresh_receiver(self, component_ids: Collection[int] | None = None) -> Receiver[int]:
+        """Receive a component id each time a fresh sample of it was decoded.
+
+        Args:
+            component_ids: Only these components (all when None).
+
+        Returns:
+            The receiver.
+        """
+        return self._notifier.new_receiver(component_ids)
+
+    # ----------------------------------------------------------------- snapshots
+    def measurements(self) -> SiteMeasurements:
+        """A cheap snapshot of the site (plain floats and small arrays).
+
+        Returns:
+            The measurements.
+        """
+        t = self.state
+        d = self.distributor
+        now = time.monotonic_ns()
+        ok = self.health.ok_mask(now)
+        ir, br = d.inv_rows, d.bat_rows
+        inv_ok, bat_ok = ok[ir], ok[br] & np.isfinite(t.soc_pct[br])
+        g = self._grid_row
+        cap = np.nan_to_num(t.capacity_wh[br])
+        soc = t.soc_pct[br]
+        gcap = np.bincount(d.group_of_bat, cap, d.n_groups).astype(np.float64)
+        gsoc_w = np.bincount(d.group_of_bat, np.nan_to_num(soc) * cap, d.n_groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gsoc = np.where(gcap > 0, gsoc_w / gcap, np.nan)
+        gpow = np.bincount(d.group_of_inv, np.nan_to_num(t.power_w[ir]), d.n_groups).astype(
+            np.float64
+        )
+        ginv_ok = np.bincount(d.group_of_inv, inv_ok, d.n_groups) > 0
+        gbat_ok = np.bincount(d.group_of_bat, bat_ok, d.n_groups) > 0
+        lo, hi = fleet_bounds(
+            d.group_of_inv, d.group_of_bat, d.n_groups,
+            t.power_lower_w[ir], t.power_upper_w[ir], inv_ok,
+            t.power_lower_w[br], t.power_upper_w[br], t.soc_pct[br],
+            t.soc_lower_pct[br], t.soc_upper_pct[br], bat_ok,
+        )
+        total_cap = float(cap.sum())
+        return SiteMeasurements(
+            grid_power_w=float(t.power_w[g]) if g >= 0 else math.nan,
+            grid_frequency_hz=float(t.frequency_hz[g]) if g >= 0 else math.nan,
+            grid_sample_time_ns=int(t.received_ns[g]) if g >= 0 else 0,
+            battery_power_w=float(np.nansum(t.power_w[ir])),
+            pv_power_w=float(np.nansum(t.power_w[self._pv_rows])) if self._pv_rows.size else 0.0,
+            load_power_w=(
+                float(np.nansum(t.power_w[self._load_rows])) if self._load_rows.size else math.nan
+            ),
+            group_soc_pct=gsoc,
+            group_capacity_wh=gcap,
+            group_power_w=gpow,
+            group_healthy=ginv_ok & gbat_ok,
+            soc_pct=(
+                float(np.nansum(np.nan_to_num(soc) * cap) / total_cap) if total_cap else math.nan
+            ),
+            fleet_lower_w=float(lo[ginv_ok & gbat_ok].sum()),
+            fleet_upper_w=float(hi[ginv_ok & gbat_ok].sum()),
+        )
+
+    def stats(self) -> RuntimeStats:
+        """Runtime counters.
+
+        Returns:
+            The stats.
+        """
+        ds = self.dispatcher.stats
+        return RuntimeStats(
+            setpoints_sent=ds.setpoints_sent,
+            setpoints_ok=ds.setpoints_ok,
+            setpoints_failed=dict(ds.setpoints_failed),
+            setpoints_skipped_deadband=ds.setpoints_skipped_deadband,
+            dispatch_latency_ms=list(self.distributor.latencies_ms),
+            reconnects=self.telemetry.reconnects,
+            excluded=self.health.reasons(time.monotonic_ns()),
+            actor_restarts={
+                a.name: a.restarts for a in (self.telemetry, self.distributor)
+            },
+        )
+
+
+

@@ -1,0 +1,202 @@
+"""The columnar state table and the telemetry decoder that fills it.
+
+One row per streamed component, one numpy column per metric. Telemetry samples are
+decoded straight into the columns (`StateTable.decode`); the distributor snapshots
+columns with fancy indexing (no Python object per component).
+
+Power bounds: the API sends a metric's allowed values as a union of closed intervals.
+One interval `[lo, hi]` becomes `lower=lo, upper=hi` with no exclusion band (`0, 0`);
+two intervals `[lo, a] ∪ [b, hi]` with `a <= 0 <= b` become `lower=lo, upper=hi,
+excl_lower=a, excl_upper=b` (setpoints strictly inside `(a, b)` other than 0 are not
+allowed). Anything else (no interval containing the form, `lo > 0`, `hi < 0`, three or
+more intervals) marks the bounds unusable (`bounds_ok` False) and the component is
+excluded from allocation. Missing interval ends are ±inf (also unusable for inverters).
+
+Times: `received_ns` is the local `time.monotonic_ns()` at decode (0 = never);
+`sample_time_ns` is the server's sample timestamp in ns since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as ec_pb2,
+)
+
+from ._graph import CAT_BATTERY
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+M_AC_POWER: int = metrics_pb2.METRIC_AC_POWER_ACTIVE
+M_DC_POWER: int = metrics_pb2.METRIC_DC_POWER
+M_SOC: int = metrics_pb2.METRIC_BATTERY_SOC_PCT
+M_CAPACITY: int = metrics_pb2.METRIC_BATTERY_CAPACITY
+M_FREQUENCY: int = metrics_pb2.METRIC_AC_FREQUENCY
+
+#: Component states that exclude a component from allocation.
+BAD_STATES: frozenset[int] = frozenset(
+    {
+        ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_ERROR,
+        ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_UNAVAILABLE,
+        ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_OFF,
+        ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_SWITCHING_OFF,
+    }
+)
+
+_INF = math.inf
+_NAN = math.nan
+
+
+def bounds_to_band(bounds: Sequence[object]) -> tuple[float, float, float, float, bool]:
+    """Convert API bounds (a union of intervals) to (lower, upper, excl_lower, excl_upper, ok).
+
+    Args:
+        bounds: Sequence of `Bounds` messages (fields `lower`, `upper`, both optional).
+
+    Returns:
+        The inclusion interval, the exclusion band (0, 0 when none) and whether the
+        bounds have a usable shape (see module docstring).
+    """
+    n = len(bounds)
+    if n == 1:
+        b = bounds[0]
+        lo = b.lower if b.HasField("lower") else -_INF  # type: ignore[attr-defined]
+        hi = b.upper if b.HasField("upper") else _INF  # type: ignore[attr-defined]
+        ok = lo <= 0.0 <= hi and math.isfinite(lo) and math.isfinite(hi)
+        return lo, hi, 0.0, 0.0, ok
+    if n == 2:
+        b0, b1 = bounds[0], bounds[1]
+        lo0 = b0.lower if b0.HasField("lower") else -_INF  # type: ignore[attr-defined]
+        hi0 = b0.upper if b0.HasField("upper") else _INF  # type: ignore[attr-defined]
+        lo1 = b1.lower if b1.HasField("lower") else -_INF  # type: ignore[attr-defined]
+        hi1 = b1.upper if b1.HasField("upper") else _INF  # type: ignore[attr-defined]
+        if lo1 < lo0:
+            lo0, hi0, lo1, hi1 = lo1, hi1, lo0, hi0
+        ok = (
+            lo0 <= hi0 <= 0.0 <= lo1 <= hi1
+            and math.isfinite(lo0)
+            and math.isfinite(hi1)
+        )
+        return lo0, hi1, hi0, lo1, ok
+    return _NAN, _NAN, 0.0, 0.0, False
+
+
+class StateTable:
+    """Columnar latest-value state of every streamed component.
+
+    Row `i` describes component `ids[i]`; `row_of[id]` gives the row. All columns are
+    numpy arrays of length `n`; NaN means "not received yet".
+    """
+
+    def __init__(self, ids: Sequence[int], categories: Sequence[int]) -> None:
+        """Create an empty table.
+
+        Args:
+            ids: Component ids, one row each.
+            categories: Their `ElectricalComponentCategory` values.
+        """
+        n = len(ids)
+        self.n: int = n
+        """Number of rows."""
+        self.ids: IntArray = np.asarray(ids, dtype=np.int64)
+        """Component id of each row."""
+        self.row_of: dict[int, int] = {int(c): i for i, c in enumerate(ids)}
+        """Row of each component id."""
+        self.category: IntArray = np.asarray(categories, dtype=np.int64)
+        """Component category of each row."""
+        self._power_metric: list[int] = [
+            M_DC_POWER if c == CAT_BATTERY else M_AC_POWER for c in categories
+        ]
+
+        def col(v: float) -> FloatArray:
+            return np.full(n, v, dtype=np.float64)
+
+        self.power_w: FloatArray = col(_NAN)
+        """Active power in W (AC for inverters/meters, DC for batteries), + = into the component."""
+        self.power_lower_w: FloatArray = col(_NAN)
+        """Lower end of the allowed power (W)."""
+        self.power_upper_w: FloatArray = col(_NAN)
+        """Upper end of the allowed power (W)."""
+        self.power_excl_lower_w: FloatArray = col(0.0)
+        """Lower end of the exclusion band around 0 W (W, <= 0)."""
+        self.power_excl_upper_w: FloatArray = col(0.0)
+        """Upper end of the exclusion band around 0 W (W, >= 0)."""
+        self.bounds_ok: BoolArray = np.zeros(n, dtype=np.bool_)
+        """Whether the last received power bounds had a usable shape."""
+        self.has_bounds: BoolArray = np.zeros(n, dtype=np.bool_)
+        """Whether power bounds were ever received."""
+        self.soc_pct: FloatArray = col(_NAN)
+        """Battery state of charge (%)."""
+        self.soc_lower_pct: FloatArray = col(_NAN)
+        """Lower SoC limit (%)."""
+        self.soc_upper_pct: FloatArray = col(_NAN)
+        """Upper SoC limit (%)."""
+        self.capacity_wh: FloatArray = col(_NAN)
+        """Battery capacity (Wh)."""
+        self.frequency_hz: FloatArray = col(_NAN)
+        """AC frequency (Hz)."""
+        self.sample_time_ns: IntArray = np.zeros(n, dtype=np.int64)
+        """Server timestamp of the last power sample (ns since the Unix epoch)."""
+        self.received_ns: IntArray = np.zeros(n, dtype=np.int64)
+        """Local monotonic time of the last decoded message (0 = never)."""
+        self.state_ok: BoolArray = np.ones(n, dtype=np.bool_)
+        """False while the component reports an error/off/unavailable state or errors."""
+        self.state_code: IntArray = np.zeros(n, dtype=np.int64)
+        """First state code of the last state snapshot."""
+        self.samples: IntArray = np.zeros(n, dtype=np.int64)
+        """Messages decoded per row."""
+
+    def decode(
+        self,
+        row: int,
+        telemetry: ec_pb2.ElectricalComponentTelemetry,
+        now_ns: int,
+    ) -> None:
+        """Decode one telemetry message into row `row`.
+
+        Args:
+            row: Row of the component.
+            telemetry: The message's `telemetry` field.
+            now_ns: Local monotonic receive time.
+        """
+        pm = self._power_metric[row]
+        for s in telemetry.metric_samples:
+            m = s.metric
+            if m == pm:
+                self.power_w[row] = s.value.simple_metric.value
+                ts = s.sample_time
+                self.sample_time_ns[row] = ts.seconds * 1_000_000_000 + ts.nanos
+                if s.bounds:
+                    lo, hi, el, eu, ok = bounds_to_band(s.bounds)
+                    self.power_lower_w[row] = lo
+                    self.power_upper_w[row] = hi
+                    self.power_excl_lower_w[row] = el
+                    self.power_excl_upper_w[row] = eu
+                    self.bounds_ok[row] = ok
+                    self.has_bounds[row] = True
+            elif m == M_SOC:
+                self.soc_pct[row] = s.value.simple_metric.value
+                if s.bounds:
+                    b = s.bounds[0]
+                    self.soc_lower_pct[row] = b.lower if b.HasField("lower") else 0.0
+                    self.soc_upper_pct[row] = b.upper if b.HasField("upper") else 100.0
+            elif m == M_CAPACITY:
+                self.capacity_wh[row] = s.value.simple_metric.value
+            elif m == M_FREQUENCY:
+                self.frequency_hz[row] = s.value.simple_metric.value
+        snaps = telemetry.state_snapshots
+        if snaps:
+            snap = snaps[-1]
+            states = snap.states
+            code = states[0] if states else 0
+            self.state_code[row] = code
+            self.state_ok[row] = not snap.errors and not any(c in BAD_STATES for c in states)
+        self.received_ns[row] = now_ns
+        self.samples[row] += 1

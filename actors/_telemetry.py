@@ -1,0 +1,160 @@
+"""Telemetry: one stream per component, decoded straight into the `StateTable`.
+
+Each stream reconnects with capped exponential backoff (`reconnect_min_s` ..
+`reconnect_max_s`) when it ends or fails; the backoff resets after a message
+arrives. After every decoded message, the subscribers registered for that component
+get its id (`FreshNotifier`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection
+
+import grpc
+from frequenz.channels import Broadcast, Receiver, Sender
+
+from ._actor import Actor, backoff_delay_s
+from ._client import MicrogridApiClient
+from ._state import StateTable
+
+_logger = logging.getLogger(__name__)
+
+
+class FreshNotifier:
+    """Fans out "fresh sample for component X" events to subscribers."""
+
+    def __init__(self) -> None:
+        """Create a notifier without subscribers."""
+        self._by_id: dict[int, list[Sender[int]]] = {}
+        self._all: list[Sender[int]] = []
+        self._channels: list[Broadcast[int]] = []
+
+    def new_receiver(
+        self, component_ids: Collection[int] | None = None, *, limit: int = 256
+    ) -> Receiver[int]:
+        """Subscribe to fresh-sample events.
+
+        Args:
+            component_ids: Only these components (all when None).
+            limit: Receiver buffer; the oldest events are dropped when full.
+
+        Returns:
+            A receiver of component ids.
+        """
+        chan: Broadcast[int] = Broadcast(name="fresh-samples")
+        sender = chan.new_sender()
+        self._channels.append(chan)
+        if component_ids is None:
+            self._all.append(sender)
+        else:
+            for cid in set(component_ids):
+                self._by_id.setdefault(int(cid), []).append(sender)
+        return chan.new_receiver(limit=limit, warn_on_overflow=False)
+
+    def senders_for(self, component_id: int) -> list[Sender[int]]:
+        """The senders to notify for a component (hot path helper).
+
+        Args:
+            component_id: The component.
+
+        Returns:
+            Senders registered for it plus the catch-all ones.
+        """
+        return self._by_id.get(component_id, []) + self._all
+
+    async def notify(self, component_id: int) -> None:
+        """Tell the subscribers of `component_id` that a fresh sample arrived.
+
+        Args:
+            component_id: The component.
+        """
+        for s in self._by_id.get(component_id, ()):
+            await s.send(component_id)
+        for s in self._all:
+            await s.send(component_id)
+
+    async def aclose(self) -> None:
+        """Close every subscription channel (receivers stop)."""
+        for chan in self._channels:
+            await chan.aclose()
+
+
+class TelemetryActor(Actor):
+    """Streams telemetry of a set of components into a `StateTable`."""
+
+    def __init__(
+        self,
+        client: MicrogridApiClient,
+        table: StateTable,
+        notifier: FreshNotifier,
+        component_ids: Collection[int],
+        *,
+        reconnect_min_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+        name: str = "telemetry",
+    ) -> None:
+        """Create the actor.
+
+        Args:
+            client: The API client.
+            table: Where samples are decoded.
+            notifier: Who is told about fresh samples.
+            component_ids: Components to stream (each must have a row in `table`).
+            reconnect_min_s: First reconnect delay.
+            reconnect_max_s: Maximum reconnect delay.
+            name: Actor name.
+        """
+        super().__init__(name)
+        self._client = client
+        self._table = table
+        self._notifier = notifier
+        self._ids = list(component_ids)
+        self._min_s = reconnect_min_s
+        self._max_s = reconnect_max_s
+        self.reconnects: int = 0
+        """Streams re-opened after they ended or failed."""
+        self.last_error: dict[int, str] = {}
+        """Last stream error by component id."""
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for cid in self._ids:
+                tg.create_task(self._stream(cid), name=f"{self.name}-{cid}")
+
+    async def _stream(self, cid: int) -> None:
+        row = self._table.row_of[cid]
+        decode = self._table.decode
+        notifier = self._notifier
+        failures = 0
+        first = True
+        while True:
+            if not first:
+                failures += 1
+                self.reconnects += 1
+                await asyncio.sleep(backoff_delay_s(failures, self._min_s, self._max_s))
+            first = False
+            call = self._client.telemetry_stream(cid)
+            try:
+                async for msg in call:
+                    decode(row, msg.telemetry, time.monotonic_ns())
+                    failures = 0
+                    for s in notifier.senders_for(cid):
+                        await s.send(cid)
+                self.last_error[cid] = "stream ended"
+                _logger.info("%s: telemetry stream of component %d ended", self.name, cid)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                self.last_error[cid] = code.name if code is not None else "UNKNOWN"
+                if failures == 0:
+                    _logger.warning(
+                        "%s: telemetry stream of component %d failed [%s]: %s",
+                        self.name,
+                        cid,
+                        self.last_error[cid],
+                        exc.details(),
+                    )
+            finally:
+                call.cancel()
