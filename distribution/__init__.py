@@ -1,1 +1,38 @@
-"""Exact, vectorised, bounds-constrained power allocation (pure numpy/scipy)."""
+"""Exact, vectorised, bounds-constrained power allocation (pure numpy/scipy).
+
+Arrays in, a result object out: no I/O, no clock, no asyncio, no logging.
+Powers in W with the passive sign convention (positive = charging), SoC in
+percent, capacity in Wh.
+
+Public names:
+
+* `Fleet` — validated columnar snapshot of inverters, batteries and links;
+  derives the groups (connected components) and their allowed power sets.
+* `allocate` — split a requested total into one setpoint per inverter
+  (weighted water-filling, exact under exclusion bands; method and
+  guarantees in `distribution._allocate`).
+* `AllocationResult` — setpoints, achieved total, status, bounds, exclusions.
+* `AllocationStatus` — EXACT, SATURATED_UPPER/LOWER, NEAREST_REACHABLE,
+  NOTHING_AVAILABLE, APPROXIMATE.
+* `ExclusionReason` — why a component was left out (int8 codes per component).
+* `DistributionError` — root error (a `ValueError`) for structural bad input,
+  naming the field.
+* `AllocationInvariantError` — an `AssertionError` raised if a result ever
+  violates the original bounds (a bug, never bad input).
+* `MAX_GROUP_INVERTERS` — largest supported number of inverters per group.
+"""
+
+from ._allocate import AllocationResult, AllocationStatus, allocate
+from ._errors import AllocationInvariantError, DistributionError
+from ._fleet import MAX_GROUP_INVERTERS, ExclusionReason, Fleet
+
+__all__ = [
+    "MAX_GROUP_INVERTERS",
+    "AllocationInvariantError",
+    "AllocationResult",
+    "AllocationStatus",
+    "DistributionError",
+    "ExclusionReason",
+    "Fleet",
+    "allocate",
+]

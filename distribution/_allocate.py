@@ -1,0 +1,503 @@
+"""`allocate`: split a requested fleet power into one setpoint per inverter.
+
+Method
+------
+1. **Water-filling on the convex hull.** Each group g has an allowed set S_g
+   (a union of closed intervals containing 0, see `Fleet`) with hull
+   ``[lo_g, hi_g]``. The target T is clipped to ``[sum lo, sum hi]``
+   (saturation is a status, not an error). For ``T > 0`` the weights are
+   ``w_g = capacity_g * (soc_upper - soc)_g ** soc_exponent`` (for ``T < 0``
+   the headroom is ``soc - soc_lower``); weights below ``1e-9 * max(w)`` are
+   raised to that floor. ``p_g = clip(w_g * lam, lo_g, hi_g)`` with
+   ``sum p = T`` is solved exactly by a sort-based breakpoint search
+   (`water_fill_upper`), the unique minimiser of ``sum p_g**2 / w_g``.
+2. **Exclusion bands.** If every ``p_g`` lies in S_g this is the answer.
+   Otherwise the groups caught in a gap ("caught") must move to the piece
+   just below or just above. Sorting the caught groups by how far into the
+   gap they are, the k most advanced go up and the rest down; all other
+   groups keep the piece they are in. For every k the reachable totals
+   form an interval (prefix sums, vectorised); among the k whose interval
+   contains T, the one with the smallest rounding imbalance is chosen and
+   the water-filling is re-solved exactly on the chosen pieces
+   (`water_fill_box`). When it succeeds the target is met exactly.
+3. **Exact fallback.** If no k works (e.g. the target needs a group to
+   change piece, or needs discharging one group into another), a
+   mixed-integer program over the pieces (`scipy.optimize.milp`, HiGHS)
+   first finds the nearest reachable total, then, among allocations
+   reaching it, the piece choice closest (L1, 1/w weighted) to the
+   water-filling; the final powers are the exact water-filling on those
+   pieces.
+
+Guarantees: every setpoint lies in its inverter's allowed set and every
+group total in its batteries' allowed set (re-checked before returning;
+a violation raises `AllocationInvariantError`). The achieved total equals
+the (clipped) target whenever any allocation reaches it, otherwise it is
+the nearest reachable total (status ``NEAREST_REACHABLE``) — both up to
+HiGHS' tolerances when step 3 runs, exact up to floating-point rounding
+otherwise. Without binding bands the result is exactly the weighted
+water-filling. Steps 1–2 are O(n log n) numpy with no Python loop over
+components.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ._errors import AllocationInvariantError, DistributionError
+from ._fleet import Fleet
+from ._waterfill import water_fill_box, water_fill_upper
+
+__all__ = ["AllocationResult", "AllocationStatus", "allocate"]
+
+_F = npt.NDArray[np.float64]
+_B = npt.NDArray[np.bool_]
+
+_WEIGHT_FLOOR = 1e-9
+_MILP_TIME_LIMIT_S = 5.0
+
+
+class AllocationStatus(enum.Enum):
+    """Outcome of `allocate`."""
+
+    EXACT = "exact"
+    """The target was met (up to floating-point rounding)."""
+    SATURATED_UPPER = "saturated_upper"
+    """The target exceeded the fleet's upper bound; every group is at its upper bound."""
+    SATURATED_LOWER = "saturated_lower"
+    """The target was below the fleet's lower bound; every group is at its lower bound."""
+    NEAREST_REACHABLE = "nearest_reachable"
+    """Exclusion bands make the target unreachable; the nearest reachable total is set."""
+    NOTHING_AVAILABLE = "nothing_available"
+    """Nothing can move in the requested direction (no usable group); all setpoints 0 W."""
+    APPROXIMATE = "approximate"
+    """The exact fallback hit its time limit; the best allocation found is returned."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationResult:
+    """Result of `allocate` (powers in W, positive = charging)."""
+
+    setpoints_w: _F
+    """(n_inv,) setpoint per inverter; 0 W for excluded inverters."""
+    achieved_w: float
+    """Sum of the setpoints."""
+    status: AllocationStatus
+    """What happened (see `AllocationStatus`)."""
+    target_w: float
+    """The requested total."""
+    remaining_w: float
+    """``target_w - achieved_w``: what could not be allocated."""
+    fleet_lower_w: float
+    """Lowest total the usable fleet can take (SoC and bounds applied)."""
+    fleet_upper_w: float
+    """Highest total the usable fleet can take (SoC and bounds applied)."""
+    inverter_exclusion: npt.NDArray[np.int8]
+    """(n_inv,) `ExclusionReason` code per inverter (0 = included)."""
+    battery_exclusion: npt.NDArray[np.int8]
+    """(n_bat,) `ExclusionReason` code per battery (0 = included)."""
+    group_power_w: _F
+    """(n_groups,) total power per group (see `Fleet.inverter_group`)."""
+    group_at_lower: _B
+    """(n_groups,) usable group sits at its lower bound (incl. SoC limit)."""
+    group_at_upper: _B
+    """(n_groups,) usable group sits at its upper bound (incl. SoC limit)."""
+    method: str
+    """``"zero"``, ``"waterfill"``, ``"repair"`` or ``"milp"`` (which step decided)."""
+    message: str
+    """Human-readable summary."""
+
+
+def _weights(fleet: Fleet, up: bool, exponent: float) -> _F:
+    cap = fleet._g_cap
+    head = fleet._g_head_up if up else fleet._g_head_down
+    if exponent == 1.0:
+        w = cap * head
+    elif exponent == 0.0:
+        w = cap.copy()
+    else:
+        w = cap * head**exponent
+    wmax = w.max()
+    if not wmax > 0.0:
+        return np.ones_like(w)
+    out: _F = np.maximum(w, wmax * _WEIGHT_FLOOR)
+    return out
+
+
+def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> AllocationResult:
+    """Split ``target_w`` across the fleet's inverters (method: module docstring).
+
+    Args:
+        fleet: the validated fleet snapshot.
+        target_w: requested total, W, positive = charging. Must be finite.
+        soc_exponent: SoC balancing strength, ``>= 0`` (0 = by capacity only).
+
+    Returns:
+        The allocation; failing to meet the target is a status, not an error.
+
+    Raises:
+        DistributionError: ``target_w`` or ``soc_exponent`` is not a finite
+            number (or ``soc_exponent < 0``).
+        AllocationInvariantError: a setpoint violates the original bounds (a bug).
+    """
+    try:
+        t = float(target_w)
+    except (TypeError, ValueError) as exc:
+        raise DistributionError("target_w", target_w, "must be a number") from exc
+    if not math.isfinite(t):
+        raise DistributionError("target_w", t, "must be finite")
+    try:
+        e = float(soc_exponent)
+    except (TypeError, ValueError) as exc:
+        raise DistributionError("soc_exponent", soc_exponent, "must be a number") from exc
+    if not (e >= 0.0 and math.isfinite(e)):
+        raise DistributionError("soc_exponent", e, "must be finite and >= 0")
+
+    lo_sum, hi_sum = fleet._sum_lo, fleet._sum_hi
+    status = AllocationStatus.EXACT
+    if t > hi_sum:
+        goal = hi_sum
+        status = AllocationStatus.SATURATED_UPPER
+    elif t < lo_sum:
+        goal = lo_sum
+        status = AllocationStatus.SATURATED_LOWER
+    else:
+        goal = t
+    g_lo, g_hi = fleet._g_lo, fleet._g_hi
+    method = "waterfill"
+    if goal == 0.0:
+        p = np.zeros(g_lo.shape[0])
+        method = "zero"
+        if t != 0.0:
+            status = AllocationStatus.NOTHING_AVAILABLE
+    else:
+        up = goal > 0.0
+        w = _weights(fleet, up, e)
+        caught: _B
+        if up:
+            p = water_fill_upper(w, g_hi, goal)
+            if fleet._simple:
+                caught = (p > 0.0) & (p < fleet._g_bu)
+        else:
+            p = -water_fill_upper(w, -g_lo, -goal)
+            if fleet._simple:
+                caught = (p < 0.0) & (p > fleet._g_bl)
+        if not fleet._simple:
+            plo, phi = fleet.group_pieces()
+            pc = p[:, None]
+            caught = np.logical_not(((plo <= pc) & (pc <= phi)).any(axis=1))
+        if caught.any():
+            p, method, approx = _solve_bands(fleet, w, p, caught, goal)
+            if approx:
+                status = AllocationStatus.APPROXIMATE
+            elif abs(float(p.sum()) - goal) > 1e-9 * max(1.0, abs(goal)):
+                status = AllocationStatus.NEAREST_REACHABLE
+
+    setpoints = p if fleet._identity else _split(fleet, p)
+    _recheck(fleet, setpoints, p)
+    achieved = float(setpoints.sum())
+    usable = fleet._g_cap > 0.0
+    return AllocationResult(
+        setpoints_w=setpoints,
+        achieved_w=achieved,
+        status=status,
+        target_w=t,
+        remaining_w=t - achieved,
+        fleet_lower_w=lo_sum,
+        fleet_upper_w=hi_sum,
+        inverter_exclusion=fleet._inverter_exclusion,
+        battery_exclusion=fleet._battery_exclusion,
+        group_power_w=p,
+        group_at_lower=usable & (p <= g_lo),
+        group_at_upper=usable & (p >= g_hi),
+        method=method,
+        message=_message(status, t, achieved, lo_sum, hi_sum, method),
+    )
+
+
+def _message(
+    status: AllocationStatus, t: float, achieved: float, lo: float, hi: float, method: str
+) -> str:
+    if status is AllocationStatus.EXACT:
+        return f"target {t:.6g} W met ({method})"
+    if status is AllocationStatus.SATURATED_UPPER:
+        return f"target {t:.6g} W above fleet upper bound {hi:.6g} W; saturated"
+    if status is AllocationStatus.SATURATED_LOWER:
+        return f"target {t:.6g} W below fleet lower bound {lo:.6g} W; saturated"
+    if status is AllocationStatus.NOTHING_AVAILABLE:
+        return f"target {t:.6g} W: no usable group can move in that direction"
+    if status is AllocationStatus.NEAREST_REACHABLE:
+        return (
+            f"target {t:.6g} W unreachable because of exclusion bands; "
+            f"nearest reachable total {achieved:.6g} W"
+        )
+    return f"target {t:.6g} W: exact search hit its time limit; best found {achieved:.6g} W"
+
+
+# --------------------------------------------------------------------------- bands
+
+
+def _solve_bands(
+    fleet: Fleet, w: _F, p: _F, caught: _B, goal: float
+) -> tuple[_F, str, bool]:
+    """Steps 2 and 3 of the module docstring. Returns (p, method, approximate?)."""
+    plo, phi = fleet.group_pieces()
+    n = p.shape[0]
+    rows = np.arange(n)
+    pc = p[:, None]
+    inside = (plo <= pc) & (pc <= phi)
+    k_in = np.argmax(np.where(inside, phi - plo, -1.0), axis=1)
+    a = plo[rows, k_in]
+    b = phi[rows, k_in]
+    ci = np.flatnonzero(caught)
+    pcg = p[ci]
+    plc, phc = plo[ci], phi[ci]
+    k_a = np.argmax(np.where(phc < pcg[:, None], phc, -np.inf), axis=1)
+    k_b = np.argmin(np.where(plc > pcg[:, None], plc, np.inf), axis=1)
+    r = np.arange(ci.shape[0])
+    a_lo, a_hi = plc[r, k_a], phc[r, k_a]
+    b_lo, b_hi = plc[r, k_b], phc[r, k_b]
+    wc = w[ci]
+    cost_up = (b_lo - pcg) ** 2 / wc
+    cost_dn = (pcg - a_hi) ** 2 / wc
+    order = np.argsort(cost_up - cost_dn, kind="stable")
+    free = ~caught
+    base_lo = float(a[free].sum() + a_lo.sum())
+    base_hi = float(b[free].sum() + a_hi.sum())
+    lo_k = base_lo + np.concatenate(([0.0], np.cumsum((b_lo - a_lo)[order])))
+    hi_k = base_hi + np.concatenate(([0.0], np.cumsum((b_hi - a_hi)[order])))
+    tol = 1e-12 * max(1.0, abs(goal))
+    feasible = (lo_k <= goal + tol) & (goal - tol <= hi_k)
+    if feasible.any():
+        # Approximate objective per k: rounding cost of the caught groups plus the
+        # cost of spreading the remaining imbalance over the groups that can absorb it.
+        imbalance = -float((pcg - a_hi).sum()) + np.concatenate(
+            ([0.0], np.cumsum((b_lo - a_hi)[order]))
+        )
+        slack_w = float(w[free & (a < b)].sum()) + np.concatenate(
+            ([0.0], np.cumsum(np.where(b_hi > b_lo, wc, 0.0)[order]))
+        )
+        rounding = float(cost_dn.sum()) + np.concatenate(
+            ([0.0], np.cumsum((cost_up - cost_dn)[order]))
+        )
+        spread = np.where(
+            slack_w > 0.0,
+            imbalance**2 / np.where(slack_w > 0.0, slack_w, 1.0),
+            np.where(imbalance == 0.0, 0.0, 1e300),
+        )
+        approx_cost = np.where(feasible, rounding + spread, np.inf)
+        k = int(np.argmin(approx_cost))
+        go_up = np.zeros(ci.shape[0], dtype=bool)
+        go_up[order[:k]] = True
+        a[ci] = np.where(go_up, b_lo, a_lo)
+        b[ci] = np.where(go_up, b_hi, a_hi)
+        q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
+        if abs(float(q.sum()) - goal) <= 1e-9 * max(1.0, abs(goal)):
+            return q, "repair", False
+    return _milp_pieces(w, p, plo, phi, goal)
+
+
+def _milp_pieces(
+    w: _F, p_star: _F, plo: _F, phi: _F, goal: float
+) -> tuple[_F, str, bool]:
+    """Exact fallback: nearest reachable total, then closest piece choice (HiGHS)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    n, n_p = plo.shape
+    gi, pj = np.nonzero(plo <= phi)
+    m = gi.shape[0]
+    finite = np.abs(np.concatenate((plo[gi, pj], phi[gi, pj], [goal])))
+    scale = max(float(finite.max()), 1.0)
+    lo_s = plo[gi, pj] / scale
+    hi_s = phi[gi, pj] / scale
+    g_s = goal / scale
+    ps_s = p_star / scale
+    # Variables: x (m), z (m), s_minus, s_plus, dev (n).
+    nv = 2 * m + 2 + n
+    ix, iz, ism, isp, idv = 0, m, 2 * m, 2 * m + 1, 2 * m + 2
+    rows: list[npt.NDArray[np.intp]] = []
+    cols: list[npt.NDArray[np.intp]] = []
+    vals: list[_F] = []
+    c_lo: list[_F] = []
+    c_hi: list[_F] = []
+    r0 = 0
+
+    def add(r: npt.NDArray[np.intp], c: npt.NDArray[np.intp], v: _F) -> None:
+        rows.append(r)
+        cols.append(c)
+        vals.append(v)
+
+    e = np.arange(m)
+    # one piece per group: sum_j z_gj = 1
+    add(r0 + gi, iz + e, np.ones(m))
+    c_lo.append(np.ones(n))
+    c_hi.append(np.ones(n))
+    r0 += n
+    # x - lo z >= 0 ; x - hi z <= 0
+    add(r0 + e, ix + e, np.ones(m))
+    add(r0 + e, iz + e, -lo_s)
+    c_lo.append(np.zeros(m))
+    c_hi.append(np.full(m, np.inf))
+    r0 += m
+    add(r0 + e, ix + e, np.ones(m))
+    add(r0 + e, iz + e, -hi_s)
+    c_lo.append(np.full(m, -np.inf))
+    c_hi.append(np.zeros(m))
+    r0 += m
+    # total: sum x + s_minus - s_plus = goal
+    add(np.full(m, r0), ix + e, np.ones(m))
+    add(np.array([r0, r0]), np.array([ism, isp]), np.array([1.0, -1.0]))
+    c_lo.append(np.array([g_s]))
+    c_hi.append(np.array([g_s]))
+    r0 += 1
+    # deviation: dev_g >= +-(sum_j x_gj - p*_g)
+    add(r0 + gi, ix + e, np.ones(m))
+    add(r0 + np.arange(n), idv + np.arange(n), -np.ones(n))
+    c_lo.append(np.full(n, -np.inf))
+    c_hi.append(ps_s)
+    r0 += n
+    add(r0 + gi, ix + e, -np.ones(m))
+    add(r0 + np.arange(n), idv + np.arange(n), -np.ones(n))
+    c_lo.append(np.full(n, -np.inf))
+    c_hi.append(-ps_s)
+    r0 += n
+    a_mat = coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, nv)
+    ).tocsr()
+    cons = LinearConstraint(a_mat, np.concatenate(c_lo), np.concatenate(c_hi))
+    lb = np.zeros(nv)
+    ub = np.full(nv, np.inf)
+    lb[ix : ix + m] = -np.inf
+    ub[iz : iz + m] = 1.0
+    integrality = np.zeros(nv)
+    integrality[iz : iz + m] = 1
+    bounds = Bounds(lb, ub)
+    # Phase 1: nearest reachable total.
+    c1 = np.zeros(nv)
+    c1[ism] = c1[isp] = 1.0
+    opts = {"time_limit": _MILP_TIME_LIMIT_S, "mip_rel_gap": 1e-9}
+    res1 = milp(c1, constraints=cons, integrality=integrality, bounds=bounds, options=opts)
+    approx = res1.status != 0
+    if res1.x is None:
+        return _round_down(plo, phi, p_star), "milp", True
+    slack = float(res1.x[ism] + res1.x[isp])
+    # Phase 2: same slack, piece choice closest to the water-filling.
+    c2 = np.zeros(nv)
+    c2[idv:] = (w.max() / w) / n
+    lb2, ub2 = lb.copy(), ub.copy()
+    ub2[ism] = ub2[isp] = slack + 1e-9
+    res2 = milp(
+        c2,
+        constraints=cons,
+        integrality=integrality,
+        bounds=Bounds(lb2, ub2),
+        options={"time_limit": _MILP_TIME_LIMIT_S, "mip_rel_gap": 1e-6},
+    )
+    x = res2.x if res2.x is not None else res1.x
+    z = np.full((n, n_p), -1.0)
+    z[gi, pj] = x[iz : iz + m]
+    k = np.argmax(z, axis=1)
+    rr = np.arange(n)
+    a, b = plo[rr, k], phi[rr, k]
+    q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
+    return q, "milp", approx
+
+
+def _round_down(plo: _F, phi: _F, p: _F) -> _F:
+    """Last resort: move every group to the nearest allowed point toward 0."""
+    pc = p[:, None]
+    down = np.max(np.where(plo <= pc, np.minimum(phi, pc), -np.inf), axis=1)
+    up = np.min(np.where(phi >= pc, np.maximum(plo, pc), np.inf), axis=1)
+    out: _F = np.where(p > 0.0, down, up)
+    return out
+
+
+# --------------------------------------------------------------------------- split
+
+
+def _split(fleet: Fleet, p: _F) -> _F:
+    """Split group powers across each group's inverters (general topology)."""
+    topo = fleet._topo
+    assert topo is not None
+    s = np.zeros(fleet._n_inv)
+    s[topo.single_inv_index] = p[topo.single_inv_groups]
+    i_eu = np.where(fleet._inv_ok, fleet._i_eu, 0.0)
+    i_hi = np.where(fleet._inv_ok, fleet._i_hi, 0.0)
+    i_el = np.where(fleet._inv_ok, -fleet._i_el, 0.0)
+    i_lo = np.where(fleet._inv_ok, -fleet._i_lo, 0.0)
+    for groups, mat, masks, sub_eu, sub_hi, sub_el, sub_lo in fleet._split:
+        pg = p[groups]
+        pos = pg > 0.0
+        mag = np.abs(pg)
+        s_lo = np.where(pos[:, None], sub_eu, sub_el)
+        s_hi = np.where(pos[:, None], sub_hi, sub_lo)
+        contain = (s_lo <= mag[:, None]) & (mag[:, None] <= s_hi)
+        size = masks.sum(axis=0)
+        dist = np.maximum(s_lo - mag[:, None], mag[:, None] - s_hi)
+        score = np.where(contain, size[None, :] * 1.0, -1.0 - dist)
+        pick = np.argmax(score, axis=1)
+        sel = masks[:, pick].T  # (G_m, m)
+        base = np.where(pos[:, None], i_eu[mat], i_el[mat]) * sel
+        top = np.where(pos[:, None], i_hi[mat], i_lo[mat]) * sel
+        span = top - base
+        tot_span = span.sum(axis=1)
+        frac = np.where(
+            tot_span > 0.0, (mag - base.sum(axis=1)) / np.where(tot_span > 0, tot_span, 1.0), 0.0
+        )
+        x = np.minimum(np.maximum(base + frac[:, None] * span, base), top)
+        x = np.where(sel & (mag[:, None] > 0.0), x, 0.0)
+        s[mat] = np.where(pos[:, None], x, -x)
+    return s
+
+
+# --------------------------------------------------------------------------- re-check
+
+
+def _recheck(fleet: Fleet, s: _F, p: _F) -> None:
+    """Independent check of every setpoint against the original bounds."""
+    ok = fleet._inv_ok
+    bad = (s < fleet._i_lo) | (s > fleet._i_hi)
+    bad |= (s > fleet._i_el) & (s < fleet._i_eu) & (s != 0.0)
+    bad |= ~ok & (s != 0.0)
+    if fleet._identity:
+        bad |= (s < fleet._b_lo) | (s > fleet._b_hi)
+        bad |= (s > fleet._b_el) & (s < fleet._b_eu) & (s != 0.0)
+        bad |= (s > 0.0) & (fleet._b_soc >= fleet._b_soc_hi)
+        bad |= (s < 0.0) & (fleet._b_soc <= fleet._b_soc_lo)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise AllocationInvariantError(
+                f"setpoint {s[i]!r} W of inverter {i} violates its bounds "
+                f"(inverter [{fleet._i_lo[i]}, {fleet._i_hi[i]}] excl "
+                f"({fleet._i_el[i]}, {fleet._i_eu[i]}), battery [{fleet._b_lo[i]}, "
+                f"{fleet._b_hi[i]}] excl ({fleet._b_el[i]}, {fleet._b_eu[i]}), "
+                f"SoC {fleet._b_soc[i]} in [{fleet._b_soc_lo[i]}, {fleet._b_soc_hi[i]}])"
+            )
+        return
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AllocationInvariantError(
+            f"setpoint {s[i]!r} W of inverter {i} violates its bounds "
+            f"[{fleet._i_lo[i]}, {fleet._i_hi[i]}] excl ({fleet._i_el[i]}, {fleet._i_eu[i]})"
+        )
+    topo = fleet._topo
+    assert topo is not None
+    assert fleet._dc is not None
+    dc_lo, dc_hi, dc_bl, dc_bu, up_ok, dn_ok = fleet._dc
+    gs = np.bincount(topo.inv_group, weights=s, minlength=topo.n_groups)
+    tol = 1e-9 * np.maximum(1.0, np.abs(dc_lo) + np.abs(dc_hi))
+    g_bad = (gs > tol) & (~up_ok | (gs > dc_hi + tol) | (gs < dc_bu - tol))
+    g_bad |= (gs < -tol) & (~dn_ok | (gs < dc_lo - tol) | (gs > dc_bl + tol))
+    g_bad |= np.abs(gs - p) > tol
+    if g_bad.any():
+        g = int(np.flatnonzero(g_bad)[0])
+        raise AllocationInvariantError(
+            f"group {g} total {gs[g]!r} W (planned {p[g]!r} W) violates its DC set "
+            f"[{dc_lo[g]}, {dc_hi[g]}] excl ({dc_bl[g]}, {dc_bu[g]}), "
+            f"charge allowed {bool(up_ok[g])}, discharge allowed {bool(dn_ok[g])}"
+        )
