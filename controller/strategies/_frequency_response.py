@@ -10,7 +10,8 @@ The law
 :func:`droop` returns the *activation*: +1 = full discharge (under-frequency),
 −1 = full charge (over-frequency), 0 inside the deadband. It is odd in Δf and
 piecewise linear in ``|Δf|`` through the curve's points; beyond the last point it
-stays at 1. Two curves are built in (both configurable):
+stays at 1. The deadband edge is inclusive (with a 1 nHz tolerance for float
+rounding: ``49.99 − 50`` counts as −10 mHz). Two curves are built in (both configurable):
 
 * ``DroopCurve.linear`` (FCR): 0 at the 10 mHz deadband edge, rising linearly
   to 1 at 200 mHz.
@@ -64,6 +65,9 @@ __all__ = [
 ]
 
 CurveName = Literal["linear", "knee"]
+
+_EPS_HZ = 1e-9
+"""Tolerance of the deadband edge: ``49.99 − 50`` is ``−0.010000000000005`` in floats."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,7 @@ def _droop_scalar(df_hz: float, curve: DroopCurve) -> float:
         return math.nan
     x = abs(df_hz)
     xs, ys = curve.df_hz, curve.fraction
-    if x <= xs[0]:
+    if x <= xs[0] + _EPS_HZ:
         return 0.0
     if x >= xs[-1]:
         frac = ys[-1]
@@ -197,7 +201,7 @@ def droop(
     if isinstance(df_hz, np.ndarray):
         a = df_hz.astype(np.float64, copy=False)
         frac = np.interp(np.abs(a), curve.df_hz, curve.fraction, left=0.0, right=1.0)
-        frac = np.where(np.abs(a) <= curve.deadband_hz, 0.0, frac)
+        frac = np.where(np.abs(a) <= curve.deadband_hz + _EPS_HZ, 0.0, frac)
         out: npt.NDArray[np.float64] = np.where(a < 0, frac, -frac) + 0.0
         out[np.isnan(a)] = np.nan
         return out
@@ -277,7 +281,7 @@ def frequency_response_wish(config: FrequencyResponseConfig, inputs: StrategyInp
     if not math.isfinite(df):
         return Wish(config.name, config.priority, 0.0, 0.0, 0.0)
     power = -config.reserved_power_w * _droop_scalar(df, config.curve) + 0.0
-    if abs(df) <= config.curve.deadband_hz and config.soc_management_power_w > 0.0:
+    if abs(df) <= config.curve.deadband_hz + _EPS_HZ and config.soc_management_power_w > 0.0:
         low, high = soc_band_pct(
             inputs.capacity_wh,
             config.reserved_power_w,
