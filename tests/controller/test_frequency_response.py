@@ -23,7 +23,7 @@ from controller.strategies import (
     soc_band_pct,
 )
 
-kW = 1_000.0
+KW = 1_000.0
 LINEAR = DroopCurve.linear()  # 10 mHz → 0, 200 mHz → 1
 KNEE = DroopCurve.knee()  # 15 mHz → 0, 200 mHz → 0.05, 500 mHz → 1
 
@@ -110,36 +110,36 @@ def test_bad_curve_is_rejected_naming_the_field(
 
 def test_soc_band_from_capacity_power_and_duration() -> None:
     # 40 kW for 900 s = 10 kWh = 10 % of 100 kWh → [10 + 10, 90 − 10] = [20, 80].
-    assert soc_band_pct(100 * kW, 40 * kW, 900.0, 10.0, 90.0) == pytest.approx((20.0, 80.0))
+    assert soc_band_pct(100 * KW, 40 * KW, 900.0, 10.0, 90.0) == pytest.approx((20.0, 80.0))
     # 200 kW for 900 s = 50 kWh = 50 % → band empty → midpoint of [10, 90] = 50.
-    assert soc_band_pct(100 * kW, 200 * kW, 900.0, 10.0, 90.0) == (50.0, 50.0)
-    assert all(math.isnan(x) for x in soc_band_pct(0.0, 40 * kW, 900.0))
-    assert all(math.isnan(x) for x in soc_band_pct(math.nan, 40 * kW, 900.0))
+    assert soc_band_pct(100 * KW, 200 * KW, 900.0, 10.0, 90.0) == (50.0, 50.0)
+    assert all(math.isnan(x) for x in soc_band_pct(0.0, 40 * KW, 900.0))
+    assert all(math.isnan(x) for x in soc_band_pct(math.nan, 40 * KW, 900.0))
 
 
 CFG = FrequencyResponseConfig(
-    reserved_power_w=40 * kW, hold_duration_s=900.0, soc_management_power_w=5 * kW
+    reserved_power_w=40 * KW, hold_duration_s=900.0, soc_management_power_w=5 * KW
 )
 
 
 def _inputs(freq: float, soc: float = 50.0) -> StrategyInputs:
     # Fleet: 100 kWh, SoC limits [10, 90] → SoC band [20, 80] for 40 kW × 15 min.
     return StrategyInputs(
-        grid_power_w=200 * kW,
+        grid_power_w=200 * KW,
         battery_power_w=0.0,
         grid_frequency_hz=freq,
         soc_pct=soc,
-        capacity_wh=100 * kW,
+        capacity_wh=100 * KW,
         soc_lower_pct=10.0,
         soc_upper_pct=90.0,
-        fleet_lower_w=-100 * kW,
-        fleet_upper_w=100 * kW,
+        fleet_lower_w=-100 * KW,
+        fleet_upper_w=100 * KW,
     )
 
 
 def test_cycle_by_cycle_frequency_step_linear_curve() -> None:
     # P = −40 kW × droop(f − 50); SoC 50 % (inside the band [20, 80] → no nudge).
-    # k  f        Δf       activation           P (kW)
+    # k  f        Δf       activation           P (KW)
     # 0  50.000    0        0                     0
     # 1  49.990  −0.010     0 (deadband edge)     0
     # 2  49.895  −0.105     0.5                 −20
@@ -159,27 +159,27 @@ def test_cycle_by_cycle_frequency_step_linear_curve() -> None:
     ]
     for k, (f, p_kw) in enumerate(rows):
         wish = fr.step(_inputs(f), now=0.1 * k)
-        assert wish.preferred_w == pytest.approx(p_kw * kW, abs=1e-6), k
+        assert wish.preferred_w == pytest.approx(p_kw * KW, abs=1e-6), k
         if p_kw == 0.0:
             assert wish.preferred_w == 0.0  # exactly 0 at the deadband edge
         # It needs exactly its droop power: the bounds are the point itself.
         assert wish.lower_w == wish.preferred_w == wish.upper_w
         assert wish.priority == 20
-        assert fr.required_power_w(f) == pytest.approx(p_kw * kW, abs=1e-6)
+        assert fr.required_power_w(f) == pytest.approx(p_kw * KW, abs=1e-6)
 
 
 def test_cycle_by_cycle_knee_curve() -> None:
     # P = −100 kW × knee(Δf).
     # f 49.985 → edge → 0;  49.8 → knee 0.05 → −5 kW;  49.65 → 0.525 → −52.5 kW;
     # 49.5 → 1 → −100 kW;  50.5 → −1 → +100 kW.
-    fr = FrequencyResponse(FrequencyResponseConfig(curve=KNEE, reserved_power_w=100 * kW))
+    fr = FrequencyResponse(FrequencyResponseConfig(curve=KNEE, reserved_power_w=100 * KW))
     for f, p_kw in [(49.985, 0.0), (49.8, -5.0), (49.65, -52.5), (49.5, -100.0), (50.5, 100.0)]:
-        assert fr.step(_inputs(f), now=0.0).preferred_w == pytest.approx(p_kw * kW, abs=1e-6)
+        assert fr.step(_inputs(f), now=0.0).preferred_w == pytest.approx(p_kw * KW, abs=1e-6)
 
 
 def test_soc_management_only_inside_the_deadband() -> None:
     # Band [20, 80] %. Nudge 5 kW.
-    # k  f       SoC   in deadband?  P (kW)
+    # k  f       SoC   in deadband?  P (KW)
     # 0  50.000  15    yes           +5      (below band: charge)
     # 1  50.010  15    yes (edge)    +5
     # 1b 49.990  15    yes (edge)    +5      (49.99 − 50 = −0.010000000000005 in floats)
@@ -201,7 +201,7 @@ def test_soc_management_only_inside_the_deadband() -> None:
     ]
     for k, (f, soc, p_kw) in enumerate(rows):
         wish = fr.step(_inputs(f, soc), now=0.1 * k)
-        assert wish.preferred_w == pytest.approx(p_kw * kW, abs=1e-6), k
+        assert wish.preferred_w == pytest.approx(p_kw * KW, abs=1e-6), k
 
 
 def test_soc_recovers_into_the_band_then_stops() -> None:
@@ -211,10 +211,10 @@ def test_soc_recovers_into_the_band_then_stops() -> None:
     soc = 18.0
     powers = []
     for k in range(4):
-        p = merge([fr.step(_inputs(50.0, soc), now=1800.0 * k)], -100 * kW, 100 * kW).target_w
+        p = merge([fr.step(_inputs(50.0, soc), now=1800.0 * k)], -100 * KW, 100 * KW).target_w
         powers.append(p)
-        soc += p * 0.5 / (100 * kW) * 100.0
-    assert powers == [5 * kW, 0.0, 0.0, 0.0]
+        soc += p * 0.5 / (100 * KW) * 100.0
+    assert powers == [5 * KW, 0.0, 0.0, 0.0]
     assert soc == pytest.approx(20.5)
 
 

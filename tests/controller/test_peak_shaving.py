@@ -13,27 +13,28 @@ the grid meter reads ``U + battery``.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from actors.power_manager import Wish, merge
 from controller.strategies import PeakShaving, PeakShavingConfig, StrategyInputs
 
-kW = 1_000.0
+KW = 1_000.0
 CFG = PeakShavingConfig(
-    import_limit_w=250 * kW,
-    export_limit_w=20 * kW,
+    import_limit_w=250 * KW,
+    export_limit_w=20 * KW,
     target_soc_pct=60.0,
-    recharge_power_w=50 * kW,
-    recharge_margin_w=10 * kW,
+    recharge_power_w=50 * KW,
+    recharge_margin_w=10 * KW,
 )
-FLEET = (-350 * kW, 350 * kW)
+FLEET = (-350 * KW, 350 * KW)
 
 
 def _inputs(grid_w: float, battery_w: float, soc: float = 60.0, **kw: float) -> StrategyInputs:
     base: dict[str, float] = {
         "grid_frequency_hz": 50.0,
         "soc_pct": soc,
-        "capacity_wh": 730 * kW,
+        "capacity_wh": 730 * KW,
         "soc_lower_pct": 10.0,
         "soc_upper_pct": 90.0,
         "fleet_lower_w": FLEET[0],
@@ -60,12 +61,12 @@ def test_load_ramp_with_one_cycle_delay_converges_to_the_limit() -> None:
     expected_grid = [200, 240, 280, 290, 280, 250, 250]
     battery = 0.0
     for k, (u, pref, g) in enumerate(zip(loads, expected_pref, expected_grid, strict=True)):
-        grid = u * kW + battery
-        assert grid == g * kW, k
+        grid = u * KW + battery
+        assert grid == g * KW, k
         wish = ps.step(_inputs(grid, battery), now=0.2 * k)
-        assert wish.preferred_w == pref * kW, k
-        assert wish.upper_w == (250 - u) * kW  # never import above the limit
-        assert wish.lower_w == (-20 - u) * kW  # never export above the limit
+        assert wish.preferred_w == pref * KW, k
+        assert wish.upper_w == (250 - u) * KW  # never import above the limit
+        assert wish.lower_w == (-20 - u) * KW  # never export above the limit
         battery = merge([wish], *FLEET).target_w
 
 
@@ -80,21 +81,21 @@ def test_ramp_with_lagging_battery_no_overshoot_no_flip_flop() -> None:
     grids = []
     prefs = []
     for k in range(60):
-        u = min(200 + 10 * k, 350) * kW
+        u = min(200 + 10 * k, 350) * KW
         battery += 0.5 * (target - battery)
         grid = u + battery
         wish = ps.step(_inputs(grid, battery), now=0.2 * k)
         target = merge([wish], *FLEET).target_w
         grids.append(grid)
         prefs.append(wish.preferred_w)
-        assert math.isclose(wish.preferred_w, min(0.0, 250 * kW - u), abs_tol=1e-6)
+        assert math.isclose(wish.preferred_w, min(0.0, 250 * KW - u), abs_tol=1e-6)
     # Discharge deepens monotonically while the ramp rises, then holds: no flip-flop.
-    assert all(b <= a + 1e-6 for a, b in zip(prefs, prefs[1:], strict=False))
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(prefs))
     assert max(prefs) <= 0.0
     # No overshoot: the grid never drops below the limit once the load exceeds it.
-    assert min(grids[6:]) >= 250 * kW - 1e-6
+    assert min(grids[6:]) >= 250 * KW - 1e-6
     # Converged: the grid sits on the limit within 1 W.
-    assert abs(grids[-1] - 250 * kW) < 1.0
+    assert abs(grids[-1] - 250 * KW) < 1.0
 
 
 def test_jitter_around_the_limit_discharges_or_idles_never_charges() -> None:
@@ -105,9 +106,9 @@ def test_jitter_around_the_limit_discharges_or_idles_never_charges() -> None:
     ps = PeakShaving(CFG)
     battery = 0.0
     for k in range(20):
-        u = (252 if k % 2 == 0 else 248) * kW
+        u = (252 if k % 2 == 0 else 248) * KW
         wish = ps.step(_inputs(u + battery, battery, soc=40.0), now=0.2 * k)
-        assert wish.preferred_w == (-2 * kW if k % 2 == 0 else 0.0)
+        assert wish.preferred_w == (-2 * KW if k % 2 == 0 else 0.0)
         battery = merge([wish], *FLEET).target_w
 
 
@@ -122,15 +123,15 @@ def test_recharge_when_below_limit_and_soc_below_target() -> None:
     ps = PeakShaving(CFG)
     rows = [(150, 0, 50), (150, 50, 50), (230, 50, 10), (230, 10, 10), (245, 10, 0)]
     for k, (u, b, pref) in enumerate(rows):
-        wish = ps.step(_inputs((u + b) * kW, b * kW, soc=40.0), now=0.2 * k)
-        assert wish.preferred_w == pref * kW, k
+        wish = ps.step(_inputs((u + b) * KW, b * KW, soc=40.0), now=0.2 * k)
+        assert wish.preferred_w == pref * KW, k
         assert (u + pref) <= 250  # recharging never causes import above the limit
 
 
 def test_no_recharge_at_or_above_target_soc_or_unknown_soc() -> None:
     ps = PeakShaving(CFG)
     for soc in (60.0, 75.0, math.nan):
-        assert ps.step(_inputs(150 * kW, 0.0, soc=soc), now=0.0).preferred_w == 0.0
+        assert ps.step(_inputs(150 * KW, 0.0, soc=soc), now=0.0).preferred_w == 0.0
 
 
 def test_export_limit_charges_exactly_the_excess_export() -> None:
@@ -139,12 +140,12 @@ def test_export_limit_charges_exactly_the_excess_export() -> None:
     # Next cycle the battery charges 30: G = −50 + 30 = −20 = −export limit; U still −50.
     # With SoC below target: headroom = 300 − 10 = 290 → recharge 50 ≥ 30 → 50.
     ps = PeakShaving(CFG)
-    w0 = ps.step(_inputs(-50 * kW, 0.0), now=0.0)
-    assert (w0.preferred_w, w0.lower_w, w0.upper_w) == (30 * kW, 30 * kW, 300 * kW)
-    w1 = ps.step(_inputs(-20 * kW, 30 * kW), now=0.2)
-    assert w1.preferred_w == 30 * kW
-    w2 = ps.step(_inputs(-20 * kW, 30 * kW, soc=40.0), now=0.4)
-    assert w2.preferred_w == 50 * kW
+    w0 = ps.step(_inputs(-50 * KW, 0.0), now=0.0)
+    assert (w0.preferred_w, w0.lower_w, w0.upper_w) == (30 * KW, 30 * KW, 300 * KW)
+    w1 = ps.step(_inputs(-20 * KW, 30 * KW), now=0.2)
+    assert w1.preferred_w == 30 * KW
+    w2 = ps.step(_inputs(-20 * KW, 30 * KW, soc=40.0), now=0.4)
+    assert w2.preferred_w == 50 * KW
 
 
 def test_soc_empty_discharge_clipped_by_fleet_then_recharges_when_load_drops() -> None:
@@ -154,17 +155,17 @@ def test_soc_empty_discharge_clipped_by_fleet_then_recharges_when_load_drops() -
     # k2: load drops, U=200 → upper 50, headroom 40 → recharge 40 (SoC 10 < 60) → granted 40.
     # k3: battery 40, G = 240, U = 200 → 40 (steady, grid at limit − margin).
     ps = PeakShaving(CFG)
-    fleet = (0.0, 350 * kW)
+    fleet = (0.0, 350 * KW)
     battery = 0.0
     rows = [(300, -50, 0, 300), (300, -50, 0, 300), (200, 40, 40, 200), (200, 40, 40, 240)]
     for k, (u, pref, granted, grid) in enumerate(rows):
-        g = u * kW + battery
-        assert g == grid * kW, k
+        g = u * KW + battery
+        assert g == grid * KW, k
         inp = _inputs(g, battery, soc=10.0, fleet_lower_w=fleet[0], fleet_upper_w=fleet[1])
         wish = ps.step(inp, now=0.2 * k)
-        assert wish.preferred_w == pref * kW, k
+        assert wish.preferred_w == pref * KW, k
         result = merge([wish], *fleet)
-        assert result.target_w == granted * kW, k
+        assert result.target_w == granted * KW, k
         battery = result.target_w
 
 
@@ -186,22 +187,22 @@ def test_stacked_with_frequency_response_no_fight_no_double_count() -> None:
     battery = 0.0
     rows = [(-50, -50, -100, 300), (-50, -50, -100, 200), (50, -50, 0, 200), (50, -50, 0, 300)]
     for k, (fr_w, pref, total, grid) in enumerate(rows):
-        g = 300 * kW + battery
-        assert g == grid * kW, k
+        g = 300 * KW + battery
+        assert g == grid * KW, k
         wish = ps.step(_inputs(g, battery), now=0.2 * k)
-        assert wish.preferred_w == pref * kW, k
-        fr = Wish("frequency_response", 20, fr_w * kW, fr_w * kW, fr_w * kW)
+        assert wish.preferred_w == pref * KW, k
+        fr = Wish("frequency_response", 20, fr_w * KW, fr_w * KW, fr_w * KW)
         result = merge([wish, fr], *FLEET)
-        assert result.target_w == total * kW, k
+        assert result.target_w == total * KW, k
         battery = result.target_w
 
 
 def test_frequency_response_takes_room_first() -> None:
     # Fleet can discharge 120 kW. FR takes −100; PS wants −50 → room [−20, 450] → −20.
-    ps_wish = PeakShaving(CFG).step(_inputs(300 * kW, 0.0), now=0.0)
-    fr = Wish("frequency_response", 20, -100 * kW, -100 * kW, -100 * kW)
-    result = merge([ps_wish, fr], -120 * kW, 350 * kW)
-    assert result.granted == {"frequency_response": -100 * kW, "peak_shaving": -20 * kW}
+    ps_wish = PeakShaving(CFG).step(_inputs(300 * KW, 0.0), now=0.0)
+    fr = Wish("frequency_response", 20, -100 * KW, -100 * KW, -100 * KW)
+    result = merge([ps_wish, fr], -120 * KW, 350 * KW)
+    assert result.granted == {"frequency_response": -100 * KW, "peak_shaving": -20 * KW}
 
 
 def test_cadence_and_identity_come_from_the_config() -> None:

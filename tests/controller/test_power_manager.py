@@ -11,77 +11,77 @@ from hypothesis import strategies as st
 
 from actors.power_manager import MergeResult, PowerManagerError, Wish, merge
 
-kW = 1_000.0
+KW = 1_000.0
 
 
 def test_docstring_example_fr_first_ps_gets_the_rest() -> None:
     # Fleet [−300, +200] kW. FR (prio 20) exactly −250 kW; PS (prio 10) −80 in [−80, +40].
     # FR: clip(−250, −300, 200) = −250; room for PS = [−300+250, 200+250] = [−50, 450].
     # PS: clip(−80, −50, 450) = −50. Target −300 kW.
-    fr = Wish("fr", 20, -250 * kW, -250 * kW, -250 * kW)
-    ps = Wish("ps", 10, -80 * kW, -80 * kW, 40 * kW)
-    result = merge([ps, fr], -300 * kW, 200 * kW)
-    assert result.granted == {"fr": -250 * kW, "ps": -50 * kW}
-    assert result.target_w == -300 * kW
+    fr = Wish("fr", 20, -250 * KW, -250 * KW, -250 * KW)
+    ps = Wish("ps", 10, -80 * KW, -80 * KW, 40 * KW)
+    result = merge([ps, fr], -300 * KW, 200 * KW)
+    assert result.granted == {"fr": -250 * KW, "ps": -50 * KW}
+    assert result.target_w == -300 * KW
     assert result.rejected == {}
-    assert result.shortfall_w(ps) == 30 * kW
+    assert result.shortfall_w(ps) == 30 * KW
     assert result.shortfall_w(fr) == 0.0
 
 
 def test_opposite_wishes_net_out_and_higher_is_untouched() -> None:
     # Fleet [−350, +350]. FR discharges 100 (exact). PS wants to recharge +50 in [−200, +60].
     # FR −100; room [−250, 450]; PS +50 fits → target −50: PS's charge nets against FR.
-    fr = Wish("fr", 20, -100 * kW, -100 * kW, -100 * kW)
-    ps = Wish("ps", 10, 50 * kW, -200 * kW, 60 * kW)
-    result = merge([fr, ps], -350 * kW, 350 * kW)
-    assert result.granted == {"fr": -100 * kW, "ps": 50 * kW}
-    assert result.target_w == -50 * kW
+    fr = Wish("fr", 20, -100 * KW, -100 * KW, -100 * KW)
+    ps = Wish("ps", 10, 50 * KW, -200 * KW, 60 * KW)
+    result = merge([fr, ps], -350 * KW, 350 * KW)
+    assert result.granted == {"fr": -100 * KW, "ps": 50 * KW}
+    assert result.target_w == -50 * KW
 
 
 def test_lower_priority_cannot_take_back_room() -> None:
     # Fleet [−350, +350]. FR charges +300 (over-frequency). PS wants +100 recharge.
     # FR +300; room [−650, +50]; PS clip(100, −650, 50) = +50 → target +350 = fleet max.
-    fr = Wish("fr", 20, 300 * kW, 300 * kW, 300 * kW)
-    ps = Wish("ps", 10, 100 * kW, 0.0, 100 * kW)
-    result = merge([fr, ps], -350 * kW, 350 * kW)
-    assert result.granted == {"fr": 300 * kW, "ps": 50 * kW}
-    assert result.target_w == 350 * kW
+    fr = Wish("fr", 20, 300 * KW, 300 * KW, 300 * KW)
+    ps = Wish("ps", 10, 100 * KW, 0.0, 100 * KW)
+    result = merge([fr, ps], -350 * KW, 350 * KW)
+    assert result.granted == {"fr": 300 * KW, "ps": 50 * KW}
+    assert result.target_w == 350 * KW
 
 
 def test_high_priority_beyond_fleet_gets_the_nearest_edge() -> None:
     # FR needs exactly −400 but the fleet can only discharge 350: granted −350.
     # Nothing is left for PS's discharge: room [0, 700] → PS clip(−20, 0, 700) = 0.
-    fr = Wish("fr", 20, -400 * kW, -400 * kW, -400 * kW)
-    ps = Wish("ps", 10, -20 * kW, -20 * kW, 0.0)
-    result = merge([fr, ps], -350 * kW, 350 * kW)
-    assert result.granted == {"fr": -350 * kW, "ps": 0.0}
-    assert result.target_w == -350 * kW
+    fr = Wish("fr", 20, -400 * KW, -400 * KW, -400 * KW)
+    ps = Wish("ps", 10, -20 * KW, -20 * KW, 0.0)
+    result = merge([fr, ps], -350 * KW, 350 * KW)
+    assert result.granted == {"fr": -350 * KW, "ps": 0.0}
+    assert result.target_w == -350 * KW
 
 
 def test_preferred_outside_own_bounds_is_clipped_to_them_first() -> None:
     # Preferred 80 but upper bound 30 → 30; fleet room [−100, 100] → 30.
-    w = Wish("a", 1, 80 * kW, -10 * kW, 30 * kW)
-    result = merge([w], -100 * kW, 100 * kW)
-    assert result.granted == {"a": 30 * kW}
+    w = Wish("a", 1, 80 * KW, -10 * KW, 30 * KW)
+    result = merge([w], -100 * KW, 100 * KW)
+    assert result.granted == {"a": 30 * KW}
 
 
 def test_own_bounds_disjoint_from_room_gives_room_edge_nearest_own_bounds() -> None:
     # Fleet [−100, 100]; "a" (prio 5) takes 90 → room for "b" = [−190, 10].
     # "b" needs at least +20 (bounds [20, 40], prefers 30) → clip(30, 20, 40) = 30 → clip to 10.
-    a = Wish("a", 5, 90 * kW, 90 * kW, 90 * kW)
-    b = Wish("b", 1, 30 * kW, 20 * kW, 40 * kW)
-    result = merge([a, b], -100 * kW, 100 * kW)
-    assert result.granted == {"a": 90 * kW, "b": 10 * kW}
-    assert result.target_w == 100 * kW
+    a = Wish("a", 5, 90 * KW, 90 * KW, 90 * KW)
+    b = Wish("b", 1, 30 * KW, 20 * KW, 40 * KW)
+    result = merge([a, b], -100 * KW, 100 * KW)
+    assert result.granted == {"a": 90 * KW, "b": 10 * KW}
+    assert result.target_w == 100 * KW
 
 
 def test_ties_are_broken_by_source_name_not_input_order() -> None:
     # Same priority; fleet [0, 100]. "alpha" is served first: 70; "beta" gets the rest: 30.
-    alpha = Wish("alpha", 7, 70 * kW, 0.0, 100 * kW)
-    beta = Wish("beta", 7, 70 * kW, 0.0, 100 * kW)
+    alpha = Wish("alpha", 7, 70 * KW, 0.0, 100 * KW)
+    beta = Wish("beta", 7, 70 * KW, 0.0, 100 * KW)
     for order in ([alpha, beta], [beta, alpha]):
-        result = merge(order, 0.0, 100 * kW)
-        assert result.granted == {"alpha": 70 * kW, "beta": 30 * kW}
+        result = merge(order, 0.0, 100 * KW)
+        assert result.granted == {"alpha": 70 * KW, "beta": 30 * KW}
 
 
 @pytest.mark.parametrize(
@@ -94,19 +94,19 @@ def test_ties_are_broken_by_source_name_not_input_order() -> None:
     ],
 )
 def test_invalid_wish_is_ignored_and_reported(wish: Wish, reason_part: str) -> None:
-    good = Wish("good", 1, -10 * kW, -10 * kW, 0.0)
-    result = merge([wish, good], -50 * kW, 50 * kW)
+    good = Wish("good", 1, -10 * KW, -10 * KW, 0.0)
+    result = merge([wish, good], -50 * KW, 50 * KW)
     assert reason_part in result.rejected["bad"]
-    assert result.granted == {"good": -10 * kW}  # the bad one takes no room
-    assert result.target_w == -10 * kW
+    assert result.granted == {"good": -10 * KW}  # the bad one takes no room
+    assert result.target_w == -10 * KW
     assert math.isnan(result.shortfall_w(wish))
 
 
 def test_duplicate_source_first_counts_second_reported_by_index() -> None:
-    first = Wish("ps", 10, 5 * kW, 0.0, 10 * kW)
-    second = Wish("ps", 30, -5 * kW, -10 * kW, 0.0)
-    result = merge([first, second], -50 * kW, 50 * kW)
-    assert result.granted == {"ps": 5 * kW}
+    first = Wish("ps", 10, 5 * KW, 0.0, 10 * KW)
+    second = Wish("ps", 30, -5 * KW, -10 * KW, 0.0)
+    result = merge([first, second], -50 * KW, 50 * KW)
+    assert result.granted == {"ps": 5 * KW}
     assert list(result.rejected) == ["ps[1]"]
 
 
