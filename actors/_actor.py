@@ -15,9 +15,12 @@ import logging
 import math
 import signal
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
+
+from frequenz.channels import BroadcastReceiver, BroadcastSender
 
 from ._errors import ActorError, OptionsError
 
@@ -67,6 +70,36 @@ def validate_positive(field: str, value: float, *, allow_zero: bool = False) -> 
     if value < 0 or (value == 0 and not allow_zero):
         raise OptionsError(field, value, "must be > 0" if not allow_zero else "must be >= 0")
     return float(value)
+
+
+def new_broadcast_channel(
+    name: str, *, limit: int = 50, warn_on_overflow: bool = False
+) -> tuple[BroadcastSender[_T], BroadcastReceiver[_T]]:
+    """Create a frequenz-channels `BroadcastChannel` (sender, first receiver).
+
+    The channel closes when all its senders or all its receivers are closed; more
+    receivers come from `sender.subscribe()`. (frequenz-channels 1.12 warns about its
+    own use of the deprecated `Broadcast` class inside `BroadcastChannel`; that warning
+    is silenced here.)
+
+    Args:
+        name: Channel name (logs).
+        limit: Receiver buffer size.
+        warn_on_overflow: Log when a receiver drops its oldest message.
+
+    Returns:
+        (sender, receiver).
+    """
+    from frequenz.channels import BroadcastChannel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sender: BroadcastSender[_T]
+        receiver: BroadcastReceiver[_T]
+        sender, receiver = BroadcastChannel[_T](
+            name, limit=limit, warn_on_overflow=warn_on_overflow
+        )
+    return sender, receiver
 
 
 class Actor:

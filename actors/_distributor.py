@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from frequenz.channels import Broadcast, Receiver
+from frequenz.channels import BroadcastReceiver, BroadcastSender, Receiver
 
-from ._actor import Actor
+import distribution as _dist
+
+from ._actor import Actor, new_broadcast_channel
 from ._dispatch import Dispatcher, needs_send
 from ._errors import OptionsError
 from ._graph import ComponentGraph
@@ -198,8 +200,12 @@ class PowerDistributor(Actor):
         self._refresh_due = False
         self._last_target: float | None = None
         self._waiters: dict[int, asyncio.Future[DistributionOutcome]] = {}
-        self._results: Broadcast[DistributionOutcome] = Broadcast(name="distribution-results")
-        self._result_sender = self._results.new_sender()
+        # The channel closes when all its receivers are gone: keep one (never read).
+        self._result_sender: BroadcastSender[DistributionOutcome]
+        self._keepalive: BroadcastReceiver[DistributionOutcome]
+        self._result_sender, self._keepalive = new_broadcast_channel(
+            "distribution-results", limit=1, warn_on_overflow=False
+        )
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=100_000)
         """Dispatch latency (request → all acks) of published outcomes, in ms."""
         self.last_outcome: DistributionOutcome | None = None
@@ -255,7 +261,7 @@ class PowerDistributor(Actor):
         Returns:
             The receiver.
         """
-        return self._results.new_receiver(limit=limit, warn_on_overflow=False)
+        return self._result_sender.subscribe(limit=limit, warn_on_overflow=False)
 
     # ----------------------------------------------------------------- loop
     def _on_refresh_timer(self) -> None:
@@ -310,8 +316,6 @@ class PowerDistributor(Actor):
         Returns:
             (fleet, inverter usable mask, battery usable mask).
         """
-        from distribution import Fleet
-
         t = self._table
         ok = self._health.ok_mask(now_ns)
         ir, br = self.inv_rows, self.bat_rows
@@ -322,7 +326,7 @@ class PowerDistributor(Actor):
             return np.where(mask & np.isfinite(a), a, fill)
 
         soc = t.soc_pct[br]
-        fleet = Fleet(
+        fleet = _dist.Fleet(
             inverter_lower_w=z(t.power_lower_w[ir], inv_ok, 0.0),
             inverter_upper_w=z(t.power_upper_w[ir], inv_ok, 0.0),
             inverter_excl_lower_w=z(t.power_excl_lower_w[ir], inv_ok, 0.0),
@@ -354,13 +358,11 @@ class PowerDistributor(Actor):
     async def _process(
         self, target_w: float, req_ns: int, seq: int, tails: asyncio.TaskGroup
     ) -> DistributionOutcome:
-        from distribution import allocate
-
         now_ns = time.monotonic_ns()
         disp = self.dispatcher
         try:
             fleet, inv_ok, _bat_ok = self.build_fleet(now_ns)
-            res = allocate(fleet, target_w, soc_exponent=self._soc_exponent)
+            res = _dist.allocate(fleet, target_w, soc_exponent=self._soc_exponent)
             self.allocations += 1
             sp = np.asarray(res.setpoints_w, dtype=np.float64)
             sp = np.where(inv_ok, sp, 0.0)
@@ -427,4 +429,4 @@ class PowerDistributor(Actor):
         for fut in self._waiters.values():
             if not fut.done():
                 fut.cancel()
-        await self._results.aclose()
+        await self._result_sender.aclose()

@@ -14,9 +14,9 @@ import time
 from collections.abc import Collection
 
 import grpc
-from frequenz.channels import Broadcast, Receiver, Sender
+from frequenz.channels import BroadcastReceiver, BroadcastSender, Receiver, Sender, SenderError
 
-from ._actor import Actor, backoff_delay_s
+from ._actor import Actor, backoff_delay_s, new_broadcast_channel
 from ._client import MicrogridApiClient
 from ._state import StateTable
 
@@ -30,7 +30,6 @@ class FreshNotifier:
         """Create a notifier without subscribers."""
         self._by_id: dict[int, list[Sender[int]]] = {}
         self._all: list[Sender[int]] = []
-        self._channels: list[Broadcast[int]] = []
 
     def new_receiver(
         self, component_ids: Collection[int] | None = None, *, limit: int = 256
@@ -44,42 +43,47 @@ class FreshNotifier:
         Returns:
             A receiver of component ids.
         """
-        chan: Broadcast[int] = Broadcast(name="fresh-samples")
-        sender = chan.new_sender()
-        self._channels.append(chan)
+        sender: BroadcastSender[int]
+        receiver: BroadcastReceiver[int]
+        sender, receiver = new_broadcast_channel(
+            "fresh-samples", limit=limit, warn_on_overflow=False
+        )
         if component_ids is None:
             self._all.append(sender)
         else:
             for cid in set(component_ids):
                 self._by_id.setdefault(int(cid), []).append(sender)
-        return chan.new_receiver(limit=limit, warn_on_overflow=False)
-
-    def senders_for(self, component_id: int) -> list[Sender[int]]:
-        """The senders to notify for a component (hot path helper).
-
-        Args:
-            component_id: The component.
-
-        Returns:
-            Senders registered for it plus the catch-all ones.
-        """
-        return self._by_id.get(component_id, []) + self._all
+        return receiver
 
     async def notify(self, component_id: int) -> None:
         """Tell the subscribers of `component_id` that a fresh sample arrived.
 
+        Subscriptions whose receiver was dropped are removed.
+
         Args:
             component_id: The component.
         """
-        for s in self._by_id.get(component_id, ()):
-            await s.send(component_id)
-        for s in self._all:
-            await s.send(component_id)
+        for senders in (self._by_id.get(component_id), self._all):
+            if not senders:
+                continue
+            for s in senders:
+                try:
+                    await s.send(component_id)
+                except SenderError:
+                    self._drop(s)
+
+    def _drop(self, sender: Sender[int]) -> None:
+        for lst in [self._all, *self._by_id.values()]:
+            while sender in lst:
+                lst.remove(sender)
 
     async def aclose(self) -> None:
         """Close every subscription channel (receivers stop)."""
-        for chan in self._channels:
-            await chan.aclose()
+        senders = {id(s): s for lst in [self._all, *self._by_id.values()] for s in lst}
+        self._all = []
+        self._by_id = {}
+        for s in senders.values():
+            await s.aclose()
 
 
 class TelemetryActor(Actor):
@@ -127,7 +131,7 @@ class TelemetryActor(Actor):
     async def _stream(self, cid: int) -> None:
         row = self._table.row_of[cid]
         decode = self._table.decode
-        notifier = self._notifier
+        notify = self._notifier.notify
         failures = 0
         first = True
         while True:
@@ -141,8 +145,7 @@ class TelemetryActor(Actor):
                 async for msg in call:
                     decode(row, msg.telemetry, time.monotonic_ns())
                     failures = 0
-                    for s in notifier.senders_for(cid):
-                        await s.send(cid)
+                    await notify(cid)
                 self.last_error[cid] = "stream ended"
                 _logger.info("%s: telemetry stream of component %d ended", self.name, cid)
             except grpc.aio.AioRpcError as exc:

@@ -1,0 +1,132 @@
+"""Unit tests: URL parsing, component graph, bounds conversion, telemetry decoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as ec,
+)
+
+from actors import (
+    ApiUrl,
+    ComponentGraph,
+    ComponentInfo,
+    GraphError,
+    OptionsError,
+    StateTable,
+    bounds_to_band,
+)
+
+GRID, METER, INV, BAT = 1, 2, 3, 5
+BATT_INV, PV_INV = 1, 2
+
+
+def test_url_parse() -> None:
+    assert ApiUrl.parse("grpc://127.0.0.1:50051") == ApiUrl("127.0.0.1", 50051, False)
+    assert ApiUrl.parse("grpc://example.com:443").ssl is True
+    assert ApiUrl.parse("grpc://example.com:443?ssl=false").ssl is False
+    assert str(ApiUrl.parse("grpc://localhost:1?ssl=true")) == "grpc://localhost:1?ssl=true"
+    for bad, what in [
+        ("http://h:1", "scheme"),
+        ("grpc://h", "missing port"),
+        ("grpc://:1", "missing host"),
+        ("grpc://h:1?ssl=maybe", "ssl must be"),
+        ("grpc://h:1?foo=1", "unknown query"),
+        ("grpc://h:99999", "bad port"),
+    ]:
+        with pytest.raises(OptionsError, match=what) as info:
+            ApiUrl.parse(bad)
+        assert info.value.field == "url"
+
+
+def _default_like() -> ComponentGraph:
+    comps = [
+        ComponentInfo(1, GRID),
+        ComponentInfo(2, METER),  # grid meter
+        ComponentInfo(10, INV, BATT_INV), ComponentInfo(11, BAT),  # 1:1
+        ComponentInfo(20, INV, BATT_INV), ComponentInfo(21, INV, BATT_INV),
+        ComponentInfo(22, BAT),  # 2:1
+        ComponentInfo(30, INV, BATT_INV), ComponentInfo(31, BAT), ComponentInfo(32, BAT),  # 1:2
+        ComponentInfo(40, METER), ComponentInfo(41, INV, PV_INV),  # PV
+        ComponentInfo(50, METER),  # load
+    ]
+    conns = [(1, 2), (2, 10), (10, 11), (2, 20), (2, 21), (20, 22), (21, 22), (2, 30),
+             (30, 31), (30, 32), (2, 40), (40, 41), (2, 50)]
+    return ComponentGraph.build(comps, conns)
+
+
+def test_graph_groups_and_roles() -> None:
+    g = _default_like()
+    assert [(x.inverter_ids, x.battery_ids) for x in g.groups] == [
+        ((10,), (11,)), ((20, 21), (22,)), ((30,), (31, 32))]
+    assert g.grid_meter_id == 2
+    assert g.pv_inverter_ids == (41,)
+    assert g.pv_meter_ids == (40,)
+    assert g.load_meter_ids == (50,)
+    assert set(g.streamed_ids) == {2, 10, 11, 20, 21, 22, 30, 31, 32, 41, 40, 50}
+
+
+def test_graph_errors_name_component() -> None:
+    with pytest.raises(GraphError, match="no battery"):
+        ComponentGraph.build([ComponentInfo(1, GRID), ComponentInfo(2, METER)], [(1, 2)])
+    with pytest.raises(GraphError, match="unknown component 99") as info:
+        ComponentGraph.build([ComponentInfo(1, GRID)], [(1, 99)])
+    assert info.value.component_id == 99
+    with pytest.raises(GraphError, match="duplicate"):
+        ComponentGraph.build([ComponentInfo(1, GRID), ComponentInfo(1, METER)], [])
+    with pytest.raises(GraphError, match="PV inverter"):
+        ComponentGraph.build([ComponentInfo(3, INV, PV_INV), ComponentInfo(4, BAT)], [(3, 4)])
+
+
+def _b(lo: float | None, hi: float | None) -> bounds_pb2.Bounds:
+    return bounds_pb2.Bounds(lower=lo, upper=hi)
+
+
+def test_bounds_to_band() -> None:
+    assert bounds_to_band([_b(-10, 20)]) == (-10, 20, 0.0, 0.0, True)
+    assert bounds_to_band([_b(2, 20), _b(-10, -2)]) == (-10, 20, -2, 2, True)
+    assert bounds_to_band([_b(-10, -2), _b(2, 20)])[4] is True
+    assert bounds_to_band([_b(5, 20)])[4] is False  # 0 not allowed
+    assert bounds_to_band([_b(None, 20)])[4] is False  # unbounded
+    assert bounds_to_band([_b(-10, 2), _b(1, 20)])[4] is False  # overlap around 0 wrong
+    assert bounds_to_band([_b(-1, 1)] * 3)[4] is False
+
+
+def test_decode_into_table() -> None:
+    t = StateTable([10, 11], [INV, BAT])
+    tel = ec.ElectricalComponentTelemetry(electrical_component_id=10)
+    s = tel.metric_samples.add(metric=metrics_pb2.METRIC_AC_POWER_ACTIVE)
+    s.value.simple_metric.value = 1234.5
+    s.sample_time.seconds = 7
+    s.sample_time.nanos = 5
+    s.bounds.extend([_b(-5000, -2000), _b(2000, 5000)])
+    tel.state_snapshots.add(states=[ec.ELECTRICAL_COMPONENT_STATE_CODE_READY])
+    t.decode(0, tel, 42)
+    assert t.power_w[0] == 1234.5
+    assert t.sample_time_ns[0] == 7_000_000_005
+    assert (t.power_lower_w[0], t.power_upper_w[0]) == (-5000, 5000)
+    assert (t.power_excl_lower_w[0], t.power_excl_upper_w[0]) == (-2000, 2000)
+    assert t.bounds_ok[0]
+    assert t.state_ok[0]
+    assert t.received_ns[0] == 42
+
+    bat = ec.ElectricalComponentTelemetry(electrical_component_id=11)
+    s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_SOC_PCT)
+    s.value.simple_metric.value = 55.0
+    s.bounds.append(_b(10, 90))
+    s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_CAPACITY)
+    s.value.simple_metric.value = 100_000.0
+    s = bat.metric_samples.add(metric=metrics_pb2.METRIC_DC_POWER)
+    s.value.simple_metric.value = -10.0
+    s.bounds.append(_b(-50_000, 40_000))
+    snap = bat.state_snapshots.add(states=[ec.ELECTRICAL_COMPONENT_STATE_CODE_READY])
+    snap.errors.add(diagnostic_code=ec.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_OVERVOLTAGE)
+    t.decode(1, bat, 43)
+    assert (t.soc_pct[1], t.soc_lower_pct[1], t.soc_upper_pct[1]) == (55, 10, 90)
+    assert t.capacity_wh[1] == 100_000
+    assert (t.power_lower_w[1], t.power_upper_w[1], t.power_w[1]) == (-50_000, 40_000, -10)
+    assert not t.state_ok[1]
+    assert math.isnan(t.frequency_hz[1])
