@@ -339,10 +339,14 @@ class _Reader:
             if reason is not None:
                 raise self.fail(dotted, value, reason)
         if kind == "path":
-            path = Path(result).expanduser()
-            if not path.is_absolute() and self.base_dir is not None:
-                path = self.base_dir / path
-            if not path.is_file():
+            try:
+                path = Path(result).expanduser()
+                if not path.is_absolute() and self.base_dir is not None:
+                    path = self.base_dir / path
+                is_file = path.is_file()
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise self.fail(dotted, value, f"unusable path: {exc}") from exc
+            if not is_file:
                 raise self.fail(dotted, value, f"no such file: {path}")
             return path
         return result
