@@ -423,6 +423,12 @@ class LiveDashboard:
         """The most recent record, ``None`` before the first cycle."""
         return self._latest
 
+    @property
+    def history(self) -> tuple[CycleRecord, ...]:
+        """The records kept for the trend lines, oldest first (at most ``history_len``)."""
+        with self._lock:
+            return tuple(self._history)
+
     def update(self, record: CycleRecord) -> None:
         """Store the latest cycle; cheap enough for the control loop (no drawing here)."""
         with self._lock:

@@ -46,12 +46,14 @@ gridloop_components_excluded                  gauge      number of components ex
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections.abc import Mapping
+from socketserver import ThreadingMixIn
 from types import TracebackType
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from controller.records import CycleRecord
 
@@ -86,6 +88,23 @@ class MetricsError(Exception):
 
 def _valid(value: float) -> bool:
     return math.isfinite(value)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow scraper does not block the next."""
+
+    daemon_threads = True
+
+
+class _IPv6ThreadingWSGIServer(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (it would break the dashboard)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 class MetricsExporter:
@@ -290,15 +309,27 @@ class MetricsExporter:
         """
         if self._server is not None:
             return
+        server_class = _IPv6ThreadingWSGIServer if ":" in self._host else _ThreadingWSGIServer
         try:
-            server, thread = start_http_server(
-                self._requested_port, addr=self._host, registry=self.registry
+            server = make_server(
+                self._host,
+                self._requested_port,
+                make_wsgi_app(self.registry),
+                server_class,
+                handler_class=_QuietHandler,
             )
         except OSError as err:
             raise MetricsError(
                 f"cannot serve metrics on {self._host}:{self._requested_port}: "
                 f"{err.strerror or err}"
             ) from err
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"gridloop-metrics-{server.server_port}",
+            daemon=True,
+        )
+        thread.start()
         self._server, self._thread = server, thread
 
     def stop(self) -> None:

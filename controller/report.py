@@ -193,7 +193,7 @@ def _time_axis(time_s: FloatArray) -> tuple[FloatArray, str]:
 
 
 def _legend(ax: Axes) -> None:
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.85)
+    ax.legend(loc="best", fontsize="small", framealpha=0.85)
 
 
 def render_report(
@@ -248,7 +248,7 @@ def render_report(
         color="tab:green",
         alpha=0.15,
         linewidth=0,
-        label="shaved by the batteries",
+        label="cut by the batteries",
     )
     ax_grid.plot(
         t,
@@ -293,7 +293,16 @@ def render_report(
             va="center",
             color="0.4",
         )
-    ax_soc.set_ylim(0.0, 100.0)
+    all_soc = np.concatenate(
+        [np.empty(0)] + [recording.get("soc_pct_" + g) for g in recording.groups]
+    )
+    finite_soc = all_soc[np.isfinite(all_soc)]
+    if finite_soc.size:
+        low, high = float(finite_soc.min()), float(finite_soc.max())
+        pad = max(2.0, (high - low) * 0.15)
+        ax_soc.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    else:
+        ax_soc.set_ylim(0.0, 100.0)
     ax_soc.set_title(PANEL_TITLES[1], loc="left", fontsize="medium")
     ax_soc.set_ylabel("SoC (%)")
     if recording.groups:
@@ -327,7 +336,7 @@ def render_report(
     ax_freq.legend(
         handles + more_handles,
         labels + more_labels,
-        loc="upper left",
+        loc="best",
         fontsize="small",
         framealpha=0.85,
     )
