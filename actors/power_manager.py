@@ -3,8 +3,8 @@
 Pure module: no asyncio, no clock, no I/O. It lives in ``actors/`` because the
 actor layer runs it, and actors must not import ``controller``.
 
-Offers :class:`Wish`, :class:`MergeResult`, :func:`merge` and
-:class:`PowerManagerError`.
+Offers :class:`Wish`, :class:`MergeResult` and :func:`merge`. :func:`merge` never
+raises: a control loop must degrade, not crash.
 
 Units and signs: watts, passive sign convention (positive = the battery fleet
 charging, negative = discharging).
@@ -20,8 +20,9 @@ additively; the fleet's target is their sum.
    ``lower_w > upper_w``, is ignored and reported in
    :attr:`MergeResult.rejected` with the reason; so is a second wish from a
    source already seen (the first one, in input order, counts). Invalid fleet
-   bounds (non-finite, or lower > upper) are a caller bug and raise
-   :class:`PowerManagerError`. (A duplicate is reported under the key
+   bounds (non-finite, or lower > upper) mean nothing is known about the fleet:
+   they are replaced by ``[0, 0]`` (0 W is always allowed), so every wish is
+   granted 0 W, and :attr:`MergeResult.fleet_error` says why. (A duplicate is reported under the key
    ``"source[i]"``, ``i`` its index in the input, so it never collides with
    the grant of the first wish.)
 2. **Order.** Wishes are served by descending ``priority``. Ties are broken
@@ -72,25 +73,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["MergeResult", "PowerManagerError", "Wish", "merge"]
-
-
-class PowerManagerError(ValueError):
-    """Invalid input to :func:`merge` (fleet bounds); names the field and the value."""
-
-    def __init__(self, field_name: str, value: float, reason: str) -> None:
-        """Create the error.
-
-        Args:
-            field_name: The offending argument, e.g. ``"fleet_lower_w"``.
-            value: The offending value.
-            reason: What is wrong with it.
-        """
-        super().__init__(f"power manager: {field_name} = {value!r}: {reason}")
-        self.field_name: str = field_name
-        """The offending argument."""
-        self.value: float = value
-        """The offending value."""
+__all__ = ["MergeResult", "Wish", "merge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +105,8 @@ class MergeResult:
 
     A duplicate wish is reported as ``"source[i]"`` (``i`` = its index in the input).
     """
+    fleet_error: str | None = None
+    """Why the fleet bounds were unusable (then replaced by [0, 0]); None when fine."""
 
     def shortfall_w(self, wish: Wish) -> float:
         """How far the grant of ``wish`` is from its preferred power (granted − preferred).
@@ -164,16 +149,19 @@ def merge(wishes: Sequence[Wish], fleet_lower_w: float, fleet_upper_w: float) ->
         The combined target, the grant of every accepted wish and the reason
         for every ignored one.
 
-    Raises:
-        PowerManagerError: if a fleet bound is not finite or lower > upper.
+    Never raises: unusable fleet bounds give a 0 W target and ``fleet_error``.
     """
-    for name, value in (("fleet_lower_w", fleet_lower_w), ("fleet_upper_w", fleet_upper_w)):
-        if not math.isfinite(value):
-            raise PowerManagerError(name, value, "must be finite")
-    if fleet_lower_w > fleet_upper_w:
-        raise PowerManagerError(
-            "fleet_lower_w", fleet_lower_w, f"must be <= fleet_upper_w = {fleet_upper_w!r}"
+    fleet_error: str | None = None
+    if not (math.isfinite(fleet_lower_w) and math.isfinite(fleet_upper_w)):
+        fleet_error = (
+            f"fleet bounds [{fleet_lower_w!r}, {fleet_upper_w!r}] W are not finite; using [0, 0]"
         )
+    elif fleet_lower_w > fleet_upper_w:
+        fleet_error = (
+            f"fleet_lower_w = {fleet_lower_w!r} > fleet_upper_w = {fleet_upper_w!r}; using [0, 0]"
+        )
+    if fleet_error is not None:
+        fleet_lower_w = fleet_upper_w = 0.0
 
     rejected: dict[str, str] = {}
     accepted: list[Wish] = []
@@ -202,4 +190,4 @@ def merge(wishes: Sequence[Wish], fleet_lower_w: float, fleet_upper_w: float) ->
         room_hi -= grant
     # Guard against rounding drift of the running sums.
     total = _clip(total, fleet_lower_w, fleet_upper_w)
-    return MergeResult(target_w=total, granted=granted, rejected=rejected)
+    return MergeResult(target_w=total, granted=granted, rejected=rejected, fleet_error=fleet_error)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.power_manager import MergeResult, PowerManagerError, Wish, merge
+from actors.power_manager import MergeResult, Wish, merge
 
 KW = 1_000.0
 
@@ -117,16 +117,22 @@ def test_no_wishes_gives_zero() -> None:
 @pytest.mark.parametrize(
     ("lower", "upper", "message"),
     [
-        (math.nan, 1.0, "fleet_lower_w = nan: must be finite"),
-        (-1.0, math.inf, "fleet_upper_w = inf: must be finite"),
-        (5.0, 1.0, "fleet_lower_w = 5.0: must be <= fleet_upper_w = 1.0"),
+        (math.nan, 1.0, "fleet bounds [nan, 1.0] W are not finite"),
+        (-1.0, math.inf, "fleet bounds [-1.0, inf] W are not finite"),
+        (5.0, 1.0, "fleet_lower_w = 5.0 > fleet_upper_w = 1.0"),
     ],
 )
-def test_invalid_fleet_bounds_raise_naming_the_field(
+def test_unusable_fleet_bounds_give_zero_and_say_why(
     lower: float, upper: float, message: str
 ) -> None:
-    with pytest.raises(PowerManagerError, match=message.replace("+", r"\+")):
-        merge([], lower, upper)
+    # Nothing is known about the fleet: only 0 W is safe (the API always allows 0 W).
+    w = Wish("a", 1, -10 * KW, -20 * KW, 0.0)
+    result = merge([w], lower, upper)
+    assert result.target_w == 0.0
+    assert result.granted == {"a": 0.0}
+    assert result.fleet_error is not None
+    assert message in result.fleet_error
+    assert merge([w], -50 * KW, 50 * KW).fleet_error is None
 
 
 # ----------------------------------------------------------------------------- properties
