@@ -52,6 +52,8 @@ _log = logging.getLogger("gridloop.controller.dashboard")
 _SPARK_CHARS = "▁▂▃▄▅▆▇█"
 _BAR_WIDTH_WIDE = 32
 _BAR_WIDTH_NARROW = 16
+_AT_LIMIT_TOLERANCE_PCT = 2.0
+"""Grid import up to this far above the limit shows as "at limit", beyond as "ABOVE LIMIT"."""
 _WIDE_CONSOLE = 100
 """From this many columns on, frequency and dispatch sit side by side and bars are wider."""
 _NO_VALUE = "—"
@@ -72,7 +74,10 @@ def _kw(power_w: float, *, signed: bool = True) -> str:
     """Format watts as kilowatts, ``—`` when unknown."""
     if not _finite(power_w):
         return _NO_VALUE
-    return f"{power_w / 1000.0:+.1f} kW" if signed else f"{power_w / 1000.0:.1f} kW"
+    power_kw = power_w / 1000.0
+    if abs(power_kw) < 0.05:
+        power_kw = 0.0  # no "-0.0"
+    return f"{power_kw:+.1f} kW" if signed else f"{power_kw:.1f} kW"
 
 
 def _ms(latency_ms: float) -> str:
@@ -152,11 +157,17 @@ def _grid_section(record: CycleRecord, history: Sequence[CycleRecord], bar_width
     scale = max(magnitudes, default=0.0) * 1.1
 
     if _finite(limit) and _finite(record.grid_power_w):
-        over = record.grid_power_w > limit * 1.001
-        status = (
-            Text("ABOVE LIMIT", style="bold red") if over else Text("within limit", style="green")
-        )
-        grid_style = "red" if over else "green"
+        excess_pct = (record.grid_power_w - limit) / limit * 100.0 if limit > 0 else math.inf
+        if record.grid_power_w <= limit:
+            status, grid_style = Text("within limit", style="green"), "green"
+        elif excess_pct <= _AT_LIMIT_TOLERANCE_PCT:
+            status, grid_style = Text(f"at limit (+{excess_pct:.1f} %)", style="yellow"), "yellow"
+        else:
+            status = Text(
+                "ABOVE LIMIT" + (f" (+{excess_pct:.0f} %)" if math.isfinite(excess_pct) else ""),
+                style="bold red",
+            )
+            grid_style = "red"
     else:
         status = Text("no import limit" if not _finite(limit) else "", style="dim")
         grid_style = "green"
@@ -225,7 +236,7 @@ def _frequency_section(record: CycleRecord) -> Panel:
         deviation_mhz = (record.frequency_hz - nominal) * 1000.0
         freq = f"{record.frequency_hz:.3f} Hz"
         dev = Text(
-            f"{deviation_mhz:+.0f} mHz from {nominal:.0f} Hz",
+            f"{deviation_mhz:+.0f} mHz" if round(deviation_mhz) != 0 else "±0 mHz",
             style="yellow" if abs(deviation_mhz) >= 10.0 else "dim",
         )
     else:
@@ -261,8 +272,8 @@ def _soc_cell(soc_pct: float, width: int) -> Text:
 
 
 def _groups_section(record: CycleRecord, wide: bool) -> Panel:
-    table = Table(expand=False, box=None, padding=(0, 2 if wide else 1), header_style="bold")
-    table.add_column("battery group", overflow="fold")
+    table = Table(box=None, padding=(0, 1), header_style="bold")
+    table.add_column("battery group", no_wrap=True, overflow="ellipsis")
     table.add_column("SoC", no_wrap=True)
     table.add_column("setpoint", justify="right")
     table.add_column("measured", justify="right")

@@ -50,8 +50,14 @@ def test_dashboard_shows_grid_limit_and_uncontrolled(make_record) -> None:
 
 def test_dashboard_flags_import_above_limit(make_record) -> None:
     text = render_text(make_record(grid_power_w=53_000.0))
-    assert "ABOVE LIMIT" in line_with(text, "grid power")
+    assert "ABOVE LIMIT (+6 %)" in line_with(text, "grid power")
     assert "within limit" not in text
+
+
+def test_dashboard_small_overshoot_is_at_limit(make_record) -> None:
+    text = render_text(make_record(grid_power_w=50_400.0))
+    assert "at limit (+0.8 %)" in line_with(text, "grid power")
+    assert "ABOVE" not in text
 
 
 def test_dashboard_flags_export_above_limit(make_record) -> None:
@@ -63,7 +69,7 @@ def test_dashboard_flags_export_above_limit(make_record) -> None:
 def test_dashboard_shows_frequency_and_fr_required_vs_delivered(make_record) -> None:
     text = render_text(make_record())
     assert "49.912 Hz" in text
-    assert "-88 mHz from 50 Hz" in text
+    assert "-88 mHz" in line_with(text, "49.912 Hz")
     assert "-5.0 kW" in line_with(text, "FR required")
     assert "-4.9 kW" in line_with(text, "FR delivered")
     assert "98 %" in line_with(text, "delivered share")
@@ -71,7 +77,7 @@ def test_dashboard_shows_frequency_and_fr_required_vs_delivered(make_record) -> 
 
 def test_dashboard_60hz_grid_deviation(make_record) -> None:
     text = render_text(make_record(frequency_hz=60.02))
-    assert "+20 mHz from 60 Hz" in text
+    assert "+20 mHz" in line_with(text, "60.020 Hz")
 
 
 def test_dashboard_one_row_per_group_with_unhealthy_marker(make_record, group_names) -> None:
