@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors import GridloopError
 from controller.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
@@ -87,8 +88,11 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; ``str()`` is one line: ``FILE: FIELD = VALUE: REASON``."""
+class ConfigError(GridloopError, ValueError):
+    """A bad configuration value; ``str()`` is one line: ``FILE: FIELD = VALUE: REASON``.
+
+    Part of the project's error tree (:class:`actors.GridloopError`).
+    """
 
     def __init__(self, source: str, field_name: str, value: object, reason: str) -> None:
         """Create the error.
@@ -112,7 +116,7 @@ class ConfigError(ValueError):
             text = f"{source}: {field_name} = {_show(value)}: {reason}"
         else:
             text = f"{source}: {reason}"
-        super().__init__(" ".join(text.split()))
+        super().__init__(" ".join(text.splitlines()))
 
 
 def _show(value: object) -> str:
@@ -125,7 +129,7 @@ def _show(value: object) -> str:
         text = json.dumps(str(value), ensure_ascii=False)
     else:
         text = repr(value)
-    text = " ".join(text.split())
+    text = " ".join(text.splitlines())
     return text if len(text) <= 80 else text[:77] + "..."
 
 
