@@ -207,6 +207,7 @@ class Site:
             ids,
             reconnect_min_s=options.reconnect_min_s,
             reconnect_max_s=options.reconnect_max_s,
+            on_reconnected=self._on_reconnected,
         )
         """The telemetry actor."""
         inv_ids = list(graph.battery_inverter_ids)
@@ -237,6 +238,11 @@ class Site:
             [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
         )
         self._load_rows = np.array([st.row_of[i] for i in graph.load_meter_ids], dtype=np.int64)
+
+    def _on_reconnected(self, component_id: int) -> None:
+        # A stream came back after a failure (e.g. the server restarted): setpoint
+        # failures seen while it was unreachable say nothing about the component.
+        self.health.on_success(self.state.row_of[component_id])
 
     @classmethod
     async def connect(

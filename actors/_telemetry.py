@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import grpc
 from frequenz.channels import BroadcastReceiver, BroadcastSender, Receiver, Sender, SenderError
@@ -99,6 +99,7 @@ class TelemetryActor(Actor):
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
         name: str = "telemetry",
+        on_reconnected: Callable[[int], None] | None = None,
     ) -> None:
         """Create the actor.
 
@@ -110,8 +111,11 @@ class TelemetryActor(Actor):
             reconnect_min_s: First reconnect delay.
             reconnect_max_s: Maximum reconnect delay.
             name: Actor name.
+            on_reconnected: Called with the component id when a stream that had
+                failed delivers its first message again.
         """
         super().__init__(name)
+        self._on_reconnected = on_reconnected
         self._client = client
         self._table = table
         self._notifier = notifier
@@ -144,7 +148,10 @@ class TelemetryActor(Actor):
             try:
                 async for msg in call:
                     decode(row, msg.telemetry, time.monotonic_ns())
-                    failures = 0
+                    if failures:
+                        failures = 0
+                        if self._on_reconnected is not None:
+                            self._on_reconnected(cid)
                     await notify(cid)
                 self.last_error[cid] = "stream ended"
                 _logger.info("%s: telemetry stream of component %d ended", self.name, cid)

@@ -1,0 +1,252 @@
+"""Integration tests of the actor layer over real gRPC against the simulator.
+
+Every test polls with a deadline (no fixed sleeps) and checks at the end that no
+setpoint outside the component's bounds reached the simulator (its stats).
+
+Test-local workaround: the simulator has no per-component "cut this telemetry
+stream" fault yet, so `_freeze` wraps the server's telemetry publisher to drop the
+frames of chosen components (their streams go silent while setpoints still work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors import ApiError, OutcomeKind, RuntimeOptions, Site
+from simulator.config import load_site
+from simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.integration
+
+FAST = RuntimeOptions(
+    stale_after_s=0.5,
+    retry_min_s=0.2,
+    retry_max_s=0.4,
+    reconnect_min_s=0.05,
+    reconnect_max_s=0.3,
+    reallocate_interval_s=0.1,
+)
+
+
+async def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `pred` every 20 ms until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for: {what}")
+        await asyncio.sleep(0.02)
+
+
+def assert_no_setpoint_out_of_bounds(srv: SimulatorServer) -> None:
+    st = srv.stats()
+    assert st["setpoints_out_of_bounds"] == 0, st
+    assert st["setpoints_rejected"]["OUT_OF_RANGE"] == 0, st
+    assert st["setpoints_rejected"]["INVALID_ARGUMENT"] == 0, st
+
+
+@contextmanager
+def _freeze(srv: SimulatorServer, ids: set[int]) -> Iterator[None]:
+    original = srv._publish
+
+    def publish() -> None:
+        original()
+        srv._frames = {k: v for k, v in srv._frames.items() if k[0] not in ids}
+
+    srv._publish = publish  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        srv._publish = original  # type: ignore[method-assign]
+
+
+def _power(site: Site, cid: int) -> float:
+    return float(site.state.power_w[site.state.row_of[cid]])
+
+
+async def _connected(srv: SimulatorServer, options: RuntimeOptions = FAST) -> Site:
+    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=options)
+
+
+async def _all_fresh(site: Site) -> None:
+    await wait_until(lambda: not site.stats().excluded, 5.0, "all components fresh and healthy")
+
+
+async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    async with site:
+        await _all_fresh(site)
+        results = site.new_result_receiver()
+        outcome = await site.set_power(100_000.0)
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        assert outcome.achieved_w == pytest.approx(100_000.0, abs=1.0)
+        assert sum(outcome.setpoints_w.values()) == pytest.approx(100_000.0, abs=1.0)
+        assert (await results.receive()).seq == outcome.seq
+        # Ramp: 0.1 s response delay + <= 0.2 s ramp + one telemetry period; allow 3 s.
+        await wait_until(
+            lambda: abs(site.measurements().battery_power_w - 100_000.0) < 200.0,
+            3.0,
+            "battery inverters' summed AC power at +100 kW",
+        )
+        for cid, sp in outcome.setpoints_w.items():
+            assert _power(site, cid) == pytest.approx(sp, abs=50.0), cid
+        m = site.measurements()
+        # Split by SoC: per Wh of capacity, the emptiest group (D, 45 %) charges
+        # faster than the fullest one (B, 60 %).
+        per_wh = m.group_power_w / m.group_capacity_wh
+        assert per_wh[int(np.argmin(m.group_soc_pct))] > per_wh[int(np.argmax(m.group_soc_pct))]
+        assert m.group_healthy.all()
+        assert m.fleet_lower_w < 0 < m.fleet_upper_w
+        st = site.stats()
+        assert st.setpoints_failed == {}
+        assert st.dispatch_latency_ms
+        assert st.latency_p50_ms > 0
+    assert_no_setpoint_out_of_bounds(sim)
+    # Leaving the site sent 0 W to every commanded inverter.
+    per = sim.stats()["per_component"]
+    assert {cid: per[str(cid)]["last_setpoint_w"] for cid in outcome.setpoints_w} == dict.fromkeys(outcome.setpoints_w, 0.0)
+
+
+async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    others = [10, 30, 31, 40]
+    async with site:
+        await _all_fresh(site)
+        outcome = await site.set_power(100_000.0)
+        share_20 = outcome.setpoints_w[20]
+        assert share_20 > 5_000.0
+        await wait_until(lambda: abs(site.measurements().battery_power_w - 1e5) < 200, 3, "100 kW")
+        with _freeze(sim, {20}):
+            await wait_until(lambda: site.stats().excluded.get(20) == "stale", 3, "20 stale")
+            # 20 was sent 0 W and the others took over its share.
+            await wait_until(
+                lambda: abs(sum(_power(site, c) for c in others) - 100_000.0) < 300.0,
+                3,
+                "the other inverters carrying 100 kW",
+            )
+            phys = sim.physics
+            await wait_until(
+                lambda: abs(phys.inverter_power_w[phys.inverter_row(20)]) < 1.0, 3, "20 at 0 W"
+            )
+        await wait_until(lambda: 20 not in site.stats().excluded, 3, "20 back")
+        await wait_until(
+            lambda: abs(_power(site, 20) - share_20) < 300.0, 3, "20 carrying its share again"
+        )
+        assert abs(site.measurements().battery_power_w - 100_000.0) < 300.0
+    assert_no_setpoint_out_of_bounds(sim)
+
+
+async def test_failing_setpoints_partial_failure_retry_and_recovery(
+    sim: SimulatorServer,
+) -> None:
+    site = await _connected(sim)
+    phys = sim.physics
+    async with site:
+        await _all_fresh(site)
+        with _freeze(sim, {10}):  # keep telemetry saying "ready" while it refuses
+            phys.stop(10)
+            outcome = await site.set_power(100_000.0)
+            assert outcome.kind is OutcomeKind.PARTIAL_FAILURE, outcome
+            assert outcome.failed == {10: "FAILED_PRECONDITION"}
+            assert outcome.missing_w == pytest.approx(outcome.setpoints_w[10], abs=1.0)
+            # Its share moves to the others right away (re-allocation after the failure).
+            await wait_until(
+                lambda: abs(site.measurements().battery_power_w - 100_000.0) < 300.0,
+                3,
+                "the others carrying 100 kW",
+            )
+            # ... and it is retried later with backoff, failing each time.
+            await wait_until(
+                lambda: sim.stats()["per_component"]["10"]["rejected"].get(
+                    "FAILED_PRECONDITION", 0
+                ) >= 3,
+                5,
+                "three retries of inverter 10",
+            )
+            assert site.stats().setpoints_failed["FAILED_PRECONDITION"] >= 3
+            phys.start(10)
+        await wait_until(lambda: _power(site, 10) > 5_000.0, 5, "10 back in service")
+        await wait_until(lambda: 10 not in site.stats().excluded, 3, "10 no longer excluded")
+        await wait_until(
+            lambda: abs(site.measurements().battery_power_w - 100_000.0) < 300.0, 3, "100 kW"
+        )
+    assert_no_setpoint_out_of_bounds(sim)
+
+
+async def test_error_state_excludes_component(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    async with site:
+        await _all_fresh(site)
+        await site.set_power(-80_000.0)
+        sim.physics.inject_error(40)
+        await wait_until(lambda: site.stats().excluded.get(40) == "error state", 3, "40 excluded")
+        await wait_until(
+            lambda: abs(site.measurements().battery_power_w + 80_000.0) < 300.0,
+            3,
+            "the others discharging 80 kW",
+        )
+        outcome = await site.set_power(-90_000.0)
+        assert outcome.setpoints_w[40] == 0.0
+        assert outcome.kind is OutcomeKind.SUCCESS
+    assert_no_setpoint_out_of_bounds(sim)
+
+
+async def test_survives_simulator_restart(sim_factory: Any) -> None:
+    cfg = load_site(None)
+    srv1: SimulatorServer = await sim_factory(cfg)
+    port = srv1.port
+    site = await _connected(srv1)
+    async with site:
+        await _all_fresh(site)
+        await site.set_power(60_000.0)
+        await wait_until(lambda: abs(site.measurements().battery_power_w - 6e4) < 200, 3, "60 kW")
+        await srv1.stop(grace=0)
+        await wait_until(
+            lambda: len(site.stats().excluded) == site.state.n, 3, "all components stale"
+        )
+        srv2: SimulatorServer = await sim_factory(cfg, port=port)
+        # No intervention: streams reconnect, the last target is re-dispatched.
+        await wait_until(lambda: not site.stats().excluded, 10, "all components back")
+        await wait_until(
+            lambda: abs(site.measurements().battery_power_w - 60_000.0) < 200.0,
+            10,
+            "60 kW on the restarted simulator",
+        )
+        assert site.stats().reconnects >= site.state.n
+    assert_no_setpoint_out_of_bounds(srv1)
+    assert_no_setpoint_out_of_bounds(srv2)
+
+
+async def test_fresh_receiver_gets_grid_meter_samples(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    grid = site.graph.grid_meter_id
+    assert grid == 2
+    fresh = site.new_fresh_receiver([grid])
+    async with site:
+        got = await asyncio.wait_for(fresh.receive(), 5)
+        assert got == grid
+        m = site.measurements()
+        assert m.grid_sample_time_ns > 0
+        assert math.isfinite(m.grid_power_w)
+        assert m.grid_frequency_hz == pytest.approx(50.0, abs=0.5)
+
+
+async def test_connect_errors_name_url_and_status(sim_factory: Any) -> None:
+    srv: SimulatorServer = await sim_factory(api_key="secret")
+    url = f"grpc://127.0.0.1:{srv.port}"
+    with pytest.raises(ApiError, match="UNAUTHENTICATED") as info:
+        await Site.connect(url)
+    assert info.value.url == f"{url}?ssl=false"
+    site = await Site.connect(url, api_key="secret")
+    assert len(site.graph.groups) == 4
+    await site.aclose()
+    await srv.stop(grace=0)
+    with pytest.raises(ApiError, match="UNAVAILABLE"):
+        await Site.connect(url, options=RuntimeOptions(call_timeout_s=1.0))
