@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._errors import AllocationInvariantError, DistributionError
+from ._exact import reachable_pieces
 from ._fleet import Fleet
 from ._waterfill import water_fill_box, water_fill_upper
 
@@ -298,7 +299,12 @@ def _solve_bands(
         q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
         if abs(float(q.sum()) - goal) <= 1e-9 * max(1.0, abs(goal)):
             return q, "repair", False
-    return _milp_pieces(w, p, plo, phi, goal)
+    choice = reachable_pieces(plo, phi, p, goal)
+    if choice is None:
+        return _milp_pieces(w, p, plo, phi, goal)
+    a, b = plo[rows, choice], phi[rows, choice]
+    q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
+    return q, "exact", False
 
 
 def _milp_pieces(
@@ -463,12 +469,14 @@ def _recheck(fleet: Fleet, s: _F, p: _F) -> None:
     ok = fleet._inv_ok
     bad = (s < fleet._i_lo) | (s > fleet._i_hi)
     bad |= (s > fleet._i_el) & (s < fleet._i_eu) & (s != 0.0)
-    bad |= ~ok & (s != 0.0)
     if fleet._identity:
         bad |= (s < fleet._b_lo) | (s > fleet._b_hi)
         bad |= (s > fleet._b_el) & (s < fleet._b_eu) & (s != 0.0)
         bad |= (s > 0.0) & (fleet._b_soc >= fleet._b_soc_hi)
         bad |= (s < 0.0) & (fleet._b_soc <= fleet._b_soc_lo)
+    if not fleet._all_ok:
+        bad = (bad & ok) | (~ok & (s != 0.0))
+    if fleet._identity:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise AllocationInvariantError(

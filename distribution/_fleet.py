@@ -287,6 +287,7 @@ class Fleet:
     """
 
     __slots__ = (
+        "_all_ok",
         "_b_cap",
         "_b_el",
         "_b_eu",
@@ -407,6 +408,7 @@ class Fleet:
         else:
             assert topo is not None
             self._init_general(topo, inv_ok, bat_ok, i_av, b_av)
+        self._all_ok = bool(self._inv_ok.all())
         self._sum_lo = float(self._g_lo.sum())
         self._sum_hi = float(self._g_hi.sum())
 

@@ -71,19 +71,24 @@ def water_fill_box(w: _F, a: _F, b: _F, target: float) -> _F:
     ks = keys[order]
     dconst = np.concatenate((-a, b))[order]
     dslope = np.concatenate((w, -w))[order]
-    const = a.sum() + np.cumsum(dconst)
-    slope = np.cumsum(dslope)
-    f = const + slope * ks
+    f = a.sum() + np.cumsum(dconst) + np.cumsum(dslope) * ks
     j = int(np.searchsorted(f, target))
     if j >= 2 * n:
         return b.copy()
     if j == 0:
         return a.copy()
-    s = slope[j - 1]
-    if s <= 1e-12 * float(np.sum(w)):
-        lam = ks[j]
-    else:
-        lam = (target - const[j - 1]) / s
+    # Recompute the active set on the segment exactly (the running slope can
+    # lose the smallest weights to cancellation).
+    mid = 0.5 * (ks[j - 1] + ks[j])
+    wm = w * mid
+    at_lo = wm <= a
+    at_hi = wm >= b
+    lin = ~(at_lo | at_hi)
+    s = float(w[lin].sum())
+    if s > 0.0:
+        lam = (target - float(a[at_lo].sum()) - float(b[at_hi].sum())) / s
         lam = min(max(lam, ks[j - 1]), ks[j])
+    else:
+        lam = ks[j]
     out: _F = np.minimum(np.maximum(w * lam, a), b)
     return out

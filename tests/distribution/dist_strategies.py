@@ -1,0 +1,108 @@
+"""Hypothesis strategies: random fleets of every topology shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from dist_reference import RawFleet
+
+SHAPES = ("one_to_one", "many_inverters_one_battery", "one_inverter_many_batteries", "mixed")
+
+
+@st.composite
+def raw_fleets(  # noqa: C901
+    draw: Any,
+    shape: str | None = None,
+    bands: bool = True,
+    faults: bool = False,
+    max_groups: int = 5,
+) -> RawFleet:
+    """Draw a fleet: powers in whole 100 W steps (kW-scale), SoC 0..100 %."""
+    shape = shape or draw(st.sampled_from(SHAPES))
+    n_groups = draw(st.integers(1, max_groups))
+    sizes: list[tuple[int, int]] = []
+    for _ in range(n_groups):
+        if shape == "one_to_one":
+            sizes.append((1, 1))
+        elif shape == "many_inverters_one_battery":
+            sizes.append((draw(st.integers(1, 3)), 1))
+        elif shape == "one_inverter_many_batteries":
+            sizes.append((1, draw(st.integers(1, 3))))
+        else:
+            sizes.append((draw(st.integers(1, 3)), draw(st.integers(1, 3))))
+    f = RawFleet([], [], [], [], [], [], [], [], [], [], [], [], [])
+    step = st.integers(0, 1000).map(lambda k: 100.0 * k)  # 0 .. 100 kW
+    for n_i, n_b in sizes:
+        i0, b0 = len(f.inv_lo), len(f.soc)
+        for _ in range(n_i):
+            hi = draw(step.filter(lambda x: x > 0))
+            lo = -draw(step.filter(lambda x: x > 0))
+            eu = min(draw(step), hi * 0.5) if bands and draw(st.booleans()) else 0.0
+            el = max(-draw(step), lo * 0.5) if bands and draw(st.booleans()) else 0.0
+            f.inv_lo.append(lo)
+            f.inv_hi.append(hi)
+            f.inv_el.append(el)
+            f.inv_eu.append(eu)
+        for _ in range(n_b):
+            hi = draw(step.filter(lambda x: x > 0))
+            lo = -draw(step.filter(lambda x: x > 0))
+            eu = min(draw(step), hi * 0.5) if bands and draw(st.booleans()) else 0.0
+            el = max(-draw(step), lo * 0.5) if bands and draw(st.booleans()) else 0.0
+            f.bat_lo.append(lo)
+            f.bat_hi.append(hi)
+            f.bat_el.append(el)
+            f.bat_eu.append(eu)
+            f.soc_lo.append(10.0)
+            f.soc_hi.append(90.0)
+            f.soc.append(draw(st.sampled_from([5.0, 10.0, 11.0, 50.0, 89.0, 90.0, 95.0]) | st.floats(0, 100)))
+            f.cap.append(draw(st.sampled_from([10e3, 50e3, 100e3, 200e3])))
+        # Links: a connected bipartite pattern inside the group.
+        if n_i == 1 or n_b == 1:
+            for i in range(n_i):
+                for b in range(n_b):
+                    f.links.append((i0 + i, b0 + b))
+        else:
+            for i in range(n_i):
+                f.links.append((i0 + i, b0 + min(i, n_b - 1)))
+            for b in range(n_i, n_b):
+                f.links.append((i0, b0 + b))
+    if faults:
+        n_inv, n_bat = len(f.inv_lo), len(f.soc)
+        for i in range(n_inv):
+            kind = draw(st.sampled_from(["ok"] * 6 + ["nan", "inverted", "band_out"]))
+            if kind == "nan":
+                f.inv_hi[i] = float("nan")
+            elif kind == "inverted":
+                f.inv_lo[i] = f.inv_hi[i] + 100.0
+            elif kind == "band_out":
+                f.inv_eu[i] = f.inv_hi[i] + 100.0
+        for b in range(n_bat):
+            kind = draw(st.sampled_from(["ok"] * 6 + ["nan_soc", "zero_cap", "unavail"]))
+            if kind == "nan_soc":
+                f.soc[b] = float("nan")
+            elif kind == "zero_cap":
+                f.cap[b] = 0.0
+            elif kind == "unavail":
+                f.bat_avail = f.bat_avail or [True] * n_bat
+                f.bat_avail[b] = False
+        f.inv_avail = [draw(st.booleans()) or draw(st.booleans()) for _ in range(n_inv)]
+        # shuffle-free extra: one unlinked inverter
+        if draw(st.booleans()):
+            f.inv_lo.append(-1000.0)
+            f.inv_hi.append(1000.0)
+            f.inv_el.append(0.0)
+            f.inv_eu.append(0.0)
+            f.inv_avail.append(True)
+    return f
+
+
+def targets(f: RawFleet) -> Any:
+    """Targets across (and beyond) the fleet range, plus small band-sized ones."""
+    span = sum(abs(x) for x in f.inv_hi if x == x) + 1000.0
+    return st.one_of(
+        st.floats(-1.2 * span, 1.2 * span, allow_nan=False),
+        st.integers(-200, 200).map(lambda k: 100.0 * k),
+        st.just(0.0),
+    )

@@ -1,0 +1,105 @@
+"""Property tests: random fleets of every topology against independent references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distribution import AllocationStatus, Fleet, allocate
+
+from dist_reference import (
+    bisection_group_powers,
+    groups_of,
+    milp_nearest_total,
+    setpoint_violations,
+)
+from dist_strategies import SHAPES, raw_fleets, targets
+
+SETTINGS = settings(
+    max_examples=int(__import__("os").environ.get("DIST_EXAMPLES", "60")),
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def _check_against_milp(f: Any, target: float) -> None:
+    res = allocate(Fleet(**f.kwargs()), target)
+    problems = setpoint_violations(f, res.setpoints_w)
+    assert not problems, problems
+    assert res.achieved_w == float(res.setpoints_w.sum())
+    ref = milp_nearest_total(f, target)
+    scale = max(1.0, abs(target), abs(ref))
+    tol = 1e-6 * scale
+    if abs(ref - target) <= tol:
+        assert abs(res.achieved_w - target) <= tol, (res.achieved_w, target, res.status)
+        assert res.status is not AllocationStatus.APPROXIMATE
+    else:
+        # Unreachable: the distance must equal the reference's nearest distance.
+        assert abs(abs(res.achieved_w - target) - abs(ref - target)) <= tol, (
+            res.achieved_w,
+            ref,
+            target,
+            res.status,
+        )
+        assert res.status is not AllocationStatus.EXACT
+
+
+@SETTINGS
+@given(data=st.data(), shape=st.sampled_from(SHAPES))
+def test_bands_match_milp_reference(data: Any, shape: str) -> None:
+    f = data.draw(raw_fleets(shape=shape, bands=True))
+    target = data.draw(targets(f))
+    _check_against_milp(f, target)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_faulty_components_excluded_and_exact(data: Any) -> None:
+    f = data.draw(raw_fleets(bands=True, faults=True, max_groups=4))
+    target = data.draw(targets(f))
+    _check_against_milp(f, target)
+    res = allocate(Fleet(**f.kwargs()), target)
+    usable = {i for g in groups_of(f) if g.usable for i in g.inverters}
+    for i, code in enumerate(res.inverter_exclusion):
+        if code:
+            assert res.setpoints_w[i] == 0.0
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    shape=st.sampled_from(SHAPES),
+    exponent=st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+)
+def test_no_bands_matches_bisection_waterfill(data: Any, shape: str, exponent: float) -> None:
+    f = data.draw(raw_fleets(shape=shape, bands=False))
+    target = data.draw(targets(f))
+    fleet = Fleet(**f.kwargs())
+    res = allocate(fleet, target, soc_exponent=exponent)
+    assert res.method in ("waterfill", "zero")
+    assert not setpoint_violations(f, res.setpoints_w)
+    ref = bisection_group_powers(f, target, exponent)
+    scale = max(1.0, max((abs(x) for x in f.inv_lo + f.inv_hi), default=1.0))
+    groups = fleet.inverter_group
+    for first_inv, power in ref.items():
+        mine = float(res.setpoints_w[groups == groups[first_inv]].sum())
+        assert abs(mine - power) <= 1e-6 * scale, (first_inv, mine, power)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_saturation_and_direction(data: Any) -> None:
+    f = data.draw(raw_fleets(bands=True))
+    fleet = Fleet(**f.kwargs())
+    up = allocate(fleet, fleet.upper_w + 1e6)
+    assert up.status in (AllocationStatus.SATURATED_UPPER, AllocationStatus.NOTHING_AVAILABLE)
+    assert np.isclose(up.achieved_w, fleet.upper_w)
+    down = allocate(fleet, fleet.lower_w - 1e6)
+    assert down.status in (AllocationStatus.SATURATED_LOWER, AllocationStatus.NOTHING_AVAILABLE)
+    assert np.isclose(down.achieved_w, fleet.lower_w)
+    assert not setpoint_violations(f, up.setpoints_w)
+    assert not setpoint_violations(f, down.setpoints_w)
