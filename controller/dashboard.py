@@ -37,6 +37,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from actors import GridloopError
 from controller.records import CycleRecord, GroupRecord
 
 __all__ = [
@@ -59,7 +60,7 @@ _WIDE_CONSOLE = 100
 _NO_VALUE = "—"
 
 
-class DashboardError(ValueError):
+class DashboardError(GridloopError, ValueError):
     """A dashboard or log-line parameter is invalid (the message names it)."""
 
 
@@ -109,13 +110,14 @@ def _bar(value: float, scale: float, limit: float, style: str, width: int) -> Te
     marker = -1
     if _finite(limit) and scale > 0 and limit >= 0:
         marker = max(0, min(width - 1, round(limit / scale * width)))
-    for i in range(width):
-        if i == marker:
-            text.append("│", style="bold yellow")
-        elif i < filled:
-            text.append("█", style=style)
-        else:
-            text.append("░", style="grey37")
+    # Runs of equal characters, one span each (cheaper to render than per-character spans).
+    cells = ["│" if i == marker else "█" if i < filled else "░" for i in range(width)]
+    styles = {"│": "bold yellow", "█": style, "░": "grey37"}
+    start = 0
+    for i in range(1, width + 1):
+        if i == width or cells[i] != cells[start]:
+            text.append(cells[start] * (i - start), style=styles[cells[start]])
+            start = i
     return text
 
 

@@ -33,6 +33,8 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
+from actors import GridloopError
+
 __all__ = ["JsonFormatter", "LogConfigError", "TextFormatter", "setup_logging"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -45,7 +47,7 @@ _STANDARD_ATTRS = frozenset(
 _HANDLER_MARK = "_gridloop_handler"
 
 
-class LogConfigError(ValueError):
+class LogConfigError(GridloopError, ValueError):
     """A logging option is invalid (the message names it and the value)."""
 
 

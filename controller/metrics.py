@@ -7,7 +7,9 @@ The exporter is fed by the service, never reads the site:
 
 - :meth:`MetricsExporter.observe_cycle` once per control cycle with the
   :class:`~controller.records.CycleRecord` and the cycle's duration;
-- :meth:`MetricsExporter.observe_dispatch` once per dispatch with its latency;
+- :meth:`MetricsExporter.observe_dispatch` once per dispatch with its latency
+  (optional: until it is first called, a record whose ``setpoints_sent`` rose
+  since the previous one adds its ``dispatch_latency_ms`` to the histogram);
 - :meth:`MetricsExporter.count_setpoints` per dispatch with the number of
   setpoint calls sent and the failures by reason (optional: until it is first
   called, the sent/failed counters follow the record's cumulative counts, with
@@ -55,6 +57,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from actors import GridloopError
 from controller.records import CycleRecord
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
@@ -82,8 +85,11 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 """Histogram buckets (seconds) for cycle and dispatch latencies: ms resolution up to 2 s."""
 
 
-class MetricsError(Exception):
-    """The metrics endpoint cannot be served (bad port, address in use); names host and port."""
+class MetricsError(GridloopError):
+    """The metrics endpoint cannot be served (bad port, address in use); names host and port.
+
+    Part of the project's error tree (:class:`actors.GridloopError`).
+    """
 
 
 def _valid(value: float) -> bool:
@@ -151,6 +157,10 @@ class MetricsExporter:
         """Cumulative setpoints failed already counted from records."""
         self._overruns_seen = 0
         """Cumulative overruns already counted."""
+        self._explicit_dispatch = False
+        """Set once :meth:`observe_dispatch` is used; records then stop feeding the histogram."""
+        self._record_sent = 0
+        """``setpoints_sent`` of the previous record (a rise means a dispatch completed)."""
         self._excluded_ids: set[int] = set()
         """Components ever reported as excluded (their gauge is kept at 0 after recovery)."""
 
@@ -397,6 +407,14 @@ class MetricsExporter:
             if record.cycle_overruns > self._overruns_seen:
                 self.cycle_overruns.inc(record.cycle_overruns - self._overruns_seen)
                 self._overruns_seen = record.cycle_overruns
+            if (
+                not self._explicit_dispatch
+                and record.setpoints_sent > self._record_sent
+                and _valid(record.dispatch_latency_ms)
+                and record.dispatch_latency_ms >= 0.0
+            ):
+                self.dispatch_latency.observe(record.dispatch_latency_ms / 1000.0)
+            self._record_sent = max(self._record_sent, record.setpoints_sent)
             if not self._explicit_setpoint_counts:
                 if record.setpoints_sent > self._sent_seen:
                     self.setpoints_sent.inc(record.setpoints_sent - self._sent_seen)
@@ -408,7 +426,12 @@ class MetricsExporter:
                     self._failed_seen = record.setpoints_failed
 
     def observe_dispatch(self, latency_s: float) -> None:
-        """Record one dispatch latency, seconds (ignored if not a finite number >= 0)."""
+        """Record one dispatch latency, seconds (ignored if not a finite number >= 0).
+
+        From the first call on, records no longer feed the latency histogram.
+        """
+        with self._lock:
+            self._explicit_dispatch = True
         if _valid(latency_s) and latency_s >= 0.0:
             self.dispatch_latency.observe(latency_s)
 

@@ -26,6 +26,7 @@ from os import PathLike
 from pathlib import Path
 from types import TracebackType
 
+from actors import GridloopError
 from controller.records import CycleRecord
 
 __all__ = [
@@ -66,8 +67,11 @@ GROUP_COLUMN_PREFIXES: tuple[str, ...] = ("soc_pct_", "setpoint_w_", "power_w_",
 """
 
 
-class RecordingError(Exception):
-    """The recording file cannot be opened or written; carries the path."""
+class RecordingError(GridloopError):
+    """The recording file cannot be opened or written; carries the path.
+
+    Part of the project's error tree (:class:`actors.GridloopError`).
+    """
 
     def __init__(self, path: Path, message: str) -> None:
         """Create the error for ``path`` with a human message (the path is prepended)."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from actors import GridloopError
 from controller.recording import FIXED_COLUMNS
 
 if TYPE_CHECKING:
@@ -69,8 +70,11 @@ _MISSING_MATPLOTLIB = "the report needs matplotlib: pip install 'gridloop[report
 FloatArray = npt.NDArray[np.float64]
 
 
-class ReportError(Exception):
-    """The report cannot be made: matplotlib missing, unreadable or malformed CSV, bad output."""
+class ReportError(GridloopError):
+    """The report cannot be made: matplotlib missing, unreadable or malformed CSV, bad output.
+
+    Part of the project's error tree (:class:`actors.GridloopError`).
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -73,6 +75,15 @@ def test_setup_twice_does_not_duplicate_lines(capsys) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["message"] == "once"
+
+
+def test_handler_follows_the_current_stderr(capsys, monkeypatch) -> None:
+    """A live display that swaps sys.stderr still gets the log lines (printed above it)."""
+    setup_logging("INFO", "text")
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    logging.getLogger("gridloop.controller").warning("to the new stderr")
+    assert "to the new stderr" in swapped.getvalue()
 
 
 def test_non_serialisable_extra_is_stringified(capsys) -> None:

@@ -42,8 +42,8 @@ def test_scrape_returns_named_metrics_with_plausible_values(
     assert exporter.port > 0
     assert exporter.url == f"http://127.0.0.1:{exporter.port}/metrics"
     for record in run_records:
-        exporter.observe_cycle(record, cycle_duration_s=0.004)
         exporter.observe_dispatch(record.dispatch_latency_ms / 1000.0)
+        exporter.observe_cycle(record, cycle_duration_s=0.004)
     last = make_record(setpoints_sent=run_records[-1].setpoints_sent + 10)
     exporter.observe_cycle(last, cycle_duration_s=0.25)
 
@@ -105,6 +105,18 @@ def test_counters_follow_cumulative_record_counts(exporter, make_record) -> None
     assert value(samples, "gridloop_cycle_overruns_total") == 2
 
 
+def test_dispatch_latency_from_records_when_not_observed(exporter, make_record) -> None:
+    """Without observe_dispatch, a record whose setpoints_sent rose adds its latency."""
+    for sent, latency_ms in [(0, 9.0), (4, 1.5), (4, 7.0), (8, 30.0), (12, math.nan)]:
+        exporter.observe_cycle(
+            make_record(setpoints_sent=sent, dispatch_latency_ms=latency_ms), 0.001
+        )
+    samples = scrape(exporter)
+    assert value(samples, "gridloop_dispatch_latency_seconds_count") == 2  # 1.5 ms and 30 ms
+    assert value(samples, "gridloop_dispatch_latency_seconds_sum") == pytest.approx(0.0315)
+    assert value(samples, "gridloop_dispatch_latency_seconds_bucket", le="0.002") == 1
+
+
 def test_explicit_counts_by_reason_take_over(exporter, make_record) -> None:
     exporter.count_setpoints(8, {"timeout": 1, "rejected": 2})
     exporter.count_setpoints(8, {"timeout": 0})
@@ -117,6 +129,8 @@ def test_explicit_counts_by_reason_take_over(exporter, make_record) -> None:
 
 
 def test_unknown_values_and_bad_durations_do_not_raise(exporter, make_record) -> None:
+    exporter.observe_dispatch(-1.0)
+    exporter.observe_dispatch(math.inf)
     exporter.observe_cycle(
         make_record(
             frequency_hz=math.nan,
@@ -125,7 +139,6 @@ def test_unknown_values_and_bad_durations_do_not_raise(exporter, make_record) ->
         ),
         cycle_duration_s=math.nan,
     )
-    exporter.observe_dispatch(-1.0)
     samples = scrape(exporter)
     assert math.isnan(value(samples, "gridloop_grid_frequency_hertz"))
     assert math.isnan(value(samples, "gridloop_group_soc_percent", group="x"))
@@ -168,3 +181,14 @@ def test_port_in_use_names_host_and_port() -> None:
 def test_bad_port(port) -> None:
     with pytest.raises(MetricsError, match="metrics port"):
         MetricsExporter(port)
+
+
+def test_errors_join_the_project_error_tree() -> None:
+    from actors import GridloopError
+    from controller.dashboard import DashboardError
+    from controller.logs import LogConfigError
+    from controller.recording import RecordingError
+    from controller.report import ReportError
+
+    for error in (MetricsError, DashboardError, LogConfigError, RecordingError, ReportError):
+        assert issubclass(error, GridloopError)
