@@ -59,6 +59,8 @@ _F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 
 _WEIGHT_FLOOR = 1e-9
+_max = np.maximum.reduce
+_min = np.minimum.reduce
 _MILP_TIME_LIMIT_S = 5.0
 
 
@@ -115,14 +117,14 @@ class AllocationResult:
 
 def _weights(fleet: Fleet, up: bool, exponent: float) -> _F:
     cap = fleet._g_cap
-    head = fleet._g_head_up if up else fleet._g_head_down
+    head = fleet._head(up)
     if exponent == 1.0:
         w = cap * head
     elif exponent == 0.0:
         w = cap.copy()
     else:
         w = cap * head**exponent
-    wmax = w.max()
+    wmax = _max(w)
     if not wmax > 0.0:
         return np.ones_like(w)
     out: _F = np.maximum(w, wmax * _WEIGHT_FLOOR)
@@ -191,7 +193,7 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
             plo, phi = fleet.group_pieces()
             pc = p[:, None]
             caught = np.logical_not(((plo <= pc) & (pc <= phi)).any(axis=1))
-        if caught.any():
+        if np.count_nonzero(caught):
             p, method, approx = _solve_bands(fleet, w, p, caught, goal)
             if approx:
                 status = AllocationStatus.APPROXIMATE
@@ -466,18 +468,28 @@ def _split(fleet: Fleet, p: _F) -> _F:
 
 def _recheck(fleet: Fleet, s: _F, p: _F) -> None:
     """Independent check of every setpoint against the original bounds."""
-    ok = fleet._inv_ok
-    bad = (s < fleet._i_lo) | (s > fleet._i_hi)
-    bad |= (s > fleet._i_el) & (s < fleet._i_eu) & (s != 0.0)
-    if fleet._identity:
-        bad |= (s < fleet._b_lo) | (s > fleet._b_hi)
-        bad |= (s > fleet._b_el) & (s < fleet._b_eu) & (s != 0.0)
-        bad |= (s > 0.0) & (fleet._b_soc >= fleet._b_soc_hi)
-        bad |= (s < 0.0) & (fleet._b_soc <= fleet._b_soc_lo)
+    if fleet._identity and _min(s) >= 0.0:
+        # One-sided form of the same checks (all setpoints >= 0).
+        bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
+        full = fleet._b_soc >= fleet._b_soc_hi
+        bad |= (s > 0.0) & ((s < fleet._i_eu) | (s < fleet._b_eu) | full)
+    elif fleet._identity and _max(s) <= 0.0:
+        bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
+        empty = fleet._b_soc <= fleet._b_soc_lo
+        bad |= (s < 0.0) & ((s > fleet._i_el) | (s > fleet._b_el) | empty)
+    else:
+        bad = (s < fleet._i_lo) | (s > fleet._i_hi)
+        bad |= (s > fleet._i_el) & (s < fleet._i_eu) & (s != 0.0)
+        if fleet._identity:
+            bad |= (s < fleet._b_lo) | (s > fleet._b_hi)
+            bad |= (s > fleet._b_el) & (s < fleet._b_eu) & (s != 0.0)
+            bad |= (s > 0.0) & (fleet._b_soc >= fleet._b_soc_hi)
+            bad |= (s < 0.0) & (fleet._b_soc <= fleet._b_soc_lo)
     if not fleet._all_ok:
+        ok = fleet._inv_ok
         bad = (bad & ok) | (~ok & (s != 0.0))
     if fleet._identity:
-        if bad.any():
+        if np.count_nonzero(bad):
             i = int(np.flatnonzero(bad)[0])
             raise AllocationInvariantError(
                 f"setpoint {s[i]!r} W of inverter {i} violates its bounds "

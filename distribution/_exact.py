@@ -61,18 +61,18 @@ def reachable_pieces(plo: _F, phi: _F, p_star: _F, goal: float) -> _I | None:
     n, _ = plo.shape
     valid = plo <= phi
     single = valid.sum(axis=1) == 1
-    choice = np.argmax(valid, axis=1)
+    choice: _I = np.argmax(valid, axis=1)
     # Groups with a single piece contribute one interval: add them in one step.
     rows = np.arange(n)
     base_lo = float(plo[rows[single], choice[single]].sum())
     base_hi = float(phi[rows[single], choice[single]].sum())
     multi = np.flatnonzero(~single)
     sets: list[tuple[_F, _F]] = [(np.array([base_lo]), np.array([base_hi]))]
-    for g in multi:
+    for g_idx in multi:
         r_lo, r_hi = sets[-1]
-        v = valid[g]
-        c_lo = (r_lo[:, None] + plo[g, v][None, :]).ravel()
-        c_hi = (r_hi[:, None] + phi[g, v][None, :]).ravel()
+        v = valid[g_idx]
+        c_lo = (r_lo[:, None] + plo[g_idx, v][None, :]).ravel()
+        c_hi = (r_hi[:, None] + phi[g_idx, v][None, :]).ravel()
         m_lo, m_hi = _merge(c_lo, c_hi)
         if m_lo.shape[0] > MAX_INTERVALS:
             return None

@@ -101,6 +101,7 @@ class _Topology:
 _TOPOLOGY_CACHE: dict[tuple[int, int, bytes], _Topology] = {}
 _TOPOLOGY_CACHE_SIZE = 8
 _SUBSET_MASKS: dict[int, _B] = {}
+_IDENTITY_LINKS: dict[int, _I] = {}
 
 
 def _subset_masks(m: int) -> _B:
@@ -381,11 +382,13 @@ class Fleet:
 
         identity, topo = self._links(links, n_inv, n_bat)
 
+        # NaN fails every comparison, so the chains also reject NaN; the
+        # isfinite terms catch the infinities the chains would let through.
         inv_ok = (i_lo <= i_el) & (i_el <= 0.0) & (i_eu >= 0.0) & (i_eu <= i_hi)
-        inv_ok &= np.isfinite(i_lo + i_hi)
+        inv_ok &= np.isfinite(i_hi - i_lo)
         bat_ok = (b_lo <= b_el) & (b_el <= 0.0) & (b_eu >= 0.0) & (b_eu <= b_hi)
         bat_ok &= (s_lo <= s_hi) & (cap > 0.0)
-        bat_ok &= np.isfinite(b_lo + b_hi + soc + s_lo + s_hi + cap)
+        bat_ok &= np.isfinite(b_hi - b_lo + soc + s_hi - s_lo + cap)
         if i_av is not None:
             inv_ok &= i_av
         if b_av is not None:
@@ -401,6 +404,8 @@ class Fleet:
         self._pieces: tuple[_F, _F] | None = None
         self._simple = True
         self._dc: tuple[_F, _F, _F, _F, _B, _B] | None = None
+        self._g_head_up: _F | None = None
+        self._g_head_down: _F | None = None
         self._split: tuple[tuple[_I, _I, _B, _F, _F, _F, _F], ...] = ()
 
         if identity:
@@ -429,6 +434,15 @@ class Fleet:
         if arr.dtype.kind not in "iu":
             raise DistributionError("links", f"dtype {arr.dtype}", "must be an integer array")
         k = arr.shape[0]
+        if k == n_inv == n_bat:
+            ident = _IDENTITY_LINKS.get(k)
+            if ident is None:
+                ident = np.repeat(np.arange(k)[:, None], 2, axis=1)
+                if len(_IDENTITY_LINKS) > 16:
+                    _IDENTITY_LINKS.clear()
+                _IDENTITY_LINKS[k] = ident
+            if (arr == ident).all():
+                return True, None
         if k:
             col_inv = arr[:, 0]
             col_bat = arr[:, 1]
@@ -447,10 +461,6 @@ class Fleet:
                     f"links[{j}] = ({arr[j, 0]}, {arr[j, 1]})",
                     f"battery index out of range [0, {n_bat})",
                 )
-            if k == n_inv == n_bat:
-                ident = np.arange(k)
-                if (col_inv == ident).all() and (col_bat == ident).all():
-                    return True, None
         return False, _topology(n_inv, n_bat, arr.astype(np.intp, copy=False))
 
     def _init_identity(
@@ -463,24 +473,27 @@ class Fleet:
         lo = np.maximum(self._i_lo, self._b_lo)
         bu = np.maximum(self._i_eu, self._b_eu)
         bl = np.minimum(self._i_el, self._b_el)
+        # A side is usable iff the SoC allows it and the band leaves room.
+        up_ok = (soc < s_hi) & (bu <= hi)
+        dn_ok = (soc > s_lo) & (bl >= lo)
         ok = inv_ok & bat_ok
-        # Positive side usable iff charging allowed by SoC and the band leaves room.
-        up_ok = ok & (soc < s_hi) & (bu <= hi)
-        dn_ok = ok & (soc > s_lo) & (bl >= lo)
-        self._g_hi = np.where(up_ok, hi, 0.0)
-        self._g_bu = np.where(up_ok, bu, 0.0)
-        self._g_lo = np.where(dn_ok, lo, 0.0)
-        self._g_bl = np.where(dn_ok, bl, 0.0)
-        cap = np.where(ok, self._b_cap, 0.0)
-        self._g_cap = cap
-        self._g_head_up = np.maximum(s_hi - soc, 0.0)
-        self._g_head_down = np.maximum(soc - s_lo, 0.0)
-        self._inv_ok = ok
-        self._bat_ok = ok
         if ok.all():
+            # All finite here: multiplying by a mask is the cheapest select.
+            self._g_hi = hi * up_ok
+            self._g_bu = bu * up_ok
+            self._g_lo = lo * dn_ok
+            self._g_bl = bl * dn_ok
+            self._g_cap = self._b_cap
             self._inverter_exclusion = np.zeros(n, dtype=np.int8)
             self._battery_exclusion = self._inverter_exclusion
         else:
+            up_ok &= ok
+            dn_ok &= ok
+            self._g_hi = np.where(up_ok, hi, 0.0)
+            self._g_bu = np.where(up_ok, bu, 0.0)
+            self._g_lo = np.where(dn_ok, lo, 0.0)
+            self._g_bl = np.where(dn_ok, bl, 0.0)
+            self._g_cap = np.where(ok, self._b_cap, 0.0)
             ri = _inverter_reasons(self._i_lo, self._i_hi, self._i_el, self._i_eu, i_av)
             rb = _battery_reasons(
                 self._b_lo, self._b_hi, self._b_el, self._b_eu,
@@ -492,6 +505,16 @@ class Fleet:
             self._battery_exclusion = np.where(
                 (rb == 0) & (ri != 0), np.int8(ExclusionReason.GROUP_UNUSABLE), rb
             ).astype(np.int8)
+        self._inv_ok = ok
+        self._bat_ok = ok
+
+    def _head(self, up: bool) -> _F:
+        """(n_groups,) capacity-weighted SoC headroom (pct) in one direction."""
+        if self._g_head_up is None:
+            if up:
+                return np.maximum(self._b_soc_hi - self._b_soc, 0.0)
+            return np.maximum(self._b_soc - self._b_soc_lo, 0.0)
+        return self._g_head_up if up else self._g_head_down  # type: ignore[return-value]
 
     def _init_general(
         self, topo: _Topology, inv_ok: _B, bat_ok: _B, i_av: _B | None, b_av: _B | None
