@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -107,7 +108,7 @@ class OptimumResult:
     battery_power_w: FloatArray
     """Optimal fleet AC power per sample, ``c_t − d_t`` (+ = charging), watts."""
     energy_wh: FloatArray
-    """Stored energy at the sample boundaries, ``E_0..E_T`` (T + 1 values), Wh."""
+    """Fleet stored energy at the interval boundaries, starting with ``E_0``, Wh."""
 
     @property
     def reduction_w(self) -> float:
@@ -135,6 +136,7 @@ def optimal_peak(
     fleet: FleetModel | Sequence[FleetModel],
     *,
     keep_final_energy: bool = False,
+    interpolation: Literal["hold", "linear"] = "hold",
 ) -> OptimumResult:
     """Lowest achievable peak import with perfect foresight (LP, HiGHS).
 
@@ -146,60 +148,89 @@ def optimal_peak(
             their powers add up at the grid meter).
         keep_final_energy: Require the stored energy of every group at the end
             to be at least its initial one (no "free" energy from the initial charge).
+        interpolation: ``"hold"``: each sample holds for ``step_s`` (the
+            module's LP). ``"linear"``: the series is the values at the points
+            ``t = k · step_s`` of a piecewise-linear signal spanning ``(T − 1) ·
+            step_s``; the battery power is piecewise linear on the same points
+            (``c_t``, ``d_t`` at the points), the energy balance uses the
+            trapezoid rule, and ``L_t + c_t − d_t ≤ P`` at the points bounds the
+            import everywhere (both sides linear in between). A restriction of
+            the continuous-time problem that converges as the points get denser.
 
     Returns:
-        The optimum (status, peak, fleet schedule, fleet energy trajectory).
+        The optimum (status, peak, fleet schedule, fleet energy trajectory:
+        ``T + 1`` values for hold, ``T`` for linear).
 
     Raises:
         ReplayError: bad input (names the field).
     """
     g = _check_series(grid_w, step_s)
+    if interpolation not in ("hold", "linear"):
+        raise ReplayError(f"interpolation: must be 'hold' or 'linear', got {interpolation!r}",
+                          source="interpolation")
+    linear = interpolation == "linear"
+    if linear and g.size < 2:
+        raise ReplayError("grid_w: linear interpolation needs at least 2 points", source="grid_w")
     groups = [fleet] if isinstance(fleet, FleetModel) else list(fleet)
     if not groups:
         raise ReplayError("fleet: need at least one battery group", source="fleet")
     for m in groups:
         m.validate()
     nt, ng = g.size, len(groups)
+    ne = nt - 1 if linear else nt  # energy values after each interval
     h = step_s / 3600.0
     # Work in units of the series' scale for a well-conditioned LP.
     scale = max(float(np.max(np.abs(g))), *(m.charge_max_w for m in groups),
                 *(m.discharge_max_w for m in groups), 1.0)
     escale = scale * h  # Wh of one sample at full scale
     idx = np.arange(nt)
-    # Variables: per group k: c (nt), d (nt), e (nt: E_1..E_T); then P (1).
-    n = 3 * nt * ng + 1
+    eidx = np.arange(ne)
+    # Variables: per group k: c (nt), d (nt), e (ne); then P (1).
+    per = 2 * nt + ne
+    n = per * ng + 1
     ip = n - 1
     ub_r, ub_c, ub_v = [idx], [np.full(nt, ip)], [-np.ones(nt)]
-    eq_r, eq_c, eq_v = [], [], []
-    b_eq = np.zeros(nt * ng)
+    eq_r: list[npt.NDArray[np.int64]] = []
+    eq_c: list[npt.NDArray[np.int64]] = []
+    eq_v: list[FloatArray] = []
+    b_eq = np.zeros(ne * ng)
     lo = np.zeros(n)
     hi = np.empty(n)
     cost = np.zeros(n)
     for k, m in enumerate(groups):
-        ic, id_, ie = 3 * nt * k, 3 * nt * k + nt, 3 * nt * k + 2 * nt
+        ic, id_, ie = per * k, per * k + nt, per * k + 2 * nt
         # L_t + Σ_k (c_kt − d_kt) − P ≤ 0
         ub_r += [idx, idx]
         ub_c += [ic + idx, id_ + idx]
         ub_v += [np.ones(nt), -np.ones(nt)]
-        # e_t − e_{t−1} − ηc c_t + d_t / ηd = 0  (e_{−1} = e0 moves to the right-hand side)
-        row = nt * k + idx
-        eq_r += [row, row, row, row[1:]]
-        eq_c += [ie + idx, ic + idx, id_ + idx, ie + idx[:-1]]
-        eq_v += [np.ones(nt), np.full(nt, -m.charge_efficiency),
-                 np.full(nt, 1.0 / m.discharge_efficiency), -np.ones(nt - 1)]
+        # e_t − e_{t−1} − w·(ηc c − d / ηd) = 0  (e_{−1} = e0 moves to the right-hand side)
+        row = ne * k + eidx
+        ec, ed = m.charge_efficiency, 1.0 / m.discharge_efficiency
+        eq_r += [row, row[1:]]
+        eq_c += [ie + eidx, ie + eidx[:-1]]
+        eq_v += [np.ones(ne), -np.ones(ne - 1)]
+        if linear:  # trapezoid: half of each end point
+            for off in (0, 1):
+                eq_r += [row, row]
+                eq_c += [ic + eidx + off, id_ + eidx + off]
+                eq_v += [np.full(ne, -0.5 * ec), np.full(ne, 0.5 * ed)]
+        else:
+            eq_r += [row, row]
+            eq_c += [ic + eidx, id_ + eidx]
+            eq_v += [np.full(ne, -ec), np.full(ne, ed)]
         e0 = m.energy_init_wh / escale
-        b_eq[nt * k] = e0
+        b_eq[ne * k] = e0
         hi[ic:ic + nt] = m.charge_max_w / scale
         hi[id_:id_ + nt] = m.discharge_max_w / scale
-        lo[ie:ie + nt] = m.energy_min_wh / escale
-        hi[ie:ie + nt] = m.energy_max_wh / escale
+        lo[ie:ie + ne] = m.energy_min_wh / escale
+        hi[ie:ie + ne] = m.energy_max_wh / escale
         if keep_final_energy:
-            lo[ie + nt - 1] = max(lo[ie + nt - 1], e0)
+            lo[ie + ne - 1] = max(lo[ie + ne - 1], e0)
         cost[ic:ie] = 1e-7 / nt
     a_ub = scipy.sparse.csr_array(
         (np.concatenate(ub_v), (np.concatenate(ub_r), np.concatenate(ub_c))), shape=(nt, n))
     a_eq = scipy.sparse.csr_array(
-        (np.concatenate(eq_v), (np.concatenate(eq_r), np.concatenate(eq_c))), shape=(nt * ng, n))
+        (np.concatenate(eq_v), (np.concatenate(eq_r), np.concatenate(eq_c))), shape=(ne * ng, n))
     lo[ip], hi[ip] = -np.inf, np.inf
     cost[ip] = 1.0
     res = scipy.optimize.linprog(cost, A_ub=a_ub, b_ub=-g / scale, A_eq=a_eq, b_eq=b_eq,
@@ -207,18 +238,20 @@ def optimal_peak(
     peak_unc = float(g.max())
     if res.status != 0 or res.x is None:
         return OptimumResult(False, str(res.message), math.nan, peak_unc,
-                             np.full(nt, np.nan), np.full(nt + 1, np.nan))
+                             np.full(nt, np.nan), np.full(ne + 1, np.nan))
     x = np.asarray(res.x, dtype=np.float64)
     # Independent re-check: integrate each group's schedule, measure the peak.
     battery = np.zeros(nt)
-    energy = np.zeros(nt + 1)
+    energy = np.zeros(ne + 1)
     ok = True
     for k, m in enumerate(groups):
-        ic, id_ = 3 * nt * k, 3 * nt * k + nt
+        ic, id_ = per * k, per * k + nt
         c = np.clip(x[ic:ic + nt] * scale, 0.0, m.charge_max_w)
         d = np.clip(x[id_:id_ + nt] * scale, 0.0, m.discharge_max_w)
-        e = m.energy_init_wh + np.concatenate(
-            [[0.0], np.cumsum((m.charge_efficiency * c - d / m.discharge_efficiency) * h)])
+        flow = m.charge_efficiency * c - d / m.discharge_efficiency
+        if linear:
+            flow = 0.5 * (flow[1:] + flow[:-1])
+        e = m.energy_init_wh + np.concatenate([[0.0], np.cumsum(flow * h)])
         tol_e = 1e-6 * max(m.energy_max_wh, 1.0) + 1e-7 * escale * nt
         ok = ok and bool(np.all(e >= m.energy_min_wh - tol_e)
                          and np.all(e <= m.energy_max_wh + tol_e))

@@ -1,0 +1,952 @@
+"""Deterministic replay: strategies + power manager + distribution against the site physics.
+
+Offers:
+
+* :func:`run_peak_shaving` → :class:`PeakShavingReport` — replay a load profile
+  through :class:`~controller.strategies.PeakShaving` with the perfect-foresight
+  optimum (:func:`~controller.replay.optimum.optimal_peak`) as the import limit.
+* :func:`run_frequency_response` → :class:`FrequencyResponseReport` — replay a
+  frequency trace with step events (:func:`make_frequency_trace`) through
+  :class:`~controller.strategies.FrequencyResponse`.
+* :func:`fleet_models` — the battery groups of a site as LP models.
+
+Everything runs in process on a virtual clock: :class:`simulator.physics.SitePhysics`
+is stepped between control cycles, no gRPC, no sleeping, no clock reads (the
+wall time in the reports is measured around the run, for information only).
+A control cycle is what ``gridloop run`` does each cycle: build
+:class:`~controller.strategies.StrategyInputs` from the measurements, ask
+every strategy for its wish, merge them (:func:`actors.power_manager.merge`),
+split the target with :func:`distribution.allocate` and send one setpoint per
+battery inverter.
+
+Time stepping
+-------------
+*Peak shaving* uses an adaptive control step between ``min_step_s`` and
+``max_step_s`` (default 1-60 s) and never steps across a sample of the load
+profile (the physics interpolates the profile linearly, so between two
+control instants the load is linear and the grid power's extremes are at the
+instants, where they are measured). While the grid is near the limit (the
+battery follows the load) the step is the time in which the load moves by
+``tracking_tolerance_w``; otherwise it is the time until the load could bring
+the grid near the limit. So a month of 15-min data takes some 10⁵ cycles
+instead of 2.6·10⁶ at 1 s, and the grid overshoots the limit between cycles by
+at most ``tracking_tolerance_w`` (the real service runs peak shaving every
+200 ms). The physics sub-step equals the control step, so inverter response
+delay and ramp (≤ 0.2 s on the default site) are below the resolution here;
+they are resolved by the frequency-response replay.
+
+*Frequency response* runs a fixed control step (default 100 ms, the
+grid-meter sample period) with physics sub-steps of ``physics_step_s``
+(default 50 ms), which resolves the inverters' response delay and ramp.
+
+Units and signs: W, Wh, %, Hz, simulated seconds; passive sign convention
+(positive = the site importing, the batteries charging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.power_manager import Wish, merge
+from controller.replay.errors import ReplayError
+from controller.replay.loader import LoadProfile
+from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.strategies import (
+    FrequencyResponse,
+    FrequencyResponseConfig,
+    PeakShaving,
+    PeakShavingConfig,
+    StrategyInputs,
+    frequency_response_wish,
+    soc_band_pct,
+)
+from simulator.config import (
+    BatteryConfig,
+    FrequencyConfig,
+    FrequencyEvent,
+    InverterConfig,
+    LoadConfig,
+    PvConfig,
+    SiteConfig,
+)
+from simulator.physics import SitePhysics
+
+__all__ = [
+    "FrequencyReplayOptions",
+    "FrequencyResponseReport",
+    "FrequencyTrace",
+    "PeakReplayOptions",
+    "PeakShavingReport",
+    "aggregate_model",
+    "fleet_models",
+    "make_frequency_trace",
+    "run_frequency_response",
+    "run_peak_shaving",
+]
+
+FloatArray = npt.NDArray[np.float64]
+ProgressCallback = Callable[[float, float], None]
+"""``progress(done_s, total_s)``: called every few hundred cycles with simulated seconds."""
+
+
+# --------------------------------------------------------------------------- the site
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """Battery inverters, batteries and their links, as rows of the physics arrays."""
+
+    inverter_ids: tuple[int, ...]
+    inverter_rows: npt.NDArray[np.int64]
+    battery_rows: npt.NDArray[np.int64]
+    links: npt.NDArray[np.int64]  # (k, 2) local (inverter index, battery index)
+    groups: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # local indices per group
+    exclusion_w: FloatArray
+
+
+def _topology(site: SiteConfig) -> _Topology:
+    invs = [c for c in site.inverters if c.inverter_type == "battery"]
+    bats = list(site.batteries)
+    inv_index = {c.id: k for k, c in enumerate(invs)}
+    bat_index = {c.id: k for k, c in enumerate(bats)}
+    links = [(inv_index[s], bat_index[d]) for s, d in site.connections
+             if s in inv_index and d in bat_index]
+    if not links:
+        raise ReplayError(f"{site.source}: the site has no battery inverter linked to a battery",
+                          source=site.source)
+    # Connected components (union-find over inverters 0..n_inv-1 and batteries n_inv..).
+    parent = list(range(len(invs) + len(bats)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, b in links:
+        parent[find(i)] = find(len(invs) + b)
+    comps: dict[int, tuple[list[int], list[int]]] = {}
+    for i, b in links:
+        r = find(i)
+        gi, gb = comps.setdefault(r, ([], []))
+        if i not in gi:
+            gi.append(i)
+        if b not in gb:
+            gb.append(b)
+    groups = tuple((tuple(sorted(gi)), tuple(sorted(gb))) for gi, gb in comps.values())
+    physics_inv_rows = {c.id: k for k, c in enumerate(site.inverters)}
+    return _Topology(
+        inverter_ids=tuple(c.id for c in invs),
+        inverter_rows=np.array([physics_inv_rows[c.id] for c in invs], dtype=np.int64),
+        battery_rows=np.arange(len(bats), dtype=np.int64),
+        links=np.array(links, dtype=np.int64),
+        groups=groups,
+        exclusion_w=np.array([c.exclusion_w for c in invs], dtype=np.float64),
+    )
+
+
+def fleet_models(site: SiteConfig) -> list[FleetModel]:
+    """One LP model per battery group (connected inverters + batteries) of the site.
+
+    A group's charge (discharge) limit is the smaller of its inverters' summed
+    rating and its batteries' summed DC limit; its energy window is the sum of
+    ``capacity × soc_min/max``; its efficiencies are capacity-weighted means
+    (exact when the group's batteries share them, as on the default site).
+
+    Raises:
+        ReplayError: the site has no battery behind an inverter.
+    """
+    topo = _topology(site)
+    invs = [c for c in site.inverters if c.inverter_type == "battery"]
+    bats: list[BatteryConfig] = list(site.batteries)
+    out: list[FleetModel] = []
+    for gi, gb in topo.groups:
+        gi_c: list[InverterConfig] = [invs[i] for i in gi]
+        gb_c = [bats[b] for b in gb]
+        cap = sum(b.capacity_wh for b in gb_c)
+        out.append(FleetModel(
+            charge_max_w=min(sum(c.rated_upper_w for c in gi_c),
+                             sum(b.max_charge_w for b in gb_c)),
+            discharge_max_w=min(sum(-c.rated_lower_w for c in gi_c),
+                                sum(b.max_discharge_w for b in gb_c)),
+            energy_min_wh=sum(b.capacity_wh * b.soc_min_pct / 100 for b in gb_c),
+            energy_max_wh=sum(b.capacity_wh * b.soc_max_pct / 100 for b in gb_c),
+            energy_init_wh=sum(b.capacity_wh * b.soc_pct / 100 for b in gb_c),
+            charge_efficiency=sum(b.capacity_wh * b.charge_efficiency for b in gb_c) / cap,
+            discharge_efficiency=sum(b.capacity_wh * b.discharge_efficiency for b in gb_c) / cap,
+        ))
+    return out
+
+
+def aggregate_model(models: Sequence[FleetModel]) -> FleetModel:
+    """The fleet as one battery: summed limits and energies, capacity-weighted efficiencies.
+
+    This is how SoC-balancing distribution makes the fleet behave (every group
+    moves toward the same relative SoC), so it is the reference optimum of
+    :func:`run_peak_shaving`; the energy window's width stands in for capacity
+    when weighting the efficiencies.
+    """
+    width = [max(m.energy_max_wh - m.energy_min_wh, 1e-9) for m in models]
+    total = sum(width)
+    return FleetModel(
+        charge_max_w=sum(m.charge_max_w for m in models),
+        discharge_max_w=sum(m.discharge_max_w for m in models),
+        energy_min_wh=sum(m.energy_min_wh for m in models),
+        energy_max_wh=sum(m.energy_max_wh for m in models),
+        energy_init_wh=sum(m.energy_init_wh for m in models),
+        charge_efficiency=sum(w * m.charge_efficiency for w, m in zip(width, models, strict=True))
+        / total,
+        discharge_efficiency=sum(w * m.discharge_efficiency
+                                 for w, m in zip(width, models, strict=True)) / total,
+    )
+
+
+def _allocate_fn() -> Callable[[dict[str, Any], float, float], FloatArray]:
+    """``(fleet kwargs, target_w, soc_exponent) -> setpoints_w`` via distribution.allocate."""
+    import distribution
+
+    def run(kw: dict[str, Any], target_w: float, soc_exponent: float) -> FloatArray:
+        fleet = distribution.Fleet(**kw)
+        res = distribution.allocate(fleet, target_w, soc_exponent=soc_exponent)
+        return np.asarray(res.setpoints_w, dtype=np.float64)
+
+    return run
+
+
+class _Loop:
+    """One control cycle: measure → strategies → merge → allocate → setpoints."""
+
+    def __init__(self, physics: SitePhysics, topo: _Topology, strategies: Sequence[Any],
+                 *, soc_exponent: float, lifetime_s: float) -> None:
+        self.ph = physics
+        self.topo = topo
+        self.strategies = list(strategies)
+        self.soc_exponent = soc_exponent
+        self.lifetime_s = lifetime_s
+        self.allocate = _allocate_fn()
+        self.capacity = physics.battery_capacity_wh[topo.battery_rows]
+        self.cap_total = float(self.capacity.sum())
+        self.soc_lo = float(np.dot(physics.battery_soc_min_pct[topo.battery_rows], self.capacity)
+                            / self.cap_total)
+        self.soc_hi = float(np.dot(physics.battery_soc_max_pct[topo.battery_rows], self.capacity)
+                            / self.cap_total)
+        self.last_wishes: list[Wish] = []
+        self.cycles = 0
+        self.send: Callable[[int, float], object] = (
+            lambda cid, p: physics.set_active_power(cid, p, lifetime_s))
+        """How a setpoint reaches an inverter (``_SetpointPipeline.send`` for FR)."""
+
+    def fleet_bounds(self) -> tuple[float, float]:
+        rows = self.topo.inverter_rows
+        ph = self.ph
+        return float(ph.inverter_lower_w[rows].sum()), float(ph.inverter_upper_w[rows].sum())
+
+    def soc_pct(self) -> float:
+        soc = self.ph.battery_soc_pct[self.topo.battery_rows]
+        return float(np.dot(soc, self.capacity) / self.cap_total)
+
+    def inputs(self) -> StrategyInputs:
+        lo, hi = self.fleet_bounds()
+        return StrategyInputs(
+            grid_power_w=self.ph.grid_power_w,
+            battery_power_w=self.ph.battery_inverter_power_w,
+            grid_frequency_hz=self.ph.frequency_hz,
+            soc_pct=self.soc_pct(),
+            capacity_wh=self.cap_total,
+            soc_lower_pct=self.soc_lo,
+            soc_upper_pct=self.soc_hi,
+            fleet_lower_w=lo,
+            fleet_upper_w=hi,
+        )
+
+    def cycle(self, now_s: float) -> float:
+        """Run one cycle at simulated time ``now_s``; return the merged target (W)."""
+        inputs = self.inputs()
+        wishes = [s.step(inputs, now_s) for s in self.strategies]
+        self.last_wishes = wishes
+        merged = merge(wishes, inputs.fleet_lower_w, inputs.fleet_upper_w)
+        ph, topo = self.ph, self.topo
+        rows, brows = topo.inverter_rows, topo.battery_rows
+        excl = topo.exclusion_w
+        inv_lo, inv_hi = ph.inverter_lower_w[rows], ph.inverter_upper_w[rows]
+        kw: dict[str, Any] = {
+            "inverter_lower_w": inv_lo,
+            "inverter_upper_w": inv_hi,
+            # The band clipped to the interval (a full battery's inverter has upper = 0):
+            # the allowed set is the same, and distribution requires band ⊆ interval.
+            "inverter_excl_lower_w": np.maximum(-excl, inv_lo),
+            "inverter_excl_upper_w": np.minimum(excl, inv_hi),
+            "battery_soc_pct": ph.battery_soc_pct[brows],
+            "battery_soc_lower_pct": ph.battery_soc_min_pct[brows],
+            "battery_soc_upper_pct": ph.battery_soc_max_pct[brows],
+            "battery_capacity_wh": self.capacity,
+            "battery_lower_w": ph.battery_lower_w[brows],
+            "battery_upper_w": ph.battery_upper_w[brows],
+            "links": topo.links,
+        }
+        setpoints = self.allocate(kw, merged.target_w, self.soc_exponent)
+        for cid, sp in zip(topo.inverter_ids, setpoints.tolist(), strict=True):
+            self.send(cid, sp)
+        self.cycles += 1
+        return merged.target_w
+
+
+class _SetpointPipeline:
+    """Each setpoint takes effect its inverter's response delay after it was sent.
+
+    Workaround for ``simulator.physics.SitePhysics.set_active_power`` (as of this
+    writing): a new setpoint *replaces* the pending one and restarts the delay, so
+    an inverter whose delay is longer than the control cycle (inverter B: 200 ms
+    at a 100 ms cycle) never applies any setpoint while the target keeps changing.
+    Here the physics' own delay is set to 0 for the battery inverters and the
+    harness holds every setpoint for the inverter's delay (released at the first
+    control instant at or after it is due; exact when the delays are multiples of
+    the control step, as on the default site at 100 ms).
+    """
+
+    def __init__(self, physics: SitePhysics, inverter_ids: Sequence[int],
+                 lifetime_s: float) -> None:
+        self.ph = physics
+        self.lifetime_s = lifetime_s
+        rows = [physics.inverter_row(cid) for cid in inverter_ids]
+        delays = physics._delay  # private: see the class docstring
+        self.delay = {cid: float(delays[r]) for cid, r in zip(inverter_ids, rows, strict=True)}
+        delays[rows] = 0.0
+        self.queue: dict[int, deque[tuple[float, float]]] = {cid: deque() for cid in inverter_ids}
+
+    def send(self, cid: int, power_w: float) -> None:
+        self.queue[cid].append((self.ph.now_s + self.delay[cid], power_w))
+
+    def release(self) -> None:
+        now = self.ph.now_s + 1e-9
+        for cid, q in self.queue.items():
+            due = None
+            while q and q[0][0] <= now:
+                due = q.popleft()[1]
+            if due is not None:
+                self.ph.set_active_power(cid, due, self.lifetime_s)
+
+
+def _quiet_site(site: SiteConfig, *, load: LoadConfig, frequency: FrequencyConfig) -> SiteConfig:
+    """The site with the given load and frequency, no PV, and no noise."""
+    return dataclasses.replace(
+        site,
+        load=load,
+        pv=PvConfig(irradiance_wm2=np.zeros(1), step_s=3600.0, noise_pct=0.0),
+        frequency=frequency,
+    )
+
+
+# --------------------------------------------------------------------------- peak shaving
+
+
+@dataclass(frozen=True, slots=True)
+class PeakReplayOptions:
+    """Settings of :func:`run_peak_shaving` (W, s)."""
+
+    min_step_s: float = 1.0
+    """Shortest control step (s)."""
+    max_step_s: float = 300.0
+    """Longest control step (s); also cut short where a battery would reach a SoC limit."""
+    physics_step_s: float = 30.0
+    """Longest physics sub-step (s): bounds how far SoC can pass a limit within a step."""
+    tracking_tolerance_w: float | None = None
+    """Largest load change between two cycles while tracking the limit (default 0.1 % of it);
+    the grid can overshoot the limit by this much between two cycles."""
+    above_limit_tolerance_w: float | None = None
+    """Import counts as above the limit beyond this (default max(100 W, 0.2 % of the limit),
+    twice the tracking tolerance)."""
+    recharge_margin_w: float | None = None
+    """Peak shaving's ``recharge_margin_w`` (default 0.01 % of the limit: the replay is
+    noise-free, so recharging can go right up to the limit)."""
+    target_soc_pct: float = 100.0
+    """Peak shaving recharges toward this fleet SoC (100 = as full as the limits allow)."""
+    lp_groups: bool = True
+    """Also solve the LP per battery group (own limits and efficiencies) for information."""
+    lp_subdivision: int = 3
+    """LP grid points per load-profile sample (piecewise-linear LP; 3 = 5 min at 15 min)."""
+    soc_exponent: float = 1.0
+    """Distribution's SoC weighting exponent."""
+    setpoint_lifetime_s: float = 900.0
+    """Lifetime of each setpoint (s); longer than the longest control step."""
+
+
+@dataclass(frozen=True)
+class PeakShavingReport:
+    """Control quality of a peak-shaving replay (W, %, s; + = import)."""
+
+    peak_import_w_uncontrolled: float
+    """Peak of the load alone (no batteries)."""
+    peak_import_w_optimal: float
+    """Perfect-foresight optimum peak (LP)."""
+    peak_import_w: float
+    """Peak import achieved by the controller."""
+    peak_import_w_optimal_groups: float
+    """Optimum with one battery per group (own limits and efficiencies; nan if not solved).
+    Lower than the aggregate optimum when the groups differ: it may favour the most
+    efficient group, which SoC-balancing distribution does not do."""
+    import_limit_w: float
+    """The limit the controller ran with."""
+    reduction_optimal_w: float
+    """``uncontrolled − optimal``."""
+    reduction_achieved_w: float
+    """``uncontrolled − achieved``."""
+    reduction_achieved_pct_of_optimal: float
+    """``100 × achieved / optimal`` reduction (100 when the optimum is no reduction)."""
+    intervals_total: int
+    """Metering intervals (one per load-profile sample) replayed."""
+    intervals_above_limit: int
+    """Metering intervals whose mean import exceeded the limit by more than the tolerance
+    (the quantity a demand charge bills)."""
+    intervals_above_limit_avoidable: int
+    """Of those, intervals in which the import was above the limit at a moment when the
+    fleet had the discharge power (and so the energy) to prevent it."""
+    intervals_with_excursion: int
+    """Intervals with any instantaneous sample above limit + tolerance (transients
+    included, e.g. inverters with different response delays swapping power)."""
+    above_limit_tolerance_w: float
+    """Tolerance used for "above the limit"."""
+    max_excess_w: float
+    """Largest import above the limit (0 if never above)."""
+    energy_above_limit_wh: float
+    """Energy imported above the limit."""
+    soc_min_pct: float
+    """Lowest fleet SoC (capacity-weighted)."""
+    soc_max_pct: float
+    """Highest fleet SoC."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time replayed."""
+    wall_s: float
+    """Wall time of the replay (information only)."""
+    lp_wall_s: float
+    """Wall time of the LP (information only)."""
+    lp_status: str
+    """HiGHS status message."""
+    load: dict[str, Any] = field(default_factory=dict)
+    """Where the load came from: file, column, start, days, step, scale."""
+    time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Sample times (s since the start)."""
+    grid_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Grid power at the samples."""
+    load_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Uncontrolled grid power (= load) at the samples."""
+    battery_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Battery inverter AC power at the samples."""
+    soc_pct: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Fleet SoC at the samples."""
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar results as a JSON-ready dict."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                continue
+            out[f.name] = v
+        return out
+
+
+def _resolve(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def run_peak_shaving(
+    site: SiteConfig,
+    load: LoadProfile,
+    *,
+    limit_w: float | None = None,
+    options: PeakReplayOptions | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> PeakShavingReport:
+    """Replay ``load`` on ``site`` with peak shaving at ``limit_w`` (None = the LP optimum).
+
+    The site's PV, load noise and frequency events are switched off, so the
+    uncontrolled grid power is exactly the (linearly interpolated) load and
+    the LP optimum is computed on the same series the controller faces (on
+    ``lp_subdivision`` points per load sample, battery power piecewise linear).
+    The replay covers ``(n − 1) × step_s`` seconds of an ``n``-sample profile.
+
+    Args:
+        site: The site (batteries, inverters); e.g. ``simulator.config.load_site()``.
+        load: The load profile, watts.
+        limit_w: Import limit; None = the perfect-foresight optimum.
+        options: Time stepping and strategy tuning.
+        seed: Physics seed (the replay has no noise; kept for reproducibility).
+        progress: Called with (simulated seconds done, total).
+
+    Returns:
+        The report; the quality numbers are in its scalar fields.
+
+    Raises:
+        ReplayError: bad input (too short a profile, no batteries, LP failure).
+    """
+    opt = options or PeakReplayOptions()
+    values = np.asarray(load.power_w, dtype=np.float64)
+    if values.size < 2:
+        raise ReplayError(f"{load.path}: the load selection has {values.size} sample(s); "
+                          "need at least 2", source=load.path)
+    if not (opt.min_step_s > 0 and opt.max_step_s >= opt.min_step_s):
+        raise ReplayError(f"options: need 0 < min_step_s <= max_step_s, got {opt.min_step_s}, "
+                          f"{opt.max_step_s}", source="options")
+    if limit_w is not None and not (math.isfinite(limit_w) and limit_w >= 0):
+        raise ReplayError(f"--limit: must be 'optimal' or a number of watts >= 0, got {limit_w}",
+                          source="--limit")
+    step = float(load.step_s)
+    total_s = (values.size - 1) * step
+    topo = _topology(site)
+    models = fleet_models(site)
+
+    # The optimum on the series the physics will produce (piecewise linear).
+    k = max(1, int(opt.lp_subdivision))
+    fine_t = np.linspace(0.0, total_s, (values.size - 1) * k + 1)
+    fine = np.interp(fine_t, np.arange(values.size) * step, values)
+    t0 = time.perf_counter()
+    optimum: OptimumResult = optimal_peak(fine, step / k, aggregate_model(models),
+                                          interpolation="linear")
+    lp_wall = time.perf_counter() - t0
+    by_group = (optimal_peak(fine, step / k, models, interpolation="linear")
+                if opt.lp_groups else None)
+    if not optimum.success:
+        raise ReplayError(f"optimum LP failed: {optimum.message}", source="optimum")
+    limit = optimum.peak_import_w if limit_w is None else float(limit_w)
+
+    tol_track = _resolve(opt.tracking_tolerance_w, max(10.0, 1e-3 * limit))
+    tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 2.0 * tol_track))
+    margin = _resolve(opt.recharge_margin_w, max(10.0, 1e-4 * limit))
+    charge_max = sum(m.charge_max_w for m in models)
+    ps = PeakShaving(PeakShavingConfig(
+        import_limit_w=limit,
+        export_limit_w=max(limit, float(values.max())) * 10.0,
+        target_soc_pct=opt.target_soc_pct,
+        recharge_power_w=charge_max,
+        recharge_margin_w=margin,
+        interval_s=opt.min_step_s,
+    ))
+    quiet = _quiet_site(
+        site,
+        load=LoadConfig(profile_w=values, step_s=step, noise_w=0.0),
+        frequency=FrequencyConfig(nominal_hz=site.frequency.nominal_hz, noise_hz=0.0, events=()),
+    )
+    ph = SitePhysics(quiet, seed=seed, max_step_s=opt.physics_step_s)
+    loop = _Loop(ph, topo, [ps], soc_exponent=opt.soc_exponent,
+                 lifetime_s=opt.setpoint_lifetime_s)
+
+    ts: list[float] = [0.0]
+    grid: list[float] = [ph.grid_power_w]
+    unc: list[float] = [ph.load_power_w]
+    bat: list[float] = [ph.battery_inverter_power_w]
+    soc: list[float] = [loop.soc_pct()]
+    lower: list[float] = [loop.fleet_bounds()[0]]
+    wall0 = time.perf_counter()
+    t = 0.0
+    next_report = 0
+    while t < total_s - 1e-9:
+        target = loop.cycle(t)
+        i = min(int(t / step + 1e-9), values.size - 2)
+        knot = (i + 1) * step
+        slope = (values[i + 1] - values[i]) / step
+        u = ph.load_power_w
+        expected = u + target  # grid once the target is in place
+        fleet_lo = lower[-1]
+        saturated = target <= fleet_lo + 1.0 and u > limit
+        near = (limit - expected) <= margin + tol_track
+        if saturated or slope == 0.0:
+            dt = opt.max_step_s
+        elif near:
+            dt = tol_track / abs(slope)
+        elif slope > 0:
+            dt = (limit - margin - expected) / slope
+        else:
+            dt = opt.max_step_s
+        # Stop near the time a battery reaches a SoC limit, so the others take over then.
+        bp = ph.battery_power_w
+        room_pct = np.where(bp > 0, ph.battery_soc_max_pct - ph.battery_soc_pct,
+                            ph.battery_soc_pct - ph.battery_soc_min_pct)
+        moving = (np.abs(bp) > 1.0) & (room_pct > 0)
+        if moving.any():
+            rate = np.abs(bp[moving]) / ph.battery_capacity_wh[moving] * 100.0 / 3600.0
+            to_limit = float(np.min(room_pct[moving] / rate))
+        else:
+            to_limit = math.inf
+        dt = min(max(dt, opt.min_step_s), opt.max_step_s)
+        if to_limit < dt:  # end the step when the first battery reaches its limit
+            dt = max(to_limit, 0.05)
+        if knot - t < dt + 1e-9 or knot - t - dt < opt.min_step_s * 0.5:
+            dt = knot - t
+        dt = min(dt, total_s - t)
+        ph.step(dt)
+        t = ph.now_s
+        ts.append(t)
+        grid.append(ph.grid_power_w)
+        unc.append(ph.load_power_w)
+        bat.append(ph.battery_inverter_power_w)
+        soc.append(loop.soc_pct())
+        lower.append(loop.fleet_bounds()[0])
+        if progress is not None and loop.cycles >= next_report:
+            progress(t, total_s)
+            next_report = loop.cycles + 500
+    wall = time.perf_counter() - wall0
+    if progress is not None:
+        progress(total_s, total_s)
+
+    t_a = np.array(ts)
+    g_a = np.array(grid)
+    u_a = np.array(unc)
+    b_a = np.array(bat)
+    s_a = np.array(soc)
+    lo_a = np.array(lower)
+    excess = g_a - limit
+    # A sample ends the step that led to it; steps never cross a profile sample, so the
+    # sample at time t belongs to metering interval ceil(t / step) − 1 (t = 0: interval 0).
+    n_int = values.size - 1
+    interval = np.clip(np.ceil(t_a / step - 1e-9).astype(np.int64) - 1, 0, n_int - 1)
+    # Mean import per metering interval (trapezoid over the steps, which are linear).
+    area = 0.5 * (g_a[1:] + g_a[:-1]) * np.diff(t_a)
+    mean = np.bincount(interval[1:], weights=area, minlength=n_int) / step
+    above_int = mean - limit > tol_above
+    # Avoidable: some sample in the interval was above the limit while the fleet could
+    # have discharged that excess (its lower bound — 0 at the lower SoC limit — had
+    # room), i.e. it had the power and the energy.
+    headroom = (excess > 0) & (b_a - lo_a >= excess)
+    had_room = np.bincount(interval, weights=headroom.astype(np.float64), minlength=n_int) > 0
+    n_above = int(np.count_nonzero(above_int))
+    n_avoid = int(np.count_nonzero(above_int & had_room))
+    inst = np.bincount(interval, weights=(excess > tol_above).astype(np.float64),
+                       minlength=n_int) > 0
+    n_inst = int(np.count_nonzero(inst))
+    dts = np.diff(t_a)
+    pos = np.maximum(excess, 0.0)
+    energy_above = float(np.sum(0.5 * (pos[1:] + pos[:-1]) * dts) / 3600.0)
+    peak_unc = float(max(u_a.max(), optimum.peak_import_w_uncontrolled))
+    peak = float(g_a.max())
+    red_opt = peak_unc - optimum.peak_import_w
+    red_ach = peak_unc - peak
+    pct = 100.0 * red_ach / red_opt if red_opt > 1e-6 else (100.0 if red_ach >= -tol_above
+                                                             else 0.0)
+    return PeakShavingReport(
+        peak_import_w_uncontrolled=peak_unc,
+        peak_import_w_optimal=float(optimum.peak_import_w),
+        peak_import_w=peak,
+        peak_import_w_optimal_groups=(float(by_group.peak_import_w) if by_group is not None
+                                      else math.nan),
+        import_limit_w=limit,
+        reduction_optimal_w=red_opt,
+        reduction_achieved_w=red_ach,
+        reduction_achieved_pct_of_optimal=pct,
+        intervals_total=int(values.size - 1),
+        intervals_above_limit=n_above,
+        intervals_above_limit_avoidable=n_avoid,
+        intervals_with_excursion=n_inst,
+        above_limit_tolerance_w=tol_above,
+        max_excess_w=float(max(0.0, excess.max())),
+        energy_above_limit_wh=energy_above,
+        soc_min_pct=float(s_a.min()),
+        soc_max_pct=float(s_a.max()),
+        control_cycles=loop.cycles,
+        simulated_s=total_s,
+        wall_s=wall,
+        lp_wall_s=lp_wall,
+        lp_status=optimum.message,
+        load={
+            "file": load.path,
+            "column": load.column,
+            "start": load.start.isoformat(),
+            "days": values.size * step / 86400.0,
+            "step_s": step,
+            "scale": load.scale,
+            "peak_w": float(values.max()),
+        },
+        time_s=t_a,
+        grid_w=g_a,
+        load_w=u_a,
+        battery_w=b_a,
+        soc_pct=s_a,
+    )
+
+
+# --------------------------------------------------------------------------- frequency response
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyTrace:
+    """A grid-frequency scenario: nominal + seeded smooth noise + scripted events."""
+
+    duration_s: float
+    """Length of the trace (s)."""
+    events: tuple[FrequencyEvent, ...]
+    """Scripted deviations (``ramp_s = 0`` = a step)."""
+    nominal_hz: float = 50.0
+    """Nominal frequency (Hz)."""
+    noise_hz: float = 0.015
+    """Standard deviation of the smooth (Ornstein-Uhlenbeck) noise (Hz)."""
+    noise_tau_s: float = 60.0
+    """Time constant of the noise (s)."""
+    seed: int = 0
+    """Seed of the noise."""
+
+
+def make_frequency_trace(
+    duration_s: float = 1800.0,
+    *,
+    seed: int = 0,
+    steps: int = 4,
+    step_hz: float = 0.25,
+    hold_s: float = 60.0,
+    ramps: int = 1,
+    ramp_s: float = 10.0,
+    noise_hz: float = 0.015,
+    noise_tau_s: float = 60.0,
+) -> FrequencyTrace:
+    """A deterministic trace: ``steps`` step events of ±``step_hz`` and ``ramps`` ramps.
+
+    Events are spread evenly over the trace with seeded jitter (±10 % of the
+    spacing) and alternating signs (the first one seeded); each holds ``hold_s``.
+    ``step_hz`` beyond the full-activation deviation makes the required power exactly ±reserve during
+    a step, whatever the noise.
+
+    Raises:
+        ReplayError: the events do not fit into ``duration_s``.
+    """
+    n = steps + ramps
+    if n < 0 or duration_s <= 0:
+        raise ReplayError(f"frequency trace: need duration_s > 0 and events >= 0, got "
+                          f"{duration_s}, {n}", source="--fr-trace")
+    rng = np.random.default_rng(seed)
+    spacing = duration_s / (n + 1)
+    if n and spacing < hold_s + 2 * ramp_s + 5.0:
+        raise ReplayError(f"frequency trace: {n} events of {hold_s:g} s do not fit into "
+                          f"{duration_s:g} s", source="--fr-trace")
+    kinds = ["step"] * steps + ["ramp"] * ramps
+    order = rng.permutation(n)
+    first_sign = 1.0 if rng.random() < 0.5 else -1.0
+    events: list[FrequencyEvent] = []
+    for slot, k in enumerate(order):
+        start = spacing * (slot + 1) - hold_s / 2 + rng.uniform(-0.1, 0.1) * spacing
+        sign = first_sign * (1.0 if slot % 2 == 0 else -1.0)
+        is_ramp = kinds[k] == "ramp"
+        events.append(FrequencyEvent(
+            start_s=round(float(start), 3), duration_s=hold_s, delta_hz=sign * step_hz,
+            ramp_s=ramp_s if is_ramp else 0.0))
+    events.sort(key=lambda e: e.start_s)
+    return FrequencyTrace(duration_s=duration_s, events=tuple(events), noise_hz=noise_hz,
+                          noise_tau_s=noise_tau_s, seed=seed)
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyReplayOptions:
+    """Settings of :func:`run_frequency_response` (s, %)."""
+
+    control_step_s: float = 0.1
+    """Control cycle = grid-meter sample period (s)."""
+    physics_step_s: float = 0.05
+    """Physics sub-step (s): resolves inverter delay and ramp."""
+    activation_window_s: float = 1.0
+    """After each step edge, this long is judged by the activation time, not by the RMS."""
+    activation_tolerance_pct: float = 2.0
+    """"Fully activated" = within this % of the reserve from the required power."""
+    soc_exponent: float = 1.0
+    """Distribution's SoC weighting exponent."""
+    setpoint_lifetime_s: float = 10.0
+    """Lifetime of each setpoint (s)."""
+    base_load_w: float = 150_000.0
+    """Constant site load during the trace (W; irrelevant to frequency response)."""
+
+
+@dataclass(frozen=True)
+class FrequencyResponseReport:
+    """Control quality of a frequency-response replay (W, %, s, Hz)."""
+
+    reserved_power_w: float
+    """Power at full activation."""
+    rms_error_pct: float
+    """RMS of delivered − required as % of the reserve, outside the activation windows."""
+    rms_error_pct_all: float
+    """The same over every sample, activation windows included."""
+    max_abs_error_pct: float
+    """Largest |delivered − required| outside the activation windows, % of reserve."""
+    activation_time_s: list[float]
+    """Per step edge: time from the edge to full activation (nan if never)."""
+    activation_time_max_s: float
+    """Largest of those."""
+    fr_energy_required_wh: float
+    """∫ |required| dt."""
+    fr_energy_delivered_wh: float
+    """∫ |delivered| dt."""
+    soc_band_pct: tuple[float, float]
+    """SoC band that holds the reserve for the configured duration both ways."""
+    soc_in_band_pct: float
+    """Share of the time the fleet SoC was inside the band (%)."""
+    soc_min_pct: float
+    """Lowest fleet SoC."""
+    soc_max_pct: float
+    """Highest fleet SoC."""
+    hold_duration_s: float
+    """Configured hold duration."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time replayed."""
+    wall_s: float
+    """Wall time (information only)."""
+    events: list[dict[str, float]] = field(default_factory=list)
+    """The trace's events (start, duration, delta, ramp)."""
+    time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Sample times."""
+    frequency_hz: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Frequency at the samples."""
+    required_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Required power at the samples (+ = charging)."""
+    delivered_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Delivered battery AC power at the samples."""
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar results as a JSON-ready dict."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def run_frequency_response(
+    site: SiteConfig,
+    trace: FrequencyTrace,
+    *,
+    config: FrequencyResponseConfig | None = None,
+    options: FrequencyReplayOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> FrequencyResponseReport:
+    """Replay ``trace`` on ``site`` with frequency response alone.
+
+    *Required* power at a sample is the frequency-response law evaluated at
+    the true frequency of that instant and the fleet SoC (droop, plus the SoC
+    nudge inside the deadband); *delivered* is the measured battery inverter
+    AC power at the same instant. The controller sees the frequency one
+    control step late at worst, and the inverters add their response delay
+    and ramp, so right after a step the error is large for a fraction of a
+    second: that window (``activation_window_s`` after each step edge) is
+    judged by the activation time, the rest by the RMS error.
+
+    Raises:
+        ReplayError: bad options or a site without batteries.
+    """
+    cfg = config or FrequencyResponseConfig()
+    opt = options or FrequencyReplayOptions()
+    if not (opt.control_step_s > 0 and opt.physics_step_s > 0):
+        raise ReplayError("options: control_step_s and physics_step_s must be > 0",
+                          source="options")
+    if cfg.reserved_power_w <= 0:
+        raise ReplayError(f"frequency_response.reserved_power_w must be > 0, got "
+                          f"{cfg.reserved_power_w}", source="reserved_power_w")
+    topo = _topology(site)
+    quiet = _quiet_site(
+        site,
+        load=LoadConfig(profile_w=np.array([opt.base_load_w]), step_s=3600.0, noise_w=0.0),
+        frequency=FrequencyConfig(nominal_hz=trace.nominal_hz, noise_hz=trace.noise_hz,
+                                  noise_tau_s=trace.noise_tau_s, events=trace.events),
+    )
+    ph = SitePhysics(quiet, seed=trace.seed, max_step_s=opt.physics_step_s)
+    fr = FrequencyResponse(cfg)
+    loop = _Loop(ph, topo, [fr], soc_exponent=opt.soc_exponent,
+                 lifetime_s=opt.setpoint_lifetime_s)
+    pipe = _SetpointPipeline(ph, topo.inverter_ids, opt.setpoint_lifetime_s)
+    loop.send = pipe.send
+    n = math.floor(trace.duration_s / opt.control_step_s + 1e-9)
+    t_a = np.empty(n + 1)
+    f_a = np.empty(n + 1)
+    req = np.empty(n + 1)
+    dlv = np.empty(n + 1)
+    soc = np.empty(n + 1)
+
+    def sample(j: int) -> None:
+        t_a[j] = ph.now_s
+        f_a[j] = ph.frequency_hz
+        inputs = loop.inputs()
+        req[j] = frequency_response_wish(cfg, inputs).preferred_w
+        dlv[j] = inputs.battery_power_w
+        soc[j] = inputs.soc_pct
+
+    sample(0)
+    wall0 = time.perf_counter()
+    for j in range(1, n + 1):
+        loop.cycle(ph.now_s)
+        pipe.release()
+        ph.step(opt.control_step_s)
+        sample(j)
+        if progress is not None and j % 1000 == 0:
+            progress(ph.now_s, n * opt.control_step_s)
+    wall = time.perf_counter() - wall0
+    if progress is not None:
+        progress(n * opt.control_step_s, n * opt.control_step_s)
+
+    res = cfg.reserved_power_w
+    err = dlv - req
+    edges: list[float] = []
+    for e in trace.events:
+        if e.ramp_s == 0.0:
+            edges += [e.start_s, e.start_s + e.duration_s]
+    window = np.zeros(n + 1, dtype=bool)
+    act: list[float] = []
+    tol = opt.activation_tolerance_pct / 100.0 * res
+    for edge in edges:
+        in_w = (t_a >= edge) & (t_a < edge + opt.activation_window_s)
+        window |= in_w
+        after = np.flatnonzero((t_a >= edge) & (np.abs(err) <= tol))
+        # Full activation: the first sample after the edge from which the error stays
+        # within tolerance until the window ends.
+        inside = np.flatnonzero(in_w)
+        settled = math.nan
+        for k in after:
+            if k > (inside[-1] if inside.size else k):
+                settled = float(t_a[k] - edge)
+                break
+            rest = inside[inside >= k]
+            if np.all(np.abs(err[rest]) <= tol):
+                settled = float(t_a[k] - edge)
+                break
+        act.append(settled)
+    keep = ~window
+    rms = float(np.sqrt(np.mean(err[keep] ** 2)) / res * 100.0) if keep.any() else math.nan
+    rms_all = float(np.sqrt(np.mean(err ** 2)) / res * 100.0)
+    band = soc_band_pct(loop.cap_total, res, cfg.hold_duration_s, loop.soc_lo, loop.soc_hi)
+    in_band = (soc >= band[0] - 1e-9) & (soc <= band[1] + 1e-9)
+    dt_h = opt.control_step_s / 3600.0
+    return FrequencyResponseReport(
+        reserved_power_w=res,
+        rms_error_pct=rms,
+        rms_error_pct_all=rms_all,
+        max_abs_error_pct=float(np.max(np.abs(err[keep])) / res * 100.0) if keep.any()
+        else math.nan,
+        activation_time_s=act,
+        activation_time_max_s=float(max(act)) if act else math.nan,
+        fr_energy_required_wh=float(np.sum(np.abs(req[1:])) * dt_h),
+        fr_energy_delivered_wh=float(np.sum(np.abs(dlv[1:])) * dt_h),
+        soc_band_pct=(float(band[0]), float(band[1])),
+        soc_in_band_pct=float(100.0 * np.mean(in_band)),
+        soc_min_pct=float(soc.min()),
+        soc_max_pct=float(soc.max()),
+        hold_duration_s=cfg.hold_duration_s,
+        control_cycles=loop.cycles,
+        simulated_s=float(n * opt.control_step_s),
+        wall_s=wall,
+        events=[{"start_s": e.start_s, "duration_s": e.duration_s, "delta_hz": e.delta_hz,
+                 "ramp_s": e.ramp_s} for e in trace.events],
+        time_s=t_a,
+        frequency_hz=f_a,
+        required_w=req,
+        delivered_w=dlv,
+    )
