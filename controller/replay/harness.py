@@ -713,8 +713,8 @@ def make_frequency_trace(
 
     Events are spread evenly over the trace with seeded jitter (±10 % of the
     spacing) and alternating signs (the first one seeded); each holds ``hold_s``.
-    ``step_hz`` beyond the full-activation deviation makes the required power exactly ±reserve during
-    a step, whatever the noise.
+    ``step_hz`` beyond the full-activation deviation makes the required power
+    exactly ±reserve during a step, whatever the noise.
 
     Raises:
         ReplayError: the events do not fit into ``duration_s``.
