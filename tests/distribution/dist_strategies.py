@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import strategies as st
-
 from dist_reference import RawFleet
+from hypothesis import strategies as st
 
 SHAPES = ("one_to_one", "many_inverters_one_battery", "one_inverter_many_batteries", "mixed")
 
 
 @st.composite
-def raw_fleets(  # noqa: C901
+def raw_fleets(
     draw: Any,
     shape: str | None = None,
     bands: bool = True,
@@ -56,7 +55,8 @@ def raw_fleets(  # noqa: C901
             f.bat_eu.append(eu)
             f.soc_lo.append(10.0)
             f.soc_hi.append(90.0)
-            f.soc.append(draw(st.sampled_from([5.0, 10.0, 11.0, 50.0, 89.0, 90.0, 95.0]) | st.floats(0, 100)))
+            special = st.sampled_from([5.0, 10.0, 11.0, 50.0, 89.0, 90.0, 95.0])
+            f.soc.append(draw(special | st.floats(0, 100)))
             f.cap.append(draw(st.sampled_from([10e3, 50e3, 100e3, 200e3])))
         # Links: a connected bipartite pattern inside the group.
         if n_i == 1 or n_b == 1:

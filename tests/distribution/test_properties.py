@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from distribution import AllocationStatus, Fleet, allocate
-
 from dist_reference import (
     bisection_group_powers,
-    groups_of,
     milp_nearest_total,
     setpoint_violations,
 )
 from dist_strategies import SHAPES, raw_fleets, targets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distribution import AllocationStatus, Fleet, allocate
 
 SETTINGS = settings(
     max_examples=int(__import__("os").environ.get("DIST_EXAMPLES", "60")),
@@ -63,7 +61,6 @@ def test_faulty_components_excluded_and_exact(data: Any) -> None:
     target = data.draw(targets(f))
     _check_against_milp(f, target)
     res = allocate(Fleet(**f.kwargs()), target)
-    usable = {i for g in groups_of(f) if g.usable for i in g.inverters}
     for i, code in enumerate(res.inverter_exclusion):
         if code:
             assert res.setpoints_w[i] == 0.0

@@ -1,0 +1,178 @@
+"""Allocation latency: gridloop `distribution` vs frequenz-sdk vs a bare numpy kernel.
+
+Scenario (the issue's): N groups, 1:1 inverter/battery, ±100 kW inverters and
+batteries with a ±5 kW exclusion band on both, 100 kWh, SoC uniform in
+20–80 % (seeded), SoC limits 10–90 %, request at 60 % of the fleet bound in
+either direction.
+
+* ``test_gridloop_allocate``: `allocate` on a prebuilt `Fleet`.
+* ``test_gridloop_build_and_allocate``: `Fleet(...)` from the arrays + `allocate`
+  (what a control cycle pays when it snapshots telemetry every cycle).
+* ``test_sdk_distribute_power``: frequenz-sdk's `BatteryDistributionAlgorithm`
+  on the same inputs (skipped if frequenz-sdk is not importable).
+* ``test_bare_waterfill_kernel``: sort-based weighted water-filling with no
+  validation, no bands, no result object — the floor.
+* ``test_gridloop_allocate_band_repair``: a request small enough that every
+  group lands inside its exclusion band (the repair path).
+
+Run: ``pytest benchmarks/bench_distribution.py --benchmark-columns=median,iqr,rounds``
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+from distribution import AllocationStatus, Fleet, allocate
+
+SIZES = [10, 100, 1_000, 10_000]
+DIRECTIONS = ["charge", "discharge"]
+
+
+def fleet_arrays(n: int, seed: int = 7) -> dict[str, Any]:
+    """The benchmark fleet as keyword arrays for `Fleet`."""
+    rng = np.random.default_rng(seed)
+    return {
+        "inverter_lower_w": np.full(n, -100e3),
+        "inverter_upper_w": np.full(n, 100e3),
+        "inverter_excl_lower_w": np.full(n, -5e3),
+        "inverter_excl_upper_w": np.full(n, 5e3),
+        "battery_soc_pct": rng.uniform(20.0, 80.0, n),
+        "battery_soc_lower_pct": np.full(n, 10.0),
+        "battery_soc_upper_pct": np.full(n, 90.0),
+        "battery_capacity_wh": np.full(n, 100e3),
+        "battery_lower_w": np.full(n, -100e3),
+        "battery_upper_w": np.full(n, 100e3),
+        "battery_excl_lower_w": np.full(n, -5e3),
+        "battery_excl_upper_w": np.full(n, 5e3),
+        "links": np.repeat(np.arange(n)[:, None], 2, axis=1),
+    }
+
+
+def target_for(n: int, direction: str) -> float:
+    """60 % of the fleet's bound in the given direction."""
+    return (0.6 if direction == "charge" else -0.6) * n * 100e3
+
+
+def bare_waterfill(w: np.ndarray, hi: np.ndarray, target: float) -> np.ndarray:
+    """p = min(w*lam, hi), sum p = target: sort breakpoints, solve the segment."""
+    t = hi / w
+    order = np.argsort(t)
+    ts, ws = t[order], w[order]
+    cum_h = np.cumsum(hi[order])
+    rest_w = np.cumsum(ws[::-1])[::-1]
+    f = cum_h - hi[order] + ts * rest_w  # sum at lam = t_j
+    j = int(np.searchsorted(f, target)) - 1
+    if j < 0:
+        lam = target / rest_w[0]
+    else:
+        lam = (target - cum_h[j]) / (rest_w[j + 1] if j + 1 < len(ws) else 1.0)
+    return np.minimum(w * lam, hi)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("n", SIZES)
+def test_gridloop_allocate(benchmark: Any, n: int, direction: str) -> None:
+    benchmark.group = f"N={n} {direction}"
+    fleet = Fleet(**fleet_arrays(n))
+    target = target_for(n, direction)
+    res = benchmark(allocate, fleet, target)
+    assert res.status is AllocationStatus.EXACT
+    assert abs(res.achieved_w - target) <= 1e-9 * abs(target)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("n", SIZES)
+def test_gridloop_build_and_allocate(benchmark: Any, n: int, direction: str) -> None:
+    benchmark.group = f"N={n} {direction}"
+    arrays = fleet_arrays(n)
+    target = target_for(n, direction)
+
+    def run() -> Any:
+        return allocate(Fleet(**arrays), target)
+
+    res = benchmark(run)
+    assert res.status is AllocationStatus.EXACT
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("n", SIZES)
+def test_bare_waterfill_kernel(benchmark: Any, n: int, direction: str) -> None:
+    benchmark.group = f"N={n} {direction}"
+    a = fleet_arrays(n)
+    soc = a["battery_soc_pct"]
+    head = (90.0 - soc) if direction == "charge" else (soc - 10.0)
+    w = a["battery_capacity_wh"] * head
+    hi = np.full(n, 100e3)
+    target = abs(target_for(n, direction))
+    p = benchmark(bare_waterfill, w, hi, target)
+    assert abs(float(p.sum()) - target) <= 1e-6 * target
+
+
+def _sdk_pairs(n: int) -> Any:
+    """The benchmark fleet as frequenz-sdk InvBatPair objects (or skip)."""
+    try:
+        from datetime import UTC, datetime
+
+        from frequenz.client.common.microgrid.components import ComponentId
+        from frequenz.sdk.microgrid._old_component_data import BatteryData, InverterData
+        from frequenz.sdk.microgrid._power_distributing._distribution_algorithm import (
+            _battery_distribution_algorithm as sdk_alg,
+        )
+    except ImportError as exc:  # pragma: no cover - depends on the bench extra
+        pytest.skip(f"frequenz-sdk not importable: {exc}")
+    a = fleet_arrays(n)
+    now = datetime.now(UTC)
+    pairs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i in range(n):
+            bat = BatteryData(
+                component_id=ComponentId(2 * i + 1),
+                timestamp=now,
+                soc=float(a["battery_soc_pct"][i]),
+                soc_lower_bound=10.0,
+                soc_upper_bound=90.0,
+                capacity=100e3,
+                power_inclusion_lower_bound=-100e3,
+                power_inclusion_upper_bound=100e3,
+                power_exclusion_lower_bound=-5e3,
+                power_exclusion_upper_bound=5e3,
+            )
+            inv = InverterData(
+                component_id=ComponentId(2 * i + 2),
+                timestamp=now,
+                active_power_inclusion_lower_bound=-100e3,
+                active_power_inclusion_upper_bound=100e3,
+                active_power_exclusion_lower_bound=-5e3,
+                active_power_exclusion_upper_bound=5e3,
+            )
+            pairs.append(sdk_alg.InvBatPair(sdk_alg.AggregatedBatteryData([bat]), [inv]))
+    return sdk_alg, pairs
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("n", SIZES)
+def test_sdk_distribute_power(benchmark: Any, n: int, direction: str) -> None:
+    benchmark.group = f"N={n} {direction}"
+    sdk_alg, pairs = _sdk_pairs(n)
+    from frequenz.quantities import Power
+
+    algorithm = sdk_alg.BatteryDistributionAlgorithm(1.0)
+    power = Power.from_watts(target_for(n, direction))
+    res = benchmark(algorithm.distribute_power, power, pairs)
+    total = sum(p.as_watts() for p in res.distribution.values())
+    assert abs(total - target_for(n, direction)) <= 1e-6 * abs(target_for(n, direction))
+
+
+@pytest.mark.parametrize("n", [100, 1_000])
+def test_gridloop_allocate_band_repair(benchmark: Any, n: int) -> None:
+    benchmark.group = f"N={n} band repair"
+    fleet = Fleet(**fleet_arrays(n))
+    target = 2e3 * n  # 2 kW per group on average: inside every 5 kW band
+    res = benchmark(allocate, fleet, target)
+    assert res.status is AllocationStatus.EXACT
+    assert res.method == "repair"
