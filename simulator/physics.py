@@ -1,0 +1,828 @@
+"""Vectorised physics of a simulated site, with no asyncio and no clock reads.
+
+Offers `SitePhysics` (the model; the server drives it, and a replay harness
+can drive it on a virtual clock), `ComponentState` (the per-component state
+machine) and `Interval` helpers (`own_power_intervals`, `intersect_intervals`).
+
+Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
+
+* Setpoints: an accepted active/reactive setpoint becomes effective
+  ``response_delay_s`` after the request and lapses ``lifetime_s`` after it;
+  then a battery inverter returns to 0 W and a PV inverter to uncurtailed
+  production. Battery inverter targets are clipped to the current
+  (SoC-dependent, augmented) bounds; PV targets are ``max(available, setpoint)``
+  (a setpoint is a production limit, both negative).
+* Inverter AC power moves toward its target at most ``ramp_w_per_s``.
+* Inverter DC power = AC power (lossless inverter); it is split across the
+  inverter's batteries in proportion to their available power in the flow
+  direction. Stored energy changes by ``P*eta_c`` (charging) or ``P/eta_d``
+  (discharging); SoC = energy / capacity.
+* Battery bounds: ``[-max_discharge_w, max_charge_w]`` with the charge side 0 at
+  or above ``soc_max_pct`` and the discharge side 0 at or below ``soc_min_pct``.
+  A battery's capability is shared among its inverters in proportion to their
+  ratings; an inverter's bounds are its rating intersected with that share.
+* Load: profile (W, consumed, positive) + smooth seeded noise (Ornstein-
+  Uhlenbeck). PV: irradiance profile (W/m²) x rating / 1000 W/m².
+* Meters measure everything below them; grid power (at the grid connection
+  point) = load + battery inverter AC power + PV AC power (PV negative), i.e.
+  load − PV production + battery charging power. Passive sign convention
+  throughout: positive = into the component (charging, importing).
+* Frequency: nominal + OU noise + scripted trapezoid events.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import GridConfig, InverterConfig, MeterConfig, SiteConfig
+from .errors import (
+    ComponentNotFoundError,
+    ComponentNotReadyError,
+    InvalidRequestError,
+    PowerOutOfRangeError,
+)
+
+__all__ = [
+    "ComponentState",
+    "Interval",
+    "SetpointStatus",
+    "SitePhysics",
+    "intersect_intervals",
+    "own_power_intervals",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Interval = tuple[float, float]
+
+_TOL_W = 1.0
+_ACK_FIRST = "component is in ERROR; acknowledge the error first"
+
+
+class ComponentState(enum.IntEnum):
+    """State machine of an inverter or battery.
+
+    RUNNING --PutInStandby--> STANDBY --Start / setpoint--> RUNNING
+    any non-error --Stop--> OFF --Start--> RUNNING
+    any --fault--> ERROR --AckError--> OFF
+    """
+
+    RUNNING = 0
+    STANDBY = 1
+    OFF = 2
+    ERROR = 3
+
+
+class SetpointStatus(enum.Enum):
+    """Progress of one setpoint request (see `SitePhysics.setpoint_status`)."""
+
+    PENDING = "pending"
+    APPLIED = "applied"
+    OVERRIDDEN = "overridden"
+    FAILED = "failed"
+
+
+def own_power_intervals(lower_w: float, upper_w: float, exclusion_w: float) -> list[Interval]:
+    """The allowed active power of an inverter as closed inclusion intervals.
+
+    Without an exclusion band this is ``[(lower, upper)]``. With a band
+    ``(-e, +e)`` it is two intervals; a side that is not available (e.g. no
+    charging at the upper SoC limit) becomes ``(0, 0)``, since 0 W is always
+    allowed. This is the shape the SDK decodes as inclusion + exclusion bounds.
+    """
+    if exclusion_w <= 0.0:
+        return [(lower_w, upper_w)]
+    low = (lower_w, -exclusion_w) if lower_w <= -exclusion_w else (0.0, 0.0)
+    high = (exclusion_w, upper_w) if upper_w >= exclusion_w else (0.0, 0.0)
+    if low == high:
+        return [low]
+    return [low, high]
+
+
+def intersect_intervals(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Intersection of two unions of closed intervals (each sorted, disjoint)."""
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def merge_intervals(intervals: list[Interval]) -> list[Interval]:
+    """Sort and merge overlapping closed intervals."""
+    out: list[Interval] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+@dataclass
+class _Augmentation:
+    intervals: list[Interval]
+    expiry_s: float
+
+
+class _OU:
+    """Exact-discretisation Ornstein-Uhlenbeck noise with std ``sigma``."""
+
+    def __init__(self, rng: np.random.Generator, sigma: float, tau_s: float) -> None:
+        self.rng = rng
+        self.sigma = sigma
+        self.tau_s = tau_s
+        self.x = rng.normal(0.0, sigma) if sigma > 0 else 0.0
+
+    def step(self, dt_s: float) -> float:
+        if self.sigma <= 0:
+            return 0.0
+        a = math.exp(-dt_s / self.tau_s)
+        self.x = self.x * a + self.sigma * math.sqrt(1.0 - a * a) * float(self.rng.normal())
+        return self.x
+
+
+def _profile_at(values: FloatArray, step_s: float, t_s: float) -> float:
+    """Linear interpolation in a cyclic profile."""
+    n = len(values)
+    pos = (t_s / step_s) % n
+    i0 = int(pos)
+    frac = pos - i0
+    return float(values[i0] * (1.0 - frac) + values[(i0 + 1) % n] * frac)
+
+
+class SitePhysics:
+    """The simulated site: state arrays plus a vectorised `step`.
+
+    Component rows: ``inverter_ids[k]`` is row ``k`` of every ``inverter_*``
+    array, likewise ``battery_ids`` and ``meter_ids``. Signs are passive:
+    positive = into the component.
+    """
+
+    def __init__(self, site: SiteConfig, *, seed: int = 0, max_step_s: float = 0.1) -> None:
+        """Build the model for ``site``.
+
+        Args:
+            site: the validated site.
+            seed: seed of all noise (a run with the same seed and the same
+                calls is reproducible).
+            max_step_s: longest sub-step `step` takes; larger values make long
+                replays cheaper at the cost of ramp/delay resolution.
+        """
+        if not (max_step_s > 0 and math.isfinite(max_step_s)):
+            raise ValueError(f"max_step_s must be a positive number, got {max_step_s!r}")
+        self.site = site
+        self.max_step_s = max_step_s
+        self._rng = np.random.default_rng(seed)
+        self.now_s = 0.0
+        """Simulated seconds since the start."""
+
+        invs = site.inverters
+        bats = site.batteries
+        meters = site.meters
+        self.inverter_ids: IntArray = np.array([c.id for c in invs], dtype=np.int64)
+        self.battery_ids: IntArray = np.array([c.id for c in bats], dtype=np.int64)
+        self.meter_ids: IntArray = np.array([c.id for c in meters], dtype=np.int64)
+        self._inv_row = {c.id: k for k, c in enumerate(invs)}
+        self._bat_row = {c.id: k for k, c in enumerate(bats)}
+        self._meter_row = {c.id: k for k, c in enumerate(meters)}
+        self._kind: dict[int, str] = {}
+        for c in site.components:
+            self._kind[c.id] = (
+                "grid"
+                if isinstance(c, GridConfig)
+                else "meter"
+                if isinstance(c, MeterConfig)
+                else "inverter"
+                if isinstance(c, InverterConfig)
+                else "battery"
+            )
+
+        # ---- inverter parameters
+        self.inverter_is_pv = np.array([c.inverter_type == "pv" for c in invs], dtype=bool)
+        self.inverter_rated_lower_w = np.array([c.rated_lower_w for c in invs], dtype=np.float64)
+        self.inverter_rated_upper_w = np.array([c.rated_upper_w for c in invs], dtype=np.float64)
+        self.inverter_exclusion_w = np.array([c.exclusion_w for c in invs], dtype=np.float64)
+        self.inverter_rated_reactive_var = np.array(
+            [c.rated_reactive_var for c in invs], dtype=np.float64
+        )
+        self._ramp = np.array([c.ramp_w_per_s for c in invs], dtype=np.float64)
+        self._delay = np.array([c.response_delay_s for c in invs], dtype=np.float64)
+        n_inv = len(invs)
+        # ---- inverter state
+        self.inverter_power_w = np.zeros(n_inv)
+        """Actual AC active power per inverter (W, + = charging / consuming)."""
+        self.inverter_reactive_var = np.zeros(n_inv)
+        self.inverter_target_w = np.zeros(n_inv)
+        """The power each inverter is currently moving toward (after clipping)."""
+        self.inverter_setpoint_w = np.full(n_inv, np.nan)
+        """Effective active setpoint (NaN = none)."""
+        self._sp_expiry = np.full(n_inv, np.inf)
+        self._pend_sp = np.full(n_inv, np.nan)
+        self._pend_at = np.full(n_inv, np.inf)
+        self._pend_expiry = np.full(n_inv, np.inf)
+        self._q_sp = np.full(n_inv, np.nan)
+        self._q_expiry = np.full(n_inv, np.inf)
+        self._q_pend = np.full(n_inv, np.nan)
+        self._q_pend_at = np.full(n_inv, np.inf)
+        self._q_pend_expiry = np.full(n_inv, np.inf)
+        self._seq = np.zeros(n_inv, dtype=np.int64)
+        self._next_seq = 1
+        self.inverter_state = np.zeros(n_inv, dtype=np.int64)
+        self.inverter_lower_w = self.inverter_rated_lower_w.copy()
+        """Current lower active power bound (hull of the allowed set)."""
+        self.inverter_upper_w = self.inverter_rated_upper_w.copy()
+        """Current upper active power bound (hull of the allowed set)."""
+        self._aug: dict[int, dict[str, _Augmentation]] = {}
+        self._aug_lo = np.full(n_inv, -np.inf)
+        self._aug_hi = np.full(n_inv, np.inf)
+        self._aug_next_expiry = np.inf
+
+        # ---- battery parameters and state
+        self.battery_capacity_wh = np.array([c.capacity_wh for c in bats], dtype=np.float64)
+        self.battery_soc_pct = np.array([c.soc_pct for c in bats], dtype=np.float64)
+        """State of charge per battery (%)."""
+        self.battery_soc_min_pct = np.array([c.soc_min_pct for c in bats], dtype=np.float64)
+        self.battery_soc_max_pct = np.array([c.soc_max_pct for c in bats], dtype=np.float64)
+        self._max_charge = np.array([c.max_charge_w for c in bats], dtype=np.float64)
+        self._max_discharge = np.array([c.max_discharge_w for c in bats], dtype=np.float64)
+        self._eta_c = np.array([c.charge_efficiency for c in bats], dtype=np.float64)
+        self._eta_d = np.array([c.discharge_efficiency for c in bats], dtype=np.float64)
+        self.battery_voltage_v = np.array([c.nominal_voltage_v for c in bats], dtype=np.float64)
+        self.battery_temperature_c = np.array([c.temperature_c for c in bats], dtype=np.float64)
+        self.battery_power_w = np.zeros(len(bats))
+        """DC power per battery (W, + = charging)."""
+        self.battery_state = np.zeros(len(bats), dtype=np.int64)
+        self.battery_lower_w = -self._max_discharge.copy()
+        self.battery_upper_w = self._max_charge.copy()
+
+        # ---- topology matrices
+        adj = np.zeros((len(bats), n_inv))  # adj[b, i] = 1 if inverter i feeds battery b
+        for src, dst in site.connections:
+            if src in self._inv_row and dst in self._bat_row:
+                adj[self._bat_row[dst], self._inv_row[src]] = 1.0
+        self._adj = adj
+        rating = np.maximum(self.inverter_rated_upper_w - self.inverter_rated_lower_w, 1.0)
+        share = adj * rating[None, :]
+        share_sum = share.sum(axis=1, keepdims=True)
+        # _share[i, b]: fraction of battery b's capability available to inverter i
+        self._share = (share / np.where(share_sum > 0, share_sum, 1.0)).T
+
+        children: dict[int, list[int]] = {}
+        for src, dst in site.connections:
+            children.setdefault(src, []).append(dst)
+
+        def descendants(cid: int) -> set[int]:
+            out: set[int] = set()
+            stack = [cid]
+            while stack:
+                for k in children.get(stack.pop(), []):
+                    if k not in out:
+                        out.add(k)
+                        stack.append(k)
+            return out
+
+        load_share = {m.id: m.load_share for m in meters}
+        unattributed = max(0.0, 1.0 - sum(load_share.values()))
+        grid_id = site.grid.id
+        top_meters = {d for s, d in site.connections if s == grid_id and d in load_share}
+        # measure[m, :n_inv] = inverter i below meter m, measure[m, n_inv] = load share
+        self._measure = np.zeros((len(meters), n_inv + 1))
+        for m in meters:
+            below = descendants(m.id) | {m.id}
+            for cid in below:
+                if cid in self._inv_row:
+                    self._measure[self._meter_row[m.id], self._inv_row[cid]] = 1.0
+            share_below = sum(load_share.get(cid, 0.0) for cid in below)
+            if m.id in top_meters:
+                share_below += unattributed
+            self._measure[self._meter_row[m.id], n_inv] = share_below
+        self.meter_power_w = np.zeros(len(meters))
+        """Active power per meter (W, + = flowing away from the grid through it)."""
+        self.meter_reactive_var = np.zeros(len(meters))
+
+        # ---- environment
+        self._load_values = site.load.profile_w.astype(np.float64)
+        self._load_step = site.load.step_s
+        self._irr_values = site.pv.irradiance_wm2.astype(np.float64)
+        self._irr_step = site.pv.step_s
+        self._load_noise = _OU(self._rng, site.load.noise_w, site.load.noise_tau_s)
+        self._pv_noise = _OU(self._rng, site.pv.noise_pct / 100.0, 30.0)
+        self._freq_noise = _OU(self._rng, site.frequency.noise_hz, site.frequency.noise_tau_s)
+        self._q_ratio = math.tan(math.acos(site.load.reactive_power_factor))
+        ev = site.frequency.events
+        self._ev_start = np.array([e.start_s for e in ev], dtype=np.float64)
+        self._ev_ramp = np.array([e.ramp_s for e in ev], dtype=np.float64)
+        self._ev_hold = np.array([e.duration_s for e in ev], dtype=np.float64)
+        self._ev_delta = np.array([e.delta_hz for e in ev], dtype=np.float64)
+        self._ev_rs = np.where(self._ev_ramp > 0, self._ev_ramp, 1e-9)
+        self.nominal_hz = site.frequency.nominal_hz
+        self.frequency_hz = self.nominal_hz
+        """Grid frequency (Hz)."""
+        self.load_power_w = 0.0
+        """Site consumption (W, positive)."""
+        self.load_reactive_var = 0.0
+        self.irradiance_wm2 = 0.0
+        self.pv_available_w = np.zeros(n_inv)
+        self.grid_power_w = 0.0
+        """Power at the grid connection point (W, + = importing)."""
+        self.grid_reactive_var = 0.0
+        self._sources = np.zeros(n_inv + 1)
+        self._q_sources = np.zeros(n_inv + 1)
+        self._update_environment(0.0)
+        self._update_bounds()
+        self.inverter_power_w = self.pv_available_w.copy()
+        self.inverter_target_w = self.pv_available_w.copy()
+        self._update_meters()
+
+    # ------------------------------------------------------------------ profiles
+
+    def set_load_profile(self, values_w: npt.ArrayLike, step_s: float) -> None:
+        """Replace the load profile (W consumed, >= 0) sampled every ``step_s`` seconds.
+
+        The profile starts at simulated time 0 and repeats after its end.
+        """
+        arr = np.asarray(values_w, dtype=np.float64).ravel()
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ValueError("values_w must be a non-empty array of finite numbers")
+        if not (step_s > 0 and math.isfinite(step_s)):
+            raise ValueError(f"step_s must be a positive number, got {step_s!r}")
+        self._load_values = arr
+        self._load_step = float(step_s)
+
+    def set_irradiance_profile(self, values_wm2: npt.ArrayLike, step_s: float) -> None:
+        """Replace the irradiance profile (W/m²) sampled every ``step_s`` seconds."""
+        arr = np.asarray(values_wm2, dtype=np.float64).ravel()
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ValueError("values_wm2 must be a non-empty array of finite numbers")
+        if not (step_s > 0 and math.isfinite(step_s)):
+            raise ValueError(f"step_s must be a positive number, got {step_s!r}")
+        self._irr_values = arr
+        self._irr_step = float(step_s)
+
+    # ------------------------------------------------------------------ lookup
+
+    def kind_of(self, component_id: int) -> str:
+        """Category of a component: grid, meter, inverter or battery."""
+        try:
+            return self._kind[component_id]
+        except KeyError:
+            raise ComponentNotFoundError(component_id, "no such component") from None
+
+    def inverter_row(self, component_id: int) -> int:
+        """Row of an inverter in the ``inverter_*`` arrays."""
+        return self._inv_row[component_id]
+
+    def battery_row(self, component_id: int) -> int:
+        """Row of a battery in the ``battery_*`` arrays."""
+        return self._bat_row[component_id]
+
+    def meter_row(self, component_id: int) -> int:
+        """Row of a meter in the ``meter_*`` arrays."""
+        return self._meter_row[component_id]
+
+    @property
+    def pv_power_w(self) -> float:
+        """Total PV AC power (W, negative = production, passive sign convention)."""
+        return float(self.inverter_power_w[self.inverter_is_pv].sum())
+
+    @property
+    def battery_inverter_power_w(self) -> float:
+        """Total battery inverter AC power (W, + = charging)."""
+        return float(self.inverter_power_w[~self.inverter_is_pv].sum())
+
+    def state_of(self, component_id: int) -> ComponentState:
+        """State of an inverter or battery (meters and the grid are always RUNNING)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            return ComponentState(int(self.inverter_state[self._inv_row[component_id]]))
+        if kind == "battery":
+            return ComponentState(int(self.battery_state[self._bat_row[component_id]]))
+        return ComponentState.RUNNING
+
+    # ------------------------------------------------------------------ bounds
+
+    def active_power_bounds(self, component_id: int) -> list[Interval]:
+        """Allowed active power of an inverter now, as sorted inclusion intervals.
+
+        The component's own (SoC-dependent) bounds with its exclusion band,
+        intersected with every active augmentation. 0 W is always allowed in
+        addition (not necessarily listed).
+        """
+        row = self._inv_row[component_id]
+        own = own_power_intervals(
+            float(self.inverter_lower_w[row]),
+            float(self.inverter_upper_w[row]),
+            float(self.inverter_exclusion_w[row]),
+        )
+        for aug in self._aug.get(component_id, {}).values():
+            own = intersect_intervals(own, aug.intervals)
+        return own or [(0.0, 0.0)]
+
+    def reactive_power_bounds(self, component_id: int) -> list[Interval]:
+        """Allowed reactive power of an inverter (VAr)."""
+        q = float(self.inverter_rated_reactive_var[self._inv_row[component_id]])
+        if self.inverter_state[self._inv_row[component_id]] >= ComponentState.OFF:
+            q = 0.0
+        return [(-q, q)]
+
+    def augment_bounds(
+        self, component_id: int, token: str, intervals: list[Interval], lifetime_s: float
+    ) -> float:
+        """Add (or replace, for the same token) bounds on an inverter's active power.
+
+        Args:
+            component_id: an inverter.
+            token: the client's bounds token; a new request with the same
+                token replaces the previous contribution.
+            intervals: inclusion intervals (W); overlapping ones are merged.
+            lifetime_s: simulated seconds until the contribution lapses.
+
+        Returns:
+            The simulated time (s) at which the contribution lapses.
+        """
+        kind = self.kind_of(component_id)
+        if kind != "inverter":
+            raise InvalidRequestError(
+                component_id, f"bounds can only be augmented on inverters, not a {kind}"
+            )
+        for lo, hi in intervals:
+            if not (math.isfinite(lo) or lo == -math.inf) or not (
+                math.isfinite(hi) or hi == math.inf
+            ) or lo > hi:
+                raise InvalidRequestError(component_id, f"invalid bounds [{lo}, {hi}]")
+        expiry = self.now_s + lifetime_s
+        self._aug.setdefault(component_id, {})[token] = _Augmentation(
+            merge_intervals(intervals), expiry
+        )
+        self._refresh_augmentations()
+        return expiry
+
+    def clear_bounds(self, component_id: int, token: str) -> None:
+        """Remove an augmentation by token (no-op if there is none)."""
+        self.kind_of(component_id)
+        if self._aug.get(component_id, {}).pop(token, None) is not None:
+            self._refresh_augmentations()
+
+    def _refresh_augmentations(self) -> None:
+        self._aug_lo.fill(-np.inf)
+        self._aug_hi.fill(np.inf)
+        nxt = np.inf
+        for cid in list(self._aug):
+            augs = self._aug[cid]
+            for tok in [t for t, a in augs.items() if a.expiry_s <= self.now_s]:
+                del augs[tok]
+            if not augs:
+                del self._aug[cid]
+                continue
+            merged: list[Interval] = [(-np.inf, np.inf)]
+            for a in augs.values():
+                merged = intersect_intervals(merged, a.intervals)
+                nxt = min(nxt, a.expiry_s)
+            row = self._inv_row[cid]
+            if merged:
+                self._aug_lo[row] = min(0.0, merged[0][0])
+                self._aug_hi[row] = max(0.0, merged[-1][1])
+            else:
+                self._aug_lo[row] = self._aug_hi[row] = 0.0
+        self._aug_next_expiry = nxt
+
+    # ------------------------------------------------------------------ commands
+
+    def check_active_power(self, component_id: int, power_w: float) -> None:
+        """Validate an active power setpoint like the API server does.
+
+        Raises:
+            ComponentNotFoundError: unknown id.
+            InvalidRequestError: not an inverter, or NaN/inf power.
+            ComponentNotReadyError: the inverter (or all its batteries) is stopped or errored.
+            PowerOutOfRangeError: outside the current bounds (0 W is always allowed).
+        """
+        kind = self.kind_of(component_id)
+        if kind != "inverter":
+            raise InvalidRequestError(
+                component_id, f"active power can only be set on inverters, not on a {kind}"
+            )
+        if not math.isfinite(power_w):
+            raise InvalidRequestError(component_id, f"power must be finite, got {power_w!r}")
+        row = self._inv_row[component_id]
+        state = ComponentState(int(self.inverter_state[row]))
+        if state >= ComponentState.OFF:
+            raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
+        if power_w == 0.0:
+            return
+        bats = self._adj[:, row] > 0
+        if bats.any() and np.all(self.battery_state[bats] >= ComponentState.OFF):
+            raise ComponentNotReadyError(
+                component_id, "all batteries behind the inverter are stopped"
+            )
+        allowed = self.active_power_bounds(component_id)
+        if not any(lo - 1e-6 <= power_w <= hi + 1e-6 for lo, hi in allowed):
+            shown = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in allowed)
+            raise PowerOutOfRangeError(
+                component_id, f"power {power_w:g} W outside the current bounds {shown} W"
+            )
+
+    def check_reactive_power(self, component_id: int, power_var: float) -> None:
+        """Validate a reactive power setpoint (same errors as `check_active_power`)."""
+        kind = self.kind_of(component_id)
+        if kind != "inverter":
+            raise InvalidRequestError(
+                component_id, f"reactive power can only be set on inverters, not on a {kind}"
+            )
+        if not math.isfinite(power_var):
+            raise InvalidRequestError(component_id, f"power must be finite, got {power_var!r}")
+        row = self._inv_row[component_id]
+        state = ComponentState(int(self.inverter_state[row]))
+        if state >= ComponentState.OFF:
+            raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
+        q = float(self.inverter_rated_reactive_var[row])
+        if power_var != 0.0 and not -q - 1e-6 <= power_var <= q + 1e-6:
+            raise PowerOutOfRangeError(
+                component_id, f"reactive power {power_var:g} VAr outside [{-q:g}, {q:g}] VAr"
+            )
+
+    def set_active_power(
+        self, component_id: int, power_w: float, lifetime_s: float = 60.0
+    ) -> int:
+        """Command an inverter's active power (no bounds validation; see `check_active_power`).
+
+        The setpoint becomes effective after the inverter's response delay and
+        lapses ``lifetime_s`` simulated seconds after now. A STANDBY inverter
+        starts running. Returns a request number for `setpoint_status`.
+        """
+        if self.kind_of(component_id) != "inverter":
+            raise InvalidRequestError(component_id, "active power can only be set on inverters")
+        if not math.isfinite(power_w):
+            raise InvalidRequestError(component_id, f"power must be finite, got {power_w!r}")
+        row = self._inv_row[component_id]
+        if self.inverter_state[row] == ComponentState.STANDBY:
+            self.inverter_state[row] = ComponentState.RUNNING
+        self._pend_sp[row] = power_w
+        self._pend_at[row] = self.now_s + self._delay[row]
+        self._pend_expiry[row] = self.now_s + lifetime_s
+        seq = self._next_seq
+        self._next_seq += 1
+        self._seq[row] = seq
+        return seq
+
+    def set_reactive_power(
+        self, component_id: int, power_var: float, lifetime_s: float = 60.0
+    ) -> None:
+        """Command an inverter's reactive power (effective after the response delay)."""
+        if self.kind_of(component_id) != "inverter":
+            raise InvalidRequestError(component_id, "reactive power can only be set on inverters")
+        row = self._inv_row[component_id]
+        self._q_pend[row] = power_var
+        self._q_pend_at[row] = self.now_s + self._delay[row]
+        self._q_pend_expiry[row] = self.now_s + lifetime_s
+
+    def setpoint_status(self, component_id: int, request: int) -> SetpointStatus:
+        """Where the setpoint request ``request`` (from `set_active_power`) stands."""
+        row = self._inv_row[component_id]
+        if self._seq[row] != request:
+            return SetpointStatus.OVERRIDDEN
+        if self.inverter_state[row] >= ComponentState.OFF:
+            return SetpointStatus.FAILED
+        if np.isfinite(self._pend_at[row]):
+            return SetpointStatus.PENDING
+        if abs(self.inverter_power_w[row] - self.inverter_target_w[row]) <= max(
+            _TOL_W, 1e-4 * abs(self.inverter_target_w[row])
+        ):
+            return SetpointStatus.APPLIED
+        return SetpointStatus.PENDING
+
+    def _clear_setpoint(self, row: int) -> None:
+        for arr in (self.inverter_setpoint_w, self._pend_sp, self._q_sp, self._q_pend):
+            arr[row] = np.nan
+        for arr in (self._sp_expiry, self._pend_at, self._pend_expiry):
+            arr[row] = np.inf
+        for arr in (self._q_expiry, self._q_pend_at, self._q_pend_expiry):
+            arr[row] = np.inf
+
+    def start(self, component_id: int) -> None:
+        """Start: OFF/STANDBY -> RUNNING (inverter at 0 W; battery relays closed)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            if self.inverter_state[row] == ComponentState.ERROR:
+                raise ComponentNotReadyError(component_id, _ACK_FIRST)
+            if self.inverter_state[row] != ComponentState.RUNNING:
+                self._clear_setpoint(row)
+                self.inverter_state[row] = ComponentState.RUNNING
+        elif kind == "battery":
+            row = self._bat_row[component_id]
+            if self.battery_state[row] == ComponentState.ERROR:
+                raise ComponentNotReadyError(component_id, _ACK_FIRST)
+            self.battery_state[row] = ComponentState.RUNNING
+        self._update_bounds()
+
+    def standby(self, component_id: int) -> None:
+        """Put an inverter in standby: power to 0, AC relays open (no-op for others)."""
+        kind = self.kind_of(component_id)
+        if kind != "inverter":
+            return
+        row = self._inv_row[component_id]
+        state = ComponentState(int(self.inverter_state[row]))
+        if state >= ComponentState.OFF:
+            raise ComponentNotReadyError(component_id, f"inverter is {state.name}, relays are open")
+        self._clear_setpoint(row)
+        self.inverter_state[row] = ComponentState.STANDBY
+        self._seq[row] = 0
+
+    def stop(self, component_id: int) -> None:
+        """Stop: inverter -> OFF (0 W); battery -> OFF if its power is 0 (else refused)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            if self.inverter_state[row] == ComponentState.ERROR:
+                raise ComponentNotReadyError(component_id, _ACK_FIRST)
+            self._clear_setpoint(row)
+            self.inverter_state[row] = ComponentState.OFF
+            self._seq[row] = 0
+        elif kind == "battery":
+            row = self._bat_row[component_id]
+            if self.battery_state[row] == ComponentState.ERROR:
+                raise ComponentNotReadyError(component_id, _ACK_FIRST)
+            if abs(self.battery_power_w[row]) > _TOL_W:
+                raise ComponentNotReadyError(
+                    component_id,
+                    f"battery power is {self.battery_power_w[row]:g} W, must be 0 to open relays",
+                )
+            self.battery_state[row] = ComponentState.OFF
+        self._update_bounds()
+
+    def ack_error(self, component_id: int) -> None:
+        """Acknowledge an error: ERROR -> OFF (no-op otherwise)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            if self.inverter_state[row] == ComponentState.ERROR:
+                self.inverter_state[row] = ComponentState.OFF
+        elif kind == "battery":
+            row = self._bat_row[component_id]
+            if self.battery_state[row] == ComponentState.ERROR:
+                self.battery_state[row] = ComponentState.OFF
+
+    def inject_error(self, component_id: int) -> None:
+        """Fault injection: put an inverter or battery into ERROR (inverter power to 0)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            self._clear_setpoint(row)
+            self.inverter_state[row] = ComponentState.ERROR
+            self._seq[row] = 0
+        elif kind == "battery":
+            self.battery_state[self._bat_row[component_id]] = ComponentState.ERROR
+        else:
+            raise InvalidRequestError(component_id, f"cannot inject an error into a {kind}")
+        self._update_bounds()
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self, dt_s: float) -> None:
+        """Advance simulated time by ``dt_s`` seconds (sub-steps of <= ``max_step_s``)."""
+        if not dt_s > 0:
+            if dt_s == 0:
+                return
+            raise ValueError(f"dt_s must be >= 0, got {dt_s!r}")
+        n = max(1, math.ceil(dt_s / self.max_step_s - 1e-9))
+        h = dt_s / n
+        for _ in range(n):
+            self._substep(h)
+
+    def _substep(self, dt: float) -> None:
+        t = self.now_s + dt
+        # setpoints becoming effective / lapsing
+        act = self._pend_at <= t
+        if act.any():
+            self.inverter_setpoint_w[act] = self._pend_sp[act]
+            self._sp_expiry[act] = self._pend_expiry[act]
+            self._pend_sp[act] = np.nan
+            self._pend_at[act] = np.inf
+        lapse = self._sp_expiry <= t
+        if lapse.any():
+            self.inverter_setpoint_w[lapse] = np.nan
+            self._sp_expiry[lapse] = np.inf
+        qact = self._q_pend_at <= t
+        if qact.any():
+            self._q_sp[qact] = self._q_pend[qact]
+            self._q_expiry[qact] = self._q_pend_expiry[qact]
+            self._q_pend_at[qact] = np.inf
+        qlapse = self._q_expiry <= t
+        if qlapse.any():
+            self._q_sp[qlapse] = np.nan
+            self._q_expiry[qlapse] = np.inf
+        self.now_s = t
+        if self._aug_next_expiry <= t:
+            self._refresh_augmentations()
+
+        self._update_environment(dt)
+        self._update_bounds()
+
+        # targets
+        sp = self.inverter_setpoint_w
+        has_sp = ~np.isnan(sp)
+        sp0 = np.where(has_sp, sp, 0.0)
+        pv_target = np.where(has_sp, np.maximum(self.pv_available_w, sp0), self.pv_available_w)
+        target = np.where(self.inverter_is_pv, pv_target, sp0)
+        target = np.clip(target, self.inverter_lower_w, self.inverter_upper_w)
+        target = np.clip(target, self._aug_lo, self._aug_hi)
+        running = self.inverter_state == ComponentState.RUNNING
+        target = np.where(running, target, 0.0)
+        self.inverter_target_w = target
+        step = self._ramp * dt
+        self.inverter_power_w = self.inverter_power_w + np.clip(
+            target - self.inverter_power_w, -step, step
+        )
+        q = np.where(np.isnan(self._q_sp), 0.0, self._q_sp)
+        q = np.clip(q, -self.inverter_rated_reactive_var, self.inverter_rated_reactive_var)
+        self.inverter_reactive_var = np.where(running, q, 0.0)
+
+        # battery DC power split and SoC integration
+        p = self.inverter_power_w
+        if self._adj.size:
+            up = self._adj * np.maximum(self.battery_upper_w, 0.0)[:, None]
+            dn = self._adj * np.maximum(-self.battery_lower_w, 0.0)[:, None]
+            up_sum = up.sum(axis=0)
+            dn_sum = dn.sum(axis=0)
+            n_b = np.maximum(self._adj.sum(axis=0), 1.0)
+            w_up = np.where(up_sum > 0, up / np.where(up_sum > 0, up_sum, 1.0), self._adj / n_b)
+            w_dn = np.where(dn_sum > 0, dn / np.where(dn_sum > 0, dn_sum, 1.0), self._adj / n_b)
+            bat_p = w_up @ np.maximum(p, 0.0) + w_dn @ np.minimum(p, 0.0)
+            self.battery_power_w = bat_p
+            stored = np.where(bat_p > 0, bat_p * self._eta_c, bat_p / self._eta_d)
+            self.battery_soc_pct = np.clip(
+                self.battery_soc_pct + stored * (dt / 3600.0) / self.battery_capacity_wh * 100.0,
+                0.0,
+                100.0,
+            )
+        self._update_meters()
+
+    def _update_environment(self, dt: float) -> None:
+        t = self.now_s
+        load = _profile_at(self._load_values, self._load_step, t)
+        noise = self._load_noise.step(dt) if dt > 0 else self._load_noise.x
+        self.load_power_w = max(0.0, load + noise)
+        self.load_reactive_var = self.load_power_w * self._q_ratio
+        irr = _profile_at(self._irr_values, self._irr_step, t)
+        factor = 1.0 + (self._pv_noise.step(dt) if dt > 0 else 0.0)
+        self.irradiance_wm2 = max(0.0, irr * factor)
+        self.pv_available_w = np.where(
+            self.inverter_is_pv, self.inverter_rated_lower_w * (self.irradiance_wm2 / 1000.0), 0.0
+        )
+        self.pv_available_w = np.maximum(self.pv_available_w, self.inverter_rated_lower_w)
+        freq = self.nominal_hz + (self._freq_noise.step(dt) if dt > 0 else 0.0)
+        if self._ev_start.size:
+            rise = np.clip((t - self._ev_start) / self._ev_rs, 0.0, 1.0)
+            end = self._ev_start + 2 * self._ev_ramp + self._ev_hold
+            fall = np.clip((end - t) / self._ev_rs, 0.0, 1.0)
+            freq += float(np.dot(np.minimum(rise, fall), self._ev_delta))
+        self.frequency_hz = freq
+
+    def _update_bounds(self) -> None:
+        bat_on = self.battery_state == ComponentState.RUNNING
+        self.battery_upper_w = np.where(
+            bat_on & (self.battery_soc_pct < self.battery_soc_max_pct), self._max_charge, 0.0
+        )
+        self.battery_lower_w = np.where(
+            bat_on & (self.battery_soc_pct > self.battery_soc_min_pct), -self._max_discharge, 0.0
+        )
+        inv_up = self._share @ self.battery_upper_w
+        inv_lo = self._share @ self.battery_lower_w
+        upper = np.where(
+            self.inverter_is_pv,
+            self.inverter_rated_upper_w,
+            np.minimum(self.inverter_rated_upper_w, inv_up),
+        )
+        lower = np.where(
+            self.inverter_is_pv,
+            self.inverter_rated_lower_w,
+            np.maximum(self.inverter_rated_lower_w, inv_lo),
+        )
+        off = self.inverter_state >= ComponentState.OFF
+        self.inverter_upper_w = np.where(off, 0.0, upper)
+        self.inverter_lower_w = np.where(off, 0.0, lower)
+
+    def _update_meters(self) -> None:
+        n = len(self.inverter_power_w)
+        self._sources[:n] = self.inverter_power_w
+        self._sources[n] = self.load_power_w
+        self._q_sources[:n] = self.inverter_reactive_var
+        self._q_sources[n] = self.load_reactive_var
+        self.meter_power_w = self._measure @ self._sources
+        self.meter_reactive_var = self._measure @ self._q_sources
+        self.grid_power_w = float(self._sources.sum())
+        self.grid_reactive_var = float(self._q_sources.sum())

@@ -1,0 +1,1020 @@
+"""The Microgrid API v1alpha18 server over the simulated physics (grpc.aio).
+
+Offers `SimulatorServer`: an async context manager (or `start` / `stop`) that
+serves the whole ``frequenz.api.microgrid.v1alpha18.Microgrid`` service for a
+`SiteConfig`, drives `SitePhysics` from one asyncio task, and streams
+per-component telemetry at ``telemetry_hz``.
+
+Design of the telemetry path: one tick task steps the physics at
+``physics_hz`` (wall) and, every ``1/telemetry_hz`` s, publishes a
+*generation*: for every (component, metric filter) that has subscribers, one
+pre-built protobuf template is updated in place and serialised once; all
+streams with that key then write the same bytes (the response serialiser
+passes bytes through). Streams sleep on one `asyncio.Event` per generation,
+so a slow client just skips generations instead of queueing.
+
+Time: simulated time runs ``time_scale`` times faster than wall time; request
+lifetimes (setpoints, bounds) are in simulated seconds; timestamps on the wire
+(sample times, ``valid_until_time``) are wall-clock UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
+from frequenz.api.common.v1alpha8.microgrid import microgrid_pb2 as common_mg_pb2
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as ec_pb2,
+)
+from frequenz.api.common.v1alpha8.microgrid.sensors import sensors_pb2
+from frequenz.api.common.v1alpha8.types import location_pb2
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from .config import (
+    BatteryConfig,
+    GridConfig,
+    InverterConfig,
+    MeterConfig,
+    SiteConfig,
+)
+from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
+from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
+
+__all__ = ["REJECTION_CODES", "SERVICE_NAME", "SimulatorServer"]
+
+SERVICE_NAME = "frequenz.api.microgrid.v1alpha18.Microgrid"
+REJECTION_CODES = ("OUT_OF_RANGE", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
+"""Status codes counted in `SimulatorServer.stats` ``setpoints_rejected``."""
+
+M = metrics_pb2.Metric
+S = ec_pb2.ElectricalComponentStateCode
+_STATUS = mg_pb2.SetElectricalComponentPowerRequestStatus
+
+METER_METRICS: tuple[int, ...] = (
+    M.METRIC_AC_POWER_ACTIVE,
+    M.METRIC_AC_POWER_ACTIVE_PHASE_1,
+    M.METRIC_AC_POWER_ACTIVE_PHASE_2,
+    M.METRIC_AC_POWER_ACTIVE_PHASE_3,
+    M.METRIC_AC_POWER_REACTIVE,
+    M.METRIC_AC_POWER_REACTIVE_PHASE_1,
+    M.METRIC_AC_POWER_REACTIVE_PHASE_2,
+    M.METRIC_AC_POWER_REACTIVE_PHASE_3,
+    M.METRIC_AC_CURRENT,
+    M.METRIC_AC_CURRENT_PHASE_1,
+    M.METRIC_AC_CURRENT_PHASE_2,
+    M.METRIC_AC_CURRENT_PHASE_3,
+    M.METRIC_AC_VOLTAGE_PHASE_1_N,
+    M.METRIC_AC_VOLTAGE_PHASE_2_N,
+    M.METRIC_AC_VOLTAGE_PHASE_3_N,
+    M.METRIC_AC_FREQUENCY,
+)
+"""Metrics of meters and the grid connection point."""
+
+INVERTER_METRICS: tuple[int, ...] = (
+    *METER_METRICS,
+    M.METRIC_DC_POWER,
+    M.METRIC_INVERTER_TEMPERATURE,
+)
+"""Metrics of inverters (AC active power carries the bounds; reactive too)."""
+
+BATTERY_METRICS: tuple[int, ...] = (
+    M.METRIC_BATTERY_SOC_PCT,
+    M.METRIC_DC_POWER,
+    M.METRIC_BATTERY_CAPACITY,
+    M.METRIC_BATTERY_TEMPERATURE,
+    M.METRIC_DC_VOLTAGE,
+    M.METRIC_DC_CURRENT,
+)
+"""Metrics of batteries (SoC carries SoC bounds, DC power carries power bounds)."""
+
+SENSOR_METRICS: tuple[int, ...] = (M.METRIC_SENSOR_IRRADIANCE, M.METRIC_SENSOR_TEMPERATURE)
+
+_NOMINAL_V = 230.0
+_Values = tuple[dict[Any, float], dict[Any, list[Interval]], list[Any], list[Any]]
+
+
+def _passthrough(message: Any) -> bytes:
+    """Response serialiser: pre-serialised bytes go out as they are."""
+    if isinstance(message, bytes):
+        return message
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+class _Template:
+    """A pre-built telemetry response updated in place and serialised per generation."""
+
+    def __init__(
+        self, component_id: int, metrics: tuple[int, ...], sensor: bool = False
+    ) -> None:
+        self.metrics = metrics
+        self.msg: Message
+        if sensor:
+            smsg = mg_pb2.ReceiveSensorTelemetryStreamResponse()
+            stel = smsg.telemetry
+            stel.sensor_id = component_id
+            self.samples = [stel.metric_samples.add(metric=m) for m in metrics]
+            self.snapshot: Any = stel.state_snapshots.add()
+            self.msg = smsg
+        else:
+            emsg = mg_pb2.ReceiveElectricalComponentTelemetryStreamResponse()
+            etel = emsg.telemetry
+            etel.electrical_component_id = component_id
+            self.samples = [etel.metric_samples.add(metric=m) for m in metrics]
+            self.snapshot = etel.state_snapshots.add()
+            self.msg = emsg
+        self.bounded: set[int] = set()
+
+    def render(
+        self,
+        seconds: int,
+        nanos: int,
+        values: dict[int, float],
+        bounds: dict[int, list[Interval]],
+        states: list[int],
+        errors: list[int],
+    ) -> bytes:
+        for metric, sample in zip(self.metrics, self.samples, strict=True):
+            ts = sample.sample_time
+            ts.seconds = seconds
+            ts.nanos = nanos
+            sample.value.simple_metric.value = values[metric]
+            if metric in bounds:
+                del sample.bounds[:]
+                for lo, hi in bounds[metric]:
+                    b = sample.bounds.add()
+                    if lo != -math.inf:
+                        b.lower = lo
+                    if hi != math.inf:
+                        b.upper = hi
+        snap = self.snapshot
+        snap.origin_time.seconds = seconds
+        snap.origin_time.nanos = nanos
+        if list(snap.states) != states:
+            del snap.states[:]
+            snap.states.extend(states)
+        if len(snap.errors) != len(errors):
+            del snap.errors[:]
+            for code in errors:
+                snap.errors.add(diagnostic_code=code)
+        data: bytes = self.msg.SerializeToString()
+        return data
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.received = 0
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.out_of_bounds = 0
+        self.per_component: dict[int, dict[str, Any]] = {}
+
+    def _comp(self, cid: int) -> dict[str, Any]:
+        entry = self.per_component.get(cid)
+        if entry is None:
+            entry = {
+                "received": 0,
+                "accepted": 0,
+                "rejected": dict.fromkeys(REJECTION_CODES, 0),
+                "last_setpoint_w": None,
+            }
+            self.per_component[cid] = entry
+        return entry
+
+    def on_received(self, cid: int) -> None:
+        self.received += 1
+        self._comp(cid)["received"] += 1
+
+    def on_accepted(self, cid: int, power: float, active: bool) -> None:
+        self.accepted += 1
+        entry = self._comp(cid)
+        entry["accepted"] += 1
+        if active:
+            entry["last_setpoint_w"] = power
+
+    def on_rejected(self, cid: int, code: str) -> None:
+        self.rejected[code] += 1
+        entry = self._comp(cid)
+        entry["rejected"][code] = entry["rejected"].get(code, 0) + 1
+        if code == "OUT_OF_RANGE":
+            self.out_of_bounds += 1
+
+
+class SimulatorServer:
+    """A Microgrid API server for one simulated site.
+
+    Use as ``async with SimulatorServer(site) as srv:`` or call `start` and
+    `stop`. ``port=0`` picks a free port; read it from `port` / `address`.
+    """
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        time_scale: float = 1.0,
+        telemetry_hz: float = 10.0,
+        seed: int = 0,
+        api_key: str | None = None,
+        physics_hz: float = 50.0,
+    ) -> None:
+        """Create the server (nothing runs until `start`).
+
+        Args:
+            site: the validated site to simulate.
+            host: interface to bind (loopback by default).
+            port: TCP port; 0 picks a free one.
+            time_scale: simulated seconds per wall second (> 0).
+            telemetry_hz: telemetry messages per second per stream (wall, > 0).
+            seed: seed of all noise in the physics.
+            api_key: if set, every call must carry metadata ``key`` with this
+                value, else it fails with UNAUTHENTICATED.
+            physics_hz: wall-clock rate of the physics task (> 0).
+        """
+        for name, value in (
+            ("time_scale", time_scale),
+            ("telemetry_hz", telemetry_hz),
+            ("physics_hz", physics_hz),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {port!r}")
+        self.site = site
+        self.host = host
+        self.time_scale = float(time_scale)
+        self.telemetry_hz = float(telemetry_hz)
+        self.physics_hz = float(physics_hz)
+        self.api_key = api_key
+        self._requested_port = port
+        # At most 10 physics sub-steps per wall tick, at least physics_hz sim steps/s.
+        max_step = max(1.0 / self.physics_hz, self.time_scale / (self.physics_hz * 10.0))
+        self.physics = SitePhysics(site, seed=seed, max_step_s=max_step)
+        """The simulated site (mutate it only from the event loop thread)."""
+        self.port = 0
+        """The bound port (valid after `start`)."""
+        self._server: grpc.aio.Server | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._event = asyncio.Event()
+        self._generation = 0
+        self._frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
+        self._templates: dict[tuple[int, tuple[int, ...]], _Template] = {}
+        self._subscribers: Counter[tuple[int, tuple[int, ...]]] = Counter()
+        self._sensor_ids = {s.id for s in site.sensors}
+        self._stats = _Stats()
+        self._started_wall = 0.0
+        self._components = self._build_components()
+        self._connections = [
+            ec_pb2.ElectricalComponentConnection(
+                source_electrical_component_id=s, destination_electrical_component_id=d
+            )
+            for s, d in site.connections
+        ]
+        self._comp_category = {c.id: c.category for c in self._components}
+        self.messages_sent = 0
+        """Telemetry messages written to all streams so far."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` the server listens on."""
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind, start serving and start the physics task."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10_000)]
+        )
+        server.add_generic_rpc_handlers((self._handlers(),))
+        target = f"{self.host}:{self._requested_port}"
+        if ":" in self.host and not self.host.startswith("["):
+            target = f"[{self.host}]:{self._requested_port}"
+        self.port = server.add_insecure_port(target)
+        if self.port == 0:
+            raise OSError(f"cannot bind {target}")
+        await server.start()
+        self._server = server
+        self._event = asyncio.Event()
+        self._started_wall = time.monotonic()
+        self._tick_task = asyncio.create_task(self._run_ticks(), name="simulator-physics")
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        """Stop the physics task and the server (open streams are cancelled)."""
+        task, self._tick_task = self._tick_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+
+    async def __aenter__(self) -> SimulatorServer:
+        """Start the server."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop the server."""
+        await self.stop()
+
+    async def wait_for_generation(self, count: int = 1) -> None:
+        """Wait until ``count`` more telemetry generations have been published."""
+        for _ in range(count):
+            await self._event.wait()
+
+    def stats(self) -> dict[str, Any]:
+        """Setpoint counters (JSON-able).
+
+        ``setpoints_out_of_bounds`` counts requests outside the component's
+        current bounds (they are also in ``setpoints_rejected.OUT_OF_RANGE``).
+        """
+        st = self._stats
+        return {
+            "setpoints_received": st.received,
+            "setpoints_accepted": st.accepted,
+            "setpoints_rejected": {code: st.rejected.get(code, 0) for code in REJECTION_CODES},
+            "setpoints_out_of_bounds": st.out_of_bounds,
+            "per_component": {
+                str(cid): {
+                    "received": e["received"],
+                    "accepted": e["accepted"],
+                    "rejected": dict(e["rejected"]),
+                    "last_setpoint_w": e["last_setpoint_w"],
+                }
+                for cid, e in sorted(st.per_component.items())
+            },
+            "telemetry_messages_sent": self.messages_sent,
+            "simulated_s": self.physics.now_s,
+            "uptime_s": (time.monotonic() - self._started_wall) if self._started_wall else 0.0,
+        }
+
+    # ------------------------------------------------------------------ ticking
+
+    async def _run_ticks(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / max(self.physics_hz, self.telemetry_hz)
+        tel_period = 1.0 / self.telemetry_hz
+        last = loop.time()
+        next_tick = last + period
+        next_tel = last
+        while True:
+            now = loop.time()
+            elapsed = now - last
+            last = now
+            if elapsed > 0:
+                self.physics.step(elapsed * self.time_scale)
+            if now >= next_tel - 1e-4:
+                self._publish()
+                next_tel += tel_period
+                if next_tel < now:
+                    next_tel = now + tel_period
+            next_tick += period
+            if next_tick < now:
+                next_tick = now + period
+            await asyncio.sleep(max(0.0, min(next_tick, next_tel) - loop.time()))
+
+    def _publish(self) -> None:
+        ns = time.time_ns()
+        sec, nanos = divmod(ns, 1_000_000_000)
+        frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
+        cache: dict[int, _Values] = {}
+        snap = _Snapshot(self.physics)
+        for key, count in self._subscribers.items():
+            if count <= 0:
+                continue
+            cid = key[0]
+            vals = cache.get(cid)
+            if vals is None:
+                vals = cache[cid] = self._values(cid, snap)
+            tmpl = self._templates.get(key)
+            if tmpl is None:
+                tmpl = self._templates[key] = self._make_template(key)
+            frames[key] = tmpl.render(sec, nanos, *vals)
+        self._frames = frames
+        self._generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def _make_template(self, key: tuple[int, tuple[int, ...]]) -> _Template:
+        cid, metrics = key
+        return _Template(cid, metrics, sensor=cid < 0)
+
+    def _values(self, cid: int, snap: _Snapshot) -> _Values:
+        """Current metric values, bounds, state codes and error codes of one component."""
+        if cid < 0:  # sensor (keys use negative ids to stay apart from components)
+            return (
+                {
+                    M.METRIC_SENSOR_IRRADIANCE: snap.irradiance,
+                    M.METRIC_SENSOR_TEMPERATURE: 20.0,
+                },
+                {},
+                [sensors_pb2.SENSOR_STATE_CODE_OK],
+                [],
+            )
+        phys = self.physics
+        kind = phys.kind_of(cid)
+        if kind == "battery":
+            row = phys.battery_row(cid)
+            p = snap.bat_p[row]
+            v = snap.bat_v[row]
+            state = snap.bat_state[row]
+            values = {
+                M.METRIC_BATTERY_SOC_PCT: snap.soc[row],
+                M.METRIC_DC_POWER: p,
+                M.METRIC_BATTERY_CAPACITY: snap.capacity[row],
+                M.METRIC_BATTERY_TEMPERATURE: snap.bat_temp[row] + abs(p) * 2e-5,
+                M.METRIC_DC_VOLTAGE: v,
+                M.METRIC_DC_CURRENT: p / v,
+            }
+            bounds = {
+                M.METRIC_BATTERY_SOC_PCT: [(snap.soc_min[row], snap.soc_max[row])],
+                M.METRIC_DC_POWER: [(snap.bat_lo[row], snap.bat_hi[row])],
+            }
+            if state == ComponentState.RUNNING:
+                op = S.ELECTRICAL_COMPONENT_STATE_CODE_READY
+                if p > 1.0:
+                    op = S.ELECTRICAL_COMPONENT_STATE_CODE_CHARGING
+                elif p < -1.0:
+                    op = S.ELECTRICAL_COMPONENT_STATE_CODE_DISCHARGING
+                states = [op, S.ELECTRICAL_COMPONENT_STATE_CODE_RELAY_CLOSED]
+            elif state == ComponentState.ERROR:
+                states = [
+                    S.ELECTRICAL_COMPONENT_STATE_CODE_ERROR,
+                    S.ELECTRICAL_COMPONENT_STATE_CODE_RELAY_OPEN,
+                ]
+            else:
+                states = [
+                    S.ELECTRICAL_COMPONENT_STATE_CODE_OFF,
+                    S.ELECTRICAL_COMPONENT_STATE_CODE_RELAY_OPEN,
+                ]
+            errors = (
+                [ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_BATTERY_CONTROLLER_ERROR]
+                if state == ComponentState.ERROR
+                else []
+            )
+            return values, bounds, states, errors
+        bounds_: dict[int, list[Interval]] = {}
+        states_: list[int] = []
+        errors_: list[int] = []
+        extra: dict[int, float] = {}
+        if kind == "inverter":
+            row = phys.inverter_row(cid)
+            p, q = snap.inv_p[row], snap.inv_q[row]
+            state = snap.inv_state[row]
+            bounds_[M.METRIC_AC_POWER_ACTIVE] = phys.active_power_bounds(cid)
+            bounds_[M.METRIC_AC_POWER_REACTIVE] = phys.reactive_power_bounds(cid)
+            extra[M.METRIC_DC_POWER] = p
+            extra[M.METRIC_INVERTER_TEMPERATURE] = 35.0 + abs(p) * 1e-4
+            if state == ComponentState.RUNNING:
+                code = S.ELECTRICAL_COMPONENT_STATE_CODE_READY
+                if p > 1.0:
+                    code = S.ELECTRICAL_COMPONENT_STATE_CODE_CHARGING
+                elif p < -1.0:
+                    code = S.ELECTRICAL_COMPONENT_STATE_CODE_DISCHARGING
+            elif state == ComponentState.STANDBY:
+                code = S.ELECTRICAL_COMPONENT_STATE_CODE_STANDBY
+            elif state == ComponentState.OFF:
+                code = S.ELECTRICAL_COMPONENT_STATE_CODE_OFF
+            else:
+                code = S.ELECTRICAL_COMPONENT_STATE_CODE_ERROR
+                errors_.append(ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_HARDWARE_FAULT)
+            states_.append(code)
+        elif kind == "meter":
+            row = phys.meter_row(cid)
+            p, q = snap.meter_p[row], snap.meter_q[row]
+            states_.append(S.ELECTRICAL_COMPONENT_STATE_CODE_READY)
+        else:
+            p, q = snap.grid_p, snap.grid_q
+            states_.append(S.ELECTRICAL_COMPONENT_STATE_CODE_READY)
+        volt = _NOMINAL_V - p * 2e-6
+        p3, q3 = p / 3.0, q / 3.0
+        cur = p3 / volt
+        values_ = {
+            M.METRIC_AC_POWER_ACTIVE: p,
+            M.METRIC_AC_POWER_ACTIVE_PHASE_1: p3,
+            M.METRIC_AC_POWER_ACTIVE_PHASE_2: p3,
+            M.METRIC_AC_POWER_ACTIVE_PHASE_3: p3,
+            M.METRIC_AC_POWER_REACTIVE: q,
+            M.METRIC_AC_POWER_REACTIVE_PHASE_1: q3,
+            M.METRIC_AC_POWER_REACTIVE_PHASE_2: q3,
+            M.METRIC_AC_POWER_REACTIVE_PHASE_3: q3,
+            M.METRIC_AC_CURRENT: cur * 3.0,
+            M.METRIC_AC_CURRENT_PHASE_1: cur,
+            M.METRIC_AC_CURRENT_PHASE_2: cur,
+            M.METRIC_AC_CURRENT_PHASE_3: cur,
+            M.METRIC_AC_VOLTAGE_PHASE_1_N: volt,
+            M.METRIC_AC_VOLTAGE_PHASE_2_N: volt,
+            M.METRIC_AC_VOLTAGE_PHASE_3_N: volt,
+            M.METRIC_AC_FREQUENCY: snap.freq,
+            **extra,
+        }
+        return values_, bounds_, states_, errors_
+
+    # ------------------------------------------------------------------ helpers
+
+    def _build_components(self) -> list[ec_pb2.ElectricalComponent]:
+        out = []
+        mg_id = self.site.microgrid_id
+        for c in self.site.components:
+            comp = ec_pb2.ElectricalComponent(
+                id=c.id,
+                microgrid_id=mg_id,
+                name=c.name,
+                manufacturer="gridloop",
+                operational_mode=ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_CONTROL_AND_TELEMETRY,
+            )
+            if isinstance(c, GridConfig):
+                comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_GRID_CONNECTION_POINT
+                comp.category_specific_info.grid_connection_point.rated_fuse_current = (
+                    c.rated_fuse_current_a
+                )
+                comp.model_name = "grid connection point"
+                comp.operational_mode = (
+                    ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
+                )
+            elif isinstance(c, MeterConfig):
+                comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER
+                comp.model_name = "sim-meter"
+                comp.operational_mode = (
+                    ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
+                )
+            elif isinstance(c, InverterConfig):
+                comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
+                comp.category_specific_info.inverter.type = (
+                    ec_pb2.INVERTER_TYPE_PV
+                    if c.inverter_type == "pv"
+                    else ec_pb2.INVERTER_TYPE_BATTERY
+                )
+                comp.model_name = f"sim-{c.inverter_type}-inverter"
+                comp.metric_config_bounds.add(
+                    metric=M.METRIC_AC_POWER_ACTIVE,
+                    config_bounds=bounds_pb2.Bounds(lower=c.rated_lower_w, upper=c.rated_upper_w),
+                )
+            elif isinstance(c, BatteryConfig):
+                comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
+                comp.category_specific_info.battery.type = ec_pb2.BATTERY_TYPE_LI_ION
+                comp.model_name = "sim-li-ion"
+                comp.metric_config_bounds.add(
+                    metric=M.METRIC_DC_POWER,
+                    config_bounds=bounds_pb2.Bounds(
+                        lower=-c.max_discharge_w, upper=c.max_charge_w
+                    ),
+                )
+            comp.model = comp.model_name
+            out.append(comp)
+        return out
+
+    async def _check_auth(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self.api_key is None:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "key" and value == self.api_key:
+                return
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+
+    async def _component_or_abort(
+        self, cid: int, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> str:
+        try:
+            return self.physics.kind_of(cid)
+        except ComponentNotFoundError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise  # pragma: no cover - abort raises
+
+    def _valid_until(self, lifetime_s: float) -> timestamp_pb2.Timestamp:
+        return _timestamp(time.time_ns() + int(lifetime_s / self.time_scale * 1e9))
+
+    # ------------------------------------------------------------------ RPCs
+
+    def _handlers(self) -> grpc.GenericRpcHandler[Any, Any]:
+        def unary(fn: Callable[..., Any], req: type[Message]) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=_passthrough
+            )
+
+        def stream(fn: Callable[..., Any], req: type[Message]) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_stream_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=_passthrough
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "GetMicrogrid": unary(self.GetMicrogrid, empty_pb2.Empty),
+                "ListElectricalComponents": unary(
+                    self.ListElectricalComponents, mg_pb2.ListElectricalComponentsRequest
+                ),
+                "ListSensors": unary(self.ListSensors, mg_pb2.ListSensorRequest),
+                "ListElectricalComponentConnections": unary(
+                    self.ListElectricalComponentConnections,
+                    mg_pb2.ListElectricalComponentConnectionsRequest,
+                ),
+                "ReceiveElectricalComponentTelemetryStream": stream(
+                    self.ReceiveElectricalComponentTelemetryStream,
+                    mg_pb2.ReceiveElectricalComponentTelemetryStreamRequest,
+                ),
+                "ReceiveSensorTelemetryStream": stream(
+                    self.ReceiveSensorTelemetryStream, mg_pb2.ReceiveSensorTelemetryStreamRequest
+                ),
+                "AugmentElectricalComponentBounds": unary(
+                    self.AugmentElectricalComponentBounds,
+                    mg_pb2.AugmentElectricalComponentBoundsRequest,
+                ),
+                "ClearElectricalComponentBounds": unary(
+                    self.ClearElectricalComponentBounds,
+                    mg_pb2.ClearElectricalComponentBoundsRequest,
+                ),
+                "SetElectricalComponentPower": stream(
+                    self.SetElectricalComponentPower, mg_pb2.SetElectricalComponentPowerRequest
+                ),
+                "StartElectricalComponent": unary(
+                    self.StartElectricalComponent, mg_pb2.StartElectricalComponentRequest
+                ),
+                "PutElectricalComponentInStandby": unary(
+                    self.PutElectricalComponentInStandby,
+                    mg_pb2.PutElectricalComponentInStandbyRequest,
+                ),
+                "StopElectricalComponent": unary(
+                    self.StopElectricalComponent, mg_pb2.StopElectricalComponentRequest
+                ),
+                "AckElectricalComponentError": unary(
+                    self.AckElectricalComponentError, mg_pb2.AckElectricalComponentErrorRequest
+                ),
+            },
+        )
+
+    async def GetMicrogrid(  # noqa: N802 - gRPC method name
+        self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> mg_pb2.GetMicrogridResponse:
+        """Microgrid id, name, enterprise, location and status."""
+        await self._check_auth(context)
+        site = self.site
+        mg = common_mg_pb2.Microgrid(
+            id=site.microgrid_id,
+            enterprise_id=site.enterprise_id,
+            name=site.name,
+            status=common_mg_pb2.MICROGRID_STATUS_ACTIVE,
+        )
+        if site.latitude is not None and site.longitude is not None:
+            mg.location.CopyFrom(
+                location_pb2.Location(
+                    latitude=site.latitude,
+                    longitude=site.longitude,
+                    country_code=site.country_code,
+                )
+            )
+        return mg_pb2.GetMicrogridResponse(microgrid=mg)
+
+    async def ListElectricalComponents(  # noqa: N802
+        self,
+        request: mg_pb2.ListElectricalComponentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> mg_pb2.ListElectricalComponentsResponse:
+        """Components filtered by ids AND categories (OR within each list)."""
+        await self._check_auth(context)
+        ids = set(request.electrical_component_ids)
+        cats = set(request.electrical_component_categories)
+        return mg_pb2.ListElectricalComponentsResponse(
+            electrical_components=[
+                c
+                for c in self._components
+                if (not ids or c.id in ids) and (not cats or c.category in cats)
+            ]
+        )
+
+    async def ListSensors(  # noqa: N802
+        self, request: mg_pb2.ListSensorRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> mg_pb2.ListSensorsResponse:
+        """Sensors filtered by id."""
+        await self._check_auth(context)
+        ids = set(request.sensor_ids)
+        return mg_pb2.ListSensorsResponse(
+            sensors=[
+                sensors_pb2.Sensor(
+                    id=s.id,
+                    microgrid_id=self.site.microgrid_id,
+                    name=s.name,
+                    manufacturer="gridloop",
+                    model_name="sim-weather",
+                    model="sim-weather",
+                )
+                for s in self.site.sensors
+                if not ids or s.id in ids
+            ]
+        )
+
+    async def ListElectricalComponentConnections(  # noqa: N802
+        self,
+        request: mg_pb2.ListElectricalComponentConnectionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> mg_pb2.ListElectricalComponentConnectionsResponse:
+        """Connections filtered by source AND destination ids."""
+        await self._check_auth(context)
+        src = set(request.source_electrical_component_ids)
+        dst = set(request.destination_electrical_component_ids)
+        return mg_pb2.ListElectricalComponentConnectionsResponse(
+            electrical_component_connections=[
+                c
+                for c in self._connections
+                if (not src or c.source_electrical_component_id in src)
+                and (not dst or c.destination_electrical_component_id in dst)
+            ]
+        )
+
+    async def _stream(
+        self, key: tuple[int, tuple[int, ...]], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        self._subscribers[key] += 1
+        try:
+            while True:
+                await self._event.wait()
+                frame = self._frames.get(key)
+                if frame is not None:
+                    self.messages_sent += 1
+                    yield frame
+        finally:
+            self._subscribers[key] -= 1
+            if self._subscribers[key] <= 0:
+                del self._subscribers[key]
+
+    def _metric_key(self, supported: tuple[int, ...], wanted: list[int] | None) -> tuple[int, ...]:
+        if wanted is None:
+            return supported
+        want = set(wanted)
+        return tuple(m for m in supported if m in want)
+
+    async def ReceiveElectricalComponentTelemetryStream(  # noqa: N802
+        self,
+        request: mg_pb2.ReceiveElectricalComponentTelemetryStreamRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[bytes]:
+        """Telemetry of one component at ``telemetry_hz``, honouring the metric filter.
+
+        No filter = all metrics; a filter with an empty metric list is
+        INVALID_ARGUMENT (the proto requires at least one metric); metrics the
+        component does not have are left out.
+        """
+        await self._check_auth(context)
+        cid = request.electrical_component_id
+        kind = await self._component_or_abort(cid, context)
+        supported = (
+            BATTERY_METRICS
+            if kind == "battery"
+            else INVERTER_METRICS
+            if kind == "inverter"
+            else METER_METRICS
+        )
+        wanted: list[int] | None = None
+        if request.HasField("filter"):
+            wanted = list(request.filter.metrics)
+            if not wanted:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "filter.metrics: at least one metric must be given",
+                )
+        async for frame in self._stream((cid, self._metric_key(supported, wanted)), context):
+            yield frame
+
+    async def ReceiveSensorTelemetryStream(  # noqa: N802
+        self,
+        request: mg_pb2.ReceiveSensorTelemetryStreamRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[bytes]:
+        """Irradiance (W/m²) and ambient temperature (°C) of a weather sensor."""
+        await self._check_auth(context)
+        sid = request.sensor_id
+        if sid not in self._sensor_ids:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"sensor {sid}: no such sensor")
+        wanted: list[int] | None = None
+        if request.HasField("filter"):
+            wanted = list(request.filter.metrics)
+            if not wanted:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "filter.metrics: at least one metric must be given",
+                )
+        async for frame in self._stream((-sid, self._metric_key(SENSOR_METRICS, wanted)), context):
+            yield frame
+
+    async def AugmentElectricalComponentBounds(  # noqa: N802
+        self,
+        request: mg_pb2.AugmentElectricalComponentBoundsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> mg_pb2.AugmentElectricalComponentBoundsResponse:
+        """Add bounds (inverter active power) for a token; effective = intersection.
+
+        Lifetime default 5 s, allowed 5 s..15 min (simulated seconds).
+        """
+        await self._check_auth(context)
+        cid = request.electrical_component_id
+        kind = await self._component_or_abort(cid, context)
+        lifetime = request.request_lifetime if request.HasField("request_lifetime") else 5
+        problem = None
+        if kind != "inverter":
+            problem = f"bounds can only be augmented on inverters, not on a {kind}"
+        elif request.target_metric != M.METRIC_AC_POWER_ACTIVE:
+            problem = (
+                f"target_metric {M.Name(request.target_metric)} is not supported;"
+                " only METRIC_AC_POWER_ACTIVE"
+            )
+        elif not 5 <= lifetime <= 900:
+            problem = f"request_lifetime must be 5..900 s, got {lifetime}"
+        elif not request.bounds:
+            problem = "bounds: at least one interval is required"
+        intervals: list[Interval] = []
+        for i, b in enumerate(request.bounds):
+            lo = b.lower if b.HasField("lower") else -math.inf
+            hi = b.upper if b.HasField("upper") else math.inf
+            if math.isnan(lo) or math.isnan(hi) or lo > hi:
+                problem = problem or f"bounds[{i}]: invalid interval [{lo}, {hi}]"
+            intervals.append((lo, hi))
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"component {cid}: {problem}")
+        token = request.bounds_token if request.HasField("bounds_token") else uuid.uuid4().hex
+        try:
+            self.physics.augment_bounds(cid, token, intervals, float(lifetime))
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
+        return mg_pb2.AugmentElectricalComponentBoundsResponse(
+            valid_until_time=self._valid_until(float(lifetime))
+        )
+
+    async def ClearElectricalComponentBounds(  # noqa: N802
+        self,
+        request: mg_pb2.ClearElectricalComponentBoundsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> empty_pb2.Empty:
+        """Remove the bounds added with a token (no-op if none)."""
+        await self._check_auth(context)
+        cid = request.electrical_component_id
+        await self._component_or_abort(cid, context)
+        self.physics.clear_bounds(cid, request.bounds_token)
+        return empty_pb2.Empty()
+
+    async def SetElectricalComponentPower(  # noqa: N802
+        self,
+        request: mg_pb2.SetElectricalComponentPowerRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[mg_pb2.SetElectricalComponentPowerResponse]:
+        """Validate, then stream ACCEPTED and, once the inverter got there, SUCCESS.
+
+        Lifetime default 60 s, allowed 10 s..15 min (simulated seconds).
+        The final status is OVERRIDDEN if a newer setpoint arrives first, and
+        FAILED if the component stops or the target is not reached in time.
+        """
+        await self._check_auth(context)
+        cid = request.electrical_component_id
+        power = request.power
+        self._stats.on_received(cid)
+        try:
+            phys = self.physics
+            phys.kind_of(cid)
+            lifetime = request.request_lifetime if request.HasField("request_lifetime") else 60
+            active = request.power_type == mg_pb2.POWER_TYPE_ACTIVE
+            if request.power_type not in (mg_pb2.POWER_TYPE_ACTIVE, mg_pb2.POWER_TYPE_REACTIVE):
+                raise InvalidRequestError(cid, "power_type must be ACTIVE or REACTIVE")
+            if not 10 <= lifetime <= 900:
+                raise InvalidRequestError(
+                    cid, f"request_lifetime must be 10..900 s, got {lifetime}"
+                )
+            if active:
+                phys.check_active_power(cid, power)
+            else:
+                phys.check_reactive_power(cid, power)
+        except RequestError as exc:
+            self._stats.on_rejected(cid, exc.code)
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
+        self._stats.on_accepted(cid, power, active)
+        if not active:
+            phys.set_reactive_power(cid, power, float(lifetime))
+            started = phys.now_s
+            yield mg_pb2.SetElectricalComponentPowerResponse(
+                status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED,
+                valid_until_time=self._valid_until(float(lifetime)),
+            )
+            await self.wait_for_generation(2)
+            yield mg_pb2.SetElectricalComponentPowerResponse(
+                status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS,
+                valid_until_time=self._valid_until(max(0.0, started + lifetime - phys.now_s)),
+            )
+            return
+        seq = phys.set_active_power(cid, power, float(lifetime))
+        started_sim = phys.now_s
+        yield mg_pb2.SetElectricalComponentPowerResponse(
+            status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED,
+            valid_until_time=self._valid_until(float(lifetime)),
+        )
+        deadline_sim = started_sim + min(float(lifetime), 30.0)
+        while True:
+            status = phys.setpoint_status(cid, seq)
+            if status is not SetpointStatus.PENDING or phys.now_s >= deadline_sim:
+                break
+            await self._event.wait()
+        remaining = max(0.0, started_sim + lifetime - phys.now_s)
+        if status is SetpointStatus.APPLIED:
+            yield mg_pb2.SetElectricalComponentPowerResponse(
+                status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS,
+                valid_until_time=self._valid_until(remaining),
+            )
+        elif status is SetpointStatus.OVERRIDDEN:
+            yield mg_pb2.SetElectricalComponentPowerResponse(
+                status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_OVERRIDDEN
+            )
+        else:
+            yield mg_pb2.SetElectricalComponentPowerResponse(
+                status=_STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_FAILED
+            )
+
+    async def _command(
+        self,
+        cid: int,
+        context: grpc.aio.ServicerContext[Any, Any],
+        action: Callable[[int], None],
+    ) -> empty_pb2.Empty:
+        await self._check_auth(context)
+        await self._component_or_abort(cid, context)
+        try:
+            action(cid)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode[exc.code], str(exc))
+        return empty_pb2.Empty()
+
+    async def StartElectricalComponent(  # noqa: N802
+        self,
+        request: mg_pb2.StartElectricalComponentRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> empty_pb2.Empty:
+        """OFF/STANDBY -> running at 0 W; ERROR needs AckError first (FAILED_PRECONDITION)."""
+        return await self._command(request.electrical_component_id, context, self.physics.start)
+
+    async def PutElectricalComponentInStandby(  # noqa: N802
+        self,
+        request: mg_pb2.PutElectricalComponentInStandbyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> empty_pb2.Empty:
+        """Running inverter -> STANDBY at 0 W (a setpoint or Start wakes it)."""
+        return await self._command(request.electrical_component_id, context, self.physics.standby)
+
+    async def StopElectricalComponent(  # noqa: N802
+        self,
+        request: mg_pb2.StopElectricalComponentRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> empty_pb2.Empty:
+        """Inverter -> OFF; battery -> OFF (relays open) only at 0 W."""
+        return await self._command(request.electrical_component_id, context, self.physics.stop)
+
+    async def AckElectricalComponentError(  # noqa: N802
+        self,
+        request: mg_pb2.AckElectricalComponentErrorRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> empty_pb2.Empty:
+        """ERROR -> OFF."""
+        return await self._command(request.electrical_component_id, context, self.physics.ack_error)
+
+
+class _Snapshot:
+    """Plain-float copies of the physics arrays for one generation."""
+
+    def __init__(self, phys: SitePhysics) -> None:
+        self.inv_p: list[float] = phys.inverter_power_w.tolist()
+        self.inv_q: list[float] = phys.inverter_reactive_var.tolist()
+        self.inv_state: list[int] = phys.inverter_state.tolist()
+        self.bat_p: list[float] = phys.battery_power_w.tolist()
+        self.bat_lo: list[float] = phys.battery_lower_w.tolist()
+        self.bat_hi: list[float] = phys.battery_upper_w.tolist()
+        self.bat_state: list[int] = phys.battery_state.tolist()
+        self.soc: list[float] = phys.battery_soc_pct.tolist()
+        self.soc_min: list[float] = phys.battery_soc_min_pct.tolist()
+        self.soc_max: list[float] = phys.battery_soc_max_pct.tolist()
+        self.capacity: list[float] = phys.battery_capacity_wh.tolist()
+        self.bat_temp: list[float] = phys.battery_temperature_c.tolist()
+        self.bat_v: list[float] = (
+            phys.battery_voltage_v * (0.9 + 0.002 * phys.battery_soc_pct)
+        ).tolist()
+        self.meter_p: list[float] = phys.meter_power_w.tolist()
+        self.meter_q: list[float] = phys.meter_reactive_var.tolist()
+        self.grid_p = phys.grid_power_w
+        self.grid_q = phys.grid_reactive_var
+        self.freq = phys.frequency_hz
+        self.irradiance = phys.irradiance_wm2
