@@ -87,6 +87,7 @@ __all__ = [
     "PeakReplayOptions",
     "PeakShavingReport",
     "aggregate_model",
+    "classify_intervals",
     "fleet_models",
     "make_frequency_trace",
     "run_frequency_response",
@@ -408,8 +409,8 @@ class PeakShavingReport:
     """Metering intervals whose mean import exceeded the limit by more than the tolerance
     (the quantity a demand charge bills)."""
     intervals_above_limit_avoidable: int
-    """Of those, intervals in which the import was above the limit at a moment when the
-    fleet had the discharge power (and so the energy) to prevent it."""
+    """Of those, intervals in which the excess the fleet could have covered at the time
+    (it had the discharge power and so the energy) averages above the tolerance."""
     intervals_with_excursion: int
     """Intervals with any instantaneous sample above limit + tolerance (transients
     included, e.g. inverters with different response delays swapping power)."""
@@ -459,6 +460,53 @@ class PeakShavingReport:
 
 def _resolve(value: float | None, default: float) -> float:
     return default if value is None else float(value)
+
+
+def classify_intervals(
+    time_s: FloatArray,
+    grid_w: FloatArray,
+    battery_w: FloatArray,
+    fleet_lower_w: FloatArray,
+    *,
+    limit_w: float,
+    interval_s: float,
+    n_intervals: int,
+    tolerance_w: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which metering intervals were above the limit, avoidably, or had an excursion.
+
+    The samples are the vertices of a piecewise-linear grid-power trajectory
+    (``time_s`` increasing from 0, no step crossing an interval boundary); the
+    sample at ``t`` ends the step that led to it, so it belongs to interval
+    ``ceil(t / interval_s) − 1`` (``t = 0``: interval 0).
+
+    * *above*: the interval's mean import (trapezoid) exceeds ``limit_w +
+      tolerance_w`` — what a demand charge bills.
+    * *avoidable*: above, and the excess the fleet could have covered at the
+      time, ``clip(min(grid − limit, battery − fleet_lower), 0)`` (its lower
+      bound is 0 at the lower SoC limit, so room means power *and* energy),
+      averages above ``tolerance_w`` over the interval. Sub-second transients
+      (inverters with different response delays swapping power) average
+      out; a controller that leaves the fleet idle above the limit does not.
+    * *excursion*: some sample exceeds ``limit_w + tolerance_w``.
+
+    Returns:
+        Three bool arrays of length ``n_intervals``: above, avoidable, excursion.
+    """
+    interval = np.clip(np.ceil(time_s / interval_s - 1e-9).astype(np.int64) - 1, 0,
+                       n_intervals - 1)
+    dt = np.diff(time_s)
+    area = 0.5 * (grid_w[1:] + grid_w[:-1]) * dt
+    mean = np.bincount(interval[1:], weights=area, minlength=n_intervals) / interval_s
+    above = mean - limit_w > tolerance_w
+    excess = grid_w - limit_w
+    coverable = np.clip(np.minimum(excess, battery_w - fleet_lower_w), 0.0, None)
+    cov_area = 0.5 * (coverable[1:] + coverable[:-1]) * dt
+    cov_mean = np.bincount(interval[1:], weights=cov_area, minlength=n_intervals) / interval_s
+    avoidable = above & (cov_mean > tolerance_w)
+    excursion = np.bincount(interval, weights=(excess > tolerance_w).astype(np.float64),
+                            minlength=n_intervals) > 0
+    return above, avoidable, excursion
 
 
 def run_peak_shaving(
@@ -608,24 +656,13 @@ def run_peak_shaving(
     s_a = np.array(soc)
     lo_a = np.array(lower)
     excess = g_a - limit
-    # A sample ends the step that led to it; steps never cross a profile sample, so the
-    # sample at time t belongs to metering interval ceil(t / step) − 1 (t = 0: interval 0).
-    n_int = values.size - 1
-    interval = np.clip(np.ceil(t_a / step - 1e-9).astype(np.int64) - 1, 0, n_int - 1)
-    # Mean import per metering interval (trapezoid over the steps, which are linear).
-    area = 0.5 * (g_a[1:] + g_a[:-1]) * np.diff(t_a)
-    mean = np.bincount(interval[1:], weights=area, minlength=n_int) / step
-    above_int = mean - limit > tol_above
-    # Avoidable: some sample in the interval was above the limit while the fleet could
-    # have discharged that excess (its lower bound — 0 at the lower SoC limit — had
-    # room), i.e. it had the power and the energy.
-    headroom = (excess > 0) & (b_a - lo_a >= excess)
-    had_room = np.bincount(interval, weights=headroom.astype(np.float64), minlength=n_int) > 0
+    above_int, avoid_int, inst = classify_intervals(
+        t_a, g_a, b_a, lo_a, limit_w=limit, interval_s=step, n_intervals=values.size - 1,
+        tolerance_w=tol_above)
     n_above = int(np.count_nonzero(above_int))
-    n_avoid = int(np.count_nonzero(above_int & had_room))
-    inst = np.bincount(interval, weights=(excess > tol_above).astype(np.float64),
-                       minlength=n_int) > 0
+    n_avoid = int(np.count_nonzero(avoid_int))
     n_inst = int(np.count_nonzero(inst))
+    excess = g_a - limit
     dts = np.diff(t_a)
     pos = np.maximum(excess, 0.0)
     energy_above = float(np.sum(0.5 * (pos[1:] + pos[:-1]) * dts) / 3600.0)
