@@ -233,26 +233,30 @@ def _merge_rows(lo: _F, hi: _F) -> tuple[_F, _F]:
     Empty inputs are marked ``lo > hi``. Returns ``(plo, phi)`` of shape
     ``(rows, k)`` with empty pieces as ``(+inf, -inf)``.
     """
-    rows, s = lo.shape
     empty = lo > hi
     lo = np.where(empty, np.inf, lo)
     hi = np.where(empty, -np.inf, hi)
+    rows, s = lo.shape
+    if s == 1:
+        return lo, hi
     order = np.argsort(lo, axis=1, kind="stable")
     lo = np.take_along_axis(lo, order, axis=1)
     hi = np.take_along_axis(hi, order, axis=1)
     cmax = np.maximum.accumulate(hi, axis=1)
-    start = np.ones((rows, s), dtype=bool)
-    start[:, 1:] = lo[:, 1:] > cmax[:, :-1]
-    start &= np.isfinite(lo)
+    valid = np.isfinite(lo)  # empties sort last: a prefix of each row is valid
+    start = valid.copy()
+    start[:, 1:] &= lo[:, 1:] > cmax[:, :-1]
+    # A valid entry ends its piece if the next entry starts a piece or is empty.
+    end = valid.copy()
+    end[:, :-1] &= start[:, 1:] | ~valid[:, 1:]
     pid = np.cumsum(start, axis=1) - 1
-    k = max(int(pid[:, -1].max(initial=-1)) + 1, 1) if s else 1
+    k = max(int(pid[:, -1].max(initial=0)) + 1, 1)
     plo = np.full((rows, k), np.inf)
     phi = np.full((rows, k), -np.inf)
-    valid = np.isfinite(lo)
-    r_idx = np.broadcast_to(np.arange(rows)[:, None], (rows, s))
-    flat = (r_idx * k + np.maximum(pid, 0))[valid]
-    np.minimum.at(plo.reshape(-1), flat, lo[valid])
-    np.maximum.at(phi.reshape(-1), flat, hi[valid])
+    r_s, c_s = np.nonzero(start)
+    plo[r_s, pid[r_s, c_s]] = lo[r_s, c_s]
+    r_e, c_e = np.nonzero(end)
+    phi[r_e, pid[r_e, c_e]] = cmax[r_e, c_e]
     return plo, phi
 
 
@@ -605,13 +609,13 @@ class Fleet:
         self._split = tuple(split)
 
         def side(parts: list[tuple[_I, _F, _F]], dlo: _F, dhi: _F, ok: _B) -> tuple[_F, _F]:
-            width = max(p[1].shape[1] for p in parts)
-            slo = np.full((n_g, width), np.inf)
-            shi = np.full((n_g, width), -np.inf)
-            for groups, a, b in parts:
-                slo[groups, : a.shape[1]] = a
-                shi[groups, : b.shape[1]] = b
-            plo, phi = _merge_rows(slo, shi)
+            merged = [(groups, *_merge_rows(a, b)) for groups, a, b in parts]
+            width = max(m[1].shape[1] for m in merged)
+            plo = np.full((n_g, width), np.inf)
+            phi = np.full((n_g, width), -np.inf)
+            for groups, m_lo, m_hi in merged:
+                plo[groups, : m_lo.shape[1]] = m_lo
+                phi[groups, : m_hi.shape[1]] = m_hi
             plo = np.maximum(plo, dlo[:, None])
             phi = np.minimum(phi, dhi[:, None])
             bad = (plo > phi) | ~ok[:, None]
