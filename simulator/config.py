@@ -610,7 +610,8 @@ def _validate_topology(
         seen.add((src, dst))
         parents.setdefault(dst, []).append(src)
         children.setdefault(src, []).append(dst)
-    for t, comp in comps:
+    # batteries first, so "battery with no inverter" is reported as such
+    for t, comp in sorted(comps, key=lambda tc: not isinstance(tc[1], BatteryConfig)):
         kids = [by_id[k] for k in children.get(comp.id, [])]
         ups = [by_id[p] for p in parents.get(comp.id, [])]
         if isinstance(comp, BatteryConfig):

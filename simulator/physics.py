@@ -707,7 +707,10 @@ class SitePhysics:
         t = self.now_s + dt
         # setpoints becoming effective / lapsing
         act = self._pend_at <= t
+        ramp_dt: FloatArray | float = dt
         if act.any():
+            # ramp only for the part of the sub-step after the setpoint took effect
+            ramp_dt = np.where(act, np.clip(t - self._pend_at, 0.0, dt), dt)
             self.inverter_setpoint_w[act] = self._pend_sp[act]
             self._sp_expiry[act] = self._pend_expiry[act]
             self._pend_sp[act] = np.nan
@@ -743,7 +746,7 @@ class SitePhysics:
         running = self.inverter_state == ComponentState.RUNNING
         target = np.where(running, target, 0.0)
         self.inverter_target_w = target
-        step = self._ramp * dt
+        step = self._ramp * ramp_dt
         self.inverter_power_w = self.inverter_power_w + np.clip(
             target - self.inverter_power_w, -step, step
         )

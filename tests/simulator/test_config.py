@@ -1,0 +1,225 @@
+"""Site files: the default site, bad topologies (one-line errors), CSV profiles, the CLI."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from simulator.cli import main
+from simulator.config import (
+    BatteryConfig,
+    InverterConfig,
+    SiteConfigError,
+    load_site,
+    site_from_dict,
+)
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _default_doc() -> dict[str, Any]:
+    text = resources.files("simulator.sites").joinpath("default.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def test_default_site_shapes() -> None:
+    site = load_site()
+    assert site.grid.id == 1
+    batteries = {b.id for b in site.batteries}
+    inverters = {i.id: i for i in site.inverters}
+    links: dict[int, set[int]] = {}
+    for src, dst in site.connections:
+        if src in inverters and dst in batteries:
+            links.setdefault(src, set()).add(dst)
+    # 1:1 twice, 2:1, 1:2, a PV inverter, a load meter
+    assert links[10] == {11} and links[20] == {21}
+    assert links[30] == {32} and links[31] == {32}
+    assert links[40] == {41, 42}
+    assert inverters[5].inverter_type == "pv"
+    assert any(m.load_share == 1.0 for m in site.meters)
+    assert any(i.exclusion_w >= 2_000 for i in site.inverters)
+
+
+def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    def fmt(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def table(prefix: str, data: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+        scalars |= {
+            k: v
+            for k, v in data.items()
+            if isinstance(v, list) and not (v and isinstance(v[0], dict))
+        }
+        for k, v in scalars.items():
+            lines.append(f"{k} = {fmt(v)}")
+        for k, v in data.items():
+            if isinstance(v, dict):
+                lines.append(f"[{prefix}{k}]")
+                table(f"{prefix}{k}.", v)
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    lines.append(f"[[{prefix}{k}]]")
+                    table(f"{prefix}{k}.", item)
+
+    table("", doc)
+    path = tmp_path / "site.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _component(doc: dict[str, Any], cid: int) -> dict[str, Any]:
+    comp: dict[str, Any] = next(c for c in doc["component"] if c["id"] == cid)
+    return comp
+
+
+def _missing_capacity(doc: dict[str, Any]) -> None:
+    del _component(doc, 11)["capacity_wh"]
+
+
+def _dangling(doc: dict[str, Any]) -> None:
+    doc["connection"].append({"source": 2, "destination": 77})
+
+
+def _duplicate(doc: dict[str, Any]) -> None:
+    doc["component"].append(copy.deepcopy(_component(doc, 21)))
+
+
+def _orphan_battery(doc: dict[str, Any]) -> None:
+    doc["connection"] = [c for c in doc["connection"] if c["destination"] != 21]
+    doc["connection"].append({"source": 2, "destination": 21})
+
+
+def _bad_value(doc: dict[str, Any]) -> None:
+    _component(doc, 11)["soc_pct"] = 150.0
+
+
+def _unknown_field(doc: dict[str, Any]) -> None:
+    _component(doc, 10)["ratd_upper_w"] = 1.0
+
+
+def _no_grid(doc: dict[str, Any]) -> None:
+    doc["component"] = [c for c in doc["component"] if c["category"] != "grid"]
+    doc["connection"] = [c for c in doc["connection"] if c["source"] != 1]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "problem"),
+    [
+        (_missing_capacity, "capacity_wh", "missing required field"),
+        (_dangling, "destination", "dangling connection: no component with id 77"),
+        (_duplicate, "id", "duplicate component id 21"),
+        (_orphan_battery, "id", "battery 21 has no inverter"),
+        (_bad_value, "soc_pct", "must be <= 100, got 150.0"),
+        (_unknown_field, "ratd_upper_w", "unknown field"),
+        (_no_grid, "component", "need exactly one component with category 'grid'"),
+    ],
+)
+def test_bad_site_files_give_one_line_errors(
+    tmp_path: Path, mutate: Any, field: str, problem: str
+) -> None:
+    doc = _default_doc()
+    mutate(doc)
+    path = _write(tmp_path, doc)
+    with pytest.raises(SiteConfigError) as info:
+        load_site(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert field in info.value.field
+    assert problem in message
+
+
+def test_written_default_site_round_trips(tmp_path: Path) -> None:
+    site = load_site(_write(tmp_path, _default_doc()))
+    assert [c.id for c in site.components] == [c.id for c in load_site().components]
+
+
+def test_toml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[microgrid\nid = 1\n")
+    with pytest.raises(SiteConfigError, match=r"broken\.toml: \(syntax\)") as info:
+        load_site(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_bad_site_file_exit_2_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _default_doc()
+    _dangling(doc)
+    path = _write(tmp_path, doc)
+    assert main(["--config", str(path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {path}: connection[15].destination: dangling connection")
+
+
+def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--port", "0", "--stats-json", str(stats)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("gridloop sim listening on 127.0.0.1:")
+        port = int(line.strip().rsplit(":", 1)[1])
+        assert port > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    data = stats.read_text()
+    assert '"setpoints_received": 0' in data
+    assert '"OUT_OF_RANGE": 0' in data
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present (real load profiles)")
+def test_csv_load_profile_scaled_to_peak_and_annual_energy() -> None:
+    doc = _default_doc()
+    csv = DATA / "load_metal_processing_LP_G_MV.csv"
+    doc["load"] = {"csv": str(csv), "column": "electrical load [W]", "peak_w": 350_000.0}
+    site = site_from_dict(doc, "test")
+    assert site.load.step_s == 900.0
+    assert float(np.max(site.load.profile_w)) == pytest.approx(350_000.0)
+    doc["load"] = {"csv": str(csv), "column": "electrical load [W]", "annual_mwh": 1_000.0}
+    site = site_from_dict(doc, "test")
+    energy_mwh = float(np.sum(site.load.profile_w)) * 0.25 / 1e6
+    years = len(site.load.profile_w) * 900 / (365 * 86400)
+    assert energy_mwh / years == pytest.approx(1_000.0, rel=1e-9)
+    doc["load"] = {"csv": str(csv), "column": "nope", "peak_w": 1.0}
+    with pytest.raises(SiteConfigError, match="load.column: 'nope' not in"):
+        site_from_dict(doc, "test")
+
+
+def test_component_dataclasses_carry_ratings() -> None:
+    site = load_site()
+    inv = site.component(10)
+    bat = site.component(11)
+    assert isinstance(inv, InverterConfig) and inv.exclusion_w == 2_000.0
+    assert isinstance(bat, BatteryConfig) and bat.capacity_wh == 200_000.0
