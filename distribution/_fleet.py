@@ -328,6 +328,15 @@ class Fleet:
         "_topo",
     )
 
+    _inv_ok: _B
+    _bat_ok: _B
+    _g_lo: _F
+    _g_hi: _F
+    _g_bl: _F
+    _g_bu: _F
+    _g_cap: _F
+    _all_ok: bool
+
     def __init__(
         self,
         *,
@@ -367,11 +376,6 @@ class Fleet:
         s_lo = _vec("battery_soc_lower_pct", battery_soc_lower_pct, n_bat)
         s_hi = _vec("battery_soc_upper_pct", battery_soc_upper_pct, n_bat)
         cap = _vec("battery_capacity_wh", battery_capacity_wh, n_bat)
-        if (cap < 0.0).any():
-            bad = int(np.flatnonzero(cap < 0.0)[0])
-            raise DistributionError(
-                "battery_capacity_wh", f"{cap[bad]} at battery {bad}", "must not be negative"
-            )
         b_lo = _vec("battery_lower_w", battery_lower_w, n_bat)
         b_hi = _vec("battery_upper_w", battery_upper_w, n_bat)
         zb = np.zeros(n_bat)
@@ -397,6 +401,13 @@ class Fleet:
             inv_ok &= i_av
         if b_av is not None:
             bat_ok &= b_av
+        # Negative capacity is structural (raises); it also fails bat_ok, so the
+        # check only runs when some battery is excluded anyway.
+        if not bat_ok.all() and (cap < 0.0).any():
+            bad = int(np.flatnonzero(cap < 0.0)[0])
+            raise DistributionError(
+                "battery_capacity_wh", f"{cap[bad]} at battery {bad}", "must not be negative"
+            )
 
         self._n_inv = n_inv
         self._n_bat = n_bat
@@ -417,7 +428,8 @@ class Fleet:
         else:
             assert topo is not None
             self._init_general(topo, inv_ok, bat_ok, i_av, b_av)
-        self._all_ok = bool(self._inv_ok.all())
+        if not identity:
+            self._all_ok = bool(self._inv_ok.all())
         self._sum_lo = float(self._g_lo.sum())
         self._sum_hi = float(self._g_hi.sum())
 
@@ -481,7 +493,8 @@ class Fleet:
         up_ok = (soc < s_hi) & (bu <= hi)
         dn_ok = (soc > s_lo) & (bl >= lo)
         ok = inv_ok & bat_ok
-        if ok.all():
+        self._all_ok = all_ok = bool(ok.all())
+        if all_ok:
             # All finite here: multiplying by a mask is the cheapest select.
             self._g_hi = hi * up_ok
             self._g_bu = bu * up_ok
