@@ -61,6 +61,7 @@ _B = npt.NDArray[np.bool_]
 _WEIGHT_FLOOR = 1e-9
 _max = np.maximum.reduce
 _min = np.minimum.reduce
+_sum = np.add.reduce
 _MILP_TIME_LIMIT_S = 5.0
 
 
@@ -105,14 +106,39 @@ class AllocationResult:
     """(n_bat,) `ExclusionReason` code per battery (0 = included)."""
     group_power_w: _F
     """(n_groups,) total power per group (see `Fleet.inverter_group`)."""
-    group_at_lower: _B
-    """(n_groups,) usable group sits at its lower bound (incl. SoC limit)."""
-    group_at_upper: _B
-    """(n_groups,) usable group sits at its upper bound (incl. SoC limit)."""
+    group_lower_w: _F
+    """(n_groups,) lowest allowed power per group (bounds and SoC applied)."""
+    group_upper_w: _F
+    """(n_groups,) highest allowed power per group (bounds and SoC applied)."""
     method: str
-    """``"zero"``, ``"waterfill"``, ``"repair"`` or ``"milp"`` (which step decided)."""
-    message: str
-    """Human-readable summary."""
+    """``"zero"``, ``"waterfill"``, ``"repair"``, ``"exact"`` or ``"milp"``: which step decided."""
+
+    @property
+    def group_at_lower(self) -> _B:
+        """(n_groups,) the group sits at its lower bound (incl. its SoC limit).
+
+        Groups without room in either direction (excluded) are never reported.
+        """
+        out: _B = (self.group_power_w <= self.group_lower_w) & (
+            self.group_upper_w > self.group_lower_w
+        )
+        return out
+
+    @property
+    def group_at_upper(self) -> _B:
+        """(n_groups,) the group sits at its upper bound (incl. its SoC limit)."""
+        out: _B = (self.group_power_w >= self.group_upper_w) & (
+            self.group_upper_w > self.group_lower_w
+        )
+        return out
+
+    @property
+    def message(self) -> str:
+        """Human-readable summary."""
+        return _message(
+            self.status, self.target_w, self.achieved_w,
+            self.fleet_lower_w, self.fleet_upper_w, self.method,
+        )
 
 
 def _weights(fleet: Fleet, up: bool, exponent: float) -> _F:
@@ -202,8 +228,7 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
 
     setpoints = p if fleet._identity else _split(fleet, p)
     _recheck(fleet, setpoints, p)
-    achieved = float(setpoints.sum())
-    usable = fleet._g_cap > 0.0
+    achieved = float(_sum(setpoints))
     return AllocationResult(
         setpoints_w=setpoints,
         achieved_w=achieved,
@@ -215,10 +240,9 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
         inverter_exclusion=fleet._inverter_exclusion,
         battery_exclusion=fleet._battery_exclusion,
         group_power_w=p,
-        group_at_lower=usable & (p <= g_lo),
-        group_at_upper=usable & (p >= g_hi),
+        group_lower_w=g_lo,
+        group_upper_w=g_hi,
         method=method,
-        message=_message(status, t, achieved, lo_sum, hi_sum, method),
     )
 
 
