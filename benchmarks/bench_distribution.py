@@ -14,6 +14,8 @@ either direction.
   validation, no bands, no result object — the floor.
 * ``test_gridloop_allocate_band_repair``: a request small enough that every
   group lands inside its exclusion band (the repair path).
+* ``test_gridloop_two_inverters_per_battery``: general topology (2:1 groups,
+  links cached), build + allocate at 60 % of the upper bound.
 
 Run: ``pytest benchmarks/bench_distribution.py --benchmark-columns=median,iqr,rounds``
 """
@@ -154,6 +156,7 @@ def _sdk_pairs(n: int) -> Any:
     return sdk_alg, pairs
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("n", SIZES)
 def test_sdk_distribute_power(benchmark: Any, n: int, direction: str) -> None:
@@ -176,3 +179,20 @@ def test_gridloop_allocate_band_repair(benchmark: Any, n: int) -> None:
     res = benchmark(allocate, fleet, target)
     assert res.status is AllocationStatus.EXACT
     assert res.method == "repair"
+
+
+@pytest.mark.parametrize("n", [100, 1_000])
+def test_gridloop_two_inverters_per_battery(benchmark: Any, n: int) -> None:
+    benchmark.group = f"N={n} groups of 2 inverters : 1 battery"
+    a = fleet_arrays(n)
+    for key in ("inverter_lower_w", "inverter_upper_w", "inverter_excl_lower_w",
+                "inverter_excl_upper_w"):
+        a[key] = np.repeat(a[key] / 2.0, 2)
+    a["links"] = np.stack([np.arange(2 * n), np.arange(2 * n) // 2], axis=1)
+    target = 0.6 * n * 100e3
+
+    def run() -> Any:
+        return allocate(Fleet(**a), target)
+
+    res = benchmark(run)
+    assert res.status is AllocationStatus.EXACT

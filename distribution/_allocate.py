@@ -60,7 +60,6 @@ _B = npt.NDArray[np.bool_]
 
 _WEIGHT_FLOOR = 1e-9
 _max = np.maximum.reduce
-_min = np.minimum.reduce
 _sum = np.add.reduce
 _MILP_TIME_LIMIT_S = 5.0
 
@@ -492,12 +491,12 @@ def _split(fleet: Fleet, p: _F) -> _F:
 
 def _recheck(fleet: Fleet, s: _F, p: _F) -> None:
     """Independent check of every setpoint against the original bounds."""
-    if fleet._identity and _min(s) >= 0.0:
+    if fleet._identity and not np.count_nonzero(s < 0.0):
         # One-sided form of the same checks (all setpoints >= 0).
         bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
         full = fleet._b_soc >= fleet._b_soc_hi
         bad |= (s > 0.0) & ((s < fleet._i_eu) | (s < fleet._b_eu) | full)
-    elif fleet._identity and _max(s) <= 0.0:
+    elif fleet._identity and not np.count_nonzero(s > 0.0):
         bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
         empty = fleet._b_soc <= fleet._b_soc_lo
         bad |= (s < 0.0) & ((s > fleet._i_el) | (s > fleet._b_el) | empty)

@@ -403,7 +403,7 @@ class Fleet:
             bat_ok &= b_av
         # Negative capacity is structural (raises); it also fails bat_ok, so the
         # check only runs when some battery is excluded anyway.
-        if not bat_ok.all() and (cap < 0.0).any():
+        if np.count_nonzero(bat_ok) != n_bat and np.count_nonzero(cap < 0.0):
             bad = int(np.flatnonzero(cap < 0.0)[0])
             raise DistributionError(
                 "battery_capacity_wh", f"{cap[bad]} at battery {bad}", "must not be negative"
@@ -430,8 +430,8 @@ class Fleet:
             self._init_general(topo, inv_ok, bat_ok, i_av, b_av)
         if not identity:
             self._all_ok = bool(self._inv_ok.all())
-        self._sum_lo = float(self._g_lo.sum())
-        self._sum_hi = float(self._g_hi.sum())
+        self._sum_lo = float(np.add.reduce(self._g_lo))
+        self._sum_hi = float(np.add.reduce(self._g_hi))
 
     @staticmethod
     def _links(links: Any, n_inv: int, n_bat: int) -> tuple[bool, _Topology | None]:
@@ -457,7 +457,7 @@ class Fleet:
                 if len(_IDENTITY_LINKS) > 16:
                     _IDENTITY_LINKS.clear()
                 _IDENTITY_LINKS[k] = ident
-            if (arr == ident).all():
+            if np.count_nonzero(arr == ident) == 2 * k:
                 return True, None
         if k:
             col_inv = arr[:, 0]
@@ -493,7 +493,7 @@ class Fleet:
         up_ok = (soc < s_hi) & (bu <= hi)
         dn_ok = (soc > s_lo) & (bl >= lo)
         ok = inv_ok & bat_ok
-        self._all_ok = all_ok = bool(ok.all())
+        self._all_ok = all_ok = np.count_nonzero(ok) == n
         if all_ok:
             # All finite here: multiplying by a mask is the cheapest select.
             self._g_hi = hi * up_ok
