@@ -13,30 +13,38 @@ Method
    (`water_fill_upper`), the unique minimiser of ``sum p_g**2 / w_g``.
 2. **Exclusion bands.** If every ``p_g`` lies in S_g this is the answer.
    Otherwise the groups caught in a gap ("caught") must move to the piece
-   just below or just above. Sorting the caught groups by how far into the
-   gap they are, the k most advanced go up and the rest down; all other
-   groups keep the piece they are in. For every k the reachable totals
-   form an interval (prefix sums, vectorised); among the k whose interval
-   contains T, the one with the smallest rounding imbalance is chosen and
-   the water-filling is re-solved exactly on the chosen pieces
-   (`water_fill_box`). When it succeeds the target is met exactly.
-3. **Exact fallback.** If no k works (e.g. the target needs a group to
-   change piece, or needs discharging one group into another), a
-   mixed-integer program over the pieces (`scipy.optimize.milp`, HiGHS)
-   first finds the nearest reachable total, then, among allocations
-   reaching it, the piece choice closest (L1, 1/w weighted) to the
-   water-filling; the final powers are the exact water-filling on those
-   pieces.
+   just below or just above; all other groups keep the piece they are in.
+   The caught groups are ordered by the extra cost of rounding up instead
+   of down (``((up - p)**2 - (p - down)**2) / w``) and the first k go up.
+   For every k the reachable totals form an interval and an estimate of
+   the objective (rounding cost + the imbalance spread over the groups
+   with slack) is known from prefix sums (vectorised, no loop). The
+   cheapest k whose interval contains T is taken and the water-filling is
+   re-solved exactly on the chosen pieces (`water_fill_box`), which then
+   meets the target exactly.
+3. **Exact fallback.** If no k works (e.g. the target needs a free group to
+   change piece, or needs one group discharging while another charges), the
+   exact reachable-set search of `distribution._exact` runs: the Minkowski
+   sum of the groups' pieces, built group by group with interval merging,
+   gives the reachable total nearest to T exactly; backtracking picks for
+   each group the piece closest to its water-filling power that keeps the
+   rest reachable; the final powers are the exact water-filling on those
+   pieces. Only if that set grows beyond `MAX_INTERVALS` intervals
+   (subset-sum-like instances) a mixed-integer program over the pieces
+   (`scipy.optimize.milp`, HiGHS) decides instead: first the nearest
+   reachable total, then the piece choice closest (L1, 1/w weighted) to the
+   water-filling.
 
 Guarantees: every setpoint lies in its inverter's allowed set and every
 group total in its batteries' allowed set (re-checked before returning;
 a violation raises `AllocationInvariantError`). The achieved total equals
 the (clipped) target whenever any allocation reaches it, otherwise it is
-the nearest reachable total (status ``NEAREST_REACHABLE``) — both up to
-HiGHS' tolerances when step 3 runs, exact up to floating-point rounding
-otherwise. Without binding bands the result is exactly the weighted
-water-filling. Steps 1–2 are O(n log n) numpy with no Python loop over
-components.
+the nearest reachable total (status ``NEAREST_REACHABLE``) — exact up to
+floating-point rounding, except on the MILP branch of step 3 where
+HiGHS' tolerances (about 1e-6 of the largest bound) apply. Without
+binding bands the result is exactly the weighted water-filling. Steps
+1–2 are O(n log n) numpy with no Python loop over components; step 3
+loops over the groups that have a band (fallback only).
 """
 
 from __future__ import annotations
