@@ -69,7 +69,7 @@ _B = npt.NDArray[np.bool_]
 _WEIGHT_FLOOR = 1e-9
 _max = np.maximum.reduce
 _sum = np.add.reduce
-_MILP_TIME_LIMIT_S = 5.0
+_MILP_TIME_LIMIT_S = 1.0
 
 
 class AllocationStatus(enum.Enum):

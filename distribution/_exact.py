@@ -79,6 +79,8 @@ def reachable_pieces(plo: _F, phi: _F, p_star: _F, goal: float) -> _I | None:
         sets.append((m_lo, m_hi))
     r_lo, r_hi = sets[-1]
     remaining, _ = _closest(r_lo, r_hi, goal)
+    finite = np.abs(np.concatenate((plo[valid], phi[valid])))
+    tol = 1e-12 * n * max(1.0, float(finite.max(initial=0.0)), abs(goal))
     # Backtrack: group multi[k] takes x in piece j with remaining - x in sets[k].
     for k in range(multi.shape[0] - 1, -1, -1):
         g = int(multi[k])
@@ -87,10 +89,13 @@ def reachable_pieces(plo: _F, phi: _F, p_star: _F, goal: float) -> _I | None:
         # x must satisfy: plo <= x <= phi and prev_lo <= remaining - x <= prev_hi.
         x_lo = np.maximum(plo[g, v][:, None], remaining - prev_hi[None, :])
         x_hi = np.minimum(phi[g, v][:, None], remaining - prev_lo[None, :])
-        ok = x_lo <= x_hi
-        if not ok.any():  # rounding: take the closest pairing
-            ok = np.ones_like(ok)
-            x_hi = np.maximum(x_lo, x_hi)
+        # Sums of floats are not associative: accept pairings that miss by
+        # rounding only, and if none is left take the pairing that misses least.
+        gap = x_lo - x_hi
+        ok = gap <= tol
+        if not ok.any():
+            ok = gap <= gap.min()
+        x_hi = np.maximum(x_lo, x_hi)
         cand = np.minimum(np.maximum(p_star[g], x_lo), x_hi)
         dist = np.where(ok, np.abs(cand - p_star[g]), np.inf)
         j, _ = np.unravel_index(int(np.argmin(dist)), dist.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -419,7 +420,7 @@ def test_recheck_catches_group_dc_violation(monkeypatch: pytest.MonkeyPatch) -> 
         allocate(fleet, 50e3)
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
+@settings(max_examples=int(os.environ.get("DIST_EXAMPLES", "25")), derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_milp_fallback_matches_reference(data: Any) -> None:
@@ -438,3 +439,37 @@ def test_milp_fallback_matches_reference(data: Any) -> None:
     ref = milp_nearest_total(f, target)
     tol = 1e-6 * max(1.0, abs(target))
     assert abs(abs(res.achieved_w - target) - abs(ref - target)) <= tol
+
+
+@settings(max_examples=int(os.environ.get("DIST_EXAMPLES", "60")), derandomize=True,
+          deadline=None)
+@given(
+    his=st.lists(st.floats(100.0, 1e5), min_size=1, max_size=6),
+    band_frac=st.sampled_from([0.0, 0.3, 0.9, 1.0]),
+    t_frac=st.floats(-1.1, 1.1),
+)
+def test_one_to_one_matches_brute_force(his: list[float], band_frac: float, t_frac: float) -> None:
+    """Non-round bounds and bands up to the full interval (subset-sum shaped).
+
+    Reference: every combination of (negative piece, 0, positive piece) per
+    pair, each giving an interval of totals; the nearest distance over all.
+    """
+    import itertools
+
+    hi = np.array(his)
+    band = band_frac * hi
+    kw = pairs([50.0] * len(his), band_w=0.0)
+    kw.update(
+        inverter_lower_w=-hi, inverter_upper_w=hi,
+        inverter_excl_lower_w=-band, inverter_excl_upper_w=band,
+        battery_lower_w=-hi, battery_upper_w=hi,
+    )
+    target = t_frac * float(hi.sum())
+    res = allocate(Fleet(**kw), target)
+    assert_in_allowed_set(kw, res.setpoints_w)
+    pieces = [((-h, -b), (0.0, 0.0), (b, h)) for h, b in zip(hi, band, strict=True)]
+    best = min(
+        max(sum(p[0] for p in combo) - target, target - sum(p[1] for p in combo), 0.0)
+        for combo in itertools.product(*pieces)
+    )
+    assert abs(abs(res.achieved_w - target) - best) <= 1e-9 * float(hi.sum())
