@@ -92,6 +92,7 @@ __all__ = [
     "make_frequency_trace",
     "run_frequency_response",
     "run_peak_shaving",
+    "staircase",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -327,6 +328,40 @@ class _SetpointPipeline:
     def send(self, cid: int, power_w: float) -> None:
         self.queue[cid].append((self.ph.now_s + self.delay[cid], power_w))
 
+    def next_due(self) -> float:
+        """Earliest time a queued setpoint is due (inf if none)."""
+        return min((q[0][0] for q in self.queue.values() if q), default=math.inf)
+
+    def advance(self, dt_s: float, fine_s: float, coarse_s: float,
+                record: Callable[[], None] | None = None,
+                horizon: Callable[[], float] | None = None) -> None:
+        """Step the physics by ``dt_s``, releasing setpoints exactly when they are due.
+
+        Up to the last due setpoint the physics takes sub-steps of ``fine_s`` (the
+        inverters' delay and ramp are resolved), then ``coarse_s``; ``record`` is
+        called after each due time and at the end. ``horizon()``, evaluated once
+        the setpoints are in place, can shorten the coarse rest (e.g. to the time
+        a battery reaches a SoC limit).
+        """
+        end = self.ph.now_s + dt_s
+        self.release()
+        while (due := self.next_due()) < end - 1e-9:
+            self.ph.max_step_s = fine_s
+            if due > self.ph.now_s:
+                self.ph.step(due - self.ph.now_s)
+            self.release()
+            if record is not None:
+                record()
+        if horizon is not None and end - self.ph.now_s > fine_s:
+            self.ph.max_step_s = fine_s
+            self.ph.step(fine_s)  # let the last released setpoints take effect
+            end = min(end, self.ph.now_s + max(horizon(), fine_s))
+        self.ph.max_step_s = coarse_s
+        if end > self.ph.now_s + 1e-12:
+            self.ph.step(end - self.ph.now_s)
+        if record is not None:
+            record()
+
     def release(self) -> None:
         now = self.ph.now_s + 1e-9
         for cid, q in self.queue.items():
@@ -354,18 +389,19 @@ def _quiet_site(site: SiteConfig, *, load: LoadConfig, frequency: FrequencyConfi
 class PeakReplayOptions:
     """Settings of :func:`run_peak_shaving` (W, s)."""
 
-    min_step_s: float = 1.0
-    """Shortest control step (s)."""
+    cycle_s: float = 0.2
+    """Control cadence while the load changes (the service's default peak-shaving cadence)."""
+    settle_s: float = 1.6
+    """How long after each load step the replay cycles at ``cycle_s`` (ramp + inverter delay)."""
+    load_ramp_s: float = 1.0
+    """The load moves from one 15-min value to the next over this long (s)."""
     max_step_s: float = 300.0
-    """Longest control step (s); also cut short where a battery would reach a SoC limit."""
+    """Longest control step while the load is constant (s); cut short where a battery
+    reaches a SoC limit."""
     physics_step_s: float = 30.0
-    """Longest physics sub-step (s): bounds how far SoC can pass a limit within a step."""
-    tracking_tolerance_w: float | None = None
-    """Largest load change between two cycles while tracking the limit (default 0.1 % of it);
-    the grid can overshoot the limit by this much between two cycles."""
+    """Longest physics sub-step while the load is constant (s); 0.05 s around load steps."""
     above_limit_tolerance_w: float | None = None
-    """Import counts as above the limit beyond this (default max(100 W, 0.2 % of the limit),
-    twice the tracking tolerance)."""
+    """An interval counts as above the limit beyond this (default max(100 W, 0.1 % of it))."""
     recharge_margin_w: float | None = None
     """Peak shaving's ``recharge_margin_w`` (default 0.01 % of the limit: the replay is
     noise-free, so recharging can go right up to the limit)."""
@@ -373,8 +409,6 @@ class PeakReplayOptions:
     """Peak shaving recharges toward this fleet SoC (100 = as full as the limits allow)."""
     lp_groups: bool = True
     """Also solve the LP per battery group (own limits and efficiencies) for information."""
-    lp_subdivision: int = 3
-    """LP grid points per load-profile sample (piecewise-linear LP; 3 = 5 min at 15 min)."""
     soc_exponent: float = 1.0
     """Distribution's SoC weighting exponent."""
     setpoint_lifetime_s: float = 900.0
@@ -383,18 +417,25 @@ class PeakReplayOptions:
 
 @dataclass(frozen=True)
 class PeakShavingReport:
-    """Control quality of a peak-shaving replay (W, %, s; + = import)."""
+    """Control quality of a peak-shaving replay (W, %, s; + = import).
+
+    Peaks are the largest *interval mean* import (15-min means for 15-min data:
+    what a demand charge bills and what the load data describes); the
+    instantaneous maximum is in :attr:`peak_import_w_instant`.
+    """
 
     peak_import_w_uncontrolled: float
     """Peak of the load alone (no batteries)."""
     peak_import_w_optimal: float
-    """Perfect-foresight optimum peak (LP)."""
+    """Perfect-foresight optimum peak (LP, the fleet as one battery)."""
     peak_import_w: float
     """Peak import achieved by the controller."""
     peak_import_w_optimal_groups: float
     """Optimum with one battery per group (own limits and efficiencies; nan if not solved).
-    Lower than the aggregate optimum when the groups differ: it may favour the most
-    efficient group, which SoC-balancing distribution does not do."""
+    At most the aggregate optimum: it may favour the most efficient group, which
+    SoC-balancing distribution does not do."""
+    peak_import_w_instant: float
+    """Largest instantaneous import (includes the sub-second transients at load steps)."""
     import_limit_w: float
     """The limit the controller ran with."""
     reduction_optimal_w: float
@@ -406,20 +447,19 @@ class PeakShavingReport:
     intervals_total: int
     """Metering intervals (one per load-profile sample) replayed."""
     intervals_above_limit: int
-    """Metering intervals whose mean import exceeded the limit by more than the tolerance
-    (the quantity a demand charge bills)."""
+    """Intervals whose mean import exceeded the limit by more than the tolerance."""
     intervals_above_limit_avoidable: int
     """Of those, intervals in which the excess the fleet could have covered at the time
     (it had the discharge power and so the energy) averages above the tolerance."""
     intervals_with_excursion: int
     """Intervals with any instantaneous sample above limit + tolerance (transients
-    included, e.g. inverters with different response delays swapping power)."""
+    included: a load step is answered within a cycle plus the inverter delay)."""
     above_limit_tolerance_w: float
     """Tolerance used for "above the limit"."""
     max_excess_w: float
-    """Largest import above the limit (0 if never above)."""
+    """Largest interval-mean import above the limit (0 if never above)."""
     energy_above_limit_wh: float
-    """Energy imported above the limit."""
+    """Energy imported above the limit (instantaneous excess, integrated)."""
     soc_min_pct: float
     """Lowest fleet SoC (capacity-weighted)."""
     soc_max_pct: float
@@ -436,6 +476,8 @@ class PeakShavingReport:
     """HiGHS status message."""
     load: dict[str, Any] = field(default_factory=dict)
     """Where the load came from: file, column, start, days, step, scale."""
+    interval_mean_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Mean grid import per interval."""
     time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     """Sample times (s since the start)."""
     grid_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -509,6 +551,21 @@ def classify_intervals(
     return above, avoidable, excursion
 
 
+def staircase(values_w: FloatArray, step_s: float, ramp_s: float) -> tuple[FloatArray, float]:
+    """A piecewise-linear profile for the physics that holds each value for its interval.
+
+    Interval ``i`` covers ``[i·step, (i+1)·step)`` at ``values[i]``, reached from
+    ``values[i−1]`` over the first ``ramp_s`` of the interval (interval 0 starts at
+    its value). Returned as samples every ``ramp_s`` (the physics interpolates
+    linearly between samples): ``values[0]``, then each value ``step / ramp_s`` times.
+
+    Returns:
+        (samples, sample step in s)
+    """
+    k = max(1, round(step_s / ramp_s))
+    return np.concatenate([values_w[:1], np.repeat(values_w, k)]), step_s / k
+
+
 def run_peak_shaving(
     site: SiteConfig,
     load: LoadProfile,
@@ -520,22 +577,17 @@ def run_peak_shaving(
 ) -> PeakShavingReport:
     """Replay ``load`` on ``site`` with peak shaving at ``limit_w`` (None = the LP optimum).
 
-    The site's PV, load noise and frequency events are switched off, so the
-    uncontrolled grid power is exactly the (linearly interpolated) load and
-    the LP optimum is computed on the same series the controller faces (on
-    ``lp_subdivision`` points per load sample, battery power piecewise linear).
-    The replay covers ``(n − 1) × step_s`` seconds of an ``n``-sample profile.
+    The load holds each profile value for its interval (15-min energy data are
+    interval means) and moves to the next one over ``load_ramp_s``; the site's
+    PV, load noise and frequency events are switched off, so the uncontrolled
+    grid power is exactly this load and the LP (:func:`optimal_peak` on the
+    profile values, "hold") is the exact optimum of the interval-mean peak.
 
-    Args:
-        site: The site (batteries, inverters); e.g. ``simulator.config.load_site()``.
-        load: The load profile, watts.
-        limit_w: Import limit; None = the perfect-foresight optimum.
-        options: Time stepping and strategy tuning.
-        seed: Physics seed (the replay has no noise; kept for reproducibility).
-        progress: Called with (simulated seconds done, total).
-
-    Returns:
-        The report; the quality numbers are in its scalar fields.
+    Time stepping: around every load step the controller cycles every
+    ``cycle_s`` for ``settle_s`` with 50-ms physics sub-steps (inverter delay
+    and ramp resolved); while the load is constant nothing changes between
+    cycles, so the next cycle is at the next load step, ``max_step_s`` later,
+    or when a battery reaches a SoC limit, whichever comes first.
 
     Raises:
         ReplayError: bad input (too short a profile, no batteries, LP failure).
@@ -545,46 +597,42 @@ def run_peak_shaving(
     if values.size < 2:
         raise ReplayError(f"{load.path}: the load selection has {values.size} sample(s); "
                           "need at least 2", source=load.path)
-    if not (opt.min_step_s > 0 and opt.max_step_s >= opt.min_step_s):
-        raise ReplayError(f"options: need 0 < min_step_s <= max_step_s, got {opt.min_step_s}, "
-                          f"{opt.max_step_s}", source="options")
+    if not (0 < opt.cycle_s <= opt.settle_s and 0 < opt.load_ramp_s < load.step_s
+            and opt.max_step_s > 0 and opt.physics_step_s > 0):
+        raise ReplayError("options: need 0 < cycle_s <= settle_s, 0 < load_ramp_s < the "
+                          "profile step, max_step_s > 0, physics_step_s > 0", source="options")
     if limit_w is not None and not (math.isfinite(limit_w) and limit_w >= 0):
         raise ReplayError(f"--limit: must be 'optimal' or a number of watts >= 0, got {limit_w}",
                           source="--limit")
     step = float(load.step_s)
-    total_s = (values.size - 1) * step
+    n_int = values.size
+    total_s = n_int * step
     topo = _topology(site)
     models = fleet_models(site)
 
-    # The optimum on the series the physics will produce (piecewise linear).
-    k = max(1, int(opt.lp_subdivision))
-    fine_t = np.linspace(0.0, total_s, (values.size - 1) * k + 1)
-    fine = np.interp(fine_t, np.arange(values.size) * step, values)
     t0 = time.perf_counter()
-    optimum: OptimumResult = optimal_peak(fine, step / k, aggregate_model(models),
-                                          interpolation="linear")
+    optimum: OptimumResult = optimal_peak(values, step, aggregate_model(models))
     lp_wall = time.perf_counter() - t0
-    by_group = (optimal_peak(fine, step / k, models, interpolation="linear")
-                if opt.lp_groups else None)
     if not optimum.success:
         raise ReplayError(f"optimum LP failed: {optimum.message}", source="optimum")
+    by_group = optimal_peak(values, step, models) if opt.lp_groups else None
     limit = optimum.peak_import_w if limit_w is None else float(limit_w)
 
-    tol_track = _resolve(opt.tracking_tolerance_w, max(10.0, 1e-3 * limit))
-    tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 2.0 * tol_track))
+    tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 1e-3 * limit))
     margin = _resolve(opt.recharge_margin_w, max(10.0, 1e-4 * limit))
-    charge_max = sum(m.charge_max_w for m in models)
     ps = PeakShaving(PeakShavingConfig(
         import_limit_w=limit,
         export_limit_w=max(limit, float(values.max())) * 10.0,
         target_soc_pct=opt.target_soc_pct,
-        recharge_power_w=charge_max,
+        recharge_power_w=sum(m.charge_max_w for m in models),
         recharge_margin_w=margin,
-        interval_s=opt.min_step_s,
+        interval_s=opt.cycle_s,
     ))
+    # The physics interpolates linearly: give it the staircase.
+    prof, prof_step = staircase(values, step, opt.load_ramp_s)
     quiet = _quiet_site(
         site,
-        load=LoadConfig(profile_w=values, step_s=step, noise_w=0.0),
+        load=LoadConfig(profile_w=prof, step_s=prof_step, noise_w=0.0),
         frequency=FrequencyConfig(nominal_hz=site.frequency.nominal_hz, noise_hz=0.0, events=()),
     )
     ph = SitePhysics(quiet, seed=seed, max_step_s=opt.physics_step_s)
@@ -600,51 +648,45 @@ def run_peak_shaving(
     wall0 = time.perf_counter()
     t = 0.0
     next_report = 0
-    while t < total_s - 1e-9:
-        target = loop.cycle(t)
-        i = min(int(t / step + 1e-9), values.size - 2)
-        knot = (i + 1) * step
-        slope = (values[i + 1] - values[i]) / step
-        u = ph.load_power_w
-        expected = u + target  # grid once the target is in place
-        fleet_lo = lower[-1]
-        saturated = target <= fleet_lo + 1.0 and u > limit
-        near = (limit - expected) <= margin + tol_track
-        if saturated or slope == 0.0:
-            dt = opt.max_step_s
-        elif near:
-            dt = tol_track / abs(slope)
-        elif slope > 0:
-            dt = (limit - margin - expected) / slope
-        else:
-            dt = opt.max_step_s
-        # Stop near the time a battery reaches a SoC limit, so the others take over then.
-        bp = ph.battery_power_w
-        room_pct = np.where(bp > 0, ph.battery_soc_max_pct - ph.battery_soc_pct,
-                            ph.battery_soc_pct - ph.battery_soc_min_pct)
-        moving = (np.abs(bp) > 1.0) & (room_pct > 0)
-        if moving.any():
-            rate = np.abs(bp[moving]) / ph.battery_capacity_wh[moving] * 100.0 / 3600.0
-            to_limit = float(np.min(room_pct[moving] / rate))
-        else:
-            to_limit = math.inf
-        dt = min(max(dt, opt.min_step_s), opt.max_step_s)
-        if to_limit < dt:  # end the step when the first battery reaches its limit
-            dt = max(to_limit, 0.05)
-        if knot - t < dt + 1e-9 or knot - t - dt < opt.min_step_s * 0.5:
-            dt = knot - t
-        dt = min(dt, total_s - t)
-        ph.step(dt)
-        t = ph.now_s
-        ts.append(t)
+    fine = min(0.05, opt.physics_step_s)
+    pipe = _SetpointPipeline(ph, topo.inverter_ids, opt.setpoint_lifetime_s)
+    loop.send = pipe.send
+
+    def record() -> None:
+        ts.append(ph.now_s)
         grid.append(ph.grid_power_w)
         unc.append(ph.load_power_w)
         bat.append(ph.battery_inverter_power_w)
         soc.append(loop.soc_pct())
         lower.append(loop.fleet_bounds()[0])
+
+    def to_soc_limit() -> float:
+        """Seconds until the first battery reaches a SoC limit at its present power."""
+        bp = ph.battery_power_w
+        room = np.where(bp > 0, ph.battery_soc_max_pct - ph.battery_soc_pct,
+                        ph.battery_soc_pct - ph.battery_soc_min_pct)
+        moving = (np.abs(bp) > 1.0) & (room > 0)
+        if not moving.any():
+            return math.inf
+        rate = np.abs(bp[moving]) / ph.battery_capacity_wh[moving] * 100.0 / 3600.0
+        return float(np.min(room[moving] / rate))
+
+    while t < total_s - 1e-9:
+        loop.cycle(t)
+        i = int(t / step + 1e-9)
+        since = t - i * step
+        if since < opt.settle_s - 1e-9:  # around a load step: the service's cadence
+            dt = opt.cycle_s
+            coarse = fine
+        else:
+            dt = min(opt.max_step_s, (i + 1) * step - t)
+            coarse = opt.physics_step_s
+        dt = min(dt, total_s - t)
+        pipe.advance(dt, fine, coarse, record, None if coarse == fine else to_soc_limit)
+        t = ph.now_s
         if progress is not None and loop.cycles >= next_report:
             progress(t, total_s)
-            next_report = loop.cycles + 500
+            next_report = loop.cycles + 2000
     wall = time.perf_counter() - wall0
     if progress is not None:
         progress(total_s, total_s)
@@ -655,19 +697,17 @@ def run_peak_shaving(
     b_a = np.array(bat)
     s_a = np.array(soc)
     lo_a = np.array(lower)
-    excess = g_a - limit
     above_int, avoid_int, inst = classify_intervals(
-        t_a, g_a, b_a, lo_a, limit_w=limit, interval_s=step, n_intervals=values.size - 1,
+        t_a, g_a, b_a, lo_a, limit_w=limit, interval_s=step, n_intervals=n_int,
         tolerance_w=tol_above)
-    n_above = int(np.count_nonzero(above_int))
-    n_avoid = int(np.count_nonzero(avoid_int))
-    n_inst = int(np.count_nonzero(inst))
+    interval = np.clip(np.ceil(t_a / step - 1e-9).astype(np.int64) - 1, 0, n_int - 1)
+    area = 0.5 * (g_a[1:] + g_a[:-1]) * np.diff(t_a)
+    mean = np.bincount(interval[1:], weights=area, minlength=n_int) / step
     excess = g_a - limit
-    dts = np.diff(t_a)
     pos = np.maximum(excess, 0.0)
-    energy_above = float(np.sum(0.5 * (pos[1:] + pos[:-1]) * dts) / 3600.0)
-    peak_unc = float(max(u_a.max(), optimum.peak_import_w_uncontrolled))
-    peak = float(g_a.max())
+    energy_above = float(np.sum(0.5 * (pos[1:] + pos[:-1]) * np.diff(t_a)) / 3600.0)
+    peak_unc = float(values.max())
+    peak = float(mean.max())
     red_opt = peak_unc - optimum.peak_import_w
     red_ach = peak_unc - peak
     pct = 100.0 * red_ach / red_opt if red_opt > 1e-6 else (100.0 if red_ach >= -tol_above
@@ -678,16 +718,17 @@ def run_peak_shaving(
         peak_import_w=peak,
         peak_import_w_optimal_groups=(float(by_group.peak_import_w) if by_group is not None
                                       else math.nan),
+        peak_import_w_instant=float(g_a.max()),
         import_limit_w=limit,
         reduction_optimal_w=red_opt,
         reduction_achieved_w=red_ach,
         reduction_achieved_pct_of_optimal=pct,
-        intervals_total=int(values.size - 1),
-        intervals_above_limit=n_above,
-        intervals_above_limit_avoidable=n_avoid,
-        intervals_with_excursion=n_inst,
+        intervals_total=n_int,
+        intervals_above_limit=int(np.count_nonzero(above_int)),
+        intervals_above_limit_avoidable=int(np.count_nonzero(avoid_int)),
+        intervals_with_excursion=int(np.count_nonzero(inst)),
         above_limit_tolerance_w=tol_above,
-        max_excess_w=float(max(0.0, excess.max())),
+        max_excess_w=float(max(0.0, peak - limit)),
         energy_above_limit_wh=energy_above,
         soc_min_pct=float(s_a.min()),
         soc_max_pct=float(s_a.max()),
@@ -700,11 +741,12 @@ def run_peak_shaving(
             "file": load.path,
             "column": load.column,
             "start": load.start.isoformat(),
-            "days": values.size * step / 86400.0,
+            "days": n_int * step / 86400.0,
             "step_s": step,
             "scale": load.scale,
-            "peak_w": float(values.max()),
+            "peak_w": peak_unc,
         },
+        interval_mean_w=mean,
         time_s=t_a,
         grid_w=g_a,
         load_w=u_a,
@@ -921,8 +963,7 @@ def run_frequency_response(
     wall0 = time.perf_counter()
     for j in range(1, n + 1):
         loop.cycle(ph.now_s)
-        pipe.release()
-        ph.step(opt.control_step_s)
+        pipe.advance(opt.control_step_s, opt.physics_step_s, opt.physics_step_s)
         sample(j)
         if progress is not None and j % 1000 == 0:
             progress(ph.now_s, n * opt.control_step_s)
