@@ -399,7 +399,9 @@ class PeakReplayOptions:
     """Longest control step while the load is constant (s); cut short where a battery
     reaches a SoC limit."""
     physics_step_s: float = 30.0
-    """Longest physics sub-step while the load is constant (s); 0.05 s around load steps."""
+    """Longest physics sub-step while the load is constant (s)."""
+    physics_fine_step_s: float = 0.1
+    """Physics sub-step around load steps (s): resolves the inverters' delay and ramp."""
     above_limit_tolerance_w: float | None = None
     """An interval counts as above the limit beyond this (default max(100 W, 0.1 % of it))."""
     recharge_margin_w: float | None = None
@@ -584,8 +586,8 @@ def run_peak_shaving(
     profile values, "hold") is the exact optimum of the interval-mean peak.
 
     Time stepping: around every load step the controller cycles every
-    ``cycle_s`` for ``settle_s`` with 50-ms physics sub-steps (inverter delay
-    and ramp resolved); while the load is constant nothing changes between
+    ``cycle_s`` for ``settle_s`` with ``physics_fine_step_s`` physics sub-steps
+    (inverter delay and ramp resolved); while the load is constant nothing changes between
     cycles, so the next cycle is at the next load step, ``max_step_s`` later,
     or when a battery reaches a SoC limit, whichever comes first.
 
@@ -648,7 +650,7 @@ def run_peak_shaving(
     wall0 = time.perf_counter()
     t = 0.0
     next_report = 0
-    fine = min(0.05, opt.physics_step_s)
+    fine = min(opt.physics_fine_step_s, opt.physics_step_s)
     pipe = _SetpointPipeline(ph, topo.inverter_ids, opt.setpoint_lifetime_s)
     loop.send = pipe.send
 
