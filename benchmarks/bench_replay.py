@@ -1,0 +1,74 @@
+"""Replay benchmarks: a month of peak shaving, the optimum LP, a frequency-response trace.
+
+Run: ``pytest benchmarks/bench_replay.py`` (a month per round, two rounds).
+With ``--benchmark-disable`` (CI smoke) each case runs once on a short
+selection so the file stays well under 20 s. The quality numbers of each
+run are attached as ``extra_info`` (visible with ``--benchmark-json``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.replay.harness import (
+    aggregate_model,
+    fleet_models,
+    make_frequency_trace,
+    run_frequency_response,
+    run_peak_shaving,
+)
+from controller.replay.loader import BUNDLED_LOAD_CSV, load_profile
+from controller.replay.optimum import optimal_peak
+from simulator.config import SiteConfig, load_site
+
+
+@pytest.fixture(scope="module")
+def site() -> SiteConfig:
+    return load_site()
+
+
+def _days(benchmark: Any, full: float, smoke: float) -> float:
+    return smoke if getattr(benchmark, "disabled", False) else full
+
+
+def test_month_peak_shaving_replay(benchmark: Any, site: SiteConfig) -> None:
+    days = _days(benchmark, 30.0, 1.0)
+    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, days=days)
+    report = benchmark.pedantic(run_peak_shaving, args=(site, prof), rounds=2, iterations=1,
+                                warmup_rounds=0)
+    benchmark.extra_info.update({
+        "days": days,
+        "control_cycles": report.control_cycles,
+        "reduction_achieved_pct_of_optimal": report.reduction_achieved_pct_of_optimal,
+        "intervals_above_limit_avoidable": report.intervals_above_limit_avoidable,
+    })
+    assert report.reduction_achieved_pct_of_optimal >= 98.0
+    assert report.intervals_above_limit_avoidable == 0
+
+
+@pytest.mark.parametrize("model", ["aggregate", "groups"])
+def test_month_optimum_lp(benchmark: Any, site: SiteConfig, model: str) -> None:
+    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, days=_days(benchmark, 30.0, 2.0))
+    models = fleet_models(site)
+    fleet = aggregate_model(models) if model == "aggregate" else models
+    res = benchmark(optimal_peak, prof.power_w, prof.step_s, fleet)
+    assert res.success
+    assert res.peak_import_w < float(np.max(prof.power_w))
+
+
+def test_frequency_response_replay(benchmark: Any, site: SiteConfig) -> None:
+    duration = _days(benchmark, 900.0, 200.0)
+    trace = make_frequency_trace(duration, seed=0, steps=1 if duration < 300 else 4,
+                                 ramps=0 if duration < 300 else 1)
+    report = benchmark.pedantic(run_frequency_response, args=(site, trace), rounds=2,
+                                iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update({
+        "simulated_s": report.simulated_s,
+        "rms_error_pct": report.rms_error_pct,
+        "activation_time_max_s": report.activation_time_max_s,
+    })
+    assert report.rms_error_pct <= 2.0
+    assert report.activation_time_max_s <= 1.0
