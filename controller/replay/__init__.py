@@ -2,23 +2,57 @@
 
 Offers:
 
-* :func:`load_profile` / :class:`LoadProfile` — a load series from a CSV
-  (timestamp + one numeric column, any unit), selected and scaled.
+* :func:`load_profile` / :class:`LoadProfile` / :data:`BUNDLED_LOAD_CSV` — a load
+  series from a CSV (timestamp + one numeric column, any unit), selected and
+  scaled; one bundled month so the replay works on a fresh clone.
 * :func:`optimal_peak` / :class:`FleetModel` / :class:`OptimumResult` — the
-  perfect-foresight optimum peak import by LP (HiGHS).
+  perfect-foresight optimum peak import by LP (HiGHS), per group or aggregate.
+* :func:`run_peak_shaving` / :class:`PeakShavingReport` / :class:`PeakReplayOptions`
+  — peak shaving + power manager + distribution against the simulator physics on
+  a virtual clock, with the LP optimum as the limit.
+* :func:`run_frequency_response` / :class:`FrequencyResponseReport` /
+  :class:`FrequencyReplayOptions` / :func:`make_frequency_trace` /
+  :class:`FrequencyTrace` — frequency response on a seeded trace with step events.
+* :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
+* :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 * :class:`ReplayError` — the package's one error type (one-line messages).
+* ``controller.replay.cli.main`` — the ``gridloop replay`` command.
 """
 
 from controller.replay.errors import ReplayError
+from controller.replay.harness import (
+    FrequencyReplayOptions,
+    FrequencyResponseReport,
+    FrequencyTrace,
+    PeakReplayOptions,
+    PeakShavingReport,
+    aggregate_model,
+    classify_intervals,
+    fleet_models,
+    make_frequency_trace,
+    run_frequency_response,
+    run_peak_shaving,
+)
 from controller.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
 
 __all__ = [
     "BUNDLED_LOAD_CSV",
     "FleetModel",
+    "FrequencyReplayOptions",
+    "FrequencyResponseReport",
+    "FrequencyTrace",
     "LoadProfile",
     "OptimumResult",
+    "PeakReplayOptions",
+    "PeakShavingReport",
     "ReplayError",
+    "aggregate_model",
+    "classify_intervals",
+    "fleet_models",
     "load_profile",
+    "make_frequency_trace",
     "optimal_peak",
+    "run_frequency_response",
+    "run_peak_shaving",
 ]

@@ -19,25 +19,32 @@ every strategy for its wish, merge them (:func:`actors.power_manager.merge`),
 split the target with :func:`distribution.allocate` and send one setpoint per
 battery inverter.
 
-Time stepping
--------------
-*Peak shaving* uses an adaptive control step between ``min_step_s`` and
-``max_step_s`` (default 1-60 s) and never steps across a sample of the load
-profile (the physics interpolates the profile linearly, so between two
-control instants the load is linear and the grid power's extremes are at the
-instants, where they are measured). While the grid is near the limit (the
-battery follows the load) the step is the time in which the load moves by
-``tracking_tolerance_w``; otherwise it is the time until the load could bring
-the grid near the limit. So a month of 15-min data takes some 10⁵ cycles
-instead of 2.6·10⁶ at 1 s, and the grid overshoots the limit between cycles by
-at most ``tracking_tolerance_w`` (the real service runs peak shaving every
-200 ms). The physics sub-step equals the control step, so inverter response
-delay and ramp (≤ 0.2 s on the default site) are below the resolution here;
-they are resolved by the frequency-response replay.
+Load, peaks and time stepping
+-----------------------------
+15-min load data are interval means, so the replayed load *holds* each value
+for its interval and moves to the next one over ``load_ramp_s`` (1 s); the
+peaks compared are interval-mean imports (what a demand charge bills), and the
+LP on the profile values is the exact optimum of that peak. Around every load
+step the controller cycles at the service's peak-shaving cadence (200 ms) for
+``settle_s`` with 100-ms physics sub-steps (inverter response delay and ramp
+resolved). While the load is constant, the stateless peak-shaving law gets
+constant inputs and asks for the same total (only its split over the groups
+drifts with SoC), so the next cycle is at the next load step, after
+``max_step_s`` or when a battery reaches a SoC limit (where the split must
+change), whichever is first. A month of 15-min data takes some 3·10⁴ cycles
+instead of 1.3·10⁷ at 200 ms. The
+instantaneous import (transients of a few hundred ms at each load step) is
+reported separately.
 
 *Frequency response* runs a fixed control step (default 100 ms, the
 grid-meter sample period) with physics sub-steps of ``physics_step_s``
-(default 50 ms), which resolves the inverters' response delay and ramp.
+(default 50 ms).
+
+Setpoints go through :class:`_SetpointPipeline`: each one takes effect its
+inverter's response delay after it was sent. (Workaround: the simulator's
+``set_active_power`` restarts the delay of a pending setpoint when a newer one
+arrives, so an inverter whose delay exceeds the cycle — inverter B, 200 ms —
+would never apply a setpoint while the target keeps changing.)
 
 Units and signs: W, Wh, %, Hz, simulated seconds; passive sign convention
 (positive = the site importing, the batteries charging).
