@@ -300,3 +300,15 @@ def bisection_group_powers(f: RawFleet, target: float, exponent: float) -> dict[
             b = mid
     p = np.clip(wa * 0.5 * (a + b), la, ha)
     return dict(zip(key, p.tolist(), strict=True))
+
+
+def power_scale(f: RawFleet) -> float:
+    """Width of the fleet's reachable range (>= 1 W): the scale of MILP tolerances."""
+    s = 0.0
+    for g in groups_of(f):
+        invs = usable_inverters(f, g)
+        if g.charge_ok:
+            s += min(sum(f.inv_hi[i] for i in invs), g.dc_hi)
+        if g.discharge_ok:
+            s += min(sum(-f.inv_lo[i] for i in invs), -g.dc_lo)
+    return max(1.0, s)

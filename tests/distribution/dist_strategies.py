@@ -18,7 +18,7 @@ def raw_fleets(
     faults: bool = False,
     max_groups: int = 5,
 ) -> RawFleet:
-    """Draw a fleet: powers in whole 100 W steps (kW-scale), SoC 0..100 %."""
+    """Draw a fleet: powers on a 100 W grid (scaled), SoC 0..100 %."""
     shape = shape or draw(st.sampled_from(SHAPES))
     n_groups = draw(st.integers(1, max_groups))
     sizes: list[tuple[int, int]] = []
@@ -32,7 +32,9 @@ def raw_fleets(
         else:
             sizes.append((draw(st.integers(1, 3)), draw(st.integers(1, 3))))
     f = RawFleet([], [], [], [], [], [], [], [], [], [], [], [], [])
-    step = st.integers(0, 1000).map(lambda k: 100.0 * k)  # 0 .. 100 kW
+    # Whole 100 W steps, times a per-fleet factor so that sums are not exact in float.
+    factor = draw(st.sampled_from([1.0, 1.0]) | st.floats(1.0, 1.1))
+    step = st.integers(0, 1000).map(lambda k: 100.0 * k * factor)  # 0 .. 110 kW
     for n_i, n_b in sizes:
         i0, b0 = len(f.inv_lo), len(f.soc)
         for _ in range(n_i):

@@ -8,6 +8,7 @@ import numpy as np
 from dist_reference import (
     bisection_group_powers,
     milp_nearest_total,
+    power_scale,
     setpoint_violations,
 )
 from dist_strategies import SHAPES, raw_fleets, targets
@@ -30,19 +31,25 @@ def _check_against_milp(f: Any, target: float) -> None:
     assert not problems, problems
     assert res.achieved_w == float(res.setpoints_w.sum())
     ref = milp_nearest_total(f, target)
-    scale = max(1.0, abs(target), abs(ref))
-    tol = 1e-6 * scale
-    if abs(ref - target) <= tol:
-        assert abs(res.achieved_w - target) <= tol, (res.achieved_w, target, res.status)
+    # The reference is exact up to HiGHS' tolerances, which are absolute in the
+    # fleet's power scale; the library must meet a reachable target to 1e-6 rel.
+    scale = max(abs(target), power_scale(f))
+    tol_ref = 1e-6 * scale
+    tol = 1e-6 * max(1.0, abs(target))
+    mine = abs(res.achieved_w - target)
+    best = abs(ref - target)
+    if best <= tol_ref:
+        # Reachable as far as the reference can tell: met to 1e-6 relative, unless
+        # the library proves it unreachable by a margin below the reference's precision.
+        assert mine <= tol or (
+            mine <= tol_ref
+            and res.status
+            in (AllocationStatus.NEAREST_REACHABLE, AllocationStatus.NOTHING_AVAILABLE)
+        ), (res.achieved_w, target, ref, res.status)
         assert res.status is not AllocationStatus.APPROXIMATE
     else:
         # Unreachable: the distance must equal the reference's nearest distance.
-        assert abs(abs(res.achieved_w - target) - abs(ref - target)) <= tol, (
-            res.achieved_w,
-            ref,
-            target,
-            res.status,
-        )
+        assert abs(mine - best) <= tol_ref, (res.achieved_w, ref, target, res.status)
         assert res.status is not AllocationStatus.EXACT
 
 
