@@ -187,6 +187,21 @@ def _vec(name: str, value: Any, n: int) -> _F:
     return arr
 
 
+def _first_bad_field(inv: dict[str, Any], bat: dict[str, Any]) -> None:
+    """Raise `DistributionError` for the first array with a bad type or shape."""
+    for fields in (inv, bat):
+        first, value = next(iter(fields.items()))
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DistributionError(first, type(value).__name__, "must be numeric") from exc
+        if arr.ndim != 1:
+            raise DistributionError(first, f"shape {arr.shape}", "must be 1-D")
+        for name, other in fields.items():
+            if other is not None:
+                _vec(name, other, arr.shape[0])
+
+
 def _mask(name: str, value: Any, n: int) -> _B | None:
     """Convert an optional availability mask, or raise."""
     if value is None:
@@ -357,34 +372,53 @@ class Fleet:
         battery_available: npt.ArrayLike | None = None,
     ) -> None:
         """Validate the arrays and precompute the per-group allowed sets."""
-        i_lo = np.asarray(inverter_lower_w, dtype=np.float64)
-        if i_lo.ndim != 1:
-            raise DistributionError("inverter_lower_w", f"shape {i_lo.shape}", "must be 1-D")
-        n_inv = i_lo.shape[0]
-        i_hi = _vec("inverter_upper_w", inverter_upper_w, n_inv)
-        zi = np.zeros(n_inv)
-        i_el = zi if inverter_excl_lower_w is None else _vec(
-            "inverter_excl_lower_w", inverter_excl_lower_w, n_inv
-        )
-        i_eu = zi if inverter_excl_upper_w is None else _vec(
-            "inverter_excl_upper_w", inverter_excl_upper_w, n_inv
-        )
-        soc = np.asarray(battery_soc_pct, dtype=np.float64)
-        if soc.ndim != 1:
-            raise DistributionError("battery_soc_pct", f"shape {soc.shape}", "must be 1-D")
-        n_bat = soc.shape[0]
-        s_lo = _vec("battery_soc_lower_pct", battery_soc_lower_pct, n_bat)
-        s_hi = _vec("battery_soc_upper_pct", battery_soc_upper_pct, n_bat)
-        cap = _vec("battery_capacity_wh", battery_capacity_wh, n_bat)
-        b_lo = _vec("battery_lower_w", battery_lower_w, n_bat)
-        b_hi = _vec("battery_upper_w", battery_upper_w, n_bat)
-        zb = np.zeros(n_bat)
-        b_el = zb if battery_excl_lower_w is None else _vec(
-            "battery_excl_lower_w", battery_excl_lower_w, n_bat
-        )
-        b_eu = zb if battery_excl_upper_w is None else _vec(
-            "battery_excl_upper_w", battery_excl_upper_w, n_bat
-        )
+        f64 = np.float64
+        try:
+            i_lo = np.asarray(inverter_lower_w, f64)
+            i_hi = np.asarray(inverter_upper_w, f64)
+            soc = np.asarray(battery_soc_pct, f64)
+            s_lo = np.asarray(battery_soc_lower_pct, f64)
+            s_hi = np.asarray(battery_soc_upper_pct, f64)
+            cap = np.asarray(battery_capacity_wh, f64)
+            b_lo = np.asarray(battery_lower_w, f64)
+            b_hi = np.asarray(battery_upper_w, f64)
+            n_inv = i_lo.shape[0] if i_lo.ndim == 1 else -1
+            n_bat = soc.shape[0] if soc.ndim == 1 else -1
+            zi = np.zeros(max(n_inv, 0))
+            zb = np.zeros(max(n_bat, 0))
+            i_el = zi if inverter_excl_lower_w is None else np.asarray(inverter_excl_lower_w, f64)
+            i_eu = zi if inverter_excl_upper_w is None else np.asarray(inverter_excl_upper_w, f64)
+            b_el = zb if battery_excl_lower_w is None else np.asarray(battery_excl_lower_w, f64)
+            b_eu = zb if battery_excl_upper_w is None else np.asarray(battery_excl_upper_w, f64)
+            si = (n_inv,)
+            sb = (n_bat,)
+            shapes_ok = (
+                i_lo.shape == i_hi.shape == i_el.shape == i_eu.shape == si
+                and soc.shape == s_lo.shape == s_hi.shape == cap.shape == sb
+                and b_lo.shape == b_hi.shape == b_el.shape == b_eu.shape == sb
+            )
+        except (TypeError, ValueError):
+            shapes_ok = False
+        if not shapes_ok:
+            # Slow path: find the first offending field and name it.
+            _first_bad_field(
+                {
+                    "inverter_lower_w": inverter_lower_w,
+                    "inverter_upper_w": inverter_upper_w,
+                    "inverter_excl_lower_w": inverter_excl_lower_w,
+                    "inverter_excl_upper_w": inverter_excl_upper_w,
+                },
+                {
+                    "battery_soc_pct": battery_soc_pct,
+                    "battery_soc_lower_pct": battery_soc_lower_pct,
+                    "battery_soc_upper_pct": battery_soc_upper_pct,
+                    "battery_capacity_wh": battery_capacity_wh,
+                    "battery_lower_w": battery_lower_w,
+                    "battery_upper_w": battery_upper_w,
+                    "battery_excl_lower_w": battery_excl_lower_w,
+                    "battery_excl_upper_w": battery_excl_upper_w,
+                },
+            )
         i_av = _mask("inverter_available", inverter_available, n_inv)
         b_av = _mask("battery_available", battery_available, n_bat)
 
