@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 import uuid
@@ -53,6 +54,8 @@ from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
 from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
 
 __all__ = ["REJECTION_CODES", "SERVICE_NAME", "SimulatorServer"]
+
+_logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "frequenz.api.microgrid.v1alpha18.Microgrid"
 REJECTION_CODES = ("OUT_OF_RANGE", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
@@ -382,13 +385,18 @@ class SimulatorServer:
             now = loop.time()
             elapsed = now - last
             last = now
-            if elapsed > 0:
-                self.physics.step(elapsed * self.time_scale)
-            if now >= next_tel - 1e-4:
-                self._publish()
+            publish = now >= next_tel - 1e-4
+            if publish:
                 next_tel += tel_period
                 if next_tel < now:
                     next_tel = now + tel_period
+            try:
+                if elapsed > 0:
+                    self.physics.step(elapsed * self.time_scale)
+                if publish:
+                    self._publish()
+            except Exception:  # keep serving; a bug here must not freeze every stream
+                _logger.exception("simulator tick failed at t=%.3f s", self.physics.now_s)
             next_tick += period
             if next_tick < now:
                 next_tick = now + period
@@ -418,7 +426,7 @@ class SimulatorServer:
 
     def _make_template(self, key: tuple[int, tuple[int, ...]]) -> _Template:
         cid, metrics = key
-        return _Template(cid, metrics, sensor=cid < 0)
+        return _Template(abs(cid), metrics, sensor=cid < 0)
 
     def _values(self, cid: int, snap: _Snapshot) -> _Values:
         """Current metric values, bounds, state codes and error codes of one component."""

@@ -42,8 +42,10 @@ def test_default_site_shapes() -> None:
         if src in inverters and dst in batteries:
             links.setdefault(src, set()).add(dst)
     # 1:1 twice, 2:1, 1:2, a PV inverter, a load meter
-    assert links[10] == {11} and links[20] == {21}
-    assert links[30] == {32} and links[31] == {32}
+    assert links[10] == {11}
+    assert links[20] == {21}
+    assert links[30] == {32}
+    assert links[31] == {32}
     assert links[40] == {41, 42}
     assert inverters[5].inverter_type == "pv"
     assert any(m.load_share == 1.0 for m in site.meters)
@@ -213,7 +215,7 @@ def test_csv_load_profile_scaled_to_peak_and_annual_energy() -> None:
     years = len(site.load.profile_w) * 900 / (365 * 86400)
     assert energy_mwh / years == pytest.approx(1_000.0, rel=1e-9)
     doc["load"] = {"csv": str(csv), "column": "nope", "peak_w": 1.0}
-    with pytest.raises(SiteConfigError, match="load.column: 'nope' not in"):
+    with pytest.raises(SiteConfigError, match=r"load\.column: 'nope' not in"):
         site_from_dict(doc, "test")
 
 
@@ -221,5 +223,7 @@ def test_component_dataclasses_carry_ratings() -> None:
     site = load_site()
     inv = site.component(10)
     bat = site.component(11)
-    assert isinstance(inv, InverterConfig) and inv.exclusion_w == 2_000.0
-    assert isinstance(bat, BatteryConfig) and bat.capacity_wh == 200_000.0
+    assert isinstance(inv, InverterConfig)
+    assert inv.exclusion_w == 2_000.0
+    assert isinstance(bat, BatteryConfig)
+    assert bat.capacity_wh == 200_000.0

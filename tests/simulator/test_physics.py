@@ -240,7 +240,8 @@ def test_state_machine() -> None:
     phys.set_active_power(3, 0.0)
     phys.step(5.0)
     phys.stop(4)
-    assert phys.inverter_upper_w[0] == 0.0 and phys.inverter_lower_w[0] == 0.0
+    assert phys.inverter_upper_w[0] == 0.0
+    assert phys.inverter_lower_w[0] == 0.0
     with pytest.raises(ComponentNotReadyError):
         phys.check_active_power(3, 5_000.0)
 
@@ -285,7 +286,8 @@ def test_default_scenario_has_peak_and_frequency_events() -> None:
     load_arr, freq_arr = np.array(load), np.array(freq)
     assert np.median(load_arr[:300]) < 200_000
     assert np.sum(load_arr > 320_000) >= 300  # several minutes above 320 kW
-    assert np.min(freq_arr) < 49.88 and np.max(freq_arr) > 50.09
+    assert np.min(freq_arr) < 49.88
+    assert np.max(freq_arr) > 50.09
     assert np.sum(freq_arr < 49.9) >= 90  # the step lasts ~2 minutes
 
 
