@@ -636,8 +636,9 @@ class Fleet:
         pos_parts: list[tuple[_I, _F, _F]] = []
         neg_parts: list[tuple[_I, _F, _F]] = []
         sg, si = topo.single_inv_groups, topo.single_inv_index
-        pos_parts.append((sg, i_eu[si][:, None], i_hi[si][:, None]))
-        neg_parts.append((sg, -i_el[si][:, None], -i_lo[si][:, None]))
+        if sg.shape[0]:
+            pos_parts.append((sg, i_eu[si][:, None], i_hi[si][:, None]))
+            neg_parts.append((sg, -i_el[si][:, None], -i_lo[si][:, None]))
         split = []
         for groups, mat, masks in topo.classes:
             use = inv_use[mat]
@@ -650,14 +651,28 @@ class Fleet:
             sub_el, sub_lo = el_m @ fm, lo_m @ fm
             sub_eu = np.where(any_bad, np.inf, sub_eu)
             sub_el = np.where(any_bad, np.inf, sub_el)
-            pos_parts.append((groups, sub_eu, sub_hi))
-            neg_parts.append((groups, sub_el, sub_lo))
+            for parts, e_m, h_m, sub_e, sub_h in (
+                (pos_parts, eu_m, hi_m, sub_eu, sub_hi),
+                (neg_parts, el_m, lo_m, sub_el, sub_lo),
+            ):
+                # Gap-free shortcut: if every usable inverter's span (h - e) is at
+                # least the largest band edge e, the subset sums chain without gaps
+                # (sorted prefixes overlap), so the union is [min e, sum h].
+                e_max = np.max(np.where(use, e_m, -np.inf), axis=1)
+                span_min = np.min(np.where(use, h_m - e_m, np.inf), axis=1)
+                simple = e_max <= span_min
+                if simple.any():
+                    e_min = np.min(np.where(use, e_m, np.inf), axis=1)
+                    h_sum = np.sum(np.where(use, h_m, 0.0), axis=1)
+                    parts.append((groups[simple], e_min[simple, None], h_sum[simple, None]))
+                if not simple.all():
+                    parts.append((groups[~simple], sub_e[~simple], sub_h[~simple]))
             split.append((groups, mat, masks, sub_eu, sub_hi, sub_el, sub_lo))
         self._split = tuple(split)
 
         def side(parts: list[tuple[_I, _F, _F]], dlo: _F, dhi: _F, ok: _B) -> tuple[_F, _F]:
             merged = [(groups, *_merge_rows(a, b)) for groups, a, b in parts]
-            width = max(m[1].shape[1] for m in merged)
+            width = max((m[1].shape[1] for m in merged), default=1)
             plo = np.full((n_g, width), np.inf)
             phi = np.full((n_g, width), -np.inf)
             for groups, m_lo, m_hi in merged:
