@@ -155,9 +155,12 @@ def _weights(fleet: Fleet, up: bool, exponent: float) -> _F:
         w = cap * head
     elif exponent == 0.0:
         w = cap.copy()
-    else:
+    elif exponent <= 4.0:
         w = cap * head**exponent
-    wmax = _max(w)
+    else:  # normalise first so that large exponents cannot overflow
+        hmax = _max(head) if head.shape[0] else 1.0
+        w = cap * (head / (hmax if hmax > 0.0 else 1.0)) ** exponent
+    wmax = _max(w) if w.shape[0] else 0.0
     if not wmax > 0.0:
         return np.ones_like(w)
     out: _F = np.maximum(w, wmax * _WEIGHT_FLOOR)
