@@ -32,6 +32,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import numpy as np
+import numpy.typing as npt
 from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid import microgrid_pb2 as common_mg_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
@@ -105,7 +107,7 @@ BATTERY_METRICS: tuple[int, ...] = (
 SENSOR_METRICS: tuple[int, ...] = (M.METRIC_SENSOR_IRRADIANCE, M.METRIC_SENSOR_TEMPERATURE)
 
 _NOMINAL_V = 230.0
-_Values = tuple[dict[Any, float], dict[Any, list[Interval]], list[Any], list[Any]]
+_Values = tuple[list[float], dict[Any, list[Interval]], list[Any], list[Any]]
 
 
 def _passthrough(message: Any) -> bytes:
@@ -124,9 +126,14 @@ class _Template:
     """A pre-built telemetry response updated in place and serialised per generation."""
 
     def __init__(
-        self, component_id: int, metrics: tuple[int, ...], sensor: bool = False
+        self,
+        component_id: int,
+        metrics: tuple[int, ...],
+        full: tuple[int, ...],
+        sensor: bool = False,
     ) -> None:
         self.metrics = metrics
+        self.index = [full.index(m) for m in metrics]
         self.msg: Message
         if sensor:
             smsg = mg_pb2.ReceiveSensorTelemetryStreamResponse()
@@ -148,16 +155,16 @@ class _Template:
         self,
         seconds: int,
         nanos: int,
-        values: dict[int, float],
+        values: list[float],
         bounds: dict[int, list[Interval]],
         states: list[int],
         errors: list[int],
     ) -> bytes:
-        for metric, sample in zip(self.metrics, self.samples, strict=True):
+        for metric, idx, sample in zip(self.metrics, self.index, self.samples, strict=True):
             ts = sample.sample_time
             ts.seconds = seconds
             ts.nanos = nanos
-            sample.value.simple_metric.value = values[metric]
+            sample.value.simple_metric.value = values[idx]
             if metric in bounds:
                 del sample.bounds[:]
                 for lo, hi in bounds[metric]:
@@ -280,6 +287,8 @@ class SimulatorServer:
         self._frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
         self._templates: dict[tuple[int, tuple[int, ...]], _Template] = {}
         self._subscribers: Counter[tuple[int, tuple[int, ...]]] = Counter()
+        self._waiting: Counter[tuple[int, tuple[int, ...]]] = Counter()
+        """Streams per key waiting for the next generation (only those get a frame built)."""
         self._sensor_ids = {s.id for s in site.sensors}
         self._stats = _Stats()
         self._started_wall = 0.0
@@ -400,7 +409,10 @@ class SimulatorServer:
             next_tick += period
             if next_tick < now:
                 next_tick = now + period
-            await asyncio.sleep(max(0.0, min(next_tick, next_tel) - loop.time()))
+            # Never take more than ~half of the loop: under overload the streams
+            # still get to write (they skip generations instead of starving).
+            after = loop.time()
+            await asyncio.sleep(max(min(next_tick, next_tel) - after, after - now))
 
     def _publish(self) -> None:
         ns = time.time_ns()
@@ -408,7 +420,7 @@ class SimulatorServer:
         frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
         cache: dict[int, _Values] = {}
         snap = _Snapshot(self.physics)
-        for key, count in self._subscribers.items():
+        for key, count in self._waiting.items():
             if count <= 0:
                 continue
             cid = key[0]
@@ -426,39 +438,24 @@ class SimulatorServer:
 
     def _make_template(self, key: tuple[int, tuple[int, ...]]) -> _Template:
         cid, metrics = key
-        return _Template(abs(cid), metrics, sensor=cid < 0)
+        full = SENSOR_METRICS if cid < 0 else self._metric_key_for(cid)
+        return _Template(abs(cid), metrics, full, sensor=cid < 0)
 
     def _values(self, cid: int, snap: _Snapshot) -> _Values:
-        """Current metric values, bounds, state codes and error codes of one component."""
+        """Metric values (in the category's full metric order), bounds, states, errors."""
         if cid < 0:  # sensor (keys use negative ids to stay apart from components)
-            return (
-                {
-                    M.METRIC_SENSOR_IRRADIANCE: snap.irradiance,
-                    M.METRIC_SENSOR_TEMPERATURE: 20.0,
-                },
-                {},
-                [sensors_pb2.SENSOR_STATE_CODE_OK],
-                [],
-            )
+            return [snap.irradiance, 20.0], {}, [sensors_pb2.SENSOR_STATE_CODE_OK], []
         phys = self.physics
         kind = phys.kind_of(cid)
         if kind == "battery":
             row = phys.battery_row(cid)
-            p = snap.bat_p[row]
-            v = snap.bat_v[row]
             state = snap.bat_state[row]
-            values = {
-                M.METRIC_BATTERY_SOC_PCT: snap.soc[row],
-                M.METRIC_DC_POWER: p,
-                M.METRIC_BATTERY_CAPACITY: snap.capacity[row],
-                M.METRIC_BATTERY_TEMPERATURE: snap.bat_temp[row] + abs(p) * 2e-5,
-                M.METRIC_DC_VOLTAGE: v,
-                M.METRIC_DC_CURRENT: p / v,
-            }
-            bounds = {
+            p = snap.bat_p[row]
+            bounds: dict[Any, list[Interval]] = {
                 M.METRIC_BATTERY_SOC_PCT: [(snap.soc_min[row], snap.soc_max[row])],
                 M.METRIC_DC_POWER: [(snap.bat_lo[row], snap.bat_hi[row])],
             }
+            errors: list[Any] = []
             if state == ComponentState.RUNNING:
                 op = S.ELECTRICAL_COMPONENT_STATE_CODE_READY
                 if p > 1.0:
@@ -471,29 +468,18 @@ class SimulatorServer:
                     S.ELECTRICAL_COMPONENT_STATE_CODE_ERROR,
                     S.ELECTRICAL_COMPONENT_STATE_CODE_RELAY_OPEN,
                 ]
+                errors = [ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_BATTERY_CONTROLLER_ERROR]
             else:
                 states = [
                     S.ELECTRICAL_COMPONENT_STATE_CODE_OFF,
                     S.ELECTRICAL_COMPONENT_STATE_CODE_RELAY_OPEN,
                 ]
-            errors = (
-                [ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_BATTERY_CONTROLLER_ERROR]
-                if state == ComponentState.ERROR
-                else []
-            )
-            return values, bounds, states, errors
-        bounds_: dict[int, list[Interval]] = {}
-        states_: list[int] = []
-        errors_: list[int] = []
-        extra: dict[int, float] = {}
+            return snap.battery_rows()[row], bounds, states, errors
         if kind == "inverter":
             row = phys.inverter_row(cid)
-            p, q = snap.inv_p[row], snap.inv_q[row]
+            p = snap.inv_p[row]
             state = snap.inv_state[row]
-            bounds_[M.METRIC_AC_POWER_ACTIVE] = phys.active_power_bounds(cid)
-            bounds_[M.METRIC_AC_POWER_REACTIVE] = phys.reactive_power_bounds(cid)
-            extra[M.METRIC_DC_POWER] = p
-            extra[M.METRIC_INVERTER_TEMPERATURE] = 35.0 + abs(p) * 1e-4
+            errors = []
             if state == ComponentState.RUNNING:
                 code = S.ELECTRICAL_COMPONENT_STATE_CODE_READY
                 if p > 1.0:
@@ -506,38 +492,16 @@ class SimulatorServer:
                 code = S.ELECTRICAL_COMPONENT_STATE_CODE_OFF
             else:
                 code = S.ELECTRICAL_COMPONENT_STATE_CODE_ERROR
-                errors_.append(ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_HARDWARE_FAULT)
-            states_.append(code)
-        elif kind == "meter":
-            row = phys.meter_row(cid)
-            p, q = snap.meter_p[row], snap.meter_q[row]
-            states_.append(S.ELECTRICAL_COMPONENT_STATE_CODE_READY)
-        else:
-            p, q = snap.grid_p, snap.grid_q
-            states_.append(S.ELECTRICAL_COMPONENT_STATE_CODE_READY)
-        volt = _NOMINAL_V - p * 2e-6
-        p3, q3 = p / 3.0, q / 3.0
-        cur = p3 / volt
-        values_ = {
-            M.METRIC_AC_POWER_ACTIVE: p,
-            M.METRIC_AC_POWER_ACTIVE_PHASE_1: p3,
-            M.METRIC_AC_POWER_ACTIVE_PHASE_2: p3,
-            M.METRIC_AC_POWER_ACTIVE_PHASE_3: p3,
-            M.METRIC_AC_POWER_REACTIVE: q,
-            M.METRIC_AC_POWER_REACTIVE_PHASE_1: q3,
-            M.METRIC_AC_POWER_REACTIVE_PHASE_2: q3,
-            M.METRIC_AC_POWER_REACTIVE_PHASE_3: q3,
-            M.METRIC_AC_CURRENT: cur * 3.0,
-            M.METRIC_AC_CURRENT_PHASE_1: cur,
-            M.METRIC_AC_CURRENT_PHASE_2: cur,
-            M.METRIC_AC_CURRENT_PHASE_3: cur,
-            M.METRIC_AC_VOLTAGE_PHASE_1_N: volt,
-            M.METRIC_AC_VOLTAGE_PHASE_2_N: volt,
-            M.METRIC_AC_VOLTAGE_PHASE_3_N: volt,
-            M.METRIC_AC_FREQUENCY: snap.freq,
-            **extra,
-        }
-        return values_, bounds_, states_, errors_
+                errors = [ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_HARDWARE_FAULT]
+            inv_bounds: dict[Any, list[Interval]] = {
+                M.METRIC_AC_POWER_ACTIVE: phys.active_power_bounds(cid),
+                M.METRIC_AC_POWER_REACTIVE: phys.reactive_power_bounds(cid),
+            }
+            return snap.inverter_rows()[row], inv_bounds, [code], errors
+        ready = [S.ELECTRICAL_COMPONENT_STATE_CODE_READY]
+        if kind == "meter":
+            return snap.meter_rows()[phys.meter_row(cid)], {}, ready, []
+        return snap.meter_rows()[-1], {}, ready, []  # grid connection point
 
     # ------------------------------------------------------------------ helpers
 
@@ -558,15 +522,11 @@ class SimulatorServer:
                     c.rated_fuse_current_a
                 )
                 comp.model_name = "grid connection point"
-                comp.operational_mode = (
-                    ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
-                )
+                comp.operational_mode = ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
             elif isinstance(c, MeterConfig):
                 comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER
                 comp.model_name = "sim-meter"
-                comp.operational_mode = (
-                    ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
-                )
+                comp.operational_mode = ec_pb2.ELECTRICAL_COMPONENT_OPERATIONAL_MODE_TELEMETRY_ONLY
             elif isinstance(c, InverterConfig):
                 comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
                 comp.category_specific_info.inverter.type = (
@@ -585,9 +545,7 @@ class SimulatorServer:
                 comp.model_name = "sim-li-ion"
                 comp.metric_config_bounds.add(
                     metric=M.METRIC_DC_POWER,
-                    config_bounds=bounds_pb2.Bounds(
-                        lower=-c.max_discharge_w, upper=c.max_charge_w
-                    ),
+                    config_bounds=bounds_pb2.Bounds(lower=-c.max_discharge_w, upper=c.max_charge_w),
                 )
             comp.model = comp.model_name
             out.append(comp)
@@ -754,9 +712,14 @@ class SimulatorServer:
         self, key: tuple[int, tuple[int, ...]], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         self._subscribers[key] += 1
+        waiting = self._waiting
         try:
             while True:
-                await self._event.wait()
+                waiting[key] += 1
+                try:
+                    await self._event.wait()
+                finally:
+                    waiting[key] -= 1
                 frame = self._frames.get(key)
                 if frame is not None:
                     self.messages_sent += 1
@@ -765,6 +728,16 @@ class SimulatorServer:
             self._subscribers[key] -= 1
             if self._subscribers[key] <= 0:
                 del self._subscribers[key]
+                self._waiting.pop(key, None)
+
+    def _metric_key_for(self, cid: int) -> tuple[int, ...]:
+        """All metrics a component streams (its unfiltered stream key)."""
+        kind = self.physics.kind_of(cid)
+        if kind == "battery":
+            return BATTERY_METRICS
+        if kind == "inverter":
+            return INVERTER_METRICS
+        return METER_METRICS
 
     def _metric_key(self, supported: tuple[int, ...], wanted: list[int] | None) -> tuple[int, ...]:
         if wanted is None:
@@ -785,14 +758,8 @@ class SimulatorServer:
         """
         await self._check_auth(context)
         cid = request.electrical_component_id
-        kind = await self._component_or_abort(cid, context)
-        supported = (
-            BATTERY_METRICS
-            if kind == "battery"
-            else INVERTER_METRICS
-            if kind == "inverter"
-            else METER_METRICS
-        )
+        await self._component_or_abort(cid, context)
+        supported = self._metric_key_for(cid)
         wanted: list[int] | None = None
         if request.HasField("filter"):
             wanted = list(request.filter.metrics)
@@ -1002,27 +969,82 @@ class SimulatorServer:
 
 
 class _Snapshot:
-    """Plain-float copies of the physics arrays for one generation."""
+    """Plain-float copies of the physics state for one generation (rows built lazily)."""
 
     def __init__(self, phys: SitePhysics) -> None:
+        self.phys = phys
         self.inv_p: list[float] = phys.inverter_power_w.tolist()
-        self.inv_q: list[float] = phys.inverter_reactive_var.tolist()
         self.inv_state: list[int] = phys.inverter_state.tolist()
         self.bat_p: list[float] = phys.battery_power_w.tolist()
         self.bat_lo: list[float] = phys.battery_lower_w.tolist()
         self.bat_hi: list[float] = phys.battery_upper_w.tolist()
         self.bat_state: list[int] = phys.battery_state.tolist()
-        self.soc: list[float] = phys.battery_soc_pct.tolist()
         self.soc_min: list[float] = phys.battery_soc_min_pct.tolist()
         self.soc_max: list[float] = phys.battery_soc_max_pct.tolist()
-        self.capacity: list[float] = phys.battery_capacity_wh.tolist()
-        self.bat_temp: list[float] = phys.battery_temperature_c.tolist()
-        self.bat_v: list[float] = (
-            phys.battery_voltage_v * (0.9 + 0.002 * phys.battery_soc_pct)
-        ).tolist()
-        self.meter_p: list[float] = phys.meter_power_w.tolist()
-        self.meter_q: list[float] = phys.meter_reactive_var.tolist()
-        self.grid_p = phys.grid_power_w
-        self.grid_q = phys.grid_reactive_var
-        self.freq = phys.frequency_hz
         self.irradiance = phys.irradiance_wm2
+        self._inv_rows: list[list[float]] | None = None
+        self._bat_rows: list[list[float]] | None = None
+        self._meter_rows: list[list[float]] | None = None
+
+    @staticmethod
+    def _ac_columns(
+        p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], freq: float
+    ) -> list[Any]:
+        """Columns in METER_METRICS order for active power ``p`` and reactive ``q``."""
+        volt = _NOMINAL_V - p * 2e-6
+        p3, q3 = p / 3.0, q / 3.0
+        cur = p3 / volt
+        return [
+            p,
+            p3,
+            p3,
+            p3,
+            q,
+            q3,
+            q3,
+            q3,
+            cur * 3.0,
+            cur,
+            cur,
+            cur,
+            volt,
+            volt,
+            volt,
+            np.full_like(p, freq),
+        ]
+
+    def inverter_rows(self) -> list[list[float]]:
+        """Per inverter: values in INVERTER_METRICS order."""
+        if self._inv_rows is None:
+            ph = self.phys
+            p = ph.inverter_power_w
+            cols = self._ac_columns(p, ph.inverter_reactive_var, ph.frequency_hz)
+            cols += [p, 35.0 + np.abs(p) * 1e-4]
+            self._inv_rows = np.column_stack(cols).tolist() if len(p) else []
+        return self._inv_rows
+
+    def meter_rows(self) -> list[list[float]]:
+        """Per meter, then the grid connection point last: values in METER_METRICS order."""
+        if self._meter_rows is None:
+            ph = self.phys
+            p = np.append(ph.meter_power_w, ph.grid_power_w)
+            q = np.append(ph.meter_reactive_var, ph.grid_reactive_var)
+            self._meter_rows = np.column_stack(self._ac_columns(p, q, ph.frequency_hz)).tolist()
+        return self._meter_rows
+
+    def battery_rows(self) -> list[list[float]]:
+        """Per battery: values in BATTERY_METRICS order."""
+        if self._bat_rows is None:
+            ph = self.phys
+            p = ph.battery_power_w
+            volt = ph.battery_voltage_v * (0.9 + 0.002 * ph.battery_soc_pct)
+            cols = [
+                ph.battery_soc_pct,
+                p,
+                ph.battery_capacity_wh,
+                ph.battery_temperature_c + np.abs(p) * 2e-5,
+                volt,
+                p / volt,
+            ]
+            self._bat_rows = np.column_stack(cols).tolist() if len(p) else []
+        return self._bat_rows
