@@ -1,1 +1,21 @@
-"""A Frequenz Microgrid API (v1alpha18) server with simulated physics."""
+"""A Frequenz Microgrid API (v1alpha18) server with simulated physics.
+
+Offers:
+
+* `simulator.config`: `load_site(path=None) -> SiteConfig` (None = the shipped
+  demo site ``simulator/sites/default.toml``), `site_from_dict`, and
+  `SiteConfigError` (one line: ``<file>: <field>: <problem>``).
+* `simulator.physics`: `SitePhysics(site, *, seed=0, max_step_s=0.1)`, the
+  vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
+  bounds, state machine, fault injection, injectable load/irradiance profiles).
+* `simulator.server`: `SimulatorServer(site, *, host, port, time_scale,
+  telemetry_hz, seed, api_key)`, the grpc.aio server (async context manager).
+* `simulator.cli`: `main(argv) -> int` behind ``gridloop sim`` and
+  ``python -m simulator``.
+* `simulator.errors`: `SimulatorError` and the request errors mapped to gRPC
+  status codes (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION).
+
+Units: W, Wh, %, Hz, simulated seconds. Passive sign convention: positive =
+into the component (charging, importing), negative = out (discharging, PV
+production, exporting).
+"""

@@ -238,6 +238,8 @@ class SiteConfig:
     latitude: float | None = None
     longitude: float | None = None
     country_code: str = ""
+    delivery_area_eic: str = ""
+    """Bidding zone as an ENTSO-E EIC code (e.g. DE-LU ``10Y1001A1001A82H``)."""
 
     def component(self, component_id: int) -> ComponentConfig:
         """Return the component with this id (KeyError if unknown)."""
@@ -676,6 +678,7 @@ def site_from_dict(
     lat = mg.float_("latitude", minimum=-90.0, maximum=90.0) if mg.has("latitude") else None
     lon = mg.float_("longitude", minimum=-180.0, maximum=180.0) if mg.has("longitude") else None
     country = mg.str_("country_code", "")
+    delivery_area = mg.str_("delivery_area_eic", "")
     mg.check_unknown()
 
     comp_tables = root.tables("component")
@@ -718,6 +721,7 @@ def site_from_dict(
         latitude=lat,
         longitude=lon,
         country_code=country,
+        delivery_area_eic=delivery_area,
     )
 
 

@@ -34,6 +34,7 @@ import grpc
 import grpc.aio
 import numpy as np
 import numpy.typing as npt
+from frequenz.api.common.v1alpha8.grid import delivery_area_pb2
 from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid import microgrid_pb2 as common_mg_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
@@ -648,6 +649,13 @@ class SimulatorServer:
                     latitude=site.latitude,
                     longitude=site.longitude,
                     country_code=site.country_code,
+                )
+            )
+        if site.delivery_area_eic:
+            mg.delivery_area.CopyFrom(
+                delivery_area_pb2.DeliveryArea(
+                    code=site.delivery_area_eic,
+                    code_type=delivery_area_pb2.ENERGY_MARKET_CODE_TYPE_EUROPE_EIC,
                 )
             )
         return mg_pb2.GetMicrogridResponse(microgrid=mg)
