@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -460,3 +461,38 @@ async def test_api_key_required_when_configured(sim_factory: Any) -> None:
             mg_pb2.ListElectricalComponentsRequest(), metadata=(("key", "secret"),)
         )
         assert len(resp.electrical_components) == 15
+
+
+async def test_reactive_power_setpoint(client: MicrogridApiClient, sim: SimulatorServer) -> None:
+    valid_until = await client.set_component_power_reactive(cid(10), -20_000.0)
+    assert valid_until is not None
+    metrics = [Metric.AC_POWER_REACTIVE]
+    sample = await _until(
+        client, 10, metrics, lambda s: _value(s, Metric.AC_POWER_REACTIVE) == -20_000.0
+    )
+    assert _bounds(sample, Metric.AC_POWER_REACTIVE) == [Bounds(lower=-50_000.0, upper=50_000.0)]
+    with pytest.raises(OperationOutOfRange):
+        await client.set_component_power_reactive(cid(10), 60_000.0)
+    # the grid meter sees the inverter's reactive power on top of the load's
+    assert sim.physics.grid_reactive_var == pytest.approx(
+        sim.physics.load_reactive_var - 20_000.0
+    )
+
+
+async def test_accepted_response_carries_valid_until(sim_factory: Any) -> None:
+    srv: SimulatorServer = await sim_factory(time_scale=10.0)
+    async with grpc.aio.insecure_channel(srv.address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+        call = stub.SetElectricalComponentPower(
+            mg_pb2.SetElectricalComponentPowerRequest(
+                electrical_component_id=10,
+                power_type=mg_pb2.POWER_TYPE_ACTIVE,
+                power=-10_000.0,
+            )
+        )
+        responses = [r async for r in call]
+    first = responses[0]
+    assert first.status == _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED
+    # default lifetime 60 simulated s = 6 wall s at time_scale 10
+    now = time.time()
+    assert 5.0 < first.valid_until_time.seconds + first.valid_until_time.nanos / 1e9 - now < 6.5
