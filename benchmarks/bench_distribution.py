@@ -14,6 +14,8 @@ either direction.
   validation, no bands, no result object — the floor.
 * ``test_gridloop_allocate_band_repair``: a request small enough that every
   group lands inside its exclusion band (the repair path).
+* ``test_gridloop_allocate_sub_band_target``: 3 kW on a fleet with 5 kW bands,
+  only reachable as +8 kW / -5 kW (the exact reachable-set fallback).
 * ``test_gridloop_two_inverters_per_battery``: general topology (2:1 groups,
   links cached), build + allocate at 60 % of the upper bound.
 
@@ -196,3 +198,12 @@ def test_gridloop_two_inverters_per_battery(benchmark: Any, n: int) -> None:
 
     res = benchmark(run)
     assert res.status is AllocationStatus.EXACT
+
+
+@pytest.mark.parametrize("n", [100, 1_000])
+def test_gridloop_allocate_sub_band_target(benchmark: Any, n: int) -> None:
+    benchmark.group = f"N={n} sub-band target (exact fallback)"
+    fleet = Fleet(**fleet_arrays(n))
+    res = benchmark(allocate, fleet, 3e3)
+    assert res.status is AllocationStatus.EXACT
+    assert res.method == "exact"
