@@ -291,6 +291,9 @@ class SimulatorServer:
         self._waiting: Counter[tuple[int, tuple[int, ...]]] = Counter()
         """Streams per key waiting for the next generation (only those get a frame built)."""
         self._sensor_ids = {s.id for s in site.sensors}
+        self._paused: set[int] = set()
+        self._break_epoch: dict[int, int] = {}
+        self._break_all = 0
         self._stats = _Stats()
         self._started_wall = 0.0
         self._components = self._build_components()
@@ -355,6 +358,28 @@ class SimulatorServer:
         """Wait until ``count`` more telemetry generations have been published."""
         for _ in range(count):
             await self._event.wait()
+
+    # ------------------------------------------------------------------ fault injection
+
+    def pause_telemetry(self, component_id: int, paused: bool = True) -> None:
+        """Stop (or resume) telemetry of one component: its streams stay open but silent.
+
+        Use it to make a component's data go stale. Sensors use their own id too.
+        """
+        if paused:
+            self._paused.add(component_id)
+        else:
+            self._paused.discard(component_id)
+
+    def break_streams(self, component_id: int | None = None) -> None:
+        """End the open telemetry streams of one component (or all) with UNAVAILABLE.
+
+        Clients see a dropped stream and are expected to reconnect.
+        """
+        if component_id is None:
+            self._break_all += 1
+        else:
+            self._break_epoch[component_id] = self._break_epoch.get(component_id, 0) + 1
 
     def stats(self) -> dict[str, Any]:
         """Setpoint counters (JSON-able).
@@ -425,6 +450,8 @@ class SimulatorServer:
             if count <= 0:
                 continue
             cid = key[0]
+            if abs(cid) in self._paused:
+                continue
             vals = cache.get(cid)
             if vals is None:
                 vals = cache[cid] = self._values(cid, snap)
@@ -721,6 +748,8 @@ class SimulatorServer:
     ) -> AsyncIterator[bytes]:
         self._subscribers[key] += 1
         waiting = self._waiting
+        cid = abs(key[0])
+        epoch = (self._break_all, self._break_epoch.get(cid, 0))
         try:
             while True:
                 waiting[key] += 1
@@ -728,6 +757,8 @@ class SimulatorServer:
                     await self._event.wait()
                 finally:
                     waiting[key] -= 1
+                if (self._break_all, self._break_epoch.get(cid, 0)) != epoch:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "stream broken (injected)")
                 frame = self._frames.get(key)
                 if frame is not None:
                     self.messages_sent += 1

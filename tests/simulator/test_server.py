@@ -496,3 +496,35 @@ async def test_accepted_response_carries_valid_until(sim_factory: Any) -> None:
     # default lifetime 60 simulated s = 6 wall s at time_scale 10
     now = time.time()
     assert 5.0 < first.valid_until_time.seconds + first.valid_until_time.nanos / 1e9 - now < 6.5
+
+
+async def test_fault_injection_pause_and_break_streams(sim: SimulatorServer) -> None:
+    async with grpc.aio.insecure_channel(sim.address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+        req = mg_pb2.ReceiveElectricalComponentTelemetryStreamRequest(electrical_component_id=2)
+        call = stub.ReceiveElectricalComponentTelemetryStream(req)
+        it = aiter(call)
+        await anext(it)
+        sim.pause_telemetry(2)
+        gen = sim._generation
+        await sim.wait_for_generation(3)
+        assert sim._generation >= gen + 3
+        sim.pause_telemetry(2, paused=False)
+        # exactly the next frames arrive after resuming (none were queued while paused)
+        msg = await anext(it)
+        sample_s = msg.telemetry.metric_samples[0].sample_time.seconds
+        assert sample_s >= int(time.time()) - 1
+        sim.break_streams(2)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _drain(it)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        # a new stream works again
+        fresh = stub.ReceiveElectricalComponentTelemetryStream(req)
+        assert (await anext(aiter(fresh))).telemetry.electrical_component_id == 2
+        fresh.cancel()
+
+
+async def _drain(it: Any) -> None:
+    """Read a stream until it ends or fails."""
+    async for _ in it:
+        pass
