@@ -227,3 +227,21 @@ def test_component_dataclasses_carry_ratings() -> None:
     assert inv.exclusion_w == 2_000.0
     assert isinstance(bat, BatteryConfig)
     assert bat.capacity_wh == 200_000.0
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present (real weather data)")
+def test_csv_irradiance_profile_drives_pv() -> None:
+    from simulator.physics import SitePhysics
+
+    doc = _default_doc()
+    doc["pv"] = {
+        "csv": str(DATA / "weather_TRY4_2015_15min.csv"),
+        "columns": ["direct irradiance [W/m^2]", "diffuse irradiance [W/m^2]"],
+        "start": "2015-06-21T12:00:00+02:00",
+    }
+    site = site_from_dict(doc, "test")
+    assert site.pv.step_s == 900.0
+    assert site.pv.irradiance_wm2[0] > 300.0  # midsummer noon
+    phys = SitePhysics(site, seed=0)
+    phys.step(1.0)
+    assert phys.pv_power_w < -20_000.0  # 80 kWp producing (negative)

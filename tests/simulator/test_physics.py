@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.config import load_site, site_from_dict
 from simulator.errors import (
@@ -315,3 +317,48 @@ def test_interval_helpers() -> None:
         (2.0, 5.0),
     ]
     assert intersect_intervals([(0.0, 1.0)], [(2.0, 3.0)]) == []
+
+
+_DEFAULT = load_site()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    commands=st.lists(
+        st.tuples(
+            st.sampled_from([5, 10, 20, 30, 31, 40]),
+            st.floats(-1.2, 1.2),
+            st.floats(0.1, 120.0),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_invariants_under_random_commands(
+    commands: list[tuple[int, float, float]], seed: int
+) -> None:
+    """Energy balance, SoC range and power limits hold whatever is commanded."""
+    phys = SitePhysics(_DEFAULT, seed=seed, max_step_s=0.5)
+    phys.battery_soc_pct[:] = np.array([88.0, 12.0, 50.0, 89.5, 10.5])
+    max_c = np.array([b.max_charge_w for b in _DEFAULT.batteries])
+    max_d = np.array([b.max_discharge_w for b in _DEFAULT.batteries])
+    for component, fraction, dt in commands:
+        row = phys.inverter_row(component)
+        power = fraction * float(
+            phys.inverter_rated_upper_w[row] - phys.inverter_rated_lower_w[row]
+        )
+        phys.set_active_power(component, power, lifetime_s=30.0)
+        phys.step(dt)
+        total = phys.load_power_w + phys.pv_power_w + phys.battery_inverter_power_w
+        assert phys.grid_power_w == pytest.approx(total, rel=1e-9, abs=1e-6)
+        assert np.all(phys.battery_soc_pct >= 0.0)
+        assert np.all(phys.battery_soc_pct <= 100.0)
+        assert np.all(phys.inverter_power_w <= phys.inverter_rated_upper_w + 1e-6)
+        assert np.all(phys.inverter_power_w >= phys.inverter_rated_lower_w - 1e-6)
+        assert np.all(phys.battery_power_w <= max_c + 1e-6)
+        assert np.all(phys.battery_power_w >= -max_d - 1e-6)
+        # battery DC power adds up to the battery inverters' AC power (lossless inverters)
+        assert phys.battery_power_w.sum() == pytest.approx(phys.battery_inverter_power_w, abs=1e-6)
+        # no charging above soc_max (allowing one ramp-down of overshoot)
+        assert np.all(phys.battery_soc_pct <= phys.battery_soc_max_pct + 0.5)
