@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run(_serve(args, server))
     except OSError as exc:
-        print(f"error: --port {args.port}: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        print(f"error: --port {args.port}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # pragma: no cover - signal before handlers were installed
         pass

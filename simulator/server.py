@@ -325,7 +325,10 @@ class SimulatorServer:
         target = f"{self.host}:{self._requested_port}"
         if ":" in self.host and not self.host.startswith("["):
             target = f"[{self.host}]:{self._requested_port}"
-        self.port = server.add_insecure_port(target)
+        try:
+            self.port = server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc reports bind failures this way
+            raise OSError(f"cannot bind {target} (address in use or unavailable)") from exc
         if self.port == 0:
             raise OSError(f"cannot bind {target}")
         await server.start()

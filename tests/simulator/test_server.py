@@ -528,3 +528,9 @@ async def _drain(it: Any) -> None:
     """Read a stream until it ends or fails."""
     async for _ in it:
         pass
+
+
+async def test_port_in_use_is_a_clear_oserror(sim: SimulatorServer) -> None:
+    other = SimulatorServer(sim.site, port=sim.port)
+    with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{sim.port}"):
+        await other.start()
