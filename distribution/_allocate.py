@@ -103,10 +103,6 @@ class AllocationResult:
     """The requested total."""
     remaining_w: float
     """``target_w - achieved_w``: what could not be allocated."""
-    fleet_lower_w: float
-    """Lowest total the usable fleet can take (SoC and bounds applied)."""
-    fleet_upper_w: float
-    """Highest total the usable fleet can take (SoC and bounds applied)."""
     inverter_exclusion: npt.NDArray[np.int8]
     """(n_inv,) `ExclusionReason` code per inverter (0 = included)."""
     battery_exclusion: npt.NDArray[np.int8]
@@ -119,6 +115,16 @@ class AllocationResult:
     """(n_groups,) highest allowed power per group (bounds and SoC applied)."""
     method: str
     """``"zero"``, ``"waterfill"``, ``"repair"``, ``"exact"`` or ``"milp"``: which step decided."""
+
+    @property
+    def fleet_lower_w(self) -> float:
+        """Lowest total the usable fleet can take (SoC and bounds applied)."""
+        return float(_sum(self.group_lower_w))
+
+    @property
+    def fleet_upper_w(self) -> float:
+        """Highest total the usable fleet can take (SoC and bounds applied)."""
+        return float(_sum(self.group_upper_w))
 
     @property
     def group_at_lower(self) -> _B:
@@ -196,16 +202,18 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
     if not (e >= 0.0 and math.isfinite(e)):
         raise DistributionError("soc_exponent", e, "must be finite and >= 0")
 
-    lo_sum, hi_sum = fleet._sum_lo, fleet._sum_hi
     status = AllocationStatus.EXACT
-    if t > hi_sum:
-        goal = hi_sum
-        status = AllocationStatus.SATURATED_UPPER
-    elif t < lo_sum:
-        goal = lo_sum
-        status = AllocationStatus.SATURATED_LOWER
-    else:
-        goal = t
+    goal = t
+    if t > 0.0:
+        hi_sum = fleet.upper_w
+        if t > hi_sum:
+            goal = hi_sum
+            status = AllocationStatus.SATURATED_UPPER
+    elif t < 0.0:
+        lo_sum = fleet.lower_w
+        if t < lo_sum:
+            goal = lo_sum
+            status = AllocationStatus.SATURATED_LOWER
     g_lo, g_hi = fleet._g_lo, fleet._g_hi
     method = "waterfill"
     if goal == 0.0:
@@ -245,8 +253,6 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
         status=status,
         target_w=t,
         remaining_w=t - achieved,
-        fleet_lower_w=lo_sum,
-        fleet_upper_w=hi_sum,
         inverter_exclusion=fleet._inverter_exclusion,
         battery_exclusion=fleet._battery_exclusion,
         group_power_w=p,
@@ -503,14 +509,15 @@ def _split(fleet: Fleet, p: _F) -> _F:
 def _recheck(fleet: Fleet, s: _F, p: _F) -> None:
     """Independent check of every setpoint against the original bounds."""
     if fleet._identity and not np.count_nonzero(s < 0.0):
-        # One-sided form of the same checks (all setpoints >= 0).
-        bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
+        # One-sided form of the same checks (all setpoints >= 0); _chk holds the
+        # element-wise max/min of the inverter's and the battery's own bounds.
+        lo, hi, _, eu = fleet._chk
         full = fleet._b_soc >= fleet._b_soc_hi
-        bad |= (s > 0.0) & ((s < fleet._i_eu) | (s < fleet._b_eu) | full)
+        bad = (s > hi) | (s < lo) | ((s > 0.0) & ((s < eu) | full))
     elif fleet._identity and not np.count_nonzero(s > 0.0):
-        bad = (s > fleet._i_hi) | (s > fleet._b_hi) | (s < fleet._i_lo) | (s < fleet._b_lo)
+        lo, hi, el, _ = fleet._chk
         empty = fleet._b_soc <= fleet._b_soc_lo
-        bad |= (s < 0.0) & ((s > fleet._i_el) | (s > fleet._b_el) | empty)
+        bad = (s > hi) | (s < lo) | ((s < 0.0) & ((s > el) | empty))
     else:
         bad = (s < fleet._i_lo) | (s > fleet._i_hi)
         bad |= (s > fleet._i_el) & (s < fleet._i_eu) & (s != 0.0)

@@ -318,6 +318,7 @@ class Fleet:
         "_b_soc_lo",
         "_bat_ok",
         "_battery_exclusion",
+        "_chk",
         "_dc",
         "_g_bl",
         "_g_bu",
@@ -464,8 +465,8 @@ class Fleet:
             self._init_general(topo, inv_ok, bat_ok, i_av, b_av)
         if not identity:
             self._all_ok = bool(self._inv_ok.all())
-        self._sum_lo = float(np.add.reduce(self._g_lo))
-        self._sum_hi = float(np.add.reduce(self._g_hi))
+        self._sum_lo: float | None = None
+        self._sum_hi: float | None = None
 
     @staticmethod
     def _links(links: Any, n_inv: int, n_bat: int) -> tuple[bool, _Topology | None]:
@@ -523,6 +524,8 @@ class Fleet:
         lo = np.maximum(self._i_lo, self._b_lo)
         bu = np.maximum(self._i_eu, self._b_eu)
         bl = np.minimum(self._i_el, self._b_el)
+        # Combined original bounds of each pair, for the final re-check.
+        self._chk = (lo, hi, bl, bu)
         # A side is usable iff the SoC allows it and the band leaves room.
         up_ok = (soc < s_hi) & (bu <= hi)
         dn_ok = (soc > s_lo) & (bl >= lo)
@@ -759,11 +762,15 @@ class Fleet:
     @property
     def lower_w(self) -> float:
         """Fleet lower bound: sum of the usable groups' lower bounds."""
+        if self._sum_lo is None:
+            self._sum_lo = float(np.add.reduce(self._g_lo))
         return self._sum_lo
 
     @property
     def upper_w(self) -> float:
         """Fleet upper bound: sum of the usable groups' upper bounds."""
+        if self._sum_hi is None:
+            self._sum_hi = float(np.add.reduce(self._g_hi))
         return self._sum_hi
 
     def group_pieces(self) -> tuple[_F, _F]:
