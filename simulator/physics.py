@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,9 +231,10 @@ class SitePhysics:
         self.inverter_setpoint_w = np.full(n_inv, np.nan)
         """Effective active setpoint (NaN = none)."""
         self._sp_expiry = np.full(n_inv, np.inf)
-        self._pend_sp = np.full(n_inv, np.nan)
+        # Setpoints in flight (transport delay): per inverter a FIFO of
+        # (due time, power, expiry); _pend_at holds the head's due time (inf = none).
+        self._pend_q: list[deque[tuple[float, float, float]]] = [deque() for _ in invs]
         self._pend_at = np.full(n_inv, np.inf)
-        self._pend_expiry = np.full(n_inv, np.inf)
         self._q_sp = np.full(n_inv, np.nan)
         self._q_expiry = np.full(n_inv, np.inf)
         self._q_pend = np.full(n_inv, np.nan)
@@ -560,8 +562,11 @@ class SitePhysics:
         """Command an inverter's active power (no bounds validation; see `check_active_power`).
 
         The setpoint becomes effective after the inverter's response delay and
-        lapses ``lifetime_s`` simulated seconds after now. A STANDBY inverter
-        starts running. Returns a request number for `setpoint_status`.
+        lapses ``lifetime_s`` simulated seconds after now. Setpoints are a
+        pipeline (transport delay): each one takes effect its delay after it was
+        sent, in order, so a stream of setpoints faster than the delay is
+        followed with that lag rather than starving. A STANDBY inverter starts
+        running. Returns a request number for `setpoint_status`.
         """
         if self.kind_of(component_id) != "inverter":
             raise InvalidRequestError(component_id, "active power can only be set on inverters")
@@ -570,9 +575,11 @@ class SitePhysics:
         row = self._inv_row[component_id]
         if self.inverter_state[row] == ComponentState.STANDBY:
             self.inverter_state[row] = ComponentState.RUNNING
-        self._pend_sp[row] = power_w
-        self._pend_at[row] = self.now_s + self._delay[row]
-        self._pend_expiry[row] = self.now_s + lifetime_s
+        due = self.now_s + float(self._delay[row])
+        queue = self._pend_q[row]
+        queue.append((due, power_w, self.now_s + lifetime_s))
+        if len(queue) == 1:
+            self._pend_at[row] = due
         seq = self._next_seq
         self._next_seq += 1
         self._seq[row] = seq
@@ -605,9 +612,10 @@ class SitePhysics:
         return SetpointStatus.PENDING
 
     def _clear_setpoint(self, row: int) -> None:
-        for arr in (self.inverter_setpoint_w, self._pend_sp, self._q_sp, self._q_pend):
+        self._pend_q[row].clear()
+        for arr in (self.inverter_setpoint_w, self._q_sp, self._q_pend):
             arr[row] = np.nan
-        for arr in (self._sp_expiry, self._pend_at, self._pend_expiry):
+        for arr in (self._sp_expiry, self._pend_at):
             arr[row] = np.inf
         for arr in (self._q_expiry, self._q_pend_at, self._q_pend_expiry):
             arr[row] = np.inf
@@ -709,12 +717,17 @@ class SitePhysics:
         act = self._pend_at <= t
         ramp_dt: FloatArray | float = dt
         if act.any():
-            # ramp only for the part of the sub-step after the setpoint took effect
-            ramp_dt = np.where(act, np.clip(t - self._pend_at, 0.0, dt), dt)
-            self.inverter_setpoint_w[act] = self._pend_sp[act]
-            self._sp_expiry[act] = self._pend_expiry[act]
-            self._pend_sp[act] = np.nan
-            self._pend_at[act] = np.inf
+            ramp_arr = np.full(len(act), dt)
+            for row in np.flatnonzero(act).tolist():
+                queue = self._pend_q[row]
+                while queue and queue[0][0] <= t:
+                    due, power, expiry = queue.popleft()
+                self.inverter_setpoint_w[row] = power
+                self._sp_expiry[row] = expiry
+                # ramp only for the part of the sub-step after the setpoint took effect
+                ramp_arr[row] = min(max(t - due, 0.0), dt)
+                self._pend_at[row] = queue[0][0] if queue else np.inf
+            ramp_dt = ramp_arr
         lapse = self._sp_expiry <= t
         if lapse.any():
             self.inverter_setpoint_w[lapse] = np.nan

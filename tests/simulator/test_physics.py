@@ -362,3 +362,16 @@ def test_invariants_under_random_commands(
         assert phys.battery_power_w.sum() == pytest.approx(phys.battery_inverter_power_w, abs=1e-6)
         # no charging above soc_max (allowing one ramp-down of overshoot)
         assert np.all(phys.battery_soc_pct <= phys.battery_soc_max_pct + 0.5)
+
+
+def test_setpoints_faster_than_the_delay_are_pipelined() -> None:
+    """Every setpoint takes effect its delay after it was sent, even if newer ones follow."""
+    phys = _physics()  # response delay 0.5 s, ramp 10 kW/s
+    applied = []
+    for k in range(20):  # a new setpoint every 0.1 s: 1 kW, 2 kW, ...
+        phys.set_active_power(3, 1_000.0 * (k + 1) + 1_000.0)
+        phys.step(0.1)
+        applied.append(float(phys.inverter_setpoint_w[0]))
+    assert all(math.isnan(a) for a in applied[:4])  # nothing before the 0.5 s delay
+    # from then on, the setpoint sent 0.5 s earlier is in effect
+    assert applied[4:] == [1_000.0 * (k + 1) + 1_000.0 for k in range(16)]
