@@ -38,6 +38,8 @@ from ._state import BoolArray, FloatArray, IntArray
 
 _logger = logging.getLogger(__name__)
 
+_YIELD_EVERY = 64
+
 _STATUS_NAMES = {
     STATUS_ACCEPTED: "ACCEPTED",
     STATUS_REJECTED: "REJECTED",
@@ -147,6 +149,8 @@ class Dispatcher:
         """Call deadline in seconds."""
         self.stats: DispatchStats = DispatchStats()
         """Counters."""
+        self.last_first_ack_ns: int = 0
+        """Monotonic time the first response of the last round arrived."""
 
     def _fail(self, i: int, reason: str, now_ns: int) -> None:
         self.last_ok[i] = False
@@ -184,10 +188,14 @@ class Dispatcher:
         lifetime = self.lifetime_s
         timeout = self.timeout_s if timeout_s is None else timeout_s
         ids = self.inverter_ids
-        calls = [
-            client.set_power_call(ids[i], p, lifetime, timeout)
-            for i, p in zip(indices, powers_w, strict=True)
-        ]
+        calls = []
+        # Put every call on the wire before awaiting any response. grpc.aio starts a
+        # call from a task, so yield to the loop after the first call (the first
+        # setpoint leaves at once) and then every `_YIELD_EVERY` calls.
+        for k, (i, p) in enumerate(zip(indices, powers_w, strict=True)):
+            calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
+            if k % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         now_ns = time.monotonic_ns()
         for i, p in zip(indices, powers_w, strict=True):
             self.last_w[i] = p
@@ -197,9 +205,13 @@ class Dispatcher:
         failed: dict[int, str] = {}
         health = self._health
         rows = self._rows
+        first = True
         for i, call in zip(indices, calls, strict=True):
             try:
                 resp = await call.read()
+                if first:
+                    first = False
+                    self.last_first_ack_ns = time.monotonic_ns()
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 reason = code.name if code is not None else "UNKNOWN"

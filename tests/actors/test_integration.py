@@ -111,7 +111,8 @@ async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer)
     assert_no_setpoint_out_of_bounds(sim)
     # Leaving the site sent 0 W to every commanded inverter.
     per = sim.stats()["per_component"]
-    assert {cid: per[str(cid)]["last_setpoint_w"] for cid in outcome.setpoints_w} == dict.fromkeys(outcome.setpoints_w, 0.0)
+    last = {cid: per[str(cid)]["last_setpoint_w"] for cid in outcome.setpoints_w}
+    assert last == dict.fromkeys(outcome.setpoints_w, 0.0)
 
 
 async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServer) -> None:
