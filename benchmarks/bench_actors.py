@@ -105,12 +105,13 @@ class Harness:
         site = await Site.connect(self.url, options=self.options)
         await site.__aenter__()
         deadline = time.monotonic() + 30
-        while site.stats().excluded and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if site.stats().excluded:
+        while True:  # poll with a deadline until every component is fresh
             bad = list(site.stats().excluded.items())[:5]
-            raise RuntimeError(f"components not healthy: {bad}")
-        return site
+            if not bad:
+                return site
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"components not healthy: {bad}")
+            await asyncio.sleep(0.05)
 
     def _target(self) -> float:
         self._flip = not self._flip
