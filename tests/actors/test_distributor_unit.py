@@ -155,3 +155,24 @@ async def test_bad_target_names_field(parts: tuple[PowerDistributor, _GatedDispa
     dist, _ = parts
     with pytest.raises(ValueError, match="target_w"):
         dist.request_power(float("nan"))
+
+
+async def test_allocation_error_is_an_outcome_not_a_crash(
+    parts: tuple[PowerDistributor, _GatedDispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist, disp = parts
+    disp.gate.set()
+
+    def broken(*_a: Any, **_k: Any) -> _Result:
+        raise ValueError("battery_soc_pct[1]=nan")
+
+    async with dist:
+        monkeypatch.setattr(distribution, "allocate", broken)
+        o = await dist.set_power(1000.0)
+        assert o.kind is OutcomeKind.ERROR
+        assert "battery_soc_pct[1]=nan" in o.message
+        assert disp.rounds == []
+        monkeypatch.setattr(distribution, "allocate", _allocate)
+        o = await dist.set_power(1000.0)  # the loop survived
+        assert o.kind is OutcomeKind.SUCCESS
+    assert dist.restarts == 0
