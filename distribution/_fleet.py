@@ -74,7 +74,10 @@ class ExclusionReason(enum.IntEnum):
     INVALID_BOUNDS = 3
     """Inclusion ``lower > upper`` or 0 outside it, SoC limits inverted, or zero capacity."""
     BAND_OUTSIDE_INTERVAL = 4
-    """The exclusion band is not inside its inclusion interval or not around 0."""
+    """The exclusion band does not contain 0 (``excl_lower > 0`` or ``excl_upper < 0``).
+
+    A band that contains 0 but reaches past its interval (an interval shrunk by
+    SoC) is not a fault: that side of the interval is empty, only 0 W remains."""
     UNLINKED = 5
     """The component appears in no link."""
     GROUP_UNUSABLE = 6
@@ -226,6 +229,31 @@ def _inverter_reasons(
     if avail is not None:
         r[~avail] = ExclusionReason.UNAVAILABLE
     return r
+
+
+def _shadow_band(lo: _F, hi: _F, el: _F, eu: _F) -> tuple[_F, _F, _F, _F]:
+    """Normalise a band around 0 that reaches past its interval.
+
+    The allowed set is ``({0} ∪ [lo, hi]) \\ (el, eu)``. When ``el < lo`` the
+    negative side ``[lo, el]`` is empty, so the side becomes ``lo = el = 0``;
+    likewise ``eu > hi`` gives ``hi = eu = 0``. The allowed set is unchanged,
+    and the arrays then satisfy ``lo <= el <= 0 <= eu <= hi``. Bands that do
+    not contain 0, intervals that do not contain 0 and NaN are left alone (the
+    validity checks exclude them).
+    Copies only when a row needs it.
+    """
+    below = lo > el
+    above = eu > hi
+    if not (below.any() or above.any()):
+        return lo, hi, el, eu
+    below &= (el <= 0.0) & (lo <= 0.0)
+    above &= (eu >= 0.0) & (hi >= 0.0)
+    return (
+        np.where(below, 0.0, lo),
+        np.where(above, 0.0, hi),
+        np.where(below, 0.0, el),
+        np.where(above, 0.0, eu),
+    )
 
 
 def _battery_reasons(
@@ -425,6 +453,11 @@ class Fleet:
 
         identity, topo = self._links(links, n_inv, n_bat)
 
+        # A band reaching past its interval (an interval shrunk by SoC: a full
+        # battery's inverter has upper 0 but keeps its ±2 kW band) is live data,
+        # not a fault: the side the band covers is simply empty but for 0 W.
+        i_lo, i_hi, i_el, i_eu = _shadow_band(i_lo, i_hi, i_el, i_eu)
+        b_lo, b_hi, b_el, b_eu = _shadow_band(b_lo, b_hi, b_el, b_eu)
         # NaN fails every comparison, so the chains also reject NaN; the
         # isfinite terms catch the infinities the chains would let through.
         inv_ok = (i_lo <= i_el) & (i_el <= 0.0) & (i_eu >= 0.0) & (i_eu <= i_hi)

@@ -259,7 +259,8 @@ def test_live_data_problems_exclude_with_reasons() -> None:
     kw = pairs([50.0] * 7, band_w=0.0)
     kw["inverter_upper_w"][0] = np.nan  # NOT_FINITE
     kw["inverter_lower_w"][1] = 5e3  # lower > 0: INVALID_BOUNDS
-    kw["inverter_excl_upper_w"][2] = 200e3  # band beyond the interval
+    kw["inverter_excl_lower_w"][2] = 1e3  # band not around 0: BAND_OUTSIDE_INTERVAL
+    kw["inverter_excl_upper_w"][2] = 2e3
     kw["battery_soc_pct"][3] = np.nan  # battery NOT_FINITE -> inverter GROUP_UNUSABLE
     kw["battery_capacity_wh"][4] = 0.0  # INVALID_BOUNDS
     kw["inverter_available"] = np.array([True, True, True, True, True, False, True])
@@ -276,6 +277,19 @@ def test_live_data_problems_exclude_with_reasons() -> None:
     assert res.setpoints_w.tolist() == [0.0] * 6 + [50e3]
     assert res.status is AllocationStatus.EXACT
     assert res.fleet_upper_w == 100e3
+
+
+def test_band_past_a_soc_shrunk_interval_only_empties_that_side() -> None:
+    # A full battery: its inverter may not charge (upper 0) but keeps its ±5 kW band.
+    kw = pairs([89.9, 50.0], band_w=5e3)
+    kw["inverter_upper_w"][0] = 0.0
+    res = allocate(Fleet(**kw), -60e3)
+    assert res.inverter_exclusion.tolist() == [0, 0]
+    assert res.achieved_w == pytest.approx(-60e3)
+    assert res.setpoints_w[0] < -5e3
+    charge = allocate(Fleet(**kw), 30e3)
+    assert charge.setpoints_w[0] == 0.0
+    assert charge.achieved_w == pytest.approx(30e3)
 
 
 def test_unlinked_components_are_excluded() -> None:
