@@ -271,9 +271,16 @@ class PowerDistributor(Actor):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle | None = None
+
+        def schedule(delay_s: float) -> None:
+            nonlocal handle
+            if handle is not None:
+                handle.cancel()
+            handle = loop.call_later(delay_s, self._on_refresh_timer)
+
         try:
             async with asyncio.TaskGroup() as tails:
-                handle = loop.call_later(self._realloc_s, self._on_refresh_timer)
+                schedule(self._realloc_s)
                 while True:
                     await self._wake.wait()
                     self._wake.clear()
@@ -290,19 +297,17 @@ class PowerDistributor(Actor):
                                 fut.set_result(outcome)
                         await self._result_sender.send(outcome)
                         if outcome.kind is OutcomeKind.PARTIAL_FAILURE:
+                            # Move the failed components' share to the others now.
                             self._on_refresh_timer()
                     elif self._refresh_due:
                         self._refresh_due = False
-                        handle = loop.call_later(self._realloc_s, self._on_refresh_timer)
+                        schedule(self._realloc_s)
                         if self._last_target is not None:
                             out = await self._process(
                                 self._last_target, time.monotonic_ns(), 0, tails
                             )
                             if out.kind is OutcomeKind.PARTIAL_FAILURE:
-                                handle.cancel()
-                                handle = loop.call_later(
-                                    min(0.05, self._realloc_s), self._on_refresh_timer
-                                )
+                                schedule(min(0.05, self._realloc_s))
         finally:
             if handle is not None:
                 handle.cancel()

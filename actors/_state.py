@@ -5,12 +5,12 @@ decoded straight into the columns (`StateTable.decode`); the distributor snapsho
 columns with fancy indexing (no Python object per component).
 
 Power bounds: the API sends a metric's allowed values as a union of closed intervals.
-One interval `[lo, hi]` becomes `lower=lo, upper=hi` with no exclusion band (`0, 0`);
-two intervals `[lo, a] ∪ [b, hi]` with `a <= 0 <= b` become `lower=lo, upper=hi,
-excl_lower=a, excl_upper=b` (setpoints strictly inside `(a, b)` other than 0 are not
-allowed). Anything else (no interval containing the form, `lo > 0`, `hi < 0`, three or
-more intervals) marks the bounds unusable (`bounds_ok` False) and the component is
-excluded from allocation. Missing interval ends are ±inf (also unusable for inverters).
+`[lo, a] ∪ [b, hi]` with `a <= 0 <= b` becomes `lower=lo, upper=hi, excl_lower=a,
+excl_upper=b` (setpoints strictly inside `(a, b)` other than 0 are not allowed); one
+interval `[lo, hi]` containing 0 has no band (`0, 0`). 0 W is always allowed, so a
+single interval not containing 0 becomes an interval with a band reaching 0. Other
+shapes are reduced to a safe subset (see `bounds_to_band`). Missing interval ends
+(±inf) mark the bounds unusable (`bounds_ok` False) and exclude the inverter.
 
 Times: `received_ns` is the local `time.monotonic_ns()` at decode (0 = never);
 `sample_time_ns` is the server's sample timestamp in ns since the Unix epoch.
@@ -57,35 +57,45 @@ _NAN = math.nan
 def bounds_to_band(bounds: Sequence[object]) -> tuple[float, float, float, float, bool]:
     """Convert API bounds (a union of intervals) to (lower, upper, excl_lower, excl_upper, ok).
 
+    0 W is always allowed (even when not listed). The result describes a *safe subset*
+    of the allowed set in the shape `[lower, upper]` minus the open band
+    `(excl_lower, excl_upper)` around 0 (0 itself allowed): the interval containing 0,
+    extended to the adjacent interval on a side where the 0-interval ends exactly at 0
+    (so `[lo, a] ∪ [b, hi]` with `a <= 0 <= b`, or `[lo, a] ∪ {0} ∪ [b, hi]`, are kept
+    whole). Intervals further out are left out (never allowed by mistake). `ok` is
+    False when an end is missing (±inf) or NaN.
+
     Args:
         bounds: Sequence of `Bounds` messages (fields `lower`, `upper`, both optional).
 
     Returns:
-        The inclusion interval, the exclusion band (0, 0 when none) and whether the
-        bounds have a usable shape (see module docstring).
+        The inclusion interval, the exclusion band (0, 0 when none) and `ok`.
     """
-    n = len(bounds)
-    if n == 1:
-        b = bounds[0]
+    ivs: list[tuple[float, float]] = [(0.0, 0.0)]
+    for b in bounds:
         lo = b.lower if b.HasField("lower") else -_INF  # type: ignore[attr-defined]
         hi = b.upper if b.HasField("upper") else _INF  # type: ignore[attr-defined]
-        ok = lo <= 0.0 <= hi and math.isfinite(lo) and math.isfinite(hi)
-        return lo, hi, 0.0, 0.0, ok
-    if n == 2:
-        b0, b1 = bounds[0], bounds[1]
-        lo0 = b0.lower if b0.HasField("lower") else -_INF  # type: ignore[attr-defined]
-        hi0 = b0.upper if b0.HasField("upper") else _INF  # type: ignore[attr-defined]
-        lo1 = b1.lower if b1.HasField("lower") else -_INF  # type: ignore[attr-defined]
-        hi1 = b1.upper if b1.HasField("upper") else _INF  # type: ignore[attr-defined]
-        if lo1 < lo0:
-            lo0, hi0, lo1, hi1 = lo1, hi1, lo0, hi0
-        ok = (
-            lo0 <= hi0 <= 0.0 <= lo1 <= hi1
-            and math.isfinite(lo0)
-            and math.isfinite(hi1)
-        )
-        return lo0, hi1, hi0, lo1, ok
-    return _NAN, _NAN, 0.0, 0.0, False
+        if not lo <= hi:  # also NaN
+            return _NAN, _NAN, 0.0, 0.0, False
+        ivs.append((lo, hi))
+    ivs.sort()
+    merged: list[list[float]] = []
+    for lo, hi in ivs:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    z = next(k for k, (lo, hi) in enumerate(merged) if lo <= 0.0 <= hi)
+    lower, upper = merged[z]
+    el = eu = 0.0
+    if lower == 0.0 and z > 0:
+        el = merged[z - 1][1]
+        lower = merged[z - 1][0]
+    if upper == 0.0 and z + 1 < len(merged):
+        eu = merged[z + 1][0]
+        upper = merged[z + 1][1]
+    ok = math.isfinite(lower) and math.isfinite(upper)
+    return lower, upper, el, eu, ok
 
 
 class StateTable:

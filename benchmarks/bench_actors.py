@@ -97,7 +97,7 @@ class Harness:
             raise RuntimeError(f"simulator did not start: {line!r}")
         self.url = f"grpc://{match.group(1)}:{match.group(2)}"
         self.loop = _new_loop()
-        self.options = RuntimeOptions(stale_after_s=5.0, call_timeout_s=5.0)
+        self.options = RuntimeOptions(stale_after_s=10.0, call_timeout_s=30.0)
         self.site: Site = self.loop.run_until_complete(self._start())
         self._flip = False
 
@@ -128,7 +128,7 @@ class Harness:
     async def _floor_unary(self) -> None:
         stub = self.site.client.stub
         await asyncio.gather(
-            *(stub.GetMicrogrid(empty_pb2.Empty(), timeout=5.0) for _ in range(self.n))
+            *(stub.GetMicrogrid(empty_pb2.Empty(), timeout=30.0) for _ in range(self.n))
         )
 
     async def _floor_setpower(self) -> None:
@@ -141,7 +141,7 @@ class Harness:
                     electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE, power=p,
                     request_lifetime=60,
                 ),
-                timeout=5.0,
+                timeout=30.0,
             )
             for cid in self.site.dispatcher.inverter_ids
         ]

@@ -88,11 +88,17 @@ def _b(lo: float | None, hi: float | None) -> bounds_pb2.Bounds:
 def test_bounds_to_band() -> None:
     assert bounds_to_band([_b(-10, 20)]) == (-10, 20, 0.0, 0.0, True)
     assert bounds_to_band([_b(2, 20), _b(-10, -2)]) == (-10, 20, -2, 2, True)
-    assert bounds_to_band([_b(-10, -2), _b(2, 20)])[4] is True
-    assert bounds_to_band([_b(5, 20)])[4] is False  # 0 not allowed
+    assert bounds_to_band([_b(-10, -2), _b(2, 20)]) == (-10, 20, -2, 2, True)
+    # The simulator's "no charging at full SoC": the charge side collapses to [0, 0].
+    assert bounds_to_band([_b(-10, -2), _b(0, 0)]) == (-10, 0, -2, 0, True)
+    # 0 W is always allowed even when not listed.
+    assert bounds_to_band([_b(5, 20)]) == (0, 20, 0, 5, True)
+    assert bounds_to_band([_b(-20, -5)]) == (-20, 0, -5, 0, True)
+    # Only the intervals next to 0 are used (a safe subset of the allowed set).
+    assert bounds_to_band([_b(-30, -20), _b(-10, 10), _b(20, 30)]) == (-10, 10, 0, 0, True)
+    assert bounds_to_band([_b(-10, 2), _b(1, 20)]) == (-10, 20, 0, 0, True)  # overlapping
     assert bounds_to_band([_b(None, 20)])[4] is False  # unbounded
-    assert bounds_to_band([_b(-10, 2), _b(1, 20)])[4] is False  # overlap around 0 wrong
-    assert bounds_to_band([_b(-1, 1)] * 3)[4] is False
+    assert bounds_to_band([_b(float("nan"), 20)])[4] is False
 
 
 def test_decode_into_table() -> None:
