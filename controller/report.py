@@ -244,16 +244,20 @@ def render_report(
     uncontrolled = recording.get("uncontrolled_power_w") / kw
     import_limit = recording.get("import_limit_w") / kw
     export_limit = recording.get("export_limit_w") / kw
-    ax_grid.fill_between(
-        t,
-        uncontrolled,
-        grid,
-        where=uncontrolled > grid,
-        color="tab:green",
-        alpha=0.15,
-        linewidth=0,
-        label="cut by the batteries",
-    )
+    with np.errstate(invalid="ignore"):
+        cut = uncontrolled > grid
+        exports = bool(np.nanmin(np.concatenate([grid, uncontrolled, [0.0]])) < 0.0)
+    if cut.any():
+        ax_grid.fill_between(
+            t,
+            uncontrolled,
+            grid,
+            where=cut,
+            color="tab:green",
+            alpha=0.15,
+            linewidth=0,
+            label="cut by the batteries",
+        )
     ax_grid.plot(
         t,
         uncontrolled,
@@ -265,7 +269,7 @@ def render_report(
     ax_grid.plot(t, grid, color="tab:blue", linewidth=1.4, label="grid (controlled)")
     if not np.isnan(import_limit).all():
         ax_grid.plot(t, import_limit, color="tab:red", linewidth=1.2, label="import limit")
-    if not np.isnan(export_limit).all():
+    if exports and not np.isnan(export_limit).all():  # only where the site exports
         ax_grid.plot(
             t, -export_limit, color="tab:red", linewidth=1.0, linestyle=":", label="export limit"
         )
