@@ -286,6 +286,19 @@ class MetricsExporter:
             registry=r,
         )
         """Number of excluded components."""
+        for gauge in (
+            self.latency_p50,
+            self.latency_p99,
+            self.grid_power,
+            self.uncontrolled_power,
+            self.battery_power,
+            self.battery_target,
+            self.import_limit,
+            self.frequency,
+            self.fr_required,
+            self.fr_delivered,
+        ):
+            gauge.set(math.nan)  # unknown until the first cycle, not a 0 W reading
 
     # ----------------------------------------------------------------- serving
 

@@ -85,6 +85,14 @@ def test_scrape_returns_named_metrics_with_plausible_values(
     assert value(samples, "gridloop_components_excluded") == 1.0
 
 
+def test_before_the_first_cycle_readings_are_unknown(exporter) -> None:
+    samples = scrape(exporter)
+    assert math.isnan(value(samples, "gridloop_grid_power_watts"))
+    assert math.isnan(value(samples, "gridloop_grid_frequency_hertz"))
+    assert value(samples, "gridloop_setpoints_sent_total") == 0
+    assert value(samples, "gridloop_components_excluded") == 0
+
+
 def test_recovered_component_goes_back_to_zero(exporter, make_record) -> None:
     exporter.observe_cycle(make_record(), 0.001)
     exporter.observe_cycle(make_record(excluded={}), 0.001)
