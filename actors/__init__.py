@@ -1,5 +1,14 @@
 """The asyncio actor layer between the Microgrid API and the control logic.
 
+Data path (one hop per arrow, no timers on it): telemetry stream → `StateTable.decode`
+(numpy columns) → fresh-sample receivers → a strategy calls `Site.request_power` (a
+one-slot mailbox + event; latest wins) → `PowerDistributor` snapshots the table into a
+`distribution.Fleet`, calls `allocate`, re-checks bounds, keeps only setpoints that
+changed beyond the deadband or need lifetime renewal → `Dispatcher` puts every call on
+the wire before awaiting any response, then reads the first response of each
+(acknowledgement) and leaves the rest of each response stream to tail readers.
+Signs: positive power = into the component (charging, importing). Units in names.
+
 Public names:
 
 * `Site` – the facade: `await Site.connect(url)`, `async with site:` runs telemetry and
