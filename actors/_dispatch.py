@@ -152,15 +152,16 @@ class Dispatcher:
         self.last_first_ack_ns: int = 0
         """Monotonic time the first response of the last round arrived."""
 
-    def _fail(self, i: int, reason: str, now_ns: int) -> None:
+    def _fail(self, i: int, reason: str, now_ns: int, details: str | None = None) -> None:
         self.last_ok[i] = False
         self.stats.setpoints_failed[reason] += 1
         delay = self._health.on_failure(self._rows[i], now_ns, reason)
         _logger.warning(
-            "setpoint %.1f W to inverter %d failed (%s); retry in %.1f s",
+            "setpoint %.1f W to inverter %d failed (%s%s); retry in %.1f s",
             self.last_w[i],
             self.inverter_ids[i],
             reason,
+            f": {details}" if details else "",
             delay,
         )
 
@@ -216,7 +217,7 @@ class Dispatcher:
                 code = exc.code()
                 reason = code.name if code is not None else "UNKNOWN"
                 failed[ids[i]] = reason
-                self._fail(i, reason, time.monotonic_ns())
+                self._fail(i, reason, time.monotonic_ns(), exc.details())
                 continue
             except asyncio.CancelledError:
                 for c in calls:
