@@ -143,6 +143,9 @@ class Dispatcher:
         self.last_ok: BoolArray = np.ones(n, dtype=np.bool_)
         """Whether the last send was acknowledged."""
         self._send_seq = np.zeros(n, dtype=np.int64)
+        # Open response streams (tails) by inverter index; a new setpoint to the same
+        # inverter cancels the old call (its later status no longer matters).
+        self._open: dict[int, grpc.aio.UnaryStreamCall] = {}  # type: ignore[type-arg]
         self.lifetime_s: int = lifetime_s
         """request_lifetime in seconds."""
         self.timeout_s: float = timeout_s
@@ -202,6 +205,9 @@ class Dispatcher:
             self.last_w[i] = p
             self.last_sent_ns[i] = now_ns
             self._send_seq[i] += 1
+            old = self._open.pop(i, None)
+            if old is not None:
+                old.cancel()
         self.stats.setpoints_sent += len(calls)
         failed: dict[int, str] = {}
         health = self._health
@@ -233,6 +239,7 @@ class Dispatcher:
                 self.stats.setpoints_ok += 1
                 health.on_success(rows[i])
                 if status == STATUS_ACCEPTED and tails is not None:
+                    self._open[i] = call
                     tails.create_task(self._tail(i, call, int(self._send_seq[i])))
                 else:
                     call.cancel()
@@ -260,5 +267,11 @@ class Dispatcher:
                 return
         except grpc.aio.AioRpcError:
             return  # deadline / cancel after a successful ack: not a failure
+        except asyncio.CancelledError:
+            if call.cancelled() and self._open.get(i) is not call:
+                return  # superseded by a newer setpoint to the same inverter
+            raise
         finally:
             call.cancel()
+            if self._open.get(i) is call:
+                del self._open[i]
