@@ -117,7 +117,7 @@ def _run_parser() -> argparse.ArgumentParser:
 def _run(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(list(argv))
     # Imported here so that `gridloop sim` and `--help` stay light.
-    from controller.service import RunOptions, run_main  # noqa: PLC0415
+    from controller.service import RunOptions, run_main
 
     options = RunOptions(
         api_url=args.api,
@@ -138,7 +138,7 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _delegate(module: str, argv: Sequence[str]) -> int:
-    import importlib  # noqa: PLC0415
+    import importlib
 
     entry: Callable[[list[str]], int] = importlib.import_module(module).main
     return entry(list(argv))

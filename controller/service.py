@@ -1,0 +1,710 @@
+"""The gridloop service: strategies run against a live site, observed, summarised.
+
+:func:`run_main` is ``gridloop run``: it loads the config, starts the embedded
+simulator unless ``--api`` names a server, connects (:class:`actors.Site`),
+runs the :class:`Controller` for the run's duration or until SIGINT/SIGTERM,
+and prints (and optionally writes as JSON) a :class:`RunSummary`.
+
+The control path is event-driven. Every fresh grid-meter sample wakes the
+controller: it snapshots the site (:meth:`actors.Site.measurements`), steps the
+strategies whose cadence is "every sample" (frequency response by default),
+and strategies with a fixed interval (peak shaving, 200 ms by default) run on
+their own timers. After every step the wishes are merged by priority
+(:func:`actors.power_manager.merge`) and the combined target goes to the
+distributor (:meth:`actors.Site.request_power`, latest wins). Observers (the
+dashboard, the CSV recorder, the metrics exporter, the summary) get one
+:class:`~controller.records.CycleRecord` per record interval, built off the
+control path.
+
+Units: W, Wh, %, Hz, ms; passive sign convention (+ = import / charging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from frequenz.channels import Receiver
+from frequenz.channels.timer import SkipMissedAndDrift, Timer
+
+from actors import (
+    ApiError,
+    DistributionOutcome,
+    GraphError,
+    GridloopError,
+    OptionsError,
+    RuntimeOptions,
+    Site,
+    SiteMeasurements,
+)
+from actors.power_manager import Wish, merge
+from controller.config import ConfigError, GridloopConfig, load_config
+from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError
+from controller.records import CycleRecord, GroupRecord
+from controller.strategies import (
+    FrequencyResponse,
+    PeakShaving,
+    Strategy,
+    StrategyInputs,
+)
+
+__all__ = ["Controller", "RunOptions", "RunSummary", "run_main", "run_service"]
+
+_LOG = logging.getLogger("gridloop.controller")
+
+Observer = Callable[[CycleRecord], object]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``gridloop run`` was asked for on the command line (None = config/default)."""
+
+    api_url: str | None = None
+    """``grpc://HOST:PORT[?ssl=true]``; None = the config's, else the embedded simulator."""
+    api_key: str | None = None
+    """API key (flag or GRIDLOOP_API_KEY); None = the config's."""
+    root_cert_path: str | None = None
+    """PEM root certificate for TLS; None = the config's."""
+    config_path: str | None = None
+    """gridloop TOML config; None = defaults."""
+    duration_s: float | None = None
+    """Wall-clock run time; None = the config's ``run.duration_s``."""
+    time_scale: float | None = None
+    """Embedded simulator time scale; None = the config's."""
+    site_path: str | None = None
+    """Embedded simulator site TOML; None = the config's (default site)."""
+    summary_json: str | None = None
+    """Write the summary here as JSON."""
+    record_csv: str | None = None
+    """Write one CSV row per record interval here."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port."""
+    dashboard: bool = False
+    """Draw the live dashboard (stdout is a terminal and not --no-dashboard)."""
+    log_format: Literal["text", "json"] = "text"
+    """Log line format."""
+    log_level: str = "WARNING"
+    """Log level."""
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a run achieved. Field names are the keys of ``--summary-json``."""
+
+    api_url: str
+    """The server that was controlled."""
+    embedded: bool
+    """Whether it was the embedded simulator."""
+    duration_s: float
+    """Wall-clock seconds the control loop ran."""
+    simulated_s: float
+    """Site seconds covered (``duration_s × time_scale`` on the embedded simulator)."""
+    time_scale: float
+    """Site seconds per wall second."""
+    import_limit_w: float | None
+    """Peak-shaving import limit (None when peak shaving is off)."""
+    peak_import_w_uncontrolled: float
+    """Highest grid import the site would have had without its batteries (grid − battery)."""
+    peak_import_w: float
+    """Highest measured grid import."""
+    fr_energy_required_wh: float
+    """∫|P_required| dt of frequency response, in site time."""
+    fr_energy_delivered_wh: float
+    """∫ of the fleet's frequency-response power in the required direction, in site time."""
+    setpoints_sent: int
+    """SetElectricalComponentPower calls made."""
+    setpoints_failed: int
+    """Calls that failed (rejected, timed out, gRPC error)."""
+    setpoints_failed_by_reason: dict[str, int]
+    """The failures by reason."""
+    setpoints_out_of_bounds: int | None
+    """Setpoints the simulator rejected as outside bounds (None: not an embedded run)."""
+    dispatch_latency_ms: dict[str, float]
+    """Request → all setpoints acknowledged: ``p50``, ``p99``, ``max`` (ms)."""
+    soc_min_pct: float
+    """Lowest fleet SoC seen (capacity-weighted)."""
+    soc_max_pct: float
+    """Highest fleet SoC seen (capacity-weighted)."""
+    grid_samples: int
+    """Grid-meter samples the controller reacted to."""
+    cycle_overruns: int
+    """Timer cycles that overran (counted, not queued)."""
+    reconnects: int
+    """Telemetry stream reconnects."""
+    excluded_at_end: dict[str, str]
+    """Components excluded from allocation when the run ended (id → reason)."""
+    simulator_stats: dict[str, Any] = field(default_factory=dict)
+    """The embedded simulator's own statistics."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON-able dict (NaN becomes null)."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            if isinstance(value, dict):
+                return {str(k): clean(v) for k, v in value.items()}
+            return value
+
+        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
+
+    def render(self) -> str:
+        """The summary as the few lines ``gridloop run`` prints at the end."""
+
+        def kw(value: float | None) -> str:
+            return "n/a" if value is None or not math.isfinite(value) else f"{value / 1e3:.1f} kW"
+
+        lat = self.dispatch_latency_ms
+        lines = [
+            f"gridloop run: {self.duration_s:.1f} s wall, {self.simulated_s / 60:.1f} min of site "
+            f"time ({'embedded simulator' if self.embedded else self.api_url})",
+            f"  peak import      {kw(self.peak_import_w)} with batteries, "
+            f"{kw(self.peak_import_w_uncontrolled)} without (limit {kw(self.import_limit_w)})",
+            f"  freq. response   {self.fr_energy_delivered_wh / 1e3:.2f} kWh delivered of "
+            f"{self.fr_energy_required_wh / 1e3:.2f} kWh required",
+            f"  setpoints        {self.setpoints_sent} sent, {self.setpoints_failed} failed, "
+            + (
+                f"{self.setpoints_out_of_bounds} out of bounds at the site"
+                if self.setpoints_out_of_bounds is not None
+                else "out-of-bounds count n/a (not the embedded simulator)"
+            ),
+            f"  dispatch latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
+            f"max {lat['max']:.2f} ms",
+            f"  fleet SoC        {self.soc_min_pct:.1f} % .. {self.soc_max_pct:.1f} %",
+        ]
+        if self.excluded_at_end:
+            lines.append(f"  excluded at end  {self.excluded_at_end}")
+        return "\n".join(lines) + "\n"
+
+
+class _Accumulator:
+    """Run statistics gathered from every grid-meter sample (peaks, FR energy, SoC range)."""
+
+    def __init__(self, time_scale: float) -> None:
+        self.time_scale = time_scale
+        self.peak_import_w = -math.inf
+        self.peak_uncontrolled_w = -math.inf
+        self.fr_required_wh = 0.0
+        self.fr_delivered_wh = 0.0
+        self.soc_min_pct = math.inf
+        self.soc_max_pct = -math.inf
+        self.samples = 0
+        self._last_ns = 0
+
+    def add(
+        self, m: SiteMeasurements, fr_required_w: float, fr_delivered_w: float, now_ns: int
+    ) -> None:
+        if math.isfinite(m.grid_power_w) and math.isfinite(m.battery_power_w):
+            self.peak_import_w = max(self.peak_import_w, m.grid_power_w)
+            self.peak_uncontrolled_w = max(
+                self.peak_uncontrolled_w, m.grid_power_w - m.battery_power_w
+            )
+        if math.isfinite(m.soc_pct):
+            self.soc_min_pct = min(self.soc_min_pct, m.soc_pct)
+            self.soc_max_pct = max(self.soc_max_pct, m.soc_pct)
+        if self._last_ns and fr_required_w != 0.0 and math.isfinite(fr_required_w):
+            # Site time between the two samples: energy is counted in the site's time.
+            dt_h = (now_ns - self._last_ns) / 1e9 * self.time_scale / 3600.0
+            self.fr_required_wh += abs(fr_required_w) * dt_h
+            toward = math.copysign(1.0, fr_required_w) * fr_delivered_w
+            if math.isfinite(toward):
+                self.fr_delivered_wh += max(0.0, min(toward, abs(fr_required_w))) * dt_h
+        self._last_ns = now_ns
+        self.samples += 1
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50": math.nan, "p99": math.nan, "max": math.nan}
+    arr = np.asarray(samples, dtype=np.float64)
+    p50, p99 = np.percentile(arr, [50.0, 99.0])
+    return {"p50": float(p50), "p99": float(p99), "max": float(arr.max())}
+
+
+class Controller:
+    """Runs the strategies against a connected :class:`actors.Site`.
+
+    One instance per run. :meth:`run` returns when ``stop`` is set or the
+    duration has passed; the site's own ``__aexit__`` then brings the fleet to 0 W.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        config: GridloopConfig,
+        *,
+        time_scale: float = 1.0,
+        observers: Sequence[Observer] = (),
+        record_interval_s: float = 0.2,
+    ) -> None:
+        """Prepare the strategies and the bookkeeping for one run.
+
+        Args:
+            site: A connected site, already entered (telemetry running).
+            config: The run's configuration.
+            time_scale: Site seconds per wall second (embedded simulator), for energies.
+            observers: Called with one :class:`CycleRecord` per record interval.
+            record_interval_s: Wall seconds between two records.
+        """
+        self.site = site
+        self.config = config
+        self.observers = list(observers)
+        self.record_interval_s = record_interval_s
+        self.strategies: list[Strategy] = []
+        self._fr: FrequencyResponse | None = None
+        self._ps: PeakShaving | None = None
+        if config.frequency_response.enabled:
+            self._fr = FrequencyResponse(config.frequency_response)
+            self.strategies.append(self._fr)
+        if config.peak_shaving.enabled:
+            self._ps = PeakShaving(config.peak_shaving)
+            self.strategies.append(self._ps)
+        self.wishes: dict[str, Wish] = {}
+        self.granted: dict[str, float] = {}
+        self.target_w = 0.0
+        self.overruns = 0
+        self.acc = _Accumulator(time_scale)
+        self.last_outcome: DistributionOutcome | None = None
+        self._t0_ns = time.monotonic_ns()
+        graph = site.graph
+        self._group_names = [
+            f"inv {'+'.join(map(str, g.inverter_ids))} / bat {'+'.join(map(str, g.battery_ids))}"
+            for g in graph.groups
+        ]
+        state = site.state
+        self._bat_rows = np.array([state.row_of[b] for b in graph.battery_ids], dtype=np.int64)
+
+    @property
+    def group_names(self) -> list[str]:
+        """Labels of the battery groups, in graph order."""
+        return list(self._group_names)
+
+    # ------------------------------------------------------------------ inputs
+    def inputs(self, m: SiteMeasurements) -> StrategyInputs:
+        """The strategies' view of the site from one measurement snapshot."""
+        st = self.site.state
+        rows = self._bat_rows
+        cap = np.nan_to_num(st.capacity_wh[rows])
+        total = float(cap.sum())
+        if total > 0:
+            soc_lo = float(np.nansum(st.soc_lower_pct[rows] * cap) / total)
+            soc_hi = float(np.nansum(st.soc_upper_pct[rows] * cap) / total)
+        else:
+            soc_lo, soc_hi = 0.0, 100.0
+        return StrategyInputs(
+            grid_power_w=m.grid_power_w,
+            battery_power_w=m.battery_power_w,
+            grid_frequency_hz=m.grid_frequency_hz,
+            soc_pct=m.soc_pct,
+            capacity_wh=total if total > 0 else math.nan,
+            soc_lower_pct=soc_lo,
+            soc_upper_pct=soc_hi,
+            fleet_lower_w=m.fleet_lower_w,
+            fleet_upper_w=m.fleet_upper_w,
+        )
+
+    def fr_required_w(self, m: SiteMeasurements) -> float:
+        """Droop power frequency response asks for at the measured frequency (0 if off)."""
+        if self._fr is None or not math.isfinite(m.grid_frequency_hz):
+            return 0.0
+        return self._fr.required_power_w(m.grid_frequency_hz)
+
+    def fr_delivered_w(self, m: SiteMeasurements) -> float:
+        """The part of the measured fleet power that is frequency response's.
+
+        Each strategy is credited with its grant, and the fleet's tracking error
+        (measured − target, e.g. while inverters ramp) is shared among the
+        strategies in proportion to the size of their grants. So frequency
+        response delivers exactly 0 W when it was granted nothing, and all of
+        the measured power when it is the only strategy acting.
+        """
+        if self._fr is None or not math.isfinite(m.battery_power_w):
+            return 0.0
+        mine = self.granted.get(self._fr.name, 0.0)
+        total_abs = sum(abs(g) for g in self.granted.values())
+        if total_abs == 0.0:
+            return 0.0
+        return mine + (m.battery_power_w - self.target_w) * abs(mine) / total_abs
+
+    # ------------------------------------------------------------------ control
+    def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_s: float) -> None:
+        inputs = self.inputs(m)
+        for strategy in strategies:
+            try:
+                self.wishes[strategy.name] = strategy.step(inputs, now_s)
+            except Exception:  # a strategy bug must not stop the loop
+                _LOG.exception("strategy %s failed; its wish is dropped", strategy.name)
+                self.wishes.pop(strategy.name, None)
+        result = merge(list(self.wishes.values()), m.fleet_lower_w, m.fleet_upper_w)
+        for source, reason in result.rejected.items():
+            _LOG.warning("wish of %s ignored: %s", source, reason)
+        self.granted = dict(result.granted)
+        self.target_w = result.target_w
+        self.site.request_power(result.target_w)
+
+    async def _on_grid_samples(self, every_sample: Sequence[Strategy]) -> None:
+        grid_id = self.site.graph.grid_meter_id
+        if grid_id is None:
+            return
+        receiver: Receiver[int] = self.site.new_fresh_receiver([grid_id])
+        async for _ in receiver:
+            now_ns = time.monotonic_ns()
+            m = self.site.measurements()
+            if every_sample:
+                self._step(every_sample, m, now_ns / 1e9)
+            self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
+
+    async def _on_timer(self, strategy: Strategy) -> None:
+        interval = strategy.interval_s
+        period = timedelta(seconds=interval)
+        timer = Timer(period, SkipMissedAndDrift(delay_tolerance=period))
+        async for drift in timer:
+            if drift.total_seconds() > interval:
+                self.overruns += 1
+            self._step([strategy], self.site.measurements(), time.monotonic())
+
+    async def _on_results(self) -> None:
+        receiver = self.site.new_result_receiver()
+        async for outcome in receiver:
+            self.last_outcome = outcome
+            if outcome.failed:
+                _LOG.info(
+                    "dispatch %s: %d inverter(s) failed (%s), %.0f W missing",
+                    outcome.kind.name,
+                    len(outcome.failed),
+                    ", ".join(f"{cid}: {why}" for cid, why in sorted(outcome.failed.items())),
+                    outcome.missing_w,
+                )
+
+    async def _observe(self) -> None:
+        if not self.observers:
+            return
+        timer = Timer(
+            timedelta(seconds=self.record_interval_s),
+            SkipMissedAndDrift(delay_tolerance=timedelta(seconds=self.record_interval_s)),
+        )
+        async for _ in timer:
+            record = self.record()
+            for observer in self.observers:
+                try:
+                    observer(record)
+                except Exception:  # an observer must not stop the control loop
+                    _LOG.exception("observer %r failed", observer)
+
+    def record(self) -> CycleRecord:
+        """The current state of the run as one :class:`CycleRecord`."""
+        m = self.site.measurements()
+        stats = self.site.stats()
+        setpoints = self.last_outcome.setpoints_w if self.last_outcome is not None else {}
+        excluded = stats.excluded
+        groups = []
+        for i, g in enumerate(self.site.graph.groups):
+            ids = g.inverter_ids + g.battery_ids
+            reasons = [f"{c}: {excluded[c]}" for c in ids if c in excluded]
+            groups.append(
+                GroupRecord(
+                    name=self._group_names[i],
+                    soc_pct=float(m.group_soc_pct[i]),
+                    setpoint_w=float(sum(setpoints.get(c, 0.0) for c in g.inverter_ids)),
+                    power_w=float(m.group_power_w[i]),
+                    healthy=bool(m.group_healthy[i]),
+                    reason="; ".join(reasons),
+                )
+            )
+        lat = stats.dispatch_latency_ms
+        ps = self.config.peak_shaving
+        return CycleRecord(
+            time_s=(time.monotonic_ns() - self._t0_ns) / 1e9,
+            unix_time_s=time.time(),
+            grid_power_w=m.grid_power_w,
+            uncontrolled_power_w=m.grid_power_w - m.battery_power_w,
+            battery_power_w=m.battery_power_w,
+            battery_target_w=self.target_w,
+            frequency_hz=m.grid_frequency_hz,
+            fr_required_w=self.fr_required_w(m),
+            fr_delivered_w=self.fr_delivered_w(m),
+            import_limit_w=ps.import_limit_w if ps.enabled else math.nan,
+            export_limit_w=ps.export_limit_w if ps.enabled else math.nan,
+            groups=tuple(groups),
+            dispatch_latency_ms=lat[-1] if lat else math.nan,
+            latency_p50_ms=stats.latency_p50_ms,
+            latency_p99_ms=stats.latency_p99_ms,
+            setpoints_sent=stats.setpoints_sent,
+            setpoints_failed=sum(stats.setpoints_failed.values()),
+            cycle_overruns=self.overruns,
+            excluded=dict(excluded),
+        )
+
+    async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:
+        """Control until ``stop`` is set or ``duration_s`` has passed; return the wall time run."""
+        t0 = time.monotonic()
+        every_sample = [s for s in self.strategies if s.interval_s <= 0]
+        timed = [s for s in self.strategies if s.interval_s > 0]
+
+        async def stopper() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration_s)
+            raise _RunOver
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(stopper(), name="stopper")
+                tg.create_task(self._on_grid_samples(every_sample), name="grid-samples")
+                tg.create_task(self._on_results(), name="results")
+                tg.create_task(self._observe(), name="observers")
+                for strategy in timed:
+                    tg.create_task(self._on_timer(strategy), name=f"strategy-{strategy.name}")
+        except* _RunOver:
+            pass
+        return time.monotonic() - t0
+
+
+class _RunOver(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside the run's TaskGroup to end it (duration passed or stop requested)."""
+
+
+# ---------------------------------------------------------------------- the run
+
+
+class UserError(Exception):
+    """Something the user gave cannot work: one line, exit status 2, no traceback."""
+
+
+def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{field_name} = {str(path)!r}: cannot read: {exc.strerror}") from None
+
+
+def _runtime_options(config: GridloopConfig) -> RuntimeOptions:
+    c = config.control
+    return RuntimeOptions(
+        call_timeout_s=config.api.call_timeout_s,
+        setpoint_lifetime_s=float(c.setpoint_lifetime_s),
+        renew_margin_s=min(20.0, c.setpoint_lifetime_s / 2),
+        deadband_w=c.deadband_w,
+        stale_after_s=c.stale_after_s,
+        soc_exponent=c.soc_exponent,
+    )
+
+
+async def run_service(
+    config: GridloopConfig,
+    options: RunOptions,
+    observers: Sequence[Observer] = (),
+    *,
+    stop: asyncio.Event | None = None,
+) -> RunSummary:
+    """Run the service once: (embedded simulator →) site → controller → summary.
+
+    Args:
+        config: The loaded configuration.
+        options: Command-line choices (they override the config).
+        observers: Called with one :class:`CycleRecord` per record interval.
+        stop: Set it to end the run early (SIGINT/SIGTERM do the same).
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        UserError: The server is unreachable or refused us, the graph is unusable,
+            the embedded simulator did not start, a file could not be read.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    api_url = options.api_url or config.api.url
+    api_key = options.api_key or config.api.api_key
+    if options.root_cert_path is not None:
+        root_cert = _read_root_cert(options.root_cert_path, "--root-cert")
+    else:
+        root_cert = _read_root_cert(config.api.root_cert, f"{config.source}: api.root_cert")
+    duration = options.duration_s if options.duration_s is not None else config.run.duration_s
+    embedded = api_url is None
+    time_scale = 1.0
+    sim: EmbeddedSimulator | None = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if embedded:
+                time_scale = options.time_scale or config.simulator.time_scale
+                site_path = options.site_path or config.simulator.site
+                sim = EmbeddedSimulator(
+                    site_path=site_path,
+                    time_scale=time_scale,
+                    telemetry_hz=config.simulator.telemetry_hz,
+                )
+                await stack.enter_async_context(sim)
+                api_url = sim.url
+            assert api_url is not None
+            try:
+                site = await Site.connect(
+                    api_url,
+                    api_key=api_key,
+                    root_cert=root_cert,
+                    options=_runtime_options(config),
+                )
+            except (ApiError, GraphError, OptionsError) as exc:
+                raise UserError(str(exc)) from None
+            if not site.graph.groups:
+                raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
+            controller: Controller | None = None
+            async with site:
+                controller = Controller(
+                    site, config, time_scale=time_scale, observers=observers
+                )
+                wall_s = await controller.run(duration, stop)
+                stats = site.stats()
+        # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
+    except EmbeddedSimulatorError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    assert controller is not None
+    acc = controller.acc
+    sim_stats = sim.stats if sim is not None else {}
+    oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
+    ps = config.peak_shaving
+    return RunSummary(
+        api_url=api_url,
+        embedded=embedded,
+        duration_s=wall_s,
+        simulated_s=wall_s * time_scale,
+        time_scale=time_scale,
+        import_limit_w=ps.import_limit_w if ps.enabled else None,
+        peak_import_w_uncontrolled=acc.peak_uncontrolled_w,
+        peak_import_w=acc.peak_import_w,
+        fr_energy_required_wh=acc.fr_required_wh,
+        fr_energy_delivered_wh=acc.fr_delivered_wh,
+        setpoints_sent=stats.setpoints_sent,
+        setpoints_failed=sum(stats.setpoints_failed.values()),
+        setpoints_failed_by_reason=dict(stats.setpoints_failed),
+        setpoints_out_of_bounds=int(oob) if oob is not None else None,
+        dispatch_latency_ms=_percentiles(stats.dispatch_latency_ms),
+        soc_min_pct=acc.soc_min_pct,
+        soc_max_pct=acc.soc_max_pct,
+        grid_samples=acc.samples,
+        cycle_overruns=controller.overruns,
+        reconnects=stats.reconnects,
+        excluded_at_end={str(k): v for k, v in stats.excluded.items()},
+        simulator_stats=sim_stats,
+    )
+
+
+def run_main(options: RunOptions) -> int:
+    """``gridloop run``: load the config, run, print the summary; return the exit status."""
+    from actors import run as run_on_uvloop
+    from controller.logs import setup_logging
+
+    setup_logging(options.log_level, options.log_format)
+    try:
+        config = load_config(options.config_path)
+    except ConfigError as exc:
+        sys.stderr.write(f"gridloop run: {exc}\n")
+        return 2
+    try:
+        with contextlib.ExitStack() as stack:
+            observers = _observers(options, stack)
+            summary = run_on_uvloop(run_service(config, options, observers.callbacks))
+            observers.close()
+    except UserError as exc:
+        sys.stderr.write(f"gridloop run: {exc}\n")
+        return 2
+    except GridloopError as exc:
+        sys.stderr.write(f"gridloop run: {exc}\n")
+        return 1
+    sys.stdout.write(summary.render())
+    if options.summary_json:
+        try:
+            Path(options.summary_json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            sys.stderr.write(
+                f"gridloop run: --summary-json = {options.summary_json!r}: {exc.strerror}\n"
+            )
+            return 2
+    return 0
+
+
+class _Observers:
+    """The run's observers (dashboard or log line, CSV recording, metrics), built from flags.
+
+    The CSV file and the metrics port are opened before the run starts, so a
+    bad path or a busy port fails at once with one line; the recorder's
+    columns come from the first record (the site's groups are known then).
+    """
+
+    def __init__(self, options: RunOptions, stack: contextlib.ExitStack) -> None:
+        from controller.dashboard import LiveDashboard, LogLine
+        from controller.metrics import MetricsError, MetricsExporter
+
+        self.callbacks: list[Observer] = []
+        self._record_path = options.record_csv
+        self._recorder: Any = None
+        self._stack = stack
+        self._last_s = 0.0
+        if self._record_path is not None:
+            try:
+                with open(self._record_path, "w", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise UserError(
+                    f"--record = {self._record_path!r}: cannot create: {exc.strerror}"
+                ) from None
+            self.callbacks.append(self._record)
+        if options.metrics_port is not None:
+            exporter = MetricsExporter(options.metrics_port)
+            try:
+                stack.enter_context(exporter)
+            except MetricsError as exc:
+                raise UserError(f"--metrics-port = {options.metrics_port}: {exc}") from None
+            sys.stderr.write(f"gridloop run: metrics on {exporter.url}\n")
+
+            def observe(record: CycleRecord) -> None:
+                exporter.observe_cycle(record, record.time_s - self._last_s)
+                self._last_s = record.time_s
+
+            self.callbacks.append(observe)
+        if options.dashboard:
+            dashboard = stack.enter_context(LiveDashboard())
+            self.callbacks.append(dashboard.update)
+        else:
+            line = LogLine(interval_s=5.0, level=logging.WARNING)
+            self.callbacks.append(line.update)
+
+    def _record(self, record: CycleRecord) -> None:
+        if self._recorder is None:
+            from controller.recording import CsvRecorder
+
+            assert self._record_path is not None
+            self._recorder = self._stack.enter_context(
+                CsvRecorder(self._record_path, [g.name for g in record.groups])
+            )
+        self._recorder.write(record)
+
+    def close(self) -> None:
+        """Flush and close what the observers opened (the stack closes the rest)."""
+        if self._recorder is not None:
+            self._recorder.close()
+
+
+def _observers(options: RunOptions, stack: contextlib.ExitStack) -> _Observers:
+    return _Observers(options, stack)
