@@ -40,6 +40,13 @@ M_SOC: int = metrics_pb2.METRIC_BATTERY_SOC_PCT
 M_CAPACITY: int = metrics_pb2.METRIC_BATTERY_CAPACITY
 M_FREQUENCY: int = metrics_pb2.METRIC_AC_FREQUENCY
 
+#: The metrics the state table uses, by component category (telemetry filter).
+METRICS_BY_CATEGORY: dict[int, tuple[int, ...]] = {
+    CAT_BATTERY: (M_DC_POWER, M_SOC, M_CAPACITY),
+}
+#: Metrics of every other category (inverters, meters).
+DEFAULT_METRICS: tuple[int, ...] = (M_AC_POWER, M_FREQUENCY)
+
 #: Component states that exclude a component from allocation.
 BAD_STATES: frozenset[int] = frozenset(
     {
@@ -121,6 +128,10 @@ class StateTable:
         """Row of each component id."""
         self.category: IntArray = np.asarray(categories, dtype=np.int64)
         """Component category of each row."""
+        self.metrics: list[tuple[int, ...]] = [
+            METRICS_BY_CATEGORY.get(int(c), DEFAULT_METRICS) for c in categories
+        ]
+        """Metrics to request for each row (telemetry filter)."""
         self._power_metric: list[int] = [
             M_DC_POWER if c == CAT_BATTERY else M_AC_POWER for c in categories
         ]

@@ -144,7 +144,7 @@ class TelemetryActor(Actor):
                 self.reconnects += 1
                 await asyncio.sleep(backoff_delay_s(failures, self._min_s, self._max_s))
             first = False
-            call = self._client.telemetry_stream(cid)
+            call = self._client.telemetry_stream(cid, self._table.metrics[row])
             try:
                 async for msg in call:
                     decode(row, msg.telemetry, time.monotonic_ns())
