@@ -206,8 +206,8 @@ class PowerDistributor(Actor):
         self._result_sender, self._keepalive = new_broadcast_channel(
             "distribution-results", limit=1, warn_on_overflow=False
         )
-        self.latencies_ms: collections.deque[float] = collections.deque(maxlen=100_000)
-        """Dispatch latency (request → all acks) of published outcomes, in ms."""
+        self.latencies_ms: collections.deque[float] = collections.deque(maxlen=4096)
+        """Dispatch latency (request → all acks) of the last 4096 published outcomes, in ms."""
         self.last_outcome: DistributionOutcome | None = None
         """The most recent published outcome."""
         self.allocations: int = 0

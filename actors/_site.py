@@ -126,7 +126,7 @@ class RuntimeStats:
     setpoints_skipped_deadband: int
     """Setpoints not re-sent (deadband, lifetime not due)."""
     dispatch_latency_ms: list[float]
-    """Request → all acks of every published outcome (ms)."""
+    """Request → all acks of the last 4096 published outcomes (ms)."""
     reconnects: int
     """Telemetry streams re-opened."""
     excluded: dict[int, str]
