@@ -78,7 +78,8 @@ class ComponentGraph:
     groups: tuple[BatteryGroup, ...]
     """Battery groups, sorted by their first inverter id."""
     grid_meter_id: int | None
-    """The meter right behind the grid connection point (None if there is none)."""
+    """The meter right behind the grid connection point (or the only root meter when no
+    grid connection point is listed; None if there is none)."""
     pv_inverter_ids: tuple[int, ...] = ()
     """PV inverters."""
     pv_meter_ids: tuple[int, ...] = ()
@@ -218,6 +219,11 @@ class ComponentGraph:
         )
         if meters_after_grid:
             grid_meter = meters_after_grid[0]
+        elif not grid_ids:
+            # No grid connection point listed: a single root meter measures the site.
+            roots = [c.id for c in comps.values() if c.category == CAT_METER and not pred[c.id]]
+            if len(roots) == 1:
+                grid_meter = roots[0]
         pv_invs = tuple(
             sorted(
                 c.id

@@ -69,6 +69,15 @@ def test_graph_groups_and_roles() -> None:
     assert set(g.streamed_ids) == {2, 10, 11, 20, 21, 22, 30, 31, 32, 41, 40, 50}
 
 
+def test_graph_without_grid_point_uses_the_root_meter() -> None:
+    g = ComponentGraph.build(
+        [ComponentInfo(2, METER), ComponentInfo(10, INV, BATT_INV), ComponentInfo(11, BAT)],
+        [(2, 10), (10, 11)],
+    )
+    assert g.grid_meter_id == 2
+    assert g.load_meter_ids == ()
+
+
 def test_graph_errors_name_component() -> None:
     with pytest.raises(GraphError, match="no battery"):
         ComponentGraph.build([ComponentInfo(1, GRID), ComponentInfo(2, METER)], [(1, 2)])
