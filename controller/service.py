@@ -30,15 +30,13 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from frequenz.channels import Receiver
-from frequenz.channels.timer import SkipMissedAndDrift, Timer
 
 from actors import (
     ApiError,
@@ -61,7 +59,15 @@ from controller.strategies import (
     StrategyInputs,
 )
 
-__all__ = ["Controller", "RunOptions", "RunSummary", "run_main", "run_service"]
+__all__ = [
+    "Controller",
+    "RunOptions",
+    "RunSummary",
+    "next_tick_s",
+    "periodic",
+    "run_main",
+    "run_service",
+]
 
 _LOG = logging.getLogger("gridloop.controller")
 
@@ -226,6 +232,41 @@ class _Accumulator:
         self.samples += 1
 
 
+def next_tick_s(scheduled_s: float, now_s: float, interval_s: float) -> float:
+    """When the next tick of a periodic cycle is due.
+
+    Ticks stay on the grid ``scheduled_s + k·interval_s``; when the cycle
+    overran so far that whole ticks were missed, they are skipped, not queued:
+    the next tick is the first grid point after ``now_s``.
+
+    Args:
+        scheduled_s: When the tick that just ran was due.
+        now_s: Now (same clock).
+        interval_s: The cycle's period, > 0.
+
+    Returns:
+        The time the next tick is due: on the grid and after ``now_s``.
+    """
+    missed = max(0.0, math.floor((now_s - scheduled_s) / interval_s))
+    return scheduled_s + (missed + 1.0) * interval_s
+
+
+async def periodic(interval_s: float) -> AsyncIterator[float]:
+    """Yield once per ``interval_s`` (see :func:`next_tick_s`), with how late the tick is.
+
+    Plain ``asyncio.sleep``: cancelling the consumer always cancels the loop
+    (frequenz-channels' ``Timer`` can swallow a cancellation that arrives while
+    it tidies up its own helper tasks, which left a run unable to stop).
+    """
+    loop = asyncio.get_running_loop()
+    due = loop.time() + interval_s
+    while True:
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        now = loop.time()
+        yield now - due
+        due = next_tick_s(due, now, interval_s)
+
+
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         return {"p50": math.nan, "p99": math.nan, "max": math.nan}
@@ -368,11 +409,8 @@ class Controller:
             self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
 
     async def _on_timer(self, strategy: Strategy) -> None:
-        interval = strategy.interval_s
-        period = timedelta(seconds=interval)
-        timer = Timer(period, SkipMissedAndDrift(delay_tolerance=period))
-        async for drift in timer:
-            if drift.total_seconds() > interval:
+        async for late_s in periodic(strategy.interval_s):
+            if late_s >= strategy.interval_s:
                 self.overruns += 1
             self._step([strategy], self.site.measurements(), time.monotonic())
 
@@ -392,11 +430,7 @@ class Controller:
     async def _observe(self) -> None:
         if not self.observers:
             return
-        timer = Timer(
-            timedelta(seconds=self.record_interval_s),
-            SkipMissedAndDrift(delay_tolerance=timedelta(seconds=self.record_interval_s)),
-        )
-        async for _ in timer:
+        async for _ in periodic(self.record_interval_s):
             record = self.record()
             for observer in self.observers:
                 try:
@@ -454,26 +488,23 @@ class Controller:
         every_sample = [s for s in self.strategies if s.interval_s <= 0]
         timed = [s for s in self.strategies if s.interval_s > 0]
 
-        async def stopper() -> None:
+        # The children are cancelled from here when the run is over; nothing is
+        # raised into the group, so the parent task never sees a cancellation.
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._on_grid_samples(every_sample), name="grid-samples"),
+                tg.create_task(self._on_results(), name="results"),
+                tg.create_task(self._observe(), name="observers"),
+            ]
+            tasks += [
+                tg.create_task(self._on_timer(strategy), name=f"strategy-{strategy.name}")
+                for strategy in timed
+            ]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration_s)
-            raise _RunOver
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(stopper(), name="stopper")
-                tg.create_task(self._on_grid_samples(every_sample), name="grid-samples")
-                tg.create_task(self._on_results(), name="results")
-                tg.create_task(self._observe(), name="observers")
-                for strategy in timed:
-                    tg.create_task(self._on_timer(strategy), name=f"strategy-{strategy.name}")
-        except* _RunOver:
-            pass
+            for task in tasks:
+                task.cancel()
         return time.monotonic() - t0
-
-
-class _RunOver(Exception):  # noqa: N818 - a signal, not an error
-    """Raised inside the run's TaskGroup to end it (duration passed or stop requested)."""
 
 
 # ---------------------------------------------------------------------- the run
