@@ -30,6 +30,7 @@ import math
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ __all__ = [
     "periodic",
     "run_main",
     "run_service",
+    "runtime_options",
 ]
 
 _LOG = logging.getLogger("gridloop.controller")
@@ -123,9 +125,13 @@ class RunSummary:
     import_limit_w: float | None
     """Peak-shaving import limit (None when peak shaving is off)."""
     peak_import_w_uncontrolled: float
-    """Highest grid import the site would have had without its batteries (grid − battery)."""
+    """Highest 1-minute (site time) mean import without the batteries (grid − battery)."""
     peak_import_w: float
-    """Highest measured grid import."""
+    """Highest 1-minute (site time) mean of the measured grid import."""
+    peak_import_w_instant_uncontrolled: float
+    """Highest single-sample import without the batteries."""
+    peak_import_w_instant: float
+    """Highest single-sample grid import (includes sub-cycle transients at load steps)."""
     fr_energy_required_wh: float
     """∫|P_required| dt of frequency response, in site time."""
     fr_energy_delivered_wh: float
@@ -178,7 +184,9 @@ class RunSummary:
             f"gridloop run: {self.duration_s:.1f} s wall, {self.simulated_s / 60:.1f} min of site "
             f"time ({'embedded simulator' if self.embedded else self.api_url})",
             f"  peak import      {kw(self.peak_import_w)} with batteries, "
-            f"{kw(self.peak_import_w_uncontrolled)} without (limit {kw(self.import_limit_w)})",
+            f"{kw(self.peak_import_w_uncontrolled)} without (1-min means; limit "
+            f"{kw(self.import_limit_w)}); single samples {kw(self.peak_import_w_instant)} / "
+            f"{kw(self.peak_import_w_instant_uncontrolled)}",
             f"  freq. response   {self.fr_energy_delivered_wh / 1e3:.2f} kWh delivered of "
             f"{self.fr_energy_required_wh / 1e3:.2f} kWh required",
             f"  setpoints        {self.setpoints_sent} sent, {self.setpoints_failed} failed, "
@@ -197,27 +205,52 @@ class RunSummary:
 
 
 class _Accumulator:
-    """Run statistics gathered from every grid-meter sample (peaks, FR energy, SoC range)."""
+    """Run statistics gathered from every grid-meter sample (peaks, FR energy, SoC range).
 
-    def __init__(self, time_scale: float) -> None:
+    Peaks are reported two ways: the highest single sample, and the highest
+    mean over ``window_s`` of site time (1 minute): demand is billed on
+    interval means, and a 30× time-scaled demo compresses a load ramp into
+    a couple of control cycles, so single samples catch the ramp's transient.
+    """
+
+    def __init__(self, time_scale: float, window_s: float = 60.0) -> None:
         self.time_scale = time_scale
+        self.window_s = window_s
         self.peak_import_w = -math.inf
         self.peak_uncontrolled_w = -math.inf
+        self.peak_mean_import_w = -math.inf
+        self.peak_mean_uncontrolled_w = -math.inf
         self.fr_required_wh = 0.0
         self.fr_delivered_wh = 0.0
         self.soc_min_pct = math.inf
         self.soc_max_pct = -math.inf
         self.samples = 0
         self._last_ns = 0
+        self._win: deque[tuple[float, float, float]] = deque()  # (site s, grid, uncontrolled)
+        self._win_sum = [0.0, 0.0]
+
+    def _window(self, site_s: float, grid_w: float, uncontrolled_w: float) -> None:
+        win = self._win
+        win.append((site_s, grid_w, uncontrolled_w))
+        self._win_sum[0] += grid_w
+        self._win_sum[1] += uncontrolled_w
+        while win and win[0][0] <= site_s - self.window_s:
+            _, g, u = win.popleft()
+            self._win_sum[0] -= g
+            self._win_sum[1] -= u
+        if win and site_s - win[0][0] >= self.window_s * 0.95:  # a full window
+            n = len(win)
+            self.peak_mean_import_w = max(self.peak_mean_import_w, self._win_sum[0] / n)
+            self.peak_mean_uncontrolled_w = max(self.peak_mean_uncontrolled_w, self._win_sum[1] / n)
 
     def add(
         self, m: SiteMeasurements, fr_required_w: float, fr_delivered_w: float, now_ns: int
     ) -> None:
         if math.isfinite(m.grid_power_w) and math.isfinite(m.battery_power_w):
+            uncontrolled = m.grid_power_w - m.battery_power_w
             self.peak_import_w = max(self.peak_import_w, m.grid_power_w)
-            self.peak_uncontrolled_w = max(
-                self.peak_uncontrolled_w, m.grid_power_w - m.battery_power_w
-            )
+            self.peak_uncontrolled_w = max(self.peak_uncontrolled_w, uncontrolled)
+            self._window(now_ns / 1e9 * self.time_scale, m.grid_power_w, uncontrolled)
         if math.isfinite(m.soc_pct):
             self.soc_min_pct = min(self.soc_min_pct, m.soc_pct)
             self.soc_max_pct = max(self.soc_max_pct, m.soc_pct)
@@ -381,9 +414,16 @@ class Controller:
         return mine + (m.battery_power_w - self.target_w) * abs(mine) / total_abs
 
     # ------------------------------------------------------------------ control
+    def _higher_priority_w(self, strategy: Strategy) -> float:
+        """What the last merge granted to the strategies above ``strategy``."""
+        return sum(
+            self.granted.get(s.name, 0.0) for s in self.strategies if s.priority > strategy.priority
+        )
+
     def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_s: float) -> None:
-        inputs = self.inputs(m)
+        base = self.inputs(m)
         for strategy in strategies:
+            inputs = dataclasses.replace(base, higher_priority_w=self._higher_priority_w(strategy))
             try:
                 self.wishes[strategy.name] = strategy.step(inputs, now_s)
             except Exception:  # a strategy bug must not stop the loop
@@ -392,6 +432,8 @@ class Controller:
         result = merge(list(self.wishes.values()), m.fleet_lower_w, m.fleet_upper_w)
         for source, reason in result.rejected.items():
             _LOG.warning("wish of %s ignored: %s", source, reason)
+        if result.fleet_error:
+            _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
         self.granted = dict(result.granted)
         self.target_w = result.target_w
         self.site.request_power(result.target_w)
@@ -523,12 +565,25 @@ def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:
         raise UserError(f"{field_name} = {str(path)!r}: cannot read: {exc.strerror}") from None
 
 
-def _runtime_options(config: GridloopConfig) -> RuntimeOptions:
+def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeOptions:
+    """The actor runtime's options for this config, on a site running ``time_scale``× fast.
+
+    A setpoint's ``request_lifetime`` counts in the site's time. On a
+    time-scaled simulator the lifetime sent is ``setpoint_lifetime_s ×
+    time_scale`` (at most the API's 900 s), so that it still lasts
+    ``setpoint_lifetime_s`` of wall time (or as close as the API allows): a
+    killed controller leaves the site at 0 W after the configured wall time,
+    and a live one renews unchanged setpoints at half of that.
+    """
     c = config.control
+    lifetime_site_s = float(min(900, max(10, round(c.setpoint_lifetime_s * time_scale))))
+    lifetime_wall_s = lifetime_site_s / time_scale
     return RuntimeOptions(
         call_timeout_s=config.api.call_timeout_s,
-        setpoint_lifetime_s=float(c.setpoint_lifetime_s),
-        renew_margin_s=min(20.0, c.setpoint_lifetime_s / 2),
+        setpoint_lifetime_s=lifetime_site_s,
+        # The runtime renews when (lifetime − margin) of wall time has passed.
+        renew_margin_s=lifetime_site_s - lifetime_wall_s / 2.0,
+        reallocate_interval_s=min(1.0, lifetime_wall_s / 4.0),
         deadband_w=c.deadband_w,
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
@@ -590,7 +645,7 @@ async def run_service(
                     api_url,
                     api_key=api_key,
                     root_cert=root_cert,
-                    options=_runtime_options(config),
+                    options=runtime_options(config, time_scale),
                 )
             except (ApiError, GraphError, OptionsError) as exc:
                 raise UserError(str(exc)) from None
@@ -622,8 +677,10 @@ async def run_service(
         simulated_s=wall_s * time_scale,
         time_scale=time_scale,
         import_limit_w=ps.import_limit_w if ps.enabled else None,
-        peak_import_w_uncontrolled=acc.peak_uncontrolled_w,
-        peak_import_w=acc.peak_import_w,
+        peak_import_w_uncontrolled=acc.peak_mean_uncontrolled_w,
+        peak_import_w=acc.peak_mean_import_w,
+        peak_import_w_instant_uncontrolled=acc.peak_uncontrolled_w,
+        peak_import_w_instant=acc.peak_import_w,
         fr_energy_required_wh=acc.fr_required_wh,
         fr_energy_delivered_wh=acc.fr_delivered_wh,
         setpoints_sent=stats.setpoints_sent,

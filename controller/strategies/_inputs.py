@@ -19,10 +19,11 @@ class StrategyInputs:
     (the site importing from the grid, the batteries charging). Unknown values
     are ``nan``; strategies handle them (they never raise on bad measurements).
 
-    No stacking input is needed: peak shaving works on the *uncontrolled* power
-    ``grid_power_w − battery_power_w`` (what the grid meter would show without
-    batteries), which does not depend on any strategy's contribution, and the
-    power manager (:func:`actors.power_manager.merge`) does the stacking.
+    Peak shaving works on the *uncontrolled* power ``grid_power_w −
+    battery_power_w`` (what the grid meter would show without batteries),
+    which does not depend on any strategy's contribution, and the power
+    manager (:func:`actors.power_manager.merge`) does the stacking; the only
+    stacking input is ``higher_priority_w``, which bounds optional recharging.
     """
 
     grid_power_w: float
@@ -43,6 +44,10 @@ class StrategyInputs:
     """Most negative power the fleet can take now (max discharge, ≤ 0)."""
     fleet_upper_w: float = 0.0
     """Most positive power the fleet can take now (max charge, ≥ 0)."""
+    higher_priority_w: float = 0.0
+    """Sum of what the power manager last granted to strategies above this one
+    (+ = charging). Peak shaving uses its charging part to keep its optional
+    recharge from pushing the grid over the import limit."""
 
     @property
     def uncontrolled_power_w(self) -> float:

@@ -13,14 +13,17 @@ contribution ``c`` to the fleet power must satisfy::
 
 and it prefers::
 
-    recharge  = min(recharge_power_w, max(0, upper − recharge_margin_w))
+    recharge  = min(recharge_power_w, max(0, upper − recharge_margin_w − H⁺))
                 if soc_pct < target_soc_pct else 0
     preferred = clip(recharge, lower, upper)
 
 So it discharges exactly the excess over the import limit (``preferred =
 upper < 0``), charges exactly the excess export (``preferred = lower > 0``),
 and otherwise recharges toward ``target_soc_pct`` with what headroom is left
-below ``import_limit_w − recharge_margin_w``. Because the target is the
+below ``import_limit_w − recharge_margin_w`` once higher priorities' charging
+``H⁺ = max(0, higher_priority_w)`` is counted: recharging is optional, so it
+never stacks on a frequency-response charge to push the grid over the limit
+(shaving itself ignores ``H``, see Stacking). Because the target is the
 measured excess itself rather than an integrated error, a load step is
 answered in one cycle, the battery's lag cannot wind anything up (no
 overshoot), and charge / discharge cannot alternate: discharge needs
@@ -101,7 +104,10 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     lower = -config.export_limit_w - u
     recharge = 0.0
     if inputs.soc_pct < config.target_soc_pct:
-        recharge = min(config.recharge_power_w, max(0.0, upper - config.recharge_margin_w))
+        # Only the headroom a higher priority's charging leaves (FR charging on
+        # over-frequency is already on top of U at the grid meter).
+        room = upper - config.recharge_margin_w - max(0.0, inputs.higher_priority_w)
+        recharge = min(config.recharge_power_w, max(0.0, room))
     preferred = _clip(recharge, lower, upper)
     return Wish(config.name, config.priority, preferred, lower, upper)
 

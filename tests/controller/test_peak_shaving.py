@@ -208,3 +208,20 @@ def test_frequency_response_takes_room_first() -> None:
 def test_cadence_and_identity_come_from_the_config() -> None:
     ps = PeakShaving(CFG)
     assert (ps.name, ps.priority, ps.interval_s) == ("peak_shaving", 10, 0.2)
+
+
+def test_recharge_leaves_room_for_a_higher_priority_charge() -> None:
+    # U = 150, SoC 40 %: alone, recharge = min(50, 250 − 150 − 10) = 50.
+    # FR (higher priority) charges +60 on over-frequency: H⁺ = 60 →
+    #   recharge = min(50, 100 − 10 − 60) = 30 → grid = 150 + 60 + 30 = 240 = limit − margin.
+    # FR discharging (H = −60) does not enlarge the recharge: H⁺ = 0 → 50.
+    # At U = 300 the shaving is unaffected by H: preferred = upper = −50 either way.
+    ps = PeakShaving(CFG)
+    assert ps.step(_inputs(150 * KW, 0.0, soc=40.0), 0.0).preferred_w == 50 * KW
+    charged = ps.step(_inputs(150 * KW, 0.0, soc=40.0, higher_priority_w=60 * KW), 0.0)
+    assert charged.preferred_w == 30 * KW
+    assert 150 + 60 + charged.preferred_w / KW <= 250
+    discharged = ps.step(_inputs(150 * KW, 0.0, soc=40.0, higher_priority_w=-60 * KW), 0.0)
+    assert discharged.preferred_w == 50 * KW
+    for h in (-60 * KW, 0.0, 60 * KW):
+        assert ps.step(_inputs(300 * KW, 0.0, higher_priority_w=h), 0.0).preferred_w == -50 * KW
