@@ -74,6 +74,8 @@ class CycleRecord:
     """Setpoint calls sent since the run started."""
     setpoints_failed: int = 0
     """Setpoint calls that failed (rejected, timed out, gRPC error) since the start."""
+    cycle_duration_ms: float = math.nan
+    """How long the latest control cycle took: measurements → strategies → merge → request."""
     cycle_overruns: int = 0
     """Control cycles that started late because the previous one overran."""
     excluded: dict[int, str] = field(default_factory=dict)

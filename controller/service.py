@@ -74,6 +74,7 @@ __all__ = [
 _LOG = logging.getLogger("gridloop.controller")
 
 Observer = Callable[[CycleRecord], object]
+OutcomeObserver = Callable[[DistributionOutcome], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +323,7 @@ class Controller:
         *,
         time_scale: float = 1.0,
         observers: Sequence[Observer] = (),
+        outcome_observers: Sequence[OutcomeObserver] = (),
         record_interval_s: float = 0.2,
     ) -> None:
         """Prepare the strategies and the bookkeeping for one run.
@@ -331,11 +333,13 @@ class Controller:
             config: The run's configuration.
             time_scale: Site seconds per wall second (embedded simulator), for energies.
             observers: Called with one :class:`CycleRecord` per record interval.
+            outcome_observers: Called with every distribution outcome (one per request).
             record_interval_s: Wall seconds between two records.
         """
         self.site = site
         self.config = config
         self.observers = list(observers)
+        self.outcome_observers = list(outcome_observers)
         self.record_interval_s = record_interval_s
         self.strategies: list[Strategy] = []
         self._fr: FrequencyResponse | None = None
@@ -350,6 +354,7 @@ class Controller:
         self.granted: dict[str, float] = {}
         self.target_w = 0.0
         self.overruns = 0
+        self.last_cycle_ms = math.nan
         self.acc = _Accumulator(time_scale)
         self.last_outcome: DistributionOutcome | None = None
         self._t0_ns = time.monotonic_ns()
@@ -421,6 +426,7 @@ class Controller:
         )
 
     def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_s: float) -> None:
+        t0 = time.perf_counter()
         base = self.inputs(m)
         for strategy in strategies:
             inputs = dataclasses.replace(base, higher_priority_w=self._higher_priority_w(strategy))
@@ -437,6 +443,7 @@ class Controller:
         self.granted = dict(result.granted)
         self.target_w = result.target_w
         self.site.request_power(result.target_w)
+        self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
 
     async def _on_grid_samples(self, every_sample: Sequence[Strategy]) -> None:
         grid_id = self.site.graph.grid_meter_id
@@ -460,6 +467,11 @@ class Controller:
         receiver = self.site.new_result_receiver()
         async for outcome in receiver:
             self.last_outcome = outcome
+            for observer in self.outcome_observers:
+                try:
+                    observer(outcome)
+                except Exception:  # an observer must not stop the control loop
+                    _LOG.exception("outcome observer %r failed", observer)
             if outcome.failed:
                 _LOG.info(
                     "dispatch %s: %d inverter(s) failed (%s), %.0f W missing",
@@ -520,6 +532,7 @@ class Controller:
             latency_p99_ms=stats.latency_p99_ms,
             setpoints_sent=stats.setpoints_sent,
             setpoints_failed=sum(stats.setpoints_failed.values()),
+            cycle_duration_ms=self.last_cycle_ms,
             cycle_overruns=self.overruns,
             excluded=dict(excluded),
         )
@@ -595,6 +608,7 @@ async def run_service(
     options: RunOptions,
     observers: Sequence[Observer] = (),
     *,
+    outcome_observers: Sequence[OutcomeObserver] = (),
     stop: asyncio.Event | None = None,
 ) -> RunSummary:
     """Run the service once: (embedded simulator →) site → controller → summary.
@@ -603,6 +617,7 @@ async def run_service(
         config: The loaded configuration.
         options: Command-line choices (they override the config).
         observers: Called with one :class:`CycleRecord` per record interval.
+        outcome_observers: Called with every distribution outcome.
         stop: Set it to end the run early (SIGINT/SIGTERM do the same).
 
     Returns:
@@ -654,7 +669,11 @@ async def run_service(
             controller: Controller | None = None
             async with site:
                 controller = Controller(
-                    site, config, time_scale=time_scale, observers=observers
+                    site,
+                    config,
+                    time_scale=time_scale,
+                    observers=observers,
+                    outcome_observers=outcome_observers,
                 )
                 wall_s = await controller.run(duration, stop)
                 stats = site.stats()
@@ -712,7 +731,14 @@ def run_main(options: RunOptions) -> int:
     try:
         with contextlib.ExitStack() as stack:
             observers = _observers(options, stack)
-            summary = run_on_uvloop(run_service(config, options, observers.callbacks))
+            summary = run_on_uvloop(
+                run_service(
+                    config,
+                    options,
+                    observers.callbacks,
+                    outcome_observers=observers.outcome_callbacks,
+                )
+            )
             observers.close()
     except UserError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
@@ -745,10 +771,10 @@ class _Observers:
         from controller.metrics import MetricsError, MetricsExporter
 
         self.callbacks: list[Observer] = []
+        self.outcome_callbacks: list[OutcomeObserver] = []
         self._record_path = options.record_csv
         self._recorder: Any = None
         self._stack = stack
-        self._last_s = 0.0
         if self._record_path is not None:
             try:
                 with open(self._record_path, "w", encoding="utf-8"):
@@ -767,10 +793,15 @@ class _Observers:
             sys.stderr.write(f"gridloop run: metrics on {exporter.url}\n")
 
             def observe(record: CycleRecord) -> None:
-                exporter.observe_cycle(record, record.time_s - self._last_s)
-                self._last_s = record.time_s
+                exporter.observe_cycle(record, record.cycle_duration_ms / 1e3)
 
             self.callbacks.append(observe)
+
+            def observe_dispatch(outcome: DistributionOutcome) -> None:
+                if outcome.sent > 0 and outcome.done_time_ns >= outcome.request_time_ns:
+                    exporter.observe_dispatch(outcome.latency_ms / 1e3)
+
+            self.outcome_callbacks.append(observe_dispatch)
         if options.dashboard:
             dashboard = stack.enter_context(LiveDashboard())
             self.callbacks.append(dashboard.update)

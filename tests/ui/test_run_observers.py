@@ -26,17 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.report import PANEL_TITLES, read_recording, render_report
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        strict=False,
-        reason="controller/service.py builds its timers with timedelta(x) (x days, not "
-        "seconds), so records never reach the observers; and `gridloop run` under "
-        "Popen(stdout=PIPE) often does not exit after --duration (pending grpc aio tasks). "
-        "Remove this marker once both are fixed.",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_S = 8.0
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
