@@ -662,8 +662,10 @@ async def run_service(
                     root_cert=root_cert,
                     options=runtime_options(config, time_scale),
                 )
-            except (ApiError, GraphError, OptionsError) as exc:
+            except ApiError as exc:
                 raise UserError(str(exc)) from None
+            except (GraphError, OptionsError) as exc:
+                raise UserError(f"{api_url}: {exc}") from None
             if not site.graph.groups:
                 raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
             controller: Controller | None = None
