@@ -5,6 +5,10 @@ exactly one line ``gridloop sim listening on HOST:PORT`` and flushes stdout.
 On SIGINT/SIGTERM it stops, writes the stats JSON (``--stats-json``) and
 returns 0. A bad site file prints ``error: <file>: <field>: <problem>`` to
 stderr and returns 2; bad flags return 2 (argparse).
+
+Security: ``--api-key KEY`` makes every call require metadata ``key: KEY``
+(UNAUTHENTICATED otherwise); ``--tls-cert FILE --tls-key FILE`` serves TLS
+only. The server binds loopback (127.0.0.1) unless ``--host`` says otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import json
 import math
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -71,7 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--stats-json", metavar="FILE", help="write setpoint stats here on exit")
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require this key in the 'key' metadata of every call (else UNAUTHENTICATED)",
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS only"
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     return parser
+
+
+def _read_pem(flag: str, path: str) -> bytes:
+    """Read the PEM file of ``flag``; `ValueError` names the flag, the path and the problem."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{flag} {path}: not a PEM file")
+    return data
 
 
 async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
@@ -107,6 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     except SiteConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key must be given together", file=sys.stderr)
+        return 2
+    if args.api_key is not None and not args.api_key:
+        print("error: --api-key: must not be empty", file=sys.stderr)
+        return 2
+    try:
+        tls_cert = _read_pem("--tls-cert", args.tls_cert) if args.tls_cert else None
+        tls_key = _read_pem("--tls-key", args.tls_key) if args.tls_key else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.tls_cert and args.tls_key:
+        try:  # the stdlib checks that the certificate and the key parse and match
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except ssl.SSLError as exc:
+            print(
+                f"error: --tls-cert {args.tls_cert} --tls-key {args.tls_key}: not a valid PEM"
+                f" certificate chain and matching private key ({exc.reason or exc})",
+                file=sys.stderr,
+            )
+            return 2
     server = SimulatorServer(
         site,
         host=args.host,
@@ -114,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         telemetry_hz=args.telemetry_hz,
         seed=args.seed,
+        api_key=args.api_key,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     try:
         _run(_serve(args, server))

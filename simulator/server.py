@@ -245,6 +245,8 @@ class SimulatorServer:
         seed: int = 0,
         api_key: str | None = None,
         physics_hz: float = 50.0,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
     ) -> None:
         """Create the server (nothing runs until `start`).
 
@@ -258,7 +260,12 @@ class SimulatorServer:
             api_key: if set, every call must carry metadata ``key`` with this
                 value, else it fails with UNAUTHENTICATED.
             physics_hz: wall-clock rate of the physics task (> 0).
+            tls_cert: PEM server certificate chain; with ``tls_key`` the server
+                serves TLS only (clients verify it against their root).
+            tls_key: PEM private key of ``tls_cert``.
         """
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
         for name, value in (
             ("time_scale", time_scale),
             ("telemetry_hz", telemetry_hz),
@@ -274,6 +281,9 @@ class SimulatorServer:
         self.telemetry_hz = float(telemetry_hz)
         self.physics_hz = float(physics_hz)
         self.api_key = api_key
+        self.tls: bool = tls_cert is not None
+        """Whether the server serves TLS (else plaintext)."""
+        self._tls_pair = (tls_key, tls_cert) if tls_key and tls_cert else None
         self._requested_port = port
         # At most 10 physics sub-steps per wall tick, at least physics_hz sim steps/s.
         max_step = max(1.0 / self.physics_hz, self.time_scale / (self.physics_hz * 10.0))
@@ -326,11 +336,19 @@ class SimulatorServer:
         if ":" in self.host and not self.host.startswith("["):
             target = f"[{self.host}]:{self._requested_port}"
         try:
-            self.port = server.add_insecure_port(target)
+            if self._tls_pair is not None:
+                creds = grpc.ssl_server_credentials([self._tls_pair])
+                self.port = server.add_secure_port(target, creds)
+            else:
+                self.port = server.add_insecure_port(target)
         except RuntimeError as exc:  # grpc reports bind failures this way
-            raise OSError(f"cannot bind {target} (address in use or unavailable)") from exc
+            why = "address in use or unavailable"
+            if self._tls_pair is not None:
+                why += ", or a bad TLS certificate/key"
+            raise OSError(f"cannot bind {target} ({why})") from exc
         if self.port == 0:
-            raise OSError(f"cannot bind {target}")
+            what = "serve TLS on" if self._tls_pair is not None else "bind"
+            raise OSError(f"cannot {what} {target}")
         await server.start()
         self._server = server
         self._event = asyncio.Event()
