@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.power_manager import Wish
-from controller.strategies._inputs import StrategyInputs
+from controller.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
 __all__ = [
     "DroopCurve",
@@ -296,7 +296,7 @@ def frequency_response_wish(config: FrequencyResponseConfig, inputs: StrategyInp
     return Wish(config.name, config.priority, power, power, power)
 
 
-class FrequencyResponse:
+class FrequencyResponse(ConfiguredStrategy[FrequencyResponseConfig]):
     """Frequency-response strategy: ``step(inputs, now) -> Wish`` (module docstring)."""
 
     def __init__(self, config: FrequencyResponseConfig | None = None) -> None:
@@ -305,23 +305,7 @@ class FrequencyResponse:
         Args:
             config: Its settings; defaults when None.
         """
-        self.config: FrequencyResponseConfig = config or FrequencyResponseConfig()
-        """The settings (immutable)."""
-
-    @property
-    def name(self) -> str:
-        """Source name of the wishes."""
-        return self.config.name
-
-    @property
-    def priority(self) -> int:
-        """Power-manager priority."""
-        return self.config.priority
-
-    @property
-    def interval_s(self) -> float:
-        """Cadence in seconds (0 = every grid-meter sample)."""
-        return self.config.interval_s
+        super().__init__(config or FrequencyResponseConfig())
 
     def required_power_w(self, grid_frequency_hz: float) -> float:
         """Droop power at this frequency, without the SoC nudge (W, + = charging; nan → 0).

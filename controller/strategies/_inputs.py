@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from actors.power_manager import Wish
 
-__all__ = ["Strategy", "StrategyInputs"]
+__all__ = ["ConfiguredStrategy", "Strategy", "StrategyConfig", "StrategyInputs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +90,53 @@ class Strategy(Protocol):
             The desired contribution to the fleet's power, with bounds.
         """
         ...
+
+
+class StrategyConfig(Protocol):
+    """What every strategy config carries: identity, priority and cadence."""
+
+    @property
+    def name(self) -> str:
+        """Source name of the strategy's wishes."""
+        ...
+
+    @property
+    def priority(self) -> int:
+        """Power-manager priority (higher is served first)."""
+        ...
+
+    @property
+    def interval_s(self) -> float:
+        """Cadence in seconds; 0 = on every fresh grid-meter sample."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=StrategyConfig)
+
+
+class ConfiguredStrategy(Generic[ConfigT]):
+    """Base of the strategies: ``name``, ``priority`` and ``interval_s`` come from the config."""
+
+    def __init__(self, config: ConfigT) -> None:
+        """Keep the (immutable) settings.
+
+        Args:
+            config: The strategy's settings.
+        """
+        self.config: ConfigT = config
+        """The settings (immutable)."""
+
+    @property
+    def name(self) -> str:
+        """Source name of the wishes."""
+        return self.config.name
+
+    @property
+    def priority(self) -> int:
+        """Power-manager priority."""
+        return self.config.priority
+
+    @property
+    def interval_s(self) -> float:
+        """Cadence in seconds (0 = every grid-meter sample)."""
+        return self.config.interval_s

@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 
 from actors.power_manager import Wish
-from controller.strategies._inputs import StrategyInputs
+from controller.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
 __all__ = ["PeakShaving", "PeakShavingConfig", "peak_shaving_wish"]
 
@@ -112,7 +112,7 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     return Wish(config.name, config.priority, preferred, lower, upper)
 
 
-class PeakShaving:
+class PeakShaving(ConfiguredStrategy[PeakShavingConfig]):
     """Peak-shaving strategy: ``step(inputs, now) -> Wish`` (see the module docstring)."""
 
     def __init__(self, config: PeakShavingConfig | None = None) -> None:
@@ -121,23 +121,7 @@ class PeakShaving:
         Args:
             config: Its settings; defaults when None.
         """
-        self.config: PeakShavingConfig = config or PeakShavingConfig()
-        """The settings (immutable)."""
-
-    @property
-    def name(self) -> str:
-        """Source name of the wishes."""
-        return self.config.name
-
-    @property
-    def priority(self) -> int:
-        """Power-manager priority."""
-        return self.config.priority
-
-    @property
-    def interval_s(self) -> float:
-        """Cadence in seconds (0 = every grid-meter sample)."""
-        return self.config.interval_s
+        super().__init__(config or PeakShavingConfig())
 
     def step(self, inputs: StrategyInputs, now: float) -> Wish:
         """Compute this cycle's wish (stateless; ``now`` is unused).
