@@ -56,7 +56,7 @@ from .config import (
 from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
 from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
 
-__all__ = ["REJECTION_CODES", "SERVICE_NAME", "SimulatorServer"]
+__all__ = ["REJECTION_CODES", "SERVICE_NAME", "LatencyProbe", "SimulatorServer"]
 
 _logger = logging.getLogger(__name__)
 
@@ -227,6 +227,59 @@ class _Stats:
             self.out_of_bounds += 1
 
 
+class LatencyProbe:
+    """Opt-in timing of frequency steps and the setpoints that answer them (benchmarks).
+
+    Attach one as ``SimulatorServer.latency_probe`` (None = off, the default; the
+    hot paths then cost one ``is None`` check). Every time is
+    ``time.monotonic_ns()`` of the simulator process, so emissions and arrivals
+    share one clock. Call `mark_step` right after changing the physics (e.g.
+    ``physics.nominal_hz``): the first frame of ``component_id`` (the grid
+    meter) yielded to a client from a later telemetry generation is the
+    step's emission. Every active-power SetElectricalComponentPower request is
+    recorded on arrival (before validation) as ``(ns, component id, power W)``.
+    """
+
+    def __init__(self, component_id: int) -> None:
+        """Watch the telemetry frames of ``component_id`` (the grid meter)."""
+        self.component_id = component_id
+        self.steps: list[dict[str, Any]] = []
+        """Per step: ``label``, ``marked_ns``, ``emitted_ns`` (None until emitted)."""
+        self.setpoints: list[tuple[int, int, float]] = []
+        """Active-power setpoints as they arrived: (ns, component id, power W)."""
+        self._pending: list[tuple[int, int]] = []  # (index into steps, generation at mark)
+
+    def mark_step(self, label: float, generation: int) -> None:
+        """Record a step made while ``generation`` was the latest published one."""
+        self._pending.append((len(self.steps), generation))
+        self.steps.append({"label": label, "marked_ns": time.monotonic_ns(), "emitted_ns": None})
+
+    def on_frame(self, generation: int) -> None:
+        """A frame of the watched component from ``generation`` is being yielded."""
+        if self._pending:
+            now = time.monotonic_ns()
+            keep = []
+            for index, marked in self._pending:
+                if generation > marked:
+                    self.steps[index]["emitted_ns"] = now
+                else:
+                    keep.append((index, marked))
+            self._pending = keep
+
+    def on_setpoint(self, component_id: int, power_w: float) -> None:
+        """An active-power setpoint arrived."""
+        self.setpoints.append((time.monotonic_ns(), component_id, power_w))
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything recorded, JSON-able."""
+        return {
+            "clock": "time.monotonic_ns of the simulator process",
+            "component_id": self.component_id,
+            "steps": [dict(s) for s in self.steps],
+            "setpoints": [list(s) for s in self.setpoints],
+        }
+
+
 class SimulatorServer:
     """A Microgrid API server for one simulated site.
 
@@ -316,6 +369,8 @@ class SimulatorServer:
         self._comp_category = {c.id: c.category for c in self._components}
         self.messages_sent = 0
         """Telemetry messages written to all streams so far."""
+        self.latency_probe: LatencyProbe | None = None
+        """Opt-in latency recording (benchmarks); None = off."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -374,6 +429,11 @@ class SimulatorServer:
     async def __aexit__(self, *exc: object) -> None:
         """Stop the server."""
         await self.stop()
+
+    @property
+    def generation(self) -> int:
+        """Telemetry generations published so far."""
+        return self._generation
 
     async def wait_for_generation(self, count: int = 1) -> None:
         """Wait until ``count`` more telemetry generations have been published."""
@@ -783,6 +843,9 @@ class SimulatorServer:
                 frame = self._frames.get(key)
                 if frame is not None:
                     self.messages_sent += 1
+                    probe = self.latency_probe
+                    if probe is not None and cid == probe.component_id:
+                        probe.on_frame(self._generation)
                     yield frame
         finally:
             self._subscribers[key] -= 1
@@ -918,6 +981,9 @@ class SimulatorServer:
         The final status is OVERRIDDEN if a newer setpoint arrives first, and
         FAILED if the component stops or the target is not reached in time.
         """
+        probe = self.latency_probe
+        if probe is not None and request.power_type == mg_pb2.POWER_TYPE_ACTIVE:
+            probe.on_setpoint(request.electrical_component_id, request.power)
         await self._check_auth(context)
         cid = request.electrical_component_id
         power = request.power
