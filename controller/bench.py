@@ -1,0 +1,649 @@
+"""``gridloop bench latency``: dispatch latency, frequency event → setpoints at the site.
+
+Offers :func:`main` (``gridloop bench ...``), :func:`site_dict` (the generated
+N-battery topology), :func:`step_latencies` (probe record → per-step latencies)
+and :func:`summarise`.
+
+How it measures. For every client, a fresh simulator child process
+(``python -m controller.bench _sim``) serves the same generated site: a grid
+connection point, a grid meter, and N 1:1 battery inverter/battery pairs
+(±10 kW each), no frequency noise. It carries a
+:class:`simulator.server.LatencyProbe`. Once the client is connected and
+settled, the simulator steps the grid frequency to 50 Hz ± 300 mHz
+(alternating, every ``--interval`` s of wall time, one unreported warm-up step
+first) and records, on its own ``time.monotonic_ns`` clock, when it yielded the
+first grid-meter frame showing each step and when each active-power
+SetElectricalComponentPower arrived. A setpoint answers step *k* when it arrives
+after the step's emission, before the next step's, and has the step's sign
+(over-frequency → charge, +; under-frequency → discharge, −; ±5 kW per inverter
+for every client). Event → first / last setpoint is the first / last such
+arrival over the N inverters.
+
+The clients, one after another in the same run:
+
+1. ``gridloop``: :class:`actors.Site` + :class:`controller.service.Controller`
+   with only frequency response enabled (reserve N × 5 kW, full activation at
+   200 mHz), in this process on uvloop.
+2. ``floor``: a bare ``grpc.aio`` client that streams the grid meter's frequency
+   and, on the first sample of a step, sends the N setpoints concurrently (no
+   actors, no allocation), in this process on uvloop.
+3. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
+   ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
+   state); null when ``frequenz.sdk`` is not importable or it fails.
+
+CPU per cycle (gridloop and floor): ``time.process_time`` of this process over
+the stepping window divided by the grid-meter samples the client reacted to
+(telemetry decoding of all 2 N streams included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "site_dict", "step_latencies", "summarise"]
+
+GRID_ID = 1
+METER_ID = 2
+INV_W = 10_000.0
+STEP_W = 5_000.0
+"""Per-inverter response to a full-activation step (W)."""
+STEP_HZ = 0.3
+NOMINAL_HZ = 50.0
+_LISTEN = re.compile(r"listening on (\S+):(\d+)")
+_RESULT_PREFIX = "LATENCY "
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class BenchError(Exception):
+    """The benchmark could not run (one line for the user)."""
+
+
+def site_dict(n: int) -> dict[str, Any]:
+    """A site mapping: grid connection point, grid meter, ``n`` 1:1 battery pairs (±10 kW)."""
+    comps: list[dict[str, Any]] = [
+        {"id": GRID_ID, "category": "grid"},
+        {"id": METER_ID, "category": "meter"},
+    ]
+    conns: list[dict[str, Any]] = [{"source": GRID_ID, "destination": METER_ID}]
+    for i in range(n):
+        inv, bat = 1000 + 2 * i, 1001 + 2 * i
+        comps.append(
+            {
+                "id": inv,
+                "category": "inverter",
+                "type": "battery",
+                "rated_lower_w": -INV_W,
+                "rated_upper_w": INV_W,
+            }
+        )
+        comps.append(
+            {
+                "id": bat,
+                "category": "battery",
+                "capacity_wh": 100_000.0,
+                "soc_pct": 50.0,
+                "max_charge_w": INV_W,
+                "max_discharge_w": INV_W,
+            }
+        )
+        conns.append({"source": METER_ID, "destination": inv})
+        conns.append({"source": inv, "destination": bat})
+    return {
+        "microgrid": {"id": 1, "name": f"bench-{n}"},
+        "component": comps,
+        "connection": conns,
+        "frequency": {"nominal_hz": NOMINAL_HZ, "noise_hz": 0.0},
+    }
+
+
+def inverter_ids(n: int) -> list[int]:
+    """The inverter ids of :func:`site_dict`."""
+    return [1000 + 2 * i for i in range(n)]
+
+
+# ---------------------------------------------------------------------- analysis
+
+
+def step_latencies(
+    record: dict[str, Any], inverters: Sequence[int], skip: int = 1
+) -> list[dict[str, Any]]:
+    """Per step: event → first / last answering setpoint (ms) from a probe record.
+
+    Args:
+        record: :meth:`simulator.server.LatencyProbe.to_json` output; step labels
+            are the step's frequency deviation (Hz, sign = expected setpoint sign).
+        inverters: The inverters that must answer.
+        skip: Leading warm-up steps left out.
+
+    Returns:
+        One dict per step: ``first_ms``, ``last_ms`` (NaN when not all answered
+        before the next step), ``answered`` (inverters), ``label``.
+    """
+    steps = record["steps"]
+    setpoints = sorted((int(t), int(c), float(p)) for t, c, p in record["setpoints"])
+    wanted = set(inverters)
+    out: list[dict[str, Any]] = []
+    for k, step in enumerate(steps):
+        if k < skip:
+            continue
+        emitted = step["emitted_ns"]
+        if emitted is None:
+            out.append({"label": step["label"], "first_ms": math.nan, "last_ms": math.nan,
+                        "answered": 0})
+            continue
+        nxt = math.inf
+        if k + 1 < len(steps) and steps[k + 1]["emitted_ns"] is not None:
+            nxt = steps[k + 1]["emitted_ns"]
+        sign = 1.0 if step["label"] > 0 else -1.0
+        first: dict[int, int] = {}
+        for t, cid, p in setpoints:
+            if t < emitted or cid not in wanted or cid in first:
+                continue
+            if t >= nxt:
+                break
+            if p * sign >= STEP_W * 0.5:
+                first[cid] = t
+        if first:
+            t_first = (min(first.values()) - emitted) / 1e6
+            complete = len(first) == len(wanted)
+            t_last = (max(first.values()) - emitted) / 1e6 if complete else math.nan
+        else:
+            t_first = t_last = math.nan
+        out.append({"label": step["label"], "first_ms": t_first, "last_ms": t_last,
+                    "answered": len(first)})
+    return out
+
+
+def _pct(values: Sequence[float]) -> dict[str, float | None]:
+    import numpy as np
+
+    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if arr.size == 0:
+        return {"p50": None, "p99": None, "max": None}
+    p50, p99 = np.percentile(arr, [50.0, 99.0])
+    return {"p50": float(p50), "p99": float(p99), "max": float(arr.max())}
+
+
+def summarise(steps: Sequence[dict[str, Any]], n: int) -> dict[str, Any]:
+    """p50/p99/max (ms) of event → first and → last setpoint, and completeness."""
+    return {
+        "first_setpoint_ms": _pct([s["first_ms"] for s in steps]),
+        "last_setpoint_ms": _pct([s["last_ms"] for s in steps]),
+        "events": len(steps),
+        "events_complete": sum(1 for s in steps if s["answered"] == n),
+    }
+
+
+# ---------------------------------------------------------------------- simulator child
+
+
+async def _sim_child(args: argparse.Namespace) -> None:
+    """The simulator side: serve, wait for "go" on stdin, step, print the record."""
+    from simulator.config import site_from_dict
+    from simulator.server import LatencyProbe, SimulatorServer
+
+    site = site_from_dict(site_dict(args.inverters), source=f"<bench site N={args.inverters}>")
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    async with SimulatorServer(site, telemetry_hz=args.telemetry_hz) as srv:
+        probe = LatencyProbe(METER_ID)
+        srv.latency_probe = probe
+        print(f"gridloop bench sim listening on {srv.address}", flush=True)
+        line = await reader.readline()
+        if line.strip() != b"go":
+            return
+        for k in range(args.events + 1):
+            delta = STEP_HZ if k % 2 == 0 else -STEP_HZ
+            srv.physics.nominal_hz = NOMINAL_HZ + delta
+            srv.physics.frequency_hz = NOMINAL_HZ + delta
+            probe.mark_step(delta, srv.generation)
+            await asyncio.sleep(args.interval)
+        print(_RESULT_PREFIX + json.dumps(probe.to_json()), flush=True)
+        await reader.read()  # serve until the harness closes stdin
+
+
+class _Sim:
+    """A simulator child process with a latency probe."""
+
+    def __init__(self, n: int, events: int, interval: float, telemetry_hz: float) -> None:
+        self.argv = [
+            sys.executable, "-m", "controller.bench", "_sim",
+            "--inverters", str(n), "--events", str(events),
+            "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
+        ]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.address = ""
+
+    async def __aenter__(self) -> _Sim:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            cwd=_ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), 60.0)).decode()
+        match = _LISTEN.search(line)
+        if not match:
+            await self._kill()
+            raise BenchError(f"simulator did not start: {line.strip()!r}")
+        self.address = f"{match.group(1)}:{match.group(2)}"
+        self.url = f"grpc://{self.address}"
+        return self
+
+    async def run_steps(self, timeout_s: float) -> dict[str, Any]:
+        """Say go; return the probe record once all steps are done."""
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+        while True:
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)).decode()
+            if not line:
+                raise BenchError("simulator exited before reporting")
+            if line.startswith(_RESULT_PREFIX):
+                data: dict[str, Any] = json.loads(line[len(_RESULT_PREFIX):])
+                return data
+
+    async def _kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10.0)
+        except TimeoutError:
+            await self._kill()
+
+
+# ---------------------------------------------------------------------- clients
+
+
+async def _poll(ok: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``ok`` until it holds, or raise BenchError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _gridloop_client(
+    sim: _Sim, n: int, settle_s: float, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    from actors import Site
+    from controller.config import config_from_dict
+    from controller.service import Controller, runtime_options
+
+    config = config_from_dict(
+        {
+            "control": {"stale_after_s": 10.0, "setpoint_lifetime_s": 60},
+            "peak_shaving": {"enabled": False},
+            "frequency_response": {
+                "enabled": True,
+                "reserved_power_w": n * STEP_W,
+                "soc_management_power_w": 0.0,
+            },
+        },
+        source="<bench>",
+    )
+    site = await Site.connect(sim.url, options=runtime_options(config))
+    async with site:
+        await _poll(lambda: not site.stats().excluded, 60.0, "gridloop: components healthy")
+        controller = Controller(site, config)
+        stop = asyncio.Event()
+        task = asyncio.create_task(controller.run(None, stop))
+        try:
+            await asyncio.sleep(settle_s)
+            cpu0, samples0 = time.process_time(), controller.acc.samples
+            record = await sim.run_steps(timeout_s)
+            cpu = time.process_time() - cpu0
+            cycles = controller.acc.samples - samples0
+        finally:
+            stop.set()
+            await task
+    return record, {"cpu_ms_per_cycle": cpu * 1e3 / max(cycles, 1), "cycles": float(cycles)}
+
+
+async def _floor_client(
+    sim: _Sim, n: int, settle_s: float, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    import grpc.aio
+    from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+    from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+    from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
+
+    ids = inverter_ids(n)
+    samples = 0
+    calls: list[Any] = []
+    freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
+    async with grpc.aio.insecure_channel(sim.address) as channel:
+        stub = pb2_grpc.MicrogridStub(channel)
+        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=METER_ID,
+            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
+                metrics=[freq_metric]
+            ),
+        )
+        first_sample = asyncio.Event()
+
+        async def follow() -> None:
+            nonlocal samples, calls
+            last_sign = 0.0
+            async for msg in stub.ReceiveElectricalComponentTelemetryStream(request):
+                samples += 1
+                first_sample.set()
+                f = math.nan
+                for s in msg.telemetry.metric_samples:
+                    if s.metric == freq_metric:
+                        f = s.value.simple_metric.value
+                df = f - NOMINAL_HZ
+                if not abs(df) > 0.01:
+                    continue
+                sign = 1.0 if df > 0 else -1.0
+                if sign == last_sign:
+                    continue
+                last_sign = sign
+                for c in calls:
+                    c.cancel()
+                calls = [
+                    stub.SetElectricalComponentPower(
+                        pb2.SetElectricalComponentPowerRequest(
+                            electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
+                            power=sign * STEP_W, request_lifetime=60,
+                        ),
+                        timeout=30.0,
+                    )
+                    for cid in ids
+                ]
+
+        task = asyncio.create_task(follow())
+        try:
+            await asyncio.wait_for(first_sample.wait(), 30.0)
+            await asyncio.sleep(settle_s)
+            cpu0, samples0 = time.process_time(), samples
+            record = await sim.run_steps(timeout_s)
+            cpu = time.process_time() - cpu0
+            cycles = samples - samples0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await task
+            for c in calls:
+                c.cancel()
+    return record, {"cpu_ms_per_cycle": cpu * 1e3 / max(cycles, 1), "cycles": float(cycles)}
+
+
+_SDK_SCRIPT = r"""
+import asyncio, logging, math, sys
+from datetime import timedelta
+from frequenz.quantities import Power
+from frequenz.sdk import microgrid
+from frequenz.sdk.timeseries import ResamplerConfig2
+
+logging.basicConfig(level=logging.CRITICAL)
+URL, N, STEP_W, F0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+
+async def main():
+    await microgrid.initialize(URL, ResamplerConfig2(resampling_period=timedelta(seconds=1.0)))
+    pool = microgrid.new_battery_pool(priority=5)
+    status_rx = pool.power_status.new_receiver()
+    freq_rx = microgrid.frequency().new_receiver()
+    async with asyncio.timeout(120):
+        while True:
+            st = await status_rx.receive()
+            b = getattr(st, "bounds", None)
+            if b is not None and b.upper is not None and b.upper.base_value >= N * STEP_W * 1.5:
+                break
+    print("READY", flush=True)
+    last = 0.0
+    async for sample in freq_rx:
+        if sample.value is None:
+            continue
+        df = sample.value.base_value - F0
+        if not abs(df) > 0.01:
+            continue
+        sign = 1.0 if df > 0 else -1.0
+        if sign != last:
+            last = sign
+            await pool.propose_power(Power.from_watts(sign * N * STEP_W))
+
+asyncio.run(main())
+"""
+
+
+def sdk_available() -> bool:
+    """Whether frequenz-sdk can be imported (checked without importing it here)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("frequenz.sdk") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+async def _sdk_client(
+    sim: _Sim, n: int, settle_s: float, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-W", "ignore", "-c", _SDK_SCRIPT, sim.url, str(n), str(STEP_W),
+        str(NOMINAL_HZ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 150.0)
+        if not line.startswith(b"READY"):
+            err = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
+            raise BenchError(f"sdk peer did not start: {err[-1] if err else line!r}")
+        await asyncio.sleep(settle_s)
+        record = await sim.run_steps(timeout_s)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    return record, {}
+
+
+# ---------------------------------------------------------------------- the run
+
+Client = Callable[[_Sim, int, float, float], Awaitable[tuple[dict[str, Any], dict[str, float]]]]
+
+
+async def run_latency(
+    n: int,
+    events: int,
+    *,
+    interval_s: float = 2.0,
+    telemetry_hz: float | None = None,
+    clients: Sequence[str] = ("gridloop", "floor", "sdk"),
+    settle_s: float = 1.0,
+) -> dict[str, Any]:
+    """Run the latency benchmark; return the JSON-able result."""
+    hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 2.0)
+    table: dict[str, Client] = {
+        "gridloop": _gridloop_client, "floor": _floor_client, "sdk": _sdk_client,
+    }
+    result: dict[str, Any] = {
+        "inverters": n,
+        "events": events,
+        "interval_s": interval_s,
+        "telemetry_hz": hz,
+        "step_hz": STEP_HZ,
+        "clock": "time.monotonic_ns of the simulator process (emission and arrival)",
+        "results": {},
+    }
+    timeout_s = (events + 1) * interval_s + 60.0
+    for name in clients:
+        if name == "sdk" and not sdk_available():
+            result["results"][name] = None
+            result.setdefault("notes", []).append("sdk: frequenz-sdk not installed")
+            continue
+        try:
+            async with _Sim(n, events, interval_s, hz) as sim:
+                record, extra = await table[name](sim, n, settle_s, timeout_s)
+        except (BenchError, TimeoutError, OSError) as exc:
+            if name != "sdk":
+                raise BenchError(f"{name}: {exc or type(exc).__name__}") from None
+            result["results"][name] = None
+            result.setdefault("notes", []).append(f"sdk: {exc or type(exc).__name__}")
+            continue
+        steps = step_latencies(record, inverter_ids(n))
+        entry = summarise(steps, n)
+        entry.update(extra)
+        entry["steps"] = steps
+        result["results"][name] = entry
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def render(result: dict[str, Any]) -> None:
+    """Print the result as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    n = result["inverters"]
+    table = Table(
+        title=f"event → setpoint latency (ms), N = {n}, {result['events']} events,"
+        f" telemetry {result['telemetry_hz']:g} Hz"
+    )
+    for col in ("client", "first p50", "first p99", "first max", "last p50", "last p99",
+                "last max", "complete", "CPU ms/cycle"):
+        table.add_column(col, justify="left" if col == "client" else "right")
+    for name, entry in result["results"].items():
+        if entry is None:
+            table.add_row(name, *["—"] * 7, "not run")
+            continue
+        f, la = entry["first_setpoint_ms"], entry["last_setpoint_ms"]
+        cpu = entry.get("cpu_ms_per_cycle")
+        table.add_row(
+            name, _fmt(f["p50"]), _fmt(f["p99"]), _fmt(f["max"]), _fmt(la["p50"]),
+            _fmt(la["p99"]), _fmt(la["max"]), f"{entry['events_complete']}/{entry['events']}",
+            _fmt(cpu),
+        )
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    for note in result.get("notes", []):
+        console.print(f"note: {note}")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: not a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: must be > 0")
+        return value
+
+    return parse
+
+
+def _latency_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="gridloop bench latency",
+                description="Frequency event → setpoints: gridloop vs bare gRPC floor vs SDK.")
+    p.add_argument("--inverters", type=_positive(int, "--inverters"), required=True, metavar="N")
+    p.add_argument("--events", type=_positive(int, "--events"), default=10, metavar="K")
+    p.add_argument("--interval", type=_positive(float, "--interval"), default=2.0,
+                   metavar="SECONDS", help="wall time between frequency steps (default 2)")
+    p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
+                   help="simulator telemetry rate (default 10, 2 above N = 100)")
+    p.add_argument("--clients", default="gridloop,floor,sdk",
+                   help="comma-separated subset of gridloop,floor,sdk")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """``gridloop bench SUBCOMMAND ...``; returns the exit status."""
+    args = list(argv)
+    if args and args[0] == "_sim":
+        sp = argparse.ArgumentParser(prog="gridloop bench _sim")
+        sp.add_argument("--inverters", type=int, required=True)
+        sp.add_argument("--events", type=int, required=True)
+        sp.add_argument("--interval", type=float, required=True)
+        sp.add_argument("--telemetry-hz", type=float, required=True)
+        from actors import run as run_on_uvloop
+
+        run_on_uvloop(_sim_child(sp.parse_args(args[1:])))
+        return 0
+    if not args or args[0] != "latency":
+        sys.stderr.write("usage: gridloop bench latency --inverters N [--events K] [--json FILE]\n")
+        return 2
+    opts = _latency_parser().parse_args(args[1:])
+    clients = [c.strip() for c in opts.clients.split(",") if c.strip()]
+    bad = [c for c in clients if c not in ("gridloop", "floor", "sdk")]
+    if bad or not clients:
+        sys.stderr.write(f"gridloop bench latency: --clients = {opts.clients!r}: "
+                         "expected a subset of gridloop,floor,sdk\n")
+        return 2
+    if opts.json:
+        try:
+            with open(opts.json, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            sys.stderr.write(f"gridloop bench latency: --json = {opts.json!r}: {exc.strerror}\n")
+            return 2
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no fork_posix notices
+    from actors import run as run_on_uvloop
+
+    try:
+        result = run_on_uvloop(
+            run_latency(opts.inverters, opts.events, interval_s=opts.interval,
+                        telemetry_hz=opts.telemetry_hz, clients=clients)
+        )
+    except BenchError as exc:
+        sys.stderr.write(f"gridloop bench latency: {exc}\n")
+        return 1
+    render(result)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(_clean(result), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main(sys.argv[1:]))
