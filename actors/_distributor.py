@@ -325,7 +325,10 @@ class PowerDistributor(Actor):
         ok = self._health.ok_mask(now_ns)
         ir, br = self.inv_rows, self.bat_rows
         inv_ok = ok[ir]
-        bat_ok = ok[br] & np.isfinite(t.soc_pct[br]) & np.isfinite(t.capacity_wh[br])
+        cap = t.capacity_wh[br]
+        # A non-positive capacity is live data gone wrong, not a structural error:
+        # exclude the battery (Fleet raises on negative capacity by contract).
+        bat_ok = ok[br] & np.isfinite(t.soc_pct[br]) & np.isfinite(cap) & (cap > 0.0)
 
         def z(a: FloatArray, mask: BoolArray, fill: float) -> FloatArray:
             return np.where(mask & np.isfinite(a), a, fill)

@@ -225,7 +225,8 @@ def _inverter_reasons(
     band_bad = ~((lo <= el) & (el <= 0.0) & (eu >= 0.0) & (eu <= hi))
     r[band_bad] = ExclusionReason.BAND_OUTSIDE_INTERVAL
     r[~((lo <= 0.0) & (hi >= 0.0))] = ExclusionReason.INVALID_BOUNDS
-    r[~np.isfinite(lo + hi + el + eu)] = ExclusionReason.NOT_FINITE
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf: fine
+        r[~np.isfinite(lo + hi + el + eu)] = ExclusionReason.NOT_FINITE
     if avail is not None:
         r[~avail] = ExclusionReason.UNAVAILABLE
     return r
@@ -264,7 +265,8 @@ def _battery_reasons(
     band_bad = ~((lo <= el) & (el <= 0.0) & (eu >= 0.0) & (eu <= hi))
     r[band_bad] = ExclusionReason.BAND_OUTSIDE_INTERVAL
     r[~((lo <= 0.0) & (hi >= 0.0) & (slo <= shi) & (cap > 0.0))] = ExclusionReason.INVALID_BOUNDS
-    r[~np.isfinite(lo + hi + el + eu + soc + slo + shi + cap)] = ExclusionReason.NOT_FINITE
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf: fine
+        r[~np.isfinite(lo + hi + el + eu + soc + slo + shi + cap)] = ExclusionReason.NOT_FINITE
     if avail is not None:
         r[~avail] = ExclusionReason.UNAVAILABLE
     return r
