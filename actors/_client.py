@@ -10,9 +10,16 @@ frequenz-client-base). Every unary call has a deadline (`call_timeout_s`); error
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
+
+# gRPC's C core prints e.g. a refused TLS handshake as an INFO line on stderr when it
+# is initialised without GRPC_VERBOSITY; that failure already reaches the caller as an
+# `ApiError`, so only the core's errors are printed unless the user asks for more.
+# (Effective only where this module is the first to import grpc, as in `gridloop`.)
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 from frequenz.api.common.v1alpha8.metrics import metrics_pb2
@@ -102,6 +109,25 @@ class ApiUrl:
         return cls(host=host, port=port, ssl=ssl)
 
 
+#: gRPC status codes after which retrying cannot help: the server refuses this client
+#: (wrong or missing API key, no permission). The runtime stops on them.
+FATAL_STATUS_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+)
+
+
+def is_fatal(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a failed call means the server refuses this client (see `FATAL_STATUS_CODES`).
+
+    Args:
+        exc: The failed call.
+
+    Returns:
+        True for UNAUTHENTICATED and PERMISSION_DENIED.
+    """
+    return exc.code() in FATAL_STATUS_CODES
+
+
 def _status_name(exc: grpc.aio.AioRpcError) -> str:
     code = exc.code()
     return code.name if code is not None else "UNKNOWN"
@@ -154,9 +180,19 @@ class MicrogridApiClient:
         self.stub: pb2_grpc.MicrogridAsyncStub = pb2_grpc.MicrogridStub(self.channel)
         """The generated async stub (used directly on the hot path)."""
 
-    def _error(
+    def error(
         self, exc: grpc.aio.AioRpcError, method: str, component_id: int | None = None
     ) -> ApiError:
+        """The `ApiError` for a failed call (names this URL, the method and the status).
+
+        Args:
+            exc: The failed call.
+            method: The gRPC method name.
+            component_id: The component the call was about, if any.
+
+        Returns:
+            The error (not raised).
+        """
         return ApiError(
             exc.details() or "no details",
             url=str(self.url),
@@ -179,7 +215,7 @@ class MicrogridApiClient:
                 empty_pb2.Empty(), timeout=self.call_timeout_s, metadata=self.metadata
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc, "GetMicrogrid") from exc
+            raise self.error(exc, "GetMicrogrid") from exc
         return resp
 
     async def list_components(self) -> list[ec_pb2.ElectricalComponent]:
@@ -198,7 +234,7 @@ class MicrogridApiClient:
                 metadata=self.metadata,
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc, "ListElectricalComponents") from exc
+            raise self.error(exc, "ListElectricalComponents") from exc
         return list(resp.electrical_components)
 
     async def list_connections(self) -> list[ec_pb2.ElectricalComponentConnection]:
@@ -217,7 +253,7 @@ class MicrogridApiClient:
                 metadata=self.metadata,
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc, "ListElectricalComponentConnections") from exc
+            raise self.error(exc, "ListElectricalComponentConnections") from exc
         return list(resp.electrical_component_connections)
 
     def telemetry_stream(
@@ -293,7 +329,7 @@ class MicrogridApiClient:
         try:
             resp = await call.read()
         except grpc.aio.AioRpcError as exc:
-            raise self._error(exc, "SetElectricalComponentPower", component_id) from exc
+            raise self.error(exc, "SetElectricalComponentPower", component_id) from exc
         finally:
             call.cancel()
         if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):

@@ -3,7 +3,9 @@
 All calls of a round are put on the wire before any response is awaited. The first
 response of each call is its acknowledgement: ACCEPTED and SUCCESS are success;
 REJECTED, FAILED, OVERRIDDEN, a stream that ends without a status and any gRPC error
-(including the deadline) are failures that feed `Health`. After ACCEPTED, the rest of
+(including the deadline) are failures that feed `Health`; UNAUTHENTICATED and
+PERMISSION_DENIED also go to the `on_fatal` callback (the server refuses this client).
+After ACCEPTED, the rest of
 the response stream is read by a task in the caller's TaskGroup: a later FAILED, or
 OVERRIDDEN by someone else than this dispatcher, also feeds `Health`.
 
@@ -19,6 +21,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,7 +35,9 @@ from ._client import (
     STATUS_REJECTED,
     STATUS_SUCCESS,
     MicrogridApiClient,
+    is_fatal,
 )
+from ._errors import ApiError
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray
 
@@ -119,6 +124,7 @@ class Dispatcher:
         *,
         lifetime_s: int,
         timeout_s: float,
+        on_fatal: Callable[[ApiError], None] | None = None,
     ) -> None:
         """Create the dispatcher.
 
@@ -129,9 +135,12 @@ class Dispatcher:
             inverter_rows: State-table row of each inverter.
             lifetime_s: request_lifetime sent with every setpoint.
             timeout_s: Deadline of every call.
+            on_fatal: Called with the `ApiError` when the server refuses this client
+                (UNAUTHENTICATED, PERMISSION_DENIED): retrying cannot help.
         """
         self._client = client
         self._health = health
+        self._on_fatal = on_fatal
         self.inverter_ids: list[int] = inverter_ids
         """Inverter ids."""
         self._rows = [int(r) for r in inverter_rows]
@@ -155,11 +164,13 @@ class Dispatcher:
         self.last_first_ack_ns: int = 0
         """Monotonic time the first response of the last round arrived."""
 
-    def _fail(self, i: int, reason: str, now_ns: int, details: str | None = None) -> None:
+    def _fail(
+        self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True
+    ) -> None:
         self.last_ok[i] = False
         self.stats.setpoints_failed[reason] += 1
         delay = self._health.on_failure(self._rows[i], now_ns, reason)
-        _logger.warning(
+        (_logger.warning if log else _logger.debug)(
             "setpoint %.1f W to inverter %d failed (%s%s); retry in %.1f s",
             self.last_w[i],
             self.inverter_ids[i],
@@ -223,7 +234,12 @@ class Dispatcher:
                 code = exc.code()
                 reason = code.name if code is not None else "UNKNOWN"
                 failed[ids[i]] = reason
-                self._fail(i, reason, time.monotonic_ns(), exc.details())
+                fatal = self._on_fatal is not None and is_fatal(exc)
+                self._fail(i, reason, time.monotonic_ns(), exc.details(), log=not fatal)
+                if fatal and self._on_fatal is not None:
+                    self._on_fatal(
+                        self._client.error(exc, "SetElectricalComponentPower", ids[i])
+                    )
                 continue
             except asyncio.CancelledError:
                 for c in calls:

@@ -5,6 +5,11 @@
         outcome = await site.set_power(100_000.0)   # W, + = charging
         m = site.measurements()
     # leaving the block sends 0 W to every commanded battery inverter, stops all tasks
+
+If the server refuses this client while the site runs (UNAUTHENTICATED or
+PERMISSION_DENIED on a telemetry stream or a setpoint), retrying cannot help:
+`Site.fatal_error` is set and `Site.wait_fatal_error()` returns it, so the owner
+can stop the run with that one error.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ._actor import Supervisor, validate_positive
 from ._client import MicrogridApiClient
 from ._dispatch import Dispatcher
 from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
-from ._errors import OptionsError
+from ._errors import ApiError, OptionsError
 from ._graph import ComponentGraph
 from ._health import Health
 from ._state import BoolArray, FloatArray, StateTable
@@ -199,6 +204,9 @@ class Site:
             bounds_required=inv_rows,
         )
         """Exclusion rules and the setpoint-failure book."""
+        self.fatal_error: ApiError | None = None
+        """The first refusal by the server (UNAUTHENTICATED / PERMISSION_DENIED), if any."""
+        self._fatal = asyncio.Event()
         self._notifier = FreshNotifier()
         self.telemetry: TelemetryActor = TelemetryActor(
             client,
@@ -208,6 +216,7 @@ class Site:
             reconnect_min_s=options.reconnect_min_s,
             reconnect_max_s=options.reconnect_max_s,
             on_reconnected=self._on_reconnected,
+            on_fatal=self._on_fatal,
         )
         """The telemetry actor."""
         inv_ids = list(graph.battery_inverter_ids)
@@ -218,6 +227,7 @@ class Site:
             np.array([self.state.row_of[i] for i in inv_ids], dtype=np.int64),
             lifetime_s=int(options.setpoint_lifetime_s),
             timeout_s=options.call_timeout_s,
+            on_fatal=self._on_fatal,
         )
         """Sends the setpoints."""
         self.distributor: PowerDistributor = PowerDistributor(
@@ -243,6 +253,22 @@ class Site:
         # A stream came back after a failure (e.g. the server restarted): setpoint
         # failures seen while it was unreachable say nothing about the component.
         self.health.on_success(self.state.row_of[component_id])
+
+    def _on_fatal(self, error: ApiError) -> None:
+        if self.fatal_error is None:
+            _logger.debug("the server refused us: %s", error)
+            self.fatal_error = error
+            self._fatal.set()
+
+    async def wait_fatal_error(self) -> ApiError:
+        """Wait until the server refuses this client (wrong key, no permission).
+
+        Returns:
+            The first such error (also in `fatal_error`); the runtime cannot recover.
+        """
+        await self._fatal.wait()
+        assert self.fatal_error is not None
+        return self.fatal_error
 
     @classmethod
     async def connect(
@@ -340,7 +366,9 @@ class Site:
                 res = await d.send(idx, [0.0] * len(idx), None,
                                    timeout_s=self.options.shutdown_timeout_s)
             if res.failed:
-                _logger.warning("0 W at shutdown failed for %s", res.failed)
+                # After a refusal by the server this failure is expected (and reported).
+                log = _logger.info if self.fatal_error is not None else _logger.warning
+                log("0 W at shutdown failed for %s", res.failed)
         except (TimeoutError, Exception) as exc:
             _logger.warning("0 W at shutdown failed: %s", exc)
 

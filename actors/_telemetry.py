@@ -2,7 +2,9 @@
 
 Each stream reconnects with capped exponential backoff (`reconnect_min_s` ..
 `reconnect_max_s`) when it ends or fails; the backoff resets after a message
-arrives. After every decoded message, the subscribers registered for that component
+arrives. A stream refused with UNAUTHENTICATED or PERMISSION_DENIED is not retried
+when an `on_fatal` callback is given: it gets the `ApiError` and the stream stops.
+After every decoded message, the subscribers registered for that component
 get its id (`FreshNotifier`).
 """
 
@@ -17,7 +19,8 @@ import grpc
 from frequenz.channels import BroadcastReceiver, BroadcastSender, Receiver, Sender, SenderError
 
 from ._actor import Actor, backoff_delay_s, new_broadcast_channel
-from ._client import MicrogridApiClient
+from ._client import MicrogridApiClient, is_fatal
+from ._errors import ApiError
 from ._state import StateTable
 
 _logger = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class TelemetryActor(Actor):
         reconnect_max_s: float = 5.0,
         name: str = "telemetry",
         on_reconnected: Callable[[int], None] | None = None,
+        on_fatal: Callable[[ApiError], None] | None = None,
     ) -> None:
         """Create the actor.
 
@@ -113,9 +117,12 @@ class TelemetryActor(Actor):
             name: Actor name.
             on_reconnected: Called with the component id when a stream that had
                 failed delivers its first message again.
+            on_fatal: Called when the server refuses this client (UNAUTHENTICATED,
+                PERMISSION_DENIED); the stream then stops instead of retrying.
         """
         super().__init__(name)
         self._on_reconnected = on_reconnected
+        self._on_fatal = on_fatal
         self._client = client
         self._table = table
         self._notifier = notifier
@@ -126,11 +133,17 @@ class TelemetryActor(Actor):
         """Streams re-opened after they ended or failed."""
         self.last_error: dict[int, str] = {}
         """Last stream error by component id."""
+        self.refused: bool = False
+        """Whether the server refused a stream (UNAUTHENTICATED / PERMISSION_DENIED)."""
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             for cid in self._ids:
                 tg.create_task(self._stream(cid), name=f"{self.name}-{cid}")
+        if self.refused:
+            # Every stream was refused and `on_fatal` told the owner: stay down
+            # until cancelled rather than being restarted into the same refusal.
+            await asyncio.Event().wait()
 
     async def _stream(self, cid: int) -> None:
         row = self._table.row_of[cid]
@@ -158,6 +171,12 @@ class TelemetryActor(Actor):
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 self.last_error[cid] = code.name if code is not None else "UNKNOWN"
+                if self._on_fatal is not None and is_fatal(exc):
+                    self.refused = True
+                    self._on_fatal(
+                        self._client.error(exc, "ReceiveElectricalComponentTelemetryStream", cid)
+                    )
+                    return
                 if failures == 0:
                     _logger.warning(
                         "%s: telemetry stream of component %d failed [%s]: %s",

@@ -343,13 +343,11 @@ class Controller:
         self.record_interval_s = record_interval_s
         self.strategies: list[Strategy] = []
         self._fr: FrequencyResponse | None = None
-        self._ps: PeakShaving | None = None
         if config.frequency_response.enabled:
             self._fr = FrequencyResponse(config.frequency_response)
             self.strategies.append(self._fr)
         if config.peak_shaving.enabled:
-            self._ps = PeakShaving(config.peak_shaving)
-            self.strategies.append(self._ps)
+            self.strategies.append(PeakShaving(config.peak_shaving))
         self.wishes: dict[str, Wish] = {}
         self.granted: dict[str, float] = {}
         self.target_w = 0.0
@@ -578,6 +576,21 @@ def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:
         raise UserError(f"{field_name} = {str(path)!r}: cannot read: {exc.strerror}") from None
 
 
+def _api_error_line(exc: ApiError) -> str:
+    """One line for an API failure, with a hint when the server refused our key or cert."""
+    line = str(exc)
+    if exc.status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        line += " (check --api-key, GRIDLOOP_API_KEY or [api] api_key)"
+    elif "CERTIFICATE_VERIFY_FAILED" in line or "certificate verify failed" in line.lower():
+        line += " (the server's TLS certificate is not signed by the trusted root; see --root-cert)"
+    return " ".join(line.split())
+
+
+async def _stop_when_refused(site: Site, stop: asyncio.Event) -> None:
+    await site.wait_fatal_error()
+    stop.set()
+
+
 def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeOptions:
     """The actor runtime's options for this config, on a site running ``time_scale``× fast.
 
@@ -663,7 +676,7 @@ async def run_service(
                     options=runtime_options(config, time_scale),
                 )
             except ApiError as exc:
-                raise UserError(str(exc)) from None
+                raise UserError(_api_error_line(exc)) from None
             except (GraphError, OptionsError) as exc:
                 raise UserError(f"{api_url}: {exc}") from None
             if not site.graph.groups:
@@ -677,8 +690,15 @@ async def run_service(
                     observers=observers,
                     outcome_observers=outcome_observers,
                 )
-                wall_s = await controller.run(duration, stop)
+                # The server refusing us (wrong key, no permission) ends the run.
+                refused = asyncio.create_task(_stop_when_refused(site, stop))
+                try:
+                    wall_s = await controller.run(duration, stop)
+                finally:
+                    refused.cancel()
                 stats = site.stats()
+            if site.fatal_error is not None:
+                raise UserError(_api_error_line(site.fatal_error))
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
         raise UserError(str(exc)) from None
