@@ -148,6 +148,24 @@ async def test_site_reports_a_refusal_during_the_run(sim_factory: Any) -> None:
     assert site.telemetry.refused
 
 
+async def test_site_reports_a_refused_setpoint(sim_factory: Any) -> None:
+    srv = await sim_factory(api_key=KEY)
+    site = await Site.connect(f"grpc://{srv.address}", api_key=KEY)
+    async with site:
+        deadline = time.monotonic() + 20
+        while not site.measurements().fleet_upper_w > 0:
+            assert time.monotonic() < deadline, "the fleet never became usable"
+            await asyncio.sleep(0.05)
+        srv.api_key = "rotated"  # open telemetry streams live on; new calls are refused
+        outcome = await asyncio.wait_for(site.set_power(10_000.0), 20)
+        err = await asyncio.wait_for(site.wait_fatal_error(), 20)
+    assert outcome is not None
+    assert err.status == "UNAUTHENTICATED"
+    assert err.method == "SetElectricalComponentPower"
+    assert not site.telemetry.refused
+    assert srv.stats()["setpoints_accepted"] == 0
+
+
 # ------------------------------------------------------------------ TLS
 
 
