@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import time
@@ -663,8 +664,11 @@ class SimulatorServer:
     async def _check_auth(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.api_key is None:
             return
+        expected = self.api_key.encode()
         for key, value in context.invocation_metadata() or ():
-            if key == "key" and value == self.api_key:
+            given = value if isinstance(value, bytes) else str(value).encode()
+            # Constant-time comparison: response timing does not reveal the key.
+            if key == "key" and hmac.compare_digest(given, expected):
                 return
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
 
