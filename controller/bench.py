@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -230,7 +231,7 @@ class _Sim:
     async def __aenter__(self) -> _Sim:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=_ROOT,
+            cwd=_ROOT, limit=1 << 28,  # the probe record is one (long) JSON line
         )
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 60.0)).decode()
@@ -250,7 +251,11 @@ class _Sim:
         self.proc.stdin.write(b"go\n")
         await self.proc.stdin.drain()
         while True:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)).decode()
+            try:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+            except ValueError as exc:  # longer than the stream limit
+                raise BenchError(f"simulator report unreadable: {exc}") from None
+            line = raw.decode()
             if not line:
                 raise BenchError("simulator exited before reporting")
             if line.startswith(_RESULT_PREFIX):
@@ -478,13 +483,15 @@ async def run_latency(
     n: int,
     events: int,
     *,
-    interval_s: float = 2.0,
+    interval_s: float | None = None,
     telemetry_hz: float | None = None,
     clients: Sequence[str] = ("gridloop", "floor", "sdk"),
     settle_s: float = 1.0,
 ) -> dict[str, Any]:
     """Run the latency benchmark; return the JSON-able result."""
-    hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 2.0)
+    hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 1.0)
+    if interval_s is None:
+        interval_s = 2.0 if n <= 100 else 3.0
     table: dict[str, Client] = {
         "gridloop": _gridloop_client, "floor": _floor_client, "sdk": _sdk_client,
     }
@@ -587,10 +594,12 @@ def _latency_parser() -> argparse.ArgumentParser:
                 description="Frequency event → setpoints: gridloop vs bare gRPC floor vs SDK.")
     p.add_argument("--inverters", type=_positive(int, "--inverters"), required=True, metavar="N")
     p.add_argument("--events", type=_positive(int, "--events"), default=10, metavar="K")
-    p.add_argument("--interval", type=_positive(float, "--interval"), default=2.0,
-                   metavar="SECONDS", help="wall time between frequency steps (default 2)")
+    p.add_argument("--interval", type=_positive(float, "--interval"), default=None,
+                   metavar="SECONDS",
+                   help="wall time between frequency steps (default 2, 3 above N = 100)")
     p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
-                   help="simulator telemetry rate (default 10, 2 above N = 100)")
+                   help="simulator telemetry rate (default 10, 1 above N = 100: the"
+                   " simulator serves 2 N + 1 streams on one core)")
     p.add_argument("--clients", default="gridloop,floor,sdk",
                    help="comma-separated subset of gridloop,floor,sdk")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -628,6 +637,7 @@ def main(argv: Sequence[str]) -> int:
             sys.stderr.write(f"gridloop bench latency: --json = {opts.json!r}: {exc.strerror}\n")
             return 2
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no fork_posix notices
+    logging.basicConfig(level=logging.ERROR)  # the table is the output
     from actors import run as run_on_uvloop
 
     try:
