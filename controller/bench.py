@@ -31,9 +31,12 @@ The clients, one after another in the same run:
    ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
    state); null when ``frequenz.sdk`` is not importable or it fails.
 
-CPU per cycle (gridloop and floor): ``time.process_time`` of this process over
-the stepping window divided by the grid-meter samples the client reacted to
-(telemetry decoding of all 2 N streams included).
+Each step is held for ``--interval`` s after its emission (an overloaded
+simulator emits the grid meter's next frame late, so steps are at least that
+far apart). CPU (gridloop and floor): ``time.process_time`` of this process
+over the stepping window, per grid-meter sample the client reacted to
+(``cpu_ms_per_cycle``; telemetry decoding of all 2 N streams included) and as a
+share of one core (``cpu_pct``).
 """
 
 from __future__ import annotations
@@ -199,7 +202,15 @@ async def _sim_child(args: argparse.Namespace) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with SimulatorServer(site, telemetry_hz=args.telemetry_hz) as srv:
-        probe = LatencyProbe(METER_ID)
+        emitted = asyncio.Event()
+
+        class Probe(LatencyProbe):
+            def on_frame(self, generation: int) -> None:
+                super().on_frame(generation)
+                if self.steps and self.steps[-1]["emitted_ns"] is not None:
+                    emitted.set()
+
+        probe = Probe(METER_ID)
         srv.latency_probe = probe
         print(f"gridloop bench sim listening on {srv.address}", flush=True)
         line = await reader.readline()
@@ -209,7 +220,12 @@ async def _sim_child(args: argparse.Namespace) -> None:
             delta = STEP_HZ if k % 2 == 0 else -STEP_HZ
             srv.physics.nominal_hz = NOMINAL_HZ + delta
             srv.physics.frequency_hz = NOMINAL_HZ + delta
+            emitted.clear()
             probe.mark_step(delta, srv.generation)
+            # Each step gets a full interval after its emission (an overloaded
+            # simulator emits the grid meter's next frame late).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(emitted.wait(), 60.0)
             await asyncio.sleep(args.interval)
         print(_RESULT_PREFIX + json.dumps(probe.to_json()), flush=True)
         await reader.read()  # serve until the harness closes stdin
@@ -283,6 +299,14 @@ class _Sim:
 # ---------------------------------------------------------------------- clients
 
 
+def _cpu(cpu_s: float, wall_s: float, cycles: int) -> dict[str, float]:
+    return {
+        "cpu_ms_per_cycle": cpu_s * 1e3 / max(cycles, 1),
+        "cpu_pct": 100.0 * cpu_s / max(wall_s, 1e-9),
+        "cycles": float(cycles),
+    }
+
+
 async def _poll(ok: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``ok`` until it holds, or raise BenchError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -320,13 +344,15 @@ async def _gridloop_client(
         try:
             await asyncio.sleep(settle_s)
             cpu0, samples0 = time.process_time(), controller.acc.samples
+            wall0 = time.monotonic()
             record = await sim.run_steps(timeout_s)
             cpu = time.process_time() - cpu0
+            wall = time.monotonic() - wall0
             cycles = controller.acc.samples - samples0
         finally:
             stop.set()
             await task
-    return record, {"cpu_ms_per_cycle": cpu * 1e3 / max(cycles, 1), "cycles": float(cycles)}
+    return record, _cpu(cpu, wall, cycles)
 
 
 async def _floor_client(
@@ -386,8 +412,10 @@ async def _floor_client(
             await asyncio.wait_for(first_sample.wait(), 30.0)
             await asyncio.sleep(settle_s)
             cpu0, samples0 = time.process_time(), samples
+            wall0 = time.monotonic()
             record = await sim.run_steps(timeout_s)
             cpu = time.process_time() - cpu0
+            wall = time.monotonic() - wall0
             cycles = samples - samples0
         finally:
             task.cancel()
@@ -395,7 +423,7 @@ async def _floor_client(
                 await task
             for c in calls:
                 c.cancel()
-    return record, {"cpu_ms_per_cycle": cpu * 1e3 / max(cycles, 1), "cycles": float(cycles)}
+    return record, _cpu(cpu, wall, cycles)
 
 
 _SDK_SCRIPT = r"""
@@ -504,7 +532,7 @@ async def run_latency(
         "clock": "time.monotonic_ns of the simulator process (emission and arrival)",
         "results": {},
     }
-    timeout_s = (events + 1) * interval_s + 60.0
+    timeout_s = (events + 1) * (interval_s + 60.0)
     for name in clients:
         if name == "sdk" and not sdk_available():
             result["results"][name] = None
@@ -542,18 +570,18 @@ def render(result: dict[str, Any]) -> None:
         f" telemetry {result['telemetry_hz']:g} Hz"
     )
     for col in ("client", "first p50", "first p99", "first max", "last p50", "last p99",
-                "last max", "complete", "CPU ms/cycle"):
+                "last max", "complete", "CPU ms/cycle", "CPU %"):
         table.add_column(col, justify="left" if col == "client" else "right")
     for name, entry in result["results"].items():
         if entry is None:
-            table.add_row(name, *["—"] * 7, "not run")
+            table.add_row(name, *["—"] * 6, "not run", "—", "—")
             continue
         f, la = entry["first_setpoint_ms"], entry["last_setpoint_ms"]
         cpu = entry.get("cpu_ms_per_cycle")
         table.add_row(
             name, _fmt(f["p50"]), _fmt(f["p99"]), _fmt(f["max"]), _fmt(la["p50"]),
             _fmt(la["p99"]), _fmt(la["max"]), f"{entry['events_complete']}/{entry['events']}",
-            _fmt(cpu),
+            _fmt(cpu), _fmt(entry.get("cpu_pct")),
         )
     console = Console(width=max(Console().width, 110))
     console.print(table)

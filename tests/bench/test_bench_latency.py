@@ -100,7 +100,7 @@ async def test_probe_records_emission_of_the_step_and_setpoint_arrivals(sim_fact
         assert probe.steps[0]["emitted_ns"] is None
         async with asyncio.timeout(10):
             while True:  # frames until the step shows
-                msg = await stream.read()
+                msg: Any = await stream.read()
                 (sample,) = [s for s in msg.telemetry.metric_samples if s.metric == FREQ]
                 if sample.value.simple_metric.value > 50.2:
                     break
