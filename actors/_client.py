@@ -10,16 +10,9 @@ frequenz-client-base). Every unary call has a deadline (`call_timeout_s`); error
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
-
-# gRPC's C core prints e.g. a refused TLS handshake as an INFO line on stderr when it
-# is initialised without GRPC_VERBOSITY; that failure already reaches the caller as an
-# `ApiError`, so only the core's errors are printed unless the user asks for more.
-# (Effective only where this module is the first to import grpc, as in `gridloop`.)
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 from frequenz.api.common.v1alpha8.metrics import metrics_pb2

@@ -664,7 +664,6 @@ def main(argv: Sequence[str]) -> int:
         except OSError as exc:
             sys.stderr.write(f"gridloop bench latency: --json = {opts.json!r}: {exc.strerror}\n")
             return 2
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no fork_posix notices
     logging.basicConfig(level=logging.ERROR)  # the table is the output
     from actors import run as run_on_uvloop
 

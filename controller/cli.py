@@ -163,6 +163,11 @@ _DELEGATED = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gridloop`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # gRPC's C core prints e.g. a refused TLS handshake or fork notices as INFO lines
+    # on stderr unless told otherwise; those failures reach the user as one clear line
+    # already. Set before anything imports grpc (the commands import it lazily); the
+    # embedded simulator child inherits it. GRPC_VERBOSITY=INFO brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(_USAGE)
         return 0 if args else 2
