@@ -696,6 +696,8 @@ async def run_service(
                     wall_s = await controller.run(duration, stop)
                 finally:
                     refused.cancel()
+                    # Wait for it without swallowing a cancellation of this task.
+                    await asyncio.wait([refused])
                 stats = site.stats()
             if site.fatal_error is not None:
                 raise UserError(_api_error_line(site.fatal_error))
