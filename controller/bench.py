@@ -419,8 +419,9 @@ async def _floor_client(
             cycles = samples - samples0
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await task
+            await asyncio.wait([task])  # never swallows a cancellation of this task
+            if not task.cancelled():
+                task.exception()  # retrieved: a stream error after the run is expected
             for c in calls:
                 c.cancel()
     return record, _cpu(cpu, wall, cycles)

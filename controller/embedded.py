@@ -159,9 +159,12 @@ class EmbeddedSimulator:
             await asyncio.wait(self._drains, timeout=1.0)
         for task in self._drains:
             task.cancel()
+        if self._drains:
+            # asyncio.wait never swallows a cancellation of the task calling it.
+            await asyncio.wait(self._drains)
         for task in self._drains:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                _LOG.debug("simulator output drain failed: %r", task.exception())
         self._drains.clear()
 
     async def _terminate(self) -> None:

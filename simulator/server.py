@@ -21,7 +21,6 @@ lifetimes (setpoints, bounds) are in simulated seconds; timestamps on the wire
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import math
@@ -416,8 +415,8 @@ class SimulatorServer:
         task, self._tick_task = self._tick_task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # asyncio.wait never swallows a cancellation of the task calling stop().
+            await asyncio.wait([task])
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace)
