@@ -500,13 +500,18 @@ class PeakShavingReport:
 
     def summary(self) -> dict[str, Any]:
         """The scalar results as a JSON-ready dict."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                continue
-            out[f.name] = v
-        return out
+        return _scalar_fields(self)
+
+
+def _scalar_fields(report: Any) -> dict[str, Any]:
+    """A report dataclass's fields as a JSON-ready dict, without its sample arrays."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(report):
+        v = getattr(report, f.name)
+        if isinstance(v, np.ndarray):
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _resolve(value: float | None, default: float) -> float:
@@ -901,13 +906,7 @@ class FrequencyResponseReport:
 
     def summary(self) -> dict[str, Any]:
         """The scalar results as a JSON-ready dict."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
-                continue
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return _scalar_fields(self)
 
 
 def run_frequency_response(
