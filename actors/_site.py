@@ -112,6 +112,10 @@ class SiteMeasurements:
     """Whether each group has a usable inverter and battery right now."""
     soc_pct: float
     """Capacity-weighted SoC of the fleet (%)."""
+    soc_lower_pct: float
+    """Capacity-weighted lower SoC limit of the fleet (%; 0 when capacity is unknown)."""
+    soc_upper_pct: float
+    """Capacity-weighted upper SoC limit of the fleet (%; 100 when capacity is unknown)."""
     fleet_lower_w: float
     """AC lower bound of the healthy, usable fleet now (W, SoC-aware)."""
     fleet_upper_w: float
@@ -458,6 +462,12 @@ class Site:
             group_healthy=ginv_ok & gbat_ok,
             soc_pct=(
                 float(np.nansum(np.nan_to_num(soc) * cap) / total_cap) if total_cap else math.nan
+            ),
+            soc_lower_pct=(
+                float(np.nansum(t.soc_lower_pct[br] * cap) / total_cap) if total_cap else 0.0
+            ),
+            soc_upper_pct=(
+                float(np.nansum(t.soc_upper_pct[br] * cap) / total_cap) if total_cap else 100.0
             ),
             fleet_lower_w=float(lo[ginv_ok & gbat_ok].sum()),
             fleet_upper_w=float(hi[ginv_ok & gbat_ok].sum()),

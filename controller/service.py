@@ -361,8 +361,6 @@ class Controller:
             f"inv {'+'.join(map(str, g.inverter_ids))} / bat {'+'.join(map(str, g.battery_ids))}"
             for g in graph.groups
         ]
-        state = site.state
-        self._bat_rows = np.array([state.row_of[b] for b in graph.battery_ids], dtype=np.int64)
 
     @property
     def group_names(self) -> list[str]:
@@ -372,23 +370,15 @@ class Controller:
     # ------------------------------------------------------------------ inputs
     def inputs(self, m: SiteMeasurements) -> StrategyInputs:
         """The strategies' view of the site from one measurement snapshot."""
-        st = self.site.state
-        rows = self._bat_rows
-        cap = np.nan_to_num(st.capacity_wh[rows])
-        total = float(cap.sum())
-        if total > 0:
-            soc_lo = float(np.nansum(st.soc_lower_pct[rows] * cap) / total)
-            soc_hi = float(np.nansum(st.soc_upper_pct[rows] * cap) / total)
-        else:
-            soc_lo, soc_hi = 0.0, 100.0
+        total = float(m.group_capacity_wh.sum())
         return StrategyInputs(
             grid_power_w=m.grid_power_w,
             battery_power_w=m.battery_power_w,
             grid_frequency_hz=m.grid_frequency_hz,
             soc_pct=m.soc_pct,
             capacity_wh=total if total > 0 else math.nan,
-            soc_lower_pct=soc_lo,
-            soc_upper_pct=soc_hi,
+            soc_lower_pct=m.soc_lower_pct,
+            soc_upper_pct=m.soc_upper_pct,
             fleet_lower_w=m.fleet_lower_w,
             fleet_upper_w=m.fleet_upper_w,
         )
