@@ -162,6 +162,11 @@ class MicrogridApiClient:
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            # Reconnect quickly after the server comes back (gRPC's default backoff
+            # grows to 120 s; a control loop must resume within seconds).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
         ]
         if self.url.ssl:
             creds = grpc.ssl_channel_credentials(root_certificates=root_cert)
@@ -333,6 +338,42 @@ class MicrogridApiClient:
                 component_id=component_id,
             )
         return int(resp.status)
+
+    async def start_component(self, component_id: int) -> None:
+        """Call StartElectricalComponent (OFF/STANDBY → running).
+
+        Args:
+            component_id: The component.
+
+        Raises:
+            ApiError: On any gRPC failure (e.g. FAILED_PRECONDITION while in ERROR).
+        """
+        try:
+            await self.stub.StartElectricalComponent(
+                pb2.StartElectricalComponentRequest(electrical_component_id=component_id),
+                timeout=self.call_timeout_s,
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self.error(exc, "StartElectricalComponent", component_id) from exc
+
+    async def ack_error(self, component_id: int) -> None:
+        """Call AckElectricalComponentError (ERROR → OFF).
+
+        Args:
+            component_id: The component.
+
+        Raises:
+            ApiError: On any gRPC failure.
+        """
+        try:
+            await self.stub.AckElectricalComponentError(
+                pb2.AckElectricalComponentErrorRequest(electrical_component_id=component_id),
+                timeout=self.call_timeout_s,
+                metadata=self.metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self.error(exc, "AckElectricalComponentError", component_id) from exc
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close the channel (cancels any open call).

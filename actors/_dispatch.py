@@ -144,6 +144,8 @@ class Dispatcher:
         self.inverter_ids: list[int] = inverter_ids
         """Inverter ids."""
         self._rows = [int(r) for r in inverter_rows]
+        self.inverter_rows: IntArray = np.asarray(inverter_rows, dtype=np.int64)
+        """State-table row of each inverter."""
         n = len(inverter_ids)
         self.last_w: FloatArray = np.full(n, np.nan)
         """Last sent setpoint per inverter (W; NaN = never)."""
@@ -163,6 +165,18 @@ class Dispatcher:
         """Counters."""
         self.last_first_ack_ns: int = 0
         """Monotonic time the first response of the last round arrived."""
+
+    def mark_unknown(self, mask: BoolArray) -> None:
+        """Forget that the setpoints of the masked inverters were acknowledged.
+
+        Use it when what an inverter does now is unknown (it was excluded, or its
+        server restarted): `needs_send` then re-sends its next setpoint even within
+        the deadband.
+
+        Args:
+            mask: Boolean mask over the inverters.
+        """
+        self.last_ok[mask] = False
 
     def _fail(
         self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True

@@ -9,6 +9,11 @@ snapshot's bounds, dispatches the ones that changed (see `needs_send`), and publ
 a `DistributionOutcome`. Every `reallocate_interval_s` (and right after a partial
 failure) it re-runs the last target without publishing, which renews lifetimes and
 moves power away from / back to components whose health changed.
+
+An inverter excluded by health (stale or missing telemetry, bad data, an error
+state, unusable bounds, a failed setpoint waiting for its retry) is never sent a
+setpoint, not even 0 W: its state is unknown, and its last setpoint expires with
+its finite lifetime. Its share goes to the others.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ._actor import Actor, new_broadcast_channel
 from ._dispatch import Dispatcher, needs_send
 from ._errors import OptionsError
 from ._graph import ComponentGraph
-from ._health import Health, failed_mask
+from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray, StateTable
 
 _logger = logging.getLogger(__name__)
@@ -397,10 +402,14 @@ class PowerDistributor(Actor):
             sp, disp.last_w, disp.last_sent_ns, disp.last_ok, now_ns, self._deadband_w,
             self._renew_after_ns,
         )
-        # Components waiting for a retry after a failed setpoint get nothing.
-        send &= ~failed_mask(now_ns, self._health.retry_at_ns[self.inv_rows])
+        # An excluded inverter (stale, no data, bad data, error state, unusable
+        # bounds, waiting for a retry after a failed setpoint) is never commanded:
+        # what it is doing now is unknown. Its last setpoint is forgotten as
+        # acknowledged, so the first allocation after it is back re-sends it.
+        send &= inv_ok
+        disp.mark_unknown(~inv_ok)
         idx = np.flatnonzero(send)
-        skipped = int(np.count_nonzero(~send & ~np.isnan(disp.last_w)))
+        skipped = int(np.count_nonzero(~send & inv_ok & ~np.isnan(disp.last_w)))
         disp.stats.setpoints_skipped_deadband += skipped
         result = await disp.send(idx.tolist(), sp[idx].tolist(), tails)
         achieved = float(np.sum(np.where(disp.last_ok & inv_ok, np.nan_to_num(disp.last_w), 0.0)))

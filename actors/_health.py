@@ -6,13 +6,14 @@ order, the first one is the reported reason):
 * ``"no data"``: no telemetry decoded yet;
 * ``"stale"``: its last telemetry is older than `stale_after_ns`;
 * ``"error state"``: it reports an error / off / unavailable state or errors;
+* ``"bad data"``: its last message lacked a required metric or carried NaN/inf;
 * ``"unusable bounds"``: power bounds of an unusable shape (inverters only);
 * ``"setpoint failed"``: its last setpoint failed and the retry time has not come.
 
 A failed component is retried after `backoff_delay_s(failures, retry_min_s,
 retry_max_s)` (1 s, 2 s, 4 s ... 30 s by default): at the retry time it becomes
 eligible again, the next allocation sends it a setpoint, and a success resets its
-failure count. Fresh healthy telemetry ends the first four reasons by itself.
+failure count. Fresh healthy telemetry ends the first five reasons by itself.
 All rules are functions of `now_ns` so tests use a fake clock.
 """
 
@@ -26,6 +27,7 @@ from ._state import BoolArray, IntArray, StateTable
 REASON_NO_DATA = "no data"
 REASON_STALE = "stale"
 REASON_ERROR_STATE = "error state"
+REASON_BAD_DATA = "bad data"
 REASON_BOUNDS = "unusable bounds"
 REASON_SETPOINT = "setpoint failed"
 
@@ -140,6 +142,7 @@ class Health:
         t = self.table
         bad = stale_mask(now_ns, t.received_ns, self.stale_after_ns)
         bad |= ~t.state_ok
+        bad |= ~t.data_ok
         bad |= self.bounds_required & ~t.bounds_ok
         bad |= failed_mask(now_ns, self.retry_at_ns)
         result: BoolArray = ~bad
@@ -160,7 +163,7 @@ class Health:
         stale = stale_mask(now_ns, t.received_ns, self.stale_after_ns)
         failed = failed_mask(now_ns, self.retry_at_ns)
         bad_bounds = self.bounds_required & ~t.bounds_ok
-        for row in np.flatnonzero(stale | ~t.state_ok | bad_bounds | failed):
+        for row in np.flatnonzero(stale | ~t.state_ok | ~t.data_ok | bad_bounds | failed):
             cid = int(t.ids[row])
             if never[row]:
                 out[cid] = REASON_NO_DATA
@@ -168,6 +171,8 @@ class Health:
                 out[cid] = REASON_STALE
             elif not t.state_ok[row]:
                 out[cid] = REASON_ERROR_STATE
+            elif not t.data_ok[row]:
+                out[cid] = REASON_BAD_DATA
             elif bad_bounds[row]:
                 out[cid] = REASON_BOUNDS
             else:

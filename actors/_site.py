@@ -15,6 +15,7 @@ can stop the run with that one error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -32,6 +33,7 @@ from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
 from ._errors import ApiError, OptionsError
 from ._graph import ComponentGraph
 from ._health import Health
+from ._recovery import RecoveryActor
 from ._state import BoolArray, FloatArray, StateTable
 from ._telemetry import FreshNotifier, TelemetryActor
 
@@ -60,12 +62,17 @@ class RuntimeOptions:
     """Passed to `distribution.allocate` (how strongly SoC skews the split)."""
     reconnect_min_s: float = 0.1
     """First telemetry stream reconnect delay (s)."""
-    reconnect_max_s: float = 5.0
-    """Maximum telemetry stream reconnect delay (s)."""
+    reconnect_max_s: float = 1.0
+    """Maximum telemetry stream reconnect delay (s); it bounds how long after a
+    server restart the runtime notices that the server is back."""
     reallocate_interval_s: float = 1.0
     """Period of re-running the last target (renewal, health changes) (s)."""
     shutdown_timeout_s: float = 1.0
     """Bound on the 0 W setpoints sent when the site is left (s)."""
+    recovery_min_s: float = 1.0
+    """First delay between two AckError+Start attempts on a component in ERROR (s)."""
+    recovery_max_s: float = 30.0
+    """Maximum delay between two such attempts (s)."""
 
     def __post_init__(self) -> None:
         """Validate every field."""
@@ -84,6 +91,10 @@ class RuntimeOptions:
             raise OptionsError(
                 "reconnect_min_s", self.reconnect_min_s, "must be <= reconnect_max_s"
             )
+        if self.recovery_min_s > self.recovery_max_s:
+            raise OptionsError(
+                "recovery_min_s", self.recovery_min_s, "must be <= recovery_max_s"
+            )
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,9 @@ class SiteMeasurements:
     """A cheap snapshot of the site (W, + = into the component / importing)."""
 
     grid_power_w: float
-    """Grid meter active power (+ = import), NaN if unknown."""
+    """Grid meter active power (+ = import), NaN if unknown, stale or incomplete."""
     grid_frequency_hz: float
-    """Grid frequency, NaN if unknown."""
+    """Grid frequency, NaN if unknown, stale or incomplete."""
     grid_sample_time_ns: int
     """Local monotonic time the last grid-meter sample was decoded (0 = never)."""
     battery_power_w: float
@@ -142,6 +153,8 @@ class RuntimeStats:
     """Components excluded from allocation now, with the reason."""
     actor_restarts: dict[str, int] = field(default_factory=dict)
     """Restarts per actor."""
+    recovery: dict[str, int] = field(default_factory=dict)
+    """Error recovery calls: ``acks_sent``, ``starts_sent``, ``failures``."""
 
     def latency_percentile_ms(self, q: float) -> float:
         """A percentile of `dispatch_latency_ms` (NaN when empty).
@@ -224,6 +237,7 @@ class Site:
         )
         """The telemetry actor."""
         inv_ids = list(graph.battery_inverter_ids)
+        self._inv_index = {c: k for k, c in enumerate(inv_ids)}
         self.dispatcher: Dispatcher = Dispatcher(
             client,
             self.health,
@@ -245,6 +259,16 @@ class Site:
             reallocate_interval_s=options.reallocate_interval_s,
         )
         """The power distributor."""
+        self.recovery: RecoveryActor = RecoveryActor(
+            client,
+            self.state,
+            [*graph.battery_inverter_ids, *graph.battery_ids],
+            stale_after_s=options.stale_after_s,
+            min_s=options.recovery_min_s,
+            max_s=options.recovery_max_s,
+            on_fatal=self._on_fatal,
+        )
+        """Acknowledges errors and restarts battery inverters and batteries."""
         self._supervisor: Supervisor | None = None
         st = self.state
         self._grid_row = st.row_of.get(graph.grid_meter_id, -1) if graph.grid_meter_id else -1
@@ -255,8 +279,12 @@ class Site:
 
     def _on_reconnected(self, component_id: int) -> None:
         # A stream came back after a failure (e.g. the server restarted): setpoint
-        # failures seen while it was unreachable say nothing about the component.
+        # failures seen while it was unreachable say nothing about the component,
+        # and the setpoint it holds now is unknown (a restarted server has none).
         self.health.on_success(self.state.row_of[component_id])
+        idx = self._inv_index.get(component_id)
+        if idx is not None:
+            self.dispatcher.last_ok[idx] = False
 
     def _on_fatal(self, error: ApiError) -> None:
         if self.fatal_error is None:
@@ -322,7 +350,7 @@ class Site:
             self
         """
         self._supervisor = Supervisor(
-            [self.telemetry, self.distributor],
+            [self.telemetry, self.distributor, self.recovery],
             name="site",
             restart_min_s=self.options.reconnect_min_s,
             restart_max_s=self.options.reconnect_max_s,
@@ -360,9 +388,19 @@ class Site:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _send_zero(self) -> None:
+        # Every inverter holding a non-zero setpoint of ours gets 0 W, even one whose
+        # telemetry is stale (0 W is the one command that is always safe to try),
+        # except those whose fresh telemetry says they are not running (error, off):
+        # they hold no power and would refuse the call.
         d = self.dispatcher
+        t = self.state
+        now = time.monotonic_ns()
+        rows = d.inverter_rows
+        age_ns = now - t.received_ns[rows]
+        fresh = (t.received_ns[rows] != 0) & (age_ns <= self.health.stale_after_ns)
+        down = fresh & ~t.state_ok[rows]
         idx = [i for i in range(len(d.inverter_ids)) if not math.isnan(d.last_w[i])
-               and d.last_w[i] != 0.0]
+               and d.last_w[i] != 0.0 and not down[i]]
         if not idx:
             return
         try:
@@ -447,9 +485,11 @@ class Site:
             t.soc_lower_pct[br], t.soc_upper_pct[br], bat_ok,
         )
         total_cap = float(cap.sum())
+        # Stale or incomplete grid data is unknown (NaN), never an old value.
+        grid_ok = g >= 0 and bool(ok[g])
         return SiteMeasurements(
-            grid_power_w=float(t.power_w[g]) if g >= 0 else math.nan,
-            grid_frequency_hz=float(t.frequency_hz[g]) if g >= 0 else math.nan,
+            grid_power_w=float(t.power_w[g]) if grid_ok else math.nan,
+            grid_frequency_hz=float(t.frequency_hz[g]) if grid_ok else math.nan,
             grid_sample_time_ns=int(t.received_ns[g]) if g >= 0 else 0,
             battery_power_w=float(np.nansum(t.power_w[ir])),
             pv_power_w=float(np.nansum(t.power_w[self._pv_rows])) if self._pv_rows.size else 0.0,
@@ -489,8 +529,9 @@ class Site:
             reconnects=self.telemetry.reconnects,
             excluded=self.health.reasons(time.monotonic_ns()),
             actor_restarts={
-                a.name: a.restarts for a in (self.telemetry, self.distributor)
+                a.name: a.restarts for a in (self.telemetry, self.distributor, self.recovery)
             },
+            recovery=dataclasses.asdict(self.recovery.stats),
         )
 
 

@@ -12,6 +12,12 @@ single interval not containing 0 becomes an interval with a band reaching 0. Oth
 shapes are reduced to a safe subset (see `bounds_to_band`). Missing interval ends
 (±inf) mark the bounds unusable (`bounds_ok` False) and exclude the inverter.
 
+Incomplete data: a message without the row's power metric, without power bounds,
+or with a NaN/inf value in a metric the row needs (power; SoC, its limits and
+capacity for batteries) clears `data_ok`; health excludes the component until a
+complete message arrives. A power sample without bounds also marks the bounds
+unusable (they may have changed since the last ones).
+
 Times: `received_ns` is the local `time.monotonic_ns()` at decode (0 = never);
 `sample_time_ns` is the server's sample timestamp in ns since the Unix epoch.
 """
@@ -173,6 +179,10 @@ class StateTable:
         """First state code of the last state snapshot."""
         self.samples: IntArray = np.zeros(n, dtype=np.int64)
         """Messages decoded per row."""
+        self.data_ok: BoolArray = np.ones(n, dtype=np.bool_)
+        """False while the last message lacked a required metric or carried a NaN/inf
+        value in one (see `decode`); the next complete message sets it again."""
+        self._is_battery: list[bool] = [c == CAT_BATTERY for c in categories]
 
     def decode(
         self,
@@ -188,12 +198,21 @@ class StateTable:
             now_ns: Local monotonic receive time.
         """
         pm = self._power_metric[row]
+        # A message is complete when it carries a finite power value with bounds
+        # (and, for batteries, a finite SoC and capacity). Missing or non-finite
+        # values never overwrite good ones silently: they clear `data_ok`, which
+        # excludes the component until a complete message arrives.
+        power_ok = False
+        soc_ok = cap_ok = not self._is_battery[row]
+        isfinite = math.isfinite
         for s in telemetry.metric_samples:
             m = s.metric
             if m == pm:
-                self.power_w[row] = s.value.simple_metric.value
+                v = s.value.simple_metric.value
+                self.power_w[row] = v
                 ts = s.sample_time
                 self.sample_time_ns[row] = ts.seconds * 1_000_000_000 + ts.nanos
+                power_ok = isfinite(v)
                 if s.bounds:
                     lo, hi, el, eu, ok = bounds_to_band(s.bounds)
                     self.power_lower_w[row] = lo
@@ -202,16 +221,27 @@ class StateTable:
                     self.power_excl_upper_w[row] = eu
                     self.bounds_ok[row] = ok
                     self.has_bounds[row] = True
+                else:
+                    # Bounds are unknown now (they may have changed): not usable.
+                    self.bounds_ok[row] = False
             elif m == M_SOC:
-                self.soc_pct[row] = s.value.simple_metric.value
+                v = s.value.simple_metric.value
+                self.soc_pct[row] = v
+                soc_ok = isfinite(v)
                 if s.bounds:
                     b = s.bounds[0]
-                    self.soc_lower_pct[row] = b.lower if b.HasField("lower") else 0.0
-                    self.soc_upper_pct[row] = b.upper if b.HasField("upper") else 100.0
+                    lo = b.lower if b.HasField("lower") else 0.0
+                    hi = b.upper if b.HasField("upper") else 100.0
+                    self.soc_lower_pct[row] = lo
+                    self.soc_upper_pct[row] = hi
+                    soc_ok = soc_ok and isfinite(lo) and isfinite(hi)
             elif m == M_CAPACITY:
-                self.capacity_wh[row] = s.value.simple_metric.value
+                v = s.value.simple_metric.value
+                self.capacity_wh[row] = v
+                cap_ok = isfinite(v)
             elif m == M_FREQUENCY:
                 self.frequency_hz[row] = s.value.simple_metric.value
+        self.data_ok[row] = power_ok and soc_ok and cap_ok
         snaps = telemetry.state_snapshots
         if snaps:
             snap = snaps[-1]

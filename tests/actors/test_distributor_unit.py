@@ -176,3 +176,27 @@ async def test_allocation_error_is_an_outcome_not_a_crash(
         o = await dist.set_power(1000.0)  # the loop survived
         assert o.kind is OutcomeKind.SUCCESS
     assert dist.restarts == 0
+
+
+async def test_excluded_inverter_is_never_commanded_and_resent_when_back(
+    parts: tuple[PowerDistributor, _GatedDispatcher],
+) -> None:
+    dist, disp = parts
+    disp.gate.set()
+    table = disp._health.table
+    row20 = table.row_of[20]
+    async with dist:
+        o = await dist.set_power(4000.0)
+        assert o.setpoints_w == {10: pytest.approx(2000.0), 20: pytest.approx(2000.0)}
+        rounds = len(disp.rounds)
+        table.received_ns[row20] = 1  # 20's telemetry is stale now
+        o = await dist.set_power(4000.0)
+        assert o.setpoints_w == {10: pytest.approx(4000.0), 20: 0.0}
+        # Only 10 was commanded: 20 got nothing, not even 0 W.
+        assert disp.rounds[rounds:] == [[pytest.approx(4000.0)]]
+        table.received_ns[row20] = time.monotonic_ns()  # back
+        o = await dist.set_power(4000.0)
+        # 20's last setpoint (2000 W) is within the deadband of the new one, yet it
+        # is re-sent: what 20 did while excluded is unknown.
+        assert o.sent == 2
+        assert sorted(disp.rounds[-1]) == [pytest.approx(2000.0), pytest.approx(2000.0)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
@@ -15,6 +16,7 @@ from actors import (
     ComponentGraph,
     ComponentInfo,
     GraphError,
+    Health,
     OptionsError,
     StateTable,
     bounds_to_band,
@@ -145,3 +147,57 @@ def test_decode_into_table() -> None:
     assert (t.power_lower_w[1], t.power_upper_w[1], t.power_w[1]) == (-50_000, 40_000, -10)
     assert not t.state_ok[1]
     assert math.isnan(t.frequency_hz[1])
+
+
+def _inverter_sample(power: float, *, bounds: bool = True) -> ec.ElectricalComponentTelemetry:
+    tel = ec.ElectricalComponentTelemetry(electrical_component_id=10)
+    s = tel.metric_samples.add(metric=metrics_pb2.METRIC_AC_POWER_ACTIVE)
+    s.value.simple_metric.value = power
+    if bounds:
+        s.bounds.append(_b(-5000, 5000))
+    return tel
+
+
+def test_incomplete_or_non_finite_data_clears_data_ok_until_a_complete_message() -> None:
+    t = StateTable([10, 11], [INV, BAT])
+    h = Health(t, stale_after_s=10.0, retry_min_s=1.0, retry_max_s=2.0,
+               bounds_required=np.array([True, False]))
+    t.decode(0, _inverter_sample(100.0), 1)
+    assert t.data_ok[0]
+    assert t.bounds_ok[0]
+    # Bounds missing: they may have changed, so they are unusable now.
+    t.decode(0, _inverter_sample(100.0, bounds=False), 2)
+    assert not t.bounds_ok[0]
+    assert h.reasons(3) == {10: "unusable bounds", 11: "no data"}
+    for bad in (math.nan, math.inf, -math.inf):
+        t.decode(0, _inverter_sample(bad), 4)
+        assert not t.data_ok[0]
+        assert h.reasons(5)[10] == "bad data"
+    # The power metric missing altogether.
+    t.decode(0, ec.ElectricalComponentTelemetry(electrical_component_id=10), 6)
+    assert not t.data_ok[0]
+    t.decode(0, _inverter_sample(200.0), 7)
+    assert t.data_ok[0]
+    assert t.bounds_ok[0]
+    assert 10 not in h.reasons(8)
+
+    def battery(soc: float, cap: float | None) -> ec.ElectricalComponentTelemetry:
+        bat = ec.ElectricalComponentTelemetry(electrical_component_id=11)
+        s = bat.metric_samples.add(metric=metrics_pb2.METRIC_DC_POWER)
+        s.value.simple_metric.value = 0.0
+        s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_SOC_PCT)
+        s.value.simple_metric.value = soc
+        if cap is not None:
+            s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_CAPACITY)
+            s.value.simple_metric.value = cap
+        return bat
+
+    t.decode(1, battery(50.0, 1e5), 9)
+    assert t.data_ok[1]
+    t.decode(1, battery(math.nan, 1e5), 10)
+    assert not t.data_ok[1]
+    t.decode(1, battery(50.0, None), 11)  # capacity missing
+    assert not t.data_ok[1]
+    assert h.reasons(12)[11] == "bad data"
+    t.decode(1, battery(50.0, 1e5), 13)
+    assert t.data_ok[1]

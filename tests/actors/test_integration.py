@@ -22,6 +22,7 @@ import pytest
 
 from actors import ApiError, OutcomeKind, RuntimeOptions, Site
 from simulator.config import load_site
+from simulator.errors import ComponentNotReadyError
 from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,8 @@ FAST = RuntimeOptions(
     reconnect_min_s=0.05,
     reconnect_max_s=0.3,
     reallocate_interval_s=0.1,
+    recovery_min_s=0.2,
+    recovery_max_s=0.4,
 )
 
 
@@ -50,6 +53,25 @@ def assert_no_setpoint_out_of_bounds(srv: SimulatorServer) -> None:
     assert st["setpoints_out_of_bounds"] == 0, st
     assert st["setpoints_rejected"]["OUT_OF_RANGE"] == 0, st
     assert st["setpoints_rejected"]["INVALID_ARGUMENT"] == 0, st
+
+
+@contextmanager
+def _refuse_setpoints(srv: SimulatorServer, ids: set[int]) -> Iterator[None]:
+    """Make the server refuse setpoints to `ids` (FAILED_PRECONDITION) while telemetry
+    keeps saying they are ready."""
+    phys = srv.physics
+    original = phys.check_active_power
+
+    def check(cid: int, power_w: float) -> None:
+        if cid in ids:
+            raise ComponentNotReadyError(cid, "refusing setpoints (test)")
+        original(cid, power_w)
+
+    phys.check_active_power = check  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        phys.check_active_power = original  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -126,21 +148,25 @@ async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServ
         await wait_until(lambda: abs(site.measurements().battery_power_w - 1e5) < 200, 3, "100 kW")
         with _freeze(sim, {20}):
             await wait_until(lambda: site.stats().excluded.get(20) == "stale", 3, "20 stale")
-            # 20 was sent 0 W and the others took over its share.
+            received_20 = sim.stats()["per_component"]["20"]["received"]
+            # The others took over its share ...
             await wait_until(
                 lambda: abs(sum(_power(site, c) for c in others) - 100_000.0) < 300.0,
                 3,
                 "the other inverters carrying 100 kW",
             )
+            # ... and 20 itself, whose state is unknown, was never commanded: not even
+            # 0 W (it keeps its last setpoint until that one's lifetime ends).
+            assert sim.stats()["per_component"]["20"]["received"] == received_20
             phys = sim.physics
-            await wait_until(
-                lambda: abs(phys.inverter_power_w[phys.inverter_row(20)]) < 1.0, 3, "20 at 0 W"
-            )
+            assert abs(phys.inverter_power_w[phys.inverter_row(20)] - share_20) < 300.0
         await wait_until(lambda: 20 not in site.stats().excluded, 3, "20 back")
         await wait_until(
-            lambda: abs(_power(site, 20) - share_20) < 300.0, 3, "20 carrying its share again"
+            lambda: abs(site.measurements().battery_power_w - 100_000.0) < 300.0,
+            3,
+            "100 kW again, 20 included",
         )
-        assert abs(site.measurements().battery_power_w - 100_000.0) < 300.0
+        assert abs(_power(site, 20) - share_20) < 300.0
     assert_no_setpoint_out_of_bounds(sim)
 
 
@@ -148,11 +174,9 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
     sim: SimulatorServer,
 ) -> None:
     site = await _connected(sim)
-    phys = sim.physics
     async with site:
         await _all_fresh(site)
-        with _freeze(sim, {10}):  # keep telemetry saying "ready" while it refuses
-            phys.stop(10)
+        with _refuse_setpoints(sim, {10}):  # telemetry says "ready" while it refuses
             outcome = await site.set_power(100_000.0)
             assert outcome.kind is OutcomeKind.PARTIAL_FAILURE, outcome
             assert outcome.failed == {10: "FAILED_PRECONDITION"}
@@ -172,7 +196,6 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
                 "three retries of inverter 10",
             )
             assert site.stats().setpoints_failed["FAILED_PRECONDITION"] >= 3
-            phys.start(10)
         await wait_until(lambda: _power(site, 10) > 5_000.0, 5, "10 back in service")
         await wait_until(lambda: 10 not in site.stats().excluded, 3, "10 no longer excluded")
         await wait_until(
@@ -181,8 +204,46 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
     assert_no_setpoint_out_of_bounds(sim)
 
 
-async def test_error_state_excludes_component(sim: SimulatorServer) -> None:
+async def test_error_state_excluded_acknowledged_restarted_and_reused(
+    sim: SimulatorServer,
+) -> None:
     site = await _connected(sim)
+    phys = sim.physics
+    async with site:
+        await _all_fresh(site)
+        outcome = await site.set_power(-80_000.0)
+        share_40 = outcome.setpoints_w[40]
+        assert share_40 < -5_000.0
+        received_40 = sim.stats()["per_component"]["40"]["received"]
+        phys.inject_error(40)
+        # The runtime acknowledges the error and starts the inverter again ...
+        await wait_until(lambda: site.recovery.stats.starts_sent >= 1, 3, "40 restarted")
+        assert site.recovery.stats.acks_sent >= 1
+        # ... it is used again once its telemetry says it runs ...
+        await wait_until(lambda: 40 not in site.stats().excluded, 3, "40 back")
+        await wait_until(lambda: abs(_power(site, 40) - share_40) < 300.0, 3, "40 carrying")
+        await wait_until(
+            lambda: abs(site.measurements().battery_power_w + 80_000.0) < 300.0, 3, "-80 kW"
+        )
+    # ... and while in ERROR it was never sent a setpoint (the server would refuse it).
+    stats_40 = sim.stats()["per_component"]["40"]
+    assert sum(stats_40["rejected"].values()) == 0
+    assert stats_40["received"] > received_40
+    assert_no_setpoint_out_of_bounds(sim)
+
+
+async def test_error_state_excludes_component_until_it_runs(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    refused: list[int] = []
+    original = sim.physics.start
+
+    def start(cid: int) -> None:  # the inverter does not come back from its error
+        if cid == 40:
+            refused.append(cid)
+            raise ComponentNotReadyError(cid, "still broken (test)")
+        original(cid)
+
+    sim.physics.start = start  # type: ignore[method-assign]
     async with site:
         await _all_fresh(site)
         await site.set_power(-80_000.0)
@@ -196,6 +257,10 @@ async def test_error_state_excludes_component(sim: SimulatorServer) -> None:
         outcome = await site.set_power(-90_000.0)
         assert outcome.setpoints_w[40] == 0.0
         assert outcome.kind is OutcomeKind.SUCCESS
+        await wait_until(lambda: len(refused) >= 2, 5, "a second start attempt (backoff)")
+        assert site.recovery.stats.failures >= 2
+        assert site.stats().excluded.get(40) == "error state"
+    assert sum(sim.stats()["per_component"]["40"]["rejected"].values()) == 0
     assert_no_setpoint_out_of_bounds(sim)
 
 
