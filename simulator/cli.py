@@ -6,6 +6,19 @@ On SIGINT/SIGTERM it stops, writes the stats JSON (``--stats-json``) and
 returns 0. A bad site file prints ``error: <file>: <field>: <problem>`` to
 stderr and returns 2; bad flags return 2 (argparse).
 
+Faults: ``--fault KEY=VALUE`` (repeatable; any key of the site's ``[faults]``
+table, see `simulator.config.FaultConfig`) overrides the site file, e.g.
+``--fault stream_end_per_h=2 --fault error_state_per_h=1``; ``--faults-seed N``
+sets ``faults.seed``. A bad key or value prints one line
+``error: --fault KEY=VALUE: faults.KEY: <problem>`` and returns 2. SIGUSR1
+stops injecting new faults (running episodes still end): a soak harness uses it
+to check that every faulted component comes back.
+
+Stats: ``--stats-json FILE`` writes `SimulatorServer.stats` as JSON when the
+server is listening, every ``--stats-interval`` wall seconds (if given) and on
+exit; every write is atomic (a temporary file in the same directory, then
+``os.replace``), so a reader never sees a partial file.
+
 Security: ``--api-key KEY`` makes every call require metadata ``key: KEY``
 (UNAUTHENTICATED otherwise); ``--tls-cert FILE --tls-key FILE`` serves TLS
 only. The server binds loopback (127.0.0.1) unless ``--host`` says otherwise.
@@ -17,6 +30,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import signal
 import ssl
 import sys
@@ -24,10 +38,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from .config import SiteConfigError, load_site
+from .config import FAULT_KEYS, FaultConfig, SiteConfigError, faults_from_dict, load_site
 from .server import SimulatorServer
 
-__all__ = ["main"]
+__all__ = ["main", "parse_fault_overrides"]
 
 
 def _positive(name: str) -> type[float] | object:
@@ -75,7 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="telemetry messages per second per stream (default 10)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--stats-json", metavar="FILE", help="write setpoint stats here on exit")
+    parser.add_argument(
+        "--stats-json",
+        metavar="FILE",
+        help="write the stats JSON here when listening, every --stats-interval s and on exit",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=_positive("--stats-interval"),  # type: ignore[arg-type]
+        metavar="S",
+        help="with --stats-json: also rewrite the file every S wall seconds",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fault injection setting overriding the site's [faults] table"
+        " (repeatable), e.g. stream_end_per_h=2",
+    )
+    parser.add_argument(
+        "--faults-seed", type=int, metavar="N", help="seed of the fault RNG (faults.seed)"
+    )
     parser.add_argument(
         "--api-key",
         metavar="KEY",
@@ -99,14 +134,75 @@ def _read_pem(flag: str, path: str) -> bytes:
     return data
 
 
+def parse_fault_overrides(
+    items: list[str], seed: int | None, base: FaultConfig
+) -> FaultConfig:
+    """Apply ``--fault KEY=VALUE`` items and ``--faults-seed`` to ``base``.
+
+    Values are TOML scalars (``2``, ``0.5``, ``1e-3``). Raises `ValueError`
+    with one line naming the flag, the key and the value.
+    """
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key or not text:
+            raise ValueError(f"--fault {item!r}: expected KEY=VALUE, e.g. stream_end_per_h=2")
+        if key not in FAULT_KEYS:
+            raise ValueError(f"--fault {item}: unknown key {key!r}; one of {', '.join(FAULT_KEYS)}")
+        value: object
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                value = text
+        overrides[key] = value
+        try:
+            faults_from_dict({key: value}, "--fault", base)
+        except SiteConfigError as exc:
+            raise ValueError(f"--fault {item}: {exc.field}: {exc.problem}") from None
+    if seed is not None:
+        overrides["seed"] = seed
+    try:
+        return faults_from_dict(overrides, "--faults-seed", base)
+    except SiteConfigError as exc:
+        raise ValueError(f"--faults-seed {seed}: {exc.field}: {exc.problem}") from None
+
+
 async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def stop_injecting() -> None:
+        server.injecting = False
+
+    loop.add_signal_handler(signal.SIGUSR1, stop_injecting)
     async with server:
         print(f"gridloop sim listening on {server.address}", flush=True)
+        if args.stats_json:
+            _checked_write(args.stats_json, server)
+            if args.stats_interval:
+                while not stop.is_set():
+                    try:
+                        await asyncio.wait_for(stop.wait(), args.stats_interval)
+                    except TimeoutError:
+                        _checked_write(args.stats_json, server)
         await stop.wait()
+
+
+class _StatsWriteError(Exception):
+    """The stats file could not be written while serving."""
+
+
+def _checked_write(path: str, server: SimulatorServer) -> None:
+    try:
+        _write_stats(path, server.stats())
+    except OSError as exc:
+        raise _StatsWriteError(exc.strerror or str(exc)) from exc
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -120,7 +216,15 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _write_stats(path: str, stats: dict[str, object]) -> None:
-    Path(path).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    """Write ``stats`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("error: --tls-cert and --tls-key must be given together", file=sys.stderr)
+        return 2
+    if args.stats_interval is not None and not args.stats_json:
+        print("error: --stats-interval needs --stats-json FILE", file=sys.stderr)
+        return 2
+    try:
+        faults = parse_fault_overrides(args.fault, args.faults_seed, site.faults)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.api_key is not None and not args.api_key:
         print("error: --api-key: must not be empty", file=sys.stderr)
@@ -164,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        faults=faults,
     )
     try:
         _run(_serve(args, server))
+    except _StatsWriteError as exc:
+        print(f"error: --stats-json {args.stats_json}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: --port {args.port}: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,10 @@ Offers:
   ``<file>: <field>: <problem>``.
 * The frozen dataclasses describing a site: `SiteConfig`, `GridConfig`,
   `MeterConfig`, `InverterConfig`, `BatteryConfig`, `SensorConfig`,
-  `LoadConfig`, `PvConfig`, `FrequencyConfig`, `FrequencyEvent`, `LoadEvent`.
+  `LoadConfig`, `PvConfig`, `FrequencyConfig`, `FrequencyEvent`, `LoadEvent`,
+  `FaultConfig` (the ``[faults]`` table, see its docstring for every key).
+* `faults_from_dict(data, source, base=None) -> FaultConfig`: validate a
+  ``[faults]`` mapping (or overrides on top of ``base``, e.g. CLI flags).
 
 Units and signs: powers in W, energies in Wh, SoC in %, frequency in Hz,
 times in simulated seconds since the start of the simulation. Passive sign
@@ -34,8 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "FAULT_KEYS",
     "BatteryConfig",
     "ComponentConfig",
+    "FaultConfig",
     "FrequencyConfig",
     "FrequencyEvent",
     "GridConfig",
@@ -47,6 +52,7 @@ __all__ = [
     "SensorConfig",
     "SiteConfig",
     "SiteConfigError",
+    "faults_from_dict",
     "load_site",
     "site_from_dict",
 ]
@@ -218,6 +224,76 @@ class FrequencyConfig:
 
 
 @dataclass(frozen=True)
+class FaultConfig:
+    """Rate-driven fault injection (the ``[faults]`` table); every fault is off by default.
+
+    Rates are events per eligible component per hour of *simulated* time (so a
+    time-scaled soak covers hours); episode durations are *simulated* seconds.
+    Setpoint delays and the grace periods are *wall* seconds (they model
+    network latency and the controller's reaction time, which do not scale).
+
+    Eligible components: stream faults (``stream_end``, ``stream_stall``) hit
+    any electrical component (grid connection point, meters, inverters incl.
+    PV, batteries; not sensors). All other episode kinds hit battery inverters
+    and batteries only. Setpoint faults apply to every
+    SetElectricalComponentPower call.
+    """
+
+    seed: int = 0
+    """Seed of the fault RNG (separate from the physics noise); same seed, same schedule."""
+    stream_end_per_h: float = 0.0
+    """A component's open telemetry streams end with UNAVAILABLE (client must reconnect)."""
+    stream_stall_per_h: float = 0.0
+    """A component's telemetry goes silent (streams stay open) for ``stream_stall_s``."""
+    stream_stall_s: float = 60.0
+    """Duration of a stall (simulated s)."""
+    setpoint_delay_prob: float = 0.0
+    """Probability (0..1) that a setpoint call is held ``setpoint_delay_s`` before it is handled."""
+    setpoint_delay_s: float = 0.5
+    """Delay of a delayed setpoint call (wall s): validation, application and the response."""
+    setpoint_reject_prob: float = 0.0
+    """Probability (0..1) that a setpoint call fails with UNAVAILABLE and is not applied."""
+    error_state_per_h: float = 0.0
+    """An inverter or battery enters ERROR until AckError (then OFF; Start makes it RUNNING)."""
+    bad_metric_per_h: float = 0.0
+    """A component's samples carry NaN/±inf or miss a metric or its bounds, for ``bad_metric_s``."""
+    bad_metric_s: float = 60.0
+    """Duration of a bad-metric episode (simulated s)."""
+    bounds_flap_per_h: float = 0.0
+    """A component's active power bounds shrink (derated, charge-only or discharge-only)."""
+    bounds_flap_s: float = 60.0
+    """Duration of a bounds flap (simulated s); advertised and enforced bounds both change."""
+    bounds_grace_s: float = 1.0
+    """A setpoint outside the current bounds but inside bounds advertised this recently
+    (wall s) is a bounds race, not counted as out of bounds (it is still rejected)."""
+    detection_grace_s: float = 2.0
+    """Setpoints in the first ``detection_grace_s`` (wall) of an episode are not counted
+    in its ``setpoints_during`` (the controller needs time to notice)."""
+    max_episodes: int = 1000
+    """Episodes kept in the stats list (older ones only live on in the aggregates)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any fault can happen."""
+        return any(getattr(self, k) > 0 for k in _FAULT_RATES)
+
+
+_FAULT_RATES = (
+    "stream_end_per_h",
+    "stream_stall_per_h",
+    "setpoint_delay_prob",
+    "setpoint_reject_prob",
+    "error_state_per_h",
+    "bad_metric_per_h",
+    "bounds_flap_per_h",
+)
+_MAX_RATE_PER_H = 3600.0
+_MAX_WALL_S = 60.0
+FAULT_KEYS: tuple[str, ...] = tuple(FaultConfig.__dataclass_fields__)
+"""Every key of the ``[faults]`` table (and of ``gridloop sim --fault KEY=VALUE``)."""
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """A validated site: microgrid info, components, connections and scenario."""
 
@@ -240,6 +316,8 @@ class SiteConfig:
     country_code: str = ""
     delivery_area_eic: str = ""
     """Bidding zone as an ENTSO-E EIC code (e.g. DE-LU ``10Y1001A1001A82H``)."""
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    """Fault injection (all off by default)."""
 
     def component(self, component_id: int) -> ComponentConfig:
         """Return the component with this id (KeyError if unknown)."""
@@ -579,6 +657,60 @@ def _read_frequency(t: _Table) -> FrequencyConfig:
     return cfg
 
 
+def _read_faults(t: _Table) -> FaultConfig:
+    def rate(key: str) -> float:
+        return t.float_(key, 0.0, minimum=0.0, maximum=_MAX_RATE_PER_H)
+
+    def prob(key: str) -> float:
+        return t.float_(key, 0.0, minimum=0.0, maximum=1.0)
+
+    def duration(key: str, default: float) -> float:
+        return t.float_(key, default, positive=True)
+
+    def wall(key: str, default: float) -> float:
+        return t.float_(key, default, minimum=0.0, maximum=_MAX_WALL_S)
+
+    d = FaultConfig()
+    cfg = FaultConfig(
+        seed=t.int_("seed", 0, minimum=0),
+        stream_end_per_h=rate("stream_end_per_h"),
+        stream_stall_per_h=rate("stream_stall_per_h"),
+        stream_stall_s=duration("stream_stall_s", d.stream_stall_s),
+        setpoint_delay_prob=prob("setpoint_delay_prob"),
+        setpoint_delay_s=wall("setpoint_delay_s", d.setpoint_delay_s),
+        setpoint_reject_prob=prob("setpoint_reject_prob"),
+        error_state_per_h=rate("error_state_per_h"),
+        bad_metric_per_h=rate("bad_metric_per_h"),
+        bad_metric_s=duration("bad_metric_s", d.bad_metric_s),
+        bounds_flap_per_h=rate("bounds_flap_per_h"),
+        bounds_flap_s=duration("bounds_flap_s", d.bounds_flap_s),
+        bounds_grace_s=wall("bounds_grace_s", d.bounds_grace_s),
+        detection_grace_s=wall("detection_grace_s", d.detection_grace_s),
+        max_episodes=t.int_("max_episodes", d.max_episodes, minimum=1),
+    )
+    t.check_unknown()
+    return cfg
+
+
+def faults_from_dict(
+    data: Mapping[str, Any], source: str = "<faults>", base: FaultConfig | None = None
+) -> FaultConfig:
+    """Validate a ``[faults]`` mapping; keys missing from ``data`` come from ``base``.
+
+    Args:
+        data: the keys to set (TOML types: int for ``seed`` / ``max_episodes``,
+            numbers for the rest).
+        source: name used in error messages.
+        base: values for keys not in ``data`` (default: everything off).
+
+    Raises:
+        SiteConfigError: naming ``faults.<key>`` and the bad value.
+    """
+    merged: dict[str, Any] = dict(vars(base)) if base is not None else {}
+    merged.update(data)
+    return _read_faults(_Table(source, "faults", merged))
+
+
 def _validate_topology(
     source: str,
     comps: list[tuple[_Table, ComponentConfig]],
@@ -706,6 +838,7 @@ def site_from_dict(
     load = _read_load(root.table("load"), base_dir)
     pv = _read_pv(root.table("pv"), base_dir)
     freq = _read_frequency(root.table("frequency"))
+    faults = _read_faults(root.table("faults"))
     root.check_unknown()
     return SiteConfig(
         source=source,
@@ -722,6 +855,7 @@ def site_from_dict(
         longitude=lon,
         country_code=country,
         delivery_area_eic=delivery_area,
+        faults=faults,
     )
 
 

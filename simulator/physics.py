@@ -251,6 +251,8 @@ class SitePhysics:
         self._aug_lo = np.full(n_inv, -np.inf)
         self._aug_hi = np.full(n_inv, np.inf)
         self._aug_next_expiry = np.inf
+        self._limit_inv_lo = np.full(n_inv, -np.inf)
+        self._limit_inv_hi = np.full(n_inv, np.inf)
 
         # ---- battery parameters and state
         self.battery_capacity_wh = np.array([c.capacity_wh for c in bats], dtype=np.float64)
@@ -269,6 +271,8 @@ class SitePhysics:
         self.battery_state = np.zeros(len(bats), dtype=np.int64)
         self.battery_lower_w = -self._max_discharge.copy()
         self.battery_upper_w = self._max_charge.copy()
+        self._limit_bat_lo = np.full(len(bats), -np.inf)
+        self._limit_bat_hi = np.full(len(bats), np.inf)
 
         # ---- topology matrices
         adj = np.zeros((len(bats), n_inv))  # adj[b, i] = 1 if inverter i feeds battery b
@@ -684,6 +688,44 @@ class SitePhysics:
             if self.battery_state[row] == ComponentState.ERROR:
                 self.battery_state[row] = ComponentState.OFF
 
+    def limit_power(self, component_id: int, lower_w: float, upper_w: float) -> None:
+        """Fault injection: clamp an inverter's or battery's own power bounds.
+
+        The component's bounds become its usual ones intersected with
+        ``[lower_w, upper_w]`` (``lower_w <= 0 <= upper_w``) until
+        `clear_power_limit`; for a battery the inverters above it see the
+        reduced share. Bounds in telemetry and setpoint validation both follow.
+        """
+        kind = self.kind_of(component_id)
+        if not (lower_w <= 0.0 <= upper_w) or math.isnan(lower_w) or math.isnan(upper_w):
+            raise InvalidRequestError(
+                component_id, f"power limit must contain 0 W, got [{lower_w}, {upper_w}]"
+            )
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            self._limit_inv_lo[row] = lower_w
+            self._limit_inv_hi[row] = upper_w
+        elif kind == "battery":
+            row = self._bat_row[component_id]
+            self._limit_bat_lo[row] = lower_w
+            self._limit_bat_hi[row] = upper_w
+        else:
+            raise InvalidRequestError(component_id, f"cannot limit the power of a {kind}")
+        self._update_bounds()
+
+    def clear_power_limit(self, component_id: int) -> None:
+        """Remove a `limit_power` clamp (no-op if there is none)."""
+        kind = self.kind_of(component_id)
+        if kind == "inverter":
+            row = self._inv_row[component_id]
+            self._limit_inv_lo[row] = -np.inf
+            self._limit_inv_hi[row] = np.inf
+        elif kind == "battery":
+            row = self._bat_row[component_id]
+            self._limit_bat_lo[row] = -np.inf
+            self._limit_bat_hi[row] = np.inf
+        self._update_bounds()
+
     def inject_error(self, component_id: int) -> None:
         """Fault injection: put an inverter or battery into ERROR (inverter power to 0)."""
         kind = self.kind_of(component_id)
@@ -816,6 +858,8 @@ class SitePhysics:
         self.battery_lower_w = np.where(
             bat_on & (self.battery_soc_pct > self.battery_soc_min_pct), -self._max_discharge, 0.0
         )
+        self.battery_upper_w = np.minimum(self.battery_upper_w, self._limit_bat_hi)
+        self.battery_lower_w = np.maximum(self.battery_lower_w, self._limit_bat_lo)
         inv_up = self._share @ self.battery_upper_w
         inv_lo = self._share @ self.battery_lower_w
         upper = np.where(
@@ -828,6 +872,8 @@ class SitePhysics:
             self.inverter_rated_lower_w,
             np.maximum(self.inverter_rated_lower_w, inv_lo),
         )
+        upper = np.minimum(upper, self._limit_inv_hi)
+        lower = np.maximum(lower, self._limit_inv_lo)
         off = self.inverter_state >= ComponentState.OFF
         self.inverter_upper_w = np.where(off, 0.0, upper)
         self.inverter_lower_w = np.where(off, 0.0, lower)

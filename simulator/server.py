@@ -16,6 +16,15 @@ so a slow client just skips generations instead of queueing.
 Time: simulated time runs ``time_scale`` times faster than wall time; request
 lifetimes (setpoints, bounds) are in simulated seconds; timestamps on the wire
 (sample times, ``valid_until_time``) are wall-clock UTC.
+
+Fault injection: manual primitives (`SimulatorServer.pause_telemetry`,
+`SimulatorServer.break_streams`, ``physics.inject_error``,
+``physics.limit_power``) and a seeded, rate-driven scheduler configured by a
+`FaultConfig` (``faults=``, default the site's ``[faults]`` table; see
+`simulator.faults` for the kinds). Injected setpoint rejections fail with
+UNAVAILABLE *after* validation (the request was valid; the device did not
+answer), so they never hide an out-of-bounds setpoint. `SimulatorServer.stats`
+reports every fault episode and how the client behaved during and after it.
 """
 
 from __future__ import annotations
@@ -48,12 +57,14 @@ from google.protobuf.message import Message
 
 from .config import (
     BatteryConfig,
+    FaultConfig,
     GridConfig,
     InverterConfig,
     MeterConfig,
     SiteConfig,
 )
 from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
+from .faults import BoundsHistory, Episode, FaultLedger, FaultScheduler, Injection, SetpointFaults
 from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
 
 __all__ = ["REJECTION_CODES", "SERVICE_NAME", "LatencyProbe", "SimulatorServer"]
@@ -194,6 +205,10 @@ class _Stats:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.out_of_bounds = 0
+        self.bounds_race = 0
+        self.injected = 0
+        self.first_accepted_unix: float | None = None
+        self.first_nonzero_accepted_unix: float | None = None
         self.per_component: dict[int, dict[str, Any]] = {}
 
     def _comp(self, cid: int) -> dict[str, Any]:
@@ -203,6 +218,9 @@ class _Stats:
                 "received": 0,
                 "accepted": 0,
                 "rejected": dict.fromkeys(REJECTION_CODES, 0),
+                "out_of_bounds": 0,
+                "bounds_race": 0,
+                "rejected_injected": 0,
                 "last_setpoint_w": None,
             }
             self.per_component[cid] = entry
@@ -218,13 +236,27 @@ class _Stats:
         entry["accepted"] += 1
         if active:
             entry["last_setpoint_w"] = power
+            now = time.time()
+            if self.first_accepted_unix is None:
+                self.first_accepted_unix = now
+            if power != 0.0 and self.first_nonzero_accepted_unix is None:
+                self.first_nonzero_accepted_unix = now
 
-    def on_rejected(self, cid: int, code: str) -> None:
+    def on_rejected(self, cid: int, code: str, race: bool = False) -> None:
         self.rejected[code] += 1
         entry = self._comp(cid)
         entry["rejected"][code] = entry["rejected"].get(code, 0) + 1
         if code == "OUT_OF_RANGE":
-            self.out_of_bounds += 1
+            if race:
+                self.bounds_race += 1
+                entry["bounds_race"] += 1
+            else:
+                self.out_of_bounds += 1
+                entry["out_of_bounds"] += 1
+
+    def on_injected_reject(self, cid: int) -> None:
+        self.injected += 1
+        self._comp(cid)["rejected_injected"] += 1
 
 
 class LatencyProbe:
@@ -300,6 +332,7 @@ class SimulatorServer:
         physics_hz: float = 50.0,
         tls_cert: bytes | None = None,
         tls_key: bytes | None = None,
+        faults: FaultConfig | None = None,
     ) -> None:
         """Create the server (nothing runs until `start`).
 
@@ -316,6 +349,8 @@ class SimulatorServer:
             tls_cert: PEM server certificate chain; with ``tls_key`` the server
                 serves TLS only (clients verify it against their root).
             tls_key: PEM private key of ``tls_cert``.
+            faults: rate-driven fault injection; None = ``site.faults`` (the
+                site file's ``[faults]`` table, all off unless configured).
         """
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
@@ -359,6 +394,28 @@ class SimulatorServer:
         self._break_all = 0
         self._stats = _Stats()
         self._started_wall = 0.0
+        self.listening_at_unix: float | None = None
+        """``time.time()`` when the server started listening (None before `start`)."""
+        self.faults: FaultConfig = faults if faults is not None else site.faults
+        """The fault injection configuration in effect."""
+        self._scheduler = FaultScheduler(self.faults, site)
+        self._call_faults = SetpointFaults(self.faults)
+        self._ledger = FaultLedger(self.faults)
+        self._advertised = BoundsHistory(
+            keep_s=self.faults.bounds_grace_s + self.faults.setpoint_delay_s + 1.0
+        )
+        self._fault_paused: set[int] = set()
+        self._bad_metric: dict[int, str] = {}
+        self._flapping: set[int] = set()
+        self._timed: list[tuple[float, Episode]] = []  # (end sim s, episode) of timed episodes
+        self._errors: list[Episode] = []  # open error_state episodes
+        self._inverters_of = self._affected_inverters()
+        self._inverter_ids = frozenset(c.id for c in site.inverters)
+        self._fault_active = self.faults.enabled
+        self.injecting = True
+        """Set False to stop injecting new faults (scheduled episodes and per-call
+        delays/rejections); running episodes still end as usual. True again resumes
+        with the schedule from then on (no burst of missed events)."""
         self._components = self._build_components()
         self._connections = [
             ec_pb2.ElectricalComponentConnection(
@@ -408,6 +465,7 @@ class SimulatorServer:
         self._server = server
         self._event = asyncio.Event()
         self._started_wall = time.monotonic()
+        self.listening_at_unix = time.time()
         self._tick_task = asyncio.create_task(self._run_ticks(), name="simulator-physics")
 
     async def stop(self, grace: float | None = 0.5) -> None:
@@ -463,30 +521,189 @@ class SimulatorServer:
             self._break_epoch[component_id] = self._break_epoch.get(component_id, 0) + 1
 
     def stats(self) -> dict[str, Any]:
-        """Setpoint counters (JSON-able).
+        """Setpoint and fault counters (JSON-able).
 
-        ``setpoints_out_of_bounds`` counts requests outside the component's
-        current bounds (they are also in ``setpoints_rejected.OUT_OF_RANGE``).
+        Keys (counts unless a unit is named):
+
+        * ``setpoints_received`` / ``setpoints_accepted``; ``setpoints_rejected``
+          per status code (`REJECTION_CODES`; injected rejections are not in it).
+        * ``setpoints_out_of_bounds``: active-power requests outside the
+          component's current bounds AND outside every bounds set advertised
+          in its telemetry within ``faults.bounds_grace_s`` wall seconds before
+          the request arrived, i.e. the client could not have known better.
+        * ``setpoints_rejected_bounds_race``: outside the current bounds but
+          inside recently advertised ones (bounds changed under the client's
+          feet). Both are rejected OUT_OF_RANGE and are in
+          ``setpoints_rejected.OUT_OF_RANGE``.
+        * ``setpoints_rejected_injected``: valid calls failed with UNAVAILABLE
+          by the ``setpoint_reject`` fault (not applied).
+        * ``per_component``: ``received``, ``accepted``, ``rejected`` (per code),
+          ``out_of_bounds``, ``bounds_race``, ``rejected_injected``, ``last_setpoint_w``.
+        * ``listening_at_unix``: ``time.time()`` when the server started listening;
+          ``first_setpoint_accepted_at_unix`` / ``first_nonzero_setpoint_accepted_at_unix``:
+          ``time.time()`` of the first accepted active-power setpoint (any / non-zero),
+          None until then.
+        * ``telemetry_messages_sent``, ``simulated_s`` (s), ``uptime_s`` (wall s).
+        * ``faults``: ``enabled``, ``injecting``, ``config`` (the `FaultConfig`), ``injected`` (per
+          kind, incl. ``setpoint_delay`` and ``setpoint_reject`` calls),
+          ``active_episodes``, ``episodes`` (the last ``max_episodes``, oldest
+          first; see `simulator.faults.Episode`), ``episodes_dropped``, and
+          ``summary`` per episode kind (never truncated): ``episodes``, ``ended``,
+          ``skipped`` (component already in that fault), ``setpoints_during``,
+          ``setpoints_accepted_during``, ``episodes_with_setpoints_during``,
+          ``recovered`` (ended episodes followed by an accepted non-zero setpoint),
+          ``first_nonzero_setpoint_after_wall_s_max`` / ``_mean``,
+          ``duration_wall_s_mean``. Episode times: ``*_sim_s`` simulated s since
+          the simulation start, ``*_wall_s`` wall s since the server started listening.
         """
         st = self._stats
+        faults: dict[str, Any] = {
+            "enabled": self.faults.enabled,
+            "injecting": self.injecting,
+            "config": dict(vars(self.faults)),
+        }
+        faults.update(self._ledger.to_json())
         return {
             "setpoints_received": st.received,
             "setpoints_accepted": st.accepted,
             "setpoints_rejected": {code: st.rejected.get(code, 0) for code in REJECTION_CODES},
             "setpoints_out_of_bounds": st.out_of_bounds,
+            "setpoints_rejected_bounds_race": st.bounds_race,
+            "setpoints_rejected_injected": st.injected,
             "per_component": {
                 str(cid): {
                     "received": e["received"],
                     "accepted": e["accepted"],
                     "rejected": dict(e["rejected"]),
+                    "out_of_bounds": e["out_of_bounds"],
+                    "bounds_race": e["bounds_race"],
+                    "rejected_injected": e["rejected_injected"],
                     "last_setpoint_w": e["last_setpoint_w"],
                 }
                 for cid, e in sorted(st.per_component.items())
             },
+            "listening_at_unix": self.listening_at_unix,
+            "first_setpoint_accepted_at_unix": st.first_accepted_unix,
+            "first_nonzero_setpoint_accepted_at_unix": st.first_nonzero_accepted_unix,
             "telemetry_messages_sent": self.messages_sent,
             "simulated_s": self.physics.now_s,
-            "uptime_s": (time.monotonic() - self._started_wall) if self._started_wall else 0.0,
+            "uptime_s": self._wall_s(),
+            "faults": faults,
         }
+
+    def _wall_s(self) -> float:
+        """Wall seconds since the server started listening (0 before `start`)."""
+        return (time.monotonic() - self._started_wall) if self._started_wall else 0.0
+
+    def _affected_inverters(self) -> dict[int, tuple[int, ...]]:
+        """Per component, the inverters a controller commands it through."""
+        inverters = {c.id for c in self.site.inverters}
+        out: dict[int, tuple[int, ...]] = {}
+        for c in self.site.components:
+            if c.id in inverters:
+                out[c.id] = (c.id,)
+            elif isinstance(c, BatteryConfig):
+                out[c.id] = tuple(
+                    sorted(s for s, d in self.site.connections if d == c.id and s in inverters)
+                )
+            else:
+                out[c.id] = ()
+        return out
+
+    def _run_faults(self) -> None:
+        """End due episodes, close recovered error episodes, inject what is due."""
+        phys = self.physics
+        now = phys.now_s
+        wall = self._wall_s()
+        if self._timed:
+            keep: list[tuple[float, Episode]] = []
+            for end, ep in self._timed:
+                if now >= end:
+                    self._undo(ep)
+                    self._ledger.close(ep, now, wall)
+                else:
+                    keep.append((end, ep))
+            self._timed = keep
+        if self._errors:
+            still: list[Episode] = []
+            for ep in self._errors:
+                if phys.state_of(ep.component_id) == ComponentState.RUNNING:
+                    self._ledger.close(ep, now, wall)
+                else:
+                    still.append(ep)
+            self._errors = still
+        due = self._scheduler.due(now)
+        if self.injecting:
+            for inj in due:
+                self._inject(inj, wall)
+
+    def _inject(self, inj: Injection, wall: float) -> None:
+        phys = self.physics
+        cid, kind = inj.component_id, inj.kind
+        busy = (
+            (kind == "stream_stall" and cid in self._fault_paused)
+            or (kind == "bad_metric" and cid in self._bad_metric)
+            or (kind == "bounds_flap" and cid in self._flapping)
+            or (kind == "error_state" and phys.state_of(cid) == ComponentState.ERROR)
+        )
+        if busy:
+            self._ledger.skip(kind)
+            return
+        now = phys.now_s
+        ep = self._ledger.open(kind, cid, self._inverters_of.get(cid, ()), now, wall, inj.variant)
+        if kind == "stream_end":
+            self.break_streams(cid)
+            self._ledger.close(ep, now, wall)
+            return
+        if kind == "error_state":
+            phys.inject_error(cid)
+            self._errors.append(ep)
+            return
+        if kind == "stream_stall":
+            self._fault_paused.add(cid)
+        elif kind == "bad_metric":
+            self._bad_metric[cid] = inj.variant
+        elif kind == "bounds_flap":
+            phys.limit_power(cid, inj.lower_w, inj.upper_w)
+            self._flapping.add(cid)
+        self._timed.append((now + inj.duration_sim_s, ep))
+
+    def _undo(self, ep: Episode) -> None:
+        cid = ep.component_id
+        if ep.kind == "stream_stall":
+            self._fault_paused.discard(cid)
+        elif ep.kind == "bad_metric":
+            self._bad_metric.pop(cid, None)
+        elif ep.kind == "bounds_flap":
+            self.physics.clear_power_limit(cid)
+            self._flapping.discard(cid)
+
+    def _corrupt(self, tmpl: _Template, cid: int, mode: str) -> bytes:
+        """The frame ``tmpl`` just rendered, corrupted per the bad-metric ``mode``."""
+        msg = type(tmpl.msg)()
+        msg.CopyFrom(tmpl.msg)
+        samples: Any = msg.telemetry.metric_samples  # type: ignore[attr-defined]
+        if self.physics.kind_of(cid) == "inverter":
+            value_metric: int = M.METRIC_AC_POWER_ACTIVE
+            bound_metrics: tuple[int, ...] = (M.METRIC_AC_POWER_ACTIVE,)
+        else:
+            value_metric = M.METRIC_BATTERY_SOC_PCT
+            bound_metrics = (M.METRIC_DC_POWER, M.METRIC_BATTERY_SOC_PCT)
+        if mode == "missing_bounds":
+            for sample in samples:
+                if sample.metric in bound_metrics:
+                    del sample.bounds[:]
+        elif mode == "missing":
+            for i in reversed(range(len(samples))):
+                if samples[i].metric == value_metric:
+                    del samples[i]
+        else:
+            value = {"nan": math.nan, "+inf": math.inf, "-inf": -math.inf}[mode]
+            for sample in samples:
+                if sample.metric == value_metric:
+                    sample.value.simple_metric.value = value
+        data: bytes = msg.SerializeToString()
+        return data
 
     # ------------------------------------------------------------------ ticking
 
@@ -509,6 +726,8 @@ class SimulatorServer:
             try:
                 if elapsed > 0:
                     self.physics.step(elapsed * self.time_scale)
+                if self._fault_active:
+                    self._run_faults()
                 if publish:
                     self._publish()
             except Exception:  # keep serving; a bug here must not freeze every stream
@@ -527,11 +746,14 @@ class SimulatorServer:
         frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
         cache: dict[int, _Values] = {}
         snap = _Snapshot(self.physics)
+        paused, fault_paused, bad = self._paused, self._fault_paused, self._bad_metric
+        wall = self._wall_s()
+        noted: set[int] = set()
         for key, count in self._waiting.items():
             if count <= 0:
                 continue
             cid = key[0]
-            if abs(cid) in self._paused:
+            if abs(cid) in paused or cid in fault_paused:
                 continue
             vals = cache.get(cid)
             if vals is None:
@@ -539,7 +761,19 @@ class SimulatorServer:
             tmpl = self._templates.get(key)
             if tmpl is None:
                 tmpl = self._templates[key] = self._make_template(key)
-            frames[key] = tmpl.render(sec, nanos, *vals)
+            frame = tmpl.render(sec, nanos, *vals)
+            mode = bad.get(cid) if bad else None
+            if mode is not None:
+                frame = self._corrupt(tmpl, cid, mode)
+            frames[key] = frame
+            if (
+                cid in self._inverter_ids
+                and cid not in noted
+                and M.METRIC_AC_POWER_ACTIVE in key[1]
+                and mode not in ("missing", "missing_bounds")
+            ):
+                noted.add(cid)
+                self._advertised.note(cid, vals[1][M.METRIC_AC_POWER_ACTIVE], wall)
         self._frames = frames
         self._generation += 1
         event, self._event = self._event, asyncio.Event()
@@ -991,11 +1225,20 @@ class SimulatorServer:
         cid = request.electrical_component_id
         power = request.power
         self._stats.on_received(cid)
+        active = request.power_type == mg_pb2.POWER_TYPE_ACTIVE
+        received_wall = self._wall_s()
+        faulty = self._fault_active and self.injecting
+        if faulty:
+            if active:
+                self._ledger.on_setpoint_received(cid, power, received_wall)
+            delay = self._call_faults.delay_s()
+            if delay > 0:
+                self._ledger.count_call("setpoint_delay")
+                await asyncio.sleep(delay)
         try:
             phys = self.physics
             phys.kind_of(cid)
             lifetime = request.request_lifetime if request.HasField("request_lifetime") else 60
-            active = request.power_type == mg_pb2.POWER_TYPE_ACTIVE
             if request.power_type not in (mg_pb2.POWER_TYPE_ACTIVE, mg_pb2.POWER_TYPE_REACTIVE):
                 raise InvalidRequestError(cid, "power_type must be ACTIVE or REACTIVE")
             if not 10 <= lifetime <= 900:
@@ -1007,9 +1250,24 @@ class SimulatorServer:
             else:
                 phys.check_reactive_power(cid, power)
         except RequestError as exc:
-            self._stats.on_rejected(cid, exc.code)
+            race = (
+                exc.code == "OUT_OF_RANGE"
+                and active
+                and self._advertised.advertised_since(
+                    cid, power, received_wall - self.faults.bounds_grace_s
+                )
+            )
+            self._stats.on_rejected(cid, exc.code, race)
             await context.abort(grpc.StatusCode[exc.code], str(exc))
+        if faulty and self._call_faults.reject():
+            self._ledger.count_call("setpoint_reject")
+            self._stats.on_injected_reject(cid)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"component {cid}: did not answer (injected fault)"
+            )
         self._stats.on_accepted(cid, power, active)
+        if faulty and active:
+            self._ledger.on_setpoint_accepted(cid, power, received_wall, self._wall_s())
         if not active:
             phys.set_reactive_power(cid, power, float(lifetime))
             started = phys.now_s
