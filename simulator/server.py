@@ -1227,10 +1227,10 @@ class SimulatorServer:
         self._stats.on_received(cid)
         active = request.power_type == mg_pb2.POWER_TYPE_ACTIVE
         received_wall = self._wall_s()
-        faulty = self._fault_active and self.injecting
-        if faulty:
-            if active:
-                self._ledger.on_setpoint_received(cid, power, received_wall)
+        faulty = self._fault_active  # account for episodes even when no longer injecting
+        if faulty and active:
+            self._ledger.on_setpoint_received(cid, power, received_wall)
+        if faulty and self.injecting:
             delay = self._call_faults.delay_s()
             if delay > 0:
                 self._ledger.count_call("setpoint_delay")
@@ -1259,7 +1259,7 @@ class SimulatorServer:
             )
             self._stats.on_rejected(cid, exc.code, race)
             await context.abort(grpc.StatusCode[exc.code], str(exc))
-        if faulty and self._call_faults.reject():
+        if faulty and self.injecting and self._call_faults.reject():
             self._ledger.count_call("setpoint_reject")
             self._stats.on_injected_reject(cid)
             await context.abort(
