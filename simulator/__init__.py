@@ -9,7 +9,13 @@ Offers:
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
   bounds, state machine, fault injection, injectable load/irradiance profiles).
 * `simulator.server`: `SimulatorServer(site, *, host, port, time_scale,
-  telemetry_hz, seed, api_key)`, the grpc.aio server (async context manager).
+  telemetry_hz, seed, api_key, physics_hz, tls_cert, tls_key, faults)`, the
+  grpc.aio server (async context manager); `stats()` reports setpoints and
+  fault episodes.
+* `simulator.faults`: the seeded fault scheduler and the episode accounting
+  behind the site's ``[faults]`` table (`simulator.config.FaultConfig`):
+  telemetry streams that end or stall, delayed or rejected setpoint calls,
+  components in ERROR until AckError, NaN/inf/missing metrics, flapping bounds.
 * `simulator.cli`: `main(argv) -> int` behind ``gridloop sim`` and
   ``python -m simulator``.
 * `simulator.errors`: `SimulatorError` and the request errors mapped to gRPC

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import BatteryConfig, FaultConfig, InverterConfig, SiteConfig
@@ -227,9 +227,19 @@ class Episode:
 
     def to_json(self) -> dict[str, Any]:
         """The episode as a JSON-able dict (keys as the attributes)."""
-        out = asdict(self)
-        out["inverter_ids"] = list(self.inverter_ids)
-        return out
+        return {
+            "kind": self.kind,
+            "component_id": self.component_id,
+            "variant": self.variant,
+            "inverter_ids": list(self.inverter_ids),
+            "start_sim_s": self.start_sim_s,
+            "start_wall_s": self.start_wall_s,
+            "end_sim_s": self.end_sim_s,
+            "end_wall_s": self.end_wall_s,
+            "setpoints_during": self.setpoints_during,
+            "setpoints_accepted_during": self.setpoints_accepted_during,
+            "first_nonzero_setpoint_after_wall_s": self.first_nonzero_setpoint_after_wall_s,
+        }
 
 
 @dataclass

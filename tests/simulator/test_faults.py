@@ -794,6 +794,9 @@ async def test_cli_writes_stats_periodically_and_atomically(tmp_path: Path) -> N
         assert later["first_nonzero_setpoint_accepted_at_unix"] is not None
         assert later["simulated_s"] > first["simulated_s"]
         assert later["listening_at_unix"] == first["listening_at_unix"]
+        assert later["faults"]["injecting"] is True
+        proc.send_signal(signal.SIGUSR1)  # stop injecting new faults
+        await _poll_json(stats_path, lambda d: d["faults"]["injecting"] is False)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         final = json.loads(stats_path.read_text(encoding="utf-8"))
