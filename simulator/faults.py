@@ -206,6 +206,11 @@ class SetpointFaults:
 class Episode:
     """One fault episode of one component (mutable while it runs).
 
+    ``inverter_ids`` are the battery inverters through which the component is
+    commanded (itself; for a battery every inverter connected to it; none for
+    PV inverters, meters and the grid). Note that in a 1:N group (one inverter,
+    several batteries) the inverter stays usable with reduced bounds while one
+    battery is faulty.
     ``setpoints_during`` counts non-zero active-power setpoints *received* for
     ``inverter_ids`` while the episode ran, from ``detection_grace_s`` (wall)
     after its start; ``setpoints_accepted_during`` those of them accepted.
@@ -246,6 +251,7 @@ class Episode:
 class _Summary:
     episodes: int = 0
     ended: int = 0
+    ended_with_inverters: int = 0
     setpoints_during: int = 0
     setpoints_accepted_during: int = 0
     episodes_with_setpoints_during: int = 0
@@ -259,6 +265,7 @@ class _Summary:
         return {
             "episodes": self.episodes,
             "ended": self.ended,
+            "ended_with_inverters": self.ended_with_inverters,
             "skipped": self.skipped,
             "setpoints_during": self.setpoints_during,
             "setpoints_accepted_during": self.setpoints_accepted_during,
@@ -320,6 +327,8 @@ class FaultLedger:
         self._active -= 1
         summary = self._summary[ep.kind]
         summary.ended += 1
+        if ep.inverter_ids:
+            summary.ended_with_inverters += 1
         summary.duration_sum_wall_s += wall_s - ep.start_wall_s
 
     def skip(self, kind: str) -> None:

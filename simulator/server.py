@@ -551,6 +551,7 @@ class SimulatorServer:
           ``summary`` per episode kind (never truncated): ``episodes``, ``ended``,
           ``skipped`` (component already in that fault), ``setpoints_during``,
           ``setpoints_accepted_during``, ``episodes_with_setpoints_during``,
+          ``ended_with_inverters`` (ended episodes with non-empty ``inverter_ids``),
           ``recovered`` (ended episodes followed by an accepted non-zero setpoint),
           ``first_nonzero_setpoint_after_wall_s_max`` / ``_mean``,
           ``duration_wall_s_mean``. Episode times: ``*_sim_s`` simulated s since
@@ -596,8 +597,12 @@ class SimulatorServer:
         return (time.monotonic() - self._started_wall) if self._started_wall else 0.0
 
     def _affected_inverters(self) -> dict[int, tuple[int, ...]]:
-        """Per component, the inverters a controller commands it through."""
-        inverters = {c.id for c in self.site.inverters}
+        """Per component, the battery inverters a controller commands it through.
+
+        A battery inverter: itself; a battery: every inverter connected to it;
+        PV inverters, meters and the grid connection point: none.
+        """
+        inverters = {c.id for c in self.site.inverters if c.inverter_type == "battery"}
         out: dict[int, tuple[int, ...]] = {}
         for c in self.site.components:
             if c.id in inverters:

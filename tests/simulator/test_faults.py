@@ -366,6 +366,7 @@ def test_ledger_counts_setpoints_during_and_first_setpoint_after() -> None:
     assert summary == {
         "episodes": 1,
         "ended": 1,
+        "ended_with_inverters": 1,
         "skipped": 1,
         "setpoints_during": 1,
         "setpoints_accepted_during": 1,
@@ -568,6 +569,7 @@ async def test_error_state_persists_until_ack_then_start(
     assert ep["end_wall_s"] > ep["start_wall_s"]
     summary = stats["summary"]["error_state"]
     assert summary["recovered"] == summary["ended"] == summary["episodes"] == len(episodes)
+    assert summary["ended_with_inverters"] == summary["ended"]
     assert stats["active_episodes"] == 0
 
 
@@ -853,3 +855,13 @@ async def test_cli_restarts_on_the_same_port_after_kill_9(tmp_path: Path) -> Non
             if p is not None and p.poll() is None:
                 p.kill()
                 p.communicate(timeout=10)
+
+
+def test_episodes_watch_the_battery_inverters_a_component_is_commanded_through() -> None:
+    affected = SimulatorServer(load_site())._inverters_of
+    assert affected[10] == (10,)
+    assert affected[11] == (10,)
+    assert affected[32] == (30, 31)  # one battery behind two inverters
+    assert affected[41] == affected[42] == (40,)  # two batteries behind one inverter
+    assert affected[5] == ()  # PV inverter
+    assert affected[1] == affected[2] == affected[3] == ()  # grid, meters
