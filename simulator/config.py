@@ -362,6 +362,8 @@ class _Table:
         self.used: set[str] = set()
 
     def _field(self, key: str) -> str:
+        if not key.isprintable():  # e.g. a newline in a quoted TOML key: keep errors one line
+            key = repr(key)
         return f"{self.path}.{key}" if self.path else key
 
     def error(self, key: str, problem: str) -> SiteConfigError:

@@ -1222,6 +1222,10 @@ class SimulatorServer:
         Lifetime default 60 s, allowed 10 s..15 min (simulated seconds).
         The final status is OVERRIDDEN if a newer setpoint arrives first, and
         FAILED if the component stops or the target is not reached in time.
+
+        Faults (see `FaultConfig`): a delayed call is held ``setpoint_delay_s``
+        wall seconds before validation; an injected rejection fails a *valid*
+        call with UNAVAILABLE and does not apply it.
         """
         probe = self.latency_probe
         if probe is not None and request.power_type == mg_pb2.POWER_TYPE_ACTIVE:

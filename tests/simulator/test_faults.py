@@ -31,9 +31,18 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as mg_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.cli import main, parse_fault_overrides
-from simulator.config import FaultConfig, SiteConfig, SiteConfigError, load_site, site_from_dict
+from simulator.config import (
+    FAULT_KEYS,
+    FaultConfig,
+    SiteConfig,
+    SiteConfigError,
+    load_site,
+    site_from_dict,
+)
 from simulator.faults import (
     BAD_METRIC_MODES,
     EPISODE_KINDS,
@@ -865,3 +874,43 @@ def test_episodes_watch_the_battery_inverters_a_component_is_commanded_through()
     assert affected[41] == affected[42] == (40,)  # two batteries behind one inverter
     assert affected[5] == ()  # PV inverter
     assert affected[1] == affected[2] == affected[3] == ()  # grid, meters
+
+
+_fault_values = st.one_of(
+    st.integers(-5, 10_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(st.sampled_from(FAULT_KEYS), st.text(min_size=1, max_size=8)),
+        _fault_values,
+        max_size=6,
+    )
+)
+def test_random_faults_tables_are_valid_or_one_line(table: dict[str, Any]) -> None:
+    doc = _tiny_doc()
+    doc["faults"] = table
+    error: SiteConfigError | None = None
+    try:
+        cfg = site_from_dict(doc, "site.toml").faults
+    except SiteConfigError as exc:
+        error = exc
+    if error is not None:
+        assert "\n" not in str(error)
+        assert str(error).startswith("site.toml: faults.")
+        key = error.field.split(".", 1)[1]
+        assert key in table or key in {repr(k) for k in table}
+        return
+    for key in FAULT_KEYS:
+        value = getattr(cfg, key)
+        assert math.isfinite(value)
+        assert value >= 0
+    assert cfg.setpoint_delay_prob <= 1
+    assert cfg.setpoint_reject_prob <= 1
+    assert cfg.max_episodes >= 1
