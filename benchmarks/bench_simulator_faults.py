@@ -1,0 +1,112 @@
+"""Cost of fault injection in the simulator's hot path.
+
+* ``test_publish_100_components_faults``: one telemetry generation for 100
+  subscribed components with fault injection off, on (the soak rates, no
+  episode running) and with every component in a ``bad_metric`` episode (the
+  worst case: every frame is copied, corrupted and re-serialised).
+* ``test_fault_tick``: one fault-scheduler tick (end due episodes, inject due
+  ones) at the soak rates on the 100-component site, time advancing 1 s per tick.
+* ``test_stats_with_1000_episodes``: `SimulatorServer.stats` with a full
+  episode list (what ``--stats-interval`` pays per write).
+
+Run: ``/work/venv/bin/pytest benchmarks/bench_simulator_faults.py -s``
+(CI smoke: add ``--benchmark-disable``).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.config import FaultConfig, SiteConfig, load_site, site_from_dict
+from simulator.server import SimulatorServer
+
+N_GROUPS = 50
+
+
+def _big_site() -> SiteConfig:
+    """50 inverter + battery pairs (100 streamed components) below a grid meter."""
+    comps: list[dict[str, Any]] = [
+        {"id": 1, "category": "grid"},
+        {"id": 2, "category": "meter", "load_share": 1.0},
+    ]
+    conns = [{"source": 1, "destination": 2}]
+    for g in range(N_GROUPS):
+        inv, bat = 1000 + 2 * g, 1001 + 2 * g
+        comps.append(
+            {
+                "id": inv,
+                "category": "inverter",
+                "type": "battery",
+                "rated_lower_w": -50_000.0,
+                "rated_upper_w": 50_000.0,
+            }
+        )
+        comps.append(
+            {
+                "id": bat,
+                "category": "battery",
+                "capacity_wh": 100_000.0,
+                "soc_pct": 50.0,
+                "max_charge_w": 50_000.0,
+                "max_discharge_w": 50_000.0,
+            }
+        )
+        conns += [{"source": 2, "destination": inv}, {"source": inv, "destination": bat}]
+    return site_from_dict({"microgrid": {"id": 1}, "component": comps, "connection": conns})
+
+
+def _soak_faults() -> FaultConfig:
+    ref = resources.files("simulator.sites").joinpath("soak.toml")
+    return load_site(Path(str(ref))).faults
+
+
+def _subscribed(faults: FaultConfig) -> SimulatorServer:
+    srv = SimulatorServer(_big_site(), faults=faults)
+    for k in range(2 * N_GROUPS):
+        cid = 1000 + k
+        srv._waiting[(cid, srv._metric_key_for(cid))] += 1
+    return srv
+
+
+@pytest.mark.parametrize("mode", ["off", "soak", "all-bad-metric"])
+def test_publish_100_components_faults(benchmark: Any, mode: str) -> None:
+    """One telemetry generation for 100 components, by fault mode."""
+    srv = _subscribed(FaultConfig() if mode == "off" else _soak_faults())
+    if mode == "all-bad-metric":
+        for k in range(2 * N_GROUPS):
+            srv._bad_metric[1000 + k] = "nan"
+    benchmark(srv._publish)
+    benchmark.extra_info["messages_per_call"] = 2 * N_GROUPS
+    assert len(srv._frames) == 2 * N_GROUPS
+
+
+def test_fault_tick(benchmark: Any) -> None:
+    """One scheduler tick at the soak rates (1 simulated s per tick)."""
+    srv = _subscribed(_soak_faults())
+
+    def tick() -> None:
+        srv.physics.now_s += 1.0
+        srv._run_faults()
+
+    benchmark(tick)
+    stats = srv.stats()["faults"]
+    benchmark.extra_info["episodes"] = sum(stats["injected"][k] for k in stats["summary"])
+
+
+def test_stats_with_1000_episodes(benchmark: Any) -> None:
+    """`stats()` plus JSON encoding with 1000 episodes in the list."""
+    srv = _subscribed(FaultConfig(stream_end_per_h=1.0))
+    for k in range(1000):
+        ep = srv._ledger.open("stream_stall", 1000, (1000,), float(k), float(k))
+        srv._ledger.close(ep, k + 1.0, k + 1.0)
+
+    def encode() -> str:
+        return json.dumps(srv.stats())
+
+    text = benchmark(encode)
+    assert len(json.loads(text)["faults"]["episodes"]) == 1000
