@@ -43,6 +43,7 @@ from simulator.config import (
     load_site,
     site_from_dict,
 )
+from simulator.errors import InvalidRequestError, PowerOutOfRangeError
 from simulator.faults import (
     BAD_METRIC_MODES,
     EPISODE_KINDS,
@@ -51,7 +52,7 @@ from simulator.faults import (
     FaultScheduler,
     SetpointFaults,
 )
-from simulator.physics import ComponentState
+from simulator.physics import ComponentState, SitePhysics
 from simulator.server import SimulatorServer
 
 M = metrics_pb2.Metric
@@ -914,3 +915,28 @@ def test_random_faults_tables_are_valid_or_one_line(table: dict[str, Any]) -> No
     assert cfg.setpoint_delay_prob <= 1
     assert cfg.setpoint_reject_prob <= 1
     assert cfg.max_episodes >= 1
+
+
+def test_physics_power_limit_clamps_bounds_and_running_power() -> None:
+    phys = SitePhysics(_tiny(), max_step_s=0.05)
+    phys.set_active_power(10, 8_000.0)
+    phys.step(1.0)
+    assert phys.inverter_power_w[phys.inverter_row(10)] == pytest.approx(8_000.0)
+    phys.limit_power(11, -RATED_W, 3_000.0)  # battery side: charge derated
+    assert phys.active_power_bounds(10) == [(-RATED_W, 3_000.0)]
+    phys.step(1.0)
+    assert phys.inverter_power_w[phys.inverter_row(10)] == pytest.approx(3_000.0)
+    with pytest.raises(PowerOutOfRangeError):
+        phys.check_active_power(10, 5_000.0)
+    phys.limit_power(10, -1_000.0, RATED_W)  # inverter side too: both apply
+    assert phys.active_power_bounds(10) == [(-1_000.0, 3_000.0)]
+    phys.clear_power_limit(11)
+    assert phys.active_power_bounds(10) == [(-1_000.0, RATED_W)]
+    phys.clear_power_limit(10)
+    assert phys.active_power_bounds(10) == [(-RATED_W, RATED_W)]
+    phys.step(1.0)
+    assert phys.inverter_power_w[phys.inverter_row(10)] == pytest.approx(8_000.0)
+    with pytest.raises(InvalidRequestError):
+        phys.limit_power(10, 1_000.0, 2_000.0)  # must contain 0 W
+    with pytest.raises(InvalidRequestError):
+        phys.limit_power(2, -1.0, 1.0)  # a meter
