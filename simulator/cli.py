@@ -143,11 +143,12 @@ def parse_fault_overrides(
     with one line naming the flag, the key and the value.
     """
     overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
+    for raw in items:
+        item = raw if raw.isprintable() else repr(raw)  # the error stays one line
+        key, sep, text = raw.partition("=")
         key, text = key.strip(), text.strip()
         if not sep or not key or not text:
-            raise ValueError(f"--fault {item!r}: expected KEY=VALUE, e.g. stream_end_per_h=2")
+            raise ValueError(f"--fault {item}: expected KEY=VALUE, e.g. stream_end_per_h=2")
         if key not in FAULT_KEYS:
             raise ValueError(f"--fault {item}: unknown key {key!r}; one of {', '.join(FAULT_KEYS)}")
         value: object

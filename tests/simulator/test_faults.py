@@ -272,6 +272,7 @@ def test_cli_fault_flags_override_the_site() -> None:
         (["--fault", "stream_end_per_h=-1"], "--fault stream_end_per_h=-1: faults.stream_end_"),
         (["--fault", "stream_end_per_h"], "expected KEY=VALUE"),
         (["--fault", "=3"], "expected KEY=VALUE"),
+        (["--fault", "bad\tkey=3"], "--fault 'bad\\tkey=3': unknown key 'bad\\tkey'"),
         (["--fault", "explode_per_h=1"], "--fault explode_per_h=1: unknown key 'explode_per_h'"),
         (["--fault", "setpoint_reject_prob=lots"], "expected a number, got 'lots'"),
         (["--fault", "setpoint_delay_prob=2"], "must be <= 1, got 2"),
@@ -287,6 +288,16 @@ def test_cli_bad_fault_flags_exit_2_one_line(
     assert err.count("\n") == 1, err
     assert err.startswith("error: "), err
     assert needle in err
+
+
+def test_cli_unwritable_stats_file_exit_2_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "stats.json"
+    assert main(["--port", "0", "--stats-json", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: --stats-json {target}: "), err
 
 
 # --------------------------------------------------------------------------- schedule
