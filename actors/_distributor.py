@@ -123,10 +123,12 @@ def fleet_bounds(
     ilo = np.bincount(group_of_inv, np.where(inv_ok, inv_lower_w, 0.0), n_groups)
     ihi = np.bincount(group_of_inv, np.where(inv_ok, inv_upper_w, 0.0), n_groups)
     blo = np.bincount(
-        group_of_bat, np.where(bat_ok, np.nan_to_num(bat_lower_w, nan=-1e18), 0.0), n_groups
+        group_of_bat, np.where(bat_ok, np.where(np.isnan(bat_lower_w), -1e18, bat_lower_w), 0.0),
+        n_groups,
     )
     bhi = np.bincount(
-        group_of_bat, np.where(bat_ok, np.nan_to_num(bat_upper_w, nan=1e18), 0.0), n_groups
+        group_of_bat, np.where(bat_ok, np.where(np.isnan(bat_upper_w), 1e18, bat_upper_w), 0.0),
+        n_groups,
     )
     can_charge = np.bincount(group_of_bat, bat_ok & ~(bat_soc_pct >= bat_soc_upper_pct), n_groups)
     can_dis = np.bincount(group_of_bat, bat_ok & ~(bat_soc_pct <= bat_soc_lower_pct), n_groups)

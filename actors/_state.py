@@ -67,6 +67,20 @@ _INF = math.inf
 _NAN = math.nan
 
 
+def finite_or(values: FloatArray, fill: float) -> FloatArray:
+    """`values` with every NaN/±inf replaced by `fill` (a fast `np.nan_to_num`).
+
+    Args:
+        values: The array.
+        fill: The replacement.
+
+    Returns:
+        A new array.
+    """
+    result: FloatArray = np.where(np.isfinite(values), values, fill)
+    return result
+
+
 def bounds_to_band(bounds: Sequence[object]) -> tuple[float, float, float, float, bool]:
     """Convert API bounds (a union of intervals) to (lower, upper, excl_lower, excl_upper, ok).
 

@@ -4,8 +4,8 @@ Each stream reconnects with capped exponential backoff (`reconnect_min_s` ..
 `reconnect_max_s`) when it ends or fails; the backoff resets after a message
 arrives. A stream refused with UNAUTHENTICATED or PERMISSION_DENIED is not retried
 when an `on_fatal` callback is given: it gets the `ApiError` and the stream stops.
-After every decoded message, the subscribers registered for that component
-get its id (`FreshNotifier`).
+After every decoded message, the synchronous listeners and then the channel
+subscribers registered for that component get its id (`FreshNotifier`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,64 @@ _logger = logging.getLogger(__name__)
 
 
 class FreshNotifier:
-    """Fans out "fresh sample for component X" events to subscribers."""
+    """Fans out "fresh sample for component X" events to subscribers.
+
+    Two kinds of subscribers: channel receivers (`new_receiver`, woken as tasks, in
+    loop order) and synchronous listeners (`add_listener`, called inside the
+    telemetry task right after the sample is decoded, before anything else runs:
+    the low-latency path for control loops that react to every grid sample).
+    """
 
     def __init__(self) -> None:
         """Create a notifier without subscribers."""
         self._by_id: dict[int, list[Sender[int]]] = {}
         self._all: list[Sender[int]] = []
+        self._listeners: dict[int, list[Callable[[int], None]]] = {}
+
+    def add_listener(
+        self, component_ids: Collection[int], listener: Callable[[int], None]
+    ) -> Callable[[], None]:
+        """Call `listener(component_id)` synchronously after each decoded sample.
+
+        The listener runs on the telemetry task: it must be quick and must not
+        block. An exception it raises is logged and does not affect the stream.
+
+        Args:
+            component_ids: The components to listen to.
+            listener: The callback.
+
+        Returns:
+            A function that removes the listener.
+        """
+        ids = {int(c) for c in component_ids}
+        for cid in ids:
+            self._listeners.setdefault(cid, []).append(listener)
+
+        def remove() -> None:
+            for cid in ids:
+                lst = self._listeners.get(cid, [])
+                if listener in lst:
+                    lst.remove(listener)
+                if not lst:
+                    self._listeners.pop(cid, None)
+
+        return remove
+
+    def has_receivers(self, component_id: int) -> bool:
+        """Whether `notify(component_id)` has any channel receiver to wake."""
+        return bool(self._all) or bool(self._by_id.get(component_id))
+
+    def call_listeners(self, component_id: int) -> None:
+        """Call the synchronous listeners of `component_id` (exceptions are logged).
+
+        Args:
+            component_id: The component whose sample was just decoded.
+        """
+        for listener in self._listeners.get(component_id, ()):
+            try:
+                listener(component_id)
+            except Exception:  # a listener bug must not end the telemetry stream
+                _logger.exception("fresh-sample listener %r failed", listener)
 
     def new_receiver(
         self, component_ids: Collection[int] | None = None, *, limit: int = 256
@@ -148,7 +200,7 @@ class TelemetryActor(Actor):
     async def _stream(self, cid: int) -> None:
         row = self._table.row_of[cid]
         decode = self._table.decode
-        notify = self._notifier.notify
+        notifier = self._notifier
         failures = 0
         first = True
         while True:
@@ -165,7 +217,9 @@ class TelemetryActor(Actor):
                         failures = 0
                         if self._on_reconnected is not None:
                             self._on_reconnected(cid)
-                    await notify(cid)
+                    notifier.call_listeners(cid)
+                    if notifier.has_receivers(cid):
+                        await notifier.notify(cid)
                 self.last_error[cid] = "stream ended"
                 _logger.info("%s: telemetry stream of component %d ended", self.name, cid)
             except grpc.aio.AioRpcError as exc:

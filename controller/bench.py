@@ -27,13 +27,18 @@ The clients, one after another in the same run:
 2. ``floor``: a bare ``grpc.aio`` client that streams the grid meter's frequency
    and, on the first sample of a step, sends the N setpoints concurrently (no
    actors, no allocation), in this process on uvloop.
-3. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
+3. ``floor+streams``: the same floor, which also opens the 2 N battery and
+   inverter telemetry streams gridloop reads and drains them without decoding:
+   the simulator then serves the same telemetry load as for gridloop (at 10 Hz
+   and N = 100 its frame bursts delay every setpoint it receives by up to a
+   few ms, whichever client sent it).
+4. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
    ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
    state); null when ``frequenz.sdk`` is not importable or it fails.
 
 Each step is held for ``--interval`` s after its emission (an overloaded
 simulator emits the grid meter's next frame late, so steps are at least that
-far apart). CPU (gridloop and floor): ``time.process_time`` of this process
+far apart). CPU (gridloop and the floors): ``time.process_time`` of this process
 over the stepping window, per grid-meter sample the client reacted to
 (``cpu_ms_per_cycle``; telemetry decoding of all 2 N streams included) and as a
 share of one core (``cpu_pct``).
@@ -64,6 +69,8 @@ STEP_W = 5_000.0
 """Per-inverter response to a full-activation step (W)."""
 STEP_HZ = 0.3
 NOMINAL_HZ = 50.0
+CLIENTS = ("gridloop", "floor", "floor+streams", "sdk")
+"""The clients, in the order they run."""
 _LISTEN = re.compile(r"listening on (\S+):(\d+)")
 _RESULT_PREFIX = "LATENCY "
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -114,6 +121,11 @@ def site_dict(n: int) -> dict[str, Any]:
 def inverter_ids(n: int) -> list[int]:
     """The inverter ids of :func:`site_dict`."""
     return [1000 + 2 * i for i in range(n)]
+
+
+def all_component_ids(n: int) -> list[int]:
+    """Every streamed component of :func:`site_dict`: the grid meter, inverters, batteries."""
+    return [METER_ID, *range(1000, 1000 + 2 * n)]
 
 
 # ---------------------------------------------------------------------- analysis
@@ -355,8 +367,14 @@ async def _gridloop_client(
     return record, _cpu(cpu, wall, cycles)
 
 
-async def _floor_client(
+async def _floor_streams_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    return await _floor_client(sim, n, settle_s, timeout_s, all_streams=True)
+
+
+async def _floor_client(
+    sim: _Sim, n: int, settle_s: float, timeout_s: float, *, all_streams: bool = False
 ) -> tuple[dict[str, Any], dict[str, float]]:
     import grpc.aio
     from frequenz.api.common.v1alpha8.metrics import metrics_pb2
@@ -407,7 +425,21 @@ async def _floor_client(
                     for cid in ids
                 ]
 
+        async def drain(cid: int) -> None:
+            # The same 2 N other streams gridloop reads (bodies left undecoded),
+            # so the simulator serves the same telemetry load.
+            req = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+                electrical_component_id=cid
+            )
+            async for _ in stub.ReceiveElectricalComponentTelemetryStream(req):
+                pass
+
         task = asyncio.create_task(follow())
+        drains = [
+            asyncio.create_task(drain(cid))
+            for cid in (all_component_ids(n) if all_streams else [])
+            if cid != METER_ID
+        ]
         try:
             await asyncio.wait_for(first_sample.wait(), 30.0)
             await asyncio.sleep(settle_s)
@@ -418,10 +450,12 @@ async def _floor_client(
             wall = time.monotonic() - wall0
             cycles = samples - samples0
         finally:
-            task.cancel()
-            await asyncio.wait([task])  # never swallows a cancellation of this task
-            if not task.cancelled():
-                task.exception()  # retrieved: a stream error after the run is expected
+            for t in (task, *drains):
+                t.cancel()
+            await asyncio.wait([task, *drains])  # never swallows our own cancellation
+            for t in (task, *drains):
+                if not t.cancelled():
+                    t.exception()  # retrieved: a stream error after the run is expected
             for c in calls:
                 c.cancel()
     return record, _cpu(cpu, wall, cycles)
@@ -514,7 +548,7 @@ async def run_latency(
     *,
     interval_s: float | None = None,
     telemetry_hz: float | None = None,
-    clients: Sequence[str] = ("gridloop", "floor", "sdk"),
+    clients: Sequence[str] = CLIENTS,
     settle_s: float = 1.0,
 ) -> dict[str, Any]:
     """Run the latency benchmark; return the JSON-able result."""
@@ -522,7 +556,10 @@ async def run_latency(
     if interval_s is None:
         interval_s = 2.0 if n <= 100 else 3.0
     table: dict[str, Client] = {
-        "gridloop": _gridloop_client, "floor": _floor_client, "sdk": _sdk_client,
+        "gridloop": _gridloop_client,
+        "floor": _floor_client,
+        "floor+streams": _floor_streams_client,
+        "sdk": _sdk_client,
     }
     result: dict[str, Any] = {
         "inverters": n,
@@ -629,8 +666,8 @@ def _latency_parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
                    help="simulator telemetry rate (default 10, 1 above N = 100: the"
                    " simulator serves 2 N + 1 streams on one core)")
-    p.add_argument("--clients", default="gridloop,floor,sdk",
-                   help="comma-separated subset of gridloop,floor,sdk")
+    p.add_argument("--clients", default=",".join(CLIENTS),
+                   help=f"comma-separated subset of {','.join(CLIENTS)}")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     return p
 
@@ -653,10 +690,10 @@ def main(argv: Sequence[str]) -> int:
         return 2
     opts = _latency_parser().parse_args(args[1:])
     clients = [c.strip() for c in opts.clients.split(",") if c.strip()]
-    bad = [c for c in clients if c not in ("gridloop", "floor", "sdk")]
+    bad = [c for c in clients if c not in CLIENTS]
     if bad or not clients:
         sys.stderr.write(f"gridloop bench latency: --clients = {opts.clients!r}: "
-                         "expected a subset of gridloop,floor,sdk\n")
+                         f"expected a subset of {','.join(CLIENTS)}\n")
         return 2
     if opts.json:
         try:

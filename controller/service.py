@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from frequenz.channels import Receiver
 
 from actors import (
     ApiError,
@@ -433,17 +432,18 @@ class Controller:
         self.site.request_power(result.target_w)
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
 
-    async def _on_grid_samples(self, every_sample: Sequence[Strategy]) -> None:
-        grid_id = self.site.graph.grid_meter_id
-        if grid_id is None:
-            return
-        receiver: Receiver[int] = self.site.new_fresh_receiver([grid_id])
-        async for _ in receiver:
-            now_ns = time.monotonic_ns()
-            m = self.site.measurements()
-            if every_sample:
-                self._step(every_sample, m, now_ns / 1e9)
-            self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
+    def _on_grid_sample(self, every_sample: Sequence[Strategy]) -> None:
+        """One grid-meter sample: step the every-sample strategies, account.
+
+        Runs synchronously on the telemetry task right after the sample is decoded
+        (`Site.add_fresh_listener`): the request leaves before the decoding of
+        the other streams' samples that arrived in the same burst.
+        """
+        now_ns = time.monotonic_ns()
+        m = self.site.measurements()
+        if every_sample:
+            self._step(every_sample, m, now_ns / 1e9)
+        self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
 
     async def _on_timer(self, strategy: Strategy) -> None:
         async for late_s in periodic(strategy.interval_s):
@@ -531,11 +531,26 @@ class Controller:
         every_sample = [s for s in self.strategies if s.interval_s <= 0]
         timed = [s for s in self.strategies if s.interval_s > 0]
 
+        grid_id = self.site.graph.grid_meter_id
+        remove_listener = (
+            self.site.add_fresh_listener([grid_id], lambda _: self._on_grid_sample(every_sample))
+            if grid_id is not None
+            else None
+        )
         # The children are cancelled from here when the run is over; nothing is
         # raised into the group, so the parent task never sees a cancellation.
+        try:
+            await self._run_tasks(timed, duration_s, stop)
+        finally:
+            if remove_listener is not None:
+                remove_listener()
+        return time.monotonic() - t0
+
+    async def _run_tasks(
+        self, timed: Sequence[Strategy], duration_s: float | None, stop: asyncio.Event
+    ) -> None:
         async with asyncio.TaskGroup() as tg:
             tasks = [
-                tg.create_task(self._on_grid_samples(every_sample), name="grid-samples"),
                 tg.create_task(self._on_results(), name="results"),
                 tg.create_task(self._observe(), name="observers"),
             ]
@@ -547,7 +562,6 @@ class Controller:
                 await asyncio.wait_for(stop.wait(), duration_s)
             for task in tasks:
                 task.cancel()
-        return time.monotonic() - t0
 
 
 # ---------------------------------------------------------------------- the run

@@ -148,8 +148,8 @@ def test_bench_latency_end_to_end(tmp_path: Path) -> None:
     assert data["inverters"] == 10
     assert data["events"] == 3
     results = data["results"]
-    assert set(results) == {"gridloop", "floor", "sdk"}
-    for name in ("gridloop", "floor"):
+    assert set(results) == {"gridloop", "floor", "floor+streams", "sdk"}
+    for name in ("gridloop", "floor", "floor+streams"):
         entry = results[name]
         assert entry["events"] == 3
         assert entry["events_complete"] == 3, entry["steps"]
