@@ -215,7 +215,13 @@ class Episode:
     ``inverter_ids`` while the episode ran, from ``detection_grace_s`` (wall)
     after its start; ``setpoints_accepted_during`` those of them accepted.
     ``first_nonzero_setpoint_after_wall_s``: wall seconds from the episode's
-    end to the first accepted non-zero setpoint for any of ``inverter_ids``.
+    end to the first accepted non-zero setpoint for any of ``inverter_ids``
+    (None until then; it stays None if the client never asks for power there).
+
+    Which counts mean "the client commanded a faulty component": ``stream_stall``,
+    ``error_state`` and ``bad_metric``. During ``bounds_flap`` setpoints within
+    the reduced bounds are legitimate, and ``stream_end`` is instant (the
+    episode ends when it starts, so nothing is "during").
     """
 
     kind: str
