@@ -14,7 +14,8 @@ shapes are reduced to a safe subset (see `bounds_to_band`). Missing interval end
 
 Incomplete data: a message without the row's power metric, without power bounds,
 or with a NaN/inf value in a metric the row needs (power; SoC, its limits and
-capacity for batteries) clears `data_ok`; health excludes the component until a
+capacity for batteries; a battery's power and SoC must carry their bounds) clears
+`data_ok`; health excludes the component until a
 complete message arrives. A power sample without bounds also marks the bounds
 unusable (they may have changed since the last ones).
 
@@ -217,7 +218,8 @@ class StateTable:
         # values never overwrite good ones silently: they clear `data_ok`, which
         # excludes the component until a complete message arrives.
         power_ok = False
-        soc_ok = cap_ok = not self._is_battery[row]
+        is_battery = self._is_battery[row]
+        soc_ok = cap_ok = not is_battery
         isfinite = math.isfinite
         for s in telemetry.metric_samples:
             m = s.metric
@@ -236,8 +238,10 @@ class StateTable:
                     self.bounds_ok[row] = ok
                     self.has_bounds[row] = True
                 else:
-                    # Bounds are unknown now (they may have changed): not usable.
+                    # Bounds are unknown now (they may have changed): not usable,
+                    # and for a battery, whose bounds feed the fleet's, incomplete.
                     self.bounds_ok[row] = False
+                    power_ok = power_ok and not is_battery
             elif m == M_SOC:
                 v = s.value.simple_metric.value
                 self.soc_pct[row] = v
@@ -249,6 +253,8 @@ class StateTable:
                     self.soc_lower_pct[row] = lo
                     self.soc_upper_pct[row] = hi
                     soc_ok = soc_ok and isfinite(lo) and isfinite(hi)
+                else:
+                    soc_ok = False  # the SoC limits are unknown now
             elif m == M_CAPACITY:
                 v = s.value.simple_metric.value
                 self.capacity_wh[row] = v

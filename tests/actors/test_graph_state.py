@@ -181,12 +181,18 @@ def test_incomplete_or_non_finite_data_clears_data_ok_until_a_complete_message()
     assert t.bounds_ok[0]
     assert 10 not in h.reasons(8)
 
-    def battery(soc: float, cap: float | None) -> ec.ElectricalComponentTelemetry:
+    def battery(
+        soc: float, cap: float | None, *, bounds: bool = True
+    ) -> ec.ElectricalComponentTelemetry:
         bat = ec.ElectricalComponentTelemetry(electrical_component_id=11)
         s = bat.metric_samples.add(metric=metrics_pb2.METRIC_DC_POWER)
         s.value.simple_metric.value = 0.0
+        if bounds:
+            s.bounds.append(_b(-10_000, 10_000))
         s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_SOC_PCT)
         s.value.simple_metric.value = soc
+        if bounds:
+            s.bounds.append(_b(10, 90))
         if cap is not None:
             s = bat.metric_samples.add(metric=metrics_pb2.METRIC_BATTERY_CAPACITY)
             s.value.simple_metric.value = cap
@@ -197,6 +203,8 @@ def test_incomplete_or_non_finite_data_clears_data_ok_until_a_complete_message()
     t.decode(1, battery(math.nan, 1e5), 10)
     assert not t.data_ok[1]
     t.decode(1, battery(50.0, None), 11)  # capacity missing
+    assert not t.data_ok[1]
+    t.decode(1, battery(50.0, 1e5, bounds=False), 11)  # power and SoC limits unknown
     assert not t.data_ok[1]
     assert h.reasons(12)[11] == "bad data"
     t.decode(1, battery(50.0, 1e5), 13)
