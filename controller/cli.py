@@ -100,7 +100,9 @@ def _run_parser() -> argparse.ArgumentParser:
         "--time-scale",
         type=_positive_float("--time-scale"),
         metavar="X",
-        help="embedded simulator only: simulated seconds per wall second",
+        help="simulated seconds per wall second: of the embedded simulator, or of a"
+        " time-scaled `gridloop sim` given with --api (setpoint lifetimes and energies"
+        " count in site time; default: the config's simulator.time_scale, 1 with --api)",
     )
     parser.add_argument(
         "--site", metavar="FILE", help="embedded simulator only: site TOML (default site)"

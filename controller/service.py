@@ -91,7 +91,8 @@ class RunOptions:
     duration_s: float | None = None
     """Wall-clock run time; None = the config's ``run.duration_s``."""
     time_scale: float | None = None
-    """Embedded simulator time scale; None = the config's."""
+    """Site seconds per wall second: of the embedded simulator (None = the config's),
+    or of a time-scaled server given by ``api_url`` (None = 1)."""
     site_path: str | None = None
     """Embedded simulator site TOML; None = the config's (default site)."""
     summary_json: str | None = None
@@ -657,7 +658,9 @@ async def run_service(
         root_cert = _read_root_cert(config.api.root_cert, f"{config.source}: api.root_cert")
     duration = options.duration_s if options.duration_s is not None else config.run.duration_s
     embedded = api_url is None
-    time_scale = 1.0
+    # With --api the server's clock runs at wall speed unless told otherwise (a
+    # time-scaled `gridloop sim`): lifetimes and energies count in site time.
+    time_scale = options.time_scale or 1.0
     sim: EmbeddedSimulator | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
