@@ -193,6 +193,45 @@ class Dispatcher:
             delay,
         )
 
+    def start_calls(
+        self, indices: list[int], powers_w: list[float]
+    ) -> list[grpc.aio.UnaryStreamCall] | None:  # type: ignore[type-arg]
+        """Start the calls of a small round synchronously (no await), for `send`.
+
+        grpc.aio puts a call on the wire from a task of its own, so starting the
+        calls right where the request is made (e.g. in a telemetry listener) lets
+        them leave before tasks already queued on the loop. Rounds larger than
+        `_YIELD_EVERY` calls are left to `send`, which yields while starting them.
+
+        Args:
+            indices: Inverter indices.
+            powers_w: Setpoints (W), same length.
+
+        Returns:
+            The started calls, or None when the round is too large.
+        """
+        if len(indices) > _YIELD_EVERY:
+            return None
+        client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
+        calls = [
+            client.set_power_call(ids[i], p, lifetime, self.timeout_s)
+            for i, p in zip(indices, powers_w, strict=True)
+        ]
+        self._record(indices, powers_w)
+        return calls
+
+    def _record(self, indices: list[int], powers_w: list[float]) -> None:
+        """Bookkeeping of started calls: what each inverter was last sent, and when."""
+        now_ns = time.monotonic_ns()
+        for i, p in zip(indices, powers_w, strict=True):
+            self.last_w[i] = p
+            self.last_sent_ns[i] = now_ns
+            self._send_seq[i] += 1
+            old = self._open.pop(i, None)
+            if old is not None:
+                old.cancel()
+        self.stats.setpoints_sent += len(indices)
+
     async def send(
         self,
         indices: list[int],
@@ -200,6 +239,7 @@ class Dispatcher:
         tails: asyncio.TaskGroup | None,
         *,
         timeout_s: float | None = None,
+        started: list[grpc.aio.UnaryStreamCall] | None = None,  # type: ignore[type-arg]
     ) -> RoundResult:
         """Send setpoints concurrently and wait for every first response.
 
@@ -209,6 +249,7 @@ class Dispatcher:
             tails: TaskGroup for the readers of the rest of each response stream
                 (None = do not read the tails; calls are cancelled after the ack).
             timeout_s: Deadline override (e.g. a short one at shutdown).
+            started: The calls, already started by `start_calls` (None = start them).
 
         Returns:
             The round result.
@@ -217,23 +258,16 @@ class Dispatcher:
         lifetime = self.lifetime_s
         timeout = self.timeout_s if timeout_s is None else timeout_s
         ids = self.inverter_ids
-        calls = []
+        calls = started if started is not None else []
         # Put every call on the wire before awaiting any response. grpc.aio starts a
         # call from a task, so yield to the loop after the first call (the first
         # setpoint leaves at once) and then every `_YIELD_EVERY` calls.
-        for k, (i, p) in enumerate(zip(indices, powers_w, strict=True)):
-            calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
-            if k % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        now_ns = time.monotonic_ns()
-        for i, p in zip(indices, powers_w, strict=True):
-            self.last_w[i] = p
-            self.last_sent_ns[i] = now_ns
-            self._send_seq[i] += 1
-            old = self._open.pop(i, None)
-            if old is not None:
-                old.cancel()
-        self.stats.setpoints_sent += len(calls)
+        if started is None:
+            for k, (i, p) in enumerate(zip(indices, powers_w, strict=True)):
+                calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
+                if k % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            self._record(indices, powers_w)
         failed: dict[int, str] = {}
         health = self._health
         rows = self._rows

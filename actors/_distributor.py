@@ -137,6 +137,24 @@ def fleet_bounds(
     return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
 
 
+@dataclass
+class _Prepared:
+    """An allocated round, ready to send (or already started)."""
+
+    target_w: float
+    req_ns: int
+    seq: int
+    res: Any
+    sp: FloatArray
+    inv_ok: BoolArray
+    bad: bool
+    message: str
+    indices: list[int]
+    powers_w: list[float]
+    skipped: int
+    started: list[Any] | None
+
+
 class PowerDistributor(Actor):
     """Turns power requests into dispatched setpoints (see module docstring)."""
 
@@ -202,6 +220,8 @@ class PowerDistributor(Actor):
         )
         """Group index of each battery."""
         self._pending: tuple[float, int, int] | None = None
+        self._prepared: _Prepared | DistributionOutcome | None = None
+        self._idle = False
         self._seq = 0
         self._wake = asyncio.Event()
         self._refresh_due = False
@@ -238,7 +258,17 @@ class PowerDistributor(Actor):
         if not math.isfinite(target_w):
             raise OptionsError("target_w", target_w, "must be finite")
         self._seq += 1
-        self._pending = (float(target_w), time.monotonic_ns(), self._seq)
+        req = (float(target_w), time.monotonic_ns(), self._seq)
+        self._pending = req
+        if self._idle and self._prepared is None:
+            # The loop waits for work: allocate and start the calls right here, so
+            # the setpoints leave before whatever else is queued on the event loop
+            # (the loop task only collects the acknowledgements).
+            try:
+                self._prepared = self._prepare(*req, inline=True)
+                self._pending = None
+            except Exception:  # e.g. the channel is closing: the loop task retries
+                _logger.exception("preparing %.1f W inline failed", target_w)
         self._wake.set()
         return self._seq
 
@@ -289,13 +319,21 @@ class PowerDistributor(Actor):
             async with asyncio.TaskGroup() as tails:
                 schedule(self._realloc_s)
                 while True:
-                    await self._wake.wait()
+                    self._idle = True
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._idle = False
                     self._wake.clear()
-                    pending, self._pending = self._pending, None
-                    if pending is not None:
-                        target, req_ns, seq = pending
-                        self._last_target = target
-                        outcome = await self._process(target, req_ns, seq, tails)
+                    prepared, self._prepared = self._prepared, None
+                    if prepared is None and self._pending is not None:
+                        pending, self._pending = self._pending, None
+                        prepared = self._prepare(*pending)
+                    if prepared is not None:
+                        outcome = await self._finish(prepared, tails)
+                        seq = outcome.seq
+                        if self._pending is not None:
+                            self._wake.set()  # a newer request came in meanwhile
                         self.last_outcome = outcome
                         self.latencies_ms.append(outcome.latency_ms)
                         for s in [s for s in self._waiters if s <= seq]:
@@ -310,8 +348,8 @@ class PowerDistributor(Actor):
                         self._refresh_due = False
                         schedule(self._realloc_s)
                         if self._last_target is not None:
-                            out = await self._process(
-                                self._last_target, time.monotonic_ns(), 0, tails
+                            out = await self._finish(
+                                self._prepare(self._last_target, time.monotonic_ns(), 0), tails
                             )
                             if out.kind is OutcomeKind.PARTIAL_FAILURE:
                                 schedule(min(0.05, self._realloc_s))
@@ -370,9 +408,16 @@ class PowerDistributor(Actor):
         bad: BoolArray = (sp != 0.0) & ~ok
         return bad
 
-    async def _process(
-        self, target_w: float, req_ns: int, seq: int, tails: asyncio.TaskGroup
-    ) -> DistributionOutcome:
+    def _prepare(
+        self, target_w: float, req_ns: int, seq: int, *, inline: bool = False
+    ) -> _Prepared | DistributionOutcome:
+        """Allocate `target_w` and decide what to send (synchronous).
+
+        With `inline`, the calls of a small round are also started here
+        (`Dispatcher.start_calls`). Returns an ERROR outcome when the allocation
+        failed (nothing is sent then).
+        """
+        self._last_target = target_w
         now_ns = time.monotonic_ns()
         disp = self.dispatcher
         try:
@@ -410,17 +455,32 @@ class PowerDistributor(Actor):
         # acknowledged, so the first allocation after it is back re-sends it.
         send &= inv_ok
         disp.mark_unknown(~inv_ok)
-        idx = np.flatnonzero(send)
+        idx = np.flatnonzero(send).tolist()
+        powers = sp[idx].tolist()
         skipped = int(np.count_nonzero(~send & inv_ok & ~np.isnan(disp.last_w)))
         disp.stats.setpoints_skipped_deadband += skipped
-        result = await disp.send(idx.tolist(), sp[idx].tolist(), tails)
+        return _Prepared(
+            target_w=target_w, req_ns=req_ns, seq=seq, res=res, sp=sp, inv_ok=inv_ok,
+            bad=bool(bad.any()), message=message, indices=idx, powers_w=powers,
+            skipped=skipped, started=disp.start_calls(idx, powers) if inline and idx else None,
+        )
+
+    async def _finish(
+        self, prep: _Prepared | DistributionOutcome, tails: asyncio.TaskGroup
+    ) -> DistributionOutcome:
+        """Send (or collect) the prepared round's calls; build the outcome."""
+        if isinstance(prep, DistributionOutcome):
+            return prep
+        disp = self.dispatcher
+        result = await disp.send(prep.indices, prep.powers_w, tails, started=prep.started)
+        inv_ok, res, target_w = prep.inv_ok, prep.res, prep.target_w
         achieved = float(np.sum(np.where(disp.last_ok & inv_ok, np.nan_to_num(disp.last_w), 0.0)))
         f_lo = float(getattr(res, "fleet_lower_w", math.nan))
         f_hi = float(getattr(res, "fleet_upper_w", math.nan))
         feasible = min(max(target_w, f_lo), f_hi) if math.isfinite(f_lo + f_hi) else target_w
         if result.failed:
             kind = OutcomeKind.PARTIAL_FAILURE
-        elif bad.any():
+        elif prep.bad:
             kind = OutcomeKind.ERROR
         elif math.isfinite(f_lo + f_hi) and not (f_lo - 1e-3 <= target_w <= f_hi + 1e-3):
             kind = OutcomeKind.OUT_OF_BOUNDS
@@ -430,21 +490,25 @@ class PowerDistributor(Actor):
             kind=kind,
             target_w=target_w,
             achieved_w=achieved,
-            setpoints_w=dict(zip(self.inverter_ids, sp.tolist(), strict=True)),
+            setpoints_w=dict(zip(self.inverter_ids, prep.sp.tolist(), strict=True)),
             failed=result.failed,
             missing_w=feasible - achieved if result.failed else 0.0,
             fleet_lower_w=f_lo,
             fleet_upper_w=f_hi,
-            request_time_ns=req_ns,
+            request_time_ns=prep.req_ns,
             done_time_ns=result.done_ns,
             sent=result.sent,
-            skipped=skipped,
-            seq=seq,
-            message=message,
+            skipped=prep.skipped,
+            seq=prep.seq,
+            message=prep.message,
         )
 
     async def aclose(self) -> None:
         """Close the result channel and fail pending `set_power` waiters."""
+        prepared, self._prepared = self._prepared, None
+        if isinstance(prepared, _Prepared) and prepared.started:
+            for call in prepared.started:  # started but never collected
+                call.cancel()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.cancel()

@@ -270,6 +270,8 @@ class Site:
         )
         """Acknowledges errors and restarts battery inverters and batteries."""
         self._supervisor: Supervisor | None = None
+        self._fleet_cache: SiteMeasurements | None = None
+        self._fleet_cache_ns = 0
         st = self.state
         self._grid_row = st.row_of.get(graph.grid_meter_id, -1) if graph.grid_meter_id else -1
         self._pv_rows = np.array(
@@ -473,15 +475,50 @@ class Site:
         return self._notifier.add_listener(component_ids, listener)
 
     # ----------------------------------------------------------------- snapshots
-    def measurements(self) -> SiteMeasurements:
+    def measurements(self, fleet_max_age_s: float = 0.0) -> SiteMeasurements:
         """A cheap snapshot of the site (plain floats and small arrays).
+
+        The grid fields are always current. The fleet fields (powers, SoC, limits,
+        bounds, health per group) come from a snapshot at most `fleet_max_age_s`
+        old when one exists: a caller on a latency-critical path (a control step
+        per grid sample) can then skip the numpy work, and refresh the snapshot
+        off that path with a plain `measurements()` call, which always computes
+        everything and stores it.
+
+        Args:
+            fleet_max_age_s: How old the fleet fields may be (0 = compute now).
 
         Returns:
             The measurements.
         """
+        now = time.monotonic_ns()
+        cached = self._fleet_cache
+        if (
+            cached is not None
+            and fleet_max_age_s > 0.0
+            and now - self._fleet_cache_ns <= fleet_max_age_s * 1e9
+        ):
+            t, g = self.state, self._grid_row
+            grid_ok = (
+                g >= 0
+                and t.received_ns[g] != 0
+                and now - t.received_ns[g] <= self.health.stale_after_ns
+                and bool(t.state_ok[g])
+                and bool(t.data_ok[g])
+            )
+            return dataclasses.replace(
+                cached,
+                grid_power_w=float(t.power_w[g]) if grid_ok else math.nan,
+                grid_frequency_hz=float(t.frequency_hz[g]) if grid_ok else math.nan,
+                grid_sample_time_ns=int(t.received_ns[g]) if g >= 0 else 0,
+            )
+        m = self._measure(now)
+        self._fleet_cache, self._fleet_cache_ns = m, now
+        return m
+
+    def _measure(self, now: int) -> SiteMeasurements:
         t = self.state
         d = self.distributor
-        now = time.monotonic_ns()
         ok = self.health.ok_mask(now)
         ir, br = d.inv_rows, d.bat_rows
         soc = t.soc_pct[br]

@@ -356,6 +356,7 @@ class Controller:
         self.acc = _Accumulator(time_scale)
         self.last_outcome: DistributionOutcome | None = None
         self._t0_ns = time.monotonic_ns()
+        self._refresh: asyncio.TimerHandle | None = None
         graph = site.graph
         self._group_names = [
             f"inv {'+'.join(map(str, g.inverter_ids))} / bat {'+'.join(map(str, g.battery_ids))}"
@@ -441,10 +442,21 @@ class Controller:
         the other streams' samples that arrived in the same burst.
         """
         now_ns = time.monotonic_ns()
-        m = self.site.measurements()
+        # The fleet part of the snapshot may be up to _FLEET_MAX_AGE_S old (the
+        # grid part is this sample): its numpy work is redone off this path, a
+        # moment after the step (the distributor allocates on live data anyway).
+        m = self.site.measurements(fleet_max_age_s=_FLEET_MAX_AGE_S)
         if every_sample:
             self._step(every_sample, m, now_ns / 1e9)
         self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
+        if self._refresh is None:
+            self._refresh = asyncio.get_running_loop().call_later(
+                _FLEET_REFRESH_DELAY_S, self._refresh_fleet
+            )
+
+    def _refresh_fleet(self) -> None:
+        self._refresh = None
+        self.site.measurements()
 
     async def _on_timer(self, strategy: Strategy) -> None:
         async for late_s in periodic(strategy.interval_s):
@@ -545,6 +557,9 @@ class Controller:
         finally:
             if remove_listener is not None:
                 remove_listener()
+            if self._refresh is not None:
+                self._refresh.cancel()
+                self._refresh = None
         return time.monotonic() - t0
 
     async def _run_tasks(
@@ -566,6 +581,12 @@ class Controller:
 
 
 # ---------------------------------------------------------------------- the run
+
+
+_FLEET_MAX_AGE_S = 0.25
+"""How old the fleet part of the measurements a grid-sample step uses may be."""
+_FLEET_REFRESH_DELAY_S = 0.02
+"""The fleet snapshot is recomputed this long after a grid-sample step."""
 
 
 class UserError(Exception):

@@ -59,9 +59,13 @@ class _GatedDispatcher(Dispatcher):
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
         self.fail_ids: set[int] = set()
+        self.started_inline: list[list[float]] = []
+
+    def start_calls(self, indices: list[int], powers_w: list[float]) -> None:
+        self.started_inline.append(list(powers_w))  # no network: `send` records it
 
     async def send(self, indices: list[int], powers_w: list[float], tails: Any,
-                   *, timeout_s: float | None = None) -> RoundResult:
+                   *, timeout_s: float | None = None, started: Any = None) -> RoundResult:
         self.rounds.append(list(powers_w))
         self.entered.set()
         await self.gate.wait()
@@ -200,3 +204,26 @@ async def test_excluded_inverter_is_never_commanded_and_resent_when_back(
         # is re-sent: what 20 did while excluded is unknown.
         assert o.sent == 2
         assert sorted(disp.rounds[-1]) == [pytest.approx(2000.0), pytest.approx(2000.0)]
+
+
+async def test_idle_distributor_starts_the_calls_inside_request_power(
+    parts: tuple[PowerDistributor, _GatedDispatcher],
+) -> None:
+    dist, disp = parts
+    disp.gate.set()
+    results = dist.new_result_receiver()
+    async with dist:
+        for _ in range(100):  # let the loop task reach its wait for work
+            if dist._idle:
+                break
+            await asyncio.sleep(0)
+        assert dist._idle
+        dist.request_power(3000.0)
+        # Allocated and started before this coroutine yielded once.
+        assert disp.started_inline == [[pytest.approx(1500.0), pytest.approx(1500.0)]]
+        # A request made before the loop collected that round waits its turn.
+        dist.request_power(-2000.0)
+        assert len(disp.started_inline) == 1
+        first, second = await results.receive(), await results.receive()
+        assert (first.target_w, second.target_w) == (3000.0, -2000.0)
+        assert second.setpoints_w == {10: pytest.approx(-1000.0), 20: pytest.approx(-1000.0)}

@@ -316,3 +316,27 @@ async def test_connect_errors_name_url_and_status(sim_factory: Any) -> None:
     await srv.stop(grace=0)
     with pytest.raises(ApiError, match="UNAVAILABLE"):
         await Site.connect(url, options=RuntimeOptions(call_timeout_s=1.0))
+
+
+async def test_measurements_reuse_a_recent_fleet_snapshot_but_never_old_grid_data(
+    sim: SimulatorServer,
+) -> None:
+    site = await _connected(sim)
+    async with site:
+        await _all_fresh(site)
+        full = site.measurements()
+        samples = int(site.state.samples[site.state.row_of[2]])
+        await wait_until(
+            lambda: site.state.samples[site.state.row_of[2]] > samples, 3, "a new grid sample"
+        )
+        quick = site.measurements(fleet_max_age_s=60.0)
+        assert quick.group_soc_pct is full.group_soc_pct  # the stored fleet snapshot
+        assert quick.grid_sample_time_ns > full.grid_sample_time_ns  # the new grid sample
+        assert site.measurements(fleet_max_age_s=0.0).group_soc_pct is not full.group_soc_pct
+        with _freeze(sim, {2}):  # the grid meter goes stale: NaN, even from the quick path
+            await wait_until(
+                lambda: math.isnan(site.measurements(fleet_max_age_s=60.0).grid_power_w),
+                3,
+                "stale grid power is NaN",
+            )
+            assert math.isnan(site.measurements().grid_frequency_hz)
