@@ -1,19 +1,22 @@
 """The asyncio actor layer between the Microgrid API and the control logic.
 
-Data path (one hop per arrow, no timers on it): telemetry stream → `StateTable.decode`
-(numpy columns) → fresh-sample receivers → a strategy calls `Site.request_power` (a
-one-slot mailbox + event; latest wins) → `PowerDistributor` snapshots the table into a
-`distribution.Fleet`, calls `allocate`, re-checks bounds, keeps only setpoints that
-changed beyond the deadband or need lifetime renewal → `Dispatcher` puts every call on
-the wire before awaiting any response, then reads the first response of each
-(acknowledgement) and leaves the rest of each response stream to tail readers.
+Data path (no timers on it): telemetry stream → `StateTable.decode` (numpy columns) →
+synchronous fresh-sample listeners (`Site.add_fresh_listener`, same task) or
+fresh-sample receivers → a strategy calls `Site.request_power` (latest wins) →
+`PowerDistributor` snapshots the table into a `distribution.Fleet`, calls `allocate`,
+re-checks bounds, keeps only setpoints that changed beyond the deadband or need
+lifetime renewal, never commands an excluded inverter → `Dispatcher` puts every call
+on the wire before awaiting any response (an idle distributor does all of this inside
+`request_power` for rounds of up to 64 calls), then reads the first response of each
+(acknowledgement) and leaves the rest of each response stream to tail readers. A
+`RecoveryActor` acknowledges components reporting ERROR and starts them again.
 Signs: positive power = into the component (charging, importing). Units in names.
 
 Public names:
 
 * `Site` – the facade: `await Site.connect(url)`, `async with site:` runs telemetry and
-  the distributor; `measurements()`, `request_power()`, `set_power()`,
-  `new_fresh_receiver()`, `new_result_receiver()`, `stats()`.
+  the distributor; `measurements(fleet_max_age_s)`, `request_power()`, `set_power()`,
+  `add_fresh_listener()`, `new_fresh_receiver()`, `new_result_receiver()`, `stats()`.
 * `RuntimeOptions` – timeouts, lifetime, deadband, staleness, backoff (validated).
 * `SiteMeasurements` – snapshot returned by `Site.measurements()`.
 * `RuntimeStats` – counters returned by `Site.stats()`.
