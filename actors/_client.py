@@ -3,12 +3,14 @@
 URL form (like the official client): `grpc://host:port?ssl=true|false`. `ssl`
 defaults to false for loopback hosts (127.0.0.1, ::1, localhost) and true otherwise.
 The API key (if any) is sent as the `key` metadata entry (the header used by
-frequenz-client-base). Every unary call has a deadline (`call_timeout_s`); errors are
+frequenz-client-base); a warning is logged when it would go out in plaintext to a
+host that is not loopback. Every unary call has a deadline (`call_timeout_s`); errors are
 `ApiError` naming the URL, method, component and gRPC status.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 from google.protobuf import empty_pb2
 
 from ._errors import ApiError, OptionsError
+
+_logger = logging.getLogger(__name__)
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "[::1]"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -158,6 +162,12 @@ class MicrogridApiClient:
         """Deadline of every unary call, in seconds."""
         self.metadata: tuple[tuple[str, str], ...] = (("key", api_key),) if api_key else ()
         """Metadata sent with every call."""
+        if api_key and not self.url.ssl and self.url.host not in _LOOPBACK:
+            _logger.warning(
+                "the API key for %s goes out in plaintext (ssl=false to a host that is"
+                " not loopback); anyone on the path can read it",
+                self.url,
+            )
         options = [
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),

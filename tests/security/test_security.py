@@ -9,6 +9,7 @@ certificate) must end the run with exit status 2 and one line on stderr.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -348,3 +349,25 @@ async def test_sim_cli_bad_security_flags_are_one_line(
     assert proc.returncode == 2, err
     assert len(_lines(err)) == 1, err
     assert needle in err
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "warned"),
+    [
+        ("grpc://10.1.2.3:62060?ssl=false", "s3cr3t-key", True),
+        ("grpc://site.example:62060?ssl=false", "s3cr3t-key", True),
+        ("grpc://10.1.2.3:62060?ssl=true", "s3cr3t-key", False),
+        ("grpc://127.0.0.1:62060", "s3cr3t-key", False),
+        ("grpc://10.1.2.3:62060?ssl=false", None, False),
+    ],
+)
+async def test_plaintext_key_to_a_remote_host_is_warned_about(
+    url: str, key: str | None, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="actors._client"):
+        client = MicrogridApiClient(url, api_key=key)
+    await client.close()
+    hits = [r for r in caplog.records if "plaintext" in r.getMessage()]
+    assert bool(hits) is warned
+    if warned:
+        assert "s3cr3t-key" not in hits[0].getMessage()  # the key itself is never logged
