@@ -10,6 +10,7 @@ host that is not loopback. Every unary call has a deadline (`call_timeout_s`); e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
@@ -384,6 +385,35 @@ class MicrogridApiClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise self.error(exc, "AckElectricalComponentError", component_id) from exc
+
+    async def wait_until_ready(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the channel to (re)connect, asking it to try.
+
+        Args:
+            timeout_s: The longest wait.
+
+        Returns:
+            Whether the channel is READY.
+        """
+        ready = grpc.ChannelConnectivity.READY
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        state = self.channel.get_state(try_to_connect=True)
+        while state != ready:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self.channel.wait_for_state_change(state)
+            except TimeoutError:
+                return False
+            state = self.channel.get_state(try_to_connect=True)
+        return True
+
+    def is_ready(self) -> bool:
+        """Whether the channel is connected right now (does not try to connect)."""
+        return self.channel.get_state() == grpc.ChannelConnectivity.READY
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close the channel (cancels any open call).

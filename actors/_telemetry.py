@@ -2,10 +2,12 @@
 
 Each stream reconnects with capped exponential backoff (`reconnect_min_s` ..
 `reconnect_max_s`) when it ends or fails; the backoff resets after a message
-arrives. A stream refused with UNAUTHENTICATED or PERMISSION_DENIED is not retried
-when an `on_fatal` callback is given: it gets the `ApiError` and the stream stops.
-After every decoded message, the synchronous listeners and then the channel
-subscribers registered for that component get its id (`FreshNotifier`).
+arrives. When the connection itself was down, a stream retries as soon as the
+channel is READY again, within the same backoff. A stream refused with
+UNAUTHENTICATED or PERMISSION_DENIED is not retried when an `on_fatal` callback
+is given: it gets the `ApiError` and the stream stops. After every decoded
+message, the synchronous listeners and then the channel subscribers registered
+for that component get its id (`FreshNotifier`).
 """
 
 from __future__ import annotations
@@ -203,11 +205,18 @@ class TelemetryActor(Actor):
         notifier = self._notifier
         failures = 0
         first = True
+        was_ready = True
         while True:
             if not first:
                 failures += 1
                 self.reconnects += 1
-                await asyncio.sleep(backoff_delay_s(failures, self._min_s, self._max_s))
+                delay = backoff_delay_s(failures, self._min_s, self._max_s)
+                if was_ready:
+                    await asyncio.sleep(delay)
+                else:
+                    # The connection itself was down (e.g. the server restarts):
+                    # retry as soon as it is back instead of sleeping blindly.
+                    await self._client.wait_until_ready(delay)
             first = False
             call = self._client.telemetry_stream(cid, self._table.metrics[row])
             try:
@@ -221,10 +230,12 @@ class TelemetryActor(Actor):
                     if notifier.has_receivers(cid):
                         await notifier.notify(cid)
                 self.last_error[cid] = "stream ended"
+                was_ready = self._client.is_ready()
                 _logger.info("%s: telemetry stream of component %d ended", self.name, cid)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 self.last_error[cid] = code.name if code is not None else "UNKNOWN"
+                was_ready = self._client.is_ready()
                 if self._on_fatal is not None and is_fatal(exc):
                     self.refused = True
                     self._on_fatal(
