@@ -130,21 +130,23 @@ class Health:
             self.retry_at_ns[row] = 0
             self.last_failure.pop(int(self.table.ids[row]), None)
 
-    def ok_mask(self, now_ns: int) -> BoolArray:
+    def ok_mask(self, now_ns: int, rows: IntArray | None = None) -> BoolArray:
         """Rows usable for allocation right now.
 
         Args:
             now_ns: Current monotonic time.
+            rows: Only these rows, in this order (all rows when None).
 
         Returns:
             Boolean mask, True = usable.
         """
         t = self.table
-        bad = stale_mask(now_ns, t.received_ns, self.stale_after_ns)
-        bad |= ~t.state_ok
-        bad |= ~t.data_ok
-        bad |= self.bounds_required & ~t.bounds_ok
-        bad |= failed_mask(now_ns, self.retry_at_ns)
+        sel = slice(None) if rows is None else rows
+        bad = stale_mask(now_ns, t.received_ns[sel], self.stale_after_ns)
+        bad |= ~t.state_ok[sel]
+        bad |= ~t.data_ok[sel]
+        bad |= self.bounds_required[sel] & ~t.bounds_ok[sel]
+        bad |= failed_mask(now_ns, self.retry_at_ns[sel])
         result: BoolArray = ~bad
         return result
 

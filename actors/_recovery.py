@@ -28,6 +28,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 from ._actor import Actor, backoff_delay_s
 from ._client import FATAL_STATUS_CODES, MicrogridApiClient
 from ._errors import ApiError
+from ._health import stale_mask
 from ._state import StateTable
 
 _logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class RecoveryActor(Actor):
         t = self._table
         rows = self._rows
         code = t.state_code[rows]
-        fresh = (t.received_ns[rows] != 0) & (now_ns - t.received_ns[rows] <= self._stale_ns)
+        fresh = ~stale_mask(now_ns, t.received_ns[rows], self._stale_ns)
         ready = fresh & (now_ns >= self._next_ns)
         in_error = code == STATE_ERROR
         startable = np.isin(code, list(_STARTABLE))

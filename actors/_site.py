@@ -32,7 +32,7 @@ from ._dispatch import Dispatcher
 from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
 from ._errors import ApiError, OptionsError
 from ._graph import ComponentGraph
-from ._health import Health
+from ._health import Health, stale_mask
 from ._recovery import RecoveryActor
 from ._state import BoolArray, FloatArray, IntArray, StateTable, finite_or
 from ._telemetry import FreshNotifier, TelemetryActor
@@ -274,6 +274,7 @@ class Site:
         self._fleet_cache_ns = 0
         st = self.state
         self._grid_row = st.row_of.get(graph.grid_meter_id, -1) if graph.grid_meter_id else -1
+        self._grid_rows = np.array([self._grid_row], dtype=np.int64)
         self._pv_rows = np.array(
             [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
         )
@@ -398,8 +399,7 @@ class Site:
         t = self.state
         now = time.monotonic_ns()
         rows = d.inverter_rows
-        age_ns = now - t.received_ns[rows]
-        fresh = (t.received_ns[rows] != 0) & (age_ns <= self.health.stale_after_ns)
+        fresh = ~stale_mask(now, t.received_ns[rows], self.health.stale_after_ns)
         down = fresh & ~t.state_ok[rows]
         idx = [i for i in range(len(d.inverter_ids)) if not math.isnan(d.last_w[i])
                and d.last_w[i] != 0.0 and not down[i]]
@@ -499,13 +499,7 @@ class Site:
             and now - self._fleet_cache_ns <= fleet_max_age_s * 1e9
         ):
             t, g = self.state, self._grid_row
-            grid_ok = (
-                g >= 0
-                and t.received_ns[g] != 0
-                and now - t.received_ns[g] <= self.health.stale_after_ns
-                and bool(t.state_ok[g])
-                and bool(t.data_ok[g])
-            )
+            grid_ok = g >= 0 and bool(self.health.ok_mask(now, self._grid_rows)[0])
             return dataclasses.replace(
                 cached,
                 grid_power_w=float(t.power_w[g]) if grid_ok else math.nan,
