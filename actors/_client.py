@@ -359,14 +359,11 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure (e.g. FAILED_PRECONDITION while in ERROR).
         """
-        try:
-            await self.stub.StartElectricalComponent(
-                pb2.StartElectricalComponentRequest(electrical_component_id=component_id),
-                timeout=self.call_timeout_s,
-                metadata=self.metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "StartElectricalComponent", component_id) from exc
+        await self._component_command(
+            "StartElectricalComponent",
+            pb2.StartElectricalComponentRequest(electrical_component_id=component_id),
+            component_id,
+        )
 
     async def ack_error(self, component_id: int) -> None:
         """Call AckElectricalComponentError (ERROR → OFF).
@@ -377,14 +374,19 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
+        await self._component_command(
+            "AckElectricalComponentError",
+            pb2.AckElectricalComponentErrorRequest(electrical_component_id=component_id),
+            component_id,
+        )
+
+    async def _component_command(self, method: str, request: object, component_id: int) -> None:
         try:
-            await self.stub.AckElectricalComponentError(
-                pb2.AckElectricalComponentErrorRequest(electrical_component_id=component_id),
-                timeout=self.call_timeout_s,
-                metadata=self.metadata,
+            await getattr(self.stub, method)(
+                request, timeout=self.call_timeout_s, metadata=self.metadata
             )
         except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "AckElectricalComponentError", component_id) from exc
+            raise self.error(exc, method, component_id) from exc
 
     async def wait_until_ready(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the channel to (re)connect, asking it to try.
