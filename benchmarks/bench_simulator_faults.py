@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from controller.bench import site_dict
 from simulator.config import FaultConfig, SiteConfig, load_site, site_from_dict
 from simulator.server import SimulatorServer
 
@@ -30,34 +31,7 @@ N_GROUPS = 50
 
 def _big_site() -> SiteConfig:
     """50 inverter + battery pairs (100 streamed components) below a grid meter."""
-    comps: list[dict[str, Any]] = [
-        {"id": 1, "category": "grid"},
-        {"id": 2, "category": "meter", "load_share": 1.0},
-    ]
-    conns = [{"source": 1, "destination": 2}]
-    for g in range(N_GROUPS):
-        inv, bat = 1000 + 2 * g, 1001 + 2 * g
-        comps.append(
-            {
-                "id": inv,
-                "category": "inverter",
-                "type": "battery",
-                "rated_lower_w": -50_000.0,
-                "rated_upper_w": 50_000.0,
-            }
-        )
-        comps.append(
-            {
-                "id": bat,
-                "category": "battery",
-                "capacity_wh": 100_000.0,
-                "soc_pct": 50.0,
-                "max_charge_w": 50_000.0,
-                "max_discharge_w": 50_000.0,
-            }
-        )
-        conns += [{"source": 2, "destination": inv}, {"source": inv, "destination": bat}]
-    return site_from_dict({"microgrid": {"id": 1}, "component": comps, "connection": conns})
+    return site_from_dict(site_dict(N_GROUPS), source="<bench site>")
 
 
 def _soak_faults() -> FaultConfig:
