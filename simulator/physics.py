@@ -274,17 +274,31 @@ class SitePhysics:
         self._limit_bat_lo = np.full(len(bats), -np.inf)
         self._limit_bat_hi = np.full(len(bats), np.inf)
 
-        # ---- topology matrices
-        adj = np.zeros((len(bats), n_inv))  # adj[b, i] = 1 if inverter i feeds battery b
-        for src, dst in site.connections:
-            if src in self._inv_row and dst in self._bat_row:
-                adj[self._bat_row[dst], self._inv_row[src]] = 1.0
-        self._adj = adj
+        # ---- topology: inverter -> battery edges (sparse: O(edges) per step, not
+        # O(batteries x inverters); a 1 000-pair site has 1 000 edges, not 10^6 cells)
+        edges = sorted(
+            {
+                (self._bat_row[dst], self._inv_row[src])
+                for src, dst in site.connections
+                if src in self._inv_row and dst in self._bat_row
+            }
+        )
+        self._edge_bat = np.array([b for b, _ in edges], dtype=np.intp)
+        self._edge_inv = np.array([i for _, i in edges], dtype=np.intp)
+        self._n_bat = len(bats)
+        self._n_inv = n_inv
+        self._bats_of_inv: list[list[int]] = [[] for _ in range(n_inv)]
+        for b, i in edges:
+            self._bats_of_inv[i].append(b)
+        # Batteries per inverter (>= 1, for the even split of a zero-capability side).
+        self._edge_n_b = np.maximum(np.bincount(self._edge_inv, minlength=n_inv), 1)[
+            self._edge_inv
+        ].astype(np.float64)
         rating = np.maximum(self.inverter_rated_upper_w - self.inverter_rated_lower_w, 1.0)
-        share = adj * rating[None, :]
-        share_sum = share.sum(axis=1, keepdims=True)
-        # _share[i, b]: fraction of battery b's capability available to inverter i
-        self._share = (share / np.where(share_sum > 0, share_sum, 1.0)).T
+        share = rating[self._edge_inv]
+        share_sum = np.bincount(self._edge_bat, share, minlength=len(bats))[self._edge_bat]
+        # Per edge (b, i): fraction of battery b's capability available to inverter i.
+        self._edge_share = share / np.where(share_sum > 0, share_sum, 1.0)
 
         children: dict[int, list[int]] = {}
         for src, dst in site.connections:
@@ -529,8 +543,8 @@ class SitePhysics:
             raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
         if power_w == 0.0:
             return
-        bats = self._adj[:, row] > 0
-        if bats.any() and np.all(self.battery_state[bats] >= ComponentState.OFF):
+        bats = self._bats_of_inv[row]
+        if bats and np.all(self.battery_state[bats] >= ComponentState.OFF):
             raise ComponentNotReadyError(
                 component_id, "all batteries behind the inverter are stopped"
             )
@@ -811,15 +825,19 @@ class SitePhysics:
 
         # battery DC power split and SoC integration
         p = self.inverter_power_w
-        if self._adj.size:
-            up = self._adj * np.maximum(self.battery_upper_w, 0.0)[:, None]
-            dn = self._adj * np.maximum(-self.battery_lower_w, 0.0)[:, None]
-            up_sum = up.sum(axis=0)
-            dn_sum = dn.sum(axis=0)
-            n_b = np.maximum(self._adj.sum(axis=0), 1.0)
-            w_up = np.where(up_sum > 0, up / np.where(up_sum > 0, up_sum, 1.0), self._adj / n_b)
-            w_dn = np.where(dn_sum > 0, dn / np.where(dn_sum > 0, dn_sum, 1.0), self._adj / n_b)
-            bat_p = w_up @ np.maximum(p, 0.0) + w_dn @ np.minimum(p, 0.0)
+        if self._n_bat:
+            # An inverter's charging (discharging) power goes to its batteries in
+            # proportion to what each can take (give); evenly when none can.
+            eb, ei, n_inv = self._edge_bat, self._edge_inv, self._n_inv
+            up = np.maximum(self.battery_upper_w, 0.0)[eb]
+            dn = np.maximum(-self.battery_lower_w, 0.0)[eb]
+            up_sum = np.bincount(ei, up, minlength=n_inv)[ei]
+            dn_sum = np.bincount(ei, dn, minlength=n_inv)[ei]
+            even = 1.0 / self._edge_n_b
+            w_up = np.where(up_sum > 0, up / np.where(up_sum > 0, up_sum, 1.0), even)
+            w_dn = np.where(dn_sum > 0, dn / np.where(dn_sum > 0, dn_sum, 1.0), even)
+            flow = w_up * np.maximum(p, 0.0)[ei] + w_dn * np.minimum(p, 0.0)[ei]
+            bat_p = np.bincount(eb, flow, minlength=self._n_bat).astype(np.float64, copy=False)
             self.battery_power_w = bat_p
             stored = np.where(bat_p > 0, bat_p * self._eta_c, bat_p / self._eta_d)
             self.battery_soc_pct = np.clip(
@@ -860,8 +878,9 @@ class SitePhysics:
         )
         self.battery_upper_w = np.minimum(self.battery_upper_w, self._limit_bat_hi)
         self.battery_lower_w = np.maximum(self.battery_lower_w, self._limit_bat_lo)
-        inv_up = self._share @ self.battery_upper_w
-        inv_lo = self._share @ self.battery_lower_w
+        eb, ei, share, n_inv = self._edge_bat, self._edge_inv, self._edge_share, self._n_inv
+        inv_up = np.bincount(ei, share * self.battery_upper_w[eb], minlength=n_inv)
+        inv_lo = np.bincount(ei, share * self.battery_lower_w[eb], minlength=n_inv)
         upper = np.where(
             self.inverter_is_pv,
             self.inverter_rated_upper_w,

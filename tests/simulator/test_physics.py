@@ -265,6 +265,22 @@ def test_shared_topologies_split_power() -> None:
     assert phys.active_power_bounds(40) == [(-80_000.0, -2_000.0), (2_000.0, 80_000.0)]
 
 
+def test_an_inverter_feeds_only_the_batteries_that_can_take_power() -> None:
+    """1 inverter : 2 batteries, one of them stopped: the running one takes it all,
+    and the inverter's bounds shrink to that battery's share."""
+    phys = SitePhysics(load_site(), seed=0)
+    d1, d2 = phys.battery_row(41), phys.battery_row(42)
+    upper_both = phys.inverter_upper_w[phys.inverter_row(40)]
+    phys.stop(41)
+    phys.step(0.1)
+    assert phys.battery_upper_w[d1] == 0.0
+    assert phys.inverter_upper_w[phys.inverter_row(40)] < upper_both
+    phys.set_active_power(40, 20_000.0)
+    phys.step(2.0)
+    assert phys.battery_power_w[d1] == 0.0
+    assert phys.battery_power_w[d2] == pytest.approx(20_000.0)
+
+
 def test_pv_curtailment_and_expiry() -> None:
     phys = SitePhysics(load_site(), seed=0)
     row = phys.inverter_row(5)
