@@ -213,12 +213,14 @@ async def _sim_child(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    async with SimulatorServer(site, telemetry_hz=args.telemetry_hz) as srv:
+    async with SimulatorServer(
+        site, telemetry_hz=args.telemetry_hz, telemetry_phases=args.telemetry_phases
+    ) as srv:
         emitted = asyncio.Event()
 
         class Probe(LatencyProbe):
-            def on_frame(self, generation: int) -> None:
-                super().on_frame(generation)
+            def on_frame(self, publication: int) -> None:
+                super().on_frame(publication)
                 if self.steps and self.steps[-1]["emitted_ns"] is not None:
                     emitted.set()
 
@@ -233,7 +235,7 @@ async def _sim_child(args: argparse.Namespace) -> None:
             srv.physics.nominal_hz = NOMINAL_HZ + delta
             srv.physics.frequency_hz = NOMINAL_HZ + delta
             emitted.clear()
-            probe.mark_step(delta, srv.generation)
+            probe.mark_step(delta, srv.publications)
             # Each step gets a full interval after its emission (an overloaded
             # simulator emits the grid meter's next frame late).
             with contextlib.suppress(TimeoutError):
@@ -246,11 +248,14 @@ async def _sim_child(args: argparse.Namespace) -> None:
 class _Sim:
     """A simulator child process with a latency probe."""
 
-    def __init__(self, n: int, events: int, interval: float, telemetry_hz: float) -> None:
+    def __init__(
+        self, n: int, events: int, interval: float, telemetry_hz: float, phases: int
+    ) -> None:
         self.argv = [
             sys.executable, "-m", "controller.bench", "_sim",
             "--inverters", str(n), "--events", str(events),
             "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
+            "--telemetry-phases", str(phases),
         ]
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
@@ -548,11 +553,15 @@ async def run_latency(
     *,
     interval_s: float | None = None,
     telemetry_hz: float | None = None,
+    telemetry_phases: int | None = None,
     clients: Sequence[str] = CLIENTS,
     settle_s: float = 1.0,
 ) -> dict[str, Any]:
     """Run the latency benchmark; return the JSON-able result."""
+    from simulator.server import default_telemetry_phases
+
     hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 1.0)
+    phases = telemetry_phases if telemetry_phases is not None else default_telemetry_phases(hz)
     if interval_s is None:
         interval_s = 2.0 if n <= 100 else 3.0
     table: dict[str, Client] = {
@@ -566,6 +575,7 @@ async def run_latency(
         "events": events,
         "interval_s": interval_s,
         "telemetry_hz": hz,
+        "telemetry_phases": phases,
         "step_hz": STEP_HZ,
         "clock": "time.monotonic_ns of the simulator process (emission and arrival)",
         "results": {},
@@ -577,7 +587,7 @@ async def run_latency(
             result.setdefault("notes", []).append("sdk: frequenz-sdk not installed")
             continue
         try:
-            async with _Sim(n, events, interval_s, hz) as sim:
+            async with _Sim(n, events, interval_s, hz, phases) as sim:
                 record, extra = await table[name](sim, n, settle_s, timeout_s)
         except (BenchError, TimeoutError, OSError) as exc:
             if name != "sdk":
@@ -605,7 +615,7 @@ def render(result: dict[str, Any]) -> None:
     n = result["inverters"]
     table = Table(
         title=f"event → setpoint latency (ms), N = {n}, {result['events']} events,"
-        f" telemetry {result['telemetry_hz']:g} Hz"
+        f" telemetry {result['telemetry_hz']:g} Hz in {result['telemetry_phases']} phases"
     )
     for col in ("client", "first p50", "first p99", "first max", "last p50", "last p99",
                 "last max", "complete", "CPU ms/cycle", "CPU %"):
@@ -666,6 +676,10 @@ def _latency_parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
                    help="simulator telemetry rate (default 10, 1 above N = 100: the"
                    " simulator serves 2 N + 1 streams on one core)")
+    p.add_argument("--telemetry-phases", type=_positive(int, "--telemetry-phases"), default=None,
+                   metavar="K",
+                   help="simulator telemetry phases: a component streams in phase id %% K"
+                   " (default: a phase every ~10 ms; 1 = every stream at the same instant)")
     p.add_argument("--clients", default=",".join(CLIENTS),
                    help=f"comma-separated subset of {','.join(CLIENTS)}")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -681,6 +695,7 @@ def main(argv: Sequence[str]) -> int:
         sp.add_argument("--events", type=int, required=True)
         sp.add_argument("--interval", type=float, required=True)
         sp.add_argument("--telemetry-hz", type=float, required=True)
+        sp.add_argument("--telemetry-phases", type=int, required=True)
         from actors import run as run_on_uvloop
 
         run_on_uvloop(_sim_child(sp.parse_args(args[1:])))
@@ -708,7 +723,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         result = run_on_uvloop(
             run_latency(opts.inverters, opts.events, interval_s=opts.interval,
-                        telemetry_hz=opts.telemetry_hz, clients=clients)
+                        telemetry_hz=opts.telemetry_hz, telemetry_phases=opts.telemetry_phases,
+                        clients=clients)
         )
     except BenchError as exc:
         sys.stderr.write(f"gridloop bench latency: {exc}\n")

@@ -57,6 +57,19 @@ def _positive(name: str) -> type[float] | object:
     return parse
 
 
+def _positive_int(name: str) -> type[int] | object:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if not 1 <= value <= 1000:
+            raise argparse.ArgumentTypeError(f"{name} must be 1..1000, got {text!r}")
+        return value
+
+    return parse
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -87,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive("--telemetry-hz"),  # type: ignore[arg-type]
         default=10.0,
         help="telemetry messages per second per stream (default 10)",
+    )
+    parser.add_argument(
+        "--telemetry-phases",
+        type=_positive_int("--telemetry-phases"),  # type: ignore[arg-type]
+        default=None,
+        metavar="K",
+        help="split the telemetry period into K phases; a component streams in phase"
+        " id %% K (default: a phase every ~10 ms, 10 at 10 Hz; 1 = all streams at once)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument(
@@ -273,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         time_scale=args.time_scale,
         telemetry_hz=args.telemetry_hz,
+        telemetry_phases=args.telemetry_phases,
         seed=args.seed,
         api_key=args.api_key,
         tls_cert=tls_cert,

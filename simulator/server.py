@@ -6,12 +6,16 @@ serves the whole ``frequenz.api.microgrid.v1alpha18.Microgrid`` service for a
 per-component telemetry at ``telemetry_hz``.
 
 Design of the telemetry path: one tick task steps the physics at
-``physics_hz`` (wall) and, every ``1/telemetry_hz`` s, publishes a
-*generation*: for every (component, metric filter) that has subscribers, one
-pre-built protobuf template is updated in place and serialised once; all
-streams with that key then write the same bytes (the response serialiser
-passes bytes through). Streams sleep on one `asyncio.Event` per generation,
-so a slow client just skips generations instead of queueing.
+``physics_hz`` (wall). The telemetry period ``1/telemetry_hz`` is split into
+``telemetry_phases`` phases and a component streams in phase ``id % phases``
+(real devices sample on their own clocks, not all at one instant; it also
+spreads the server's writes over the period). At each phase the task
+publishes: for every (component, metric filter) of that phase with
+subscribers, one pre-built protobuf template is updated in place and
+serialised once; all streams with that key then write the same bytes (the
+response serialiser passes bytes through). Streams sleep on one
+`asyncio.Event` per phase, so a slow client just skips publications instead
+of queueing. A *generation* is one whole period (every phase published).
 
 Time: simulated time runs ``time_scale`` times faster than wall time; request
 lifetimes (setpoints, bounds) are in simulated seconds; timestamps on the wire
@@ -67,9 +71,18 @@ from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
 from .faults import BoundsHistory, Episode, FaultLedger, FaultScheduler, Injection, SetpointFaults
 from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
 
-__all__ = ["REJECTION_CODES", "SERVICE_NAME", "LatencyProbe", "SimulatorServer"]
+__all__ = [
+    "REJECTION_CODES",
+    "SERVICE_NAME",
+    "LatencyProbe",
+    "SimulatorServer",
+    "default_telemetry_phases",
+]
 
 _logger = logging.getLogger(__name__)
+
+_PHASE_HZ = 100.0
+"""Telemetry publications per second, over all phases (see `default_telemetry_phases`)."""
 
 SERVICE_NAME = "frequenz.api.microgrid.v1alpha18.Microgrid"
 REJECTION_CODES = ("OUT_OF_RANGE", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
@@ -259,6 +272,13 @@ class _Stats:
         self._comp(cid)["rejected_injected"] += 1
 
 
+def default_telemetry_phases(telemetry_hz: float) -> int:
+    """Phases of the telemetry period such that some phase publishes every ~10 ms
+    (``round(100 / telemetry_hz)``, 1..100): 10 at 10 Hz, 100 at 1 Hz, 1 at
+    100 Hz and above."""
+    return min(100, max(1, round(_PHASE_HZ / telemetry_hz)))
+
+
 class LatencyProbe:
     """Opt-in timing of frequency steps and the setpoints that answer them (benchmarks).
 
@@ -267,9 +287,10 @@ class LatencyProbe:
     ``time.monotonic_ns()`` of the simulator process, so emissions and arrivals
     share one clock. Call `mark_step` right after changing the physics (e.g.
     ``physics.nominal_hz``): the first frame of ``component_id`` (the grid
-    meter) yielded to a client from a later telemetry generation is the
-    step's emission. Every active-power SetElectricalComponentPower request is
-    recorded on arrival (before validation) as ``(ns, component id, power W)``.
+    meter) yielded to a client from a later telemetry publication
+    (`SimulatorServer.publications`) is the step's emission. Every active-power
+    SetElectricalComponentPower request is recorded on arrival (before
+    validation) as ``(ns, component id, power W)``.
     """
 
     def __init__(self, component_id: int) -> None:
@@ -279,20 +300,20 @@ class LatencyProbe:
         """Per step: ``label``, ``marked_ns``, ``emitted_ns`` (None until emitted)."""
         self.setpoints: list[tuple[int, int, float]] = []
         """Active-power setpoints as they arrived: (ns, component id, power W)."""
-        self._pending: list[tuple[int, int]] = []  # (index into steps, generation at mark)
+        self._pending: list[tuple[int, int]] = []  # (index into steps, publication at mark)
 
-    def mark_step(self, label: float, generation: int) -> None:
-        """Record a step made while ``generation`` was the latest published one."""
-        self._pending.append((len(self.steps), generation))
+    def mark_step(self, label: float, publication: int) -> None:
+        """Record a step made while ``publication`` was the latest telemetry publication."""
+        self._pending.append((len(self.steps), publication))
         self.steps.append({"label": label, "marked_ns": time.monotonic_ns(), "emitted_ns": None})
 
-    def on_frame(self, generation: int) -> None:
-        """A frame of the watched component from ``generation`` is being yielded."""
+    def on_frame(self, publication: int) -> None:
+        """A frame of the watched component from ``publication`` is being yielded."""
         if self._pending:
             now = time.monotonic_ns()
             keep = []
             for index, marked in self._pending:
-                if generation > marked:
+                if publication > marked:
                     self.steps[index]["emitted_ns"] = now
                 else:
                     keep.append((index, marked))
@@ -333,6 +354,7 @@ class SimulatorServer:
         tls_cert: bytes | None = None,
         tls_key: bytes | None = None,
         faults: FaultConfig | None = None,
+        telemetry_phases: int | None = None,
     ) -> None:
         """Create the server (nothing runs until `start`).
 
@@ -351,6 +373,12 @@ class SimulatorServer:
             tls_key: PEM private key of ``tls_cert``.
             faults: rate-driven fault injection; None = ``site.faults`` (the
                 site file's ``[faults]`` table, all off unless configured).
+            telemetry_phases: how many phases the telemetry period is split
+                into. A component streams in phase ``id % telemetry_phases``,
+                so the components of a site sample and send at different
+                moments of the period, as real devices with their own clocks
+                do, instead of all at once. 1 = every stream at the same
+                instant. None = `default_telemetry_phases` (10 at 10 Hz).
         """
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
@@ -363,6 +391,14 @@ class SimulatorServer:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port!r}")
+        if telemetry_phases is None:
+            telemetry_phases = default_telemetry_phases(telemetry_hz)
+        elif isinstance(telemetry_phases, bool) or not (
+            isinstance(telemetry_phases, int) and 1 <= telemetry_phases <= 1000
+        ):
+            raise ValueError(
+                f"telemetry_phases must be an integer 1..1000, got {telemetry_phases!r}"
+            )
         self.site = site
         self.host = host
         self.time_scale = float(time_scale)
@@ -381,13 +417,22 @@ class SimulatorServer:
         """The bound port (valid after `start`)."""
         self._server: grpc.aio.Server | None = None
         self._tick_task: asyncio.Task[None] | None = None
+        self.telemetry_phases: int = telemetry_phases
+        """Phases of the telemetry period (see the constructor)."""
+        phases = range(telemetry_phases)
         self._event = asyncio.Event()
+        """Set (and replaced) at every phase's publication."""
+        self._phase_events = [asyncio.Event() for _ in phases]
+        self._next_phase = 0
+        self._publications = 0
+        self._phase_publication = [0 for _ in phases]
         self._generation = 0
-        self._frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
+        self._frames: list[dict[tuple[int, tuple[int, ...]], bytes]] = [{} for _ in phases]
         self._templates: dict[tuple[int, tuple[int, ...]], _Template] = {}
         self._subscribers: Counter[tuple[int, tuple[int, ...]]] = Counter()
-        self._waiting: Counter[tuple[int, tuple[int, ...]]] = Counter()
-        """Streams per key waiting for the next generation (only those get a frame built)."""
+        self._waiting: list[Counter[tuple[int, tuple[int, ...]]]] = [Counter() for _ in phases]
+        """Per phase, streams per key waiting for its next publication (only those
+        get a frame built)."""
         self._sensor_ids = {s.id for s in site.sensors}
         self._paused: set[int] = set()
         self._break_epoch: dict[int, int] = {}
@@ -464,6 +509,7 @@ class SimulatorServer:
         await server.start()
         self._server = server
         self._event = asyncio.Event()
+        self._phase_events = [asyncio.Event() for _ in range(self.telemetry_phases)]
         self._started_wall = time.monotonic()
         self.listening_at_unix = time.time()
         self._tick_task = asyncio.create_task(self._run_ticks(), name="simulator-physics")
@@ -490,12 +536,17 @@ class SimulatorServer:
 
     @property
     def generation(self) -> int:
-        """Telemetry generations published so far."""
+        """Telemetry generations (whole periods, every phase published) so far."""
         return self._generation
 
+    @property
+    def publications(self) -> int:
+        """Telemetry publications so far (one per phase; for `LatencyProbe.mark_step`)."""
+        return self._publications
+
     async def wait_for_generation(self, count: int = 1) -> None:
-        """Wait until ``count`` more telemetry generations have been published."""
-        for _ in range(count):
+        """Wait until every phase has published ``count`` more times."""
+        for _ in range(count * self.telemetry_phases):
             await self._event.wait()
 
     # ------------------------------------------------------------------ fault injection
@@ -714,8 +765,8 @@ class SimulatorServer:
 
     async def _run_ticks(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1.0 / max(self.physics_hz, self.telemetry_hz)
-        tel_period = 1.0 / self.telemetry_hz
+        tel_period = 1.0 / (self.telemetry_hz * self.telemetry_phases)  # one phase
+        period = min(1.0 / self.physics_hz, tel_period)
         last = loop.time()
         next_tick = last + period
         next_tel = last
@@ -741,11 +792,14 @@ class SimulatorServer:
             if next_tick < now:
                 next_tick = now + period
             # Never take more than ~half of the loop: under overload the streams
-            # still get to write (they skip generations instead of starving).
+            # still get to write (they skip publications instead of starving).
             after = loop.time()
             await asyncio.sleep(max(min(next_tick, next_tel) - after, after - now))
 
     def _publish(self) -> None:
+        """Publish the next phase: build its subscribed frames, wake its streams."""
+        phase = self._next_phase
+        self._next_phase = (phase + 1) % self.telemetry_phases
         ns = time.time_ns()
         sec, nanos = divmod(ns, 1_000_000_000)
         frames: dict[tuple[int, tuple[int, ...]], bytes] = {}
@@ -754,7 +808,7 @@ class SimulatorServer:
         paused, fault_paused, bad = self._paused, self._fault_paused, self._bad_metric
         wall = self._wall_s()
         noted: set[int] = set()
-        for key, count in self._waiting.items():
+        for key, count in self._waiting[phase].items():
             if count <= 0:
                 continue
             cid = key[0]
@@ -779,8 +833,13 @@ class SimulatorServer:
             ):
                 noted.add(cid)
                 self._advertised.note(cid, vals[1][M.METRIC_AC_POWER_ACTIVE], wall)
-        self._frames = frames
-        self._generation += 1
+        self._frames[phase] = frames
+        self._publications += 1
+        self._phase_publication[phase] = self._publications
+        if self._next_phase == 0:
+            self._generation += 1
+        event, self._phase_events[phase] = self._phase_events[phase], asyncio.Event()
+        event.set()
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -1070,30 +1129,31 @@ class SimulatorServer:
         self, key: tuple[int, tuple[int, ...]], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         self._subscribers[key] += 1
-        waiting = self._waiting
         cid = abs(key[0])
+        phase = cid % self.telemetry_phases
+        waiting, events, frames = self._waiting[phase], self._phase_events, self._frames
         epoch = (self._break_all, self._break_epoch.get(cid, 0))
         try:
             while True:
                 waiting[key] += 1
                 try:
-                    await self._event.wait()
+                    await events[phase].wait()
                 finally:
                     waiting[key] -= 1
                 if (self._break_all, self._break_epoch.get(cid, 0)) != epoch:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "stream broken (injected)")
-                frame = self._frames.get(key)
+                frame = frames[phase].get(key)
                 if frame is not None:
                     self.messages_sent += 1
                     probe = self.latency_probe
                     if probe is not None and cid == probe.component_id:
-                        probe.on_frame(self._generation)
+                        probe.on_frame(self._phase_publication[phase])
                     yield frame
         finally:
             self._subscribers[key] -= 1
             if self._subscribers[key] <= 0:
                 del self._subscribers[key]
-                self._waiting.pop(key, None)
+                waiting.pop(key, None)
 
     def _metric_key_for(self, cid: int) -> tuple[int, ...]:
         """All metrics a component streams (its unfiltered stream key)."""

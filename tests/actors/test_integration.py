@@ -80,7 +80,8 @@ def _freeze(srv: SimulatorServer, ids: set[int]) -> Iterator[None]:
 
     def publish() -> None:
         original()
-        srv._frames = {k: v for k, v in srv._frames.items() if k[0] not in ids}
+        for phase, frames in enumerate(srv._frames):
+            srv._frames[phase] = {k: v for k, v in frames.items() if k[0] not in ids}
 
     srv._publish = publish  # type: ignore[method-assign]
     try:
@@ -343,3 +344,4 @@ async def test_measurements_reuse_a_recent_fleet_snapshot_but_never_old_grid_dat
                 "stale grid power is NaN",
             )
             assert math.isnan(site.measurements().grid_frequency_hz)
+

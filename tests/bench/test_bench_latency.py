@@ -96,7 +96,7 @@ async def test_probe_records_emission_of_the_step_and_setpoint_arrivals(sim_fact
         stream = stub.ReceiveElectricalComponentTelemetryStream(req)
         await stream.read()  # subscribed
         srv.physics.nominal_hz = srv.physics.frequency_hz = 50.3
-        probe.mark_step(0.3, srv.generation)
+        probe.mark_step(0.3, srv.publications)
         assert probe.steps[0]["emitted_ns"] is None
         async with asyncio.timeout(10):
             while True:  # frames until the step shows

@@ -245,3 +245,15 @@ def test_csv_irradiance_profile_drives_pv() -> None:
     phys = SitePhysics(site, seed=0)
     phys.step(1.0)
     assert phys.pv_power_w < -20_000.0  # 80 kWp producing (negative)
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "two"])
+def test_cli_bad_telemetry_phases_exit_2_naming_the_option(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--port", "0", "--telemetry-phases", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--telemetry-phases must be" in err
+    assert repr(value) in err

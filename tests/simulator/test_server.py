@@ -534,3 +534,58 @@ async def test_port_in_use_is_a_clear_oserror(sim: SimulatorServer) -> None:
     other = SimulatorServer(sim.site, port=sim.port)
     with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{sim.port}"):
         await other.start()
+
+
+@pytest.mark.parametrize("phases", [0, 1001, True, 2.0])
+def test_telemetry_phases_must_be_an_integer_1_to_1000(phases: Any) -> None:
+    from simulator.config import load_site
+
+    with pytest.raises(ValueError, match=f"telemetry_phases must be .*, got {phases!r}"):
+        SimulatorServer(load_site(), telemetry_phases=phases)
+
+
+def test_default_phases_publish_about_every_10_ms() -> None:
+    from simulator.server import default_telemetry_phases
+
+    assert [default_telemetry_phases(hz) for hz in (0.5, 1.0, 10.0, 50.0, 200.0)] == [
+        100, 100, 10, 2, 1,
+    ]
+
+
+async def test_components_stream_in_their_own_phase_of_the_period(sim_factory: Any) -> None:
+    """Two phases at 5 Hz: the grid meter (id 2, phase 0) and inverter 3 (phase 1)
+    publish 100 ms apart, so their frames arrive strictly alternating and never
+    carry the same sample time; a generation is a whole period (both phases
+    published)."""
+    srv: SimulatorServer = await sim_factory(telemetry_hz=5.0, telemetry_phases=2)
+    order: list[int] = []
+    stamps: dict[int, set[int]] = {2: set(), 3: set()}
+    enough = asyncio.Event()
+    async with grpc.aio.insecure_channel(srv.address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+
+        async def follow(component: int) -> None:
+            req = mg_pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+                electrical_component_id=component
+            )
+            async for msg in stub.ReceiveElectricalComponentTelemetryStream(req):
+                order.append(component)
+                t = msg.telemetry.metric_samples[0].sample_time
+                stamps[component].add(t.seconds * 10**9 + t.nanos)
+                if len(order) >= 12:
+                    enough.set()
+
+        tasks = [asyncio.create_task(follow(c)) for c in (2, 3)]
+        try:
+            await asyncio.wait_for(enough.wait(), 20)
+            gen, pubs = srv.generation, srv.publications
+            await srv.wait_for_generation(1)
+            assert srv.generation >= gen + 1
+            assert srv.publications >= pubs + 2
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+    tail = order[2:12]  # both streams are running from here on
+    assert all(a != b for a, b in itertools.pairwise(tail)), order
+    assert not stamps[2] & stamps[3]
