@@ -44,6 +44,8 @@ from ._state import BoolArray, FloatArray, IntArray
 _logger = logging.getLogger(__name__)
 
 _YIELD_EVERY = 64
+_INLINE_CALLS = 16
+"""Calls `Dispatcher.start_calls` starts synchronously (the rest are left to `send`)."""
 
 _STATUS_NAMES = {
     STATUS_ACCEPTED: "ACCEPTED",
@@ -195,29 +197,30 @@ class Dispatcher:
 
     def start_calls(
         self, indices: list[int], powers_w: list[float]
-    ) -> list[grpc.aio.UnaryStreamCall] | None:  # type: ignore[type-arg]
-        """Start the calls of a small round synchronously (no await), for `send`.
+    ) -> list[grpc.aio.UnaryStreamCall]:  # type: ignore[type-arg]
+        """Start the first calls of a round synchronously (no await), for `send`.
 
         grpc.aio puts a call on the wire from a task of its own, so starting the
         calls right where the request is made (e.g. in a telemetry listener) lets
-        them leave before tasks already queued on the loop. Rounds larger than
-        `_YIELD_EVERY` calls are left to `send`, which yields while starting them.
+        them leave before tasks already queued on the loop. Only the first
+        `_INLINE_CALLS` are started here: each costs ~15 µs and none leaves
+        before the caller returns to the loop, so a large round started here
+        would hold back its own first setpoint. `send` starts the rest.
 
         Args:
             indices: Inverter indices.
             powers_w: Setpoints (W), same length.
 
         Returns:
-            The started calls, or None when the round is too large.
+            The started calls: those of ``indices[:len(result)]``.
         """
-        if len(indices) > _YIELD_EVERY:
-            return None
+        head = indices[:_INLINE_CALLS]
         client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
         calls = [
             client.set_power_call(ids[i], p, lifetime, self.timeout_s)
-            for i, p in zip(indices, powers_w, strict=True)
+            for i, p in zip(head, powers_w, strict=False)
         ]
-        self._record(indices, powers_w)
+        self._record(head, powers_w[: len(head)])
         return calls
 
     def _record(self, indices: list[int], powers_w: list[float]) -> None:
@@ -249,7 +252,8 @@ class Dispatcher:
             tails: TaskGroup for the readers of the rest of each response stream
                 (None = do not read the tails; calls are cancelled after the ack).
             timeout_s: Deadline override (e.g. a short one at shutdown).
-            started: The calls, already started by `start_calls` (None = start them).
+            started: The calls of the first ``len(started)`` indices, already
+                started by `start_calls` (None = start them all here).
 
         Returns:
             The round result.
@@ -258,16 +262,23 @@ class Dispatcher:
         lifetime = self.lifetime_s
         timeout = self.timeout_s if timeout_s is None else timeout_s
         ids = self.inverter_ids
-        calls = started if started is not None else []
+        calls = list(started) if started is not None else []
         # Put every call on the wire before awaiting any response. grpc.aio starts a
-        # call from a task, so yield to the loop after the first call (the first
-        # setpoint leaves at once) and then every `_YIELD_EVERY` calls.
-        if started is None:
-            for k, (i, p) in enumerate(zip(indices, powers_w, strict=True)):
-                calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
-                if k % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            self._record(indices, powers_w)
+        # call from a task, so yield to the loop after the first call we start (it
+        # leaves at once) and then every `_YIELD_EVERY` calls.
+        head = len(calls)
+        if head < len(indices):
+            rest, rest_w = indices[head:], powers_w[head:]
+            try:
+                for k, (i, p) in enumerate(zip(rest, rest_w, strict=True)):
+                    calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
+                    if k % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                for c in calls:
+                    c.cancel()
+                raise
+            self._record(rest, rest_w)
         failed: dict[int, str] = {}
         health = self._health
         rows = self._rows

@@ -413,7 +413,7 @@ class PowerDistributor(Actor):
     ) -> _Prepared | DistributionOutcome:
         """Allocate `target_w` and decide what to send (synchronous).
 
-        With `inline`, the calls of a small round are also started here
+        With `inline`, the first calls of the round are also started here
         (`Dispatcher.start_calls`). Returns an ERROR outcome when the allocation
         failed (nothing is sent then).
         """

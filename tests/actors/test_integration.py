@@ -345,3 +345,26 @@ async def test_measurements_reuse_a_recent_fleet_snapshot_but_never_old_grid_dat
             )
             assert math.isnan(site.measurements().grid_frequency_hz)
 
+
+async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
+    sim_factory: Any,
+) -> None:
+    """The first calls of a round start inline (`Dispatcher.start_calls`), the
+    rest from the distributor task: 40 inverters, each gets exactly one setpoint."""
+    from controller.bench import site_dict
+    from simulator.config import site_from_dict
+
+    n = 40
+    srv: SimulatorServer = await sim_factory(site_from_dict(site_dict(n), source="<40 pairs>"))
+    site = await _connected(srv)
+    async with site:
+        await _all_fresh(site)
+        before = srv.stats()["setpoints_received"]
+        outcome = await site.set_power(n * 5_000.0)
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        assert outcome.sent == n
+        per = srv.stats()["per_component"]
+        got = {int(cid): e["last_setpoint_w"] for cid, e in per.items() if e["received"]}
+        assert got == {cid: pytest.approx(5_000.0) for cid in site.graph.battery_inverter_ids}
+        assert srv.stats()["setpoints_received"] - before == n
+    assert_no_setpoint_out_of_bounds(srv)
