@@ -119,7 +119,13 @@ def test_gridloop_run_shaves_the_peak_and_follows_frequency(tmp_path: Path) -> N
     s = json.loads(summary_path.read_text())
     limit = s["import_limit_w"]
     assert s["peak_import_w_uncontrolled"] > 1.15 * limit  # there was a peak to shave
-    assert s["peak_import_w"] <= 1.06 * limit  # 1-minute means: cut to the limit
+    # 1-minute means cut most of the way to the limit. Not all the way: at 60x one
+    # 200 ms control cycle is 12 s of site time, so the first cycle of a load step
+    # alone lifts its 1-minute mean by ~20 % of the excess, more when this shared
+    # machine delays cycles. How close control gets is measured deterministically
+    # by `gridloop replay` (tests/replay), not here.
+    excess = s["peak_import_w_uncontrolled"] - limit
+    assert s["peak_import_w"] <= limit + 0.5 * excess
     assert s["fr_energy_required_wh"] > 1_000.0
     assert s["fr_energy_delivered_wh"] >= 0.9 * s["fr_energy_required_wh"]
     assert s["setpoints_sent"] > 100
