@@ -693,7 +693,7 @@ def _latency_parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-phases", type=_positive(int, "--telemetry-phases"), default=None,
                    metavar="K",
                    help="simulator telemetry phases: a component streams in phase id %% K"
-                   " (default: a phase every ~10 ms; 1 = every stream at the same instant)")
+                   " (default 10, fewer above 10 Hz; 1 = every stream at the same instant)")
     p.add_argument("--clients", default=",".join(CLIENTS),
                    help=f"comma-separated subset of {','.join(CLIENTS)}")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")

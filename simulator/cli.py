@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="split the telemetry period into K phases; a component streams in phase"
-        " id %% K (default: a phase every ~10 ms, 10 at 10 Hz; 1 = all streams at once)",
+        " id %% K (default 10, fewer above 10 Hz: at most one every ~10 ms;"
+        " 1 = all streams at once)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument(

@@ -82,7 +82,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 _PHASE_HZ = 100.0
-"""Telemetry publications per second, over all phases (see `default_telemetry_phases`)."""
+"""At most this many telemetry publications per second by default (all phases)."""
 
 SERVICE_NAME = "frequenz.api.microgrid.v1alpha18.Microgrid"
 REJECTION_CODES = ("OUT_OF_RANGE", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
@@ -273,10 +273,15 @@ class _Stats:
 
 
 def default_telemetry_phases(telemetry_hz: float) -> int:
-    """Phases of the telemetry period such that some phase publishes every ~10 ms
-    (``round(100 / telemetry_hz)``, 1..100): 10 at 10 Hz, 100 at 1 Hz, 1 at
-    100 Hz and above."""
-    return min(100, max(1, round(_PHASE_HZ / telemetry_hz)))
+    """Phases of the telemetry period: 10, fewer when that would publish more
+    often than every ~10 ms (``round(100 / telemetry_hz)``): 10 at 10 Hz and
+    below, 2 at 50 Hz, 1 at 100 Hz and above.
+
+    More phases than 10 cost more than they spread: at 1 Hz and 1 000 pairs,
+    100 phases of 20 frames each made every client slower (event → last
+    setpoint p99 563 ms for gridloop) than 10 phases of 200 (248 ms).
+    """
+    return min(10, max(1, round(_PHASE_HZ / telemetry_hz)))
 
 
 class LatencyProbe:
