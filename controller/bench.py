@@ -7,7 +7,8 @@ and :func:`summarise`.
 How it measures. For every client, a fresh simulator child process
 (``python -m controller.bench _sim``) serves the same generated site: a grid
 connection point, a grid meter, and N 1:1 battery inverter/battery pairs
-(±10 kW each), no frequency noise. It carries a
+(±10 kW each), no frequency noise, each component streaming in its phase of
+the telemetry period (``--telemetry-phases``, default 10). It carries a
 :class:`simulator.server.LatencyProbe`. Once the client is connected and
 settled, the simulator steps the grid frequency to 50 Hz ± 300 mHz
 (alternating, every ``--interval`` s of wall time, one unreported warm-up step
@@ -29,9 +30,10 @@ The clients, one after another in the same run:
    actors, no allocation), in this process on uvloop.
 3. ``floor+streams``: the same floor, which also opens the 2 N battery and
    inverter telemetry streams gridloop reads and drains them without decoding:
-   the simulator then serves the same telemetry load as for gridloop (at 10 Hz
-   and N = 100 its frame bursts delay every setpoint it receives by up to a
-   few ms, whichever client sent it).
+   the simulator then serves the same telemetry load as for gridloop (a
+   setpoint that arrives while it writes a phase's frames waits for them,
+   whichever client sent it; ``--telemetry-phases 1`` writes all 2 N + 1 at
+   once).
 4. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
    ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
    state); null when ``frequenz.sdk`` is not importable or it fails.
