@@ -35,7 +35,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +58,20 @@ def _positive(name: str) -> type[float] | object:
     return parse
 
 
-def _positive_int(name: str) -> type[int] | object:
+def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if not 1 <= value <= 1000:
-            raise argparse.ArgumentTypeError(f"{name} must be 1..1000, got {text!r}")
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be in {lo}..{hi}, got {text!r}")
         return value
 
     return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {text!r}")
-    return value
+_port = _int_in("port", 0, 65535)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--telemetry-phases",
-        type=_positive_int("--telemetry-phases"),  # type: ignore[arg-type]
+        type=_int_in("--telemetry-phases", 1, 1000),
         default=None,
         metavar="K",
         help="split the telemetry period into K phases; a component streams in phase"
