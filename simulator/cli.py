@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--telemetry-phases",
-        type=_int_in("--telemetry-phases", 1, 1000),
+        type=_int_in("telemetry phases", 1, 1000),
         default=None,
         metavar="K",
         help="split the telemetry period into K phases; a component streams in phase"

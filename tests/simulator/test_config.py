@@ -255,5 +255,5 @@ def test_cli_bad_telemetry_phases_exit_2_naming_the_option(
         main(["--port", "0", "--telemetry-phases", value])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "--telemetry-phases must be" in err
+    assert "argument --telemetry-phases: telemetry phases must be" in err
     assert repr(value) in err
