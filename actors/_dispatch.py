@@ -214,13 +214,13 @@ class Dispatcher:
         Returns:
             The started calls: those of ``indices[:len(result)]``.
         """
-        head = indices[:_INLINE_CALLS]
+        head, head_w = indices[:_INLINE_CALLS], powers_w[:_INLINE_CALLS]
         client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
         calls = [
             client.set_power_call(ids[i], p, lifetime, self.timeout_s)
-            for i, p in zip(head, powers_w, strict=False)
+            for i, p in zip(head, head_w, strict=True)
         ]
-        self._record(head, powers_w[: len(head)])
+        self._record(head, head_w)
         return calls
 
     def _record(self, indices: list[int], powers_w: list[float]) -> None:
