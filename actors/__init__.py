@@ -6,8 +6,8 @@ fresh-sample receivers → a strategy calls `Site.request_power` (latest wins) �
 `PowerDistributor` snapshots the table into a `distribution.Fleet`, calls `allocate`,
 re-checks bounds, keeps only setpoints that changed beyond the deadband or need
 lifetime renewal, never commands an excluded inverter → `Dispatcher` puts every call
-on the wire before awaiting any response (an idle distributor does all of this inside
-`request_power` for rounds of up to 64 calls), then reads the first response of each
+on the wire before awaiting any response (an idle distributor allocates and starts the
+first 16 calls inside `request_power`), then reads the first response of each
 (acknowledgement) and leaves the rest of each response stream to tail readers. A
 `RecoveryActor` acknowledges components reporting ERROR and starts them again.
 Signs: positive power = into the component (charging, importing). Units in names.
