@@ -212,8 +212,13 @@ class _Template:
         return data
 
 
+_UNKNOWN = -1
+"""`_Stats.per_component` key of every id the site does not have."""
+
+
 class _Stats:
-    def __init__(self) -> None:
+    def __init__(self, known_ids: frozenset[int]) -> None:
+        self._known = known_ids
         self.received = 0
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
@@ -225,6 +230,8 @@ class _Stats:
         self.per_component: dict[int, dict[str, Any]] = {}
 
     def _comp(self, cid: int) -> dict[str, Any]:
+        if cid not in self._known:  # one entry for them all: a client cannot grow the table
+            cid = _UNKNOWN
         entry = self.per_component.get(cid)
         if entry is None:
             entry = {
@@ -442,7 +449,7 @@ class SimulatorServer:
         self._paused: set[int] = set()
         self._break_epoch: dict[int, int] = {}
         self._break_all = 0
-        self._stats = _Stats()
+        self._stats = _Stats(frozenset(c.id for c in site.components))
         self._started_wall = 0.0
         self.listening_at_unix: float | None = None
         """``time.time()`` when the server started listening (None before `start`)."""
@@ -594,7 +601,9 @@ class SimulatorServer:
         * ``setpoints_rejected_injected``: valid calls failed with UNAVAILABLE
           by the ``setpoint_reject`` fault (not applied).
         * ``per_component``: ``received``, ``accepted``, ``rejected`` (per code),
-          ``out_of_bounds``, ``bounds_race``, ``rejected_injected``, ``last_setpoint_w``.
+          ``out_of_bounds``, ``bounds_race``, ``rejected_injected``, ``last_setpoint_w``,
+          by component id; requests naming ids the site does not have are
+          counted together under ``"unknown"``.
         * ``listening_at_unix``: ``time.time()`` when the server started listening;
           ``first_setpoint_accepted_at_unix`` / ``first_nonzero_setpoint_accepted_at_unix``:
           ``time.time()`` of the first accepted active-power setpoint (any / non-zero),
@@ -628,7 +637,7 @@ class SimulatorServer:
             "setpoints_rejected_bounds_race": st.bounds_race,
             "setpoints_rejected_injected": st.injected,
             "per_component": {
-                str(cid): {
+                ("unknown" if cid == _UNKNOWN else str(cid)): {
                     "received": e["received"],
                     "accepted": e["accepted"],
                     "rejected": dict(e["rejected"]),

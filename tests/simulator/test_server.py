@@ -589,3 +589,24 @@ async def test_components_stream_in_their_own_phase_of_the_period(sim_factory: A
     tail = order[2:12]  # both streams are running from here on
     assert all(a != b for a, b in itertools.pairwise(tail)), order
     assert not stamps[2] & stamps[3]
+
+
+async def test_setpoints_to_unknown_ids_are_counted_in_one_entry(sim: SimulatorServer) -> None:
+    """A client naming 50 ids the site does not have gets NOT_FOUND for each; the
+    stats count them under one "unknown" entry instead of growing a table per id."""
+    async with grpc.aio.insecure_channel(sim.address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+        for k in range(50):
+            req = mg_pb2.SetElectricalComponentPowerRequest(
+                electrical_component_id=100_000 + k,
+                power_type=mg_pb2.POWER_TYPE_ACTIVE,
+                power=1_000.0,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await anext(aiter(stub.SetElectricalComponentPower(req)))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    stats = sim.stats()
+    assert stats["setpoints_rejected"]["NOT_FOUND"] == 50
+    assert set(stats["per_component"]) == {"unknown"}
+    assert stats["per_component"]["unknown"]["received"] == 50
+    assert stats["per_component"]["unknown"]["rejected"]["NOT_FOUND"] == 50
