@@ -168,17 +168,17 @@ class Dispatcher:
         self.last_first_ack_ns: int = 0
         """Monotonic time the first response of the last round arrived."""
 
-    def mark_unknown(self, mask: BoolArray) -> None:
-        """Forget that the setpoints of the masked inverters were acknowledged.
+    def mark_unknown(self, which: BoolArray | int) -> None:
+        """Forget that the setpoints of these inverters were acknowledged.
 
         Use it when what an inverter does now is unknown (it was excluded, or its
         server restarted): `needs_send` then re-sends its next setpoint even within
         the deadband.
 
         Args:
-            mask: Boolean mask over the inverters.
+            which: Boolean mask over the inverters, or one inverter index.
         """
-        self.last_ok[mask] = False
+        self.last_ok[which] = False
 
     def _fail(
         self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True

@@ -287,7 +287,7 @@ class Site:
         self.health.on_success(self.state.row_of[component_id])
         idx = self._inv_index.get(component_id)
         if idx is not None:
-            self.dispatcher.last_ok[idx] = False
+            self.dispatcher.mark_unknown(idx)
 
     def _on_fatal(self, error: ApiError) -> None:
         if self.fatal_error is None:
