@@ -193,7 +193,8 @@ async def test_excluded_inverter_is_never_commanded_and_resent_when_back(
         o = await dist.set_power(4000.0)
         assert o.setpoints_w == {10: pytest.approx(2000.0), 20: pytest.approx(2000.0)}
         rounds = len(disp.rounds)
-        table.received_ns[row20] = 1  # 20's telemetry is stale now
+        # 20's telemetry is stale now: older than stale_after_s, whatever the clock's origin.
+        table.received_ns[row20] = time.monotonic_ns() - int(2000 * 1e9)
         o = await dist.set_power(4000.0)
         assert o.setpoints_w == {10: pytest.approx(4000.0), 20: 0.0}
         # Only 10 was commanded: 20 got nothing, not even 0 W.
