@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 __all__ = [
     "FAULT_KEYS",
+    "MAX_PROFILE_SAMPLES",
     "BatteryConfig",
     "ComponentConfig",
     "FaultConfig",
@@ -56,7 +57,6 @@ __all__ = [
     "SiteConfig",
     "SiteConfigError",
     "faults_from_dict",
-    "MAX_PROFILE_SAMPLES",
     "load_site",
     "site_from_dict",
     "site_input_files",
