@@ -27,6 +27,7 @@ Public names:
 * `cancel_on_signals` – cancel the main task on SIGINT/SIGTERM for orderly shutdown.
 * `run` – run a coroutine on uvloop (asyncio fallback).
 * `ApiUrl` – parsed `grpc://host:port?ssl=true|false`.
+* `api_key_problem` – why an API key cannot be sent as gRPC metadata (printable ASCII only).
 * `MicrogridApiClient` – thin async client over the v1alpha18 stubs.
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
@@ -39,7 +40,7 @@ Public names:
 """
 
 from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
-from ._client import ApiUrl, MicrogridApiClient
+from ._client import ApiUrl, MicrogridApiClient, api_key_problem
 from ._dispatch import Dispatcher, DispatchStats, needs_send
 from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor, fleet_bounds
 from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
@@ -75,6 +76,7 @@ __all__ = [
     "StateTable",
     "Supervisor",
     "TelemetryActor",
+    "api_key_problem",
     "backoff_delay_s",
     "bounds_to_band",
     "cancel_on_signals",

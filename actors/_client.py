@@ -77,7 +77,10 @@ class ApiUrl:
         """
         if not isinstance(url, str):
             raise OptionsError("url", url, "must be a string like grpc://host:port")
-        parsed = urlparse(url)
+        try:
+            parsed = urlparse(url)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed [
+            raise OptionsError("url", url, f"not a URL ({exc})") from None
         if parsed.scheme != "grpc":
             raise OptionsError("url", url, "scheme must be grpc:// (grpc://host:port?ssl=...)")
         host = parsed.hostname
@@ -105,6 +108,35 @@ class ApiUrl:
         if ":" in host:
             host = f"[{host}]"
         return cls(host=host, port=port, ssl=ssl)
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as the ``key`` metadata entry, or None if it can.
+
+    A gRPC metadata value (an HTTP/2 header) may hold printable ASCII only
+    (0x20..0x7e); gRPC fails every call on anything else. The answer never
+    contains the key itself, so it can be shown to the user.
+
+    Args:
+        key: The API key.
+
+    Returns:
+        None, or what is wrong (the first bad character's kind and position).
+    """
+    for position, char in enumerate(key, start=1):
+        if " " <= char <= "~":
+            continue
+        if char in "\r\n":
+            kind = "a line break"
+        elif char.isascii():
+            kind = "a control character"
+        else:
+            kind = "a non-ASCII character"
+        return (
+            f"contains {kind} (character {position}); an API key must be printable ASCII"
+            " (gRPC metadata)"
+        )
+    return None
 
 
 #: gRPC status codes after which retrying cannot help: the server refuses this client
@@ -151,7 +183,7 @@ class MicrogridApiClient:
             call_timeout_s: Deadline of every unary call and setpoint call, in seconds.
 
         Raises:
-            OptionsError: On a bad URL or timeout.
+            OptionsError: On a bad URL, timeout or API key (the key is not shown).
         """
         self.url: ApiUrl = ApiUrl.parse(url)
         """The parsed URL."""
@@ -161,6 +193,8 @@ class MicrogridApiClient:
             raise OptionsError("call_timeout_s", call_timeout_s, "must be a finite number > 0")
         self.call_timeout_s: float = float(call_timeout_s)
         """Deadline of every unary call, in seconds."""
+        if api_key and (problem := api_key_problem(api_key)) is not None:
+            raise OptionsError("api_key", "(not shown)", problem)
         self.metadata: tuple[tuple[str, str], ...] = (("key", api_key),) if api_key else ()
         """Metadata sent with every call."""
         if api_key and not self.url.ssl and self.url.host not in _LOOPBACK:

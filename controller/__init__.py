@@ -10,6 +10,7 @@ Modules:
 * :mod:`controller.service` — ``run_service`` / ``Controller``: strategies run against
   a live :class:`actors.Site`, the run summary.
 * :mod:`controller.embedded` — the bundled simulator as a child process.
+* :mod:`controller.outputs` — ``check_outputs``: output files writable, never an input.
 * :mod:`controller.records` — ``CycleRecord``, what observers of a run consume.
 * :mod:`controller.dashboard`, :mod:`controller.recording`, :mod:`controller.report`,
   :mod:`controller.metrics`, :mod:`controller.logs` — operator experience.

@@ -100,7 +100,7 @@ def _run_parser() -> argparse.ArgumentParser:
         "--time-scale",
         type=_positive_float("--time-scale"),
         metavar="X",
-        help="simulated seconds per wall second: of the embedded simulator, or of a"
+        help="simulated seconds per wall second (> 0.5): of the embedded simulator, or of a"
         " time-scaled `gridloop sim` given with --api (setpoint lifetimes and energies"
         " count in site time; default: the config's simulator.time_scale, 1 with --api)",
     )
@@ -125,13 +125,20 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _run(argv: Sequence[str]) -> int:
-    args = _run_parser().parse_args(list(argv))
+    parser = _run_parser()
+    args = parser.parse_args(list(argv))
     # Imported here so that `gridloop sim` and `--help` stay light.
+    from actors import api_key_problem
     from controller.service import RunOptions, run_main
 
+    api_key, key_source = args.api_key or None, "--api-key"
+    if api_key is None:
+        api_key, key_source = os.environ.get("GRIDLOOP_API_KEY") or None, "GRIDLOOP_API_KEY"
+    if api_key is not None and (problem := api_key_problem(api_key)) is not None:
+        parser.error(f"{key_source}: {problem}")
     options = RunOptions(
         api_url=args.api,
-        api_key=args.api_key or os.environ.get("GRIDLOOP_API_KEY") or None,
+        api_key=api_key,
         root_cert_path=args.root_cert,
         config_path=args.config,
         duration_s=args.duration,

@@ -11,7 +11,7 @@ File format (every key optional; units in the names; + = import / charging)::
 
     [api]                      # omit url to run against the embedded simulator
     url = "grpc://site.example.com:443?ssl=true"
-    api_key = "..."            # sent as metadata
+    api_key = "..."            # sent as metadata: printable ASCII only
     root_cert = "ca.pem"       # PEM; relative to the config file
     call_timeout_s = 1.0
 
@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors import GridloopError
+from actors import GridloopError, api_key_problem
 from controller.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
@@ -237,6 +237,13 @@ class _Field:
     choices: tuple[str, ...] = ()
 
 
+class _NotShown:
+    """Stands for a secret value (an API key) in an error message."""
+
+    def __repr__(self) -> str:
+        return "(not shown)"
+
+
 _API: dict[str, _Field] = {
     "url": _Field("str", (_nonempty,)),
     "api_key": _Field("str", (_nonempty,)),
@@ -357,7 +364,10 @@ class _Reader:
 
 
 def _check_url(reader: _Reader, url: str) -> None:
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed [
+        raise reader.fail("api.url", url, f"not a URL ({exc})") from None
     if parsed.scheme != "grpc":
         raise reader.fail("api.url", url, "must look like grpc://HOST:PORT[?ssl=true]")
     try:
@@ -441,6 +451,8 @@ def config_from_dict(
     api = sections.get("api", {})
     if "url" in api:
         _check_url(reader, api["url"])
+    if "api_key" in api and (problem := api_key_problem(api["api_key"])) is not None:
+        raise reader.fail("api.api_key", _NotShown(), problem)
     fr = dict(sections.get("frequency_response", {}))
     curve = _droop_curve(reader, fr)
     ps = sections.get("peak_shaving", {})

@@ -22,11 +22,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["EmbeddedSimulator", "EmbeddedSimulatorError"]
+__all__ = ["EmbeddedSimulator", "EmbeddedSimulatorError", "site_input_files"]
 
 _LOG = logging.getLogger("gridloop.embedded")
 _LISTEN_PREFIX = "gridloop sim listening on "
 _PR_SET_PDEATHSIG = 1
+
+
+def site_input_files(site_path: str | os.PathLike[str] | None) -> tuple[Path, ...]:
+    """The files the child will read for this site: the site TOML, then the CSVs it names.
+
+    ``None`` is the simulator's default site. See :func:`simulator.config.site_input_files`.
+    """
+    from simulator.config import site_input_files as files
+
+    return files(site_path)
 
 
 class EmbeddedSimulatorError(RuntimeError):

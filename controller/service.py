@@ -41,6 +41,7 @@ import numpy as np
 
 from actors import (
     ApiError,
+    ApiUrl,
     DistributionOutcome,
     GraphError,
     GridloopError,
@@ -51,7 +52,9 @@ from actors import (
 )
 from actors.power_manager import Wish, merge
 from controller.config import ConfigError, GridloopConfig, load_config
-from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError
+from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError, site_input_files
+from controller.outputs import OutputPathError, check_outputs
+from controller.recording import CsvRecorder, RecordingError
 from controller.records import CycleRecord, GroupRecord
 from controller.strategies import (
     FrequencyResponse,
@@ -160,6 +163,9 @@ class RunSummary:
     """Telemetry stream reconnects."""
     excluded_at_end: dict[str, str]
     """Components excluded from allocation when the run ended (id → reason)."""
+    recording_error: str | None = None
+    """Why the ``--record`` CSV is incomplete (it stopped at the first failed write;
+    control went on); None when the recording is complete or was not asked for."""
     simulator_stats: dict[str, Any] = field(default_factory=dict)
     """The embedded simulator's own statistics."""
 
@@ -181,7 +187,16 @@ class RunSummary:
         def kw(value: float | None) -> str:
             return "n/a" if value is None or not math.isfinite(value) else f"{value / 1e3:.1f} kW"
 
+        def ms(value: float) -> str:
+            return f"{value:.2f} ms" if math.isfinite(value) else "n/a"
+
         lat = self.dispatch_latency_ms
+        if math.isfinite(self.soc_min_pct) and math.isfinite(self.soc_max_pct):
+            soc = f"{self.soc_min_pct:.1f} % .. {self.soc_max_pct:.1f} %"
+        elif self.grid_samples == 0:
+            soc = "n/a (no control cycle ran)"
+        else:
+            soc = "n/a (no battery SoC was measured)"
         lines = [
             f"gridloop run: {self.duration_s:.1f} s wall, {self.simulated_s / 60:.1f} min of site "
             f"time ({'embedded simulator' if self.embedded else self.api_url})",
@@ -197,12 +212,13 @@ class RunSummary:
                 if self.setpoints_out_of_bounds is not None
                 else "out-of-bounds count n/a (not the embedded simulator)"
             ),
-            f"  dispatch latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
-            f"max {lat['max']:.2f} ms",
-            f"  fleet SoC        {self.soc_min_pct:.1f} % .. {self.soc_max_pct:.1f} %",
+            f"  dispatch latency p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}",
+            f"  fleet SoC        {soc}",
         ]
         if self.excluded_at_end:
             lines.append(f"  excluded at end  {self.excluded_at_end}")
+        if self.recording_error is not None:
+            lines.append(f"  recording        INCOMPLETE: {self.recording_error}")
         return "\n".join(lines) + "\n"
 
 
@@ -618,6 +634,37 @@ async def _stop_when_refused(site: Site, stop: asyncio.Event) -> None:
     stop.set()
 
 
+def _setpoint_lifetimes_s(config: GridloopConfig, time_scale: float) -> tuple[float, float]:
+    """A setpoint's ``request_lifetime`` (site s, whole, 10..900) and how long it lasts (wall s)."""
+    lifetime_site_s = float(
+        min(900, max(10, round(config.control.setpoint_lifetime_s * time_scale)))
+    )
+    return lifetime_site_s, lifetime_site_s / time_scale
+
+
+def _time_scale_problem(config: GridloopConfig, time_scale: float) -> str | None:
+    """Why setpoints cannot be kept alive on a site running ``time_scale``× fast, or None.
+
+    The runtime renews an unchanged setpoint ``setpoint_lifetime_s −
+    renew_margin_s`` wall seconds after sending it, which must come before the
+    lifetime it sent runs out by its own count (``renew_margin_s > 0``). gridloop
+    renews at half the wall lifetime ``L / time_scale`` (``L`` the lifetime in site
+    seconds), so ``L / (2 · time_scale) < L``: the time scale must exceed 0.5,
+    whatever the configured lifetime. (Slower sites would also stretch the API's
+    shortest lifetime, 10 s of site time, to more than 20 s of wall time that a
+    dead controller's setpoints keep acting.)
+    """
+    if time_scale > 0.5:
+        return None
+    lifetime_site_s, lifetime_wall_s = _setpoint_lifetimes_s(config, time_scale)
+    return (
+        f"must be > 0.5 (site seconds per wall second): a setpoint of {lifetime_site_s:g} s"
+        f" of site time lasts {lifetime_wall_s:.3g} s of wall time here, and gridloop"
+        " renews setpoints after half their wall lifetime, which must come within"
+        f" {lifetime_site_s:g} s"
+    )
+
+
 def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeOptions:
     """The actor runtime's options for this config, on a site running ``time_scale``× fast.
 
@@ -627,10 +674,15 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
     ``setpoint_lifetime_s`` of wall time (or as close as the API allows): a
     killed controller leaves the site at 0 W after the configured wall time,
     and a live one renews unchanged setpoints at half of that.
+
+    Raises:
+        OptionsError: ``time_scale`` is 0.5 or less (see :func:`_time_scale_problem`).
     """
+    problem = _time_scale_problem(config, time_scale)
+    if problem is not None:
+        raise OptionsError("time_scale", time_scale, problem)
     c = config.control
-    lifetime_site_s = float(min(900, max(10, round(c.setpoint_lifetime_s * time_scale))))
-    lifetime_wall_s = lifetime_site_s / time_scale
+    lifetime_site_s, lifetime_wall_s = _setpoint_lifetimes_s(config, time_scale)
     return RuntimeOptions(
         call_timeout_s=config.api.call_timeout_s,
         setpoint_lifetime_s=lifetime_site_s,
@@ -641,6 +693,35 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
     )
+
+
+def _site_time_scale(config: GridloopConfig, options: RunOptions) -> float:
+    """Site seconds per wall second: ``--time-scale``, else the embedded simulator's.
+
+    With ``--api`` the server's clock runs at wall speed unless told otherwise (a
+    time-scaled ``gridloop sim``): lifetimes and energies count in site time.
+    """
+    if options.time_scale:
+        return options.time_scale
+    return config.simulator.time_scale if (options.api_url or config.api.url) is None else 1.0
+
+
+def _check_flags(config: GridloopConfig, options: RunOptions, time_scale: float) -> None:
+    """Refuse, before anything starts, flags the run cannot work with (one line each).
+
+    Raises:
+        UserError: ``--api`` is not a usable URL, or the time scale is too slow
+            for setpoint renewal (naming ``--time-scale`` or the config field).
+    """
+    if options.api_url is not None:
+        try:
+            ApiUrl.parse(options.api_url)
+        except OptionsError as exc:
+            raise UserError(f"--api: {exc}") from None
+    problem = _time_scale_problem(config, time_scale)
+    if problem is not None:
+        name = "--time-scale" if options.time_scale else f"{config.source}: simulator.time_scale"
+        raise UserError(f"{name} = {time_scale:g}: {problem}")
 
 
 async def run_service(
@@ -667,6 +748,8 @@ async def run_service(
         UserError: The server is unreachable or refused us, the graph is unusable,
             the embedded simulator did not start, a file could not be read.
     """
+    time_scale = _site_time_scale(config, options)
+    _check_flags(config, options, time_scale)
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -680,14 +763,10 @@ async def run_service(
         root_cert = _read_root_cert(config.api.root_cert, f"{config.source}: api.root_cert")
     duration = options.duration_s if options.duration_s is not None else config.run.duration_s
     embedded = api_url is None
-    # With --api the server's clock runs at wall speed unless told otherwise (a
-    # time-scaled `gridloop sim`): lifetimes and energies count in site time.
-    time_scale = options.time_scale or 1.0
     sim: EmbeddedSimulator | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             if embedded:
-                time_scale = options.time_scale or config.simulator.time_scale
                 site_path = options.site_path or config.simulator.site
                 sim = EmbeddedSimulator(
                     site_path=site_path,
@@ -771,7 +850,14 @@ async def run_service(
 
 
 def run_main(options: RunOptions) -> int:
-    """``gridloop run``: load the config, run, print the summary; return the exit status."""
+    """``gridloop run``: load the config, run, print the summary; return the exit status.
+
+    0: the run ended normally and every output was written. 2: bad input (flags,
+    config, site file, output paths, an unreachable or refusing server), found
+    at start-up or when the server refuses us. 1: anything else that lost data,
+    e.g. the recording stopped at a failed write or ``--summary-json`` could not
+    be written at the end. The summary is printed in both cases (control went on).
+    """
     from actors import run as run_on_uvloop
     from controller.logs import setup_logging
 
@@ -779,6 +865,14 @@ def run_main(options: RunOptions) -> int:
     try:
         config = load_config(options.config_path)
     except ConfigError as exc:
+        sys.stderr.write(f"gridloop run: {exc}\n")
+        return 2
+    try:
+        check_outputs(
+            {"--record": options.record_csv, "--summary-json": options.summary_json},
+            _input_files(config, options),
+        )
+    except OutputPathError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 2
     try:
@@ -806,16 +900,50 @@ def run_main(options: RunOptions) -> int:
     except GridloopError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 1
+    summary.recording_error = observers.recording_error
+    status = 0
     sys.stdout.write(summary.render())
+    if summary.recording_error is not None:
+        sys.stderr.write(
+            f"gridloop run: --record = {options.record_csv!r}: recording incomplete:"
+            f" {summary.recording_error}\n"
+        )
+        status = 1
     if options.summary_json:
         try:
             Path(options.summary_json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         except OSError as exc:
             sys.stderr.write(
-                f"gridloop run: --summary-json = {options.summary_json!r}: {exc.strerror}\n"
+                f"gridloop run: --summary-json = {options.summary_json!r}: cannot write:"
+                f" {exc.strerror or exc}\n"
             )
-            return 2
-    return 0
+            status = 1
+    return status
+
+
+def _input_files(config: GridloopConfig, options: RunOptions) -> dict[str, Path | str | None]:
+    """The files this run reads, by the flag or config field that names them.
+
+    The embedded simulator's site file and the load/PV CSVs it names are
+    included (they are read by the child process).
+    """
+    inputs: dict[str, Path | str | None] = {"--config": options.config_path}
+    if options.root_cert_path is not None:
+        inputs["--root-cert"] = options.root_cert_path
+    else:
+        inputs[f"{config.source}: api.root_cert"] = config.api.root_cert
+    if (options.api_url or config.api.url) is None:
+        if options.site_path is not None:
+            site_name, site_path = "--site", options.site_path
+        elif config.simulator.site is not None:
+            site_name, site_path = f"{config.source}: simulator.site", str(config.simulator.site)
+        else:
+            site_name, site_path = "the default site", None
+        site_file, *csvs = site_input_files(site_path)
+        inputs[site_name] = site_file
+        for csv in csvs:
+            inputs[f"a CSV named by {site_file}"] = csv
+    return inputs
 
 
 class _Observers:
@@ -824,6 +952,8 @@ class _Observers:
     The CSV file and the metrics port are opened before the run starts, so a
     bad path or a busy port fails at once with one line; the recorder's
     columns come from the first record (the site's groups are known then).
+    A write that fails during the run (a full disk) stops the recording with
+    one warning and sets :attr:`recording_error`; control goes on.
     """
 
     def __init__(self, options: RunOptions, stack: contextlib.ExitStack) -> None:
@@ -832,9 +962,11 @@ class _Observers:
 
         self.callbacks: list[Observer] = []
         self.outcome_callbacks: list[OutcomeObserver] = []
+        self.recording_error: str | None = None
+        """Why the recording stopped early (it is not retried); None while it is fine."""
         self._record_path = options.record_csv
-        self._recorder: Any = None
-        self._stack = stack
+        self._recorder: CsvRecorder | None = None
+        stack.callback(self.close)  # also on the way out of a failed run
         if self._record_path is not None:
             try:
                 with open(self._record_path, "w", encoding="utf-8"):
@@ -870,19 +1002,34 @@ class _Observers:
             self.callbacks.append(line.update)
 
     def _record(self, record: CycleRecord) -> None:
-        if self._recorder is None:
-            from controller.recording import CsvRecorder
+        """Write one CSV row; on the first failure stop recording (control goes on)."""
+        if self.recording_error is not None:
+            return
+        try:
+            if self._recorder is None:
+                assert self._record_path is not None
+                self._recorder = CsvRecorder(self._record_path, [g.name for g in record.groups])
+            self._recorder.write(record)
+        except RecordingError as exc:
+            self._recording_failed(exc)
 
-            assert self._record_path is not None
-            self._recorder = self._stack.enter_context(
-                CsvRecorder(self._record_path, [g.name for g in record.groups])
-            )
-        self._recorder.write(record)
+    def _recording_failed(self, exc: RecordingError) -> None:
+        """One warning, then no more writes: a full disk must not flood the log."""
+        self.recording_error = str(exc)
+        _LOG.warning("recording stopped, control goes on: %s", exc)
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            with contextlib.suppress(RecordingError):  # the file is closed even so
+                recorder.close()
 
     def close(self) -> None:
-        """Flush and close what the observers opened (the stack closes the rest)."""
-        if self._recorder is not None:
-            self._recorder.close()
+        """Flush and close the recording (idempotent); a failure is kept, not raised."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            try:
+                recorder.close()
+            except RecordingError as exc:
+                self._recording_failed(exc)
 
 
 def _observers(options: RunOptions, stack: contextlib.ExitStack) -> _Observers:

@@ -14,6 +14,9 @@ Offers:
   `FaultConfig` (the ``[faults]`` table, see its docstring for every key).
 * `faults_from_dict(data, source, base=None) -> FaultConfig`: validate a
   ``[faults]`` mapping (or overrides on top of ``base``, e.g. CLI flags).
+* `site_input_files(path=None)`: the site file and the CSVs it names (so a
+  program writing files can refuse to overwrite them).
+* `MAX_PROFILE_SAMPLES`: the most samples a generated ``[load]`` profile may have.
 
 Units and signs: powers in W, energies in Wh, SoC in %, frequency in Hz,
 times in simulated seconds since the start of the simulation. Passive sign
@@ -38,6 +41,7 @@ import numpy.typing as npt
 
 __all__ = [
     "FAULT_KEYS",
+    "MAX_PROFILE_SAMPLES",
     "BatteryConfig",
     "ComponentConfig",
     "FaultConfig",
@@ -55,6 +59,7 @@ __all__ = [
     "faults_from_dict",
     "load_site",
     "site_from_dict",
+    "site_input_files",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -378,7 +383,15 @@ class _Table:
             raise self.error(key, "missing required field")
         return self.data[key]
 
-    def int_(self, key: str, default: int | None = None, *, minimum: int | None = None) -> int:
+    def int_(
+        self,
+        key: str,
+        default: int | None = None,
+        *,
+        minimum: int | None = None,
+        maximum: tuple[int, str] | None = None,
+    ) -> int:
+        """The integer at ``key``; ``maximum`` is (bound, its name), e.g. ``_INT64_MAX``."""
         if default is not None and key not in self.data:
             return default
         value = self.raw(key)
@@ -386,6 +399,8 @@ class _Table:
             raise self.error(key, f"expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum[0]:
+            raise self.error(key, f"{value} is above the {maximum[1]} maximum ({maximum[0]})")
         return value
 
     def float_(
@@ -446,9 +461,18 @@ class _Table:
 
 _CATEGORIES = ("grid", "meter", "inverter", "battery")
 
+_INT64_MAX = (2**63 - 1, "int64")
+"""Component and sensor ids: the simulator keeps them in int64 arrays and keys
+(sensors as negative ids), and the controller in int64 arrays."""
+_UINT64_MAX = (2**64 - 1, "uint64")
+"""Microgrid and enterprise ids: uint64 on the wire."""
+MAX_PROFILE_SAMPLES = 10_000_000
+"""Most samples a generated load profile may have (``duration_s / step_s``): 80 MB of
+float64; a longer profile is a mistake in the file, not a site (it would exhaust memory)."""
+
 
 def _read_component(t: _Table) -> ComponentConfig:
-    cid = t.int_("id", minimum=1)
+    cid = t.int_("id", minimum=1, maximum=_INT64_MAX)
     category = t.str_("category", choices=_CATEGORIES)
     name = t.str_("name", f"{category}-{cid}")
     comp: ComponentConfig
@@ -592,6 +616,13 @@ def _read_load(t: _Table, base_dir: Path | None) -> LoadConfig:
     base = t.float_("base_w", 0.0, minimum=0.0)
     duration = t.float_("duration_s", 86400.0, positive=True)
     step = t.float_("step_s", 1.0, positive=True)
+    samples = duration / step  # may be inf (a tiny step_s)
+    if not samples <= MAX_PROFILE_SAMPLES:
+        raise t.error(
+            "duration_s",
+            f"duration_s = {duration:g} / step_s = {step:g} is {samples:.3g} samples;"
+            f" at most {MAX_PROFILE_SAMPLES:,} (raise step_s or shorten duration_s)",
+        )
     events = []
     for et in t.tables("event"):
         events.append(
@@ -806,9 +837,9 @@ def site_from_dict(
     """
     root = _Table(source, "", data)
     mg = root.table("microgrid")
-    microgrid_id = mg.int_("id", minimum=0)
+    microgrid_id = mg.int_("id", minimum=0, maximum=_UINT64_MAX)
     name = mg.str_("name", "gridloop simulated site")
-    enterprise_id = mg.int_("enterprise_id", 0, minimum=0)
+    enterprise_id = mg.int_("enterprise_id", 0, minimum=0, maximum=_UINT64_MAX)
     lat = mg.float_("latitude", minimum=-90.0, maximum=90.0) if mg.has("latitude") else None
     lon = mg.float_("longitude", minimum=-180.0, maximum=180.0) if mg.has("longitude") else None
     country = mg.str_("country_code", "")
@@ -829,7 +860,7 @@ def site_from_dict(
     comp_ids = {c.id for _, c in comps}
     sensor_ids: set[int] = set()
     for t in root.tables("sensor"):
-        sid = t.int_("id", minimum=1)
+        sid = t.int_("id", minimum=1, maximum=_INT64_MAX)
         if sid in sensor_ids:
             raise t.error("id", f"duplicate sensor id {sid}")
         sensor_ids.add(sid)
@@ -896,3 +927,33 @@ def load_site(path: str | os.PathLike[str] | None = None) -> SiteConfig:
     except tomllib.TOMLDecodeError as exc:
         raise SiteConfigError(source, "(syntax)", str(exc).replace("\n", " ")) from exc
     return site_from_dict(data, source, base_dir)
+
+
+def site_input_files(path: str | os.PathLike[str] | None = None) -> tuple[Path, ...]:
+    """The files a site reads: the site TOML and the CSVs its ``[load]``/``[pv]`` name.
+
+    Resolved as :func:`load_site` resolves them, so a program that writes files
+    can refuse to overwrite one of them. Nothing is validated: an unreadable or
+    invalid site gives what could be found (:func:`load_site` reports the problem).
+
+    Args:
+        path: the site file; ``None`` is the default demo site shipped with the package.
+
+    Returns:
+        The site file (when it is a file on disk) and the CSV paths it names.
+    """
+    if path is None:
+        ref = resources.files("simulator.sites").joinpath("default.toml")
+        site = Path(str(ref))
+    else:
+        site = Path(path)
+    files = [site]
+    try:
+        data = tomllib.loads(site.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return tuple(files)
+    for section in ("load", "pv"):
+        table = data.get(section)
+        if isinstance(table, Mapping) and isinstance(table.get("csv"), str):
+            files.append(_resolve(site.parent, table["csv"]))
+    return tuple(files)

@@ -17,8 +17,10 @@ from actors import (
     ComponentInfo,
     GraphError,
     Health,
+    MicrogridApiClient,
     OptionsError,
     StateTable,
+    api_key_problem,
     bounds_to_band,
 )
 
@@ -38,10 +40,21 @@ def test_url_parse() -> None:
         ("grpc://h:1?ssl=maybe", "ssl must be"),
         ("grpc://h:1?foo=1", "unknown query"),
         ("grpc://h:99999", "bad port"),
+        ("grpc://[::1:1", "not a URL"),  # urlparse raises ValueError (unclosed [)
     ]:
         with pytest.raises(OptionsError, match=what) as info:
             ApiUrl.parse(bad)
         assert info.value.field == "url"
+
+
+@pytest.mark.parametrize("key", ["top\nsecret", "top\u00e9secret", "top\x7fsecret"])
+def test_client_refuses_an_api_key_grpc_cannot_send_without_showing_it(key: str) -> None:
+    with pytest.raises(OptionsError) as info:
+        MicrogridApiClient("grpc://127.0.0.1:1", api_key=key)
+    assert info.value.field == "api_key"
+    assert "secret" not in str(info.value)
+    assert "printable ASCII" in str(info.value)
+    assert api_key_problem("a-Key_0.9 ~!") is None
 
 
 def _default_like() -> ComponentGraph:

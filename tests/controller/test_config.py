@@ -170,6 +170,7 @@ def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
             '[api]\nurl = "grpc://site:99999"',
             'api.url = "grpc://site:99999": port must be 1..65535',
         ),
+        ('[api]\nurl = "grpc://[::1:1"', 'api.url = "grpc://[::1:1": not a URL'),
         ('[api]\napi_key = ""', 'api.api_key = "": must not be empty'),
         ('[api]\nroot_cert = "missing.pem"', 'api.root_cert = "missing.pem": no such file'),
         ('[simulator]\nsite = "missing.toml"', 'simulator.site = "missing.toml": no such file'),
@@ -188,6 +189,28 @@ def test_errors_are_one_line_naming_file_field_and_value(
     assert "\n" not in text
     assert text.startswith(f"{path}: ")
     assert expected in text
+
+
+@pytest.mark.parametrize(
+    ("key_toml", "kind"),
+    [
+        ('"top\\nsecret"', "a line break (character 4)"),
+        ('"top\\u00e9secret"', "a non-ASCII character (character 4)"),
+        ('"top\\tsecret"', "a control character (character 4)"),
+    ],
+)
+def test_an_api_key_grpc_cannot_send_is_one_line_without_the_key(
+    tmp_path: Path, key_toml: str, kind: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[api]\napi_key = {key_toml}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: api.api_key = (not shown): contains {kind}")
+    assert "printable ASCII" in text
+    assert "secret" not in text
 
 
 def test_error_attributes_name_the_field(tmp_path: Path) -> None:

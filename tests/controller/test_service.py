@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -277,3 +278,108 @@ def test_summary_json_is_finite_numbers_or_null(tmp_path: Path) -> None:
     assert data["peak_import_w"] is None
     assert data["dispatch_latency_ms"]["p99"] is None
     assert "n/a" in summary.render()
+
+
+# ------------------------------------------------- bad input: one line, exit 2
+
+
+def test_unparsable_api_url_is_one_line_naming_the_flag() -> None:
+    line = _one_line_error(gridloop("run", "--api", "grpc://[::1:1"))
+    assert "--api" in line
+    assert "grpc://[::1:1" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "source"),
+    [
+        (["--api-key", "top\nsecret"], {}, "--api-key"),
+        (["--api-key", "topésecret"], {}, "--api-key"),
+        ([], {"GRIDLOOP_API_KEY": "topésecret"}, "GRIDLOOP_API_KEY"),
+    ],
+)
+def test_an_api_key_grpc_cannot_send_is_one_line_naming_its_source(
+    args: list[str], env: dict[str, str], source: str
+) -> None:
+    proc = gridloop(
+        "run", "--api", "grpc://127.0.0.1:1", "--duration", "1", *args,
+        env={**os.environ, **env},
+    )
+    line = _one_line_error(proc)
+    assert line.startswith(f"gridloop run: {source}: contains ")
+    assert "printable ASCII" in line
+    assert "secret" not in line
+
+
+def test_too_slow_time_scale_is_one_line_naming_the_flag() -> None:
+    line = _one_line_error(gridloop("run", "--time-scale", "1e-9", "--duration", "1"))
+    assert "--time-scale = 1e-09: must be > 0.5" in line
+    assert "renew_margin_s" not in line
+
+
+def test_too_slow_time_scale_in_the_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[simulator]\ntime_scale = 0.25\n[run]\nduration_s = 1\n")
+    line = _one_line_error(gridloop("run", "--config", str(cfg)))
+    assert f"{cfg}: simulator.time_scale = 0.25: must be > 0.5" in line
+
+
+def test_runtime_options_accept_just_above_half_speed_and_refuse_half() -> None:
+    from actors import OptionsError
+    from controller.config import GridloopConfig
+    from controller.service import runtime_options
+
+    config = GridloopConfig()
+    opts = runtime_options(config, 0.51)
+    assert 0 < opts.renew_margin_s < opts.setpoint_lifetime_s
+    for slow in (0.5, 1e-9):
+        with pytest.raises(OptionsError) as info:
+            runtime_options(config, slow)
+        assert info.value.field == "time_scale"
+
+
+def test_site_file_error_of_the_embedded_simulator_is_one_line_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    text = resources.files("simulator.sites").joinpath("default.toml").read_text()
+    site = tmp_path / "site.toml"
+    huge = "[microgrid]\nid = 18446744073709551616\n"  # above uint64
+    site.write_text(text.replace("[microgrid]\nid = 1\n", huge))
+    line = _one_line_error(gridloop("run", "--site", str(site), "--duration", "1"))
+    assert f"{site}: microgrid.id: 18446744073709551616 is above the uint64 maximum" in line
+
+
+# ------------------------------------------------- a run without a control cycle
+
+
+def test_summary_without_soc_says_na_not_inf() -> None:
+    from controller.service import RunSummary
+
+    summary = RunSummary(
+        api_url="grpc://x:1", embedded=False, duration_s=0.0, simulated_s=0.0, time_scale=1.0,
+        import_limit_w=None, peak_import_w_uncontrolled=-math.inf, peak_import_w=-math.inf,
+        peak_import_w_instant_uncontrolled=-math.inf, peak_import_w_instant=-math.inf,
+        fr_energy_required_wh=0.0, fr_energy_delivered_wh=0.0, setpoints_sent=0,
+        setpoints_failed=0, setpoints_failed_by_reason={}, setpoints_out_of_bounds=None,
+        dispatch_latency_ms={"p50": math.nan, "p99": math.nan, "max": math.nan},
+        soc_min_pct=math.inf, soc_max_pct=-math.inf, grid_samples=0, cycle_overruns=0,
+        reconnects=0, excluded_at_end={},
+    )
+    text = summary.render()
+    assert "fleet SoC        n/a (no control cycle ran)" in text
+    assert "inf" not in text
+    assert "nan" not in text
+    summary.grid_samples = 5  # cycles ran, but no battery reported its SoC
+    assert "fleet SoC        n/a (no battery SoC was measured)" in summary.render()
+
+
+def test_a_run_too_short_for_a_cycle_prints_na_and_writes_null(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    proc = gridloop("run", "--duration", "1e-9", "--summary-json", str(summary_path))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "inf" not in out
+    data = json.loads(summary_path.read_text())
+    if data["grid_samples"] == 0:  # (a sample could arrive before the run ends)
+        assert "fleet SoC        n/a (no control cycle ran)" in out
+        assert data["soc_min_pct"] is None
+        assert data["soc_max_pct"] is None

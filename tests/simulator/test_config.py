@@ -123,9 +123,35 @@ def _no_grid(doc: dict[str, Any]) -> None:
     doc["connection"] = [c for c in doc["connection"] if c["source"] != 1]
 
 
+def _component_id_above_int64(doc: dict[str, Any]) -> None:
+    _component(doc, 11)["id"] = 2**63  # read before the topology is checked
+
+
+def _sensor_id_above_int64(doc: dict[str, Any]) -> None:
+    doc["sensor"][0]["id"] = 2**63
+
+
+def _microgrid_id_above_uint64(doc: dict[str, Any]) -> None:
+    doc["microgrid"]["id"] = 2**64
+
+
+def _load_profile_of_7_pib(doc: dict[str, Any]) -> None:
+    doc["load"]["duration_s"] = 1e12
+    doc["load"]["step_s"] = 0.001
+
+
+def _load_profile_step_underflows(doc: dict[str, Any]) -> None:
+    doc["load"]["step_s"] = 5e-324  # duration_s / step_s is inf
+
+
 @pytest.mark.parametrize(
     ("mutate", "field", "problem"),
     [
+        (_component_id_above_int64, "component[", "9223372036854775808 is above the int64 maximum"),
+        (_sensor_id_above_int64, "sensor[0].id", "is above the int64 maximum"),
+        (_microgrid_id_above_uint64, "microgrid.id", "is above the uint64 maximum"),
+        (_load_profile_of_7_pib, "load.duration_s", "duration_s = 1e+12 / step_s = 0.001 is 1e+15"),
+        (_load_profile_step_underflows, "load.duration_s", "is inf samples; at most 10,000,000"),
         (_missing_capacity, "capacity_wh", "missing required field"),
         (_dangling, "destination", "dangling connection: no component with id 77"),
         (_duplicate, "id", "duplicate component id 21"),
