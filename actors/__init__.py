@@ -30,6 +30,7 @@ Public names:
 * `api_key_problem` – why an API key cannot be sent as gRPC metadata (printable ASCII only).
 * `MicrogridApiClient` – thin async client over the v1alpha18 stubs.
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
+* `GridFormula` – grid power = sum of the branches leaving the grid connection point.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
 * `bounds_to_band` – API bounds (union of intervals) → inclusion + exclusion band.
 * `TelemetryActor`, `FreshNotifier` – per-component streams with reconnect; fresh events.
@@ -45,6 +46,7 @@ from ._dispatch import Dispatcher, DispatchStats, needs_send
 from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor, fleet_bounds
 from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
 from ._graph import BatteryGroup, ComponentGraph, ComponentInfo
+from ._grid import GridFormula
 from ._health import Health, failed_mask, stale_mask
 from ._site import RuntimeOptions, RuntimeStats, Site, SiteMeasurements
 from ._state import StateTable, bounds_to_band
@@ -63,6 +65,7 @@ __all__ = [
     "DistributionOutcome",
     "FreshNotifier",
     "GraphError",
+    "GridFormula",
     "GridloopError",
     "Health",
     "MicrogridApiClient",

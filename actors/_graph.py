@@ -1,4 +1,4 @@
-"""The component graph: battery groups, grid meter, PV and load meters.
+"""The component graph: battery groups, the grid formula, PV and load meters.
 
 Built once from ListElectricalComponents + ListElectricalComponentConnections.
 Connections point away from the grid (source = closer to the grid), so an
@@ -17,6 +17,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from ._errors import GraphError
+from ._grid import GridFormula
 
 CAT_GRID: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_GRID_CONNECTION_POINT
 CAT_METER: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER
@@ -77,15 +78,14 @@ class ComponentGraph:
     """Every component by id."""
     groups: tuple[BatteryGroup, ...]
     """Battery groups, sorted by their first inverter id."""
-    grid_meter_id: int | None
-    """The meter right behind the grid connection point (or the only root meter when no
-    grid connection point is listed; None if there is none)."""
+    grid: GridFormula
+    """How the grid power is measured: the branches leaving the grid connection point."""
     pv_inverter_ids: tuple[int, ...] = ()
     """PV inverters."""
     pv_meter_ids: tuple[int, ...] = ()
     """Meters whose successors are all PV inverters."""
     load_meter_ids: tuple[int, ...] = ()
-    """Leaf meters (no successors) other than the grid meter."""
+    """Leaf meters (no successors) that are not a term of the grid formula."""
     successors: dict[int, tuple[int, ...]] = field(default_factory=dict)
     """Successor ids by component id."""
 
@@ -100,15 +100,25 @@ class ComponentGraph:
         return tuple(b for g in self.groups for b in g.battery_ids)
 
     @property
+    def grid_meter_id(self) -> int | None:
+        """The meter that alone measures the grid connection, if the formula is just that."""
+        g = self.grid
+        if g.measurable and len(g.power_ids) == 1:
+            cid = g.power_ids[0]
+            return cid if self.components[cid].category == CAT_METER else None
+        return None
+
+    @property
     def streamed_ids(self) -> tuple[int, ...]:
-        """Components whose telemetry the runtime streams."""
-        ids: list[int] = []
-        if self.grid_meter_id is not None:
-            ids.append(self.grid_meter_id)
-        ids += self.battery_inverter_ids
-        ids += self.battery_ids
-        ids += self.pv_inverter_ids
-        ids += [m for m in self.pv_meter_ids + self.load_meter_ids if m not in ids]
+        """Components whose telemetry the runtime streams (the grid formula's terms first)."""
+        ids = dict.fromkeys(
+            self.grid.power_ids
+            + self.battery_inverter_ids
+            + self.battery_ids
+            + self.pv_inverter_ids
+            + self.pv_meter_ids
+            + self.load_meter_ids
+        )
         return tuple(ids)
 
     @classmethod
@@ -212,18 +222,7 @@ class ComponentGraph:
             groups.append(BatteryGroup(inverter_ids=invs, battery_ids=bats, links=glinks))
         groups.sort(key=lambda g: g.inverter_ids[0])
 
-        grid_ids = [c.id for c in comps.values() if c.category == CAT_GRID]
-        grid_meter: int | None = None
-        meters_after_grid = sorted(
-            s for g in grid_ids for s in succ[g] if comps[s].category == CAT_METER
-        )
-        if meters_after_grid:
-            grid_meter = meters_after_grid[0]
-        elif not grid_ids:
-            # No grid connection point listed: a single root meter measures the site.
-            roots = [c.id for c in comps.values() if c.category == CAT_METER and not pred[c.id]]
-            if len(roots) == 1:
-                grid_meter = roots[0]
+        grid = GridFormula.build({c.id: c.category for c in comps.values()}, succ, pred)
         pv_invs = tuple(
             sorted(
                 c.id
@@ -244,13 +243,13 @@ class ComponentGraph:
             sorted(
                 c.id
                 for c in comps.values()
-                if c.category == CAT_METER and not succ[c.id] and c.id != grid_meter
+                if c.category == CAT_METER and not succ[c.id] and c.id not in grid.power_ids
             )
         )
         return cls(
             components=comps,
             groups=tuple(groups),
-            grid_meter_id=grid_meter,
+            grid=grid,
             pv_inverter_ids=pv_invs,
             pv_meter_ids=pv_meters,
             load_meter_ids=load_meters,

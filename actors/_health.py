@@ -130,6 +130,27 @@ class Health:
             self.retry_at_ns[row] = 0
             self.last_failure.pop(int(self.table.ids[row]), None)
 
+    def measured_mask(self, now_ns: int, rows: IntArray | None = None) -> BoolArray:
+        """Rows whose last telemetry is a valid measurement right now.
+
+        The first four exclusion rules: fresh, complete, no error state. Unusable
+        bounds and failed setpoints say nothing about what a component measures.
+
+        Args:
+            now_ns: Current monotonic time.
+            rows: Only these rows, in this order (all rows when None).
+
+        Returns:
+            Boolean mask, True = valid.
+        """
+        t = self.table
+        sel = slice(None) if rows is None else rows
+        bad = stale_mask(now_ns, t.received_ns[sel], self.stale_after_ns)
+        bad |= ~t.state_ok[sel]
+        bad |= ~t.data_ok[sel]
+        result: BoolArray = ~bad
+        return result
+
     def ok_mask(self, now_ns: int, rows: IntArray | None = None) -> BoolArray:
         """Rows usable for allocation right now.
 
@@ -142,9 +163,7 @@ class Health:
         """
         t = self.table
         sel = slice(None) if rows is None else rows
-        bad = stale_mask(now_ns, t.received_ns[sel], self.stale_after_ns)
-        bad |= ~t.state_ok[sel]
-        bad |= ~t.data_ok[sel]
+        bad = ~self.measured_mask(now_ns, rows)
         bad |= self.bounds_required[sel] & ~t.bounds_ok[sel]
         bad |= failed_mask(now_ns, self.retry_at_ns[sel])
         result: BoolArray = ~bad

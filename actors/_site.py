@@ -102,11 +102,12 @@ class SiteMeasurements:
     """A cheap snapshot of the site (W, + = into the component / importing)."""
 
     grid_power_w: float
-    """Grid meter active power (+ = import), NaN if unknown, stale or incomplete."""
+    """Power through the grid connection point (+ = import): the sum of the grid
+    formula's terms (`ComponentGraph.grid`); NaN if any is unknown, stale or incomplete."""
     grid_frequency_hz: float
-    """Grid frequency, NaN if unknown, stale or incomplete."""
+    """Grid frequency from the first valid frequency term, NaN if none is valid."""
     grid_sample_time_ns: int
-    """Local monotonic time the last grid-meter sample was decoded (0 = never)."""
+    """Local monotonic time the last sample of a grid term was decoded (0 = never)."""
     battery_power_w: float
     """Sum of the battery inverters' measured AC power (+ = charging)."""
     pv_power_w: float
@@ -273,8 +274,12 @@ class Site:
         self._fleet_cache: SiteMeasurements | None = None
         self._fleet_cache_ns = 0
         st = self.state
-        self._grid_row = st.row_of.get(graph.grid_meter_id, -1) if graph.grid_meter_id else -1
-        self._grid_rows = np.array([self._grid_row], dtype=np.int64)
+        formula = graph.grid
+        self._grid_rows = np.array([st.row_of[i] for i in formula.power_ids], dtype=np.int64)
+        self._grid_measurable = formula.measurable
+        self._grid_one_row = int(self._grid_rows[0]) if len(formula.power_ids) == 1 else -1
+        # Frequency candidates as positions in `_grid_rows`, in order of preference.
+        self._freq_pos = [formula.power_ids.index(i) for i in formula.frequency_ids]
         self._pv_rows = np.array(
             [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
         )
@@ -498,17 +503,45 @@ class Site:
             and fleet_max_age_s > 0.0
             and now - self._fleet_cache_ns <= fleet_max_age_s * 1e9
         ):
-            t, g = self.state, self._grid_row
-            grid_ok = g >= 0 and bool(self.health.ok_mask(now, self._grid_rows)[0])
+            power, freq, sample_ns = self._grid(now)
             return dataclasses.replace(
                 cached,
-                grid_power_w=float(t.power_w[g]) if grid_ok else math.nan,
-                grid_frequency_hz=float(t.frequency_hz[g]) if grid_ok else math.nan,
-                grid_sample_time_ns=int(t.received_ns[g]) if g >= 0 else 0,
+                grid_power_w=power,
+                grid_frequency_hz=freq,
+                grid_sample_time_ns=sample_ns,
             )
         m = self._measure(now)
         self._fleet_cache, self._fleet_cache_ns = m, now
         return m
+
+    def _grid(self, now: int) -> tuple[float, float, int]:
+        """Grid power, frequency and last sample time from the grid formula's terms.
+
+        Stale, incomplete or error-state data is unknown (NaN), never an old value:
+        the power needs every term, the frequency the first valid candidate. A site
+        with one term (a grid meter) takes the scalar path, as fast as one row can be.
+        """
+        rows = self._grid_rows
+        if not rows.size:
+            return math.nan, math.nan, 0
+        t = self.state
+        valid = self.health.measured_mask(now, rows)
+        g = self._grid_one_row
+        if g >= 0:  # one term
+            ok = bool(valid[0])
+            power = float(t.power_w[g]) if ok and self._grid_measurable else math.nan
+            freq = float(t.frequency_hz[g]) if ok and self._freq_pos else math.nan
+            return power, freq, int(t.received_ns[g])
+        power = (
+            float(t.power_w[rows].sum()) if self._grid_measurable and valid.all() else math.nan
+        )
+        freq = math.nan
+        for k in self._freq_pos:
+            f = float(t.frequency_hz[rows[k]])
+            if valid[k] and math.isfinite(f):
+                freq = f
+                break
+        return power, freq, int(t.received_ns[rows].max())
 
     def _measure(self, now: int) -> SiteMeasurements:
         t = self.state
@@ -517,7 +550,6 @@ class Site:
         ir, br = d.inv_rows, d.bat_rows
         soc = t.soc_pct[br]
         inv_ok, bat_ok = ok[ir], ok[br] & np.isfinite(soc)
-        g = self._grid_row
         ng = d.n_groups
         cap = finite_or(t.capacity_wh[br], 0.0)
         soc0 = finite_or(soc, 0.0)
@@ -537,8 +569,7 @@ class Site:
         )
         total_cap = float(gcap.sum())
         usable = ginv_ok & gbat_ok
-        # Stale or incomplete grid data is unknown (NaN), never an old value.
-        grid_ok = g >= 0 and bool(ok[g])
+        grid_power, grid_freq, grid_ns = self._grid(now)
         power = t.power_w
 
         def total(rows: IntArray) -> float:
@@ -550,9 +581,9 @@ class Site:
             return float(np.dot(finite_or(values, 0.0), cap) / total_cap)
 
         return SiteMeasurements(
-            grid_power_w=float(power[g]) if grid_ok else math.nan,
-            grid_frequency_hz=float(t.frequency_hz[g]) if grid_ok else math.nan,
-            grid_sample_time_ns=int(t.received_ns[g]) if g >= 0 else 0,
+            grid_power_w=grid_power,
+            grid_frequency_hz=grid_freq,
+            grid_sample_time_ns=grid_ns,
             battery_power_w=float(inv_power.sum()),
             pv_power_w=total(self._pv_rows) if self._pv_rows.size else 0.0,
             load_power_w=total(self._load_rows) if self._load_rows.size else math.nan,

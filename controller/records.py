@@ -45,7 +45,7 @@ class CycleRecord:
     unix_time_s: float
     """Wall-clock time of the cycle, seconds since the epoch (for recordings)."""
     grid_power_w: float
-    """Measured grid-meter active power (+ = import)."""
+    """Measured power through the grid connection point (+ = import)."""
     uncontrolled_power_w: float
     """What the grid power would be without the batteries: grid − battery power."""
     battery_power_w: float
@@ -53,7 +53,8 @@ class CycleRecord:
     battery_target_w: float
     """The combined target the power manager sent to the distributor (+ = charging)."""
     frequency_hz: float
-    """Grid frequency from the grid meter (nan if unknown)."""
+    """Grid frequency from a meter (or inverter) on the grid connection point (nan if
+    unknown)."""
     fr_required_w: float
     """Power the frequency-response droop asks for at this frequency (0 when disabled)."""
     fr_delivered_w: float

@@ -5,11 +5,13 @@ simulator unless ``--api`` names a server, connects (:class:`actors.Site`),
 runs the :class:`Controller` for the run's duration or until SIGINT/SIGTERM,
 and prints (and optionally writes as JSON) a :class:`RunSummary`.
 
-The control path is event-driven. Every fresh grid-meter sample wakes the
-controller: it snapshots the site (:meth:`actors.Site.measurements`), steps the
-strategies whose cadence is "every sample" (frequency response by default),
-and strategies with a fixed interval (peak shaving, 200 ms by default) run on
-their own timers. After every step the wishes are merged by priority
+The control path is event-driven. Every fresh sample of a grid term (the
+meters or components whose sum is the grid power, :class:`actors.GridFormula`,
+logged at start-up) wakes the controller: it snapshots the site
+(:meth:`actors.Site.measurements`), steps the strategies whose cadence is
+"every sample" (frequency response by default), and strategies with a fixed
+interval (peak shaving, 200 ms by default) run on their own timers. After
+every step the wishes are merged by priority
 (:func:`actors.power_manager.merge`) and the combined target goes to the
 distributor (:meth:`actors.Site.request_power`, latest wins). Observers (the
 dashboard, the CSV recorder, the metrics exporter, the summary) get one
@@ -44,6 +46,7 @@ from actors import (
     ApiUrl,
     DistributionOutcome,
     GraphError,
+    GridFormula,
     GridloopError,
     OptionsError,
     RuntimeOptions,
@@ -67,6 +70,7 @@ __all__ = [
     "Controller",
     "RunOptions",
     "RunSummary",
+    "grid_refusal",
     "next_tick_s",
     "periodic",
     "run_main",
@@ -452,7 +456,7 @@ class Controller:
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
 
     def _on_grid_sample(self, every_sample: Sequence[Strategy]) -> None:
-        """One grid-meter sample: step the every-sample strategies, account.
+        """One sample of a grid term: step the every-sample strategies, account.
 
         Runs synchronously on the telemetry task right after the sample is decoded
         (`Site.add_fresh_listener`): the request leaves before the decoding of
@@ -561,10 +565,11 @@ class Controller:
         every_sample = [s for s in self.strategies if s.interval_s <= 0]
         timed = [s for s in self.strategies if s.interval_s > 0]
 
-        grid_id = self.site.graph.grid_meter_id
+        # A step per sample of any grid term: the grid power (their sum) changed.
+        grid_ids = self.site.graph.grid.power_ids
         remove_listener = (
-            self.site.add_fresh_listener([grid_id], lambda _: self._on_grid_sample(every_sample))
-            if grid_id is not None
+            self.site.add_fresh_listener(grid_ids, lambda _: self._on_grid_sample(every_sample))
+            if grid_ids
             else None
         )
         # The children are cancelled from here when the run is over; nothing is
@@ -627,6 +632,32 @@ def _api_error_line(exc: ApiError) -> str:
     elif "CERTIFICATE_VERIFY_FAILED" in line or "certificate verify failed" in line.lower():
         line += " (the server's TLS certificate is not signed by the trusted root; see --root-cert)"
     return " ".join(line.split())
+
+
+def grid_refusal(grid: GridFormula, config: GridloopConfig) -> str | None:
+    """Why a site measured by ``grid`` cannot run the enabled strategies (None: it can).
+
+    Peak shaving needs the grid power, frequency response the grid frequency;
+    the operator may disable a strategy to run without what it needs.
+
+    Args:
+        grid: The site's grid formula.
+        config: The run's configuration.
+
+    Returns:
+        One line (without the server's URL), or None.
+    """
+    if config.peak_shaving.enabled and grid.problem is not None:
+        return (
+            f"the grid power cannot be measured: {grid.problem} "
+            "(set [peak_shaving] enabled = false to run without it)"
+        )
+    if config.frequency_response.enabled and not grid.frequency_ids:
+        return (
+            "the grid frequency cannot be measured: no meter or inverter on the grid "
+            "connection point (set [frequency_response] enabled = false to run without it)"
+        )
+    return None
 
 
 async def _stop_when_refused(site: Site, stop: asyncio.Event) -> None:
@@ -745,7 +776,8 @@ async def run_service(
         The run's summary.
 
     Raises:
-        UserError: The server is unreachable or refused us, the graph is unusable,
+        UserError: The server is unreachable or refused us, the graph is unusable
+            (or cannot measure what an enabled strategy needs, see `grid_refusal`),
             the embedded simulator did not start, a file could not be read.
     """
     time_scale = _site_time_scale(config, options)
@@ -789,6 +821,11 @@ async def run_service(
                 raise UserError(f"{api_url}: {exc}") from None
             if not site.graph.groups:
                 raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
+            _LOG.info("%s", site.graph.grid.describe())
+            refusal = grid_refusal(site.graph.grid, config)
+            if refusal is not None:
+                await site.aclose()
+                raise UserError(f"{api_url}: {refusal}")
             controller: Controller | None = None
             async with site:
                 controller = Controller(

@@ -99,7 +99,8 @@ class MeterConfig:
     """A meter. It measures everything connected below it.
 
     ``load_share`` is the fraction (0..1) of the site's load profile that is
-    attached directly below this meter (the load meter has 1.0).
+    attached directly below this meter (the load meter has 1.0). The rest of the
+    load hangs below the first meter (lowest id) on the grid connection point.
     """
 
     id: int

@@ -25,7 +25,9 @@ Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
   Uhlenbeck). PV: irradiance profile (W/m²) x rating / 1000 W/m².
 * Meters measure everything below them; grid power (at the grid connection
   point) = load + battery inverter AC power + PV AC power (PV negative), i.e.
-  load − PV production + battery charging power. Passive sign convention
+  load − PV production + battery charging power. Load that no meter's
+  ``load_share`` claims hangs below the first meter (lowest id) on the grid
+  connection point, so with several feeders their meters add up to the grid. Passive sign convention
   throughout: positive = into the component (charging, importing).
 * Frequency: nominal + OU noise + scripted trapezoid events.
 """
@@ -317,7 +319,9 @@ class SitePhysics:
         load_share = {m.id: m.load_share for m in meters}
         unattributed = max(0.0, 1.0 - sum(load_share.values()))
         grid_id = site.grid.id
-        top_meters = {d for s, d in site.connections if s == grid_id and d in load_share}
+        # The load no meter's load_share claims hangs below the first meter on the
+        # grid connection point (only one: feeders must add up to the grid power).
+        top_meters = sorted(d for s, d in site.connections if s == grid_id and d in load_share)[:1]
         # measure[m, :n_inv] = inverter i below meter m, measure[m, n_inv] = load share
         self._measure = np.zeros((len(meters), n_inv + 1))
         for m in meters:

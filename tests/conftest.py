@@ -2,6 +2,9 @@
 
 * ``sim``: a started `simulator.server.SimulatorServer` on the default site
   (port 0, time_scale 1, telemetry 10 Hz); stopped at teardown.
+* ``feeder_site``: ``feeder_site(load_w, inverter_on_grid=False)`` is a
+  `SiteConfig` with two branches on the grid connection point (meters 2 and 3),
+  or an inverter directly on it.
 * ``sim_factory``: ``await sim_factory(site=None, **kwargs)`` starts another
   server (``site`` = a `SiteConfig`, a path, or None for the default site;
   kwargs go to `SimulatorServer`), all stopped at teardown.
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from simulator.config import SiteConfig, load_site
+from simulator.config import SiteConfig, load_site, site_from_dict
 from simulator.server import SimulatorServer
 
 SimFactory = Callable[..., Awaitable[SimulatorServer]]
@@ -46,3 +49,45 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
 async def sim(sim_factory: SimFactory) -> SimulatorServer:
     """A running simulator on the default site (port 0, time_scale 1)."""
     return await sim_factory()
+
+
+def _feeder_site_dict(
+    load_w: float = 100_000.0, *, inverter_on_grid: bool = False
+) -> dict[str, Any]:
+    """A site with two branches on the grid connection point 1 and a constant load.
+
+    ``grid 1 -> meter 2 -> inverter 10 -> battery 11`` and ``grid 1 -> meter 3``
+    (the load, ``load_w``), or with ``inverter_on_grid`` the inverter directly on
+    the grid connection point (no meter 2). Inverter 10: ±100 kW, no exclusion
+    band, fast; battery 11: 400 kWh at 50 %. No noise anywhere.
+    """
+    components: list[dict[str, Any]] = [
+        {"id": 1, "category": "grid"},
+        {"id": 3, "category": "meter", "name": "load feeder", "load_share": 1.0},
+        {"id": 10, "category": "inverter", "type": "battery", "rated_lower_w": -100_000.0,
+         "rated_upper_w": 100_000.0, "response_delay_s": 0.05, "ramp_w_per_s": 1_000_000.0},
+        {"id": 11, "category": "battery", "capacity_wh": 400_000.0, "soc_pct": 50.0,
+         "max_charge_w": 100_000.0, "max_discharge_w": 100_000.0},
+    ]
+    conns = [(1, 3), (10, 11)]
+    if inverter_on_grid:
+        conns.append((1, 10))
+    else:
+        components.append({"id": 2, "category": "meter", "name": "battery feeder"})
+        conns += [(1, 2), (2, 10)]
+    return {
+        "microgrid": {"id": 9, "name": "two feeders"},
+        "component": components,
+        "connection": [{"source": s, "destination": d} for s, d in conns],
+        "load": {"base_w": load_w},
+    }
+
+
+@pytest.fixture
+def feeder_site() -> Callable[..., SiteConfig]:
+    """`feeder_site(load_w=..., inverter_on_grid=False)`: `_feeder_site_dict` as a `SiteConfig`."""
+
+    def make(load_w: float = 100_000.0, *, inverter_on_grid: bool = False) -> SiteConfig:
+        return site_from_dict(_feeder_site_dict(load_w, inverter_on_grid=inverter_on_grid))
+
+    return make

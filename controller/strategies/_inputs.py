@@ -27,11 +27,13 @@ class StrategyInputs:
     """
 
     grid_power_w: float
-    """Grid-meter active power (+ = import, − = export)."""
+    """Active power through the grid connection point (+ = import, − = export), the
+    sum of its branches (:class:`actors.GridFormula`)."""
     battery_power_w: float
     """Measured AC power summed over all battery inverters (+ = charging)."""
     grid_frequency_hz: float = math.nan
-    """Grid frequency from the grid meter (nan if unknown)."""
+    """Grid frequency from a meter (or inverter) on the grid connection point (nan if
+    unknown)."""
     soc_pct: float = math.nan
     """Capacity-weighted state of charge of the fleet, 0-100 %."""
     capacity_wh: float = math.nan

@@ -93,6 +93,69 @@ def test_graph_without_grid_point_uses_the_root_meter() -> None:
     assert g.load_meter_ids == ()
 
 
+EV, BREAKER = 6, 7
+
+
+def _grid_of(extra: list[ComponentInfo], conns: list[tuple[int, int]]) -> ComponentGraph:
+    """A site with inverter 10 -> battery 11 and the given grid side."""
+    comps = [ComponentInfo(10, INV, BATT_INV), ComponentInfo(11, BAT), *extra]
+    return ComponentGraph.build(comps, [*conns, (10, 11)])
+
+
+def test_grid_formula_is_the_sum_of_the_branches_leaving_the_grid_point() -> None:
+    # The issue's site: grid 1 -> meter 2 -> inverter 10 -> battery 11, grid 1 -> meter 3.
+    two = _grid_of([ComponentInfo(1, GRID), ComponentInfo(2, METER), ComponentInfo(3, METER)],
+                   [(1, 2), (2, 10), (1, 3)])
+    assert two.grid.power_ids == (2, 3)
+    assert two.grid.describe() == "grid = meter 2 + meter 3; frequency from meter 2, meter 3"
+    assert two.grid.measurable
+    assert two.grid.problem is None
+    assert two.grid_meter_id is None  # no single meter measures this grid connection
+    assert {2, 3} <= set(two.streamed_ids)
+    assert two.load_meter_ids == ()  # meter 3 is a grid term
+    # An inverter directly on the grid connection point: its own power is a term.
+    inv = _grid_of([ComponentInfo(1, GRID), ComponentInfo(3, METER)], [(1, 10), (1, 3)])
+    assert inv.grid.describe() == (
+        "grid = meter 3 + inverter 10; frequency from meter 3, inverter 10")
+    assert inv.streamed_ids[:2] == (3, 10)
+    # No meter at all.
+    bare = _grid_of([ComponentInfo(1, GRID)], [(1, 10)])
+    assert bare.grid.describe() == "grid = inverter 10; frequency from inverter 10"
+    assert bare.grid.measurable
+    # No grid connection point listed: the roots are the branches.
+    roots = _grid_of([ComponentInfo(2, METER), ComponentInfo(3, METER)], [(2, 10)])
+    assert roots.grid.power_ids == (2, 3)
+    # An EV charger on the grid connection point: its power, but no frequency.
+    ev = _grid_of([ComponentInfo(1, GRID), ComponentInfo(2, METER), ComponentInfo(6, EV)],
+                  [(1, 2), (2, 10), (1, 6)])
+    assert ev.grid.describe() == "grid = meter 2 + EV charger 6; frequency from meter 2"
+
+
+def test_grid_formula_of_a_single_grid_meter_is_unchanged() -> None:
+    g = _default_like()
+    assert g.grid.power_ids == (2,)
+    assert g.grid.describe() == "grid = meter 2; frequency from meter 2"
+    assert g.grid_meter_id == 2
+    assert g.streamed_ids[0] == 2
+
+
+def test_grid_formula_names_what_makes_the_grid_unmeasurable() -> None:
+    breaker = _grid_of(
+        [ComponentInfo(1, GRID), ComponentInfo(2, METER), ComponentInfo(7, BREAKER)],
+        [(1, 2), (2, 10), (1, 7)],
+    )
+    assert not breaker.grid.measurable
+    assert breaker.grid.problem == "no power telemetry from breaker 7 on the grid connection point"
+    assert breaker.grid.describe() == (
+        "grid = meter 2 + breaker 7 (no power telemetry); frequency from meter 2")
+    assert 7 not in breaker.streamed_ids
+    assert breaker.grid_meter_id is None
+    alone = _grid_of([ComponentInfo(1, GRID), ComponentInfo(2, METER)], [(2, 10)])
+    assert not alone.grid.measurable
+    assert alone.grid.problem == "no component is connected to the grid connection point"
+    assert alone.grid.describe() == "grid = nothing; frequency from nothing"
+
+
 def test_graph_errors_name_component() -> None:
     with pytest.raises(GraphError, match="no battery"):
         ComponentGraph.build([ComponentInfo(1, GRID), ComponentInfo(2, METER)], [(1, 2)])

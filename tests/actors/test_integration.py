@@ -368,3 +368,55 @@ async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
         assert got == {cid: pytest.approx(5_000.0) for cid in site.graph.battery_inverter_ids}
         assert srv.stats()["setpoints_received"] - before == n
     assert_no_setpoint_out_of_bounds(srv)
+
+
+async def test_grid_power_is_the_sum_of_both_feeders(
+    sim_factory: Any, feeder_site: Callable[..., Any]
+) -> None:
+    # grid 1 -> meter 2 -> inverter 10 -> battery 11, grid 1 -> meter 3 (100 kW of load).
+    srv: SimulatorServer = await sim_factory(feeder_site(100_000.0))
+    site = await _connected(srv)
+    assert site.graph.grid.power_ids == (2, 3)
+    async with site:
+        await _all_fresh(site)
+        await site.set_power(-40_000.0)
+        await wait_until(
+            lambda: abs(_power(site, 2) + 40_000.0) < 100.0, 5, "meter 2 shows the discharge"
+        )
+        for m in (site.measurements(), site.measurements(fleet_max_age_s=60.0)):
+            assert m.grid_power_w == _power(site, 2) + _power(site, 3)
+            assert m.grid_power_w == pytest.approx(srv.physics.grid_power_w, abs=100.0)
+            assert m.grid_power_w == pytest.approx(60_000.0, abs=100.0)  # not meter 2's -40 kW
+        with _freeze(srv, {3}):  # one feeder goes stale: the sum is unknown
+            await wait_until(
+                lambda: math.isnan(site.measurements(fleet_max_age_s=60.0).grid_power_w),
+                3,
+                "grid power NaN while meter 3 is stale",
+            )
+            assert math.isnan(site.measurements().grid_power_w)
+            assert site.measurements().grid_frequency_hz == pytest.approx(50.0)  # meter 2's
+        with _freeze(srv, {2}):  # the frequency then comes from meter 3
+            await wait_until(
+                lambda: math.isnan(site.measurements().grid_power_w), 3, "meter 2 stale"
+            )
+            assert site.measurements(fleet_max_age_s=60.0).grid_frequency_hz == pytest.approx(50.0)
+    assert_no_setpoint_out_of_bounds(srv)
+
+
+async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
+    sim_factory: Any, feeder_site: Callable[..., Any]
+) -> None:
+    srv: SimulatorServer = await sim_factory(feeder_site(100_000.0, inverter_on_grid=True))
+    site = await _connected(srv)
+    assert site.graph.grid.describe() == (
+        "grid = meter 3 + inverter 10; frequency from meter 3, inverter 10")
+    async with site:
+        await _all_fresh(site)
+        await site.set_power(-40_000.0)
+        await wait_until(
+            lambda: abs(site.measurements().grid_power_w - 60_000.0) < 100.0,
+            5,
+            "grid = 100 kW load - 40 kW discharge",
+        )
+        grid_w = site.measurements().grid_power_w
+        assert grid_w == pytest.approx(srv.physics.grid_power_w, abs=100.0)

@@ -383,3 +383,122 @@ def test_a_run_too_short_for_a_cycle_prints_na_and_writes_null(tmp_path: Path) -
         assert "fleet SoC        n/a (no control cycle ran)" in out
         assert data["soc_min_pct"] is None
         assert data["soc_max_pct"] is None
+
+
+# ------------------------------------------------------------------ the grid formula
+
+_FEEDERS_CONFIG = """
+[peak_shaving]
+import_limit_w = 250000.0
+[frequency_response]
+enabled = false
+"""
+
+
+async def _run_against(srv: Any, tmp_path: Path, config: str, *args: str) -> tuple[int, str]:
+    cfg = tmp_path / "gridloop.toml"
+    cfg.write_text(config)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ENTRY, "run", "--api", f"grpc://{srv.address}", "--config", str(cfg),
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_two_feeders_are_shaved_as_their_sum(
+    sim_factory: Any, feeder_site: Any, tmp_path: Path
+) -> None:
+    # grid 1 -> meter 2 -> inverter 10 -> battery 11, grid 1 -> meter 3 (300 kW of load):
+    # the site imports 300 kW, and meter 2 alone shows only the battery.
+    srv = await sim_factory(feeder_site(300_000.0))
+    summary_path = tmp_path / "summary.json"
+    run = asyncio.create_task(_run_against(
+        srv, tmp_path, _FEEDERS_CONFIG, "--duration", "8", "--log-level", "INFO",
+        "--summary-json", str(summary_path),
+    ))
+    # The site's own grid import (the simulator's physics) comes down to the limit
+    # and stays there while the run's setpoint holds (until the 0 W of its safe stop).
+    deadline = time.monotonic() + 30
+    while abs(srv.physics.grid_power_w - 250_000.0) > 500.0:
+        assert not run.done(), "the run ended before the grid came down to 250 kW"
+        assert time.monotonic() < deadline, "never shaved to 250 kW"
+        await asyncio.sleep(0.02)
+    held: list[float] = []
+    while not run.done() and srv.physics.inverter_setpoint_w[0] < -1_000.0:
+        held.append(srv.physics.grid_power_w)
+        await asyncio.sleep(0.02)
+    status, stderr = await run
+    assert status == 0, stderr
+    assert "grid = meter 2 + meter 3; frequency from meter 2, meter 3" in stderr
+    assert held
+    assert max(held) <= 250_500.0
+    assert min(held) >= 249_500.0
+    s = json.loads(summary_path.read_text())
+    # Reported: what flows through the grid connection point, not meter 2's share
+    # (the first samples, before the battery acts, show the whole 300 kW).
+    assert s["peak_import_w_instant_uncontrolled"] >= 299_500.0
+    assert srv.stats()["setpoints_out_of_bounds"] == 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_a_grid_that_cannot_be_measured_is_refused_in_one_line(
+    sim_factory: Any, feeder_site: Any, tmp_path: Path
+) -> None:
+    from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+        electrical_components_pb2 as ec,
+    )
+
+    srv = await sim_factory(feeder_site(300_000.0))
+    # Test-local: the simulator has no breakers; list meter 3 as one (no power telemetry).
+    (comp,) = [c for c in srv._components if c.id == 3]
+    comp.category = ec.ELECTRICAL_COMPONENT_CATEGORY_BREAKER
+    status, stderr = await _run_against(srv, tmp_path, _FEEDERS_CONFIG, "--duration", "5")
+    assert status == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert srv.address in lines[0]
+    assert "grid power cannot be measured: no power telemetry from breaker 3" in lines[0]
+    assert "[peak_shaving] enabled = false" in lines[0]
+    assert srv.stats()["setpoints_received"] == 0  # refused before any setpoint
+    # Asked explicitly: without peak shaving, frequency response runs on meter 2's frequency.
+    status, stderr = await _run_against(
+        srv, tmp_path, "[peak_shaving]\nenabled = false\n", "--duration", "1"
+    )
+    assert status == 0, stderr
+
+
+def test_grid_refusal_names_what_the_enabled_strategies_cannot_get() -> None:
+    import dataclasses
+
+    from actors import GridFormula
+    from controller.config import load_config
+    from controller.service import grid_refusal
+
+    meter, ev, breaker = 2, 6, 7  # ElectricalComponentCategory values
+    cats = {1: 1, 2: meter, 6: ev, 7: breaker}
+
+    def formula(*heads: int) -> GridFormula:
+        succ = {c: (heads if c == 1 else ()) for c in cats}
+        pred = {c: ((1,) if c in heads else ()) for c in cats}
+        return GridFormula.build(cats, succ, pred)
+
+    both = load_config(None)
+    no_ps = dataclasses.replace(
+        both, peak_shaving=dataclasses.replace(both.peak_shaving, enabled=False))
+    no_fr = dataclasses.replace(
+        both, frequency_response=dataclasses.replace(both.frequency_response, enabled=False))
+    assert grid_refusal(formula(2), both) is None
+    line = grid_refusal(formula(2, 7), both)
+    assert line is not None
+    assert "grid power cannot be measured: no power telemetry from breaker 7" in line
+    assert grid_refusal(formula(2, 7), no_ps) is None  # asked for explicitly
+    line = grid_refusal(formula(6), both)  # an EV charger measures power, not frequency
+    assert line is not None
+    assert "grid frequency cannot be measured" in line
+    assert "[frequency_response] enabled = false" in line
+    assert grid_refusal(formula(6), no_fr) is None

@@ -391,3 +391,39 @@ def test_setpoints_faster_than_the_delay_are_pipelined() -> None:
     assert all(math.isnan(a) for a in applied[:4])  # nothing before the 0.5 s delay
     # from then on, the setpoint sent 0.5 s earlier is in effect
     assert applied[4:] == [1_000.0 * (k + 1) + 1_000.0 for k in range(16)]
+
+
+@pytest.mark.parametrize(
+    ("branches", "load_meter", "meters"),
+    [
+        # grid 1 -> meter 2 -> inverter 3 -> battery 4; grid 1 -> meter 5 (the load)
+        ([(1, 2), (2, 3), (1, 5)], 5, (2, 5)),
+        # the same, with no load_share anywhere: the load hangs below the first meter
+        ([(1, 2), (2, 3), (1, 5)], None, (2, 5)),
+        # an inverter directly on the grid connection point, the load behind meter 5
+        ([(1, 3), (1, 5)], 5, (5,)),
+    ],
+)
+def test_feeders_add_up_to_the_grid_power(
+    branches: list[tuple[int, int]], load_meter: int | None, meters: tuple[int, ...]
+) -> None:
+    site = _site()
+    site["component"].append(
+        {"id": 5, "category": "meter", "load_share": 1.0 if load_meter == 5 else 0.0}
+    )
+    conns = [*branches, (3, 4)]
+    site["connection"] = [{"source": s, "destination": d} for s, d in conns]
+    site["component"] = [c for c in site["component"] if any(c["id"] in sd for sd in conns)]
+    phys = SitePhysics(site_from_dict(site), seed=1, max_step_s=0.01)
+    phys.set_active_power(3, -30_000.0)
+    for _ in range(50):  # 0.5 s delay, 3 s of ramp
+        phys.step(0.1)
+    inverter = float(phys.inverter_power_w[phys.inverter_row(3)])
+    assert inverter == pytest.approx(-30_000.0)
+    feeders = sum(float(phys.meter_power_w[phys.meter_row(m)]) for m in meters)
+    if 2 not in meters:  # the inverter's branch has no meter: its own power counts
+        feeders += inverter
+    assert feeders == pytest.approx(phys.grid_power_w, rel=1e-12)
+    assert phys.grid_power_w == pytest.approx(phys.load_power_w + inverter, rel=1e-12)
+    if load_meter == 5:
+        assert phys.meter_power_w[phys.meter_row(5)] == pytest.approx(phys.load_power_w)
