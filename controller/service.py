@@ -73,6 +73,11 @@ __all__ = [
 
 _LOG = logging.getLogger("gridloop.controller")
 
+EXIT_SITE_CHANGED = 3
+"""``gridloop run`` exit status when the server turned out to be another site after a reconnect."""
+EXIT_ANOTHER_CLIENT = 4
+"""``gridloop run`` exit status when another client controls the site."""
+
 Observer = Callable[[CycleRecord], object]
 OutcomeObserver = Callable[[DistributionOutcome], object]
 
@@ -162,6 +167,23 @@ class RunSummary:
     """Components excluded from allocation when the run ended (id → reason)."""
     simulator_stats: dict[str, Any] = field(default_factory=dict)
     """The embedded simulator's own statistics."""
+    setpoints_overridden: dict[str, int] = field(default_factory=dict)
+    """Setpoints of ours overridden by another client's, by inverter id."""
+    another_client: str | None = None
+    """Why gridloop concluded that another client controls the site and stopped
+    (exit status 4); None when it did not."""
+    site_changed: str | None = None
+    """What changed when the server turned out to be another site after a reconnect,
+    which stopped the run (exit status 3); None when it did not."""
+
+    @property
+    def exit_status(self) -> int:
+        """``gridloop run``'s exit status for this run: 3 site changed, 4 another client, else 0."""
+        if self.site_changed is not None:
+            return EXIT_SITE_CHANGED
+        if self.another_client is not None:
+            return EXIT_ANOTHER_CLIENT
+        return 0
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON-able dict (NaN becomes null)."""
@@ -203,6 +225,15 @@ class RunSummary:
         ]
         if self.excluded_at_end:
             lines.append(f"  excluded at end  {self.excluded_at_end}")
+        if self.setpoints_overridden:
+            lines.append(
+                f"  overridden       {sum(self.setpoints_overridden.values())} setpoints by"
+                f" another client {self.setpoints_overridden}"
+            )
+        if self.another_client is not None:
+            lines.append(f"  STOPPED          {self.another_client}")
+        if self.site_changed is not None:
+            lines.append(f"  STOPPED          site changed after reconnect: {self.site_changed}")
         return "\n".join(lines) + "\n"
 
 
@@ -487,12 +518,18 @@ class Controller:
         if not self.observers:
             return
         async for _ in periodic(self.record_interval_s):
-            record = self.record()
-            for observer in self.observers:
-                try:
-                    observer(record)
-                except Exception:  # an observer must not stop the control loop
-                    _LOG.exception("observer %r failed", observer)
+            self.observe_now()
+
+    def observe_now(self) -> None:
+        """Give the observers one record of the current state (also at a stop that matters)."""
+        if not self.observers:
+            return
+        record = self.record()
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # an observer must not stop the control loop
+                _LOG.exception("observer %r failed", observer)
 
     def record(self) -> CycleRecord:
         """The current state of the run as one :class:`CycleRecord`."""
@@ -537,6 +574,9 @@ class Controller:
             cycle_duration_ms=self.last_cycle_ms,
             cycle_overruns=self.overruns,
             excluded=dict(excluded),
+            setpoints_overridden=sum(stats.overridden_by_others.values()),
+            another_client=stats.another_client or "",
+            site_changed=stats.site_changed or "",
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:
@@ -614,8 +654,14 @@ def _api_error_line(exc: ApiError) -> str:
 
 
 async def _stop_when_refused(site: Site, stop: asyncio.Event) -> None:
-    await site.wait_fatal_error()
-    stop.set()
+    # The server refusing us, or the site stopping commanding for good (another
+    # site after a reconnect, another client in control), ends the run.
+    async with asyncio.TaskGroup() as tg:
+        waits = [tg.create_task(site.wait_fatal_error()), tg.create_task(site.wait_halted())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in waits:
+            task.cancel()
 
 
 def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeOptions:
@@ -728,6 +774,8 @@ async def run_service(
                     # Wait for it without swallowing a cancellation of this task.
                     await asyncio.wait([refused])
                 stats = site.stats()
+                if stats.another_client or stats.site_changed:
+                    controller.observe_now()  # the dashboard and metrics show why it stopped
             if site.fatal_error is not None:
                 raise UserError(_api_error_line(site.fatal_error))
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
@@ -767,6 +815,9 @@ async def run_service(
         reconnects=stats.reconnects,
         excluded_at_end={str(k): v for k, v in stats.excluded.items()},
         simulator_stats=sim_stats,
+        setpoints_overridden={str(k): v for k, v in stats.overridden_by_others.items()},
+        another_client=stats.another_client,
+        site_changed=stats.site_changed,
     )
 
 
@@ -815,7 +866,9 @@ def run_main(options: RunOptions) -> int:
                 f"gridloop run: --summary-json = {options.summary_json!r}: {exc.strerror}\n"
             )
             return 2
-    return 0
+    # The reason (site changed, another client) was logged as one ERROR line and
+    # is in the summary.
+    return summary.exit_status
 
 
 class _Observers:
