@@ -122,8 +122,7 @@ async def _until(pred: Any, what: str) -> None:
 
 
 async def _commanding(srv: SimulatorServer) -> Site:
-    site = await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=FAST)
-    return site
+    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=FAST)
 
 
 @pytest.mark.integration
