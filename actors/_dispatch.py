@@ -369,7 +369,10 @@ class Dispatcher:
             else:
                 reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
                 failed[ids[i]] = reason
-                self._fail(i, reason, time.monotonic_ns())
+                if status == STATUS_OVERRIDDEN:  # our calls to one inverter never overlap
+                    self._overridden_by_other(i)
+                else:
+                    self._fail(i, reason, time.monotonic_ns())
                 call.cancel()
         return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
 
