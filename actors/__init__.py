@@ -36,18 +36,22 @@ Public names:
 * `TelemetryActor`, `FreshNotifier` – per-component streams with reconnect; fresh events.
 * `Health`, `stale_mask`, `failed_mask` – component exclusion rules (pure, fake-clock testable).
 * `Dispatcher`, `needs_send` – concurrent setpoint calls; the deadband/renewal rule.
+* `SiteIdentity`, `SiteGuard` – what the graph was built from; the check after every reconnect.
+* `ContentionRule` – when overrides by another client mean it controls the site.
 * `PowerDistributor`, `fleet_bounds` – requests → allocation → dispatch; fleet bounds.
 * `GridloopError` (root), `ApiError`, `GraphError`, `OptionsError`, `ActorError` – errors.
 """
 
 from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
 from ._client import ApiUrl, MicrogridApiClient, api_key_problem
+from ._contention import ContentionRule
 from ._dispatch import Dispatcher, DispatchStats, needs_send
 from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor, fleet_bounds
 from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
 from ._graph import BatteryGroup, ComponentGraph, ComponentInfo
 from ._grid import GridFormula
 from ._health import Health, failed_mask, stale_mask
+from ._identity import SiteGuard, SiteIdentity
 from ._site import RuntimeOptions, RuntimeStats, Site, SiteMeasurements
 from ._state import StateTable, bounds_to_band
 from ._telemetry import FreshNotifier, TelemetryActor
@@ -60,6 +64,7 @@ __all__ = [
     "BatteryGroup",
     "ComponentGraph",
     "ComponentInfo",
+    "ContentionRule",
     "DispatchStats",
     "Dispatcher",
     "DistributionOutcome",
@@ -75,6 +80,8 @@ __all__ = [
     "RuntimeOptions",
     "RuntimeStats",
     "Site",
+    "SiteGuard",
+    "SiteIdentity",
     "SiteMeasurements",
     "StateTable",
     "Supervisor",

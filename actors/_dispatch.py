@@ -7,7 +7,16 @@ REJECTED, FAILED, OVERRIDDEN, a stream that ends without a status and any gRPC e
 PERMISSION_DENIED also go to the `on_fatal` callback (the server refuses this client).
 After ACCEPTED, the rest of
 the response stream is read by a task in the caller's TaskGroup: a later FAILED, or
-OVERRIDDEN by someone else than this dispatcher, also feeds `Health`.
+OVERRIDDEN by someone else than this dispatcher, also feeds `Health`. OVERRIDDEN by
+someone else means another client commanded the inverter: it is counted per inverter
+(`DispatchStats.overridden_by_others`, logged at debug level, not per setpoint), the
+inverter no longer holds our setpoint (`last_w` becomes NaN, so no 0 W goes to it at
+shutdown), and `on_overridden` gets the inverter id.
+
+Holds (`hold`, `release`): while any hold is set, nothing is sent, or only 0 W
+setpoints if every hold allows them. The site holds the dispatcher while it checks
+that the server after a reconnect is still the same site, for good once it is not,
+and when another client controls the site.
 
 Resend rule (`needs_send`, a pure function): a setpoint is sent when it differs from
 the last one sent by more than `deadband_w`, when the last one is older than
@@ -100,6 +109,8 @@ class DispatchStats:
     """Failed calls by reason (response status or gRPC status name)."""
     setpoints_skipped_deadband: int = 0
     """Setpoints not re-sent because they did not change beyond the deadband."""
+    overridden_by_others: collections.Counter[int] = field(default_factory=collections.Counter)
+    """Setpoints of ours overridden by another client's, by inverter id."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ class Dispatcher:
         lifetime_s: int,
         timeout_s: float,
         on_fatal: Callable[[ApiError], None] | None = None,
+        on_overridden: Callable[[int], None] | None = None,
     ) -> None:
         """Create the dispatcher.
 
@@ -139,10 +151,14 @@ class Dispatcher:
             timeout_s: Deadline of every call.
             on_fatal: Called with the `ApiError` when the server refuses this client
                 (UNAUTHENTICATED, PERMISSION_DENIED): retrying cannot help.
+            on_overridden: Called with the inverter id when a setpoint of ours was
+                overridden by one this dispatcher did not send (another client).
         """
         self._client = client
         self._health = health
         self._on_fatal = on_fatal
+        self._on_overridden = on_overridden
+        self._holds: dict[str, bool] = {}  # reason -> whether 0 W may still be sent
         self.inverter_ids: list[int] = inverter_ids
         """Inverter ids."""
         self._rows = [int(r) for r in inverter_rows]
@@ -180,6 +196,30 @@ class Dispatcher:
         """
         self.last_ok[which] = False
 
+    def hold(self, reason: str, *, zero_ok: bool = False) -> None:
+        """Send nothing from now on until `release(reason)` (idempotent per reason).
+
+        Calls already on the wire are not affected.
+
+        Args:
+            reason: Names the hold (several can be set at once).
+            zero_ok: Whether 0 W setpoints may still be sent under this hold.
+        """
+        self._holds[reason] = zero_ok and self._holds.get(reason, True)
+
+    def release(self, reason: str) -> None:
+        """Lift the hold named `reason` (no-op if it is not set).
+
+        Args:
+            reason: As given to `hold`.
+        """
+        self._holds.pop(reason, None)
+
+    @property
+    def held(self) -> str | None:
+        """The first hold set now (None: setpoints may be sent)."""
+        return next(iter(self._holds), None)
+
     def _fail(
         self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True
     ) -> None:
@@ -214,6 +254,8 @@ class Dispatcher:
         Returns:
             The started calls: those of ``indices[:len(result)]``.
         """
+        if self._holds:
+            return []  # `send` applies the holds
         head, head_w = indices[:_INLINE_CALLS], powers_w[:_INLINE_CALLS]
         client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
         calls = [
@@ -263,6 +305,12 @@ class Dispatcher:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         ids = self.inverter_ids
         calls = list(started) if started is not None else []
+        if self._holds:
+            # Only what every hold allows (0 W at most); started calls are on the wire.
+            zero_ok = all(self._holds.values())
+            keep = [k for k in range(len(calls), len(indices)) if zero_ok and powers_w[k] == 0.0]
+            indices = indices[: len(calls)] + [indices[k] for k in keep]
+            powers_w = powers_w[: len(calls)] + [powers_w[k] for k in keep]
         # Put every call on the wire before awaiting any response. grpc.aio starts a
         # call from a task, so yield to the loop after the first call we start (it
         # leaves at once) and then every `_YIELD_EVERY` calls.
@@ -321,9 +369,21 @@ class Dispatcher:
             else:
                 reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
                 failed[ids[i]] = reason
-                self._fail(i, reason, time.monotonic_ns())
+                if status == STATUS_OVERRIDDEN:  # our calls to one inverter never overlap
+                    self._overridden_by_other(i)
+                else:
+                    self._fail(i, reason, time.monotonic_ns())
                 call.cancel()
         return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
+
+    def _overridden_by_other(self, i: int) -> None:
+        # Another client's setpoint replaced ours: the inverter no longer holds ours.
+        cid = self.inverter_ids[i]
+        self._fail(i, "OVERRIDDEN", time.monotonic_ns(), "by another client", log=False)
+        self.last_w[i] = np.nan
+        self.stats.overridden_by_others[cid] += 1
+        if self._on_overridden is not None:
+            self._on_overridden(cid)
 
     async def _tail(self, i: int, call: grpc.aio.UnaryStreamCall, seq: int) -> None:  # type: ignore[type-arg]
         try:
@@ -336,7 +396,9 @@ class Dispatcher:
                     continue
                 if status == STATUS_OVERRIDDEN and self._send_seq[i] != seq:
                     return  # overridden by our own newer setpoint
-                if self._send_seq[i] == seq:
+                if status == STATUS_OVERRIDDEN:
+                    self._overridden_by_other(i)
+                elif self._send_seq[i] == seq:
                     self._fail(i, _STATUS_NAMES.get(status, f"STATUS_{status}"),
                                time.monotonic_ns())
                 return

@@ -420,6 +420,20 @@ class PowerDistributor(Actor):
         self._last_target = target_w
         now_ns = time.monotonic_ns()
         disp = self.dispatcher
+        if disp.held is not None:
+            # The site holds every setpoint (an unchecked reconnect, another site,
+            # another client): nothing is allocated or sent; the last target is
+            # re-run by the refresh timer once the hold is lifted.
+            return DistributionOutcome(
+                kind=OutcomeKind.ERROR,
+                target_w=target_w,
+                achieved_w=float(np.nansum(np.where(disp.last_ok, disp.last_w, 0.0))),
+                setpoints_w={},
+                request_time_ns=req_ns,
+                done_time_ns=now_ns,
+                seq=seq,
+                message=f"setpoints held: {disp.held}",
+            )
         try:
             fleet, inv_ok, _bat_ok = self.build_fleet(now_ns)
             res = _dist.allocate(fleet, target_w, soc_exponent=self._soc_exponent)

@@ -10,6 +10,17 @@ If the server refuses this client while the site runs (UNAUTHENTICATED or
 PERMISSION_DENIED on a telemetry stream or a setpoint), retrying cannot help:
 `Site.fatal_error` is set and `Site.wait_fatal_error()` returns it, so the owner
 can stop the run with that one error.
+
+Two more conditions stop commanding for good, each with one ERROR line, and
+`Site.wait_halted()` returns that line so the owner can stop the run:
+
+* the server after a reconnect is another site (`SiteGuard`: microgrid id,
+  components or connections differ from what the graph was built from):
+  `Site.site_changed`; nothing at all is sent to that server, not even 0 W;
+* another client commands the site (`ContentionRule`: `contention_overrides`
+  setpoints of ours overridden by setpoints we did not send within
+  `contention_window_s`): `Site.another_client`; no further setpoint goes out
+  except, when the site is left, 0 W to the inverters still holding ours.
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ from frequenz.channels import Receiver
 
 from ._actor import Supervisor, validate_positive
 from ._client import MicrogridApiClient
+from ._contention import ContentionRule
 from ._dispatch import Dispatcher
 from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
 from ._errors import ApiError, OptionsError
 from ._graph import ComponentGraph
 from ._health import Health, stale_mask
+from ._identity import SiteGuard, SiteIdentity, read_site
 from ._recovery import RecoveryActor
 from ._state import BoolArray, FloatArray, IntArray, StateTable, finite_or
 from ._telemetry import FreshNotifier, TelemetryActor
@@ -73,6 +86,11 @@ class RuntimeOptions:
     """First delay between two AckError+Start attempts on a component in ERROR (s)."""
     recovery_max_s: float = 30.0
     """Maximum delay between two such attempts (s)."""
+    contention_overrides: int = 3
+    """Setpoints of ours overridden by another client's within `contention_window_s`
+    that mean another client controls the site (commanding then stops)."""
+    contention_window_s: float = 60.0
+    """The window of `contention_overrides` (s)."""
 
     def __post_init__(self) -> None:
         """Validate every field."""
@@ -94,6 +112,10 @@ class RuntimeOptions:
         if self.recovery_min_s > self.recovery_max_s:
             raise OptionsError(
                 "recovery_min_s", self.recovery_min_s, "must be <= recovery_max_s"
+            )
+        if self.contention_overrides != int(self.contention_overrides):
+            raise OptionsError(
+                "contention_overrides", self.contention_overrides, "must be a whole number"
             )
 
 
@@ -156,6 +178,12 @@ class RuntimeStats:
     """Restarts per actor."""
     recovery: dict[str, int] = field(default_factory=dict)
     """Error recovery calls: ``acks_sent``, ``starts_sent``, ``failures``."""
+    overridden_by_others: dict[int, int] = field(default_factory=dict)
+    """Setpoints of ours overridden by another client's, by inverter id."""
+    another_client: str | None = None
+    """The line saying another client controls the site, once concluded (commanding stopped)."""
+    site_changed: str | None = None
+    """The line saying the server is another site since a reconnect (commanding stopped)."""
 
     def latency_percentile_ms(self, q: float) -> float:
         """A percentile of `dispatch_latency_ms` (NaN when empty).
@@ -194,6 +222,7 @@ class Site:
         client: MicrogridApiClient,
         graph: ComponentGraph,
         options: RuntimeOptions,
+        identity: SiteIdentity | None = None,
     ) -> None:
         """Wire the runtime (use `Site.connect`).
 
@@ -201,6 +230,8 @@ class Site:
             client: A connected API client.
             graph: The component graph.
             options: Runtime options.
+            identity: What `graph` was built from; when given, the site is checked
+                against it after every reconnect (`SiteGuard`).
         """
         self.client: MicrogridApiClient = client
         """The API client."""
@@ -225,6 +256,15 @@ class Site:
         self.fatal_error: ApiError | None = None
         """The first refusal by the server (UNAUTHENTICATED / PERMISSION_DENIED), if any."""
         self._fatal = asyncio.Event()
+        self.site_changed: str | None = None
+        """Set when the server after a reconnect is another site (see the module docstring)."""
+        self.another_client: str | None = None
+        """Set when another client controls the site (see the module docstring)."""
+        self._halt_line: str | None = None
+        self._halted = asyncio.Event()
+        self._contention = ContentionRule(
+            int(options.contention_overrides), options.contention_window_s
+        )
         self._notifier = FreshNotifier()
         self.telemetry: TelemetryActor = TelemetryActor(
             client,
@@ -247,8 +287,23 @@ class Site:
             lifetime_s=int(options.setpoint_lifetime_s),
             timeout_s=options.call_timeout_s,
             on_fatal=self._on_fatal,
+            on_overridden=self._on_overridden,
         )
         """Sends the setpoints."""
+        self.guard: SiteGuard | None = (
+            SiteGuard(
+                client,
+                self.dispatcher,
+                identity,
+                retry_min_s=options.reconnect_min_s,
+                retry_max_s=options.reconnect_max_s,
+                on_changed=self._on_site_changed,
+                on_fatal=self._on_fatal,
+            )
+            if identity is not None
+            else None
+        )
+        """Checks the site after every reconnect (None: built without an identity)."""
         self.distributor: PowerDistributor = PowerDistributor(
             graph,
             self.state,
@@ -289,6 +344,10 @@ class Site:
         # A stream came back after a failure (e.g. the server restarted): setpoint
         # failures seen while it was unreachable say nothing about the component,
         # and the setpoint it holds now is unknown (a restarted server has none).
+        # The server may be another site: hold setpoints until that is checked
+        # (before this sample reaches any listener).
+        if self.guard is not None:
+            self.guard.check()
         self.health.on_success(self.state.row_of[component_id])
         idx = self._inv_index.get(component_id)
         if idx is not None:
@@ -299,6 +358,48 @@ class Site:
             _logger.debug("the server refused us: %s", error)
             self.fatal_error = error
             self._fatal.set()
+
+    def _halt(self, line: str) -> None:
+        if self._halt_line is None:
+            _logger.error("%s", line)
+            self._halt_line = line
+            self._halted.set()
+
+    def _on_site_changed(self, changes: str) -> None:
+        # The guard holds the dispatcher for good: nothing reaches the new site.
+        self.site_changed = changes
+        self._halt(
+            f"site changed after reconnect: {changes}; stopping: no setpoint goes to it,"
+            " not even 0 W"
+        )
+
+    def _on_overridden(self, component_id: int) -> None:
+        if self.another_client is not None:
+            return
+        rule = self._contention
+        if not rule.record(component_id, time.monotonic_ns()):
+            return
+        ids = ", ".join(map(str, rule.components()))
+        self.another_client = (
+            f"another client controls this site: {rule.in_window()} setpoints of ours to"
+            f" inverter(s) {ids} were overridden by setpoints we did not send within"
+            f" {self.options.contention_window_s:g} s"
+        )
+        self.dispatcher.hold("another-client", zero_ok=True)
+        self._halt(
+            f"{self.another_client}; stopping: no further setpoints, 0 W only to inverters"
+            " still holding ours"
+        )
+
+    async def wait_halted(self) -> str:
+        """Wait until the site stops commanding for good (site changed, another client).
+
+        Returns:
+            The one line that says why (also logged as an ERROR).
+        """
+        await self._halted.wait()
+        assert self._halt_line is not None
+        return self._halt_line
 
     async def wait_fatal_error(self) -> ApiError:
         """Wait until the server refuses this client (wrong key, no permission).
@@ -319,7 +420,7 @@ class Site:
         root_cert: bytes | None = None,
         options: RuntimeOptions | None = None,
     ) -> Site:
-        """Connect, fetch components and connections, build the graph.
+        """Connect, read the microgrid id, components and connections, build the graph.
 
         Args:
             url: `grpc://host:port?ssl=true|false` (ssl defaults to false on loopback,
@@ -341,14 +442,13 @@ class Site:
             url, api_key=api_key, root_cert=root_cert, call_timeout_s=opts.call_timeout_s
         )
         try:
-            components, connections = await asyncio.gather(
-                client.list_components(), client.list_connections()
-            )
+            microgrid_id, components, connections = await read_site(client)
             graph = ComponentGraph.from_protos(components, connections)
         except BaseException:
             await client.close()
             raise
-        return cls(client, graph, opts)
+        identity = SiteIdentity.from_protos(microgrid_id, components, connections)
+        return cls(client, graph, opts, identity)
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Site:
@@ -357,8 +457,9 @@ class Site:
         Returns:
             self
         """
+        actors = [self.telemetry, self.distributor, self.recovery]
         self._supervisor = Supervisor(
-            [self.telemetry, self.distributor, self.recovery],
+            [*actors, self.guard] if self.guard is not None else actors,
             name="site",
             restart_min_s=self.options.reconnect_min_s,
             restart_max_s=self.options.reconnect_max_s,
@@ -617,6 +718,9 @@ class Site:
                 a.name: a.restarts for a in (self.telemetry, self.distributor, self.recovery)
             },
             recovery=dataclasses.asdict(self.recovery.stats),
+            overridden_by_others=dict(ds.overridden_by_others),
+            another_client=self.another_client,
+            site_changed=self.site_changed,
         )
 
 

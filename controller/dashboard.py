@@ -324,6 +324,15 @@ def _dispatch_section(record: CycleRecord) -> Panel:
         table.add_row("excluded", excluded)
     else:
         table.add_row("excluded", Text("none", style="green"))
+    if record.setpoints_overridden:
+        table.add_row(
+            "overridden",
+            Text(f"{record.setpoints_overridden} by another client", style="bold red"),
+        )
+    for label, why in (("ANOTHER CLIENT", record.another_client),
+                       ("SITE CHANGED", record.site_changed)):
+        if why:
+            table.add_row(Text(label, style="bold red"), Text(f"stopped: {why}", style="red"))
     return Panel(table, title="dispatch", title_align="left")
 
 
@@ -537,6 +546,12 @@ def summary_line(record: CycleRecord) -> str:
             + ", ".join(f"#{cid} {why}".strip() for cid, why in sorted(record.excluded.items()))
             + ")"
         )
+    if record.setpoints_overridden:
+        parts.append(f"overridden={record.setpoints_overridden}")
+    if record.another_client:
+        parts.append("STOPPED: another client controls the site")
+    if record.site_changed:
+        parts.append("STOPPED: the site changed")
     return " ".join(parts)
 
 

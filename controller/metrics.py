@@ -42,6 +42,9 @@ gridloop_group_power_watts{group}             gauge      measured power per batt
 gridloop_group_healthy{group}                 gauge      1 in allocation, 0 excluded
 gridloop_component_excluded{component_id}     gauge      1 while excluded, 0 after recovery
 gridloop_components_excluded                  gauge      number of components excluded now
+gridloop_setpoints_overridden_total           counter    setpoints overridden by another client
+gridloop_another_client                       gauge      1 once another client controls the site
+gridloop_site_changed                         gauge      1 once the server is another site
 ============================================  =========  ==========================================
 """
 
@@ -157,6 +160,8 @@ class MetricsExporter:
         """Cumulative setpoints failed already counted from records."""
         self._overruns_seen = 0
         """Cumulative overruns already counted."""
+        self._overridden_seen = 0
+        """Cumulative overridden setpoints already counted."""
         self._explicit_dispatch = False
         """Set once :meth:`observe_dispatch` is used; records then stop feeding the histogram."""
         self._record_sent = 0
@@ -286,6 +291,24 @@ class MetricsExporter:
             registry=r,
         )
         """Number of excluded components."""
+        self.setpoints_overridden = Counter(
+            "gridloop_setpoints_overridden",
+            "Setpoints of gridloop overridden by setpoints of another client.",
+            registry=r,
+        )
+        """Setpoints overridden by another client."""
+        self.another_client = Gauge(
+            "gridloop_another_client",
+            "1 once gridloop concluded that another client controls the site (it stopped).",
+            registry=r,
+        )
+        """Another client controls the site."""
+        self.site_changed = Gauge(
+            "gridloop_site_changed",
+            "1 once the server turned out to be another site after a reconnect (it stopped).",
+            registry=r,
+        )
+        """The site changed."""
         for gauge in (
             self.latency_p50,
             self.latency_p99,
@@ -417,6 +440,11 @@ class MetricsExporter:
                     1.0 if component_id in record.excluded else 0.0
                 )
             self.components_excluded.set(len(record.excluded))
+            self.another_client.set(1.0 if record.another_client else 0.0)
+            self.site_changed.set(1.0 if record.site_changed else 0.0)
+            if record.setpoints_overridden > self._overridden_seen:
+                self.setpoints_overridden.inc(record.setpoints_overridden - self._overridden_seen)
+                self._overridden_seen = record.setpoints_overridden
             if record.cycle_overruns > self._overruns_seen:
                 self.cycle_overruns.inc(record.cycle_overruns - self._overruns_seen)
                 self._overruns_seen = record.cycle_overruns

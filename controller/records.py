@@ -81,3 +81,11 @@ class CycleRecord:
     """Control cycles that started late because the previous one overran."""
     excluded: dict[int, str] = field(default_factory=dict)
     """Component id → reason, for every component excluded from allocation now."""
+    setpoints_overridden: int = 0
+    """Setpoints of ours overridden by another client's since the start."""
+    another_client: str = ""
+    """Why gridloop concluded another client controls the site and stopped commanding
+    (empty while it has not)."""
+    site_changed: str = ""
+    """What changed when the server turned out to be another site after a reconnect
+    (empty while it has not); gridloop then stopped commanding."""

@@ -80,6 +80,11 @@ __all__ = [
 
 _LOG = logging.getLogger("gridloop.controller")
 
+EXIT_SITE_CHANGED = 3
+"""``gridloop run`` exit status when the server turned out to be another site after a reconnect."""
+EXIT_ANOTHER_CLIENT = 4
+"""``gridloop run`` exit status when another client controls the site."""
+
 Observer = Callable[[CycleRecord], object]
 OutcomeObserver = Callable[[DistributionOutcome], object]
 
@@ -172,6 +177,23 @@ class RunSummary:
     control went on); None when the recording is complete or was not asked for."""
     simulator_stats: dict[str, Any] = field(default_factory=dict)
     """The embedded simulator's own statistics."""
+    setpoints_overridden: dict[str, int] = field(default_factory=dict)
+    """Setpoints of ours overridden by another client's, by inverter id."""
+    another_client: str | None = None
+    """Why gridloop concluded that another client controls the site and stopped
+    (exit status 4); None when it did not."""
+    site_changed: str | None = None
+    """What changed when the server turned out to be another site after a reconnect,
+    which stopped the run (exit status 3); None when it did not."""
+
+    @property
+    def exit_status(self) -> int:
+        """``gridloop run``'s exit status for this run: 3 site changed, 4 another client, else 0."""
+        if self.site_changed is not None:
+            return EXIT_SITE_CHANGED
+        if self.another_client is not None:
+            return EXIT_ANOTHER_CLIENT
+        return 0
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON-able dict (NaN becomes null)."""
@@ -223,6 +245,15 @@ class RunSummary:
             lines.append(f"  excluded at end  {self.excluded_at_end}")
         if self.recording_error is not None:
             lines.append(f"  recording        INCOMPLETE: {self.recording_error}")
+        if self.setpoints_overridden:
+            lines.append(
+                f"  overridden       {sum(self.setpoints_overridden.values())} setpoints by"
+                f" another client {self.setpoints_overridden}"
+            )
+        if self.another_client is not None:
+            lines.append(f"  STOPPED          {self.another_client}")
+        if self.site_changed is not None:
+            lines.append(f"  STOPPED          site changed after reconnect: {self.site_changed}")
         return "\n".join(lines) + "\n"
 
 
@@ -507,12 +538,18 @@ class Controller:
         if not self.observers:
             return
         async for _ in periodic(self.record_interval_s):
-            record = self.record()
-            for observer in self.observers:
-                try:
-                    observer(record)
-                except Exception:  # an observer must not stop the control loop
-                    _LOG.exception("observer %r failed", observer)
+            self.observe_now()
+
+    def observe_now(self) -> None:
+        """Give the observers one record of the current state (also at a stop that matters)."""
+        if not self.observers:
+            return
+        record = self.record()
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # an observer must not stop the control loop
+                _LOG.exception("observer %r failed", observer)
 
     def record(self) -> CycleRecord:
         """The current state of the run as one :class:`CycleRecord`."""
@@ -557,6 +594,9 @@ class Controller:
             cycle_duration_ms=self.last_cycle_ms,
             cycle_overruns=self.overruns,
             excluded=dict(excluded),
+            setpoints_overridden=sum(stats.overridden_by_others.values()),
+            another_client=stats.another_client or "",
+            site_changed=stats.site_changed or "",
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:
@@ -661,8 +701,14 @@ def grid_refusal(grid: GridFormula, config: GridloopConfig) -> str | None:
 
 
 async def _stop_when_refused(site: Site, stop: asyncio.Event) -> None:
-    await site.wait_fatal_error()
-    stop.set()
+    # The server refusing us, or the site stopping commanding for good (another
+    # site after a reconnect, another client in control), ends the run.
+    async with asyncio.TaskGroup() as tg:
+        waits = [tg.create_task(site.wait_fatal_error()), tg.create_task(site.wait_halted())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in waits:
+            task.cancel()
 
 
 def _setpoint_lifetimes_s(config: GridloopConfig, time_scale: float) -> tuple[float, float]:
@@ -844,6 +890,8 @@ async def run_service(
                     # Wait for it without swallowing a cancellation of this task.
                     await asyncio.wait([refused])
                 stats = site.stats()
+                if stats.another_client or stats.site_changed:
+                    controller.observe_now()  # the dashboard and metrics show why it stopped
             if site.fatal_error is not None:
                 raise UserError(_api_error_line(site.fatal_error))
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
@@ -883,6 +931,9 @@ async def run_service(
         reconnects=stats.reconnects,
         excluded_at_end={str(k): v for k, v in stats.excluded.items()},
         simulator_stats=sim_stats,
+        setpoints_overridden={str(k): v for k, v in stats.overridden_by_others.items()},
+        another_client=stats.another_client,
+        site_changed=stats.site_changed,
     )
 
 
@@ -894,6 +945,8 @@ def run_main(options: RunOptions) -> int:
     at start-up or when the server refuses us. 1: anything else that lost data,
     e.g. the recording stopped at a failed write or ``--summary-json`` could not
     be written at the end. The summary is printed in both cases (control went on).
+    3: the server came back as another site and the run stopped; 4: another
+    client commands the site and the run stopped (both take precedence over 1).
     """
     from actors import run as run_on_uvloop
     from controller.logs import setup_logging
@@ -938,14 +991,15 @@ def run_main(options: RunOptions) -> int:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 1
     summary.recording_error = observers.recording_error
-    status = 0
+    # 3 site changed, 4 another client (logged as one ERROR line, in the summary).
+    status = summary.exit_status
     sys.stdout.write(summary.render())
     if summary.recording_error is not None:
         sys.stderr.write(
             f"gridloop run: --record = {options.record_csv!r}: recording incomplete:"
             f" {summary.recording_error}\n"
         )
-        status = 1
+        status = status or 1
     if options.summary_json:
         try:
             Path(options.summary_json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -954,7 +1008,7 @@ def run_main(options: RunOptions) -> int:
                 f"gridloop run: --summary-json = {options.summary_json!r}: cannot write:"
                 f" {exc.strerror or exc}\n"
             )
-            status = 1
+            status = status or 1
     return status
 
 

@@ -91,3 +91,27 @@ def feeder_site() -> Callable[..., SiteConfig]:
         return site_from_dict(_feeder_site_dict(load_w, inverter_on_grid=inverter_on_grid))
 
     return make
+
+
+@pytest.fixture
+def another_site() -> SiteConfig:
+    """Another site whose ids overlap the default site's: microgrid id 2, id 10 is a PV
+    inverter, 20 → 21 the only battery group, no 30, 31, 40 (a server restarted with
+    another site on the same port)."""
+    import tomllib
+    from importlib import resources
+
+    data = tomllib.loads(resources.files("simulator.sites").joinpath("default.toml").read_text())
+    data["microgrid"]["id"] = 2
+    data["microgrid"]["name"] = "another site"
+    drop = {11, 30, 31, 32, 40, 41, 42}
+    comps = [c for c in data["component"] if c["id"] not in drop]
+    for i, c in enumerate(comps):
+        if c["id"] == 10:
+            comps[i] = {"id": 10, "category": "inverter", "type": "pv", "name": "PV inverter B",
+                        "rated_lower_w": -80_000.0}
+    data["component"] = comps
+    data["connection"] = [
+        c for c in data["connection"] if c["source"] not in drop and c["destination"] not in drop
+    ]
+    return site_from_dict(data)

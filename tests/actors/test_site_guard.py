@@ -1,0 +1,223 @@
+"""A server restarted with another site, and another client on the same site.
+
+Pure rules first (`SiteIdentity.differences`, `ContentionRule` on a fake clock),
+then real gRPC against the simulator on loopback: a `Site` whose server is
+replaced on the same port by another site sends it nothing and halts with one
+line; two `Site`s commanding one simulator: the one whose setpoints are
+overridden concludes that another client controls the site and stops commanding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from actors import ContentionRule, OptionsError, RuntimeOptions, Site, SiteIdentity
+from actors._graph import CAT_BATTERY, CAT_INVERTER, CAT_METER, INV_BATTERY, INV_PV
+from actors._identity import summarize
+from simulator.config import SiteConfig, load_site
+from simulator.server import SimulatorServer
+
+FAST = RuntimeOptions(
+    stale_after_s=0.5,
+    retry_min_s=0.2,
+    retry_max_s=0.4,
+    reconnect_min_s=0.05,
+    reconnect_max_s=0.3,
+    reallocate_interval_s=0.1,
+    recovery_min_s=0.2,
+    recovery_max_s=0.4,
+)
+HANG_GUARD_S = 60.0
+"""Only against a hang: every wait below ends on an event, not on elapsed time."""
+
+
+def _identity(mid: int | None, comps: dict[int, tuple[int, int]], conns: set[tuple[int, int]]
+              ) -> SiteIdentity:
+    return SiteIdentity(microgrid_id=mid, components=comps, connections=frozenset(conns))
+
+
+OLD = _identity(
+    1,
+    {2: (CAT_METER, 0), 10: (CAT_INVERTER, INV_BATTERY), 11: (CAT_BATTERY, 0)},
+    {(2, 10), (10, 11)},
+)
+
+
+# ------------------------------------------------------------------ pure rules
+
+
+def test_the_same_site_has_no_differences() -> None:
+    same = _identity(1, dict(OLD.components), set(OLD.connections))
+    assert OLD.differences(same) == []
+
+
+def test_differences_name_the_id_the_kind_and_the_connections() -> None:
+    new = _identity(
+        2, {2: (CAT_METER, 0), 10: (CAT_INVERTER, INV_PV), 12: (CAT_METER, 0)}, {(2, 10), (2, 12)}
+    )
+    assert OLD.differences(new) == [
+        "microgrid id 1 → 2",
+        "component 10 was a battery inverter and is now a PV inverter",
+        "component 11 (battery) is gone",
+        "component 12 (meter) is new",
+        "connection 10 → 11 is gone",
+        "connection 2 → 12 is new",
+    ]
+
+
+def test_an_unknown_microgrid_id_on_both_sides_is_not_a_difference() -> None:
+    a = _identity(None, dict(OLD.components), set(OLD.connections))
+    assert a.differences(_identity(None, dict(OLD.components), set(OLD.connections))) == []
+    assert a.differences(OLD) == ["microgrid id None → 1"]
+
+
+def test_summary_names_the_first_changes_and_counts_the_rest() -> None:
+    line = summarize([f"change {i}" for i in range(10)])
+    assert line.startswith("change 0, change 1")
+    assert line.endswith("and 4 more change(s)")
+    assert "change 6" not in line
+
+
+def test_contention_needs_enough_overrides_within_the_window() -> None:
+    rule = ContentionRule(3, 10.0)
+    s = 1_000_000_000
+    assert not rule.record(10, 0)
+    assert not rule.record(20, 5 * s)
+    # The first one left the window: still two.
+    assert not rule.record(10, 11 * s)
+    assert rule.record(30, 12 * s)
+    assert rule.in_window() == 3
+    assert rule.components() == [10, 20, 30]
+    assert rule.total == 4
+
+
+@pytest.mark.parametrize(("overrides", "window_s"), [(0, 1.0), (2.5, 1.0), (True, 1.0), (1, 0.0)])
+def test_contention_rule_rejects_bad_arguments(overrides: Any, window_s: float) -> None:
+    with pytest.raises(OptionsError):
+        ContentionRule(overrides, window_s)
+
+
+def test_runtime_options_reject_a_fractional_override_count() -> None:
+    with pytest.raises(OptionsError, match="contention_overrides"):
+        RuntimeOptions(contention_overrides=2.5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ real gRPC
+
+
+async def _wait(coro: Any) -> Any:
+    return await asyncio.wait_for(coro, HANG_GUARD_S)
+
+
+async def _until(pred: Any, what: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang guard: never saw {what}")
+        await asyncio.sleep(0.02)
+
+
+async def _commanding(srv: SimulatorServer) -> Site:
+    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=FAST)
+
+
+@pytest.mark.integration
+async def test_a_server_restarted_with_another_site_gets_no_setpoint(
+    sim_factory: Any, another_site: SiteConfig
+) -> None:
+    srv1: SimulatorServer = await sim_factory(load_site(None))
+    port = srv1.port
+    site = await _commanding(srv1)
+    async with site:
+        await _until(lambda: not site.stats().excluded, "all components healthy")
+        await site.set_power(-60_000.0)
+        await srv1.stop(grace=0)
+        srv2: SimulatorServer = await sim_factory(another_site, port=port)
+
+        async def keep_asking() -> None:
+            k = 0
+            while True:  # what a control loop does: new targets all the time
+                k += 1
+                site.request_power(-60_000.0 - 100.0 * (k % 2))
+                await asyncio.sleep(0.02)
+
+        asker = asyncio.create_task(keep_asking())
+        try:
+            line = await _wait(site.wait_halted())
+        finally:
+            asker.cancel()
+        assert line.startswith("site changed after reconnect: microgrid id 1 → 2, ")
+        assert "component 10 was a battery inverter and is now a PV inverter" in line
+        assert site.stats().site_changed == site.site_changed
+        for target in (30_000.0, -30_000.0):
+            site.request_power(target)
+            await asyncio.sleep(0.05)
+    # Left the site (the safe stop): not even 0 W went to the new site.
+    assert srv2.stats()["setpoints_received"] == 0, srv2.stats()
+
+
+@pytest.mark.integration
+async def test_a_server_restarted_with_the_same_site_is_checked_and_control_resumes(
+    sim_factory: Any,
+) -> None:
+    cfg = load_site(None)
+    srv1: SimulatorServer = await sim_factory(cfg)
+    port = srv1.port
+    site = await _commanding(srv1)
+    assert site.guard is not None
+    async with site:
+        await _until(lambda: not site.stats().excluded, "all components healthy")
+        await site.set_power(60_000.0)
+        await srv1.stop(grace=0)
+        await _until(lambda: site.dispatcher.held is not None, "setpoints held")
+        srv2: SimulatorServer = await sim_factory(cfg, port=port)
+        await _until(lambda: site.guard is not None and site.guard.checks >= 1, "a check")
+        await _until(lambda: srv2.stats()["setpoints_accepted"] > 0, "setpoints on srv2")
+        await _until(lambda: site.dispatcher.held is None, "the hold lifted")
+        assert site.site_changed is None
+
+
+@pytest.mark.integration
+async def test_two_sites_on_one_simulator_the_overridden_one_stops(sim: SimulatorServer) -> None:
+    url = f"grpc://127.0.0.1:{sim.port}"
+    a = await Site.connect(url, options=FAST)
+    b = await Site.connect(url, options=FAST)
+    async with a, b:
+        await _until(lambda: not a.stats().excluded and not b.stats().excluded, "healthy")
+
+        async def fight() -> None:
+            k = 0
+            while True:
+                k += 1
+                a.request_power(40_000.0 + 1_000.0 * (k % 2))
+                b.request_power(-40_000.0 - 1_000.0 * (k % 2))
+                await asyncio.sleep(0.05)
+
+        fighter = asyncio.create_task(fight())
+        try:
+            done, _ = await _wait(
+                asyncio.wait(
+                    [asyncio.create_task(a.wait_halted()), asyncio.create_task(b.wait_halted())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            )
+        finally:
+            fighter.cancel()
+        line = next(iter(done)).result()
+        loser = a if a.another_client is not None else b
+        assert line.startswith(f"{loser.another_client}; stopping")
+        assert "another client controls this site" in line
+        stats = loser.stats()
+        assert stats.another_client == loser.another_client
+        assert sum(stats.overridden_by_others.values()) >= FAST.contention_overrides
+        # It stops commanding at once: no new setpoint leaves, whatever is asked.
+        sent = loser.dispatcher.stats.setpoints_sent
+        for target in (10_000.0, -10_000.0, 20_000.0):
+            loser.request_power(target)
+            await asyncio.sleep(0.05)
+        assert loser.dispatcher.stats.setpoints_sent == sent
+        assert loser.dispatcher.held is not None
