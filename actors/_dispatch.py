@@ -243,6 +243,7 @@ class Dispatcher:
         *,
         timeout_s: float | None = None,
         started: list[grpc.aio.UnaryStreamCall] | None = None,  # type: ignore[type-arg]
+        log_failures: bool = True,
     ) -> RoundResult:
         """Send setpoints concurrently and wait for every first response.
 
@@ -254,6 +255,8 @@ class Dispatcher:
             timeout_s: Deadline override (e.g. a short one at shutdown).
             started: The calls of the first ``len(started)`` indices, already
                 started by `start_calls` (None = start them all here).
+            log_failures: Log each failed call (False: the caller reports the round,
+                e.g. the safe stop's one line; failures are still counted).
 
         Returns:
             The round result.
@@ -294,7 +297,9 @@ class Dispatcher:
                 reason = code.name if code is not None else "UNKNOWN"
                 failed[ids[i]] = reason
                 fatal = self._on_fatal is not None and is_fatal(exc)
-                self._fail(i, reason, time.monotonic_ns(), exc.details(), log=not fatal)
+                self._fail(
+                    i, reason, time.monotonic_ns(), exc.details(), log=log_failures and not fatal
+                )
                 if fatal and self._on_fatal is not None:
                     self._on_fatal(
                         self._client.error(exc, "SetElectricalComponentPower", ids[i])
@@ -306,7 +311,7 @@ class Dispatcher:
                 raise
             if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
                 failed[ids[i]] = "NO_STATUS"
-                self._fail(i, "NO_STATUS", time.monotonic_ns())
+                self._fail(i, "NO_STATUS", time.monotonic_ns(), log=log_failures)
                 continue
             status = resp.status
             if status in (STATUS_ACCEPTED, STATUS_SUCCESS):
@@ -321,7 +326,7 @@ class Dispatcher:
             else:
                 reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
                 failed[ids[i]] = reason
-                self._fail(i, reason, time.monotonic_ns())
+                self._fail(i, reason, time.monotonic_ns(), log=log_failures)
                 call.cancel()
         return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
 

@@ -368,3 +368,25 @@ async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
         assert got == {cid: pytest.approx(5_000.0) for cid in site.graph.battery_inverter_ids}
         assert srv.stats()["setpoints_received"] - before == n
     assert_no_setpoint_out_of_bounds(srv)
+
+
+async def test_safe_stop_reports_the_inverters_that_refused_0w(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    async with site:
+        await _all_fresh(site)
+        outcome = await site.set_power(100_000.0)
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        refused = set(sorted(outcome.setpoints_w)[:2])
+        with _refuse_setpoints(sim, refused):
+            await site.aclose()
+    result = site.safe_stop
+    assert result is not None
+    assert result.commanded == len(outcome.setpoints_w)
+    assert set(result.failed) == refused
+    assert set(result.failed.values()) == {"FAILED_PRECONDITION"}
+    assert not result.ok
+    assert result.describe().startswith(
+        f"0 W not confirmed by 2 of {result.commanded} inverters: "
+        + ", ".join(str(i) for i in sorted(refused))
+    )
+    assert sum(site.stats().setpoints_failed.values()) == 2
