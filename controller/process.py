@@ -79,6 +79,7 @@ def catch_stop_signals() -> Iterator[asyncio.Event]:
     :func:`controller.service.run_service` given this event installs the loop's
     own handlers for the same signals, and a signal that came earlier ends the
     run as soon as it starts. The previous handlers are restored at the end.
+    Off the main thread nothing is installed (Python allows handlers only there).
 
     Yields:
         The stop event.
@@ -91,7 +92,10 @@ def catch_stop_signals() -> Iterator[asyncio.Event]:
     previous: dict[signal.Signals, Any] = {}
     try:
         for sig in stop_signals():
-            previous[sig] = signal.signal(sig, handler)
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: the caller handles signals
+                break
         yield stop
     finally:
         for sig, old in previous.items():

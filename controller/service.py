@@ -2,7 +2,7 @@
 
 :func:`run_main` is ``gridloop run``: it loads the config, starts the embedded
 simulator unless ``--api`` names a server, connects (:class:`actors.Site`),
-runs the :class:`Controller` for the run's duration or until SIGINT/SIGTERM,
+runs the :class:`Controller` for the run's duration or until SIGINT, SIGTERM or SIGHUP,
 and prints (and optionally writes as JSON) a :class:`RunSummary`.
 
 The control path is event-driven. Every fresh grid-meter sample wakes the
@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import math
-import signal
 import sys
 import time
 from collections import deque
@@ -46,12 +45,14 @@ from actors import (
     GridloopError,
     OptionsError,
     RuntimeOptions,
+    SafeStopResult,
     Site,
     SiteMeasurements,
 )
 from actors.power_manager import Wish, merge
 from controller.config import ConfigError, GridloopConfig, load_config
 from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError
+from controller.process import catch_stop_signals, stop_on_signals
 from controller.records import CycleRecord, GroupRecord
 from controller.strategies import (
     FrequencyResponse,
@@ -61,6 +62,7 @@ from controller.strategies import (
 )
 
 __all__ = [
+    "EXIT_SAFE_STOP_FAILED",
     "Controller",
     "RunOptions",
     "RunSummary",
@@ -162,6 +164,17 @@ class RunSummary:
     """Components excluded from allocation when the run ended (id → reason)."""
     simulator_stats: dict[str, Any] = field(default_factory=dict)
     """The embedded simulator's own statistics."""
+    safe_stop_commanded: int = 0
+    """Battery inverters the safe stop sent 0 W (those holding a non-zero setpoint of ours)."""
+    safe_stop_failed: int = 0
+    """How many of them did not acknowledge it: non-zero makes ``gridloop run`` exit 3."""
+    safe_stop_failed_ids: dict[str, str] = field(default_factory=dict)
+    """Each of them (id → reason), all of them (the printed line names the first few)."""
+
+    def safe_stop(self) -> SafeStopResult:
+        """The safe stop's 0 W round as the runtime reported it (for its one-line description)."""
+        failed = {int(k): v for k, v in self.safe_stop_failed_ids.items()}
+        return SafeStopResult(commanded=self.safe_stop_commanded, failed=failed)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON-able dict (NaN becomes null)."""
@@ -203,6 +216,10 @@ class RunSummary:
         ]
         if self.excluded_at_end:
             lines.append(f"  excluded at end  {self.excluded_at_end}")
+        if self.safe_stop_failed:
+            lines.append(f"  SAFE STOP FAILED {self.safe_stop().describe()}")
+        elif self.safe_stop_commanded:
+            lines.append(f"  safe stop        {self.safe_stop().describe()}")
         return "\n".join(lines) + "\n"
 
 
@@ -658,7 +675,9 @@ async def run_service(
         options: Command-line choices (they override the config).
         observers: Called with one :class:`CycleRecord` per record interval.
         outcome_observers: Called with every distribution outcome.
-        stop: Set it to end the run early (SIGINT/SIGTERM do the same).
+        stop: Set it to end the run early (SIGINT, SIGTERM and SIGHUP do the same,
+            see :mod:`controller.process`); if it is already set, the run ends as
+            soon as it has started, with the same orderly stop.
 
     Returns:
         The run's summary.
@@ -668,10 +687,17 @@ async def run_service(
             the embedded simulator did not start, a file could not be read.
     """
     stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(asyncio.get_running_loop(), stop):
+        return await _run_service(config, options, observers, outcome_observers, stop)
+
+
+async def _run_service(
+    config: GridloopConfig,
+    options: RunOptions,
+    observers: Sequence[Observer],
+    outcome_observers: Sequence[OutcomeObserver],
+    stop: asyncio.Event,
+) -> RunSummary:
     api_url = options.api_url or config.api.url
     api_key = options.api_key or config.api.api_key
     if options.root_cert_path is not None:
@@ -728,15 +754,15 @@ async def run_service(
                     # Wait for it without swallowing a cancellation of this task.
                     await asyncio.wait([refused])
                 stats = site.stats()
+            # After the safe stop: its 0 W calls and their failures are counted too
+            # (the exclusions stay those of the end of the run, before the stop).
+            stats = dataclasses.replace(site.stats(), excluded=stats.excluded)
+            safe_stop = site.safe_stop or SafeStopResult(commanded=0)
             if site.fatal_error is not None:
                 raise UserError(_api_error_line(site.fatal_error))
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
         raise UserError(str(exc)) from None
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     assert controller is not None
     acc = controller.acc
     sim_stats = sim.stats if sim is not None else {}
@@ -767,11 +793,32 @@ async def run_service(
         reconnects=stats.reconnects,
         excluded_at_end={str(k): v for k, v in stats.excluded.items()},
         simulator_stats=sim_stats,
+        safe_stop_commanded=safe_stop.commanded,
+        safe_stop_failed=len(safe_stop.failed),
+        safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},
     )
 
 
-def run_main(options: RunOptions) -> int:
-    """``gridloop run``: load the config, run, print the summary; return the exit status."""
+EXIT_SAFE_STOP_FAILED = 3
+"""``gridloop run``'s exit status when the safe stop did not reach every inverter it
+commanded (the summary names them): distinct from 1 (runtime error) and 2 (bad input)."""
+
+
+def run_main(options: RunOptions, stop: asyncio.Event | None = None) -> int:
+    """``gridloop run``: load the config, run, print the summary; return the exit status.
+
+    Args:
+        options: What the command line asked for.
+        stop: Set by the stop signals since the process started
+            (:func:`controller.process.catch_stop_signals`); None catches them from here.
+
+    Returns:
+        0; 2 for bad input; 1 for a runtime error; :data:`EXIT_SAFE_STOP_FAILED` (3)
+        when 0 W was not confirmed by every inverter gridloop had commanded.
+    """
+    if stop is None:
+        with catch_stop_signals() as caught:
+            return run_main(options, caught)
     from actors import run as run_on_uvloop
     from controller.logs import setup_logging
 
@@ -797,6 +844,7 @@ def run_main(options: RunOptions) -> int:
                     options,
                     observers.callbacks,
                     outcome_observers=observers.outcome_callbacks,
+                    stop=stop,
                 )
             )
             observers.close()
@@ -807,6 +855,9 @@ def run_main(options: RunOptions) -> int:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 1
     sys.stdout.write(summary.render())
+    sys.stdout.flush()
+    # The runtime logged the failed safe stop (a warning) and the summary names it.
+    status = EXIT_SAFE_STOP_FAILED if summary.safe_stop_failed else 0
     if options.summary_json:
         try:
             Path(options.summary_json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -814,8 +865,8 @@ def run_main(options: RunOptions) -> int:
             sys.stderr.write(
                 f"gridloop run: --summary-json = {options.summary_json!r}: {exc.strerror}\n"
             )
-            return 2
-    return 0
+            return status or 2
+    return status
 
 
 class _Observers:
