@@ -20,6 +20,7 @@ Public names:
 * `RuntimeOptions` – timeouts, lifetime, deadband, staleness, backoff (validated).
 * `SiteMeasurements` – snapshot returned by `Site.measurements()`.
 * `RuntimeStats` – counters returned by `Site.stats()`.
+* `SafeStopResult` – what the safe stop's 0 W round reached (`Site.safe_stop`).
 * `DistributionOutcome`, `OutcomeKind` – the result of one power request.
 * `Actor` – base of a restartable long-running actor.
 * `Supervisor` – runs actors in a TaskGroup, restarts failures with capped backoff.
@@ -52,7 +53,7 @@ from ._graph import BatteryGroup, ComponentGraph, ComponentInfo
 from ._grid import GridFormula
 from ._health import Health, failed_mask, stale_mask
 from ._identity import SiteGuard, SiteIdentity
-from ._site import RuntimeOptions, RuntimeStats, Site, SiteMeasurements
+from ._site import RuntimeOptions, RuntimeStats, SafeStopResult, Site, SiteMeasurements
 from ._state import StateTable, bounds_to_band
 from ._telemetry import FreshNotifier, TelemetryActor
 
@@ -79,6 +80,7 @@ __all__ = [
     "PowerDistributor",
     "RuntimeOptions",
     "RuntimeStats",
+    "SafeStopResult",
     "Site",
     "SiteGuard",
     "SiteIdentity",

@@ -285,6 +285,7 @@ class Dispatcher:
         *,
         timeout_s: float | None = None,
         started: list[grpc.aio.UnaryStreamCall] | None = None,  # type: ignore[type-arg]
+        log_failures: bool = True,
     ) -> RoundResult:
         """Send setpoints concurrently and wait for every first response.
 
@@ -296,6 +297,8 @@ class Dispatcher:
             timeout_s: Deadline override (e.g. a short one at shutdown).
             started: The calls of the first ``len(started)`` indices, already
                 started by `start_calls` (None = start them all here).
+            log_failures: Log each failed call (False: the caller reports the round,
+                e.g. the safe stop's one line; failures are still counted).
 
         Returns:
             The round result.
@@ -342,7 +345,9 @@ class Dispatcher:
                 reason = code.name if code is not None else "UNKNOWN"
                 failed[ids[i]] = reason
                 fatal = self._on_fatal is not None and is_fatal(exc)
-                self._fail(i, reason, time.monotonic_ns(), exc.details(), log=not fatal)
+                self._fail(
+                    i, reason, time.monotonic_ns(), exc.details(), log=log_failures and not fatal
+                )
                 if fatal and self._on_fatal is not None:
                     self._on_fatal(
                         self._client.error(exc, "SetElectricalComponentPower", ids[i])
@@ -354,7 +359,7 @@ class Dispatcher:
                 raise
             if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
                 failed[ids[i]] = "NO_STATUS"
-                self._fail(i, "NO_STATUS", time.monotonic_ns())
+                self._fail(i, "NO_STATUS", time.monotonic_ns(), log=log_failures)
                 continue
             status = resp.status
             if status in (STATUS_ACCEPTED, STATUS_SUCCESS):
@@ -372,7 +377,7 @@ class Dispatcher:
                 if status == STATUS_OVERRIDDEN:  # our calls to one inverter never overlap
                     self._overridden_by_other(i)
                 else:
-                    self._fail(i, reason, time.monotonic_ns())
+                    self._fail(i, reason, time.monotonic_ns(), log=log_failures)
                 call.cancel()
         return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
 

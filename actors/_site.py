@@ -214,6 +214,54 @@ class RuntimeStats:
         return max(self.dispatch_latency_ms) if self.dispatch_latency_ms else math.nan
 
 
+@dataclass(frozen=True)
+class SafeStopResult:
+    """What the 0 W round of the safe stop (`Site.aclose`) achieved.
+
+    A failure here is a result, not an exception: the site is left either way,
+    and the owner decides how to report it (``gridloop run`` exits non-zero).
+    """
+
+    commanded: int
+    """Battery inverters sent 0 W: those holding a non-zero setpoint of ours."""
+    failed: dict[int, str] = field(default_factory=dict)
+    """Inverters that did not acknowledge the 0 W, with the reason (gRPC status,
+    response status, or SHUTDOWN_TIMEOUT when the round's bound ran out)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every commanded inverter acknowledged 0 W."""
+        return not self.failed
+
+    def describe(self, max_ids: int = 10) -> str:
+        """One line for logs and summaries: how many failed, which, and why.
+
+        A site with thousands of inverters gets the count, the first `max_ids`
+        ids (ascending) and how many more, so the line stays short.
+
+        Args:
+            max_ids: Ids named at most.
+
+        Returns:
+            E.g. ``0 W not confirmed by 2 of 5 inverters: 10, 20 (DEADLINE_EXCEEDED 2)``.
+        """
+        if not self.failed:
+            return f"0 W confirmed by all {self.commanded} commanded inverters"
+        ids = sorted(self.failed)
+        named = ", ".join(str(i) for i in ids[:max_ids])
+        if len(ids) > max_ids:
+            named += f" and {len(ids) - max_ids} more"
+        reasons: dict[str, int] = {}
+        for reason in self.failed.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        by_reason = ", ".join(
+            f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda rn: (-rn[1], rn[0]))
+        )
+        return (
+            f"0 W not confirmed by {len(ids)} of {self.commanded} inverters: {named} ({by_reason})"
+        )
+
+
 class Site:
     """A connected microgrid: telemetry in, battery fleet power requests out."""
 
@@ -339,6 +387,8 @@ class Site:
             [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
         )
         self._load_rows = np.array([st.row_of[i] for i in graph.load_meter_ids], dtype=np.int64)
+        self.safe_stop: SafeStopResult | None = None
+        """The safe stop's 0 W round, once the site has been left (None before)."""
 
     def _on_reconnected(self, component_id: int) -> None:
         # A stream came back after a failure (e.g. the server restarted): setpoint
@@ -477,7 +527,11 @@ class Site:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Safe stop (idempotent): 0 W to commanded inverters, stop tasks, close the channel."""
+        """Safe stop (idempotent): 0 W to commanded inverters, stop tasks, close the channel.
+
+        The 0 W round is bounded (`RuntimeOptions.shutdown_timeout_s`); what it
+        achieved is in `safe_stop` afterwards.
+        """
         sup, self._supervisor = self._supervisor, None
         try:
             if sup is not None:
@@ -510,17 +564,30 @@ class Site:
         idx = [i for i in range(len(d.inverter_ids)) if not math.isnan(d.last_w[i])
                and d.last_w[i] != 0.0 and not down[i]]
         if not idx:
+            self.safe_stop = SafeStopResult(commanded=0)
             return
+        # Unconfirmed until acknowledged: if the round's bound runs out, what is
+        # still unknown is what failed.
+        sent = np.zeros(len(d.inverter_ids), dtype=np.bool_)
+        sent[idx] = True
+        d.mark_unknown(sent)
+        failed: dict[int, str]
         try:
             async with asyncio.timeout(self.options.shutdown_timeout_s + 0.5):
                 res = await d.send(idx, [0.0] * len(idx), None,
-                                   timeout_s=self.options.shutdown_timeout_s)
-            if res.failed:
-                # After a refusal by the server this failure is expected (and reported).
-                log = _logger.info if self.fatal_error is not None else _logger.warning
-                log("0 W at shutdown failed for %s", res.failed)
+                                   timeout_s=self.options.shutdown_timeout_s,
+                                   log_failures=False)
+            failed = res.failed
         except (TimeoutError, Exception) as exc:
-            _logger.warning("0 W at shutdown failed: %s", exc)
+            reason = "SHUTDOWN_TIMEOUT" if isinstance(exc, TimeoutError) else type(exc).__name__
+            failed = {d.inverter_ids[i]: reason for i in idx if not d.last_ok[i]}
+        self.safe_stop = result = SafeStopResult(commanded=len(idx), failed=failed)
+        if result.ok:
+            _logger.info("safe stop: %s", result.describe())
+        else:
+            # After a refusal by the server this failure is expected (and reported).
+            log = _logger.info if self.fatal_error is not None else _logger.warning
+            log("safe stop: %s", result.describe())
 
     # ----------------------------------------------------------------- requests
     def request_power(self, target_w: float) -> None:

@@ -20,7 +20,10 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["main"]
 
@@ -125,6 +128,15 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _run(argv: Sequence[str]) -> int:
+    from controller.process import catch_stop_signals
+
+    # From here on SIGINT/SIGTERM/SIGHUP request the orderly stop, even during the
+    # imports and the start-up below: a signal that early ends the run as it starts.
+    with catch_stop_signals() as stop:
+        return _run_until_stopped(argv, stop)
+
+
+def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
     parser = _run_parser()
     args = parser.parse_args(list(argv))
     # Imported here so that `gridloop sim` and `--help` stay light.
@@ -151,7 +163,7 @@ def _run(argv: Sequence[str]) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
     )
-    return run_main(options)
+    return run_main(options, stop=stop)
 
 
 def _delegate(module: str, argv: Sequence[str]) -> int:
@@ -171,6 +183,11 @@ _DELEGATED = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gridloop`` console script; returns the exit status."""
+    from controller.process import ensure_std_fds
+
+    # Before anything opens a file or socket: a closed fd 0/1/2 would be reused, and
+    # uvloop aborts the process when it closes such a descriptor.
+    ensure_std_fds()
     args = list(sys.argv[1:] if argv is None else argv)
     # gRPC's C core prints e.g. a refused TLS handshake or fork notices as INFO lines
     # on stderr unless told otherwise; those failures reach the user as one clear line

@@ -2,8 +2,10 @@
 
 ``gridloop run`` without ``--api`` starts ``python -m simulator --port 0`` and talks
 to it over gRPC like to any real site. The child never outlives the run: it is
-stopped with SIGTERM (then SIGKILL) when the run ends, and on Linux the kernel
-kills it if the parent dies first (``PR_SET_PDEATHSIG``).
+stopped with SIGTERM (then SIGKILL) when the run ends, after the safe stop, and
+on Linux the kernel kills it if the parent dies first (``PR_SET_PDEATHSIG``). It
+runs in its own process group, so a terminal's Ctrl-C or hangup reaches only the
+parent, whose safe stop then still finds the simulator serving.
 """
 
 from __future__ import annotations
@@ -43,11 +45,19 @@ class EmbeddedSimulatorError(RuntimeError):
     """The embedded simulator could not be started (its stderr is in the message)."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask the kernel to SIGKILL this process when its parent exits (Linux only)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _child_setup() -> None:  # pragma: no cover - runs in the child before exec
+    """Leave the parent's process group; on Linux, die (SIGKILL) when the parent exits.
+
+    Its own process group keeps the terminal's signals (Ctrl-C's SIGINT, a hangup's
+    SIGHUP, sent to the whole foreground group) from stopping the simulator while
+    the parent's safe stop is still sending it 0 W: the parent stops it afterwards.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    if sys.platform == "linux":
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class EmbeddedSimulator:
@@ -124,7 +134,7 @@ class EmbeddedSimulator:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_child_setup,
         )
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None

@@ -2,7 +2,7 @@
 
 :func:`run_main` is ``gridloop run``: it loads the config, starts the embedded
 simulator unless ``--api`` names a server, connects (:class:`actors.Site`),
-runs the :class:`Controller` for the run's duration or until SIGINT/SIGTERM,
+runs the :class:`Controller` for the run's duration or until SIGINT, SIGTERM or SIGHUP,
 and prints (and optionally writes as JSON) a :class:`RunSummary`.
 
 The control path is event-driven. Every fresh sample of a grid term (the
@@ -30,7 +30,6 @@ import gc
 import json
 import logging
 import math
-import signal
 import sys
 import time
 from collections import deque
@@ -50,6 +49,7 @@ from actors import (
     GridloopError,
     OptionsError,
     RuntimeOptions,
+    SafeStopResult,
     Site,
     SiteMeasurements,
 )
@@ -57,6 +57,7 @@ from actors.power_manager import Wish, merge
 from controller.config import ConfigError, GridloopConfig, load_config
 from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError, site_input_files
 from controller.outputs import OutputPathError, check_outputs
+from controller.process import catch_stop_signals, stop_on_signals
 from controller.recording import CsvRecorder, RecordingError
 from controller.records import CycleRecord, GroupRecord
 from controller.strategies import (
@@ -67,6 +68,7 @@ from controller.strategies import (
 )
 
 __all__ = [
+    "EXIT_SAFE_STOP_FAILED",
     "Controller",
     "RunOptions",
     "RunSummary",
@@ -84,6 +86,9 @@ EXIT_SITE_CHANGED = 3
 """``gridloop run`` exit status when the server turned out to be another site after a reconnect."""
 EXIT_ANOTHER_CLIENT = 4
 """``gridloop run`` exit status when another client controls the site."""
+EXIT_SAFE_STOP_FAILED = 5
+"""``gridloop run`` exit status when the safe stop did not reach every inverter it
+commanded (the summary names them)."""
 
 Observer = Callable[[CycleRecord], object]
 OutcomeObserver = Callable[[DistributionOutcome], object]
@@ -177,6 +182,17 @@ class RunSummary:
     control went on); None when the recording is complete or was not asked for."""
     simulator_stats: dict[str, Any] = field(default_factory=dict)
     """The embedded simulator's own statistics."""
+    safe_stop_commanded: int = 0
+    """Battery inverters the safe stop sent 0 W (those holding a non-zero setpoint of ours)."""
+    safe_stop_failed: int = 0
+    """How many of them did not acknowledge it: non-zero makes ``gridloop run`` exit 3."""
+    safe_stop_failed_ids: dict[str, str] = field(default_factory=dict)
+    """Each of them (id → reason), all of them (the printed line names the first few)."""
+
+    def safe_stop(self) -> SafeStopResult:
+        """The safe stop's 0 W round as the runtime reported it (for its one-line description)."""
+        failed = {int(k): v for k, v in self.safe_stop_failed_ids.items()}
+        return SafeStopResult(commanded=self.safe_stop_commanded, failed=failed)
     setpoints_overridden: dict[str, int] = field(default_factory=dict)
     """Setpoints of ours overridden by another client's, by inverter id."""
     another_client: str | None = None
@@ -188,7 +204,12 @@ class RunSummary:
 
     @property
     def exit_status(self) -> int:
-        """``gridloop run``'s exit status for this run: 3 site changed, 4 another client, else 0."""
+        """``gridloop run``'s exit status for this run (see :func:`run_main`).
+
+        5 the safe stop failed, 3 site changed, 4 another client, else 0.
+        """
+        if self.safe_stop_failed:
+            return EXIT_SAFE_STOP_FAILED
         if self.site_changed is not None:
             return EXIT_SITE_CHANGED
         if self.another_client is not None:
@@ -254,6 +275,10 @@ class RunSummary:
             lines.append(f"  STOPPED          {self.another_client}")
         if self.site_changed is not None:
             lines.append(f"  STOPPED          site changed after reconnect: {self.site_changed}")
+        if self.safe_stop_failed:
+            lines.append(f"  SAFE STOP FAILED {self.safe_stop().describe()}")
+        elif self.safe_stop_commanded:
+            lines.append(f"  safe stop        {self.safe_stop().describe()}")
         return "\n".join(lines) + "\n"
 
 
@@ -816,7 +841,9 @@ async def run_service(
         options: Command-line choices (they override the config).
         observers: Called with one :class:`CycleRecord` per record interval.
         outcome_observers: Called with every distribution outcome.
-        stop: Set it to end the run early (SIGINT/SIGTERM do the same).
+        stop: Set it to end the run early (SIGINT, SIGTERM and SIGHUP do the same,
+            see :mod:`controller.process`); if it is already set, the run ends as
+            soon as it has started, with the same orderly stop.
 
     Returns:
         The run's summary.
@@ -829,10 +856,20 @@ async def run_service(
     time_scale = _site_time_scale(config, options)
     _check_flags(config, options, time_scale)
     stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(asyncio.get_running_loop(), stop):
+        return await _run_service(
+            config, options, observers, outcome_observers, stop, time_scale
+        )
+
+
+async def _run_service(
+    config: GridloopConfig,
+    options: RunOptions,
+    observers: Sequence[Observer],
+    outcome_observers: Sequence[OutcomeObserver],
+    stop: asyncio.Event,
+    time_scale: float,
+) -> RunSummary:
     api_url = options.api_url or config.api.url
     api_key = options.api_key or config.api.api_key
     if options.root_cert_path is not None:
@@ -892,15 +929,15 @@ async def run_service(
                 stats = site.stats()
                 if stats.another_client or stats.site_changed:
                     controller.observe_now()  # the dashboard and metrics show why it stopped
+            # After the safe stop: its 0 W calls and their failures are counted too
+            # (the exclusions stay those of the end of the run, before the stop).
+            stats = dataclasses.replace(site.stats(), excluded=stats.excluded)
+            safe_stop = site.safe_stop or SafeStopResult(commanded=0)
             if site.fatal_error is not None:
                 raise UserError(_api_error_line(site.fatal_error))
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
         raise UserError(str(exc)) from None
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     assert controller is not None
     acc = controller.acc
     sim_stats = sim.stats if sim is not None else {}
@@ -934,20 +971,37 @@ async def run_service(
         setpoints_overridden={str(k): v for k, v in stats.overridden_by_others.items()},
         another_client=stats.another_client,
         site_changed=stats.site_changed,
+
+
+
+        safe_stop_commanded=safe_stop.commanded,
+        safe_stop_failed=len(safe_stop.failed),
+        safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},
     )
 
 
-def run_main(options: RunOptions) -> int:
+def run_main(options: RunOptions, stop: asyncio.Event | None = None) -> int:
     """``gridloop run``: load the config, run, print the summary; return the exit status.
 
-    0: the run ended normally and every output was written. 2: bad input (flags,
-    config, site file, output paths, an unreachable or refusing server), found
-    at start-up or when the server refuses us. 1: anything else that lost data,
-    e.g. the recording stopped at a failed write or ``--summary-json`` could not
-    be written at the end. The summary is printed in both cases (control went on).
-    3: the server came back as another site and the run stopped; 4: another
-    client commands the site and the run stopped (both take precedence over 1).
+    Args:
+        options: What the command line asked for.
+        stop: Set by the stop signals since the process started
+            (:func:`controller.process.catch_stop_signals`); None catches them from here.
+
+    Returns:
+        0: the run ended normally and every output was written. 2: bad input
+        (flags, config, site file, output paths, an unreachable or refusing
+        server), found at start-up or when the server refuses us. 1: a runtime
+        error, or data lost (the recording stopped at a failed write, or
+        ``--summary-json`` could not be written at the end); the summary is
+        printed all the same. 3: the server came back as another site and the run
+        stopped. 4: another client commands the site and the run stopped.
+        5: the safe stop's 0 W was not confirmed by every inverter gridloop had
+        commanded (the summary names them). 5, 3 and 4 take precedence over 1.
     """
+    if stop is None:
+        with catch_stop_signals() as caught:
+            return run_main(options, caught)
     from actors import run as run_on_uvloop
     from controller.logs import setup_logging
 
@@ -981,6 +1035,7 @@ def run_main(options: RunOptions) -> int:
                     options,
                     observers.callbacks,
                     outcome_observers=observers.outcome_callbacks,
+                    stop=stop,
                 )
             )
             observers.close()
@@ -991,9 +1046,11 @@ def run_main(options: RunOptions) -> int:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 1
     summary.recording_error = observers.recording_error
-    # 3 site changed, 4 another client (logged as one ERROR line, in the summary).
+    # 5 failed safe stop, 3 site changed, 4 another client: each was logged as one
+    # line and the summary names it.
     status = summary.exit_status
     sys.stdout.write(summary.render())
+    sys.stdout.flush()
     if summary.recording_error is not None:
         sys.stderr.write(
             f"gridloop run: --record = {options.record_csv!r}: recording incomplete:"

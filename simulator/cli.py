@@ -238,6 +238,30 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
+def _ensure_std_fds() -> None:
+    """Open ``/dev/null`` on each of fds 0, 1, 2 that is closed (``gridloop sim <&-``).
+
+    Otherwise the next socket or pipe gets that number and uvloop aborts the
+    process when it closes it (``uv__close: Assertion 'fd > STDERR_FILENO'``).
+    The same as ``controller.process.ensure_std_fds``: the simulator imports
+    nothing from the controller, and ``python -m simulator`` does not pass there.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+    if sys.stdout is None:  # Python's stream for a fd that was closed at start
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+
+
 def _write_stats(path: str, stats: dict[str, object]) -> None:
     """Write ``stats`` to ``path`` atomically (temporary file + ``os.replace``)."""
     target = Path(path)
@@ -252,6 +276,7 @@ def _write_stats(path: str, stats: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``gridloop sim`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    _ensure_std_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

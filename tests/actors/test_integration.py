@@ -420,3 +420,25 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
         )
         grid_w = site.measurements().grid_power_w
         assert grid_w == pytest.approx(srv.physics.grid_power_w, abs=100.0)
+
+
+async def test_safe_stop_reports_the_inverters_that_refused_0w(sim: SimulatorServer) -> None:
+    site = await _connected(sim)
+    async with site:
+        await _all_fresh(site)
+        outcome = await site.set_power(100_000.0)
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        refused = set(sorted(outcome.setpoints_w)[:2])
+        with _refuse_setpoints(sim, refused):
+            await site.aclose()
+    result = site.safe_stop
+    assert result is not None
+    assert result.commanded == len(outcome.setpoints_w)
+    assert set(result.failed) == refused
+    assert set(result.failed.values()) == {"FAILED_PRECONDITION"}
+    assert not result.ok
+    assert result.describe().startswith(
+        f"0 W not confirmed by 2 of {result.commanded} inverters: "
+        + ", ".join(str(i) for i in sorted(refused))
+    )
+    assert sum(site.stats().setpoints_failed.values()) == 2

@@ -145,7 +145,10 @@ def test_gridloop_run_shaves_the_peak_and_follows_frequency(tmp_path: Path) -> N
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_sigterm_brings_the_fleet_to_zero_and_exits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: a closed terminal
+def test_sigterm_brings_the_fleet_to_zero_and_exits_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     summary_path = tmp_path / "summary.json"
     record = tmp_path / "run.csv"
     proc = gridloop(
@@ -163,10 +166,11 @@ def test_sigterm_brings_the_fleet_to_zero_and_exits_cleanly(tmp_path: Path) -> N
             last = lines[-2].split(",")  # the last line may still be being written
             sent = int(last[header.index("setpoints_sent")] or 0)
     assert sent >= 10, "no setpoints were sent"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
+    assert "gridloop run:" in stdout  # the summary
     stats = json.loads(summary_path.read_text())["simulator_stats"]["per_component"]
     battery_inverters = ["10", "20", "30", "31", "40"]
     last = {cid: stats[cid].get("last_setpoint_w") for cid in battery_inverters if cid in stats}

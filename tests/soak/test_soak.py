@@ -8,7 +8,9 @@ frequency response (no deadband, so every inverter carries power most of the
 time). Half-way through the harness kills the simulator with SIGKILL and starts
 it again on the same port. What must hold (issue 8):
 
-* the controller never exits until it is told to (SIGTERM, then exit status 0);
+* the controller never exits until it is told to (SIGTERM, then exit status 0: the
+  safe stop reached every inverter; the harness stops injecting faults and lets the
+  running episodes end first, since a 0 W refused by a fault is exit status 5);
 * zero setpoints outside bounds reach the simulator (its ``setpoints_out_of_bounds``:
   outside the current bounds *and* every bounds it advertised in the last second);
 * every faulted component is excluded while faulty (no setpoint reaches it during a
@@ -110,6 +112,17 @@ def _wait_for(stats: Path, key: str, timeout_s: float) -> dict[str, Any]:
     pytest.fail(f"{stats.name}: no {key} within {timeout_s} s")
 
 
+def _wait_until_no_fault(stats: Path, timeout_s: float = 30.0) -> None:
+    """Wait until the simulator injects nothing and no fault episode is running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        faults = _read(stats)["faults"]
+        if not faults["injecting"] and faults["active_episodes"] == 0:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{stats.name}: fault episodes still running after {timeout_s} s")
+
+
 def _episode_checks(stats: dict[str, Any], label: str) -> dict[str, Any]:
     """Assert exclusion-while-faulty and reuse-after-recovery; return the figures."""
     faults = stats["faults"]
@@ -179,6 +192,10 @@ def test_soak_all_faults_kill_and_restart(tmp_path: Path) -> None:
                 }
             time.sleep(1.0)
         assert ctl.poll() is None, f"the controller exited: {run_log.read_text()[-3000:]}"
+        # The safe stop must then reach every inverter (exit 5 otherwise): no new
+        # faults (SIGUSR1), and the running episodes over, before the SIGTERM.
+        sim.send_signal(signal.SIGUSR1)
+        _wait_until_no_fault(stats2)
         ctl.send_signal(signal.SIGTERM)
         ctl.wait(timeout=30)
         sim.send_signal(signal.SIGTERM)  # it writes its final stats on exit
