@@ -81,6 +81,8 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger("gridloop.controller")
+_STATUS_LOG = logging.getLogger("gridloop.controller.status")
+"""Lines an operator should see at the default level (start-up facts, status)."""
 
 EXIT_SITE_CHANGED = 3
 """``gridloop run`` exit status when the server turned out to be another site after a reconnect."""
@@ -201,6 +203,8 @@ class RunSummary:
     site_changed: str | None = None
     """What changed when the server turned out to be another site after a reconnect,
     which stopped the run (exit status 3); None when it did not."""
+    grid_formula: str = ""
+    """How the grid power was measured (``grid = meter 2 + meter 3; frequency from …``)."""
 
     @property
     def exit_status(self) -> int:
@@ -247,6 +251,7 @@ class RunSummary:
         lines = [
             f"gridloop run: {self.duration_s:.1f} s wall, {self.simulated_s / 60:.1f} min of site "
             f"time ({'embedded simulator' if self.embedded else self.api_url})",
+            f"  grid power       {self.grid_formula or 'n/a'}",
             f"  peak import      {kw(self.peak_import_w)} with batteries, "
             f"{kw(self.peak_import_w_uncontrolled)} without (1-min means; limit "
             f"{kw(self.import_limit_w)}); single samples {kw(self.peak_import_w_instant)} / "
@@ -904,7 +909,8 @@ async def _run_service(
                 raise UserError(f"{api_url}: {exc}") from None
             if not site.graph.groups:
                 raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
-            _LOG.info("%s", site.graph.grid.describe())
+            # Shown at the default level, like the status lines: what "grid" means here.
+            _STATUS_LOG.warning("%s", site.graph.grid.describe())
             refusal = grid_refusal(site.graph.grid, config)
             if refusal is not None:
                 await site.aclose()
@@ -971,6 +977,7 @@ async def _run_service(
         setpoints_overridden={str(k): v for k, v in stats.overridden_by_others.items()},
         another_client=stats.another_client,
         site_changed=stats.site_changed,
+        grid_formula=controller.site.graph.grid.describe(),
 
 
 

@@ -442,6 +442,7 @@ async def test_two_feeders_are_shaved_as_their_sum(
     assert max(held) <= 250_500.0
     assert min(held) >= 249_500.0
     s = json.loads(summary_path.read_text())
+    assert s["grid_formula"] == "grid = meter 2 + meter 3; frequency from meter 2, meter 3"
     # Reported: what flows through the grid connection point, not meter 2's share
     # (the first samples, before the battery acts, show the whole 300 kW).
     assert s["peak_import_w_instant_uncontrolled"] >= 299_500.0
