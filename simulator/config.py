@@ -763,6 +763,7 @@ def _validate_topology(
             f"need exactly one component with category 'grid', got {len(grids)}",
         )
     seen: set[tuple[int, int]] = set()
+    conn_table: dict[tuple[int, int], _Table] = {}
     parents: dict[int, list[int]] = {}
     children: dict[int, list[int]] = {}
     for t, src, dst in conns:
@@ -776,6 +777,7 @@ def _validate_topology(
         if isinstance(by_id[dst], GridConfig):
             raise t.error("destination", f"the grid connection point {dst} cannot have a parent")
         seen.add((src, dst))
+        conn_table[(src, dst)] = t
         parents.setdefault(dst, []).append(src)
         children.setdefault(src, []).append(dst)
     # batteries first, so "battery with no inverter" is reported as such
@@ -785,6 +787,14 @@ def _validate_topology(
         if isinstance(comp, BatteryConfig):
             if not any(isinstance(u, InverterConfig) for u in ups):
                 raise t.error("id", f"battery {comp.id} has no inverter connected to it")
+            for up in ups:  # a battery sits directly behind inverters, and only behind them
+                if not isinstance(up, InverterConfig):
+                    above = {GridConfig: "the grid connection point", MeterConfig: "meter"}
+                    raise conn_table[(up.id, comp.id)].error(
+                        "destination",
+                        f"connection {up.id} -> {comp.id}: battery {comp.id} must sit directly"
+                        f" behind an inverter, not behind {above.get(type(up), 'battery')} {up.id}",
+                    )
             if kids:
                 raise t.error("id", f"battery {comp.id} cannot have downstream components")
         elif isinstance(comp, InverterConfig):
@@ -797,10 +807,6 @@ def _validate_topology(
                 raise t.error("type", f"PV inverter {comp.id} cannot have batteries")
             if any(isinstance(u, InverterConfig | BatteryConfig) for u in ups):
                 raise t.error("id", f"inverter {comp.id} must sit below a meter or the grid")
-        elif isinstance(comp, MeterConfig) and any(
-            isinstance(k, BatteryConfig | GridConfig) for k in kids
-        ):
-                raise t.error("id", f"meter {comp.id} cannot connect directly to a battery")
         if not isinstance(comp, GridConfig) and not ups:
             raise t.error("id", f"component {comp.id} is not connected to anything upstream")
         if not isinstance(comp, BatteryConfig | GridConfig) and len(ups) > 1:

@@ -500,6 +500,13 @@ class SitePhysics:
         if self._aug.get(component_id, {}).pop(token, None) is not None:
             self._refresh_augmentations()
 
+    def augmentation_tokens(self, component_id: int) -> frozenset[str]:
+        """Tokens of the bounds augmentations of a component that have not lapsed yet."""
+        now = self.now_s
+        return frozenset(
+            tok for tok, a in self._aug.get(component_id, {}).items() if a.expiry_s > now
+        )
+
     def _refresh_augmentations(self) -> None:
         self._aug_lo.fill(-np.inf)
         self._aug_hi.fill(np.inf)

@@ -72,10 +72,15 @@ from .faults import BoundsHistory, Episode, FaultLedger, FaultScheduler, Injecti
 from .physics import ComponentState, Interval, SetpointStatus, SitePhysics
 
 __all__ = [
+    "MAX_BOUNDS_INTERVALS",
+    "MAX_BOUNDS_PER_COMPONENT",
+    "MAX_BOUNDS_TOKEN_BYTES",
+    "MAX_REQUEST_BYTES",
     "REJECTION_CODES",
     "SERVICE_NAME",
     "LatencyProbe",
     "SimulatorServer",
+    "default_stream_caps",
     "default_telemetry_phases",
 ]
 
@@ -87,6 +92,27 @@ _PHASE_HZ = 100.0
 SERVICE_NAME = "frequenz.api.microgrid.v1alpha18.Microgrid"
 REJECTION_CODES = ("OUT_OF_RANGE", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
 """Status codes counted in `SimulatorServer.stats` ``setpoints_rejected``."""
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""Largest request message the server receives; gRPC itself refuses a larger one
+with RESOURCE_EXHAUSTED before it is decoded. Every request of the API is small:
+the largest legitimate ones are List* filters naming component ids (a few bytes
+each), so 64 KiB still lists ~15 000 ids in one request."""
+MAX_BOUNDS_INTERVALS = 8
+"""Most intervals in one AugmentElectricalComponentBounds request (INVALID_ARGUMENT beyond)."""
+MAX_BOUNDS_TOKEN_BYTES = 128
+"""Longest ``bounds_token`` (UTF-8 bytes) accepted (INVALID_ARGUMENT beyond)."""
+MAX_BOUNDS_PER_COMPONENT = 16
+"""Most bounds augmentations (distinct tokens) in force on one component at a time.
+A new token beyond it is RESOURCE_EXHAUSTED until one is cleared or lapses; lapsed
+ones no longer count."""
+STREAMS_PER_COMPONENT = 4
+"""Default per-connection telemetry stream cap: this many streams per component and
+sensor of the site (a client reads one per component; a few metric filters fit)."""
+MIN_STREAMS_PER_CLIENT = 64
+"""The default per-connection cap is never below this."""
+CLIENTS_PER_SERVER = 8
+"""Default server-wide telemetry stream cap: this many full per-connection caps."""
 
 M = metrics_pb2.Metric
 S = ec_pb2.ElectricalComponentStateCode
@@ -291,6 +317,21 @@ def default_telemetry_phases(telemetry_hz: float) -> int:
     return min(10, max(1, round(_PHASE_HZ / telemetry_hz)))
 
 
+def default_stream_caps(site: SiteConfig) -> tuple[int, int]:
+    """Default telemetry stream caps of a site: (per client connection, whole server).
+
+    Per connection: `STREAMS_PER_COMPONENT` streams per component and sensor, at
+    least `MIN_STREAMS_PER_CLIENT`; whole server: `CLIENTS_PER_SERVER` times that.
+    A real client (gridloop, the SDK) opens one stream per component, so it never
+    meets the cap; a client opening thousands of streams it never reads would
+    otherwise take the server's time from every other client.
+    """
+    per_client = max(
+        MIN_STREAMS_PER_CLIENT, STREAMS_PER_COMPONENT * (len(site.components) + len(site.sensors))
+    )
+    return per_client, CLIENTS_PER_SERVER * per_client
+
+
 class LatencyProbe:
     """Opt-in timing of frequency steps and the setpoints that answer them (benchmarks).
 
@@ -367,6 +408,8 @@ class SimulatorServer:
         tls_key: bytes | None = None,
         faults: FaultConfig | None = None,
         telemetry_phases: int | None = None,
+        max_streams_per_client: int | None = None,
+        max_streams: int | None = None,
     ) -> None:
         """Create the server (nothing runs until `start`).
 
@@ -391,6 +434,11 @@ class SimulatorServer:
                 moments of the period, as real devices with their own clocks
                 do, instead of all at once. 1 = every stream at the same
                 instant. None = `default_telemetry_phases` (10 at 10 Hz).
+            max_streams_per_client: most telemetry streams (component and
+                sensor) open at once on one client connection; more are refused
+                with RESOURCE_EXHAUSTED. None = `default_stream_caps`.
+            max_streams: most telemetry streams open at once on the whole
+                server (RESOURCE_EXHAUSTED beyond). None = `default_stream_caps`.
         """
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
@@ -411,6 +459,25 @@ class SimulatorServer:
             raise ValueError(
                 f"telemetry_phases must be an integer 1..1000, got {telemetry_phases!r}"
             )
+        default_caps = default_stream_caps(site)
+        caps = []
+        for name, cap, default in (
+            ("max_streams_per_client", max_streams_per_client, default_caps[0]),
+            ("max_streams", max_streams, default_caps[1]),
+        ):
+            if cap is None:
+                cap = default
+            elif isinstance(cap, bool) or not (isinstance(cap, int) and cap >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {cap!r}")
+            caps.append(cap)
+        self.max_streams_per_client: int = caps[0]
+        """Most telemetry streams open at once on one client connection."""
+        self.max_streams: int = caps[1]
+        """Most telemetry streams open at once on the whole server."""
+        self._streams_of: Counter[str] = Counter()
+        """Open telemetry streams per client connection (gRPC peer)."""
+        self._streams_refused = 0
+        self._missed_publications = 0
         self.site = site
         self.host = host
         self.time_scale = float(time_scale)
@@ -498,7 +565,11 @@ class SimulatorServer:
         if self._server is not None:
             raise RuntimeError("server already started")
         server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10_000)]
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", 10_000),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ]
         )
         server.add_generic_rpc_handlers((self._handlers(),))
         target = f"{self.host}:{self._requested_port}"
@@ -609,6 +680,12 @@ class SimulatorServer:
           ``time.time()`` of the first accepted active-power setpoint (any / non-zero),
           None until then.
         * ``telemetry_messages_sent``, ``simulated_s`` (s), ``uptime_s`` (wall s).
+        * ``telemetry_publications_missed``: phase publications the schedule
+          skipped because the server's loop was late (overload); a generation
+          is ``telemetry_phases`` publications.
+        * ``telemetry_streams_open`` / ``telemetry_streams_refused``: streams
+          open now / refused (RESOURCE_EXHAUSTED) under ``max_streams_per_client``
+          or ``max_streams``.
         * ``faults``: ``enabled``, ``injecting``, ``config`` (the `FaultConfig`), ``injected`` (per
           kind, incl. ``setpoint_delay`` and ``setpoint_reject`` calls),
           ``active_episodes``, ``episodes`` (the last ``max_episodes``, oldest
@@ -652,6 +729,9 @@ class SimulatorServer:
             "first_setpoint_accepted_at_unix": st.first_accepted_unix,
             "first_nonzero_setpoint_accepted_at_unix": st.first_nonzero_accepted_unix,
             "telemetry_messages_sent": self.messages_sent,
+            "telemetry_publications_missed": self._missed_publications,
+            "telemetry_streams_open": self.telemetry_streams,
+            "telemetry_streams_refused": self._streams_refused,
             "simulated_s": self.physics.now_s,
             "uptime_s": self._wall_s(),
             "faults": faults,
@@ -791,7 +871,8 @@ class SimulatorServer:
             publish = now >= next_tel - 1e-4
             if publish:
                 next_tel += tel_period
-                if next_tel < now:
+                if next_tel < now:  # the loop was late: skip the slots that passed
+                    self._missed_publications += int((now - next_tel) / tel_period) + 1
                     next_tel = now + tel_period
             try:
                 if elapsed > 0:
@@ -1142,6 +1223,14 @@ class SimulatorServer:
     async def _stream(
         self, key: tuple[int, tuple[int, ...]], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
+        """One telemetry stream: admit it under the stream caps, then yield the
+        frames of its phase's publications (skipping those it was too busy for)."""
+        peer = context.peer()
+        problem = self._stream_cap_problem(peer)
+        if problem is not None:
+            self._streams_refused += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
+        self._streams_of[peer] += 1
         self._subscribers[key] += 1
         cid = abs(key[0])
         phase = cid % self.telemetry_phases
@@ -1164,10 +1253,37 @@ class SimulatorServer:
                         probe.on_frame(self._phase_publication[phase])
                     yield frame
         finally:
+            self._streams_of[peer] -= 1
+            if self._streams_of[peer] <= 0:
+                del self._streams_of[peer]
             self._subscribers[key] -= 1
             if self._subscribers[key] <= 0:
                 del self._subscribers[key]
                 waiting.pop(key, None)
+
+    @property
+    def telemetry_streams(self) -> int:
+        """Telemetry streams (component and sensor) open now."""
+        return self._streams_of.total()
+
+    def _stream_cap_problem(self, peer: str) -> str | None:
+        """Why one more telemetry stream from ``peer`` is refused (None = admitted).
+
+        Every open stream costs the server a write per publication whether or not
+        its client reads it, so one client holding thousands of streams would
+        slow the telemetry of every other client: the caps bound that work.
+        """
+        if self._streams_of[peer] >= self.max_streams_per_client:
+            return (
+                f"telemetry streams: this connection already has {self._streams_of[peer]}"
+                f" open, the limit is max_streams_per_client={self.max_streams_per_client}"
+            )
+        if self.telemetry_streams >= self.max_streams:
+            return (
+                f"telemetry streams: the server already has {self.telemetry_streams} open,"
+                f" the limit is max_streams={self.max_streams}"
+            )
+        return None
 
     def _metric_key_for(self, cid: int) -> tuple[int, ...]:
         """All metrics a component streams (its unfiltered stream key)."""
@@ -1238,7 +1354,11 @@ class SimulatorServer:
     ) -> mg_pb2.AugmentElectricalComponentBoundsResponse:
         """Add bounds (inverter active power) for a token; effective = intersection.
 
-        Lifetime default 5 s, allowed 5 s..15 min (simulated seconds).
+        Lifetime default 5 s, allowed 5 s..15 min (simulated seconds). At most
+        `MAX_BOUNDS_INTERVALS` intervals and a token of at most
+        `MAX_BOUNDS_TOKEN_BYTES` (INVALID_ARGUMENT beyond); at most
+        `MAX_BOUNDS_PER_COMPONENT` tokens in force per component (a new token
+        beyond that is RESOURCE_EXHAUSTED; re-sending a token in force replaces it).
         """
         await self._check_auth(context)
         cid = request.electrical_component_id
@@ -1256,6 +1376,16 @@ class SimulatorServer:
             problem = f"request_lifetime must be 5..900 s, got {lifetime}"
         elif not request.bounds:
             problem = "bounds: at least one interval is required"
+        elif len(request.bounds) > MAX_BOUNDS_INTERVALS:
+            problem = (
+                f"bounds: at most {MAX_BOUNDS_INTERVALS} intervals per request,"
+                f" got {len(request.bounds)}"
+            )
+        elif len(request.bounds_token.encode()) > MAX_BOUNDS_TOKEN_BYTES:
+            problem = (
+                f"bounds_token: at most {MAX_BOUNDS_TOKEN_BYTES} bytes,"
+                f" got {len(request.bounds_token.encode())}"
+            )
         intervals: list[Interval] = []
         for i, b in enumerate(request.bounds):
             lo = b.lower if b.HasField("lower") else -math.inf
@@ -1266,6 +1396,14 @@ class SimulatorServer:
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"component {cid}: {problem}")
         token = request.bounds_token if request.HasField("bounds_token") else uuid.uuid4().hex
+        in_force = self.physics.augmentation_tokens(cid)
+        if token not in in_force and len(in_force) >= MAX_BOUNDS_PER_COMPONENT:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"component {cid}: {len(in_force)} bounds augmentations in force, the limit is"
+                f" {MAX_BOUNDS_PER_COMPONENT} per component; clear one with its bounds_token"
+                " or let it lapse",
+            )
         try:
             self.physics.augment_bounds(cid, token, intervals, float(lifetime))
         except RequestError as exc:

@@ -133,7 +133,9 @@ def load_profile(
             (> 0); ``None`` = use the values as watts unchanged.
         start: First instant to use: a naive date/date-time is compared with the
             file's timestamps as written (local wall time), an aware one as an
-            absolute instant; ``None`` = the first row.
+            absolute instant; ``None`` = the first row. A start more than one
+            step before the first row or after the last one is an error naming
+            ``--start``, its value and the data's range.
         days: Length of the selection in days (> 0); ``None`` = to the end.
 
     Returns:
@@ -239,18 +241,25 @@ def load_profile(
     else:
         step = 900.0  # a single sample: assume the common 15-min metering step
 
-    # Selection.
+    # Selection. A start within one step before the first sample selects it (a file
+    # stamped at the end of each interval begins at 00:15 for the day 00:00).
     i0 = 0
     if start_dt is not None:
+        covers = f"the data covers {data[0][time_idx]!r} to {data[-1][time_idx]!r}"
         if start_dt.tzinfo is None:
             walls = [t.replace(tzinfo=None) for t in local]
+            early = start_dt < walls[0] - dt.timedelta(seconds=step)
             i0 = next((i for i, w in enumerate(walls) if w >= start_dt), n)
         else:
             s_unix = start_dt.timestamp()
+            early = s_unix < t_unix[0] - step
             i0 = int(np.searchsorted(t_unix, s_unix - 1e-6))
+        if early:
+            raise _err(p, None, tname, f"--start {start_dt.isoformat()} is before the first "
+                                       f"timestamp {data[0][time_idx]!r} ({covers})")
         if i0 >= n:
             raise _err(p, None, tname, f"empty selection: --start {start_dt.isoformat()} is after "
-                                       f"the last timestamp {data[-1][time_idx]!r}")
+                                       f"the last timestamp {data[-1][time_idx]!r} ({covers})")
     i1 = n
     if days is not None:
         count = round(days * 86400.0 / step)

@@ -63,6 +63,9 @@ def test_fixed_limit_and_own_csv(tmp_path: Path) -> None:
     (["--fr-trace", "speed=3"], "--fr-trace: 'speed=3' is not key=value"),
     (["--fr-trace", "steps=two"], "--fr-trace: steps='two' is not a int"),
     (["--start", "2030-01-01"], "empty selection: --start 2030-01-01T00:00:00"),
+    (["--start", "1900-01-01"], "--start 1900-01-01T00:00:00 is before the first timestamp "
+     "'2018-03-01 00:00:00+01:00' (the data covers '2018-03-01 00:00:00+01:00' to "
+     "'2018-03-31 23:45:00+02:00')"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--load-peak-w", "abc"], "argument --load-peak-w: invalid float value: 'abc'"),
 ])

@@ -50,6 +50,18 @@ def test_dst_switch_is_a_regular_step_in_absolute_time(tmp_path: Path) -> None:
     assert prof.power_w.tolist() == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("start", ["2019-12-31 23:45", "2019-12-31T22:45:00+00:00"])
+def test_start_within_one_step_before_the_data_selects_the_first_row(
+    tmp_path: Path, start: str
+) -> None:
+    """A file stamped at the end of each interval begins one step after the day it
+    covers starts (00:15 for 00:00), so such a start is not before the data."""
+    text = "datetime,x\n2020-01-01 00:00:00+01:00,1\n2020-01-01 00:15:00+01:00,2\n"
+    prof = load_profile(write(tmp_path, text), start=start)
+    assert prof.first_line == 2
+    assert prof.raw.tolist() == [1.0, 2.0]
+
+
 def test_select_start_days_and_scale(tmp_path: Path) -> None:
     ts = rows(96 * 3)
     vals = np.arange(len(ts), dtype=float)
@@ -100,6 +112,14 @@ BAD = [
     ("datetime,x\n2020-01-01 00:00:00,1\n", "y", {}, "load.csv:1: column 'y': no such column"),
     ("datetime,x\n2020-01-01 00:00:00,1\n2020-01-01 00:15:00,2\n", None,
      {"start": "2021-01-01"}, "empty selection: --start 2021-01-01T00:00:00 is after"),
+    ("datetime,x\n2020-01-01 00:00:00,1\n2020-01-01 00:15:00,2\n", None,
+     {"start": "1900-01-01"},
+     "load.csv: column 'datetime': --start 1900-01-01T00:00:00 is before the first timestamp "
+     "'2020-01-01 00:00:00' (the data covers '2020-01-01 00:00:00' to '2020-01-01 00:15:00')"),
+    ("datetime,x\n2020-01-01 00:00:00+01:00,1\n2020-01-01 00:15:00+01:00,2\n", None,
+     {"start": "2019-12-31T22:44:59Z"}, "--start 2019-12-31T22:44:59+00:00 is before the first"),
+    ("datetime,x\n2020-01-01 00:00:00,1\n2020-01-01 00:15:00,2\n", None,
+     {"start": "2021-01-01"}, "(the data covers '2020-01-01 00:00:00' to '2020-01-01 00:15:00')"),
     ("datetime,x\n2020-01-01 00:00:00,1\n2020-01-01 00:15:00,2\n", None, {"days": 1.0},
      "selection too short: --days 1 asked from '2020-01-01 00:00:00'"),
     ("datetime,x\n2020-01-01 00:00:00,0\n2020-01-01 00:15:00,-2\n", None, {"peak_w": 5.0},

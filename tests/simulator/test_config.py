@@ -110,6 +110,14 @@ def _orphan_battery(doc: dict[str, Any]) -> None:
     doc["connection"].append({"source": 2, "destination": 21})
 
 
+def _grid_to_battery(doc: dict[str, Any]) -> None:
+    doc["connection"].append({"source": 1, "destination": 11})  # 11 keeps its inverter 10
+
+
+def _meter_to_battery(doc: dict[str, Any]) -> None:
+    doc["connection"].append({"source": 2, "destination": 11})
+
+
 def _bad_value(doc: dict[str, Any]) -> None:
     _component(doc, 11)["soc_pct"] = 150.0
 
@@ -156,6 +164,18 @@ def _load_profile_step_underflows(doc: dict[str, Any]) -> None:
         (_dangling, "destination", "dangling connection: no component with id 77"),
         (_duplicate, "id", "duplicate component id 21"),
         (_orphan_battery, "id", "battery 21 has no inverter"),
+        (
+            _grid_to_battery,
+            "destination",
+            "connection 1 -> 11: battery 11 must sit directly behind an inverter,"
+            " not behind the grid connection point 1",
+        ),
+        (
+            _meter_to_battery,
+            "destination",
+            "connection 2 -> 11: battery 11 must sit directly behind an inverter,"
+            " not behind meter 2",
+        ),
         (_bad_value, "soc_pct", "must be <= 100, got 150.0"),
         (_unknown_field, "ratd_upper_w", "unknown field"),
         (_no_grid, "component", "need exactly one component with category 'grid'"),
