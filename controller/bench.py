@@ -61,7 +61,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from controller.cli_args import OneLineParser, positive_float, positive_int
+from controller.errors import BenchError
 
 __all__ = ["main", "site_dict", "step_latencies", "summarise"]
 
@@ -77,10 +80,6 @@ CLIENTS = ("gridloop", "floor", "floor+streams", "sdk")
 _LISTEN = re.compile(r"listening on (\S+):(\d+)")
 _RESULT_PREFIX = "LATENCY "
 _ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-class BenchError(Exception):
-    """The benchmark could not run (one line for the user)."""
 
 
 def site_dict(n: int) -> dict[str, Any]:
@@ -663,36 +662,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def _positive(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: must be > 0")
-        return value
-
-    return parse
-
-
 def _latency_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gridloop bench latency",
+    p = OneLineParser(prog="gridloop bench latency",
                 description="Frequency event → setpoints: gridloop vs bare gRPC floor vs SDK.")
-    p.add_argument("--inverters", type=_positive(int, "--inverters"), required=True, metavar="N")
-    p.add_argument("--events", type=_positive(int, "--events"), default=10, metavar="K")
-    p.add_argument("--interval", type=_positive(float, "--interval"), default=None,
+    p.add_argument("--inverters", type=positive_int("--inverters"), required=True, metavar="N")
+    p.add_argument("--events", type=positive_int("--events"), default=10, metavar="K")
+    p.add_argument("--interval", type=positive_float("--interval"), default=None,
                    metavar="SECONDS",
                    help="wall time between frequency steps (default 2, 3 above N = 100)")
-    p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
+    p.add_argument("--telemetry-hz", type=positive_float("--telemetry-hz"), default=None,
                    help="simulator telemetry rate (default 10, 1 above N = 100: the"
                    " simulator serves 2 N + 1 streams on one core)")
-    p.add_argument("--telemetry-phases", type=_positive(int, "--telemetry-phases"), default=None,
+    p.add_argument("--telemetry-phases", type=positive_int("--telemetry-phases"), default=None,
                    metavar="K",
                    help="simulator telemetry phases: a component streams in phase id %% K"
                    " (default 10, fewer above 10 Hz; 1 = every stream at the same instant)")
@@ -706,7 +687,7 @@ def main(argv: Sequence[str]) -> int:
     """``gridloop bench SUBCOMMAND ...``; returns the exit status."""
     args = list(argv)
     if args and args[0] == "_sim":
-        sp = argparse.ArgumentParser(prog="gridloop bench _sim")
+        sp = OneLineParser(prog="gridloop bench _sim")
         sp.add_argument("--inverters", type=int, required=True)
         sp.add_argument("--events", type=int, required=True)
         sp.add_argument("--interval", type=float, required=True)

@@ -60,7 +60,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from actors import GridloopError
+from controller.errors import MetricsError
 from controller.records import CycleRecord
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
@@ -86,13 +86,6 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     math.inf,
 )
 """Histogram buckets (seconds) for cycle and dispatch latencies: ms resolution up to 2 s."""
-
-
-class MetricsError(GridloopError):
-    """The metrics endpoint cannot be served (bad port, address in use); names host and port.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
 
 
 def _valid(value: float) -> bool:

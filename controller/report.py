@@ -26,12 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from actors import GridloopError
+from controller.cli_args import OneLineParser
+from controller.errors import ReportError
 from controller.recording import FIXED_COLUMNS
 
 if TYPE_CHECKING:
@@ -68,13 +69,6 @@ PANEL_TITLES: tuple[str, str, str] = (
 _MISSING_MATPLOTLIB = "the report needs matplotlib: pip install 'gridloop[report]'"
 
 FloatArray = npt.NDArray[np.float64]
-
-
-class ReportError(GridloopError):
-    """The report cannot be made: matplotlib missing, unreadable or malformed CSV, bad output.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,17 +371,8 @@ def render_report(
     )
 
 
-class _UsageError(Exception):
-    """A command-line usage error (argparse would otherwise print several lines and exit)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="gridloop report",
         description="Plot a recording made with `gridloop run --record FILE.csv`: grid power "
         "controlled vs uncontrolled with the limit, SoC per battery group, frequency with "
@@ -414,10 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
-    except _UsageError as err:
-        print(f"gridloop report: error: {err} (see gridloop report --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:  # --help
+    except SystemExit as exit_:  # --help, or a usage error (one line printed, status 2)
         return exit_.code if isinstance(exit_.code, int) else 0
     csv_path: Path = args.csv
     png_path: Path = args.output if args.output is not None else csv_path.with_suffix(".png")
