@@ -35,8 +35,8 @@ The clients, one after another in the same run:
    whichever client sent it; ``--telemetry-phases 1`` writes all 2 N + 1 at
    once).
 4. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
-   ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
-   state); null when ``frequenz.sdk`` is not importable or it fails.
+   ``microgrid.frequency()``, in a subprocess (:mod:`controller.bench_sdk_client`:
+   the SDK holds process-global state); null when ``frequenz.sdk`` is not importable or it fails.
 
 Each step is held for ``--interval`` s after its emission (an overloaded
 simulator emits the grid meter's next frame late, so steps are at least that
@@ -479,46 +479,6 @@ async def _floor_client(
     return record, _cpu(cpu, wall, cycles)
 
 
-_SDK_SCRIPT = r"""
-import asyncio, gc, logging, math, sys
-from datetime import timedelta
-from frequenz.quantities import Power
-from frequenz.sdk import microgrid
-from frequenz.sdk.timeseries import ResamplerConfig2
-
-logging.basicConfig(level=logging.CRITICAL)
-URL, N, STEP_W, F0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-
-async def main():
-    await microgrid.initialize(URL, ResamplerConfig2(resampling_period=timedelta(seconds=1.0)))
-    pool = microgrid.new_battery_pool(priority=5)
-    status_rx = pool.power_status.new_receiver()
-    freq_rx = microgrid.frequency().new_receiver()
-    async with asyncio.timeout(120):
-        while True:
-            st = await status_rx.receive()
-            b = getattr(st, "bounds", None)
-            if b is not None and b.upper is not None and b.upper.base_value >= N * STEP_W * 1.5:
-                break
-    gc.collect()
-    gc.freeze()  # as gridloop does once started
-    print("READY", flush=True)
-    last = 0.0
-    async for sample in freq_rx:
-        if sample.value is None:
-            continue
-        df = sample.value.base_value - F0
-        if not abs(df) > 0.01:
-            continue
-        sign = 1.0 if df > 0 else -1.0
-        if sign != last:
-            last = sign
-            await pool.propose_power(Power.from_watts(sign * N * STEP_W))
-
-asyncio.run(main())
-"""
-
-
 def sdk_available() -> bool:
     """Whether frequenz-sdk can be imported (checked without importing it here)."""
     import importlib.util
@@ -533,9 +493,9 @@ async def _sdk_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float
 ) -> tuple[dict[str, Any], dict[str, float]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-W", "ignore", "-c", _SDK_SCRIPT, sim.url, str(n), str(STEP_W),
-        str(NOMINAL_HZ),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-W", "ignore", "-m", "controller.bench_sdk_client", sim.url, str(n),
+        str(STEP_W), str(NOMINAL_HZ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_ROOT,
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
