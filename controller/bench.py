@@ -335,6 +335,25 @@ def _settle_gc() -> None:
     gc.freeze()
 
 
+async def _measure(
+    sim: _Sim, timeout_s: float, samples: Callable[[], int]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the steps; the probe record and this process's CPU per sample over them.
+
+    Args:
+        sim: The simulator child, ready to step.
+        timeout_s: How long the steps may take.
+        samples: The client's count of grid-meter samples it reacted to so far.
+    """
+    _settle_gc()
+    cpu0, samples0 = time.process_time(), samples()
+    wall0 = time.monotonic()
+    record = await sim.run_steps(timeout_s)
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
+    return record, _cpu(cpu, wall, samples() - samples0)
+
+
 async def _poll(ok: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``ok`` until it holds, or raise BenchError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -371,17 +390,10 @@ async def _gridloop_client(
         task = asyncio.create_task(controller.run(None, stop))
         try:
             await asyncio.sleep(settle_s)
-            _settle_gc()
-            cpu0, samples0 = time.process_time(), controller.acc.samples
-            wall0 = time.monotonic()
-            record = await sim.run_steps(timeout_s)
-            cpu = time.process_time() - cpu0
-            wall = time.monotonic() - wall0
-            cycles = controller.acc.samples - samples0
+            return await _measure(sim, timeout_s, lambda: controller.acc.samples)
         finally:
             stop.set()
             await task
-    return record, _cpu(cpu, wall, cycles)
 
 
 async def _floor_streams_client(
@@ -390,83 +402,97 @@ async def _floor_streams_client(
     return await _floor_client(sim, n, settle_s, timeout_s, all_streams=True)
 
 
+class _Floor:
+    """The bare ``grpc.aio`` floor: follow the grid meter's frequency, answer each step.
+
+    On the first sample of a step away from nominal (more than 10 mHz, sign
+    change), it sends the N setpoints concurrently (±:data:`STEP_W` each) and
+    cancels those of the previous step still in flight.
+    """
+
+    def __init__(self, stub: Any, ids: list[int]) -> None:
+        from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+        from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+
+        self._pb2 = pb2
+        self._stub = stub
+        self._ids = ids
+        self._freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
+        self.samples = 0
+        """Grid-meter samples received."""
+        self.first_sample = asyncio.Event()
+        """Set on the first sample."""
+        self.calls: list[Any] = []
+        """The setpoint calls of the latest step."""
+
+    async def follow(self) -> None:
+        """Stream the grid meter's frequency and answer every step."""
+        pb2 = self._pb2
+        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=METER_ID,
+            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
+                metrics=[self._freq_metric]
+            ),
+        )
+        last_sign = 0.0
+        async for msg in self._stub.ReceiveElectricalComponentTelemetryStream(request):
+            self.samples += 1
+            self.first_sample.set()
+            f = math.nan
+            for sample in msg.telemetry.metric_samples:
+                if sample.metric == self._freq_metric:
+                    f = sample.value.simple_metric.value
+            df = f - NOMINAL_HZ
+            if not abs(df) > 0.01:
+                continue
+            sign = 1.0 if df > 0 else -1.0
+            if sign != last_sign:
+                last_sign = sign
+                self._answer(sign)
+
+    def _answer(self, sign: float) -> None:
+        pb2 = self._pb2
+        for call in self.calls:
+            call.cancel()
+        self.calls = [
+            self._stub.SetElectricalComponentPower(
+                pb2.SetElectricalComponentPowerRequest(
+                    electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
+                    power=sign * STEP_W, request_lifetime=60,
+                ),
+                timeout=30.0,
+            )
+            for cid in self._ids
+        ]
+
+    async def drain(self, cid: int) -> None:
+        """Read one more component's telemetry stream without decoding it.
+
+        The same 2 N other streams gridloop reads, so the simulator serves the
+        same telemetry load.
+        """
+        req = self._pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=cid
+        )
+        async for _ in self._stub.ReceiveElectricalComponentTelemetryStream(req):
+            pass
+
+
 async def _floor_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float, *, all_streams: bool = False
 ) -> tuple[dict[str, Any], dict[str, float]]:
     import grpc.aio
-    from frequenz.api.common.v1alpha8.metrics import metrics_pb2
-    from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
     from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 
-    ids = inverter_ids(n)
-    samples = 0
-    calls: list[Any] = []
-    freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
     async with grpc.aio.insecure_channel(sim.address) as channel:
-        stub = pb2_grpc.MicrogridStub(channel)
-        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-            electrical_component_id=METER_ID,
-            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
-                metrics=[freq_metric]
-            ),
-        )
-        first_sample = asyncio.Event()
-
-        async def follow() -> None:
-            nonlocal samples, calls
-            last_sign = 0.0
-            async for msg in stub.ReceiveElectricalComponentTelemetryStream(request):
-                samples += 1
-                first_sample.set()
-                f = math.nan
-                for s in msg.telemetry.metric_samples:
-                    if s.metric == freq_metric:
-                        f = s.value.simple_metric.value
-                df = f - NOMINAL_HZ
-                if not abs(df) > 0.01:
-                    continue
-                sign = 1.0 if df > 0 else -1.0
-                if sign == last_sign:
-                    continue
-                last_sign = sign
-                for c in calls:
-                    c.cancel()
-                calls = [
-                    stub.SetElectricalComponentPower(
-                        pb2.SetElectricalComponentPowerRequest(
-                            electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
-                            power=sign * STEP_W, request_lifetime=60,
-                        ),
-                        timeout=30.0,
-                    )
-                    for cid in ids
-                ]
-
-        async def drain(cid: int) -> None:
-            # The same 2 N other streams gridloop reads (bodies left undecoded),
-            # so the simulator serves the same telemetry load.
-            req = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-                electrical_component_id=cid
-            )
-            async for _ in stub.ReceiveElectricalComponentTelemetryStream(req):
-                pass
-
-        task = asyncio.create_task(follow())
-        drains = [
-            asyncio.create_task(drain(cid))
-            for cid in (all_component_ids(n) if all_streams else [])
-            if cid != METER_ID
-        ]
+        floor = _Floor(pb2_grpc.MicrogridStub(channel), inverter_ids(n))
+        task = asyncio.create_task(floor.follow())
+        others = [cid for cid in all_component_ids(n) if cid != METER_ID] if all_streams else []
+        drains = [asyncio.create_task(floor.drain(cid)) for cid in others]
         try:
-            await asyncio.wait_for(first_sample.wait(), 30.0)
+            await asyncio.wait_for(floor.first_sample.wait(), 30.0)
             await asyncio.sleep(settle_s)
-            _settle_gc()
-            cpu0, samples0 = time.process_time(), samples
-            wall0 = time.monotonic()
-            record = await sim.run_steps(timeout_s)
-            cpu = time.process_time() - cpu0
-            wall = time.monotonic() - wall0
-            cycles = samples - samples0
+            return await _measure(sim, timeout_s, lambda: floor.samples)
         finally:
             for t in (task, *drains):
                 t.cancel()
@@ -474,9 +500,8 @@ async def _floor_client(
             for t in (task, *drains):
                 if not t.cancelled():
                     t.exception()  # retrieved: a stream error after the run is expected
-            for c in calls:
-                c.cancel()
-    return record, _cpu(cpu, wall, cycles)
+            for call in floor.calls:
+                call.cancel()
 
 
 def sdk_available() -> bool:
