@@ -85,11 +85,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--record", metavar="FILE", help="write one CSV row per control cycle (units in header)"
     )
+    metrics_port = port("--metrics-port")
     parser.add_argument(
-        "--metrics-port",
-        type=port("--metrics-port"),
-        metavar="N",
-        help="serve Prometheus metrics on this port",
+        "--metrics-port", type=metrics_port, metavar="N", help="serve Prometheus metrics (port)"
     )
     parser.add_argument(
         "--no-dashboard", action="store_true", help="periodic log lines instead of the dashboard"
