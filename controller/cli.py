@@ -119,7 +119,7 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
     if api_key is None:
         api_key, key_source = os.environ.get("GRIDLOOP_API_KEY") or None, "GRIDLOOP_API_KEY"
     if api_key is not None and (problem := api_key_problem(api_key)) is not None:
-        parser.error(f"{key_source}: {problem}")
+        parser.exit(2, f"{parser.prog}: {key_source}: {problem}\n")
     options = RunOptions(
         api_url=args.api,
         api_key=api_key,
