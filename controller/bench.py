@@ -35,8 +35,8 @@ The clients, one after another in the same run:
    whichever client sent it; ``--telemetry-phases 1`` writes all 2 N + 1 at
    once).
 4. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
-   ``microgrid.frequency()``, in a subprocess (the SDK holds process-global
-   state); null when ``frequenz.sdk`` is not importable or it fails.
+   ``microgrid.frequency()``, in a subprocess (:mod:`controller.bench_sdk_client`:
+   the SDK holds process-global state); null when ``frequenz.sdk`` is not importable or it fails.
 
 Each step is held for ``--interval`` s after its emission (an overloaded
 simulator emits the grid meter's next frame late, so steps are at least that
@@ -61,7 +61,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from controller.cli_args import OneLineParser, positive_float, positive_int
+from controller.errors import BenchError
 
 __all__ = ["main", "site_dict", "step_latencies", "summarise"]
 
@@ -77,10 +80,6 @@ CLIENTS = ("gridloop", "floor", "floor+streams", "sdk")
 _LISTEN = re.compile(r"listening on (\S+):(\d+)")
 _RESULT_PREFIX = "LATENCY "
 _ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-class BenchError(Exception):
-    """The benchmark could not run (one line for the user)."""
 
 
 def site_dict(n: int) -> dict[str, Any]:
@@ -336,6 +335,25 @@ def _settle_gc() -> None:
     gc.freeze()
 
 
+async def _measure(
+    sim: _Sim, timeout_s: float, samples: Callable[[], int]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the steps; the probe record and this process's CPU per sample over them.
+
+    Args:
+        sim: The simulator child, ready to step.
+        timeout_s: How long the steps may take.
+        samples: The client's count of grid-meter samples it reacted to so far.
+    """
+    _settle_gc()
+    cpu0, samples0 = time.process_time(), samples()
+    wall0 = time.monotonic()
+    record = await sim.run_steps(timeout_s)
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
+    return record, _cpu(cpu, wall, samples() - samples0)
+
+
 async def _poll(ok: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``ok`` until it holds, or raise BenchError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -372,17 +390,10 @@ async def _gridloop_client(
         task = asyncio.create_task(controller.run(None, stop))
         try:
             await asyncio.sleep(settle_s)
-            _settle_gc()
-            cpu0, samples0 = time.process_time(), controller.acc.samples
-            wall0 = time.monotonic()
-            record = await sim.run_steps(timeout_s)
-            cpu = time.process_time() - cpu0
-            wall = time.monotonic() - wall0
-            cycles = controller.acc.samples - samples0
+            return await _measure(sim, timeout_s, lambda: controller.acc.samples)
         finally:
             stop.set()
             await task
-    return record, _cpu(cpu, wall, cycles)
 
 
 async def _floor_streams_client(
@@ -391,83 +402,97 @@ async def _floor_streams_client(
     return await _floor_client(sim, n, settle_s, timeout_s, all_streams=True)
 
 
+class _Floor:
+    """The bare ``grpc.aio`` floor: follow the grid meter's frequency, answer each step.
+
+    On the first sample of a step away from nominal (more than 10 mHz, sign
+    change), it sends the N setpoints concurrently (±:data:`STEP_W` each) and
+    cancels those of the previous step still in flight.
+    """
+
+    def __init__(self, stub: Any, ids: list[int]) -> None:
+        from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+        from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+
+        self._pb2 = pb2
+        self._stub = stub
+        self._ids = ids
+        self._freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
+        self.samples = 0
+        """Grid-meter samples received."""
+        self.first_sample = asyncio.Event()
+        """Set on the first sample."""
+        self.calls: list[Any] = []
+        """The setpoint calls of the latest step."""
+
+    async def follow(self) -> None:
+        """Stream the grid meter's frequency and answer every step."""
+        pb2 = self._pb2
+        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=METER_ID,
+            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
+                metrics=[self._freq_metric]
+            ),
+        )
+        last_sign = 0.0
+        async for msg in self._stub.ReceiveElectricalComponentTelemetryStream(request):
+            self.samples += 1
+            self.first_sample.set()
+            f = math.nan
+            for sample in msg.telemetry.metric_samples:
+                if sample.metric == self._freq_metric:
+                    f = sample.value.simple_metric.value
+            df = f - NOMINAL_HZ
+            if not abs(df) > 0.01:
+                continue
+            sign = 1.0 if df > 0 else -1.0
+            if sign != last_sign:
+                last_sign = sign
+                self._answer(sign)
+
+    def _answer(self, sign: float) -> None:
+        pb2 = self._pb2
+        for call in self.calls:
+            call.cancel()
+        self.calls = [
+            self._stub.SetElectricalComponentPower(
+                pb2.SetElectricalComponentPowerRequest(
+                    electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
+                    power=sign * STEP_W, request_lifetime=60,
+                ),
+                timeout=30.0,
+            )
+            for cid in self._ids
+        ]
+
+    async def drain(self, cid: int) -> None:
+        """Read one more component's telemetry stream without decoding it.
+
+        The same 2 N other streams gridloop reads, so the simulator serves the
+        same telemetry load.
+        """
+        req = self._pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=cid
+        )
+        async for _ in self._stub.ReceiveElectricalComponentTelemetryStream(req):
+            pass
+
+
 async def _floor_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float, *, all_streams: bool = False
 ) -> tuple[dict[str, Any], dict[str, float]]:
     import grpc.aio
-    from frequenz.api.common.v1alpha8.metrics import metrics_pb2
-    from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
     from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 
-    ids = inverter_ids(n)
-    samples = 0
-    calls: list[Any] = []
-    freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
     async with grpc.aio.insecure_channel(sim.address) as channel:
-        stub = pb2_grpc.MicrogridStub(channel)
-        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-            electrical_component_id=METER_ID,
-            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
-                metrics=[freq_metric]
-            ),
-        )
-        first_sample = asyncio.Event()
-
-        async def follow() -> None:
-            nonlocal samples, calls
-            last_sign = 0.0
-            async for msg in stub.ReceiveElectricalComponentTelemetryStream(request):
-                samples += 1
-                first_sample.set()
-                f = math.nan
-                for s in msg.telemetry.metric_samples:
-                    if s.metric == freq_metric:
-                        f = s.value.simple_metric.value
-                df = f - NOMINAL_HZ
-                if not abs(df) > 0.01:
-                    continue
-                sign = 1.0 if df > 0 else -1.0
-                if sign == last_sign:
-                    continue
-                last_sign = sign
-                for c in calls:
-                    c.cancel()
-                calls = [
-                    stub.SetElectricalComponentPower(
-                        pb2.SetElectricalComponentPowerRequest(
-                            electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
-                            power=sign * STEP_W, request_lifetime=60,
-                        ),
-                        timeout=30.0,
-                    )
-                    for cid in ids
-                ]
-
-        async def drain(cid: int) -> None:
-            # The same 2 N other streams gridloop reads (bodies left undecoded),
-            # so the simulator serves the same telemetry load.
-            req = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-                electrical_component_id=cid
-            )
-            async for _ in stub.ReceiveElectricalComponentTelemetryStream(req):
-                pass
-
-        task = asyncio.create_task(follow())
-        drains = [
-            asyncio.create_task(drain(cid))
-            for cid in (all_component_ids(n) if all_streams else [])
-            if cid != METER_ID
-        ]
+        floor = _Floor(pb2_grpc.MicrogridStub(channel), inverter_ids(n))
+        task = asyncio.create_task(floor.follow())
+        others = [cid for cid in all_component_ids(n) if cid != METER_ID] if all_streams else []
+        drains = [asyncio.create_task(floor.drain(cid)) for cid in others]
         try:
-            await asyncio.wait_for(first_sample.wait(), 30.0)
+            await asyncio.wait_for(floor.first_sample.wait(), 30.0)
             await asyncio.sleep(settle_s)
-            _settle_gc()
-            cpu0, samples0 = time.process_time(), samples
-            wall0 = time.monotonic()
-            record = await sim.run_steps(timeout_s)
-            cpu = time.process_time() - cpu0
-            wall = time.monotonic() - wall0
-            cycles = samples - samples0
+            return await _measure(sim, timeout_s, lambda: floor.samples)
         finally:
             for t in (task, *drains):
                 t.cancel()
@@ -475,49 +500,8 @@ async def _floor_client(
             for t in (task, *drains):
                 if not t.cancelled():
                     t.exception()  # retrieved: a stream error after the run is expected
-            for c in calls:
-                c.cancel()
-    return record, _cpu(cpu, wall, cycles)
-
-
-_SDK_SCRIPT = r"""
-import asyncio, gc, logging, math, sys
-from datetime import timedelta
-from frequenz.quantities import Power
-from frequenz.sdk import microgrid
-from frequenz.sdk.timeseries import ResamplerConfig2
-
-logging.basicConfig(level=logging.CRITICAL)
-URL, N, STEP_W, F0 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-
-async def main():
-    await microgrid.initialize(URL, ResamplerConfig2(resampling_period=timedelta(seconds=1.0)))
-    pool = microgrid.new_battery_pool(priority=5)
-    status_rx = pool.power_status.new_receiver()
-    freq_rx = microgrid.frequency().new_receiver()
-    async with asyncio.timeout(120):
-        while True:
-            st = await status_rx.receive()
-            b = getattr(st, "bounds", None)
-            if b is not None and b.upper is not None and b.upper.base_value >= N * STEP_W * 1.5:
-                break
-    gc.collect()
-    gc.freeze()  # as gridloop does once started
-    print("READY", flush=True)
-    last = 0.0
-    async for sample in freq_rx:
-        if sample.value is None:
-            continue
-        df = sample.value.base_value - F0
-        if not abs(df) > 0.01:
-            continue
-        sign = 1.0 if df > 0 else -1.0
-        if sign != last:
-            last = sign
-            await pool.propose_power(Power.from_watts(sign * N * STEP_W))
-
-asyncio.run(main())
-"""
+            for call in floor.calls:
+                call.cancel()
 
 
 def sdk_available() -> bool:
@@ -534,9 +518,9 @@ async def _sdk_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float
 ) -> tuple[dict[str, Any], dict[str, float]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-W", "ignore", "-c", _SDK_SCRIPT, sim.url, str(n), str(STEP_W),
-        str(NOMINAL_HZ),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-W", "ignore", "-m", "controller.bench_sdk_client", sim.url, str(n),
+        str(STEP_W), str(NOMINAL_HZ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_ROOT,
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -663,36 +647,18 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def _positive(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: must be > 0")
-        return value
-
-    return parse
-
-
 def _latency_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gridloop bench latency",
+    p = OneLineParser(prog="gridloop bench latency",
                 description="Frequency event → setpoints: gridloop vs bare gRPC floor vs SDK.")
-    p.add_argument("--inverters", type=_positive(int, "--inverters"), required=True, metavar="N")
-    p.add_argument("--events", type=_positive(int, "--events"), default=10, metavar="K")
-    p.add_argument("--interval", type=_positive(float, "--interval"), default=None,
+    p.add_argument("--inverters", type=positive_int("--inverters"), required=True, metavar="N")
+    p.add_argument("--events", type=positive_int("--events"), default=10, metavar="K")
+    p.add_argument("--interval", type=positive_float("--interval"), default=None,
                    metavar="SECONDS",
                    help="wall time between frequency steps (default 2, 3 above N = 100)")
-    p.add_argument("--telemetry-hz", type=_positive(float, "--telemetry-hz"), default=None,
+    p.add_argument("--telemetry-hz", type=positive_float("--telemetry-hz"), default=None,
                    help="simulator telemetry rate (default 10, 1 above N = 100: the"
                    " simulator serves 2 N + 1 streams on one core)")
-    p.add_argument("--telemetry-phases", type=_positive(int, "--telemetry-phases"), default=None,
+    p.add_argument("--telemetry-phases", type=positive_int("--telemetry-phases"), default=None,
                    metavar="K",
                    help="simulator telemetry phases: a component streams in phase id %% K"
                    " (default 10, fewer above 10 Hz; 1 = every stream at the same instant)")
@@ -706,7 +672,7 @@ def main(argv: Sequence[str]) -> int:
     """``gridloop bench SUBCOMMAND ...``; returns the exit status."""
     args = list(argv)
     if args and args[0] == "_sim":
-        sp = argparse.ArgumentParser(prog="gridloop bench _sim")
+        sp = OneLineParser(prog="gridloop bench _sim")
         sp.add_argument("--inverters", type=int, required=True)
         sp.add_argument("--events", type=int, required=True)
         sp.add_argument("--interval", type=float, required=True)

@@ -16,11 +16,12 @@ the command with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
+
+from controller.cli_args import OneLineParser, port, positive_float
 
 if TYPE_CHECKING:
     import asyncio
@@ -41,38 +42,8 @@ commands:
 """
 
 
-def _positive_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: not a number") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: must be a positive number")
-        return value
-
-    return parse
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--metrics-port = {text!r}: not an integer") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"--metrics-port = {text!r}: must be 0..65535")
-    return value
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit status 2), no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
 def _run_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="gridloop run",
         description=(
             "Run the control service. Without --api, start the bundled simulator "
@@ -95,13 +66,13 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float("--duration"),
+        type=positive_float("--duration"),
         metavar="SECONDS",
         help="stop after this many wall-clock seconds (default: the config's run.duration_s)",
     )
     parser.add_argument(
         "--time-scale",
-        type=_positive_float("--time-scale"),
+        type=positive_float("--time-scale"),
         metavar="X",
         help="simulated seconds per wall second (> 0.5): of the embedded simulator, or of a"
         " time-scaled `gridloop sim` given with --api (setpoint lifetimes and energies"
@@ -114,8 +85,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--record", metavar="FILE", help="write one CSV row per control cycle (units in header)"
     )
+    metrics_port = port("--metrics-port")
     parser.add_argument(
-        "--metrics-port", type=_port, metavar="N", help="serve Prometheus metrics on this port"
+        "--metrics-port", type=metrics_port, metavar="N", help="serve Prometheus metrics (port)"
     )
     parser.add_argument(
         "--no-dashboard", action="store_true", help="periodic log lines instead of the dashboard"
@@ -147,7 +119,7 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
     if api_key is None:
         api_key, key_source = os.environ.get("GRIDLOOP_API_KEY") or None, "GRIDLOOP_API_KEY"
     if api_key is not None and (problem := api_key_problem(api_key)) is not None:
-        parser.error(f"{key_source}: {problem}")
+        parser.exit(2, f"{parser.prog}: {key_source}: {problem}\n")
     options = RunOptions(
         api_url=args.api,
         api_key=api_key,

@@ -63,7 +63,6 @@ Integers are accepted where floats are expected; booleans never are.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import tomllib
@@ -73,7 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors import GridloopError, api_key_problem
+from actors import api_key_problem
+from controller.errors import ConfigError
 from controller.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
@@ -86,51 +86,6 @@ __all__ = [
     "config_from_dict",
     "load_config",
 ]
-
-
-class ConfigError(GridloopError, ValueError):
-    """A bad configuration value; ``str()`` is one line: ``FILE: FIELD = VALUE: REASON``.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
-
-    def __init__(self, source: str, field_name: str, value: object, reason: str) -> None:
-        """Create the error.
-
-        Args:
-            source: The config file (or ``"<config>"`` for an in-memory mapping).
-            field_name: Dotted field, e.g. ``"peak_shaving.import_limit_w"``; empty
-                for file-level problems (unreadable, bad TOML syntax).
-            value: The offending value (ignored when ``field_name`` is empty).
-            reason: What is wrong.
-        """
-        self.source: str = source
-        """The config file the value came from."""
-        self.field_name: str = field_name
-        """The dotted field name (empty for file-level problems)."""
-        self.value: object = value
-        """The offending value."""
-        self.reason: str = reason
-        """What is wrong with it."""
-        if field_name:
-            text = f"{source}: {field_name} = {_show(value)}: {reason}"
-        else:
-            text = f"{source}: {reason}"
-        super().__init__(" ".join(text.splitlines()))
-
-
-def _show(value: object) -> str:
-    """Render a value TOML-like and short, on one line."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-    elif isinstance(value, Path):
-        text = json.dumps(str(value), ensure_ascii=False)
-    else:
-        text = repr(value)
-    text = " ".join(text.splitlines())
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # --------------------------------------------------------------------------- sections

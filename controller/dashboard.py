@@ -37,7 +37,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from actors import GridloopError
+from controller.errors import DashboardError
 from controller.records import CycleRecord, GroupRecord
 
 __all__ = [
@@ -58,10 +58,6 @@ _AT_LIMIT_TOLERANCE_PCT = 2.0
 _WIDE_CONSOLE = 100
 """From this many columns on, frequency and dispatch sit side by side and bars are wider."""
 _NO_VALUE = "—"
-
-
-class DashboardError(GridloopError, ValueError):
-    """A dashboard or log-line parameter is invalid (the message names it)."""
 
 
 # --------------------------------------------------------------------------- formatting

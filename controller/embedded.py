@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from controller.errors import EmbeddedSimulatorError
+
 __all__ = ["EmbeddedSimulator", "EmbeddedSimulatorError", "site_input_files"]
 
 _LOG = logging.getLogger("gridloop.embedded")
@@ -39,10 +41,6 @@ def site_input_files(site_path: str | os.PathLike[str] | None) -> tuple[Path, ..
     from simulator.config import site_input_files as files
 
     return files(site_path)
-
-
-class EmbeddedSimulatorError(RuntimeError):
-    """The embedded simulator could not be started (its stderr is in the message)."""
 
 
 def _child_setup() -> None:  # pragma: no cover - runs in the child before exec

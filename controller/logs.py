@@ -33,7 +33,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-from actors import GridloopError
+from controller.errors import LogConfigError
 
 __all__ = ["JsonFormatter", "LogConfigError", "TextFormatter", "setup_logging"]
 
@@ -45,10 +45,6 @@ _STANDARD_ATTRS = frozenset(
 """Attributes every LogRecord has; anything else came from ``extra=``."""
 
 _HANDLER_MARK = "_gridloop_handler"
-
-
-class LogConfigError(GridloopError, ValueError):
-    """A logging option is invalid (the message names it and the value)."""
 
 
 def _iso_time(created: float) -> str:

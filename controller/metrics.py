@@ -53,14 +53,14 @@ from __future__ import annotations
 import math
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from actors import GridloopError
+from controller.errors import MetricsError
 from controller.records import CycleRecord
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
@@ -86,13 +86,6 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     math.inf,
 )
 """Histogram buckets (seconds) for cycle and dispatch latencies: ms resolution up to 2 s."""
-
-
-class MetricsError(GridloopError):
-    """The metrics endpoint cannot be served (bad port, address in use); names host and port.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
 
 
 def _valid(value: float) -> bool:
@@ -171,144 +164,11 @@ class MetricsExporter:
 
         self.registry = CollectorRegistry(auto_describe=True)
         """The registry served at ``/metrics``."""
-        r = self.registry
-        self.cycle_duration = Histogram(
-            "gridloop_cycle_duration_seconds",
-            "Duration of a control cycle (seconds).",
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        """Control cycle durations."""
-        self.dispatch_latency = Histogram(
-            "gridloop_dispatch_latency_seconds",
-            "Dispatch latency: request until all setpoints are acknowledged (seconds).",
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
-        )
-        """Dispatch latencies."""
-        self.latency_p50 = Gauge(
-            "gridloop_dispatch_latency_p50_seconds",
-            "Median dispatch latency over the run so far (seconds).",
-            registry=r,
-        )
-        """Run median dispatch latency."""
-        self.latency_p99 = Gauge(
-            "gridloop_dispatch_latency_p99_seconds",
-            "99th-percentile dispatch latency over the run so far (seconds).",
-            registry=r,
-        )
-        """Run 99th-percentile dispatch latency."""
-        self.setpoints_sent = Counter("gridloop_setpoints_sent", "Setpoint calls sent.", registry=r)
-        """Setpoint calls sent."""
-        self.setpoints_failed = Counter(
-            "gridloop_setpoints_failed",
-            "Setpoint calls that failed, by reason.",
-            ["reason"],
-            registry=r,
-        )
-        """Setpoint calls failed, by reason."""
-        self.cycle_overruns = Counter(
-            "gridloop_cycle_overruns",
-            "Control cycles that started late because the previous one overran.",
-            registry=r,
-        )
-        """Overrun cycles."""
-        self.grid_power = Gauge(
-            "gridloop_grid_power_watts", "Grid meter active power (W, + = import).", registry=r
-        )
-        """Grid power."""
-        self.uncontrolled_power = Gauge(
-            "gridloop_uncontrolled_power_watts",
-            "Grid power the site would have without the batteries (W, + = import).",
-            registry=r,
-        )
-        """Uncontrolled grid power."""
-        self.battery_power = Gauge(
-            "gridloop_battery_power_watts",
-            "Battery fleet AC power (W, + = charging).",
-            registry=r,
-        )
-        """Battery fleet power."""
-        self.battery_target = Gauge(
-            "gridloop_battery_target_watts",
-            "Combined battery target sent to the distributor (W, + = charging).",
-            registry=r,
-        )
-        """Battery fleet target."""
-        self.import_limit = Gauge(
-            "gridloop_import_limit_watts", "Peak-shaving import limit (W).", registry=r
-        )
-        """Import limit."""
-        self.frequency = Gauge("gridloop_grid_frequency_hertz", "Grid frequency (Hz).", registry=r)
-        """Grid frequency."""
-        self.fr_required = Gauge(
-            "gridloop_fr_required_watts",
-            "Frequency-response power required by the droop (W, + = charging).",
-            registry=r,
-        )
-        """Frequency-response power required."""
-        self.fr_delivered = Gauge(
-            "gridloop_fr_delivered_watts",
-            "Frequency-response power delivered (W, + = charging).",
-            registry=r,
-        )
-        """Frequency-response power delivered."""
-        self.group_soc = Gauge(
-            "gridloop_group_soc_percent", "SoC of a battery group (%).", ["group"], registry=r
-        )
-        """SoC per group."""
-        self.group_setpoint = Gauge(
-            "gridloop_group_setpoint_watts",
-            "Setpoint sent to a battery group (W, + = charging).",
-            ["group"],
-            registry=r,
-        )
-        """Setpoint per group."""
-        self.group_power = Gauge(
-            "gridloop_group_power_watts",
-            "Measured AC power of a battery group (W, + = charging).",
-            ["group"],
-            registry=r,
-        )
-        """Measured power per group."""
-        self.group_healthy = Gauge(
-            "gridloop_group_healthy",
-            "1 while the battery group is in allocation, 0 while (part of) it is excluded.",
-            ["group"],
-            registry=r,
-        )
-        """Health per group."""
-        self.component_excluded = Gauge(
-            "gridloop_component_excluded",
-            "1 while the component is excluded from allocation, 0 after it recovered.",
-            ["component_id"],
-            registry=r,
-        )
-        """Exclusion per component."""
-        self.components_excluded = Gauge(
-            "gridloop_components_excluded",
-            "Number of components excluded from allocation now.",
-            registry=r,
-        )
-        """Number of excluded components."""
-        self.setpoints_overridden = Counter(
-            "gridloop_setpoints_overridden",
-            "Setpoints of gridloop overridden by setpoints of another client.",
-            registry=r,
-        )
-        """Setpoints overridden by another client."""
-        self.another_client = Gauge(
-            "gridloop_another_client",
-            "1 once gridloop concluded that another client controls the site (it stopped).",
-            registry=r,
-        )
-        """Another client controls the site."""
-        self.site_changed = Gauge(
-            "gridloop_site_changed",
-            "1 once the server turned out to be another site after a reconnect (it stopped).",
-            registry=r,
-        )
-        """The site changed."""
+        self._add_latency_metrics()
+        self._add_setpoint_counters()
+        self._add_site_gauges()
+        self._add_group_gauges()
+        self._add_health_metrics()
         for gauge in (
             self.latency_p50,
             self.latency_p99,
@@ -322,6 +182,143 @@ class MetricsExporter:
             self.fr_delivered,
         ):
             gauge.set(math.nan)  # unknown until the first cycle, not a 0 W reading
+
+    def _gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge in this exporter's registry (label names, if any, in ``labels``)."""
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter in this exporter's registry."""
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str) -> Histogram:
+        """A latency histogram (seconds, :data:`LATENCY_BUCKETS_S`) in this exporter's registry."""
+        return Histogram(name, documentation, buckets=LATENCY_BUCKETS_S, registry=self.registry)
+
+    def _add_latency_metrics(self) -> None:
+        """Cycle and dispatch latencies: histograms and the run's percentiles."""
+        self.cycle_duration = self._histogram(
+            "gridloop_cycle_duration_seconds", "Duration of a control cycle (seconds)."
+        )
+        """Control cycle durations."""
+        self.dispatch_latency = self._histogram(
+            "gridloop_dispatch_latency_seconds",
+            "Dispatch latency: request until all setpoints are acknowledged (seconds).",
+        )
+        """Dispatch latencies."""
+        self.latency_p50 = self._gauge(
+            "gridloop_dispatch_latency_p50_seconds",
+            "Median dispatch latency over the run so far (seconds).",
+        )
+        """Run median dispatch latency."""
+        self.latency_p99 = self._gauge(
+            "gridloop_dispatch_latency_p99_seconds",
+            "99th-percentile dispatch latency over the run so far (seconds).",
+        )
+        """Run 99th-percentile dispatch latency."""
+
+    def _add_setpoint_counters(self) -> None:
+        """Setpoint calls sent and failed, and overrun cycles."""
+        self.setpoints_sent = self._counter("gridloop_setpoints_sent", "Setpoint calls sent.")
+        """Setpoint calls sent."""
+        self.setpoints_failed = self._counter(
+            "gridloop_setpoints_failed", "Setpoint calls that failed, by reason.", ["reason"]
+        )
+        """Setpoint calls failed, by reason."""
+        self.cycle_overruns = self._counter(
+            "gridloop_cycle_overruns",
+            "Control cycles that started late because the previous one overran.",
+        )
+        """Overrun cycles."""
+
+    def _add_site_gauges(self) -> None:
+        """The site's powers (W, + = import / charging), limit and frequency of the last cycle."""
+        self.grid_power = self._gauge(
+            "gridloop_grid_power_watts", "Grid meter active power (W, + = import)."
+        )
+        """Grid power."""
+        self.uncontrolled_power = self._gauge(
+            "gridloop_uncontrolled_power_watts",
+            "Grid power the site would have without the batteries (W, + = import).",
+        )
+        """Uncontrolled grid power."""
+        self.battery_power = self._gauge(
+            "gridloop_battery_power_watts", "Battery fleet AC power (W, + = charging)."
+        )
+        """Battery fleet power."""
+        self.battery_target = self._gauge(
+            "gridloop_battery_target_watts",
+            "Combined battery target sent to the distributor (W, + = charging).",
+        )
+        """Battery fleet target."""
+        self.import_limit = self._gauge(
+            "gridloop_import_limit_watts", "Peak-shaving import limit (W)."
+        )
+        """Import limit."""
+        self.frequency = self._gauge("gridloop_grid_frequency_hertz", "Grid frequency (Hz).")
+        """Grid frequency."""
+        self.fr_required = self._gauge(
+            "gridloop_fr_required_watts",
+            "Frequency-response power required by the droop (W, + = charging).",
+        )
+        """Frequency-response power required."""
+        self.fr_delivered = self._gauge(
+            "gridloop_fr_delivered_watts", "Frequency-response power delivered (W, + = charging)."
+        )
+        """Frequency-response power delivered."""
+
+    def _add_group_gauges(self) -> None:
+        """Per battery group: SoC, setpoint, measured power and health."""
+        self.group_soc = self._gauge(
+            "gridloop_group_soc_percent", "SoC of a battery group (%).", ["group"]
+        )
+        """SoC per group."""
+        self.group_setpoint = self._gauge(
+            "gridloop_group_setpoint_watts",
+            "Setpoint sent to a battery group (W, + = charging).",
+            ["group"],
+        )
+        """Setpoint per group."""
+        self.group_power = self._gauge(
+            "gridloop_group_power_watts",
+            "Measured AC power of a battery group (W, + = charging).",
+            ["group"],
+        )
+        """Measured power per group."""
+        self.group_healthy = self._gauge(
+            "gridloop_group_healthy",
+            "1 while the battery group is in allocation, 0 while (part of) it is excluded.",
+            ["group"],
+        )
+        """Health per group."""
+
+    def _add_health_metrics(self) -> None:
+        """Excluded components, overridden setpoints, another client, a changed site."""
+        self.component_excluded = self._gauge(
+            "gridloop_component_excluded",
+            "1 while the component is excluded from allocation, 0 after it recovered.",
+            ["component_id"],
+        )
+        """Exclusion per component."""
+        self.components_excluded = self._gauge(
+            "gridloop_components_excluded", "Number of components excluded from allocation now."
+        )
+        """Number of excluded components."""
+        self.setpoints_overridden = self._counter(
+            "gridloop_setpoints_overridden",
+            "Setpoints of gridloop overridden by setpoints of another client.",
+        )
+        """Setpoints overridden by another client."""
+        self.another_client = self._gauge(
+            "gridloop_another_client",
+            "1 once gridloop concluded that another client controls the site (it stopped).",
+        )
+        """Another client controls the site."""
+        self.site_changed = self._gauge(
+            "gridloop_site_changed",
+            "1 once the server turned out to be another site after a reconnect (it stopped).",
+        )
+        """The site changed."""
 
     # ----------------------------------------------------------------- serving
 

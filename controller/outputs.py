@@ -17,13 +17,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from actors import GridloopError
+from controller.errors import OutputPathError
 
 __all__ = ["OutputPathError", "check_outputs", "same_file"]
-
-
-class OutputPathError(GridloopError):
-    """An output path cannot be used; ``str()`` is one line naming the flag and path."""
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

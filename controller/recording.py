@@ -26,7 +26,7 @@ from os import PathLike
 from pathlib import Path
 from types import TracebackType
 
-from actors import GridloopError
+from controller.errors import RecordingError
 from controller.records import CycleRecord
 
 __all__ = [
@@ -65,19 +65,6 @@ GROUP_COLUMN_PREFIXES: tuple[str, ...] = ("soc_pct_", "setpoint_w_", "power_w_",
 
 ``healthy_<group>`` is 1 when the group is in allocation, 0 while excluded.
 """
-
-
-class RecordingError(GridloopError):
-    """The recording file cannot be opened or written; carries the path.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
-
-    def __init__(self, path: Path, message: str) -> None:
-        """Create the error for ``path`` with a human message (the path is prepended)."""
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        """The recording file."""
 
 
 def column_slug(group_name: str) -> str:

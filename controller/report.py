@@ -26,12 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from actors import GridloopError
+from controller.cli_args import OneLineParser
+from controller.errors import ReportError
 from controller.recording import FIXED_COLUMNS
 
 if TYPE_CHECKING:
@@ -69,12 +70,8 @@ _MISSING_MATPLOTLIB = "the report needs matplotlib: pip install 'gridloop[report
 
 FloatArray = npt.NDArray[np.float64]
 
-
-class ReportError(GridloopError):
-    """The report cannot be made: matplotlib missing, unreadable or malformed CSV, bad output.
-
-    Part of the project's error tree (:class:`actors.GridloopError`).
-    """
+_KW = 1000.0
+"""Watts per kilowatt (the panels plot kW)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +197,130 @@ def _legend(ax: Axes) -> None:
     ax.legend(loc="best", fontsize="small", framealpha=0.85)
 
 
+def _plot_grid_panel(ax: Axes, t: FloatArray, recording: Recording) -> None:
+    """Panel 1: grid power controlled vs uncontrolled, the limits and the battery fleet (kW)."""
+    grid = recording.get("grid_power_w") / _KW
+    uncontrolled = recording.get("uncontrolled_power_w") / _KW
+    import_limit = recording.get("import_limit_w") / _KW
+    export_limit = recording.get("export_limit_w") / _KW
+    with np.errstate(invalid="ignore"):
+        cut = uncontrolled > grid
+        exports = bool(np.nanmin(np.concatenate([grid, uncontrolled, [0.0]])) < 0.0)
+    if cut.any():
+        ax.fill_between(
+            t,
+            uncontrolled,
+            grid,
+            where=cut,
+            color="tab:green",
+            alpha=0.15,
+            linewidth=0,
+            label="cut by the batteries",
+        )
+    ax.plot(
+        t,
+        uncontrolled,
+        color="0.45",
+        linewidth=1.0,
+        linestyle="--",
+        label="uncontrolled (without batteries)",
+    )
+    ax.plot(t, grid, color="tab:blue", linewidth=1.4, label="grid (controlled)")
+    if not np.isnan(import_limit).all():
+        ax.plot(t, import_limit, color="tab:red", linewidth=1.2, label="import limit")
+    if exports and not np.isnan(export_limit).all():  # only where the site exports
+        ax.plot(
+            t, -export_limit, color="tab:red", linewidth=1.0, linestyle=":", label="export limit"
+        )
+    battery = recording.get("battery_power_w") / _KW
+    if not np.isnan(battery).all():
+        ax.plot(
+            t,
+            battery,
+            color="tab:purple",
+            linewidth=0.8,
+            alpha=0.7,
+            label="battery fleet (+ charging)",
+        )
+    ax.axhline(0.0, color="0.8", linewidth=0.6)
+    ax.set_title(PANEL_TITLES[0], loc="left", fontsize="medium")
+    ax.set_ylabel("power (kW, + import)")
+    _legend(ax)
+
+
+def _plot_soc_panel(ax: Axes, t: FloatArray, recording: Recording) -> None:
+    """Panel 2: SoC per battery group (%), the axis fitted to the recorded range."""
+    for group in recording.groups:
+        ax.plot(t, recording.get("soc_pct_" + group), linewidth=1.2, label=group)
+    if not recording.groups:
+        ax.text(
+            0.5,
+            0.5,
+            "no battery groups recorded",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
+    all_soc = np.concatenate(
+        [np.empty(0)] + [recording.get("soc_pct_" + g) for g in recording.groups]
+    )
+    finite_soc = all_soc[np.isfinite(all_soc)]
+    if finite_soc.size:
+        low, high = float(finite_soc.min()), float(finite_soc.max())
+        pad = max(2.0, (high - low) * 0.15)
+        ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    else:
+        ax.set_ylim(0.0, 100.0)
+    ax.set_title(PANEL_TITLES[1], loc="left", fontsize="medium")
+    ax.set_ylabel("SoC (%)")
+    if recording.groups:
+        _legend(ax)
+
+
+def _plot_frequency_panel(ax: Axes, t: FloatArray, recording: Recording) -> None:
+    """Panel 3: grid frequency (Hz) with frequency-response required and delivered (kW)."""
+    ax.plot(t, recording.get("frequency_hz"), color="tab:gray", linewidth=0.9, label="frequency")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(PANEL_TITLES[2], loc="left", fontsize="medium")
+    ax_fr = ax.twinx()
+    ax_fr.plot(
+        t,
+        recording.get("fr_required_w") / _KW,
+        color="tab:orange",
+        linestyle="--",
+        linewidth=1.2,
+        label="FR required",
+    )
+    ax_fr.plot(
+        t,
+        recording.get("fr_delivered_w") / _KW,
+        color="tab:green",
+        linewidth=1.2,
+        label="FR delivered",
+    )
+    ax_fr.set_ylabel("FR power (kW, + charging)")
+    handles, labels = ax.get_legend_handles_labels()
+    more_handles, more_labels = ax_fr.get_legend_handles_labels()
+    ax.legend(
+        handles + more_handles,
+        labels + more_labels,
+        loc="best",
+        fontsize="small",
+        framealpha=0.85,
+    )
+
+
+def _default_title(recording: Recording) -> str:
+    """The CSV name, and the peak import controlled vs uncontrolled when both are known."""
+    title = f"gridloop recording {recording.path.name}"
+    peak_grid = np.nanmax(recording.get("grid_power_w") / _KW, initial=-np.inf)
+    peak_unc = np.nanmax(recording.get("uncontrolled_power_w") / _KW, initial=-np.inf)
+    if math.isfinite(peak_grid) and math.isfinite(peak_unc):
+        title += f" — peak import {peak_grid:.1f} kW (uncontrolled {peak_unc:.1f} kW)"
+    return title
+
+
 def render_report(
     csv_path: str | PathLike[str],
     png_path: str | PathLike[str],
@@ -233,134 +354,17 @@ def render_report(
     recording = read_recording(csv_path)
     out = Path(png_path)
     t, t_label = _time_axis(recording.columns["time_s"])
-    kw = 1000.0
 
     fig = Figure(figsize=(9.0, 9.0), dpi=dpi, layout="constrained")
     canvas = FigureCanvasAgg(fig)
     ax_grid, ax_soc, ax_freq = fig.subplots(3, 1, sharex=True)
-
-    # 1. grid power
-    grid = recording.get("grid_power_w") / kw
-    uncontrolled = recording.get("uncontrolled_power_w") / kw
-    import_limit = recording.get("import_limit_w") / kw
-    export_limit = recording.get("export_limit_w") / kw
-    with np.errstate(invalid="ignore"):
-        cut = uncontrolled > grid
-        exports = bool(np.nanmin(np.concatenate([grid, uncontrolled, [0.0]])) < 0.0)
-    if cut.any():
-        ax_grid.fill_between(
-            t,
-            uncontrolled,
-            grid,
-            where=cut,
-            color="tab:green",
-            alpha=0.15,
-            linewidth=0,
-            label="cut by the batteries",
-        )
-    ax_grid.plot(
-        t,
-        uncontrolled,
-        color="0.45",
-        linewidth=1.0,
-        linestyle="--",
-        label="uncontrolled (without batteries)",
-    )
-    ax_grid.plot(t, grid, color="tab:blue", linewidth=1.4, label="grid (controlled)")
-    if not np.isnan(import_limit).all():
-        ax_grid.plot(t, import_limit, color="tab:red", linewidth=1.2, label="import limit")
-    if exports and not np.isnan(export_limit).all():  # only where the site exports
-        ax_grid.plot(
-            t, -export_limit, color="tab:red", linewidth=1.0, linestyle=":", label="export limit"
-        )
-    battery = recording.get("battery_power_w") / kw
-    if not np.isnan(battery).all():
-        ax_grid.plot(
-            t,
-            battery,
-            color="tab:purple",
-            linewidth=0.8,
-            alpha=0.7,
-            label="battery fleet (+ charging)",
-        )
-    ax_grid.axhline(0.0, color="0.8", linewidth=0.6)
-    ax_grid.set_title(PANEL_TITLES[0], loc="left", fontsize="medium")
-    ax_grid.set_ylabel("power (kW, + import)")
-    _legend(ax_grid)
-
-    # 2. SoC per group
-    for group in recording.groups:
-        ax_soc.plot(t, recording.get("soc_pct_" + group), linewidth=1.2, label=group)
-    if not recording.groups:
-        ax_soc.text(
-            0.5,
-            0.5,
-            "no battery groups recorded",
-            transform=ax_soc.transAxes,
-            ha="center",
-            va="center",
-            color="0.4",
-        )
-    all_soc = np.concatenate(
-        [np.empty(0)] + [recording.get("soc_pct_" + g) for g in recording.groups]
-    )
-    finite_soc = all_soc[np.isfinite(all_soc)]
-    if finite_soc.size:
-        low, high = float(finite_soc.min()), float(finite_soc.max())
-        pad = max(2.0, (high - low) * 0.15)
-        ax_soc.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
-    else:
-        ax_soc.set_ylim(0.0, 100.0)
-    ax_soc.set_title(PANEL_TITLES[1], loc="left", fontsize="medium")
-    ax_soc.set_ylabel("SoC (%)")
-    if recording.groups:
-        _legend(ax_soc)
-
-    # 3. frequency + FR power
-    ax_freq.plot(
-        t, recording.get("frequency_hz"), color="tab:gray", linewidth=0.9, label="frequency"
-    )
-    ax_freq.set_ylabel("frequency (Hz)")
-    ax_freq.set_title(PANEL_TITLES[2], loc="left", fontsize="medium")
-    ax_fr = ax_freq.twinx()
-    ax_fr.plot(
-        t,
-        recording.get("fr_required_w") / kw,
-        color="tab:orange",
-        linestyle="--",
-        linewidth=1.2,
-        label="FR required",
-    )
-    ax_fr.plot(
-        t,
-        recording.get("fr_delivered_w") / kw,
-        color="tab:green",
-        linewidth=1.2,
-        label="FR delivered",
-    )
-    ax_fr.set_ylabel("FR power (kW, + charging)")
-    handles, labels = ax_freq.get_legend_handles_labels()
-    more_handles, more_labels = ax_fr.get_legend_handles_labels()
-    ax_freq.legend(
-        handles + more_handles,
-        labels + more_labels,
-        loc="best",
-        fontsize="small",
-        framealpha=0.85,
-    )
+    _plot_grid_panel(ax_grid, t, recording)
+    _plot_soc_panel(ax_soc, t, recording)
+    _plot_frequency_panel(ax_freq, t, recording)
     ax_freq.set_xlabel(t_label)
     for ax in (ax_grid, ax_soc, ax_freq):
         ax.grid(True, color="0.9", linewidth=0.6)
-
-    if title is None:
-        title = f"gridloop recording {recording.path.name}"
-        peak_grid, peak_unc = (
-            np.nanmax(grid, initial=-np.inf),
-            np.nanmax(uncontrolled, initial=-np.inf),
-        )
-        if math.isfinite(peak_grid) and math.isfinite(peak_unc):
-            title += f" — peak import {peak_grid:.1f} kW (uncontrolled {peak_unc:.1f} kW)"
-    fig.suptitle(title, fontsize="medium")
+    fig.suptitle(_default_title(recording) if title is None else title, fontsize="medium")
 
     try:
         fig.savefig(out, format="png", dpi=dpi)
@@ -377,17 +381,8 @@ def render_report(
     )
 
 
-class _UsageError(Exception):
-    """A command-line usage error (argparse would otherwise print several lines and exit)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="gridloop report",
         description="Plot a recording made with `gridloop run --record FILE.csv`: grid power "
         "controlled vs uncontrolled with the limit, SoC per battery group, frequency with "
@@ -414,10 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
-    except _UsageError as err:
-        print(f"gridloop report: error: {err} (see gridloop report --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:  # --help
+    except SystemExit as exit_:  # --help, or a usage error (one line printed, status 2)
         return exit_.code if isinstance(exit_.code, int) else 0
     csv_path: Path = args.csv
     png_path: Path = args.output if args.output is not None else csv_path.with_suffix(".png")

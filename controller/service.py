@@ -46,7 +46,6 @@ from actors import (
     DistributionOutcome,
     GraphError,
     GridFormula,
-    GridloopError,
     OptionsError,
     RuntimeOptions,
     SafeStopResult,
@@ -54,11 +53,19 @@ from actors import (
     SiteMeasurements,
 )
 from actors.power_manager import Wish, merge
-from controller.config import ConfigError, GridloopConfig, load_config
-from controller.embedded import EmbeddedSimulator, EmbeddedSimulatorError, site_input_files
-from controller.outputs import OutputPathError, check_outputs
+from controller.config import GridloopConfig, load_config
+from controller.embedded import EmbeddedSimulator, site_input_files
+from controller.errors import (
+    ConfigError,
+    EmbeddedSimulatorError,
+    GridloopError,
+    OutputPathError,
+    RecordingError,
+    UserError,
+)
+from controller.outputs import check_outputs
 from controller.process import catch_stop_signals, stop_on_signals
-from controller.recording import CsvRecorder, RecordingError
+from controller.recording import CsvRecorder
 from controller.records import CycleRecord, GroupRecord
 from controller.strategies import (
     FrequencyResponse,
@@ -679,10 +686,6 @@ _FLEET_MAX_AGE_S = 0.25
 """How old the fleet part of the measurements a grid-sample step uses may be."""
 _FLEET_REFRESH_DELAY_S = 0.02
 """The fleet snapshot is recomputed this long after a grid-sample step."""
-
-
-class UserError(Exception):
-    """Something the user gave cannot work: one line, exit status 2, no traceback."""
 
 
 def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:

@@ -33,8 +33,9 @@ import math
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from controller.cli_args import OneLineParser
 from controller.replay.errors import ReplayError
 from controller.replay.harness import (
     FrequencyReplayOptions,
@@ -64,13 +65,9 @@ _TRACE_KEYS = {"duration": float, "steps": int, "ramps": int, "step_hz": float, 
                "noise_hz": float, "seed": int}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ReplayError(message, source="argv")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gridloop replay", description=__doc__.split("\n\n")[1] if __doc__ else "")
+    description = __doc__.split("\n\n")[1] if __doc__ else ""
+    p = OneLineParser(prog="gridloop replay", description=description)
     p.add_argument("--config", type=Path, help="site TOML or gridloop config TOML")
     p.add_argument("--load-csv", type=Path, help="load profile CSV (default: the bundled month)")
     p.add_argument("--load-column", help="value column (default: the only numeric one)")

@@ -152,7 +152,33 @@ def load_profile(
         raise ReplayError(f"--days: must be a positive number of days, got {days}",
                           source="--days")
     start_dt = parse_start(start) if isinstance(start, str) else start
+    header, data = _read_rows(p)
+    time_idx, val_idx = _pick_columns(p, header, data, column)
+    series = _parse_series(p, header, data, time_idx, val_idx)
+    i0, i1 = _select(p, series, start_dt, days)
+    raw = series.values[i0:i1].copy()
+    scale = 1.0
+    if peak_w is not None:
+        top = float(raw.max())
+        if top <= 0:
+            raise _err(p, None, series.vname, f"cannot scale to --load-peak-w {peak_w:g}: the "
+                       f"selected values peak at {top:g} (need a positive maximum)")
+        scale = peak_w / top
+    return LoadProfile(
+        path=p,
+        column=series.vname,
+        start=series.local[i0],
+        start_unix_s=float(series.t_unix[i0]),
+        step_s=series.step_s,
+        power_w=raw * scale,
+        raw=raw,
+        scale=scale,
+        first_line=i0 + 2,
+    )
 
+
+def _read_rows(p: str) -> tuple[list[str], list[list[str]]]:
+    """(header, data rows) of the CSV file; trailing blank lines dropped, data row k is line k+2."""
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
@@ -162,8 +188,6 @@ def load_profile(
         raise _err(p, None, None, "is a directory, not a CSV file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise _err(p, None, None, f"cannot read CSV ({exc})") from None
-
-    # Drop trailing blank lines, keep the line numbers of the others.
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()
     if not rows:
@@ -175,29 +199,54 @@ def load_profile(
     if len(header) < 2:
         raise _err(p, 1, None, f"need a timestamp column and a value column, header has "
                                f"{len(header)} column(s): {header}")
+    return header, data
 
-    # Timestamp column: the first one whose name hints at time, else the first column.
+
+def _pick_columns(
+    p: str, header: list[str], data: list[list[str]], column: str | None
+) -> tuple[int, int]:
+    """(timestamp column, value column): the first whose name hints at time, else the first
+    column; ``column`` by name, else the only numeric one."""
     time_idx = next((i for i, h in enumerate(header)
                      if any(k in h.lower() for k in _TIME_HINTS)), 0)
     first = data[0]
-    numeric = [i for i, h in enumerate(header)
-               if i != time_idx and i < len(first) and _is_number(first[i])]
     if column is not None:
         if column not in header:
             raise _err(p, 1, column, f"no such column; the header has {header}")
         val_idx = header.index(column)
         if val_idx == time_idx:
             raise _err(p, 1, column, "is the timestamp column, pick a numeric one")
-    else:
-        if not numeric:
-            raise _err(p, 2, None, f"no numeric value column (header {header}, first row {first})")
-        if len(numeric) > 1:
-            names = ", ".join(repr(header[i]) for i in numeric)
-            raise _err(p, 1, None, f"several numeric columns ({names}); pick one with "
-                                   "--load-column NAME")
-        val_idx = numeric[0]
-    tname, vname = header[time_idx], header[val_idx]
+        return time_idx, val_idx
+    numeric = [i for i, h in enumerate(header)
+               if i != time_idx and i < len(first) and _is_number(first[i])]
+    if not numeric:
+        raise _err(p, 2, None, f"no numeric value column (header {header}, first row {first})")
+    if len(numeric) > 1:
+        names = ", ".join(repr(header[i]) for i in numeric)
+        raise _err(p, 1, None, f"several numeric columns ({names}); pick one with "
+                               "--load-column NAME")
+    return time_idx, numeric[0]
 
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The parsed file: one timestamp and one value per data row, and the regular step."""
+
+    tname: str
+    vname: str
+    cells: list[str]
+    """The timestamp cells as written (for messages)."""
+    local: list[dt.datetime]
+    t_unix: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    step_s: float
+
+
+def _parse_series(
+    p: str, header: list[str], data: list[list[str]], time_idx: int, val_idx: int
+) -> _Series:
+    """Parse every row (timestamp and value) and check that the step is regular."""
+    tname, vname = header[time_idx], header[val_idx]
     n = len(data)
     t_unix = np.empty(n, dtype=np.float64)
     values = np.empty(n, dtype=np.float64)
@@ -224,71 +273,62 @@ def load_profile(
         t_unix[k] = t.timestamp()
         values[k] = v
         local.append(t)
+    cells = [row[time_idx] for row in data]
+    return _Series(tname, vname, cells, local, t_unix, values, _regular_step(p, tname, cells,
+                                                                              t_unix))
 
-    if n >= 2:
-        steps = np.diff(t_unix)
-        step = float(steps[0])
-        if step <= 0:
-            raise _err(p, 3, tname, f"timestamps not increasing ({data[0][time_idx]!r} then "
-                                    f"{data[1][time_idx]!r})")
-        bad = np.flatnonzero(np.abs(steps - step) > 1e-6)
-        if bad.size:
-            j = int(bad[0])
-            raise _err(p, j + 3, tname,
-                       f"irregular step: {steps[j]:g} s from {data[j][time_idx]!r} to "
-                       f"{data[j + 1][time_idx]!r}, expected {step:g} s as between the first "
-                       "two rows")
-    else:
-        step = 900.0  # a single sample: assume the common 15-min metering step
 
-    # Selection. A start within one step before the first sample selects it (a file
-    # stamped at the end of each interval begins at 00:15 for the day 00:00).
+def _regular_step(p: str, tname: str, cells: list[str], t_unix: npt.NDArray[np.float64]) -> float:
+    """The step between the first two rows, checked to hold between all (absolute time)."""
+    if t_unix.size < 2:
+        return 900.0  # a single sample: assume the common 15-min metering step
+    steps = np.diff(t_unix)
+    step = float(steps[0])
+    if step <= 0:
+        raise _err(p, 3, tname, f"timestamps not increasing ({cells[0]!r} then {cells[1]!r})")
+    bad = np.flatnonzero(np.abs(steps - step) > 1e-6)
+    if bad.size:
+        j = int(bad[0])
+        raise _err(p, j + 3, tname,
+                   f"irregular step: {steps[j]:g} s from {cells[j]!r} to {cells[j + 1]!r}, "
+                   f"expected {step:g} s as between the first two rows")
+    return step
+
+
+def _select(
+    p: str, series: _Series, start_dt: dt.datetime | None, days: float | None
+) -> tuple[int, int]:
+    """Row range ``[i0, i1)`` from ``start_dt`` (wall time as written, or an instant) for
+    ``days`` days."""
+    n, step, tname = series.t_unix.size, series.step_s, series.tname
     i0 = 0
     if start_dt is not None:
-        covers = f"the data covers {data[0][time_idx]!r} to {data[-1][time_idx]!r}"
+        # A start within one step before the first sample selects it (a file stamped
+        # at the end of each interval begins at 00:15 for the day 00:00).
+        covers = f"the data covers {series.cells[0]!r} to {series.cells[-1]!r}"
         if start_dt.tzinfo is None:
-            walls = [t.replace(tzinfo=None) for t in local]
+            walls = [t.replace(tzinfo=None) for t in series.local]
             early = start_dt < walls[0] - dt.timedelta(seconds=step)
             i0 = next((i for i, w in enumerate(walls) if w >= start_dt), n)
         else:
             s_unix = start_dt.timestamp()
-            early = s_unix < t_unix[0] - step
-            i0 = int(np.searchsorted(t_unix, s_unix - 1e-6))
+            early = s_unix < series.t_unix[0] - step
+            i0 = int(np.searchsorted(series.t_unix, s_unix - 1e-6))
         if early:
             raise _err(p, None, tname, f"--start {start_dt.isoformat()} is before the first "
-                                       f"timestamp {data[0][time_idx]!r} ({covers})")
+                                       f"timestamp {series.cells[0]!r} ({covers})")
         if i0 >= n:
             raise _err(p, None, tname, f"empty selection: --start {start_dt.isoformat()} is after "
-                                       f"the last timestamp {data[-1][time_idx]!r} ({covers})")
-    i1 = n
-    if days is not None:
-        count = round(days * 86400.0 / step)
-        if count < 1:
-            raise _err(p, None, tname, f"empty selection: --days {days:g} is shorter than one "
-                                       f"step ({step:g} s)")
-        if i0 + count > n:
-            have = (n - i0) * step / 86400.0
-            raise _err(p, None, tname, f"selection too short: --days {days:g} asked from "
-                                       f"{data[i0][time_idx]!r}, the file has {have:.3g} day(s) "
-                                       "from there")
-        i1 = i0 + count
-    raw = values[i0:i1].copy()
-
-    scale = 1.0
-    if peak_w is not None:
-        top = float(raw.max())
-        if top <= 0:
-            raise _err(p, None, vname, f"cannot scale to --load-peak-w {peak_w:g}: the selected "
-                                       f"values peak at {top:g} (need a positive maximum)")
-        scale = peak_w / top
-    return LoadProfile(
-        path=p,
-        column=vname,
-        start=local[i0],
-        start_unix_s=float(t_unix[i0]),
-        step_s=step,
-        power_w=raw * scale,
-        raw=raw,
-        scale=scale,
-        first_line=i0 + 2,
-    )
+                                       f"the last timestamp {series.cells[-1]!r} ({covers})")
+    if days is None:
+        return i0, n
+    count = round(days * 86400.0 / step)
+    if count < 1:
+        raise _err(p, None, tname, f"empty selection: --days {days:g} is shorter than one "
+                                   f"step ({step:g} s)")
+    if i0 + count > n:
+        have = (n - i0) * step / 86400.0
+        raise _err(p, None, tname, f"selection too short: --days {days:g} asked from "
+                                   f"{series.cells[i0]!r}, the file has {have:.3g} day(s) "
+                                   "from there")
+    return i0, i0 + count

@@ -176,29 +176,66 @@ def optimal_peak(
         raise ReplayError("fleet: need at least one battery group", source="fleet")
     for m in groups:
         m.validate()
-    nt, ng = g.size, len(groups)
-    ne = nt - 1 if linear else nt  # energy values after each interval
-    h = step_s / 3600.0
-    # Work in units of the series' scale for a well-conditioned LP.
-    scale = max(float(np.max(np.abs(g))), *(m.charge_max_w for m in groups),
-                *(m.discharge_max_w for m in groups), 1.0)
-    escale = scale * h  # Wh of one sample at full scale
-    idx = np.arange(nt)
-    eidx = np.arange(ne)
-    # Variables: per group k: c (nt), d (nt), e (ne); then P (1).
-    per = 2 * nt + ne
-    n = per * ng + 1
-    ip = n - 1
-    ub_r, ub_c, ub_v = [idx], [np.full(nt, ip)], [-np.ones(nt)]
-    eq_r: list[npt.NDArray[np.int64]] = []
-    eq_c: list[npt.NDArray[np.int64]] = []
-    eq_v: list[FloatArray] = []
-    b_eq = np.zeros(ne * ng)
-    lo = np.zeros(n)
-    hi = np.empty(n)
-    cost = np.zeros(n)
-    for k, m in enumerate(groups):
-        ic, id_, ie = per * k, per * k + nt, per * k + 2 * nt
+    lp = _PeakLp(g, step_s, groups, linear=linear, keep_final_energy=keep_final_energy)
+    res = scipy.optimize.linprog(lp.cost, A_ub=lp.a_ub, b_ub=-g / lp.scale, A_eq=lp.a_eq,
+                                 b_eq=lp.b_eq, bounds=lp.bounds, method="highs")
+    peak_unc = float(g.max())
+    if res.status != 0 or res.x is None:
+        return OptimumResult(False, str(res.message), math.nan, peak_unc,
+                             np.full(lp.nt, np.nan), np.full(lp.ne + 1, np.nan))
+    return _recheck(lp, np.asarray(res.x, dtype=np.float64), str(res.message), peak_unc)
+
+
+class _PeakLp:
+    """The peak-minimising LP in scaled units (a well-conditioned problem for HiGHS).
+
+    Variables: per group k its charge ``c`` (``nt``), discharge ``d`` (``nt``) and
+    energy ``e`` (``ne`` values after each interval); then the peak ``P``. Powers
+    are divided by :attr:`scale` (W), energies by :attr:`escale` (Wh of one sample
+    at full scale).
+    """
+
+    def __init__(self, g: FloatArray, step_s: float, groups: list[FleetModel], *,
+                 linear: bool, keep_final_energy: bool) -> None:
+        self.g, self.groups, self.linear = g, groups, linear
+        self.nt = g.size
+        self.ne = self.nt - 1 if linear else self.nt  # energy values after each interval
+        self.h = step_s / 3600.0
+        self.scale = max(float(np.max(np.abs(g))), *(m.charge_max_w for m in groups),
+                         *(m.discharge_max_w for m in groups), 1.0)
+        self.escale = self.scale * self.h
+        self.per = 2 * self.nt + self.ne
+        self.n = self.per * len(groups) + 1
+        self.ip = self.n - 1
+        self._ub: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
+                        list[FloatArray]] = (
+            [np.arange(self.nt)], [np.full(self.nt, self.ip)], [-np.ones(self.nt)])
+        self._eq: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
+                        list[FloatArray]] = ([], [], [])
+        self.b_eq = np.zeros(self.ne * len(groups))
+        self.lo = np.zeros(self.n)
+        self.hi = np.empty(self.n)
+        self.cost = np.zeros(self.n)
+        for k, m in enumerate(groups):
+            self._add_group(k, m, keep_final_energy)
+        self.a_ub = self._matrix(self._ub, self.nt)
+        self.a_eq = self._matrix(self._eq, self.ne * len(groups))
+        self.lo[self.ip], self.hi[self.ip] = -np.inf, np.inf
+        self.cost[self.ip] = 1.0
+        self.bounds = np.column_stack([self.lo, self.hi])
+
+    def _matrix(self, parts: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
+                                   list[FloatArray]], rows: int) -> scipy.sparse.csr_array:
+        r, c, v = parts
+        return scipy.sparse.csr_array(
+            (np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(rows, self.n))
+
+    def _add_group(self, k: int, m: FleetModel, keep_final_energy: bool) -> None:
+        nt, ne = self.nt, self.ne
+        idx, eidx = np.arange(nt), np.arange(ne)
+        ic, id_, ie = self.per * k, self.per * k + nt, self.per * k + 2 * nt
+        ub_r, ub_c, ub_v = self._ub
+        eq_r, eq_c, eq_v = self._eq
         # L_t + Σ_k (c_kt − d_kt) − P ≤ 0
         ub_r += [idx, idx]
         ub_c += [ic + idx, id_ + idx]
@@ -209,7 +246,7 @@ def optimal_peak(
         eq_r += [row, row[1:]]
         eq_c += [ie + eidx, ie + eidx[:-1]]
         eq_v += [np.ones(ne), -np.ones(ne - 1)]
-        if linear:  # trapezoid: half of each end point
+        if self.linear:  # trapezoid: half of each end point
             for off in (0, 1):
                 eq_r += [row, row]
                 eq_c += [ic + eidx + off, id_ + eidx + off]
@@ -218,49 +255,40 @@ def optimal_peak(
             eq_r += [row, row]
             eq_c += [ic + eidx, id_ + eidx]
             eq_v += [np.full(ne, -ec), np.full(ne, ed)]
-        e0 = m.energy_init_wh / escale
-        b_eq[ne * k] = e0
-        hi[ic:ic + nt] = m.charge_max_w / scale
-        hi[id_:id_ + nt] = m.discharge_max_w / scale
-        lo[ie:ie + ne] = m.energy_min_wh / escale
-        hi[ie:ie + ne] = m.energy_max_wh / escale
+        e0 = m.energy_init_wh / self.escale
+        self.b_eq[ne * k] = e0
+        self.hi[ic:ic + nt] = m.charge_max_w / self.scale
+        self.hi[id_:id_ + nt] = m.discharge_max_w / self.scale
+        self.lo[ie:ie + ne] = m.energy_min_wh / self.escale
+        self.hi[ie:ie + ne] = m.energy_max_wh / self.escale
         if keep_final_energy:
-            lo[ie + ne - 1] = max(lo[ie + ne - 1], e0)
-        cost[ic:ie] = 1e-7 / nt
-    a_ub = scipy.sparse.csr_array(
-        (np.concatenate(ub_v), (np.concatenate(ub_r), np.concatenate(ub_c))), shape=(nt, n))
-    a_eq = scipy.sparse.csr_array(
-        (np.concatenate(eq_v), (np.concatenate(eq_r), np.concatenate(eq_c))), shape=(ne * ng, n))
-    lo[ip], hi[ip] = -np.inf, np.inf
-    cost[ip] = 1.0
-    res = scipy.optimize.linprog(cost, A_ub=a_ub, b_ub=-g / scale, A_eq=a_eq, b_eq=b_eq,
-                                 bounds=np.column_stack([lo, hi]), method="highs")
-    peak_unc = float(g.max())
-    if res.status != 0 or res.x is None:
-        return OptimumResult(False, str(res.message), math.nan, peak_unc,
-                             np.full(nt, np.nan), np.full(ne + 1, np.nan))
-    x = np.asarray(res.x, dtype=np.float64)
-    # Independent re-check: integrate each group's schedule, measure the peak.
+            self.lo[ie + ne - 1] = max(self.lo[ie + ne - 1], e0)
+        self.cost[ic:ie] = 1e-7 / nt
+
+
+def _recheck(lp: _PeakLp, x: FloatArray, message: str, peak_unc: float) -> OptimumResult:
+    """Independent re-check of an LP solution: integrate each group's schedule, measure the peak."""
+    nt, scale = lp.nt, lp.scale
     battery = np.zeros(nt)
-    energy = np.zeros(ne + 1)
+    energy = np.zeros(lp.ne + 1)
     ok = True
-    for k, m in enumerate(groups):
-        ic, id_ = per * k, per * k + nt
+    for k, m in enumerate(lp.groups):
+        ic, id_ = lp.per * k, lp.per * k + nt
         c = np.clip(x[ic:ic + nt] * scale, 0.0, m.charge_max_w)
         d = np.clip(x[id_:id_ + nt] * scale, 0.0, m.discharge_max_w)
         flow = m.charge_efficiency * c - d / m.discharge_efficiency
-        if linear:
+        if lp.linear:
             flow = 0.5 * (flow[1:] + flow[:-1])
-        e = m.energy_init_wh + np.concatenate([[0.0], np.cumsum(flow * h)])
-        tol_e = 1e-6 * max(m.energy_max_wh, 1.0) + 1e-7 * escale * nt
+        e = m.energy_init_wh + np.concatenate([[0.0], np.cumsum(flow * lp.h)])
+        tol_e = 1e-6 * max(m.energy_max_wh, 1.0) + 1e-7 * lp.escale * nt
         ok = ok and bool(np.all(e >= m.energy_min_wh - tol_e)
                          and np.all(e <= m.energy_max_wh + tol_e))
         battery += c - d
         energy += e
-    peak = float(np.max(g + battery))
-    lp_peak = float(x[ip]) * scale
+    peak = float(np.max(lp.g + battery))
+    lp_peak = float(x[lp.ip]) * scale
     ok = ok and abs(peak - lp_peak) <= 1e-6 * scale + 1e-3
-    msg = str(res.message) if ok else (
+    msg = message if ok else (
         f"re-check failed: peak {peak:.3f} W vs LP {lp_peak:.3f} W or energy out of window")
     return OptimumResult(ok, msg, peak, peak_unc, battery, energy)
 
