@@ -34,7 +34,12 @@ def gridloop(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
 
 
 def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """The non-blank stderr lines other than the status lines (grid formula, progress)."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and "gridloop.controller.status:" not in line
+    ]
 
 
 # ------------------------------------------------------------ an output is an input
