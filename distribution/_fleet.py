@@ -190,8 +190,10 @@ class Fleet:
         self._n_inv = n_inv
         self._n_bat = n_bat
         self._i_lo, self._i_hi, self._i_el, self._i_eu = inv
-        self._b_lo, self._b_hi, self._b_el, self._b_eu = bat[:4]
-        self._b_soc, self._b_soc_lo, self._b_soc_hi, self._b_cap = bat[4:]
+        (
+            self._b_lo, self._b_hi, self._b_el, self._b_eu,
+            self._b_soc, self._b_soc_lo, self._b_soc_hi, self._b_cap,
+        ) = bat
         self._identity = topo is None
         self._topo = topo
         self._pieces: tuple[_F, _F] | None = None

@@ -222,8 +222,8 @@ def usable(
     # battery's inverter has upper 0 but keeps its ±2 kW band) is live data,
     # not a fault: the side the band covers is simply empty but for 0 W.
     i_lo, i_hi, i_el, i_eu = _shadow_band(*inv)
-    b_lo, b_hi, b_el, b_eu = _shadow_band(*bat[:4])
-    soc, s_lo, s_hi, cap = bat[4:]
+    b_lo, b_hi, b_el, b_eu, soc, s_lo, s_hi, cap = bat
+    b_lo, b_hi, b_el, b_eu = _shadow_band(b_lo, b_hi, b_el, b_eu)
     # NaN fails every comparison, so the chains also reject NaN; the
     # isfinite terms catch the infinities the chains would let through.
     inv_ok = (i_lo <= i_el) & (i_el <= 0.0) & (i_eu >= 0.0) & (i_eu <= i_hi)
