@@ -190,7 +190,12 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
         AllocationInvariantError: a setpoint violates the original bounds (a bug).
     """
     t, e = _check_args(target_w, soc_exponent)
-    goal, status = _clip(fleet, t)
+    goal, status = t, AllocationStatus.EXACT
+    if t > 0.0:
+        if t > fleet.upper_w:
+            goal, status = fleet.upper_w, AllocationStatus.SATURATED_UPPER
+    elif t < 0.0 and t < fleet.lower_w:
+        goal, status = fleet.lower_w, AllocationStatus.SATURATED_LOWER
     method = "waterfill"
     if goal == 0.0:
         p = np.zeros(fleet._g_lo.shape[0])
@@ -240,19 +245,6 @@ def _check_args(target_w: float, soc_exponent: float) -> tuple[float, float]:
     if not (e >= 0.0 and math.isfinite(e)):
         raise DistributionError("soc_exponent", e, "must be finite and >= 0")
     return t, e
-
-
-def _clip(fleet: Fleet, t: float) -> tuple[float, AllocationStatus]:
-    """The target clipped to the fleet's bounds, and EXACT or the saturation status."""
-    if t > 0.0:
-        hi_sum = fleet.upper_w
-        if t > hi_sum:
-            return hi_sum, AllocationStatus.SATURATED_UPPER
-    elif t < 0.0:
-        lo_sum = fleet.lower_w
-        if t < lo_sum:
-            return lo_sum, AllocationStatus.SATURATED_LOWER
-    return t, AllocationStatus.EXACT
 
 
 def _waterfill(fleet: Fleet, w: _F, goal: float) -> tuple[_F, _B]:

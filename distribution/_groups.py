@@ -146,20 +146,6 @@ def _subset_masks(m: int) -> _B:
     return masks
 
 
-def _is_identity(arr: npt.NDArray[Any], n_inv: int, n_bat: int) -> bool:
-    """Whether ``arr`` (any shape) is exactly the 1:1 link array ``[(i, i)]``."""
-    if arr.ndim != 2 or arr.shape != (n_inv, 2) or n_inv != n_bat:
-        return False
-    k = n_inv
-    ident = _IDENTITY_LINKS.get(k)
-    if ident is None:
-        ident = np.repeat(np.arange(k)[:, None], 2, axis=1)
-        if len(_IDENTITY_LINKS) > 16:
-            _IDENTITY_LINKS.clear()
-        _IDENTITY_LINKS[k] = ident
-    return bool(np.count_nonzero(arr == ident) == 2 * k)
-
-
 def links_topology(links: Any, n_inv: int, n_bat: int) -> _Topology | None:
     """Validate ``links``; return its topology, or None for the identity 1:1 links."""
     if links is None:
@@ -171,8 +157,15 @@ def links_topology(links: Any, n_inv: int, n_bat: int) -> _Topology | None:
             )
         return None
     arr = np.asarray(links)
-    if arr.dtype.kind in "iu" and _is_identity(arr, n_inv, n_bat):
-        return None
+    if arr.ndim == 2 and arr.shape == (n_inv, 2) and n_inv == n_bat and arr.dtype.kind in "iu":
+        ident = _IDENTITY_LINKS.get(n_inv)
+        if ident is None:
+            ident = np.repeat(np.arange(n_inv)[:, None], 2, axis=1)
+            if len(_IDENTITY_LINKS) > 16:
+                _IDENTITY_LINKS.clear()
+            _IDENTITY_LINKS[n_inv] = ident
+        if np.count_nonzero(arr == ident) == 2 * n_inv:  # exactly [(i, i)]: 1:1
+            return None
     return _topology(n_inv, n_bat, check_links(arr, n_inv, n_bat))
 
 
