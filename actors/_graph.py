@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
+
+from distribution import group_links
 
 from ._errors import GraphError
 from ._grid import GridFormula
@@ -161,67 +164,8 @@ class ComponentGraph:
             GraphError: Duplicate ids, connections to unknown ids, self loops,
                 a battery behind a PV inverter, no battery group at all.
         """
-        comps: dict[int, ComponentInfo] = {}
-        for c in components:
-            if c.id in comps:
-                raise GraphError("duplicate component id", component_id=c.id)
-            comps[c.id] = c
-        succ: dict[int, list[int]] = {cid: [] for cid in comps}
-        pred: dict[int, list[int]] = {cid: [] for cid in comps}
-        for src, dst in connections:
-            for end in (src, dst):
-                if end not in comps:
-                    raise GraphError(
-                        f"connection {src} -> {dst} names unknown component {end}",
-                        component_id=end,
-                    )
-            if src == dst:
-                raise GraphError(f"connection {src} -> {dst} is a self loop", component_id=src)
-            succ[src].append(dst)
-            pred[dst].append(src)
-
-        # Inverter <-> battery links.
-        links: list[tuple[int, int]] = []
-        for src, dst in connections:
-            s, d = comps[src], comps[dst]
-            if s.category == CAT_INVERTER and d.category == CAT_BATTERY:
-                if s.inverter_type == INV_PV:
-                    raise GraphError(
-                        f"battery {dst} is connected behind PV inverter {src}", component_id=src
-                    )
-                links.append((src, dst))
-        if not links:
-            n_bat = sum(1 for c in comps.values() if c.category == CAT_BATTERY)
-            raise GraphError(
-                f"no battery is connected to an inverter ({n_bat} batteries, "
-                f"{sum(1 for c in comps.values() if c.category == CAT_INVERTER)} inverters)"
-            )
-
-        # Connected components of the inverter-battery bipartite graph (union-find).
-        parent: dict[int, int] = {}
-
-        def find(x: int) -> int:
-            parent.setdefault(x, x)
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for inv, bat in links:
-            ra, rb = find(inv), find(bat)
-            if ra != rb:
-                parent[ra] = rb
-        members: dict[int, list[int]] = {}
-        for node in parent:
-            members.setdefault(find(node), []).append(node)
-        groups = []
-        for nodes in members.values():
-            invs = tuple(sorted(n for n in nodes if comps[n].category == CAT_INVERTER))
-            bats = tuple(sorted(n for n in nodes if comps[n].category == CAT_BATTERY))
-            glinks = tuple(sorted(lk for lk in links if lk[0] in invs))
-            groups.append(BatteryGroup(inverter_ids=invs, battery_ids=bats, links=glinks))
-        groups.sort(key=lambda g: g.inverter_ids[0])
-
+        comps = _index(components)
+        succ, pred = _adjacency(comps, connections)
         grid = GridFormula.build({c.id: c.category for c in comps.values()}, succ, pred)
         pv_invs = tuple(
             sorted(
@@ -248,10 +192,90 @@ class ComponentGraph:
         )
         return cls(
             components=comps,
-            groups=tuple(groups),
+            groups=_battery_groups(_battery_links(comps, connections)),
             grid=grid,
             pv_inverter_ids=pv_invs,
             pv_meter_ids=pv_meters,
             load_meter_ids=load_meters,
             successors={k: tuple(v) for k, v in succ.items()},
         )
+
+
+def _index(components: Sequence[ComponentInfo]) -> dict[int, ComponentInfo]:
+    """The components by id; raises `GraphError` for a duplicate id."""
+    comps: dict[int, ComponentInfo] = {}
+    for c in components:
+        if c.id in comps:
+            raise GraphError("duplicate component id", component_id=c.id)
+        comps[c.id] = c
+    return comps
+
+
+def _adjacency(
+    comps: dict[int, ComponentInfo], connections: Sequence[tuple[int, int]]
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Successors and predecessors by id; raises for unknown ids and self loops."""
+    succ: dict[int, list[int]] = {cid: [] for cid in comps}
+    pred: dict[int, list[int]] = {cid: [] for cid in comps}
+    for src, dst in connections:
+        for end in (src, dst):
+            if end not in comps:
+                raise GraphError(
+                    f"connection {src} -> {dst} names unknown component {end}",
+                    component_id=end,
+                )
+        if src == dst:
+            raise GraphError(f"connection {src} -> {dst} is a self loop", component_id=src)
+        succ[src].append(dst)
+        pred[dst].append(src)
+    return succ, pred
+
+
+def _battery_links(
+    comps: dict[int, ComponentInfo], connections: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The inverter -> battery connections; raises for a battery behind a PV inverter or none."""
+    links: list[tuple[int, int]] = []
+    for src, dst in connections:
+        s, d = comps[src], comps[dst]
+        if s.category == CAT_INVERTER and d.category == CAT_BATTERY:
+            if s.inverter_type == INV_PV:
+                raise GraphError(
+                    f"battery {dst} is connected behind PV inverter {src}", component_id=src
+                )
+            links.append((src, dst))
+    if not links:
+        n_bat = sum(1 for c in comps.values() if c.category == CAT_BATTERY)
+        raise GraphError(
+            f"no battery is connected to an inverter ({n_bat} batteries, "
+            f"{sum(1 for c in comps.values() if c.category == CAT_INVERTER)} inverters)"
+        )
+    return links
+
+
+def _battery_groups(links: list[tuple[int, int]]) -> tuple[BatteryGroup, ...]:
+    """The battery groups of ``(inverter id, battery id)`` links (`distribution.group_links`).
+
+    Every linked inverter and battery is in exactly one group; the groups come
+    sorted by their first inverter id, their ids and links sorted.
+    """
+    inv_ids = sorted({i for i, _ in links})
+    bat_ids = sorted({b for _, b in links})
+    inv_ix = {cid: k for k, cid in enumerate(inv_ids)}
+    bat_ix = {cid: k for k, cid in enumerate(bat_ids)}
+    index = np.array([(inv_ix[i], bat_ix[b]) for i, b in links], dtype=np.intp)
+    # Group numbers follow the lowest inverter index, i.e. the lowest inverter id.
+    inv_group, bat_group, n_groups = group_links(len(inv_ids), len(bat_ids), index)
+    invs: list[list[int]] = [[] for _ in range(n_groups)]
+    bats: list[list[int]] = [[] for _ in range(n_groups)]
+    glinks: list[list[tuple[int, int]]] = [[] for _ in range(n_groups)]
+    for cid, g in zip(inv_ids, inv_group.tolist(), strict=True):
+        invs[g].append(cid)
+    for cid, g in zip(bat_ids, bat_group.tolist(), strict=True):
+        bats[g].append(cid)
+    for link, k in zip(links, index[:, 0].tolist(), strict=True):
+        glinks[int(inv_group[k])].append(link)
+    return tuple(
+        BatteryGroup(inverter_ids=tuple(i), battery_ids=tuple(b), links=tuple(sorted(lk)))
+        for i, b, lk in zip(invs, bats, glinks, strict=True)
+    )

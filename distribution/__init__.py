@@ -20,11 +20,15 @@ Public names:
 * `AllocationInvariantError` — an `AssertionError` raised if a result ever
   violates the original bounds (a bug, never bad input).
 * `MAX_GROUP_INVERTERS` — largest supported number of inverters per group.
+* `group_links` — the groups (connected components) of an inverter–battery
+  link array, as group indices per inverter and per battery: the one
+  grouping function (`Fleet` and the actors' component graph use it).
 """
 
 from ._allocate import AllocationResult, AllocationStatus, allocate
 from ._errors import AllocationInvariantError, DistributionError
-from ._fleet import MAX_GROUP_INVERTERS, ExclusionReason, Fleet
+from ._fleet import ExclusionReason, Fleet
+from ._groups import MAX_GROUP_INVERTERS, group_links
 
 __all__ = [
     "MAX_GROUP_INVERTERS",
@@ -35,4 +39,5 @@ __all__ = [
     "ExclusionReason",
     "Fleet",
     "allocate",
+    "group_links",
 ]

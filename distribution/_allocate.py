@@ -31,7 +31,7 @@ Method
    rest reachable; the final powers are the exact water-filling on those
    pieces. Only if that set grows beyond `MAX_INTERVALS` intervals
    (subset-sum-like instances) a mixed-integer program over the pieces
-   (`scipy.optimize.milp`, HiGHS) decides instead: first the nearest
+   (`scipy.optimize.milp`, HiGHS; `distribution._milp`) decides instead: first the nearest
    reachable total, then the piece choice closest (L1, 1/w weighted) to the
    water-filling.
 
@@ -59,6 +59,7 @@ import numpy.typing as npt
 from ._errors import AllocationInvariantError, DistributionError
 from ._exact import reachable_pieces
 from ._fleet import Fleet
+from ._milp import milp_pieces
 from ._waterfill import water_fill_box, water_fill_upper
 
 __all__ = ["AllocationResult", "AllocationStatus", "allocate"]
@@ -69,7 +70,6 @@ _B = npt.NDArray[np.bool_]
 _WEIGHT_FLOOR = 1e-9
 _max = np.maximum.reduce
 _sum = np.add.reduce
-_MILP_TIME_LIMIT_S = 1.0
 
 
 class AllocationStatus(enum.Enum):
@@ -189,54 +189,22 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
             number (or ``soc_exponent < 0``).
         AllocationInvariantError: a setpoint violates the original bounds (a bug).
     """
-    try:
-        t = float(target_w)
-    except (TypeError, ValueError) as exc:
-        raise DistributionError("target_w", target_w, "must be a number") from exc
-    if not math.isfinite(t):
-        raise DistributionError("target_w", t, "must be finite")
-    try:
-        e = float(soc_exponent)
-    except (TypeError, ValueError) as exc:
-        raise DistributionError("soc_exponent", soc_exponent, "must be a number") from exc
-    if not (e >= 0.0 and math.isfinite(e)):
-        raise DistributionError("soc_exponent", e, "must be finite and >= 0")
-
-    status = AllocationStatus.EXACT
-    goal = t
+    t, e = _check_args(target_w, soc_exponent)
+    goal, status = t, AllocationStatus.EXACT
     if t > 0.0:
-        hi_sum = fleet.upper_w
-        if t > hi_sum:
-            goal = hi_sum
-            status = AllocationStatus.SATURATED_UPPER
-    elif t < 0.0:
-        lo_sum = fleet.lower_w
-        if t < lo_sum:
-            goal = lo_sum
-            status = AllocationStatus.SATURATED_LOWER
-    g_lo, g_hi = fleet._g_lo, fleet._g_hi
+        if t > fleet.upper_w:
+            goal, status = fleet.upper_w, AllocationStatus.SATURATED_UPPER
+    elif t < 0.0 and t < fleet.lower_w:
+        goal, status = fleet.lower_w, AllocationStatus.SATURATED_LOWER
     method = "waterfill"
     if goal == 0.0:
-        p = np.zeros(g_lo.shape[0])
+        p = np.zeros(fleet._g_lo.shape[0])
         method = "zero"
         if t != 0.0:
             status = AllocationStatus.NOTHING_AVAILABLE
     else:
-        up = goal > 0.0
-        w = _weights(fleet, up, e)
-        caught: _B
-        if up:
-            p = water_fill_upper(w, g_hi, goal)
-            if fleet._simple:
-                caught = (p > 0.0) & (p < fleet._g_bu)
-        else:
-            p = -water_fill_upper(w, -g_lo, -goal)
-            if fleet._simple:
-                caught = (p < 0.0) & (p > fleet._g_bl)
-        if not fleet._simple:
-            plo, phi = fleet.group_pieces()
-            pc = p[:, None]
-            caught = np.logical_not(((plo <= pc) & (pc <= phi)).any(axis=1))
+        w = _weights(fleet, goal > 0.0, e)
+        p, caught = _waterfill(fleet, w, goal)
         if np.count_nonzero(caught):
             p, method, approx = _solve_bands(fleet, w, p, caught, goal)
             if approx:
@@ -256,10 +224,45 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
         inverter_exclusion=fleet._inverter_exclusion,
         battery_exclusion=fleet._battery_exclusion,
         group_power_w=p,
-        group_lower_w=g_lo,
-        group_upper_w=g_hi,
+        group_lower_w=fleet._g_lo,
+        group_upper_w=fleet._g_hi,
         method=method,
     )
+
+
+def _check_args(target_w: float, soc_exponent: float) -> tuple[float, float]:
+    """``(target, exponent)`` as floats, or raise naming the bad argument."""
+    try:
+        t = float(target_w)
+    except (TypeError, ValueError) as exc:
+        raise DistributionError("target_w", target_w, "must be a number") from exc
+    if not math.isfinite(t):
+        raise DistributionError("target_w", t, "must be finite")
+    try:
+        e = float(soc_exponent)
+    except (TypeError, ValueError) as exc:
+        raise DistributionError("soc_exponent", soc_exponent, "must be a number") from exc
+    if not (e >= 0.0 and math.isfinite(e)):
+        raise DistributionError("soc_exponent", e, "must be finite and >= 0")
+    return t, e
+
+
+def _waterfill(fleet: Fleet, w: _F, goal: float) -> tuple[_F, _B]:
+    """Step 1: water-filling on the hulls; returns the group powers and the caught groups."""
+    caught: _B
+    if goal > 0.0:
+        p = water_fill_upper(w, fleet._g_hi, goal)
+        if fleet._simple:
+            caught = (p > 0.0) & (p < fleet._g_bu)
+    else:
+        p = -water_fill_upper(w, -fleet._g_lo, -goal)
+        if fleet._simple:
+            caught = (p < 0.0) & (p > fleet._g_bl)
+    if not fleet._simple:
+        plo, phi = fleet.group_pieces()
+        pc = p[:, None]
+        caught = np.logical_not(((plo <= pc) & (pc <= phi)).any(axis=1))
+    return p, caught
 
 
 def _message(
@@ -343,126 +346,10 @@ def _solve_bands(
             return q, "repair", False
     choice = reachable_pieces(plo, phi, p, goal)
     if choice is None:
-        return _milp_pieces(w, p, plo, phi, goal)
+        return milp_pieces(w, p, plo, phi, goal)
     a, b = plo[rows, choice], phi[rows, choice]
     q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
     return q, "exact", False
-
-
-def _milp_pieces(
-    w: _F, p_star: _F, plo: _F, phi: _F, goal: float
-) -> tuple[_F, str, bool]:
-    """Exact fallback: nearest reachable total, then closest piece choice (HiGHS)."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
-
-    n, n_p = plo.shape
-    gi, pj = np.nonzero(plo <= phi)
-    m = gi.shape[0]
-    finite = np.abs(np.concatenate((plo[gi, pj], phi[gi, pj], [goal])))
-    scale = max(float(finite.max()), 1.0)
-    lo_s = plo[gi, pj] / scale
-    hi_s = phi[gi, pj] / scale
-    g_s = goal / scale
-    ps_s = p_star / scale
-    # Variables: x (m), z (m), s_minus, s_plus, dev (n).
-    nv = 2 * m + 2 + n
-    ix, iz, ism, isp, idv = 0, m, 2 * m, 2 * m + 1, 2 * m + 2
-    rows: list[npt.NDArray[np.intp]] = []
-    cols: list[npt.NDArray[np.intp]] = []
-    vals: list[_F] = []
-    c_lo: list[_F] = []
-    c_hi: list[_F] = []
-    r0 = 0
-
-    def add(r: npt.NDArray[np.intp], c: npt.NDArray[np.intp], v: _F) -> None:
-        rows.append(r)
-        cols.append(c)
-        vals.append(v)
-
-    e = np.arange(m)
-    # one piece per group: sum_j z_gj = 1
-    add(r0 + gi, iz + e, np.ones(m))
-    c_lo.append(np.ones(n))
-    c_hi.append(np.ones(n))
-    r0 += n
-    # x - lo z >= 0 ; x - hi z <= 0
-    add(r0 + e, ix + e, np.ones(m))
-    add(r0 + e, iz + e, -lo_s)
-    c_lo.append(np.zeros(m))
-    c_hi.append(np.full(m, np.inf))
-    r0 += m
-    add(r0 + e, ix + e, np.ones(m))
-    add(r0 + e, iz + e, -hi_s)
-    c_lo.append(np.full(m, -np.inf))
-    c_hi.append(np.zeros(m))
-    r0 += m
-    # total: sum x + s_minus - s_plus = goal
-    add(np.full(m, r0), ix + e, np.ones(m))
-    add(np.array([r0, r0]), np.array([ism, isp]), np.array([1.0, -1.0]))
-    c_lo.append(np.array([g_s]))
-    c_hi.append(np.array([g_s]))
-    r0 += 1
-    # deviation: dev_g >= +-(sum_j x_gj - p*_g)
-    add(r0 + gi, ix + e, np.ones(m))
-    add(r0 + np.arange(n), idv + np.arange(n), -np.ones(n))
-    c_lo.append(np.full(n, -np.inf))
-    c_hi.append(ps_s)
-    r0 += n
-    add(r0 + gi, ix + e, -np.ones(m))
-    add(r0 + np.arange(n), idv + np.arange(n), -np.ones(n))
-    c_lo.append(np.full(n, -np.inf))
-    c_hi.append(-ps_s)
-    r0 += n
-    a_mat = coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, nv)
-    ).tocsr()
-    cons = LinearConstraint(a_mat, np.concatenate(c_lo), np.concatenate(c_hi))
-    lb = np.zeros(nv)
-    ub = np.full(nv, np.inf)
-    lb[ix : ix + m] = -np.inf
-    ub[iz : iz + m] = 1.0
-    integrality = np.zeros(nv)
-    integrality[iz : iz + m] = 1
-    bounds = Bounds(lb, ub)
-    # Phase 1: nearest reachable total.
-    c1 = np.zeros(nv)
-    c1[ism] = c1[isp] = 1.0
-    opts = {"time_limit": _MILP_TIME_LIMIT_S, "mip_rel_gap": 1e-9}
-    res1 = milp(c1, constraints=cons, integrality=integrality, bounds=bounds, options=opts)
-    approx = res1.status != 0
-    if res1.x is None:
-        return _round_down(plo, phi, p_star), "milp", True
-    slack = float(res1.x[ism] + res1.x[isp])
-    # Phase 2: same slack, piece choice closest to the water-filling.
-    c2 = np.zeros(nv)
-    c2[idv:] = (w.max() / w) / n
-    lb2, ub2 = lb.copy(), ub.copy()
-    ub2[ism] = ub2[isp] = slack + 1e-9
-    res2 = milp(
-        c2,
-        constraints=cons,
-        integrality=integrality,
-        bounds=Bounds(lb2, ub2),
-        options={"time_limit": _MILP_TIME_LIMIT_S, "mip_rel_gap": 1e-6},
-    )
-    x = res2.x if res2.x is not None else res1.x
-    z = np.full((n, n_p), -1.0)
-    z[gi, pj] = x[iz : iz + m]
-    k = np.argmax(z, axis=1)
-    rr = np.arange(n)
-    a, b = plo[rr, k], phi[rr, k]
-    q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
-    return q, "milp", approx
-
-
-def _round_down(plo: _F, phi: _F, p: _F) -> _F:
-    """Last resort: move every group to the nearest allowed point toward 0."""
-    pc = p[:, None]
-    down = np.max(np.where(plo <= pc, np.minimum(phi, pc), -np.inf), axis=1)
-    up = np.min(np.where(phi >= pc, np.maximum(plo, pc), np.inf), axis=1)
-    out: _F = np.where(p > 0.0, down, up)
-    return out
 
 
 # --------------------------------------------------------------------------- split

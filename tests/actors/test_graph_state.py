@@ -84,6 +84,19 @@ def test_graph_groups_and_roles() -> None:
     assert set(g.streamed_ids) == {2, 10, 11, 20, 21, 22, 30, 31, 32, 41, 40, 50}
 
 
+def test_graph_groups_follow_the_first_inverter_id_whatever_the_connection_order() -> None:
+    comps = [ComponentInfo(c, INV, BATT_INV) for c in (7, 3, 9, 5)] + [
+        ComponentInfo(c, BAT) for c in (8, 4, 6, 2)]
+    # 3 and 9 share battery 4 (one link listed twice), 5 -> 2, 7 -> 8 and 6.
+    conns = [(9, 4), (7, 8), (5, 2), (3, 4), (7, 6), (9, 4)]
+    g = ComponentGraph.build(comps, conns)
+    assert [(x.inverter_ids, x.battery_ids, x.links) for x in g.groups] == [
+        ((3, 9), (4,), ((3, 4), (9, 4), (9, 4))),
+        ((5,), (2,), ((5, 2),)),
+        ((7,), (6, 8), ((7, 6), (7, 8))),
+    ]
+
+
 def test_graph_without_grid_point_uses_the_root_meter() -> None:
     g = ComponentGraph.build(
         [ComponentInfo(2, METER), ComponentInfo(10, INV, BATT_INV), ComponentInfo(11, BAT)],

@@ -25,6 +25,16 @@ from typing import Any
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+_FLEET_KEYWORDS = (
+    ("inverter_lower_w", "inv_lo"), ("inverter_upper_w", "inv_hi"),
+    ("inverter_excl_lower_w", "inv_el"), ("inverter_excl_upper_w", "inv_eu"),
+    ("battery_soc_pct", "soc"), ("battery_soc_lower_pct", "soc_lo"),
+    ("battery_soc_upper_pct", "soc_hi"), ("battery_capacity_wh", "cap"),
+    ("battery_lower_w", "bat_lo"), ("battery_upper_w", "bat_hi"),
+    ("battery_excl_lower_w", "bat_el"), ("battery_excl_upper_w", "bat_eu"),
+)
+"""`Fleet` keyword -> `RawFleet` field, for the float arrays."""
+
 
 @dataclass
 class RawFleet:
@@ -49,20 +59,9 @@ class RawFleet:
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `distribution.Fleet`."""
         kw: dict[str, Any] = {
-            "inverter_lower_w": np.array(self.inv_lo, dtype=float),
-            "inverter_upper_w": np.array(self.inv_hi, dtype=float),
-            "inverter_excl_lower_w": np.array(self.inv_el, dtype=float),
-            "inverter_excl_upper_w": np.array(self.inv_eu, dtype=float),
-            "battery_soc_pct": np.array(self.soc, dtype=float),
-            "battery_soc_lower_pct": np.array(self.soc_lo, dtype=float),
-            "battery_soc_upper_pct": np.array(self.soc_hi, dtype=float),
-            "battery_capacity_wh": np.array(self.cap, dtype=float),
-            "battery_lower_w": np.array(self.bat_lo, dtype=float),
-            "battery_upper_w": np.array(self.bat_hi, dtype=float),
-            "battery_excl_lower_w": np.array(self.bat_el, dtype=float),
-            "battery_excl_upper_w": np.array(self.bat_eu, dtype=float),
-            "links": np.array(self.links, dtype=np.int64).reshape(-1, 2),
+            key: np.array(getattr(self, attr), dtype=float) for key, attr in _FLEET_KEYWORDS
         }
+        kw["links"] = np.array(self.links, dtype=np.int64).reshape(-1, 2)
         if self.inv_avail:
             kw["inverter_available"] = np.array(self.inv_avail, dtype=bool)
         if self.bat_avail:

@@ -10,6 +10,15 @@ from hypothesis import strategies as st
 SHAPES = ("one_to_one", "many_inverters_one_battery", "one_inverter_many_batteries", "mixed")
 
 
+def _bounds(draw: Any, step: Any, bands: bool) -> tuple[float, float, float, float]:
+    """Draw one component's ``(lower, upper, excl_lower, excl_upper)``."""
+    hi = draw(step.filter(lambda x: x > 0))
+    lo = -draw(step.filter(lambda x: x > 0))
+    eu = min(draw(step), hi * 0.5) if bands and draw(st.booleans()) else 0.0
+    el = max(-draw(step), lo * 0.5) if bands and draw(st.booleans()) else 0.0
+    return lo, hi, el, eu
+
+
 @st.composite
 def raw_fleets(
     draw: Any,
@@ -38,19 +47,13 @@ def raw_fleets(
     for n_i, n_b in sizes:
         i0, b0 = len(f.inv_lo), len(f.soc)
         for _ in range(n_i):
-            hi = draw(step.filter(lambda x: x > 0))
-            lo = -draw(step.filter(lambda x: x > 0))
-            eu = min(draw(step), hi * 0.5) if bands and draw(st.booleans()) else 0.0
-            el = max(-draw(step), lo * 0.5) if bands and draw(st.booleans()) else 0.0
+            lo, hi, el, eu = _bounds(draw, step, bands)
             f.inv_lo.append(lo)
             f.inv_hi.append(hi)
             f.inv_el.append(el)
             f.inv_eu.append(eu)
         for _ in range(n_b):
-            hi = draw(step.filter(lambda x: x > 0))
-            lo = -draw(step.filter(lambda x: x > 0))
-            eu = min(draw(step), hi * 0.5) if bands and draw(st.booleans()) else 0.0
-            el = max(-draw(step), lo * 0.5) if bands and draw(st.booleans()) else 0.0
+            lo, hi, el, eu = _bounds(draw, step, bands)
             f.bat_lo.append(lo)
             f.bat_hi.append(hi)
             f.bat_el.append(el)
