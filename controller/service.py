@@ -912,12 +912,12 @@ async def _run_service(
                 raise UserError(f"{api_url}: {exc}") from None
             if not site.graph.groups:
                 raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
-            # Shown at the default level, like the status lines: what "grid" means here.
-            _STATUS_LOG.warning("%s", site.graph.grid.describe())
             refusal = grid_refusal(site.graph.grid, config)
             if refusal is not None:
                 await site.aclose()
                 raise UserError(f"{api_url}: {refusal}")
+            # Shown at the default level, like the status lines: what "grid" means here.
+            _STATUS_LOG.warning("%s", site.graph.grid.describe())
             controller: Controller | None = None
             async with site:
                 controller = Controller(
