@@ -33,7 +33,8 @@ Public names:
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
 * `GridFormula` – grid power = sum of the branches leaving the grid connection point.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
-* `bounds_to_band` – API bounds (union of intervals) → inclusion + exclusion band.
+* `bounds_to_band`, `intervals_to_band` – API bounds (union of intervals) → inclusion +
+  exclusion band.
 * `TelemetryActor`, `FreshNotifier` – per-component streams with reconnect; fresh events.
 * `Health`, `stale_mask`, `failed_mask` – component exclusion rules (pure, fake-clock testable).
 * `Dispatcher`, `needs_send` – concurrent setpoint calls (keeps a `SetpointBook`); the
@@ -63,7 +64,7 @@ from ._health import Health, failed_mask, stale_mask
 from ._identity import SiteGuard, SiteIdentity
 from ._plan import FleetIndex, PlannedRound, RoundPlanner
 from ._site import RuntimeStats, SafeStopResult, Site
-from ._state import StateTable, bounds_to_band
+from ._state import StateTable, bounds_to_band, intervals_to_band
 from ._telemetry import FreshNotifier, TelemetryActor
 
 __all__ = [
@@ -107,6 +108,7 @@ __all__ = [
     "bounds_to_band",
     "cancel_on_signals",
     "failed_mask",
+    "intervals_to_band",
     "needs_send",
     "run",
     "stale_mask",
