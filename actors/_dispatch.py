@@ -21,7 +21,10 @@ and when another client controls the site.
 Resend rule (`needs_send`, a pure function): a setpoint is sent when it differs from
 the last one sent by more than `deadband_w`, when the last one is older than
 `lifetime - renew_margin`, when the last one failed, or when it goes to exactly 0 W
-from something else. A 0 W setpoint to an inverter never commanded is not sent.
+from something else; and the changes held back by the deadband are all sent when
+together they exceed `deadband_w` (the fleet's total never drifts from the
+allocation by more than one deadband). A 0 W setpoint to an inverter never commanded
+is not sent.
 """
 
 from __future__ import annotations
@@ -90,10 +93,16 @@ def needs_send(
     """
     never = np.isnan(last_w)
     with np.errstate(invalid="ignore"):
-        changed = np.abs(new_w - last_w) > deadband_w
+        delta = new_w - last_w
+        changed = np.abs(delta) > deadband_w
     due = (now_ns - last_sent_ns) >= renew_after_ns
     to_zero = (new_w == 0.0) & (last_w != 0.0)
     send: BoolArray = np.where(never, new_w != 0.0, changed | due | ~last_ok | to_zero)
+    # The deadband is per inverter; the fleet's total must not drift by more than
+    # one deadband either: when the changes held back add up to more, they go out.
+    held = ~send & ~never & (delta != 0.0)
+    if held.any() and abs(float(delta[held].sum())) > deadband_w:
+        send |= held
     return send
 
 

@@ -62,15 +62,13 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import ControlConfig
+from controller.config import ControlConfig, GridloopConfig
 from controller.replay.errors import ReplayError
 from controller.replay.loader import LoadProfile
 from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
 from controller.replay.transport import PhysicsTransport, replay_control, site_graph
 from controller.strategies import (
-    FrequencyResponse,
     FrequencyResponseConfig,
-    PeakShaving,
     PeakShavingConfig,
     StrategyInputs,
     frequency_response_wish,
@@ -235,11 +233,18 @@ def _advance(physics: SitePhysics, due_s: Sequence[float], dt_s: float, fine_s: 
         record()
 
 
-def _control(soc_exponent: float, lifetime_s: float, deadband_w: float,
-             stale_after_s: float) -> ControlConfig:
-    """The ``[control]`` section a replay runs with."""
-    return ControlConfig(setpoint_lifetime_s=int(lifetime_s), deadband_w=deadband_w,
-                         stale_after_s=stale_after_s, soc_exponent=soc_exponent)
+def _config(opt: PeakReplayOptions | FrequencyReplayOptions, *,
+            peak_shaving: PeakShavingConfig | None = None,
+            frequency_response: FrequencyResponseConfig | None = None) -> GridloopConfig:
+    """The gridloop config a replay runs: one strategy, the options' ``[control]``."""
+    control = ControlConfig(setpoint_lifetime_s=int(opt.setpoint_lifetime_s),
+                            deadband_w=opt.deadband_w, stale_after_s=opt.stale_after_s,
+                            soc_exponent=opt.soc_exponent)
+    return GridloopConfig(
+        control=control,
+        peak_shaving=peak_shaving or PeakShavingConfig(enabled=False),
+        frequency_response=frequency_response or FrequencyResponseConfig(enabled=False),
+    )
 
 
 def _quiet_site(site: SiteConfig, *, load: LoadConfig, frequency: FrequencyConfig) -> SiteConfig:
@@ -501,14 +506,14 @@ def run_peak_shaving(
 
     tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 1e-3 * limit))
     margin = _resolve(opt.recharge_margin_w, max(10.0, 1e-4 * limit))
-    ps = PeakShaving(PeakShavingConfig(
+    ps = PeakShavingConfig(
         import_limit_w=limit,
         export_limit_w=max(limit, float(values.max())) * 10.0,
         target_soc_pct=opt.target_soc_pct,
         recharge_power_w=sum(m.charge_max_w for m in models),
         recharge_margin_w=margin,
         interval_s=opt.cycle_s,
-    ))
+    )
     # The physics interpolates linearly: give it the staircase.
     prof, prof_step = staircase(values, step, opt.load_ramp_s)
     quiet = _quiet_site(
@@ -517,8 +522,7 @@ def run_peak_shaving(
         frequency=FrequencyConfig(nominal_hz=site.frequency.nominal_hz, noise_hz=0.0, events=()),
     )
     ph = SitePhysics(quiet, seed=seed, max_step_s=opt.physics_step_s)
-    control = replay_control(site, _control(opt.soc_exponent, opt.setpoint_lifetime_s,
-                                            opt.deadband_w, opt.stale_after_s), [ps])
+    control = replay_control(site, _config(opt, peak_shaving=ps))
     transport = PhysicsTransport(ph, control)
     truth = _Truth(ph)
 
@@ -817,9 +821,8 @@ def run_frequency_response(
                                   noise_tau_s=trace.noise_tau_s, events=trace.events),
     )
     ph = SitePhysics(quiet, seed=trace.seed, max_step_s=opt.physics_step_s)
-    fr = FrequencyResponse(cfg)
-    control = replay_control(site, _control(opt.soc_exponent, opt.setpoint_lifetime_s,
-                                            opt.deadband_w, opt.stale_after_s), [fr])
+    control = replay_control(site, _config(opt, frequency_response=dataclasses.replace(
+        cfg, enabled=True)))
     transport = PhysicsTransport(ph, control)
     truth = _Truth(ph)
     n = math.floor(trace.duration_s / opt.control_step_s + 1e-9)

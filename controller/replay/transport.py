@@ -6,9 +6,10 @@
   :class:`~simulator.config.SiteConfig` with :meth:`actors.ComponentGraph.build`
   (the grouping the service derives from ``ListElectricalComponents``).
 * :func:`replay_control` — the :class:`actors.SiteCore` and the
-  :class:`~controller.cycle.ControlCycle` for a site and a ``[control]``
-  config, built exactly as ``gridloop run`` builds them
-  (:func:`controller.service.runtime_options` at time scale 1).
+  :class:`~controller.cycle.ControlCycle` for a site and a
+  :class:`~controller.config.GridloopConfig`, built exactly as ``gridloop run``
+  builds them (:func:`controller.service.runtime_options` at time scale 1,
+  :meth:`~controller.cycle.ControlCycle.from_config`).
 * :class:`PhysicsTransport` — writes the physics' state into the core's state
   table as the telemetry decoder would (values, bounds as
   :func:`actors.intervals_to_band` makes them, SoC limits, capacity, component
@@ -40,7 +41,7 @@ from actors import (
     SiteCore,
     intervals_to_band,
 )
-from controller.config import ControlConfig, GridloopConfig
+from controller.config import GridloopConfig
 from controller.cycle import ControlCycle, plan_setpoints
 from controller.replay.errors import ReplayError
 from controller.strategies import Strategy
@@ -97,19 +98,18 @@ class ReplayControl:
     """The strategies' state."""
 
 
-def replay_control(
-    site: SiteConfig, control: ControlConfig, strategies: Sequence[Strategy]
-) -> ReplayControl:
-    """Build the control of a replay the way ``gridloop run`` builds it.
+def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
+    """Build the control of a replay the way ``gridloop run`` builds it for ``config``.
 
     Args:
         site: The simulated site.
-        control: The ``[control]`` settings (lifetime, deadband, staleness, SoC exponent).
-        strategies: The strategies to run.
+        config: The run's configuration: its strategies
+            (:meth:`ControlCycle.from_config`) and ``[control]`` settings (lifetime,
+            deadband, staleness, SoC exponent, via
+            :func:`controller.service.runtime_options` at time scale 1).
 
     Returns:
-        The core (from :func:`controller.service.runtime_options` at time scale 1),
-        an empty setpoint book and the cycle.
+        The core, an empty setpoint book and the cycle.
 
     Raises:
         ReplayError: the graph or the control settings are unusable.
@@ -119,12 +119,12 @@ def replay_control(
 
     graph = site_graph(site)
     try:
-        options = runtime_options(GridloopConfig(control=control), 1.0)
+        options = runtime_options(config, 1.0)
     except OptionsError as exc:
         raise ReplayError(f"control: {exc}", source="control") from None
     core = SiteCore(graph, options)
     return ReplayControl(core=core, book=SetpointBook(len(core.index.inverter_ids)),
-                         cycle=ControlCycle(strategies))
+                         cycle=ControlCycle.from_config(config))
 
 
 class PhysicsTransport:
