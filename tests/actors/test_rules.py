@@ -110,9 +110,9 @@ def test_needs_send_changes_held_by_the_deadband_do_not_add_up_beyond_it() -> No
     got = needs_send(last + 40.0, last, sent, ok, now, 100.0, renew)
     assert got.all()
     # Changes that cancel out, or add up to at most one deadband, are still held back.
-    assert not needs_send(last + [40.0, -40.0, 40.0, -40.0, 0.0], last, sent, ok, now,
+    assert not needs_send(last + np.array([40.0, -40.0, 40.0, -40.0, 0.0]), last, sent, ok, now,
                           100.0, renew).any()
-    assert not needs_send(last + [40.0, 40.0, 0.0, 0.0, 0.0], last, sent, ok, now,
+    assert not needs_send(last + np.array([40.0, 40.0, 0.0, 0.0, 0.0]), last, sent, ok, now,
                           100.0, renew).any()
 
 

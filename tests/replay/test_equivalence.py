@@ -88,7 +88,8 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
     captured: dict[str, Any],
 ) -> None:
     steps, rounds = captured["steps"], captured["rounds"]
-    assert len(steps) > 20 and len(rounds) > 20
+    assert len(steps) > 20
+    assert len(rounds) > 20
     replay = replay_control(captured["sim"].site, CONFIG)
 
     # Strategies: the same measurements give the same targets, in sequence.
