@@ -13,11 +13,14 @@ Offers:
 Everything runs in process on a virtual clock: :class:`simulator.physics.SitePhysics`
 is stepped between control cycles, no gRPC, no sleeping, no clock reads (the
 wall time in the reports is measured around the run, for information only).
-A control cycle is what ``gridloop run`` does each cycle: build
-:class:`~controller.strategies.StrategyInputs` from the measurements, ask
-every strategy for its wish, merge them (:func:`actors.power_manager.merge`),
-split the target with :func:`distribution.allocate` and send one setpoint per
-battery inverter.
+A control cycle is the code ``gridloop run`` executes, built the same way
+(:func:`~controller.replay.transport.replay_control`): the physics' state is
+written into the :class:`actors.SiteCore`'s state table as telemetry would be,
+:func:`controller.cycle.plan_setpoints` measures, steps the strategies, merges
+their wishes, snapshots the fleet (health exclusion), allocates and applies the
+deadband/renewal rule, and the setpoints it sends are applied to the physics
+(:class:`~controller.replay.transport.PhysicsTransport`), where each takes
+effect its inverter's response delay later.
 
 Load, peaks and time stepping
 -----------------------------
@@ -39,12 +42,6 @@ reported separately.
 *Frequency response* runs a fixed control step (default 100 ms, the
 grid-meter sample period) with physics sub-steps of ``physics_step_s``
 (default 50 ms).
-
-Setpoints go through :class:`_SetpointPipeline`: each one takes effect its
-inverter's response delay after it was sent. (Workaround: the simulator's
-``set_active_power`` restarts the delay of a pending setpoint when a newer one
-arrives, so an inverter whose delay exceeds the cycle — inverter B, 200 ms —
-would never apply a setpoint while the target keeps changing.)
 
 Units and signs: W, Wh, %, Hz, simulated seconds; passive sign convention
 (positive = the site importing, the batteries charging).
