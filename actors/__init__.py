@@ -33,28 +33,38 @@ Public names:
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
 * `GridFormula` – grid power = sum of the branches leaving the grid connection point.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
-* `bounds_to_band` – API bounds (union of intervals) → inclusion + exclusion band.
+* `bounds_to_band`, `intervals_to_band` – API bounds (union of intervals) → inclusion +
+  exclusion band.
 * `TelemetryActor`, `FreshNotifier` – per-component streams with reconnect; fresh events.
 * `Health`, `stale_mask`, `failed_mask` – component exclusion rules (pure, fake-clock testable).
-* `Dispatcher`, `needs_send` – concurrent setpoint calls; the deadband/renewal rule.
+* `Dispatcher`, `needs_send` – concurrent setpoint calls (keeps a `SetpointBook`); the
+  deadband/renewal rule.
 * `SiteIdentity`, `SiteGuard` – what the graph was built from; the check after every reconnect.
 * `ContentionRule` – when overrides by another client mean it controls the site.
-* `PowerDistributor`, `fleet_bounds` – requests → allocation → dispatch; fleet bounds.
+* `PowerDistributor` – requests → `RoundPlanner` → dispatch (latest wins, periodic renewal).
+* `SiteCore` – the synchronous, clock-free part of a site (state table, health,
+  measurements with the fleet bounds, round planning), built once from graph + options;
+  `Site` runs on one and the replay builds one the same way.
+* `RoundPlanner`, `PlannedRound`, `FleetIndex` – fleet target → setpoints and which to
+  send (allocation, bounds re-check, deadband/renewal rule), pure given a time.
+* `SetpointBook` – what each inverter was last sent, when, and whether acknowledged.
 * `GridloopError` (root), `ApiError`, `GraphError`, `OptionsError`, `ActorError` – errors.
 """
 
 from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
 from ._client import ApiUrl, MicrogridApiClient, api_key_problem
 from ._contention import ContentionRule
-from ._dispatch import Dispatcher, DispatchStats, needs_send
-from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor, fleet_bounds
+from ._core import RuntimeOptions, SiteCore, SiteMeasurements
+from ._dispatch import Dispatcher, DispatchStats, SetpointBook, needs_send
+from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor
 from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
 from ._graph import BatteryGroup, ComponentGraph, ComponentInfo
 from ._grid import GridFormula
 from ._health import Health, failed_mask, stale_mask
 from ._identity import SiteGuard, SiteIdentity
-from ._site import RuntimeOptions, RuntimeStats, SafeStopResult, Site, SiteMeasurements
-from ._state import StateTable, bounds_to_band
+from ._plan import FleetIndex, PlannedRound, RoundPlanner
+from ._site import RuntimeStats, SafeStopResult, Site
+from ._state import StateTable, bounds_to_band, intervals_to_band
 from ._telemetry import FreshNotifier, TelemetryActor
 
 __all__ = [
@@ -69,6 +79,7 @@ __all__ = [
     "DispatchStats",
     "Dispatcher",
     "DistributionOutcome",
+    "FleetIndex",
     "FreshNotifier",
     "GraphError",
     "GridFormula",
@@ -77,11 +88,15 @@ __all__ = [
     "MicrogridApiClient",
     "OptionsError",
     "OutcomeKind",
+    "PlannedRound",
     "PowerDistributor",
+    "RoundPlanner",
     "RuntimeOptions",
     "RuntimeStats",
     "SafeStopResult",
+    "SetpointBook",
     "Site",
+    "SiteCore",
     "SiteGuard",
     "SiteIdentity",
     "SiteMeasurements",
@@ -93,7 +108,7 @@ __all__ = [
     "bounds_to_band",
     "cancel_on_signals",
     "failed_mask",
-    "fleet_bounds",
+    "intervals_to_band",
     "needs_send",
     "run",
     "stale_mask",

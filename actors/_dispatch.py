@@ -21,7 +21,10 @@ and when another client controls the site.
 Resend rule (`needs_send`, a pure function): a setpoint is sent when it differs from
 the last one sent by more than `deadband_w`, when the last one is older than
 `lifetime - renew_margin`, when the last one failed, or when it goes to exactly 0 W
-from something else. A 0 W setpoint to an inverter never commanded is not sent.
+from something else; and the changes held back by the deadband are all sent when
+together they exceed `deadband_w` (the fleet's total never drifts from the
+allocation by more than one deadband). A 0 W setpoint to an inverter never commanded
+is not sent.
 """
 
 from __future__ import annotations
@@ -90,11 +93,58 @@ def needs_send(
     """
     never = np.isnan(last_w)
     with np.errstate(invalid="ignore"):
-        changed = np.abs(new_w - last_w) > deadband_w
+        delta = new_w - last_w
+        changed = np.abs(delta) > deadband_w
     due = (now_ns - last_sent_ns) >= renew_after_ns
     to_zero = (new_w == 0.0) & (last_w != 0.0)
     send: BoolArray = np.where(never, new_w != 0.0, changed | due | ~last_ok | to_zero)
+    # The deadband is per inverter; the fleet's total must not drift by more than
+    # one deadband either: when the changes held back add up to more, they go out.
+    held = ~send & ~never & (delta != 0.0)
+    if held.any() and abs(float(delta[held].sum())) > deadband_w:
+        send |= held
     return send
+
+
+class SetpointBook:
+    """What each battery inverter was last sent (W, NaN = never), when, and whether acknowledged."""
+
+    def __init__(self, n: int) -> None:
+        """Create an empty book.
+
+        Args:
+            n: Number of inverters (index i of every array).
+        """
+        self.last_w: FloatArray = np.full(n, np.nan)
+        """Last sent setpoint per inverter (W; NaN = never)."""
+        self.last_sent_ns: IntArray = np.zeros(n, dtype=np.int64)
+        """Monotonic time of the last send."""
+        self.last_ok: BoolArray = np.ones(n, dtype=np.bool_)
+        """Whether the last send was acknowledged."""
+
+    def mark_unknown(self, which: BoolArray | int) -> None:
+        """Forget that the setpoints of these inverters were acknowledged.
+
+        Use it when what an inverter does now is unknown (it was excluded, or its
+        server restarted): `needs_send` then re-sends its next setpoint even within
+        the deadband.
+
+        Args:
+            which: Boolean mask over the inverters, or one inverter index.
+        """
+        self.last_ok[which] = False
+
+    def record(self, indices: list[int], powers_w: list[float], now_ns: int) -> None:
+        """Note that these setpoints were sent at `now_ns`.
+
+        Args:
+            indices: Inverter indices.
+            powers_w: Setpoints (W), same length.
+            now_ns: Monotonic time of the send.
+        """
+        for i, p in zip(indices, powers_w, strict=True):
+            self.last_w[i] = p
+            self.last_sent_ns[i] = now_ns
 
 
 @dataclass
@@ -125,8 +175,8 @@ class RoundResult:
     """Monotonic time when the last acknowledgement arrived."""
 
 
-class Dispatcher:
-    """Sends setpoints to a fixed list of inverters and remembers what was sent."""
+class Dispatcher(SetpointBook):
+    """Sends setpoints to a fixed list of inverters and remembers what was sent (its book)."""
 
     def __init__(
         self,
@@ -165,12 +215,7 @@ class Dispatcher:
         self.inverter_rows: IntArray = np.asarray(inverter_rows, dtype=np.int64)
         """State-table row of each inverter."""
         n = len(inverter_ids)
-        self.last_w: FloatArray = np.full(n, np.nan)
-        """Last sent setpoint per inverter (W; NaN = never)."""
-        self.last_sent_ns: IntArray = np.zeros(n, dtype=np.int64)
-        """Monotonic time of the last send."""
-        self.last_ok: BoolArray = np.ones(n, dtype=np.bool_)
-        """Whether the last send was acknowledged."""
+        super().__init__(n)
         self._send_seq = np.zeros(n, dtype=np.int64)
         # Open response streams (tails) by inverter index; a new setpoint to the same
         # inverter cancels the old call (its later status no longer matters).
@@ -183,18 +228,6 @@ class Dispatcher:
         """Counters."""
         self.last_first_ack_ns: int = 0
         """Monotonic time the first response of the last round arrived."""
-
-    def mark_unknown(self, which: BoolArray | int) -> None:
-        """Forget that the setpoints of these inverters were acknowledged.
-
-        Use it when what an inverter does now is unknown (it was excluded, or its
-        server restarted): `needs_send` then re-sends its next setpoint even within
-        the deadband.
-
-        Args:
-            which: Boolean mask over the inverters, or one inverter index.
-        """
-        self.last_ok[which] = False
 
     def hold(self, reason: str, *, zero_ok: bool = False) -> None:
         """Send nothing from now on until `release(reason)` (idempotent per reason).
@@ -267,10 +300,8 @@ class Dispatcher:
 
     def _record(self, indices: list[int], powers_w: list[float]) -> None:
         """Bookkeeping of started calls: what each inverter was last sent, and when."""
-        now_ns = time.monotonic_ns()
-        for i, p in zip(indices, powers_w, strict=True):
-            self.last_w[i] = p
-            self.last_sent_ns[i] = now_ns
+        self.record(indices, powers_w, time.monotonic_ns())
+        for i in indices:
             self._send_seq[i] += 1
             old = self._open.pop(i, None)
             if old is not None:

@@ -31,129 +31,27 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import numpy as np
 from frequenz.channels import Receiver
 
-from ._actor import Supervisor, validate_positive
+from ._actor import Supervisor
 from ._client import MicrogridApiClient
 from ._contention import ContentionRule
+from ._core import RuntimeOptions, SiteCore, SiteMeasurements
 from ._dispatch import Dispatcher
-from ._distributor import DistributionOutcome, PowerDistributor, fleet_bounds
-from ._errors import ApiError, OptionsError
+from ._distributor import DistributionOutcome, PowerDistributor
+from ._errors import ApiError
 from ._graph import ComponentGraph
 from ._health import Health, stale_mask
 from ._identity import SiteGuard, SiteIdentity, read_site
 from ._recovery import RecoveryActor
-from ._state import BoolArray, FloatArray, IntArray, StateTable, finite_or
+from ._state import StateTable
 from ._telemetry import FreshNotifier, TelemetryActor
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Tuning of the runtime; validated on creation (`OptionsError` names the field)."""
-
-    call_timeout_s: float = 2.0
-    """Deadline of every unary call and every SetElectricalComponentPower (s)."""
-    setpoint_lifetime_s: float = 60.0
-    """request_lifetime sent with every setpoint (s, the API accepts 10..900)."""
-    renew_margin_s: float = 20.0
-    """An unchanged setpoint is re-sent when it is this close to expiry (s)."""
-    deadband_w: float = 50.0
-    """An inverter's new setpoint within this of the last sent one is not re-sent (W)."""
-    stale_after_s: float = 1.0
-    """Telemetry older than this excludes the component (s)."""
-    retry_min_s: float = 1.0
-    """First retry delay of a component whose setpoint failed (s)."""
-    retry_max_s: float = 30.0
-    """Maximum retry delay (s)."""
-    soc_exponent: float = 1.0
-    """Passed to `distribution.allocate` (how strongly SoC skews the split)."""
-    reconnect_min_s: float = 0.1
-    """First telemetry stream reconnect delay (s)."""
-    reconnect_max_s: float = 1.0
-    """Maximum telemetry stream reconnect delay (s); it bounds how long after a
-    server restart the runtime notices that the server is back."""
-    reallocate_interval_s: float = 1.0
-    """Period of re-running the last target (renewal, health changes) (s)."""
-    shutdown_timeout_s: float = 1.0
-    """Bound on the 0 W setpoints sent when the site is left (s)."""
-    recovery_min_s: float = 1.0
-    """First delay between two AckError+Start attempts on a component in ERROR (s)."""
-    recovery_max_s: float = 30.0
-    """Maximum delay between two such attempts (s)."""
-    contention_overrides: int = 3
-    """Setpoints of ours overridden by another client's within `contention_window_s`
-    that mean another client controls the site (commanding then stops)."""
-    contention_window_s: float = 60.0
-    """The window of `contention_overrides` (s)."""
-
-    def __post_init__(self) -> None:
-        """Validate every field."""
-        for f in fields(self):
-            validate_positive(f.name, getattr(self, f.name), allow_zero=f.name == "deadband_w")
-        lt = self.setpoint_lifetime_s
-        if not 10 <= lt <= 900 or lt != int(lt):
-            raise OptionsError("setpoint_lifetime_s", lt, "must be a whole number in 10..900")
-        if self.renew_margin_s >= lt:
-            raise OptionsError(
-                "renew_margin_s", self.renew_margin_s, f"must be < setpoint_lifetime_s={lt}"
-            )
-        if self.retry_min_s > self.retry_max_s:
-            raise OptionsError("retry_min_s", self.retry_min_s, "must be <= retry_max_s")
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise OptionsError(
-                "reconnect_min_s", self.reconnect_min_s, "must be <= reconnect_max_s"
-            )
-        if self.recovery_min_s > self.recovery_max_s:
-            raise OptionsError(
-                "recovery_min_s", self.recovery_min_s, "must be <= recovery_max_s"
-            )
-        if self.contention_overrides != int(self.contention_overrides):
-            raise OptionsError(
-                "contention_overrides", self.contention_overrides, "must be a whole number"
-            )
-
-
-@dataclass(frozen=True)
-class SiteMeasurements:
-    """A cheap snapshot of the site (W, + = into the component / importing)."""
-
-    grid_power_w: float
-    """Power through the grid connection point (+ = import): the sum of the grid
-    formula's terms (`ComponentGraph.grid`); NaN if any is unknown, stale or incomplete."""
-    grid_frequency_hz: float
-    """Grid frequency from the first valid frequency term, NaN if none is valid."""
-    grid_sample_time_ns: int
-    """Local monotonic time the last sample of a grid term was decoded (0 = never)."""
-    battery_power_w: float
-    """Sum of the battery inverters' measured AC power (+ = charging)."""
-    pv_power_w: float
-    """PV power (meters if any, else PV inverters; negative = producing)."""
-    load_power_w: float
-    """Sum of the load meters (NaN if none)."""
-    group_soc_pct: FloatArray
-    """Capacity-weighted SoC per battery group (%)."""
-    group_capacity_wh: FloatArray
-    """Capacity per battery group (Wh)."""
-    group_power_w: FloatArray
-    """Measured AC power per battery group (W)."""
-    group_healthy: BoolArray
-    """Whether each group has a usable inverter and battery right now."""
-    soc_pct: float
-    """Capacity-weighted SoC of the fleet (%)."""
-    soc_lower_pct: float
-    """Capacity-weighted lower SoC limit of the fleet (%; 0 when capacity is unknown)."""
-    soc_upper_pct: float
-    """Capacity-weighted upper SoC limit of the fleet (%; 100 when capacity is unknown)."""
-    fleet_lower_w: float
-    """AC lower bound of the healthy, usable fleet now (W, SoC-aware)."""
-    fleet_upper_w: float
-    """AC upper bound of the healthy, usable fleet now (W, SoC-aware)."""
 
 
 @dataclass(frozen=True)
@@ -287,20 +185,13 @@ class Site:
         """The component graph."""
         self.options: RuntimeOptions = options
         """Runtime options."""
-        ids = list(graph.streamed_ids)
-        self.state: StateTable = StateTable(ids, [graph.components[i].category for i in ids])
+        self.core: SiteCore = SiteCore(graph, options)
+        """State table, health, measurements and round planning (shared with the replay)."""
+        self.state: StateTable = self.core.state
         """Columnar latest-value state of every streamed component."""
-        inv_rows = np.zeros(self.state.n, dtype=np.bool_)
-        for cid in graph.battery_inverter_ids:
-            inv_rows[self.state.row_of[cid]] = True
-        self.health: Health = Health(
-            self.state,
-            stale_after_s=options.stale_after_s,
-            retry_min_s=options.retry_min_s,
-            retry_max_s=options.retry_max_s,
-            bounds_required=inv_rows,
-        )
+        self.health: Health = self.core.health
         """Exclusion rules and the setpoint-failure book."""
+        ids = list(graph.streamed_ids)
         self.fatal_error: ApiError | None = None
         """The first refusal by the server (UNAUTHENTICATED / PERMISSION_DENIED), if any."""
         self._fatal = asyncio.Event()
@@ -357,10 +248,8 @@ class Site:
             self.state,
             self.health,
             self.dispatcher,
-            soc_exponent=options.soc_exponent,
-            deadband_w=options.deadband_w,
-            renew_after_s=options.setpoint_lifetime_s - options.renew_margin_s,
             reallocate_interval_s=options.reallocate_interval_s,
+            planner=self.core.planner,
         )
         """The power distributor."""
         self.recovery: RecoveryActor = RecoveryActor(
@@ -376,17 +265,6 @@ class Site:
         self._supervisor: Supervisor | None = None
         self._fleet_cache: SiteMeasurements | None = None
         self._fleet_cache_ns = 0
-        st = self.state
-        formula = graph.grid
-        self._grid_rows = np.array([st.row_of[i] for i in formula.power_ids], dtype=np.int64)
-        self._grid_measurable = formula.measurable
-        self._grid_one_row = int(self._grid_rows[0]) if len(formula.power_ids) == 1 else -1
-        # Frequency candidates as positions in `_grid_rows`, in order of preference.
-        self._freq_pos = [formula.power_ids.index(i) for i in formula.frequency_ids]
-        self._pv_rows = np.array(
-            [st.row_of[i] for i in (graph.pv_meter_ids or graph.pv_inverter_ids)], dtype=np.int64
-        )
-        self._load_rows = np.array([st.row_of[i] for i in graph.load_meter_ids], dtype=np.int64)
         self.safe_stop: SafeStopResult | None = None
         """The safe stop's 0 W round, once the site has been left (None before)."""
 
@@ -671,100 +549,16 @@ class Site:
             and fleet_max_age_s > 0.0
             and now - self._fleet_cache_ns <= fleet_max_age_s * 1e9
         ):
-            power, freq, sample_ns = self._grid(now)
+            power, freq, sample_ns = self.core.grid(now)
             return dataclasses.replace(
                 cached,
                 grid_power_w=power,
                 grid_frequency_hz=freq,
                 grid_sample_time_ns=sample_ns,
             )
-        m = self._measure(now)
+        m = self.core.measurements(now)
         self._fleet_cache, self._fleet_cache_ns = m, now
         return m
-
-    def _grid(self, now: int) -> tuple[float, float, int]:
-        """Grid power, frequency and last sample time from the grid formula's terms.
-
-        Stale, incomplete or error-state data is unknown (NaN), never an old value:
-        the power needs every term, the frequency the first valid candidate. A site
-        with one term (a grid meter) takes the scalar path, as fast as one row can be.
-        """
-        rows = self._grid_rows
-        if not rows.size:
-            return math.nan, math.nan, 0
-        t = self.state
-        valid = self.health.measured_mask(now, rows)
-        g = self._grid_one_row
-        if g >= 0:  # one term
-            ok = bool(valid[0])
-            power = float(t.power_w[g]) if ok and self._grid_measurable else math.nan
-            freq = float(t.frequency_hz[g]) if ok and self._freq_pos else math.nan
-            return power, freq, int(t.received_ns[g])
-        power = (
-            float(t.power_w[rows].sum()) if self._grid_measurable and valid.all() else math.nan
-        )
-        freq = math.nan
-        for k in self._freq_pos:
-            f = float(t.frequency_hz[rows[k]])
-            if valid[k] and math.isfinite(f):
-                freq = f
-                break
-        return power, freq, int(t.received_ns[rows].max())
-
-    def _measure(self, now: int) -> SiteMeasurements:
-        t = self.state
-        d = self.distributor
-        ok = self.health.ok_mask(now)
-        ir, br = d.inv_rows, d.bat_rows
-        soc = t.soc_pct[br]
-        inv_ok, bat_ok = ok[ir], ok[br] & np.isfinite(soc)
-        ng = d.n_groups
-        cap = finite_or(t.capacity_wh[br], 0.0)
-        soc0 = finite_or(soc, 0.0)
-        inv_power = finite_or(t.power_w[ir], 0.0)
-        gcap = np.bincount(d.group_of_bat, cap, ng).astype(np.float64)
-        gsoc_w = np.bincount(d.group_of_bat, soc0 * cap, ng)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gsoc = np.where(gcap > 0, gsoc_w / gcap, np.nan)
-        gpow = np.bincount(d.group_of_inv, inv_power, ng).astype(np.float64)
-        ginv_ok = np.bincount(d.group_of_inv, inv_ok, ng) > 0
-        gbat_ok = np.bincount(d.group_of_bat, bat_ok, ng) > 0
-        lo, hi = fleet_bounds(
-            d.group_of_inv, d.group_of_bat, ng,
-            t.power_lower_w[ir], t.power_upper_w[ir], inv_ok,
-            t.power_lower_w[br], t.power_upper_w[br], soc,
-            t.soc_lower_pct[br], t.soc_upper_pct[br], bat_ok,
-        )
-        total_cap = float(gcap.sum())
-        usable = ginv_ok & gbat_ok
-        grid_power, grid_freq, grid_ns = self._grid(now)
-        power = t.power_w
-
-        def total(rows: IntArray) -> float:
-            return float(finite_or(power[rows], 0.0).sum())
-
-        def weighted(values: FloatArray, empty: float) -> float:
-            if not total_cap:
-                return empty
-            return float(np.dot(finite_or(values, 0.0), cap) / total_cap)
-
-        return SiteMeasurements(
-            grid_power_w=grid_power,
-            grid_frequency_hz=grid_freq,
-            grid_sample_time_ns=grid_ns,
-            battery_power_w=float(inv_power.sum()),
-            pv_power_w=total(self._pv_rows) if self._pv_rows.size else 0.0,
-            load_power_w=total(self._load_rows) if self._load_rows.size else math.nan,
-            group_soc_pct=gsoc,
-            group_capacity_wh=gcap,
-            group_power_w=gpow,
-            group_healthy=usable,
-            soc_pct=float(gsoc_w.sum() / total_cap) if total_cap else math.nan,
-            soc_lower_pct=weighted(t.soc_lower_pct[br], 0.0),
-            soc_upper_pct=weighted(t.soc_upper_pct[br], 100.0),
-            fleet_lower_w=float(lo[usable].sum()),
-            fleet_upper_w=float(hi[usable].sum()),
-        )
 
     def stats(self) -> RuntimeStats:
         """Runtime counters.

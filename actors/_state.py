@@ -106,6 +106,34 @@ def bounds_to_band(bounds: Sequence[object]) -> tuple[float, float, float, float
         if not lo <= hi:  # also NaN
             return _NAN, _NAN, 0.0, 0.0, False
         ivs.append((lo, hi))
+    return _band(ivs)
+
+
+def intervals_to_band(
+    intervals: Sequence[tuple[float, float]],
+) -> tuple[float, float, float, float, bool]:
+    """`bounds_to_band` for plain ``(lower, upper)`` pairs (±inf = a missing end).
+
+    What a component's telemetry bounds become in the state table, for a
+    transport that has the intervals without the API messages (the replay's
+    physics transport).
+
+    Args:
+        intervals: Closed intervals of allowed power (W).
+
+    Returns:
+        The inclusion interval, the exclusion band (0, 0 when none) and `ok`.
+    """
+    ivs: list[tuple[float, float]] = [(0.0, 0.0)]
+    for lo, hi in intervals:
+        if not lo <= hi:  # also NaN
+            return _NAN, _NAN, 0.0, 0.0, False
+        ivs.append((float(lo), float(hi)))
+    return _band(ivs)
+
+
+def _band(ivs: list[tuple[float, float]]) -> tuple[float, float, float, float, bool]:
+    """The safe inclusion interval + exclusion band of ``ivs`` (which include ``(0, 0)``)."""
     ivs.sort()
     merged: list[list[float]] = []
     for lo, hi in ivs:

@@ -112,7 +112,8 @@ class ControlConfig:
     setpoint_lifetime_s: int = 10
     """``request_lifetime`` of every setpoint, seconds (the API allows 10..900)."""
     deadband_w: float = 100.0
-    """Don't resend a component setpoint that changed by less than this, W (≥ 0)."""
+    """Don't resend a component setpoint that changed by less than this, W (≥ 0); the
+    changes held back are all sent once together they exceed it."""
     stale_after_s: float = 2.0
     """Telemetry older than this excludes the component from allocation, seconds (> 0)."""
     soc_exponent: float = 1.0

@@ -10,10 +10,11 @@ meters or components whose sum is the grid power, :class:`actors.GridFormula`,
 logged at start-up) wakes the controller: it snapshots the site
 (:meth:`actors.Site.measurements`), steps the strategies whose cadence is
 "every sample" (frequency response by default), and strategies with a fixed
-interval (peak shaving, 200 ms by default) run on their own timers. After
-every step the wishes are merged by priority
-(:func:`actors.power_manager.merge`) and the combined target goes to the
-distributor (:meth:`actors.Site.request_power`, latest wins). Observers (the
+interval (peak shaving, 200 ms by default) run on their own timers. Each step
+is :meth:`controller.cycle.ControlCycle.step` (inputs, wishes, merge by
+priority: the code ``gridloop replay`` runs too), and the combined target goes
+to the distributor (:meth:`actors.Site.request_power`, latest wins), whose
+:class:`actors.RoundPlanner` turns it into setpoints. Observers (the
 dashboard, the CSV recorder, the metrics exporter, the summary) get one
 :class:`~controller.records.CycleRecord` per record interval, built off the
 control path.
@@ -52,8 +53,8 @@ from actors import (
     Site,
     SiteMeasurements,
 )
-from actors.power_manager import Wish, merge
 from controller.config import GridloopConfig, load_config
+from controller.cycle import ControlCycle
 from controller.embedded import EmbeddedSimulator, site_input_files
 from controller.errors import (
     ConfigError,
@@ -67,12 +68,7 @@ from controller.outputs import check_outputs
 from controller.process import catch_stop_signals, stop_on_signals
 from controller.recording import CsvRecorder
 from controller.records import CycleRecord, GroupRecord
-from controller.strategies import (
-    FrequencyResponse,
-    PeakShaving,
-    Strategy,
-    StrategyInputs,
-)
+from controller.strategies import FrequencyResponse, Strategy, StrategyInputs
 
 __all__ = [
     "EXIT_SAFE_STOP_FAILED",
@@ -430,16 +426,9 @@ class Controller:
         self.observers = list(observers)
         self.outcome_observers = list(outcome_observers)
         self.record_interval_s = record_interval_s
-        self.strategies: list[Strategy] = []
-        self._fr: FrequencyResponse | None = None
-        if config.frequency_response.enabled:
-            self._fr = FrequencyResponse(config.frequency_response)
-            self.strategies.append(self._fr)
-        if config.peak_shaving.enabled:
-            self.strategies.append(PeakShaving(config.peak_shaving))
-        self.wishes: dict[str, Wish] = {}
-        self.granted: dict[str, float] = {}
-        self.target_w = 0.0
+        self.cycle: ControlCycle = ControlCycle.from_config(config)
+        """The control cycle (strategies → wishes → merge → target), shared with the replay."""
+        self._fr: FrequencyResponse | None = self.cycle.frequency_response
         self.overruns = 0
         self.last_cycle_ms = math.nan
         self.acc = _Accumulator(time_scale)
@@ -457,21 +446,25 @@ class Controller:
         """Labels of the battery groups, in graph order."""
         return list(self._group_names)
 
+    @property
+    def strategies(self) -> list[Strategy]:
+        """The run's strategies."""
+        return self.cycle.strategies
+
+    @property
+    def granted(self) -> dict[str, float]:
+        """What the last merge granted each strategy (W)."""
+        return self.cycle.granted
+
+    @property
+    def target_w(self) -> float:
+        """The last fleet target (W, + = charging)."""
+        return self.cycle.target_w
+
     # ------------------------------------------------------------------ inputs
     def inputs(self, m: SiteMeasurements) -> StrategyInputs:
         """The strategies' view of the site from one measurement snapshot."""
-        total = float(m.group_capacity_wh.sum())
-        return StrategyInputs(
-            grid_power_w=m.grid_power_w,
-            battery_power_w=m.battery_power_w,
-            grid_frequency_hz=m.grid_frequency_hz,
-            soc_pct=m.soc_pct,
-            capacity_wh=total if total > 0 else math.nan,
-            soc_lower_pct=m.soc_lower_pct,
-            soc_upper_pct=m.soc_upper_pct,
-            fleet_lower_w=m.fleet_lower_w,
-            fleet_upper_w=m.fleet_upper_w,
-        )
+        return self.cycle.inputs(m)
 
     def fr_required_w(self, m: SiteMeasurements) -> float:
         """Droop power frequency response asks for at the measured frequency (0 if off)."""
@@ -497,30 +490,9 @@ class Controller:
         return mine + (m.battery_power_w - self.target_w) * abs(mine) / total_abs
 
     # ------------------------------------------------------------------ control
-    def _higher_priority_w(self, strategy: Strategy) -> float:
-        """What the last merge granted to the strategies above ``strategy``."""
-        return sum(
-            self.granted.get(s.name, 0.0) for s in self.strategies if s.priority > strategy.priority
-        )
-
     def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_s: float) -> None:
         t0 = time.perf_counter()
-        base = self.inputs(m)
-        for strategy in strategies:
-            inputs = dataclasses.replace(base, higher_priority_w=self._higher_priority_w(strategy))
-            try:
-                self.wishes[strategy.name] = strategy.step(inputs, now_s)
-            except Exception:  # a strategy bug must not stop the loop
-                _LOG.exception("strategy %s failed; its wish is dropped", strategy.name)
-                self.wishes.pop(strategy.name, None)
-        result = merge(list(self.wishes.values()), m.fleet_lower_w, m.fleet_upper_w)
-        for source, reason in result.rejected.items():
-            _LOG.warning("wish of %s ignored: %s", source, reason)
-        if result.fleet_error:
-            _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
-        self.granted = dict(result.granted)
-        self.target_w = result.target_w
-        self.site.request_power(result.target_w)
+        self.site.request_power(self.cycle.step(m, now_s, strategies))
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
 
     def _on_grid_sample(self, every_sample: Sequence[Strategy]) -> None:

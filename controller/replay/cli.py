@@ -15,7 +15,9 @@ prints the results as tables and optionally writes them as JSON.
 
 ``--config`` takes a site TOML (``[[component]]`` tables, as in
 ``simulator/sites/default.toml``) or a gridloop config (its ``[simulator] site``,
-``[frequency_response]`` and ``[control] soc_exponent`` are used).
+``[frequency_response]`` and ``[control]`` are used; the peak-shaving replay keeps
+a 900 s setpoint lifetime, as its control steps are minutes apart while the load
+is constant).
 ``--fr-trace`` is ``none`` or comma-separated ``key=value`` pairs among
 ``duration`` (s), ``steps``, ``ramps``, ``step_hz``, ``hold`` (s), ``noise_hz``,
 ``seed``, e.g. ``--fr-trace duration=1800,steps=4,ramps=1``.
@@ -120,15 +122,15 @@ def _parse_trace(text: str, seed: int) -> dict[str, Any] | None:
     return out
 
 
-def _load_setup(path: Path | None) -> tuple[Any, Any, float]:
-    """(site, frequency-response config, soc exponent) from ``--config``."""
-    from controller.config import ConfigError, load_config
+def _load_setup(path: Path | None) -> tuple[Any, Any, Any]:
+    """(site, frequency-response config, ``[control]`` config) from ``--config``."""
+    from controller.config import ConfigError, ControlConfig, load_config
     from controller.strategies import FrequencyResponseConfig
     from simulator.config import SiteConfigError, load_site
 
     if path is None:
         try:
-            return load_site(None), FrequencyResponseConfig(), 1.0
+            return load_site(None), FrequencyResponseConfig(), ControlConfig()
         except SiteConfigError as exc:
             raise ReplayError(str(exc), source="site") from None
     try:
@@ -141,10 +143,9 @@ def _load_setup(path: Path | None) -> tuple[Any, Any, float]:
         raise ReplayError(f"{path}: invalid TOML: {exc}", source=str(path)) from None
     try:
         if "component" in data:
-            return load_site(path), FrequencyResponseConfig(), 1.0
+            return load_site(path), FrequencyResponseConfig(), ControlConfig()
         cfg = load_config(path)
-        return (load_site(cfg.simulator.site), cfg.frequency_response,
-                cfg.control.soc_exponent)
+        return load_site(cfg.simulator.site), cfg.frequency_response, cfg.control
     except (SiteConfigError, ConfigError) as exc:
         raise ReplayError(str(exc), source=str(path)) from None
 
@@ -237,7 +238,11 @@ def _run(args: argparse.Namespace) -> int:
 
     limit = _parse_limit(args.limit)
     trace_spec = _parse_trace(args.fr_trace, args.seed)
-    site, fr_cfg, soc_exp = _load_setup(args.config)
+    site, fr_cfg, control = _load_setup(args.config)
+    # The config's [control] settings; the peak replay keeps its long lifetime (its
+    # control steps are up to minutes apart while the load is constant).
+    settings = {"soc_exponent": control.soc_exponent, "deadband_w": control.deadband_w,
+                "stale_after_s": control.stale_after_s}
     load = None if args.no_peak else _select_load(args)
     trace = None
     if trace_spec is not None:
@@ -265,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
             from controller.replay.harness import PeakReplayOptions
 
             ps_report = run_peak_shaving(site, load, limit_w=limit, seed=args.seed,
-                                         options=PeakReplayOptions(soc_exponent=soc_exp),
+                                         options=PeakReplayOptions(**settings),
                                          progress=ps_cb)
         if trace is not None:
             task2 = progress.add_task("frequency response (simulated time)", total=1.0)
@@ -275,7 +280,9 @@ def _run(args: argparse.Namespace) -> int:
 
             fr_report = run_frequency_response(
                 site, trace, config=fr_cfg,
-                options=FrequencyReplayOptions(soc_exponent=soc_exp), progress=fr_cb)
+                options=FrequencyReplayOptions(
+                    **settings, setpoint_lifetime_s=control.setpoint_lifetime_s),
+                progress=fr_cb)
     _tables(ps_report, fr_report)
     met = _targets_met(ps_report, fr_report)
     if args.summary_json is not None:

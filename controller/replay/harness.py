@@ -13,11 +13,14 @@ Offers:
 Everything runs in process on a virtual clock: :class:`simulator.physics.SitePhysics`
 is stepped between control cycles, no gRPC, no sleeping, no clock reads (the
 wall time in the reports is measured around the run, for information only).
-A control cycle is what ``gridloop run`` does each cycle: build
-:class:`~controller.strategies.StrategyInputs` from the measurements, ask
-every strategy for its wish, merge them (:func:`actors.power_manager.merge`),
-split the target with :func:`distribution.allocate` and send one setpoint per
-battery inverter.
+A control cycle is the code ``gridloop run`` executes, built the same way
+(:func:`~controller.replay.transport.replay_control`): the physics' state is
+written into the :class:`actors.SiteCore`'s state table as telemetry would be,
+:func:`controller.cycle.plan_setpoints` measures, steps the strategies, merges
+their wishes, snapshots the fleet (health exclusion), allocates and applies the
+deadband/renewal rule, and the setpoints it sends are applied to the physics
+(:class:`~controller.replay.transport.PhysicsTransport`), where each takes
+effect its inverter's response delay later.
 
 Load, peaks and time stepping
 -----------------------------
@@ -40,12 +43,6 @@ reported separately.
 grid-meter sample period) with physics sub-steps of ``physics_step_s``
 (default 50 ms).
 
-Setpoints go through :class:`_SetpointPipeline`: each one takes effect its
-inverter's response delay after it was sent. (Workaround: the simulator's
-``set_active_power`` restarts the delay of a pending setpoint when a newer one
-arrives, so an inverter whose delay exceeds the cycle — inverter B, 200 ms —
-would never apply a setpoint while the target keeps changing.)
-
 Units and signs: W, Wh, %, Hz, simulated seconds; passive sign convention
 (positive = the site importing, the batteries charging).
 """
@@ -55,22 +52,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from actors.power_manager import Wish, merge
+from controller.config import ControlConfig, GridloopConfig
 from controller.replay.errors import ReplayError
 from controller.replay.loader import LoadProfile
 from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.replay.transport import PhysicsTransport, replay_control, site_graph
 from controller.strategies import (
-    FrequencyResponse,
     FrequencyResponseConfig,
-    PeakShaving,
     PeakShavingConfig,
     StrategyInputs,
     frequency_response_wish,
@@ -103,64 +98,12 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+_CONTROL_DEFAULTS = ControlConfig()
 ProgressCallback = Callable[[float, float], None]
 """``progress(done_s, total_s)``: called every few hundred cycles with simulated seconds."""
 
 
 # --------------------------------------------------------------------------- the site
-
-
-@dataclass(frozen=True)
-class _Topology:
-    """Battery inverters, batteries and their links, as rows of the physics arrays."""
-
-    inverter_ids: tuple[int, ...]
-    inverter_rows: npt.NDArray[np.int64]
-    battery_rows: npt.NDArray[np.int64]
-    links: npt.NDArray[np.int64]  # (k, 2) local (inverter index, battery index)
-    groups: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # local indices per group
-    exclusion_w: FloatArray
-
-
-def _topology(site: SiteConfig) -> _Topology:
-    invs = [c for c in site.inverters if c.inverter_type == "battery"]
-    bats = list(site.batteries)
-    inv_index = {c.id: k for k, c in enumerate(invs)}
-    bat_index = {c.id: k for k, c in enumerate(bats)}
-    links = [(inv_index[s], bat_index[d]) for s, d in site.connections
-             if s in inv_index and d in bat_index]
-    if not links:
-        raise ReplayError(f"{site.source}: the site has no battery inverter linked to a battery",
-                          source=site.source)
-    # Connected components (union-find over inverters 0..n_inv-1 and batteries n_inv..).
-    parent = list(range(len(invs) + len(bats)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, b in links:
-        parent[find(i)] = find(len(invs) + b)
-    comps: dict[int, tuple[list[int], list[int]]] = {}
-    for i, b in links:
-        r = find(i)
-        gi, gb = comps.setdefault(r, ([], []))
-        if i not in gi:
-            gi.append(i)
-        if b not in gb:
-            gb.append(b)
-    groups = tuple((tuple(sorted(gi)), tuple(sorted(gb))) for gi, gb in comps.values())
-    physics_inv_rows = {c.id: k for k, c in enumerate(site.inverters)}
-    return _Topology(
-        inverter_ids=tuple(c.id for c in invs),
-        inverter_rows=np.array([physics_inv_rows[c.id] for c in invs], dtype=np.int64),
-        battery_rows=np.arange(len(bats), dtype=np.int64),
-        links=np.array(links, dtype=np.int64),
-        groups=groups,
-        exclusion_w=np.array([c.exclusion_w for c in invs], dtype=np.float64),
-    )
 
 
 def fleet_models(site: SiteConfig) -> list[FleetModel]:
@@ -174,13 +117,12 @@ def fleet_models(site: SiteConfig) -> list[FleetModel]:
     Raises:
         ReplayError: the site has no battery behind an inverter.
     """
-    topo = _topology(site)
-    invs = [c for c in site.inverters if c.inverter_type == "battery"]
-    bats: list[BatteryConfig] = list(site.batteries)
+    graph = site_graph(site)
+    by_id = {c.id: c for c in site.components}
     out: list[FleetModel] = []
-    for gi, gb in topo.groups:
-        gi_c: list[InverterConfig] = [invs[i] for i in gi]
-        gb_c = [bats[b] for b in gb]
+    for group in graph.groups:
+        gi_c = [cast(InverterConfig, by_id[i]) for i in group.inverter_ids]
+        gb_c = [cast(BatteryConfig, by_id[b]) for b in group.battery_ids]
         cap = sum(b.capacity_wh for b in gb_c)
         out.append(FleetModel(
             charge_max_w=min(sum(c.rated_upper_w for c in gi_c),
@@ -219,164 +161,87 @@ def aggregate_model(models: Sequence[FleetModel]) -> FleetModel:
     )
 
 
-def _allocate_fn() -> Callable[[dict[str, Any], float, float], FloatArray]:
-    """``(fleet kwargs, target_w, soc_exponent) -> setpoints_w`` via distribution.allocate."""
-    import distribution
+class _Truth:
+    """What the physics really does (the measurement side of a report, not the control's view)."""
 
-    def run(kw: dict[str, Any], target_w: float, soc_exponent: float) -> FloatArray:
-        fleet = distribution.Fleet(**kw)
-        res = distribution.allocate(fleet, target_w, soc_exponent=soc_exponent)
-        return np.asarray(res.setpoints_w, dtype=np.float64)
-
-    return run
-
-
-class _Loop:
-    """One control cycle: measure → strategies → merge → allocate → setpoints."""
-
-    def __init__(self, physics: SitePhysics, topo: _Topology, strategies: Sequence[Any],
-                 *, soc_exponent: float, lifetime_s: float) -> None:
+    def __init__(self, physics: SitePhysics) -> None:
         self.ph = physics
-        self.topo = topo
-        self.strategies = list(strategies)
-        self.soc_exponent = soc_exponent
-        self.lifetime_s = lifetime_s
-        self.allocate = _allocate_fn()
-        self.capacity = physics.battery_capacity_wh[topo.battery_rows]
+        ph = physics
+        self.bat_inv = ~ph.inverter_is_pv
+        self.capacity = ph.battery_capacity_wh
         self.cap_total = float(self.capacity.sum())
-        self.soc_lo = float(np.dot(physics.battery_soc_min_pct[topo.battery_rows], self.capacity)
-                            / self.cap_total)
-        self.soc_hi = float(np.dot(physics.battery_soc_max_pct[topo.battery_rows], self.capacity)
-                            / self.cap_total)
-        self.last_wishes: list[Wish] = []
-        self.cycles = 0
-        self.send: Callable[[int, float], object] = (
-            lambda cid, p: physics.set_active_power(cid, p, lifetime_s))
-        """How a setpoint reaches an inverter (``_SetpointPipeline.send`` for FR)."""
-
-    def fleet_bounds(self) -> tuple[float, float]:
-        rows = self.topo.inverter_rows
-        ph = self.ph
-        return float(ph.inverter_lower_w[rows].sum()), float(ph.inverter_upper_w[rows].sum())
+        self.soc_lo = float(np.dot(ph.battery_soc_min_pct, self.capacity) / self.cap_total)
+        self.soc_hi = float(np.dot(ph.battery_soc_max_pct, self.capacity) / self.cap_total)
 
     def soc_pct(self) -> float:
-        soc = self.ph.battery_soc_pct[self.topo.battery_rows]
-        return float(np.dot(soc, self.capacity) / self.cap_total)
+        """Capacity-weighted fleet SoC (%)."""
+        return float(np.dot(self.ph.battery_soc_pct, self.capacity) / self.cap_total)
+
+    def fleet_lower_w(self) -> float:
+        """The battery inverters' summed lower bound (W): what the fleet could discharge."""
+        return float(self.ph.inverter_lower_w[self.bat_inv].sum())
 
     def inputs(self) -> StrategyInputs:
-        lo, hi = self.fleet_bounds()
+        """The strategies' inputs as the true site state would give them."""
+        ph = self.ph
         return StrategyInputs(
-            grid_power_w=self.ph.grid_power_w,
-            battery_power_w=self.ph.battery_inverter_power_w,
-            grid_frequency_hz=self.ph.frequency_hz,
+            grid_power_w=ph.grid_power_w,
+            battery_power_w=ph.battery_inverter_power_w,
+            grid_frequency_hz=ph.frequency_hz,
             soc_pct=self.soc_pct(),
             capacity_wh=self.cap_total,
             soc_lower_pct=self.soc_lo,
             soc_upper_pct=self.soc_hi,
-            fleet_lower_w=lo,
-            fleet_upper_w=hi,
+            fleet_lower_w=self.fleet_lower_w(),
+            fleet_upper_w=float(ph.inverter_upper_w[self.bat_inv].sum()),
         )
 
-    def cycle(self, now_s: float) -> float:
-        """Run one cycle at simulated time ``now_s``; return the merged target (W)."""
-        inputs = self.inputs()
-        wishes = [s.step(inputs, now_s) for s in self.strategies]
-        self.last_wishes = wishes
-        merged = merge(wishes, inputs.fleet_lower_w, inputs.fleet_upper_w)
-        ph, topo = self.ph, self.topo
-        rows, brows = topo.inverter_rows, topo.battery_rows
-        excl = topo.exclusion_w
-        inv_lo, inv_hi = ph.inverter_lower_w[rows], ph.inverter_upper_w[rows]
-        kw: dict[str, Any] = {
-            "inverter_lower_w": inv_lo,
-            "inverter_upper_w": inv_hi,
-            # The band clipped to the interval (a full battery's inverter has upper = 0):
-            # the allowed set is the same, and distribution requires band ⊆ interval.
-            "inverter_excl_lower_w": np.maximum(-excl, inv_lo),
-            "inverter_excl_upper_w": np.minimum(excl, inv_hi),
-            "battery_soc_pct": ph.battery_soc_pct[brows],
-            "battery_soc_lower_pct": ph.battery_soc_min_pct[brows],
-            "battery_soc_upper_pct": ph.battery_soc_max_pct[brows],
-            "battery_capacity_wh": self.capacity,
-            "battery_lower_w": ph.battery_lower_w[brows],
-            "battery_upper_w": ph.battery_upper_w[brows],
-            "links": topo.links,
-        }
-        setpoints = self.allocate(kw, merged.target_w, self.soc_exponent)
-        for cid, sp in zip(topo.inverter_ids, setpoints.tolist(), strict=True):
-            self.send(cid, sp)
-        self.cycles += 1
-        return merged.target_w
 
+def _advance(physics: SitePhysics, due_s: Sequence[float], dt_s: float, fine_s: float,
+             coarse_s: float, record: Callable[[], None] | None = None,
+             horizon: Callable[[], float] | None = None) -> None:
+    """Step the physics by ``dt_s``, finely up to the last time a sent setpoint takes effect.
 
-class _SetpointPipeline:
-    """Each setpoint takes effect its inverter's response delay after it was sent.
-
-    Workaround for ``simulator.physics.SitePhysics.set_active_power`` (as of this
-    writing): a new setpoint *replaces* the pending one and restarts the delay, so
-    an inverter whose delay is longer than the control cycle (inverter B: 200 ms
-    at a 100 ms cycle) never applies any setpoint while the target keeps changing.
-    Here the physics' own delay is set to 0 for the battery inverters and the
-    harness holds every setpoint for the inverter's delay (released at the first
-    control instant at or after it is due; exact when the delays are multiples of
-    the control step, as on the default site at 100 ms).
+    Up to the last of ``due_s`` (when the setpoints just sent take effect, after
+    their inverter's response delay) the physics takes sub-steps of ``fine_s``
+    and ``record`` is called at each due time; then ``coarse_s`` up to the end,
+    where ``record`` is called once more. ``horizon()``, evaluated one fine
+    step after the setpoints took effect, can shorten the coarse rest (e.g. to
+    the time a battery reaches a SoC limit).
     """
-
-    def __init__(self, physics: SitePhysics, inverter_ids: Sequence[int],
-                 lifetime_s: float) -> None:
-        self.ph = physics
-        self.lifetime_s = lifetime_s
-        rows = [physics.inverter_row(cid) for cid in inverter_ids]
-        delays = physics._delay  # private: see the class docstring
-        self.delay = {cid: float(delays[r]) for cid, r in zip(inverter_ids, rows, strict=True)}
-        delays[rows] = 0.0
-        self.queue: dict[int, deque[tuple[float, float]]] = {cid: deque() for cid in inverter_ids}
-
-    def send(self, cid: int, power_w: float) -> None:
-        self.queue[cid].append((self.ph.now_s + self.delay[cid], power_w))
-
-    def next_due(self) -> float:
-        """Earliest time a queued setpoint is due (inf if none)."""
-        return min((q[0][0] for q in self.queue.values() if q), default=math.inf)
-
-    def advance(self, dt_s: float, fine_s: float, coarse_s: float,
-                record: Callable[[], None] | None = None,
-                horizon: Callable[[], float] | None = None) -> None:
-        """Step the physics by ``dt_s``, releasing setpoints exactly when they are due.
-
-        Up to the last due setpoint the physics takes sub-steps of ``fine_s`` (the
-        inverters' delay and ramp are resolved), then ``coarse_s``; ``record`` is
-        called after each due time and at the end. ``horizon()``, evaluated once
-        the setpoints are in place, can shorten the coarse rest (e.g. to the time
-        a battery reaches a SoC limit).
-        """
-        end = self.ph.now_s + dt_s
-        self.release()
-        while (due := self.next_due()) < end - 1e-9:
-            self.ph.max_step_s = fine_s
-            if due > self.ph.now_s:
-                self.ph.step(due - self.ph.now_s)
-            self.release()
+    ph = physics
+    end = ph.now_s + dt_s
+    for due in sorted(set(due_s)):
+        if due >= end - 1e-9:
+            break
+        if due > ph.now_s + 1e-12:
+            ph.max_step_s = fine_s
+            ph.step(due - ph.now_s)
             if record is not None:
                 record()
-        if horizon is not None and end - self.ph.now_s > fine_s:
-            self.ph.max_step_s = fine_s
-            self.ph.step(fine_s)  # let the last released setpoints take effect
-            end = min(end, self.ph.now_s + max(horizon(), fine_s))
-        self.ph.max_step_s = coarse_s
-        if end > self.ph.now_s + 1e-12:
-            self.ph.step(end - self.ph.now_s)
-        if record is not None:
-            record()
+    if horizon is not None and end - ph.now_s > fine_s:
+        ph.max_step_s = fine_s
+        ph.step(fine_s)  # let the last setpoints take effect
+        end = min(end, ph.now_s + max(horizon(), fine_s))
+    ph.max_step_s = coarse_s
+    if end > ph.now_s + 1e-12:
+        ph.step(end - ph.now_s)
+    if record is not None:
+        record()
 
-    def release(self) -> None:
-        now = self.ph.now_s + 1e-9
-        for cid, q in self.queue.items():
-            due = None
-            while q and q[0][0] <= now:
-                due = q.popleft()[1]
-            if due is not None:
-                self.ph.set_active_power(cid, due, self.lifetime_s)
+
+def _config(opt: PeakReplayOptions | FrequencyReplayOptions, *,
+            peak_shaving: PeakShavingConfig | None = None,
+            frequency_response: FrequencyResponseConfig | None = None) -> GridloopConfig:
+    """The gridloop config a replay runs: one strategy, the options' ``[control]``."""
+    control = ControlConfig(setpoint_lifetime_s=int(opt.setpoint_lifetime_s),
+                            deadband_w=opt.deadband_w, stale_after_s=opt.stale_after_s,
+                            soc_exponent=opt.soc_exponent)
+    return GridloopConfig(
+        control=control,
+        peak_shaving=peak_shaving or PeakShavingConfig(enabled=False),
+        frequency_response=frequency_response or FrequencyResponseConfig(enabled=False),
+    )
 
 
 def _quiet_site(site: SiteConfig, *, load: LoadConfig, frequency: FrequencyConfig) -> SiteConfig:
@@ -421,7 +286,12 @@ class PeakReplayOptions:
     soc_exponent: float = 1.0
     """Distribution's SoC weighting exponent."""
     setpoint_lifetime_s: float = 900.0
-    """Lifetime of each setpoint (s); longer than the longest control step."""
+    """Lifetime of each setpoint (s, whole, 10..900); renewed after half of it, so longer
+    than twice the longest control step."""
+    deadband_w: float = _CONTROL_DEFAULTS.deadband_w
+    """The distributor's deadband (W), as ``[control] deadband_w``."""
+    stale_after_s: float = _CONTROL_DEFAULTS.stale_after_s
+    """Telemetry staleness limit (s), as ``[control] stale_after_s``."""
 
 
 @dataclass(frozen=True)
@@ -621,7 +491,6 @@ def run_peak_shaving(
     step = float(load.step_s)
     n_int = values.size
     total_s = n_int * step
-    topo = _topology(site)
     models = fleet_models(site)
 
     t0 = time.perf_counter()
@@ -634,14 +503,14 @@ def run_peak_shaving(
 
     tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 1e-3 * limit))
     margin = _resolve(opt.recharge_margin_w, max(10.0, 1e-4 * limit))
-    ps = PeakShaving(PeakShavingConfig(
+    ps = PeakShavingConfig(
         import_limit_w=limit,
         export_limit_w=max(limit, float(values.max())) * 10.0,
         target_soc_pct=opt.target_soc_pct,
         recharge_power_w=sum(m.charge_max_w for m in models),
         recharge_margin_w=margin,
         interval_s=opt.cycle_s,
-    ))
+    )
     # The physics interpolates linearly: give it the staircase.
     prof, prof_step = staircase(values, step, opt.load_ramp_s)
     quiet = _quiet_site(
@@ -650,29 +519,28 @@ def run_peak_shaving(
         frequency=FrequencyConfig(nominal_hz=site.frequency.nominal_hz, noise_hz=0.0, events=()),
     )
     ph = SitePhysics(quiet, seed=seed, max_step_s=opt.physics_step_s)
-    loop = _Loop(ph, topo, [ps], soc_exponent=opt.soc_exponent,
-                 lifetime_s=opt.setpoint_lifetime_s)
+    control = replay_control(site, _config(opt, peak_shaving=ps))
+    transport = PhysicsTransport(ph, control)
+    truth = _Truth(ph)
 
     ts: list[float] = [0.0]
     grid: list[float] = [ph.grid_power_w]
     unc: list[float] = [ph.load_power_w]
     bat: list[float] = [ph.battery_inverter_power_w]
-    soc: list[float] = [loop.soc_pct()]
-    lower: list[float] = [loop.fleet_bounds()[0]]
+    soc: list[float] = [truth.soc_pct()]
+    lower: list[float] = [truth.fleet_lower_w()]
     wall0 = time.perf_counter()
     t = 0.0
     next_report = 0
     fine = min(opt.physics_fine_step_s, opt.physics_step_s)
-    pipe = _SetpointPipeline(ph, topo.inverter_ids, opt.setpoint_lifetime_s)
-    loop.send = pipe.send
 
     def record() -> None:
         ts.append(ph.now_s)
         grid.append(ph.grid_power_w)
         unc.append(ph.load_power_w)
         bat.append(ph.battery_inverter_power_w)
-        soc.append(loop.soc_pct())
-        lower.append(loop.fleet_bounds()[0])
+        soc.append(truth.soc_pct())
+        lower.append(truth.fleet_lower_w())
 
     def to_soc_limit() -> float:
         """Seconds until the first battery reaches a SoC limit at its present power."""
@@ -686,7 +554,7 @@ def run_peak_shaving(
         return float(np.min(room[moving] / rate))
 
     while t < total_s - 1e-9:
-        loop.cycle(t)
+        due = transport.cycle()
         i = int(t / step + 1e-9)
         since = t - i * step
         if since < opt.settle_s - 1e-9:  # around a load step: the service's cadence
@@ -696,11 +564,11 @@ def run_peak_shaving(
             dt = min(opt.max_step_s, (i + 1) * step - t)
             coarse = opt.physics_step_s
         dt = min(dt, total_s - t)
-        pipe.advance(dt, fine, coarse, record, None if coarse == fine else to_soc_limit)
+        _advance(ph, due, dt, fine, coarse, record, None if coarse == fine else to_soc_limit)
         t = ph.now_s
-        if progress is not None and loop.cycles >= next_report:
+        if progress is not None and transport.cycles >= next_report:
             progress(t, total_s)
-            next_report = loop.cycles + 2000
+            next_report = transport.cycles + 2000
     wall = time.perf_counter() - wall0
     if progress is not None:
         progress(total_s, total_s)
@@ -746,7 +614,7 @@ def run_peak_shaving(
         energy_above_limit_wh=energy_above,
         soc_min_pct=float(s_a.min()),
         soc_max_pct=float(s_a.max()),
-        control_cycles=loop.cycles,
+        control_cycles=transport.cycles,
         simulated_s=total_s,
         wall_s=wall,
         lp_wall_s=lp_wall,
@@ -852,7 +720,11 @@ class FrequencyReplayOptions:
     soc_exponent: float = 1.0
     """Distribution's SoC weighting exponent."""
     setpoint_lifetime_s: float = 10.0
-    """Lifetime of each setpoint (s)."""
+    """Lifetime of each setpoint (s, whole, 10..900), as ``[control] setpoint_lifetime_s``."""
+    deadband_w: float = _CONTROL_DEFAULTS.deadband_w
+    """The distributor's deadband (W), as ``[control] deadband_w``."""
+    stale_after_s: float = _CONTROL_DEFAULTS.stale_after_s
+    """Telemetry staleness limit (s), as ``[control] stale_after_s``."""
     base_load_w: float = 150_000.0
     """Constant site load during the trace (W; irrelevant to frequency response)."""
 
@@ -939,7 +811,6 @@ def run_frequency_response(
     if cfg.reserved_power_w <= 0:
         raise ReplayError(f"frequency_response.reserved_power_w must be > 0, got "
                           f"{cfg.reserved_power_w}", source="reserved_power_w")
-    topo = _topology(site)
     quiet = _quiet_site(
         site,
         load=LoadConfig(profile_w=np.array([opt.base_load_w]), step_s=3600.0, noise_w=0.0),
@@ -947,11 +818,10 @@ def run_frequency_response(
                                   noise_tau_s=trace.noise_tau_s, events=trace.events),
     )
     ph = SitePhysics(quiet, seed=trace.seed, max_step_s=opt.physics_step_s)
-    fr = FrequencyResponse(cfg)
-    loop = _Loop(ph, topo, [fr], soc_exponent=opt.soc_exponent,
-                 lifetime_s=opt.setpoint_lifetime_s)
-    pipe = _SetpointPipeline(ph, topo.inverter_ids, opt.setpoint_lifetime_s)
-    loop.send = pipe.send
+    control = replay_control(site, _config(opt, frequency_response=dataclasses.replace(
+        cfg, enabled=True)))
+    transport = PhysicsTransport(ph, control)
+    truth = _Truth(ph)
     n = math.floor(trace.duration_s / opt.control_step_s + 1e-9)
     t_a = np.empty(n + 1)
     f_a = np.empty(n + 1)
@@ -962,7 +832,7 @@ def run_frequency_response(
     def sample(j: int) -> None:
         t_a[j] = ph.now_s
         f_a[j] = ph.frequency_hz
-        inputs = loop.inputs()
+        inputs = truth.inputs()
         req[j] = frequency_response_wish(cfg, inputs).preferred_w
         dlv[j] = inputs.battery_power_w
         soc[j] = inputs.soc_pct
@@ -970,8 +840,8 @@ def run_frequency_response(
     sample(0)
     wall0 = time.perf_counter()
     for j in range(1, n + 1):
-        loop.cycle(ph.now_s)
-        pipe.advance(opt.control_step_s, opt.physics_step_s, opt.physics_step_s)
+        due = transport.cycle()
+        _advance(ph, due, opt.control_step_s, opt.physics_step_s, opt.physics_step_s)
         sample(j)
         if progress is not None and j % 1000 == 0:
             progress(ph.now_s, n * opt.control_step_s)
@@ -1008,7 +878,7 @@ def run_frequency_response(
     keep = ~window
     rms = float(np.sqrt(np.mean(err[keep] ** 2)) / res * 100.0) if keep.any() else math.nan
     rms_all = float(np.sqrt(np.mean(err ** 2)) / res * 100.0)
-    band = soc_band_pct(loop.cap_total, res, cfg.hold_duration_s, loop.soc_lo, loop.soc_hi)
+    band = soc_band_pct(truth.cap_total, res, cfg.hold_duration_s, truth.soc_lo, truth.soc_hi)
     in_band = (soc >= band[0] - 1e-9) & (soc <= band[1] + 1e-9)
     dt_h = opt.control_step_s / 3600.0
     return FrequencyResponseReport(
@@ -1026,7 +896,7 @@ def run_frequency_response(
         soc_min_pct=float(soc.min()),
         soc_max_pct=float(soc.max()),
         hold_duration_s=cfg.hold_duration_s,
-        control_cycles=loop.cycles,
+        control_cycles=transport.cycles,
         simulated_s=float(n * opt.control_step_s),
         wall_s=wall,
         events=[{"start_s": e.start_s, "duration_s": e.duration_s, "delta_hz": e.delta_hz,

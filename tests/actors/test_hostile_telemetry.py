@@ -109,7 +109,7 @@ def test_hostile_telemetry_never_yields_an_out_of_bounds_setpoint(
 
     assert sp.shape == (len(PAIRS),)
     assert np.isfinite(sp).all()
-    assert not dist._check_bounds(sp).any()
+    assert not dist.planner.check_bounds(sp).any()
     assert (sp[~inv_ok] == 0.0).all()
     rows = dist.inv_rows
     for k in np.flatnonzero(sp != 0.0):

@@ -101,6 +101,21 @@ def test_needs_send_deadband_renewal_zero() -> None:
     assert got.tolist() == [False, False, True, False, True, True, True]
 
 
+def test_needs_send_changes_held_by_the_deadband_do_not_add_up_beyond_it() -> None:
+    """Five inverters each 40 W off (deadband 100 W): the fleet would be 200 W off."""
+    now, renew = 1000 * S, 40 * S
+    last = np.full(5, 1000.0)
+    sent = np.full(5, now, dtype=np.int64)
+    ok = np.ones(5, dtype=np.bool_)
+    got = needs_send(last + 40.0, last, sent, ok, now, 100.0, renew)
+    assert got.all()
+    # Changes that cancel out, or add up to at most one deadband, are still held back.
+    assert not needs_send(last + np.array([40.0, -40.0, 40.0, -40.0, 0.0]), last, sent, ok, now,
+                          100.0, renew).any()
+    assert not needs_send(last + np.array([40.0, 40.0, 0.0, 0.0, 0.0]), last, sent, ok, now,
+                          100.0, renew).any()
+
+
 def test_runtime_options_validation() -> None:
     RuntimeOptions()
     with pytest.raises(OptionsError, match="call_timeout_s"):

@@ -1,0 +1,255 @@
+"""Planning a distribution round: state table → `distribution.Fleet` → allocate → what to send.
+
+Synchronous and clock-free (time is an argument), so the `PowerDistributor`
+actor and the in-process replay run the very same code:
+
+* `FleetIndex` – where the battery inverters and batteries sit in the state table,
+  their groups and links (from the `ComponentGraph`).
+* `RoundPlanner` – snapshot the table into a `distribution.Fleet` (health decides
+  availability, bands clipped to the interval by the decoder), `allocate`, re-check
+  every setpoint against the snapshot's bounds, and keep only the setpoints the
+  deadband/renewal rule (`needs_send`) says must go out; excluded inverters are
+  never commanded.
+* `PlannedRound` – the result of `RoundPlanner.plan`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import distribution as _dist
+
+from ._dispatch import SetpointBook, needs_send
+from ._graph import ComponentGraph
+from ._health import Health
+from ._state import BoolArray, FloatArray, IntArray, StateTable
+
+_logger = logging.getLogger(__name__)
+
+_TOL_W = 1e-6
+
+
+@dataclass(frozen=True)
+class FleetIndex:
+    """The battery fleet's place in the state table (index i = the i-th inverter/battery)."""
+
+    inverter_ids: list[int]
+    """Battery inverter ids, group by group (index of the Fleet's inverter arrays)."""
+    battery_ids: list[int]
+    """Battery ids, group by group."""
+    inv_rows: IntArray
+    """State-table rows of the inverters."""
+    bat_rows: IntArray
+    """State-table rows of the batteries."""
+    links: IntArray
+    """(inverter index, battery index) links, shape (k, 2)."""
+    n_groups: int
+    """Number of battery groups."""
+    group_of_inv: IntArray
+    """Group index of each inverter."""
+    group_of_bat: IntArray
+    """Group index of each battery."""
+
+    @classmethod
+    def of(cls, graph: ComponentGraph, table: StateTable) -> FleetIndex:
+        """The index of `graph`'s battery groups in `table`.
+
+        Args:
+            graph: The component graph.
+            table: The state table (one row per streamed component).
+
+        Returns:
+            The index.
+        """
+        row = table.row_of
+        inverter_ids = list(graph.battery_inverter_ids)
+        battery_ids = list(graph.battery_ids)
+        inv_idx = {c: k for k, c in enumerate(inverter_ids)}
+        bat_idx = {c: k for k, c in enumerate(battery_ids)}
+        return cls(
+            inverter_ids=inverter_ids,
+            battery_ids=battery_ids,
+            inv_rows=np.array([row[i] for i in inverter_ids], dtype=np.int64),
+            bat_rows=np.array([row[b] for b in battery_ids], dtype=np.int64),
+            links=np.array(
+                [(inv_idx[i], bat_idx[b]) for g in graph.groups for i, b in g.links],
+                dtype=np.int64,
+            ).reshape(-1, 2),
+            n_groups=len(graph.groups),
+            group_of_inv=np.array(
+                [k for k, g in enumerate(graph.groups) for _ in g.inverter_ids], dtype=np.int64
+            ),
+            group_of_bat=np.array(
+                [k for k, g in enumerate(graph.groups) for _ in g.battery_ids], dtype=np.int64
+            ),
+        )
+
+
+@dataclass
+class PlannedRound:
+    """One allocated round: every inverter's setpoint, and the ones to send."""
+
+    target_w: float
+    """Requested fleet power (W, + = charging)."""
+    result: Any
+    """The `distribution.AllocationResult`."""
+    setpoints_w: FloatArray
+    """Setpoint per inverter (0 W for excluded ones and out-of-bounds replacements)."""
+    inverter_ok: BoolArray
+    """Which inverters were usable (health)."""
+    bad: bool
+    """Whether an allocated setpoint failed the independent bounds re-check."""
+    message: str
+    """Allocation status, and what the re-check replaced."""
+    indices: list[int]
+    """Inverter indices to send to (deadband/renewal rule, usable ones only)."""
+    powers_w: list[float]
+    """Their setpoints (W)."""
+    skipped: int
+    """Usable, once-commanded inverters not re-sent (deadband, renewal not due)."""
+
+
+class RoundPlanner:
+    """State table + health + setpoint book → `PlannedRound` (see the module docstring)."""
+
+    def __init__(
+        self,
+        index: FleetIndex,
+        table: StateTable,
+        health: Health,
+        *,
+        soc_exponent: float,
+        deadband_w: float,
+        renew_after_s: float,
+    ) -> None:
+        """Create the planner.
+
+        Args:
+            index: The fleet's rows in `table`.
+            table: The state table.
+            health: The health book (exclusion rules).
+            soc_exponent: Passed to `allocate`.
+            deadband_w: Changes up to this are not re-sent.
+            renew_after_s: Unchanged setpoints are re-sent after this age.
+        """
+        self.index: FleetIndex = index
+        """The fleet's rows."""
+        self.table: StateTable = table
+        """The state table."""
+        self.health: Health = health
+        """The health book."""
+        self.soc_exponent: float = soc_exponent
+        """Passed to `allocate`."""
+        self.deadband_w: float = deadband_w
+        """Changes up to this are not re-sent (W)."""
+        self.renew_after_ns: int = int(renew_after_s * 1e9)
+        """Unchanged setpoints are re-sent after this age (ns)."""
+
+    def build_fleet(self, now_ns: int) -> tuple[_dist.Fleet, BoolArray, BoolArray]:
+        """Snapshot the state table into a `distribution.Fleet`.
+
+        Its `lower_w`/`upper_w` are the fleet's bounds everywhere in gridloop
+        (the measurements' and the power manager's too).
+
+        Args:
+            now_ns: Current monotonic time (health rules).
+
+        Returns:
+            (fleet, inverter usable mask, battery usable mask).
+        """
+        t = self.table
+        ix = self.index
+        ok = self.health.ok_mask(now_ns)
+        ir, br = ix.inv_rows, ix.bat_rows
+        inv_ok = ok[ir]
+        cap = t.capacity_wh[br]
+        # A non-positive capacity is live data gone wrong, not a structural error:
+        # exclude the battery (Fleet raises on negative capacity by contract).
+        bat_ok = ok[br] & np.isfinite(t.soc_pct[br]) & np.isfinite(cap) & (cap > 0.0)
+
+        def z(a: FloatArray, mask: BoolArray, fill: float) -> FloatArray:
+            return np.where(mask & np.isfinite(a), a, fill)
+
+        soc = t.soc_pct[br]
+        fleet = _dist.Fleet(
+            inverter_lower_w=z(t.power_lower_w[ir], inv_ok, 0.0),
+            inverter_upper_w=z(t.power_upper_w[ir], inv_ok, 0.0),
+            inverter_excl_lower_w=z(t.power_excl_lower_w[ir], inv_ok, 0.0),
+            inverter_excl_upper_w=z(t.power_excl_upper_w[ir], inv_ok, 0.0),
+            battery_soc_pct=np.where(np.isfinite(soc), soc, 50.0),
+            battery_soc_lower_pct=np.nan_to_num(t.soc_lower_pct[br], nan=0.0),
+            battery_soc_upper_pct=np.nan_to_num(t.soc_upper_pct[br], nan=100.0),
+            battery_capacity_wh=z(t.capacity_wh[br], bat_ok, 1.0),
+            battery_lower_w=z(t.power_lower_w[br], bat_ok, -1e12),
+            battery_upper_w=z(t.power_upper_w[br], bat_ok, 1e12),
+            links=ix.links,
+            inverter_available=inv_ok,
+            battery_available=bat_ok,
+        )
+        return fleet, inv_ok, bat_ok
+
+    def check_bounds(self, sp: FloatArray) -> BoolArray:
+        """Independent re-check: True where a non-zero setpoint violates the snapshot bounds."""
+        t = self.table
+        ir = self.index.inv_rows
+        lo, hi = t.power_lower_w[ir], t.power_upper_w[ir]
+        el, eu = t.power_excl_lower_w[ir], t.power_excl_upper_w[ir]
+        with np.errstate(invalid="ignore"):
+            inside = (sp >= lo - _TOL_W) & (sp <= hi + _TOL_W)
+            ok = inside & ~((sp > el + _TOL_W) & (sp < eu - _TOL_W))
+        bad: BoolArray = (sp != 0.0) & ~ok
+        return bad
+
+    def plan(self, target_w: float, now_ns: int, book: SetpointBook) -> PlannedRound:
+        """Allocate `target_w` and decide what to send.
+
+        An excluded inverter (stale, no data, bad data, error state, unusable
+        bounds, waiting for a retry after a failed setpoint) is never commanded:
+        what it is doing now is unknown. Its last setpoint is forgotten as
+        acknowledged in `book` (the one side effect), so the first allocation
+        after it is back re-sends it.
+
+        Args:
+            target_w: Fleet target (W, + = charging).
+            now_ns: Current monotonic time.
+            book: What was sent before (read; excluded inverters marked unknown).
+
+        Returns:
+            The round (nothing is recorded as sent: the caller does that when it sends).
+
+        Raises:
+            Exception: The allocation failed (whatever `distribution` raised).
+        """
+        fleet, inv_ok, _bat_ok = self.build_fleet(now_ns)
+        res = _dist.allocate(fleet, target_w, soc_exponent=self.soc_exponent)
+        sp = np.asarray(res.setpoints_w, dtype=np.float64)
+        sp = np.where(inv_ok, sp, 0.0)
+        bad = self.check_bounds(sp)
+        message = str(getattr(res.status, "name", res.status))
+        if bad.any():
+            bad_ids = [self.index.inverter_ids[i] for i in np.flatnonzero(bad)]
+            _logger.error("allocation gave out-of-bounds setpoints for %s; sending 0 W", bad_ids)
+            sp = np.where(bad, 0.0, sp)
+            message += f"; out-of-bounds setpoints replaced by 0 W for {bad_ids}"
+        send = needs_send(
+            sp, book.last_w, book.last_sent_ns, book.last_ok, now_ns, self.deadband_w,
+            self.renew_after_ns,
+        )
+        send &= inv_ok
+        book.mark_unknown(~inv_ok)
+        idx = np.flatnonzero(send).tolist()
+        return PlannedRound(
+            target_w=target_w,
+            result=res,
+            setpoints_w=sp,
+            inverter_ok=inv_ok,
+            bad=bool(bad.any()),
+            message=message,
+            indices=idx,
+            powers_w=sp[idx].tolist(),
+            skipped=int(np.count_nonzero(~send & inv_ok & ~np.isnan(book.last_w))),
+        )

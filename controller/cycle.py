@@ -1,0 +1,168 @@
+"""The control cycle: measurements → strategy inputs → wishes → merge → fleet target → setpoints.
+
+One synchronous, clock-free piece of code (time is an argument), run by
+``gridloop run`` and ``gridloop bench`` on a live :class:`actors.Site` and by
+``gridloop replay`` on simulated physics; only the transport differs.
+
+* :class:`ControlCycle` — the strategy half: from one
+  :class:`actors.SiteMeasurements` it builds every strategy's
+  :class:`~controller.strategies.StrategyInputs` (``higher_priority_w`` from the
+  last merge), steps the strategies, merges all wishes by priority
+  (:func:`actors.power_manager.merge`, within the fleet bounds of the
+  measurements) and returns the fleet target. :meth:`ControlCycle.from_config`
+  is the one place that turns a :class:`~controller.config.GridloopConfig` into
+  the strategies the service runs.
+* :func:`plan_setpoints` — the whole cycle on an :class:`actors.SiteCore`:
+  measure, :meth:`ControlCycle.step`, then :meth:`actors.RoundPlanner.plan`
+  (fleet snapshot with health exclusion, allocation, bounds re-check,
+  deadband/renewal rule). The service runs the same two halves, with the
+  target handed to the :class:`actors.PowerDistributor` actor in between
+  (``Site.request_power``: latest wins while a dispatch is in flight).
+
+Units: W, Hz, %, s; passive sign convention (+ = charging / importing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+
+from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
+from actors.power_manager import MergeResult, Wish, merge
+from controller.config import GridloopConfig
+from controller.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
+
+__all__ = ["ControlCycle", "plan_setpoints"]
+
+_LOG = logging.getLogger("gridloop.controller")
+
+
+class ControlCycle:
+    """Strategies, their last wishes and grants, and the fleet target (see the module)."""
+
+    def __init__(self, strategies: Sequence[Strategy]) -> None:
+        """Hold the strategies; no wish yet, target 0 W.
+
+        Args:
+            strategies: The strategies, each with a unique name.
+        """
+        self.strategies: list[Strategy] = list(strategies)
+        """Every strategy of the run."""
+        self.wishes: dict[str, Wish] = {}
+        """The last wish of each strategy (a strategy that failed has none)."""
+        self.granted: dict[str, float] = {}
+        """What the last merge granted each strategy (W)."""
+        self.target_w: float = 0.0
+        """The last merged fleet target (W, + = charging)."""
+        self.last_merge: MergeResult | None = None
+        """The last merge (None before the first step)."""
+
+    @classmethod
+    def from_config(cls, config: GridloopConfig) -> ControlCycle:
+        """The strategies ``config`` enables (frequency response, then peak shaving).
+
+        Args:
+            config: The run's configuration.
+
+        Returns:
+            The cycle.
+        """
+        strategies: list[Strategy] = []
+        if config.frequency_response.enabled:
+            strategies.append(FrequencyResponse(config.frequency_response))
+        if config.peak_shaving.enabled:
+            strategies.append(PeakShaving(config.peak_shaving))
+        return cls(strategies)
+
+    @property
+    def frequency_response(self) -> FrequencyResponse | None:
+        """The frequency-response strategy, if the cycle has one."""
+        return next((s for s in self.strategies if isinstance(s, FrequencyResponse)), None)
+
+    @staticmethod
+    def inputs(m: SiteMeasurements) -> StrategyInputs:
+        """The strategies' view of the site from one measurement snapshot."""
+        total = float(m.group_capacity_wh.sum())
+        return StrategyInputs(
+            grid_power_w=m.grid_power_w,
+            battery_power_w=m.battery_power_w,
+            grid_frequency_hz=m.grid_frequency_hz,
+            soc_pct=m.soc_pct,
+            capacity_wh=total if total > 0 else math.nan,
+            soc_lower_pct=m.soc_lower_pct,
+            soc_upper_pct=m.soc_upper_pct,
+            fleet_lower_w=m.fleet_lower_w,
+            fleet_upper_w=m.fleet_upper_w,
+        )
+
+    def higher_priority_w(self, strategy: Strategy) -> float:
+        """What the last merge granted to the strategies above ``strategy`` (W)."""
+        return sum(
+            self.granted.get(s.name, 0.0) for s in self.strategies if s.priority > strategy.priority
+        )
+
+    def step(
+        self, m: SiteMeasurements, now_s: float, strategies: Sequence[Strategy] | None = None
+    ) -> float:
+        """Step ``strategies`` (None = all) on ``m``, merge every last wish; return the target.
+
+        A strategy that raises loses its wish (logged); the loop goes on.
+
+        Args:
+            m: The measurements of this cycle.
+            now_s: The caller's clock, in seconds (monotonic, or virtual in a replay).
+            strategies: The strategies due now (the others keep their last wish).
+
+        Returns:
+            The fleet target (W, + = charging), within the measured fleet bounds.
+        """
+        base = self.inputs(m)
+        for strategy in self.strategies if strategies is None else strategies:
+            inputs = dataclasses.replace(base, higher_priority_w=self.higher_priority_w(strategy))
+            try:
+                self.wishes[strategy.name] = strategy.step(inputs, now_s)
+            except Exception:  # a strategy bug must not stop the loop
+                _LOG.exception("strategy %s failed; its wish is dropped", strategy.name)
+                self.wishes.pop(strategy.name, None)
+        result = merge(list(self.wishes.values()), m.fleet_lower_w, m.fleet_upper_w)
+        for source, reason in result.rejected.items():
+            _LOG.warning("wish of %s ignored: %s", source, reason)
+        if result.fleet_error:
+            _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
+        self.last_merge = result
+        self.granted = dict(result.granted)
+        self.target_w = result.target_w
+        return result.target_w
+
+
+def plan_setpoints(
+    cycle: ControlCycle,
+    core: SiteCore,
+    book: SetpointBook,
+    now_ns: int,
+    strategies: Sequence[Strategy] | None = None,
+) -> PlannedRound:
+    """One whole control cycle on ``core`` at ``now_ns``: what to send, and to whom.
+
+    Measures (:meth:`actors.SiteCore.measurements`), steps ``cycle`` and plans
+    the round for its target (:meth:`actors.RoundPlanner.plan`, which reads
+    ``book`` and marks excluded inverters unknown in it). Recording what is
+    then sent (``book.record``) and its acknowledgement is the transport's job.
+
+    Args:
+        cycle: The strategies' state.
+        core: State table, health and planner of the site.
+        book: What was sent before.
+        now_ns: The caller's monotonic clock (ns; virtual in a replay).
+        strategies: The strategies due now (None = all).
+
+    Returns:
+        The planned round.
+
+    Raises:
+        Exception: The allocation failed (the service logs it and sends nothing).
+    """
+    target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies)
+    return core.planner.plan(target, now_ns, book)

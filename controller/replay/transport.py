@@ -1,0 +1,252 @@
+"""The replay's transport: the service's control code against in-process physics.
+
+``gridloop run`` talks to a site over gRPC; the replay replaces only that:
+
+* :func:`site_graph` — the site's :class:`actors.ComponentGraph`, built from its
+  :class:`~simulator.config.SiteConfig` with :meth:`actors.ComponentGraph.build`
+  (the grouping the service derives from ``ListElectricalComponents``).
+* :func:`replay_control` — the :class:`actors.SiteCore` and the
+  :class:`~controller.cycle.ControlCycle` for a site and a
+  :class:`~controller.config.GridloopConfig`, built exactly as ``gridloop run``
+  builds them (:func:`controller.service.runtime_options` at time scale 1,
+  :meth:`~controller.cycle.ControlCycle.from_config`).
+* :class:`PhysicsTransport` — writes the physics' state into the core's state
+  table as the telemetry decoder would (values, bounds as
+  :func:`actors.intervals_to_band` makes them, SoC limits, capacity, component
+  states, receive time = the virtual clock), runs one control cycle
+  (:func:`controller.cycle.plan_setpoints`) and applies the planned setpoints
+  with :meth:`~simulator.physics.SitePhysics.set_active_power` after the
+  server's own validation (a refused one fails like a refused call: health
+  backoff, re-sent later).
+
+The virtual clock is the physics' ``now_s``, shifted by :data:`CLOCK_ORIGIN_NS`
+(a receive time of 0 means "never received" to the health rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as ec_pb2,
+)
+
+from actors import (
+    ComponentGraph,
+    ComponentInfo,
+    PlannedRound,
+    SetpointBook,
+    SiteCore,
+    intervals_to_band,
+)
+from controller.config import GridloopConfig
+from controller.cycle import ControlCycle, plan_setpoints
+from controller.replay.errors import ReplayError
+from controller.strategies import Strategy
+from simulator.config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
+from simulator.errors import RequestError
+from simulator.physics import ComponentState, SitePhysics
+
+__all__ = ["CLOCK_ORIGIN_NS", "PhysicsTransport", "ReplayControl", "replay_control", "site_graph"]
+
+CLOCK_ORIGIN_NS = 1_000_000_000
+"""The virtual monotonic clock at physics time 0 (ns)."""
+
+
+def site_graph(site: SiteConfig) -> ComponentGraph:
+    """The component graph the service would build for ``site``.
+
+    Raises:
+        ReplayError: the site has no battery behind an inverter (or another
+            graph the service would refuse).
+    """
+    from actors import GraphError
+
+    infos: list[ComponentInfo] = []
+    for c in site.components:
+        if isinstance(c, GridConfig):
+            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_GRID_CONNECTION_POINT, 0
+        elif isinstance(c, MeterConfig):
+            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER, 0
+        elif isinstance(c, InverterConfig):
+            cat = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
+            inv_type = (ec_pb2.INVERTER_TYPE_PV if c.inverter_type == "pv"
+                        else ec_pb2.INVERTER_TYPE_BATTERY)
+        elif isinstance(c, BatteryConfig):
+            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_BATTERY, 0
+        else:
+            continue
+        infos.append(ComponentInfo(id=c.id, category=int(cat), inverter_type=int(inv_type),
+                                   name=c.name))
+    try:
+        return ComponentGraph.build(infos, list(site.connections))
+    except GraphError as exc:
+        raise ReplayError(f"{site.source}: {exc}", source=site.source) from None
+
+
+@dataclass
+class ReplayControl:
+    """What runs the control in a replay: the site's core, the setpoint book, the cycle."""
+
+    core: SiteCore
+    """State table, health, measurements and planner (as in ``gridloop run``)."""
+    book: SetpointBook
+    """What each battery inverter was last sent."""
+    cycle: ControlCycle
+    """The strategies' state."""
+
+
+def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
+    """Build the control of a replay the way ``gridloop run`` builds it for ``config``.
+
+    Args:
+        site: The simulated site.
+        config: The run's configuration: its strategies
+            (:meth:`ControlCycle.from_config`) and ``[control]`` settings (lifetime,
+            deadband, staleness, SoC exponent, via
+            :func:`controller.service.runtime_options` at time scale 1).
+
+    Returns:
+        The core, an empty setpoint book and the cycle.
+
+    Raises:
+        ReplayError: the graph or the control settings are unusable.
+    """
+    from actors import OptionsError
+    from controller.service import runtime_options
+
+    graph = site_graph(site)
+    try:
+        options = runtime_options(config, 1.0)
+    except OptionsError as exc:
+        raise ReplayError(f"control: {exc}", source="control") from None
+    core = SiteCore(graph, options)
+    return ReplayControl(core=core, book=SetpointBook(len(core.index.inverter_ids)),
+                         cycle=ControlCycle.from_config(config))
+
+
+class PhysicsTransport:
+    """Telemetry from, and setpoints to, a :class:`SitePhysics` (see the module docstring)."""
+
+    def __init__(self, physics: SitePhysics, control: ReplayControl) -> None:
+        """Map the state table's rows to the physics' rows.
+
+        Args:
+            physics: The simulated site (its component ids are the graph's).
+            control: The replay's control.
+        """
+        self.physics = physics
+        self.control = control
+        core = control.core
+        t = core.state
+        ph = physics
+        ids = [int(c) for c in t.ids]
+        kinds = [ph.kind_of(c) for c in ids]
+        self._inv = np.array([t.row_of[c] for c, k in zip(ids, kinds, strict=True)
+                              if k == "inverter"], dtype=np.int64)
+        self._inv_ids = [c for c, k in zip(ids, kinds, strict=True) if k == "inverter"]
+        self._inv_ph = np.array([ph.inverter_row(c) for c in self._inv_ids], dtype=np.int64)
+        bat_ids = [c for c, k in zip(ids, kinds, strict=True) if k == "battery"]
+        self._bat = np.array([t.row_of[c] for c in bat_ids], dtype=np.int64)
+        self._bat_ph = np.array([ph.battery_row(c) for c in bat_ids], dtype=np.int64)
+        met_ids = [c for c, k in zip(ids, kinds, strict=True) if k == "meter"]
+        self._met = np.array([t.row_of[c] for c in met_ids], dtype=np.int64)
+        self._met_ph = np.array([ph.meter_row(c) for c in met_ids], dtype=np.int64)
+        self._lifetime_s = float(int(core.options.setpoint_lifetime_s))
+        self._dispatch_ids = core.index.inverter_ids
+        self._dispatch_rows = core.index.inv_rows
+        self.delay_s: dict[int, float] = {
+            c.id: c.response_delay_s for c in physics.site.inverters
+        }
+        """Response delay of each inverter (s): when a sent setpoint takes effect."""
+        self.cycles = 0
+        """Control cycles run."""
+        self.refused = 0
+        """Setpoints the site refused (out of bounds, not ready)."""
+
+    def now_ns(self) -> int:
+        """The virtual monotonic clock (ns)."""
+        return CLOCK_ORIGIN_NS + round(self.physics.now_s * 1e9)
+
+    def publish(self, now_ns: int) -> None:
+        """One telemetry sample of every streamed component, decoded at ``now_ns``."""
+        ph = self.physics
+        t = self.control.core.state
+        sample_ns = round(ph.now_s * 1e9)
+        inv, inv_ph = self._inv, self._inv_ph
+        t.power_w[inv] = ph.inverter_power_w[inv_ph]
+        t.frequency_hz[inv] = ph.frequency_hz
+        for row, cid in zip(inv.tolist(), self._inv_ids, strict=True):
+            lo, hi, el, eu, ok = intervals_to_band(ph.active_power_bounds(cid))
+            t.power_lower_w[row], t.power_upper_w[row] = lo, hi
+            t.power_excl_lower_w[row], t.power_excl_upper_w[row] = el, eu
+            t.bounds_ok[row] = ok
+        t.has_bounds[inv] = True
+        t.state_ok[inv] = ph.inverter_state[inv_ph] <= ComponentState.STANDBY
+        bat, bat_ph = self._bat, self._bat_ph
+        t.power_w[bat] = ph.battery_power_w[bat_ph]
+        # A battery's bounds are one interval containing 0: no exclusion band.
+        t.power_lower_w[bat] = ph.battery_lower_w[bat_ph]
+        t.power_upper_w[bat] = ph.battery_upper_w[bat_ph]
+        t.power_excl_lower_w[bat] = 0.0
+        t.power_excl_upper_w[bat] = 0.0
+        t.bounds_ok[bat] = True
+        t.has_bounds[bat] = True
+        t.soc_pct[bat] = ph.battery_soc_pct[bat_ph]
+        t.soc_lower_pct[bat] = ph.battery_soc_min_pct[bat_ph]
+        t.soc_upper_pct[bat] = ph.battery_soc_max_pct[bat_ph]
+        t.capacity_wh[bat] = ph.battery_capacity_wh[bat_ph]
+        t.state_ok[bat] = ph.battery_state[bat_ph] == ComponentState.RUNNING
+        met = self._met
+        t.power_w[met] = ph.meter_power_w[self._met_ph]
+        t.frequency_hz[met] = ph.frequency_hz
+        t.data_ok[:] = True
+        t.sample_time_ns[:] = sample_ns
+        t.received_ns[:] = now_ns
+        t.samples += 1
+
+    def send(self, planned: PlannedRound, now_ns: int) -> list[int]:
+        """Apply a planned round to the physics, as the dispatcher and the server would.
+
+        Returns:
+            The ids of the inverters whose setpoint was accepted.
+        """
+        ph = self.physics
+        core = self.control.core
+        book = self.control.book
+        book.record(planned.indices, planned.powers_w, now_ns)
+        accepted: list[int] = []
+        for i, p in zip(planned.indices, planned.powers_w, strict=True):
+            cid = self._dispatch_ids[i]
+            row = int(self._dispatch_rows[i])
+            try:
+                ph.check_active_power(cid, p)
+            except RequestError as exc:
+                self.refused += 1
+                book.last_ok[i] = False
+                core.health.on_failure(row, now_ns, exc.code)
+                continue
+            ph.set_active_power(cid, p, self._lifetime_s)
+            book.last_ok[i] = True
+            core.health.on_success(row)
+            accepted.append(cid)
+        return accepted
+
+    def cycle(self, strategies: Sequence[Strategy] | None = None) -> list[float]:
+        """One control cycle now: telemetry in, the control code, setpoints out.
+
+        Args:
+            strategies: The strategies due (None = all).
+
+        Returns:
+            When the accepted setpoints take effect (physics seconds).
+        """
+        now_ns = self.now_ns()
+        self.publish(now_ns)
+        c = self.control
+        planned = plan_setpoints(c.cycle, c.core, c.book, now_ns, strategies)
+        self.cycles += 1
+        now_s = self.physics.now_s
+        return [now_s + self.delay_s[cid] for cid in self.send(planned, now_ns)]
