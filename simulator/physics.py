@@ -640,6 +640,16 @@ class SitePhysics:
             return SetpointStatus.APPLIED
         return SetpointStatus.PENDING
 
+    def setpoints_in_flight(self, component_id: int) -> int:
+        """Active setpoints of an inverter sent but not yet effective (transport delay)."""
+        return len(self._pend_q[self._inv_row[component_id]])
+
+    def set_ramp_rate(self, component_id: int, ramp_w_per_s: float) -> None:
+        """Change how fast an inverter's AC power moves toward its target (W/s, > 0)."""
+        if not (ramp_w_per_s > 0 and math.isfinite(ramp_w_per_s)):
+            raise ValueError(f"ramp_w_per_s must be a positive number, got {ramp_w_per_s!r}")
+        self._ramp[self._inv_row[component_id]] = ramp_w_per_s
+
     def _clear_setpoint(self, row: int) -> None:
         self._pend_q[row].clear()
         for arr in (self.inverter_setpoint_w, self._q_sp, self._q_pend):
