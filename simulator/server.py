@@ -180,6 +180,18 @@ class SimulatorServer:
         self._missed_publications = 0
         self.listening_at_unix: float | None = None
         """``time.time()`` when the server started listening (None before `start`)."""
+        self._build_parts(site, seed, faults, api_key, phases, StreamCaps(per_client, total))
+
+    def _build_parts(
+        self,
+        site: SiteConfig,
+        seed: int,
+        faults: FaultConfig | None,
+        api_key: str | None,
+        phases: int,
+        caps: StreamCaps,
+    ) -> None:
+        """The physics, the fault driver, the telemetry publisher and the RPC handlers."""
         # At most 10 physics sub-steps per wall tick, at least physics_hz sim steps/s.
         max_step = max(1.0 / self.physics_hz, self.time_scale / (self.physics_hz * 10.0))
         self.physics = SitePhysics(site, seed=seed, max_step_s=max_step)
@@ -190,9 +202,7 @@ class SimulatorServer:
             self.faults, site, self.physics, break_streams=self.break_streams, wall_s=self._wall_s
         )
         """The fault episodes: scheduled, running, and their ledger."""
-        self.telemetry = TelemetryPublisher(
-            self.physics, phases, self.fault_driver, StreamCaps(per_client, total)
-        )
+        self.telemetry = TelemetryPublisher(self.physics, phases, self.fault_driver, caps)
         """The telemetry phases, frames and streams."""
         self._setpoints = SetpointStats(frozenset(c.id for c in site.components))
         self._service = MicrogridServicer(
