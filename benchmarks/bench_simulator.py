@@ -95,11 +95,9 @@ _BARE_SCRIPT = """
 import asyncio, json, sys
 import grpc, grpc.aio
 from simulator.config import site_from_dict
-from simulator.server import INVERTER_METRICS, SimulatorServer, _Snapshot, _Template
+from simulator.server import SimulatorServer
 srv = SimulatorServer(site_from_dict(json.loads(sys.argv[1]), "bench"))
-data = _Template(1000, INVERTER_METRICS, INVERTER_METRICS).render(
-    1, 0, *srv._values(1000, _Snapshot(srv.physics))
-)
+data = srv.telemetry.frame_of(1000)
 async def stream(request, context):
     while True:
         yield data
@@ -219,8 +217,8 @@ def test_publish_100_components(benchmark: Any) -> None:
     One phase, so one publication is the whole generation."""
     srv = SimulatorServer(_big_site(), telemetry_phases=1)
     for cid in stream_ids(N_STREAMS // 2):
-        srv._waiting[0][(cid, srv._metric_key_for(cid))] += 1
-    benchmark(srv._publish)
+        srv.telemetry.note_waiting(srv.telemetry.stream_key(cid))
+    benchmark(srv.telemetry.publish, 0.0)
     benchmark.extra_info["messages_per_call"] = N_STREAMS
 
 

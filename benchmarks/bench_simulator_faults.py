@@ -43,7 +43,7 @@ def _subscribed(faults: FaultConfig) -> SimulatorServer:
     srv = SimulatorServer(_big_site(), faults=faults, telemetry_phases=1)  # 1 publish = all
     for k in range(2 * N_GROUPS):
         cid = 1000 + k
-        srv._waiting[0][(cid, srv._metric_key_for(cid))] += 1
+        srv.telemetry.note_waiting(srv.telemetry.stream_key(cid))
     return srv
 
 
@@ -53,10 +53,10 @@ def test_publish_100_components_faults(benchmark: Any, mode: str) -> None:
     srv = _subscribed(FaultConfig() if mode == "off" else _soak_faults())
     if mode == "all-bad-metric":
         for k in range(2 * N_GROUPS):
-            srv._bad_metric[1000 + k] = "nan"
-    benchmark(srv._publish)
+            srv.fault_driver.bad_metric[1000 + k] = "nan"
+    benchmark(srv.telemetry.publish, 0.0)
     benchmark.extra_info["messages_per_call"] = 2 * N_GROUPS
-    assert len(srv._frames[0]) == 2 * N_GROUPS
+    assert len(srv.telemetry.frames(0)) == 2 * N_GROUPS
 
 
 def test_fault_tick(benchmark: Any) -> None:
@@ -65,7 +65,7 @@ def test_fault_tick(benchmark: Any) -> None:
 
     def tick() -> None:
         srv.physics.now_s += 1.0
-        srv._run_faults()
+        srv.fault_driver.run()
 
     benchmark(tick)
     stats = srv.stats()["faults"]
@@ -76,8 +76,8 @@ def test_stats_with_1000_episodes(benchmark: Any) -> None:
     """`stats()` plus JSON encoding with 1000 episodes in the list."""
     srv = _subscribed(FaultConfig(stream_end_per_h=1.0))
     for k in range(1000):
-        ep = srv._ledger.open("stream_stall", 1000, (1000,), float(k), float(k))
-        srv._ledger.close(ep, k + 1.0, k + 1.0)
+        ep = srv.fault_driver.ledger.open("stream_stall", 1000, (1000,), float(k), float(k))
+        srv.fault_driver.ledger.close(ep, k + 1.0, k + 1.0)
 
     def encode() -> str:
         return json.dumps(srv.stats())

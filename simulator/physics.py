@@ -37,12 +37,15 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .config import GridConfig, InverterConfig, MeterConfig, SiteConfig
+from ._augmentations import BoundsAugmentations
+from ._intervals import Interval, intersect_intervals, own_power_intervals
+from ._signals import OrnsteinUhlenbeck, profile_at
+from ._site_graph import edge_shares, inverter_battery_edges, meter_measure_matrix
+from .config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
 from .errors import (
     ComponentNotFoundError,
     ComponentNotReadyError,
@@ -61,7 +64,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Interval = tuple[float, float]
 
 _TOL_W = 1.0
 _ACK_FIRST = "component is in ERROR; acknowledge the error first"
@@ -90,82 +92,6 @@ class SetpointStatus(enum.Enum):
     FAILED = "failed"
 
 
-def own_power_intervals(lower_w: float, upper_w: float, exclusion_w: float) -> list[Interval]:
-    """The allowed active power of an inverter as closed inclusion intervals.
-
-    Without an exclusion band this is ``[(lower, upper)]``. With a band
-    ``(-e, +e)`` it is two intervals; a side that is not available (e.g. no
-    charging at the upper SoC limit) becomes ``(0, 0)``, since 0 W is always
-    allowed. This is the shape the SDK decodes as inclusion + exclusion bounds.
-    """
-    if exclusion_w <= 0.0:
-        return [(lower_w, upper_w)]
-    low = (lower_w, -exclusion_w) if lower_w <= -exclusion_w else (0.0, 0.0)
-    high = (exclusion_w, upper_w) if upper_w >= exclusion_w else (0.0, 0.0)
-    if low == high:
-        return [low]
-    return [low, high]
-
-
-def intersect_intervals(a: list[Interval], b: list[Interval]) -> list[Interval]:
-    """Intersection of two unions of closed intervals (each sorted, disjoint)."""
-    out: list[Interval] = []
-    i = j = 0
-    while i < len(a) and j < len(b):
-        lo = max(a[i][0], b[j][0])
-        hi = min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
-
-
-def merge_intervals(intervals: list[Interval]) -> list[Interval]:
-    """Sort and merge overlapping closed intervals."""
-    out: list[Interval] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-@dataclass
-class _Augmentation:
-    intervals: list[Interval]
-    expiry_s: float
-
-
-class _OU:
-    """Exact-discretisation Ornstein-Uhlenbeck noise with std ``sigma``."""
-
-    def __init__(self, rng: np.random.Generator, sigma: float, tau_s: float) -> None:
-        self.rng = rng
-        self.sigma = sigma
-        self.tau_s = tau_s
-        self.x = rng.normal(0.0, sigma) if sigma > 0 else 0.0
-
-    def step(self, dt_s: float) -> float:
-        if self.sigma <= 0:
-            return 0.0
-        a = math.exp(-dt_s / self.tau_s)
-        self.x = self.x * a + self.sigma * math.sqrt(1.0 - a * a) * float(self.rng.normal())
-        return self.x
-
-
-def _profile_at(values: FloatArray, step_s: float, t_s: float) -> float:
-    """Linear interpolation in a cyclic profile."""
-    n = len(values)
-    pos = (t_s / step_s) % n
-    i0 = int(pos)
-    frac = pos - i0
-    return float(values[i0] * (1.0 - frac) + values[(i0 + 1) % n] * frac)
-
-
 class SitePhysics:
     """The simulated site: state arrays plus a vectorised `step`.
 
@@ -192,6 +118,20 @@ class SitePhysics:
         self.now_s = 0.0
         """Simulated seconds since the start."""
 
+        self._init_rows(site)
+        self._init_inverters(site.inverters)
+        self._init_batteries(site.batteries)
+        self._init_edges(site)
+        self._init_meters(site)
+        self._init_environment(site)
+        self._update_environment(0.0)
+        self._update_bounds()
+        self.inverter_power_w = self.pv_available_w.copy()
+        self.inverter_target_w = self.pv_available_w.copy()
+        self._update_meters()
+
+    def _init_rows(self, site: SiteConfig) -> None:
+        """Component ids per row and the kind of every component."""
         invs = site.inverters
         bats = site.batteries
         meters = site.meters
@@ -201,6 +141,8 @@ class SitePhysics:
         self._inv_row = {c.id: k for k, c in enumerate(invs)}
         self._bat_row = {c.id: k for k, c in enumerate(bats)}
         self._meter_row = {c.id: k for k, c in enumerate(meters)}
+        self._n_inv = len(invs)
+        self._n_bat = len(bats)
         self._kind: dict[int, str] = {}
         for c in site.components:
             self._kind[c.id] = (
@@ -213,7 +155,8 @@ class SitePhysics:
                 else "battery"
             )
 
-        # ---- inverter parameters
+    def _init_inverters(self, invs: tuple[InverterConfig, ...]) -> None:
+        """Inverter parameters and state (power, setpoints in flight, bounds)."""
         self.inverter_is_pv = np.array([c.inverter_type == "pv" for c in invs], dtype=bool)
         self.inverter_rated_lower_w = np.array([c.rated_lower_w for c in invs], dtype=np.float64)
         self.inverter_rated_upper_w = np.array([c.rated_upper_w for c in invs], dtype=np.float64)
@@ -224,7 +167,6 @@ class SitePhysics:
         self._ramp = np.array([c.ramp_w_per_s for c in invs], dtype=np.float64)
         self._delay = np.array([c.response_delay_s for c in invs], dtype=np.float64)
         n_inv = len(invs)
-        # ---- inverter state
         self.inverter_power_w = np.zeros(n_inv)
         """Actual AC active power per inverter (W, + = charging / consuming)."""
         self.inverter_reactive_var = np.zeros(n_inv)
@@ -249,14 +191,12 @@ class SitePhysics:
         """Current lower active power bound (hull of the allowed set)."""
         self.inverter_upper_w = self.inverter_rated_upper_w.copy()
         """Current upper active power bound (hull of the allowed set)."""
-        self._aug: dict[int, dict[str, _Augmentation]] = {}
-        self._aug_lo = np.full(n_inv, -np.inf)
-        self._aug_hi = np.full(n_inv, np.inf)
-        self._aug_next_expiry = np.inf
+        self._aug = BoundsAugmentations(self._inv_row)
         self._limit_inv_lo = np.full(n_inv, -np.inf)
         self._limit_inv_hi = np.full(n_inv, np.inf)
 
-        # ---- battery parameters and state
+    def _init_batteries(self, bats: tuple[BatteryConfig, ...]) -> None:
+        """Battery parameters and state (SoC, power, bounds)."""
         self.battery_capacity_wh = np.array([c.capacity_wh for c in bats], dtype=np.float64)
         self.battery_soc_pct = np.array([c.soc_pct for c in bats], dtype=np.float64)
         """State of charge per battery (%)."""
@@ -276,75 +216,44 @@ class SitePhysics:
         self._limit_bat_lo = np.full(len(bats), -np.inf)
         self._limit_bat_hi = np.full(len(bats), np.inf)
 
-        # ---- topology: inverter -> battery edges (sparse: O(edges) per step, not
-        # O(batteries x inverters); a 1 000-pair site has 1 000 edges, not 10^6 cells)
-        edges = sorted(
-            {
-                (self._bat_row[dst], self._inv_row[src])
-                for src, dst in site.connections
-                if src in self._inv_row and dst in self._bat_row
-            }
-        )
+    def _init_edges(self, site: SiteConfig) -> None:
+        """Inverter -> battery edges and each battery's capability share per inverter.
+
+        Sparse: O(edges) per step, not O(batteries x inverters); a 1 000-pair site
+        has 1 000 edges, not 10^6 cells.
+        """
+        n_inv, bats = self._n_inv, site.batteries
+        edges = inverter_battery_edges(site, self._inv_row, self._bat_row)
         self._edge_bat = np.array([b for b, _ in edges], dtype=np.intp)
         self._edge_inv = np.array([i for _, i in edges], dtype=np.intp)
-        self._n_bat = len(bats)
-        self._n_inv = n_inv
         self._bats_of_inv: list[list[int]] = [[] for _ in range(n_inv)]
         for b, i in edges:
             self._bats_of_inv[i].append(b)
-        # Batteries per inverter (>= 1, for the even split of a zero-capability side).
-        self._edge_n_b = np.maximum(np.bincount(self._edge_inv, minlength=n_inv), 1)[
-            self._edge_inv
-        ].astype(np.float64)
         rating = np.maximum(self.inverter_rated_upper_w - self.inverter_rated_lower_w, 1.0)
-        share = rating[self._edge_inv]
-        share_sum = np.bincount(self._edge_bat, share, minlength=len(bats))[self._edge_bat]
-        # Per edge (b, i): fraction of battery b's capability available to inverter i.
-        self._edge_share = share / np.where(share_sum > 0, share_sum, 1.0)
+        self._edge_n_b, self._edge_share = edge_shares(
+            self._edge_bat, self._edge_inv, rating, len(bats)
+        )
 
-        children: dict[int, list[int]] = {}
-        for src, dst in site.connections:
-            children.setdefault(src, []).append(dst)
-
-        def descendants(cid: int) -> set[int]:
-            out: set[int] = set()
-            stack = [cid]
-            while stack:
-                for k in children.get(stack.pop(), []):
-                    if k not in out:
-                        out.add(k)
-                        stack.append(k)
-            return out
-
-        load_share = {m.id: m.load_share for m in meters}
-        unattributed = max(0.0, 1.0 - sum(load_share.values()))
-        grid_id = site.grid.id
-        # The load no meter's load_share claims hangs below the first meter on the
-        # grid connection point (only one: feeders must add up to the grid power).
-        top_meters = sorted(d for s, d in site.connections if s == grid_id and d in load_share)[:1]
-        # measure[m, :n_inv] = inverter i below meter m, measure[m, n_inv] = load share
-        self._measure = np.zeros((len(meters), n_inv + 1))
-        for m in meters:
-            below = descendants(m.id) | {m.id}
-            for cid in below:
-                if cid in self._inv_row:
-                    self._measure[self._meter_row[m.id], self._inv_row[cid]] = 1.0
-            share_below = sum(load_share.get(cid, 0.0) for cid in below)
-            if m.id in top_meters:
-                share_below += unattributed
-            self._measure[self._meter_row[m.id], n_inv] = share_below
+    def _init_meters(self, site: SiteConfig) -> None:
+        """What each meter measures: the inverters below it and its share of the load."""
+        meters = site.meters
+        self._measure = meter_measure_matrix(site, self._inv_row, self._meter_row)
         self.meter_power_w = np.zeros(len(meters))
         """Active power per meter (W, + = flowing away from the grid through it)."""
         self.meter_reactive_var = np.zeros(len(meters))
 
-        # ---- environment
+    def _init_environment(self, site: SiteConfig) -> None:
+        """Load, PV and frequency profiles and noise; the site-level measurements."""
+        n_inv = self._n_inv
         self._load_values = site.load.profile_w.astype(np.float64)
         self._load_step = site.load.step_s
         self._irr_values = site.pv.irradiance_wm2.astype(np.float64)
         self._irr_step = site.pv.step_s
-        self._load_noise = _OU(self._rng, site.load.noise_w, site.load.noise_tau_s)
-        self._pv_noise = _OU(self._rng, site.pv.noise_pct / 100.0, 30.0)
-        self._freq_noise = _OU(self._rng, site.frequency.noise_hz, site.frequency.noise_tau_s)
+        load = site.load
+        self._load_noise = OrnsteinUhlenbeck(self._rng, load.noise_w, load.noise_tau_s)
+        self._pv_noise = OrnsteinUhlenbeck(self._rng, site.pv.noise_pct / 100.0, 30.0)
+        freq = site.frequency
+        self._freq_noise = OrnsteinUhlenbeck(self._rng, freq.noise_hz, freq.noise_tau_s)
         self._q_ratio = math.tan(math.acos(site.load.reactive_power_factor))
         ev = site.frequency.events
         self._ev_start = np.array([e.start_s for e in ev], dtype=np.float64)
@@ -365,11 +274,6 @@ class SitePhysics:
         self.grid_reactive_var = 0.0
         self._sources = np.zeros(n_inv + 1)
         self._q_sources = np.zeros(n_inv + 1)
-        self._update_environment(0.0)
-        self._update_bounds()
-        self.inverter_power_w = self.pv_available_w.copy()
-        self.inverter_target_w = self.pv_available_w.copy()
-        self._update_meters()
 
     # ------------------------------------------------------------------ profiles
 
@@ -451,8 +355,8 @@ class SitePhysics:
             float(self.inverter_upper_w[row]),
             float(self.inverter_exclusion_w[row]),
         )
-        for aug in self._aug.get(component_id, {}).values():
-            own = intersect_intervals(own, aug.intervals)
+        for intervals in self._aug.intervals_of(component_id):
+            own = intersect_intervals(own, intervals)
         return own or [(0.0, 0.0)]
 
     def reactive_power_bounds(self, component_id: int) -> list[Interval]:
@@ -488,49 +392,34 @@ class SitePhysics:
             ) or lo > hi:
                 raise InvalidRequestError(component_id, f"invalid bounds [{lo}, {hi}]")
         expiry = self.now_s + lifetime_s
-        self._aug.setdefault(component_id, {})[token] = _Augmentation(
-            merge_intervals(intervals), expiry
-        )
-        self._refresh_augmentations()
+        self._aug.add(component_id, token, intervals, expiry, self.now_s)
         return expiry
 
     def clear_bounds(self, component_id: int, token: str) -> None:
         """Remove an augmentation by token (no-op if there is none)."""
         self.kind_of(component_id)
-        if self._aug.get(component_id, {}).pop(token, None) is not None:
-            self._refresh_augmentations()
+        self._aug.clear(component_id, token, self.now_s)
 
     def augmentation_tokens(self, component_id: int) -> frozenset[str]:
         """Tokens of the bounds augmentations of a component that have not lapsed yet."""
-        now = self.now_s
-        return frozenset(
-            tok for tok, a in self._aug.get(component_id, {}).items() if a.expiry_s > now
-        )
-
-    def _refresh_augmentations(self) -> None:
-        self._aug_lo.fill(-np.inf)
-        self._aug_hi.fill(np.inf)
-        nxt = np.inf
-        for cid in list(self._aug):
-            augs = self._aug[cid]
-            for tok in [t for t, a in augs.items() if a.expiry_s <= self.now_s]:
-                del augs[tok]
-            if not augs:
-                del self._aug[cid]
-                continue
-            merged: list[Interval] = [(-np.inf, np.inf)]
-            for a in augs.values():
-                merged = intersect_intervals(merged, a.intervals)
-                nxt = min(nxt, a.expiry_s)
-            row = self._inv_row[cid]
-            if merged:
-                self._aug_lo[row] = min(0.0, merged[0][0])
-                self._aug_hi[row] = max(0.0, merged[-1][1])
-            else:
-                self._aug_lo[row] = self._aug_hi[row] = 0.0
-        self._aug_next_expiry = nxt
+        return self._aug.tokens(component_id, self.now_s)
 
     # ------------------------------------------------------------------ commands
+
+    def _ready_inverter_row(self, component_id: int, what: str, power: float) -> int:
+        """Row of inverter ``component_id`` if it may take a finite ``what`` setpoint now."""
+        kind = self.kind_of(component_id)
+        if kind != "inverter":
+            raise InvalidRequestError(
+                component_id, f"{what} can only be set on inverters, not on a {kind}"
+            )
+        if not math.isfinite(power):
+            raise InvalidRequestError(component_id, f"power must be finite, got {power!r}")
+        row = self._inv_row[component_id]
+        state = ComponentState(int(self.inverter_state[row]))
+        if state >= ComponentState.OFF:
+            raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
+        return row
 
     def check_active_power(self, component_id: int, power_w: float) -> None:
         """Validate an active power setpoint like the API server does.
@@ -541,17 +430,7 @@ class SitePhysics:
             ComponentNotReadyError: the inverter (or all its batteries) is stopped or errored.
             PowerOutOfRangeError: outside the current bounds (0 W is always allowed).
         """
-        kind = self.kind_of(component_id)
-        if kind != "inverter":
-            raise InvalidRequestError(
-                component_id, f"active power can only be set on inverters, not on a {kind}"
-            )
-        if not math.isfinite(power_w):
-            raise InvalidRequestError(component_id, f"power must be finite, got {power_w!r}")
-        row = self._inv_row[component_id]
-        state = ComponentState(int(self.inverter_state[row]))
-        if state >= ComponentState.OFF:
-            raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
+        row = self._ready_inverter_row(component_id, "active power", power_w)
         if power_w == 0.0:
             return
         bats = self._bats_of_inv[row]
@@ -568,17 +447,7 @@ class SitePhysics:
 
     def check_reactive_power(self, component_id: int, power_var: float) -> None:
         """Validate a reactive power setpoint (same errors as `check_active_power`)."""
-        kind = self.kind_of(component_id)
-        if kind != "inverter":
-            raise InvalidRequestError(
-                component_id, f"reactive power can only be set on inverters, not on a {kind}"
-            )
-        if not math.isfinite(power_var):
-            raise InvalidRequestError(component_id, f"power must be finite, got {power_var!r}")
-        row = self._inv_row[component_id]
-        state = ComponentState(int(self.inverter_state[row]))
-        if state >= ComponentState.OFF:
-            raise ComponentNotReadyError(component_id, f"inverter is {state.name}")
+        row = self._ready_inverter_row(component_id, "reactive power", power_var)
         q = float(self.inverter_rated_reactive_var[row])
         if power_var != 0.0 and not -q - 1e-6 <= power_var <= q + 1e-6:
             raise PowerOutOfRangeError(
@@ -639,6 +508,16 @@ class SitePhysics:
         ):
             return SetpointStatus.APPLIED
         return SetpointStatus.PENDING
+
+    def setpoints_in_flight(self, component_id: int) -> int:
+        """Active setpoints of an inverter sent but not yet effective (transport delay)."""
+        return len(self._pend_q[self._inv_row[component_id]])
+
+    def set_ramp_rate(self, component_id: int, ramp_w_per_s: float) -> None:
+        """Change how fast an inverter's AC power moves toward its target (W/s, > 0)."""
+        if not (ramp_w_per_s > 0 and math.isfinite(ramp_w_per_s)):
+            raise ValueError(f"ramp_w_per_s must be a positive number, got {ramp_w_per_s!r}")
+        self._ramp[self._inv_row[component_id]] = ramp_w_per_s
 
     def _clear_setpoint(self, row: int) -> None:
         self._pend_q[row].clear()
@@ -809,8 +688,8 @@ class SitePhysics:
             self._q_sp[qlapse] = np.nan
             self._q_expiry[qlapse] = np.inf
         self.now_s = t
-        if self._aug_next_expiry <= t:
-            self._refresh_augmentations()
+        if self._aug.next_expiry_s <= t:
+            self._aug.refresh(t)
 
         self._update_environment(dt)
         self._update_bounds()
@@ -822,7 +701,7 @@ class SitePhysics:
         pv_target = np.where(has_sp, np.maximum(self.pv_available_w, sp0), self.pv_available_w)
         target = np.where(self.inverter_is_pv, pv_target, sp0)
         target = np.clip(target, self.inverter_lower_w, self.inverter_upper_w)
-        target = np.clip(target, self._aug_lo, self._aug_hi)
+        target = np.clip(target, self._aug.lower_w, self._aug.upper_w)
         running = self.inverter_state == ComponentState.RUNNING
         target = np.where(running, target, 0.0)
         self.inverter_target_w = target
@@ -860,11 +739,11 @@ class SitePhysics:
 
     def _update_environment(self, dt: float) -> None:
         t = self.now_s
-        load = _profile_at(self._load_values, self._load_step, t)
+        load = profile_at(self._load_values, self._load_step, t)
         noise = self._load_noise.step(dt) if dt > 0 else self._load_noise.x
         self.load_power_w = max(0.0, load + noise)
         self.load_reactive_var = self.load_power_w * self._q_ratio
-        irr = _profile_at(self._irr_values, self._irr_step, t)
+        irr = profile_at(self._irr_values, self._irr_step, t)
         factor = 1.0 + (self._pv_noise.step(dt) if dt > 0 else 0.0)
         self.irradiance_wm2 = max(0.0, irr * factor)
         self.pv_available_w = np.where(

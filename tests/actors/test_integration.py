@@ -3,9 +3,9 @@
 Every test polls with a deadline (no fixed sleeps) and checks at the end that no
 setpoint outside the component's bounds reached the simulator (its stats).
 
-Test-local workaround: the simulator has no per-component "cut this telemetry
-stream" fault yet, so `_freeze` wraps the server's telemetry publisher to drop the
-frames of chosen components (their streams go silent while setpoints still work).
+`_freeze` silences the telemetry of chosen components with
+`SimulatorServer.pause_telemetry` (their streams stay open but go silent while
+setpoints still work).
 """
 
 from __future__ import annotations
@@ -76,18 +76,13 @@ def _refuse_setpoints(srv: SimulatorServer, ids: set[int]) -> Iterator[None]:
 
 @contextmanager
 def _freeze(srv: SimulatorServer, ids: set[int]) -> Iterator[None]:
-    original = srv._publish
-
-    def publish() -> None:
-        original()
-        for phase, frames in enumerate(srv._frames):
-            srv._frames[phase] = {k: v for k, v in frames.items() if k[0] not in ids}
-
-    srv._publish = publish  # type: ignore[method-assign]
+    for cid in ids:
+        srv.pause_telemetry(cid)
     try:
         yield
     finally:
-        srv._publish = original  # type: ignore[method-assign]
+        for cid in ids:
+            srv.pause_telemetry(cid, paused=False)
 
 
 def _power(site: Site, cid: int) -> float:

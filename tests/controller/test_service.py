@@ -460,7 +460,7 @@ async def test_a_grid_that_cannot_be_measured_is_refused_in_one_line(
 
     srv = await sim_factory(feeder_site(300_000.0))
     # Test-local: the simulator has no breakers; list meter 3 as one (no power telemetry).
-    (comp,) = [c for c in srv._components if c.id == 3]
+    (comp,) = [c for c in srv.components if c.id == 3]
     comp.category = ec.ELECTRICAL_COMPONENT_CATEGORY_BREAKER
     status, stderr = await _run_against(srv, tmp_path, _FEEDERS_CONFIG, "--duration", "5")
     assert status == 2, stderr

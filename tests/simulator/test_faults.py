@@ -505,7 +505,7 @@ async def test_setpoint_reject_after_validation(sim_factory: SimFactory, stub_fo
     # validation comes first: an out-of-bounds setpoint is still OUT_OF_RANGE and counted
     assert await _code_of(_set_power(stub, 10, 50_000.0)) == grpc.StatusCode.OUT_OF_RANGE
     assert math.isnan(srv.physics.inverter_setpoint_w[srv.physics.inverter_row(10)])
-    assert not srv.physics._pend_q[srv.physics.inverter_row(10)]
+    assert srv.physics.setpoints_in_flight(10) == 0
     stats = srv.stats()
     assert stats["setpoints_rejected_injected"] == 1
     assert stats["per_component"]["10"]["rejected_injected"] == 1
@@ -879,7 +879,7 @@ async def test_cli_restarts_on_the_same_port_after_kill_9(tmp_path: Path) -> Non
 
 
 def test_episodes_watch_the_battery_inverters_a_component_is_commanded_through() -> None:
-    affected = SimulatorServer(load_site())._inverters_of
+    affected = SimulatorServer(load_site()).fault_driver.inverters_of
     assert affected[10] == (10,)
     assert affected[11] == (10,)
     assert affected[32] == (30, 31)  # one battery behind two inverters

@@ -265,7 +265,7 @@ async def test_setpoint_accepted_success_and_soc_moves(sim_factory: Any) -> None
 async def test_setpoint_ramp_visible_in_telemetry(sim_factory: Any) -> None:
     """A slow ramp (set on the physics) shows intermediate values, then the target."""
     srv: SimulatorServer = await sim_factory(telemetry_hz=20.0)
-    srv.physics._ramp[srv.physics.inverter_row(40)] = 40_000.0  # 40 kW/s
+    srv.physics.set_ramp_rate(40, 40_000.0)  # 40 kW/s
     async with MicrogridApiClient(f"grpc://{srv.address}") as client:
         rx = client.receive_component_data_samples_stream(cid(40), [Metric.AC_POWER_ACTIVE])
         await rx.receive()
@@ -506,9 +506,9 @@ async def test_fault_injection_pause_and_break_streams(sim: SimulatorServer) -> 
         it = aiter(call)
         await anext(it)
         sim.pause_telemetry(2)
-        gen = sim._generation
+        gen = sim.generation
         await sim.wait_for_generation(3)
-        assert sim._generation >= gen + 3
+        assert sim.generation >= gen + 3
         sim.pause_telemetry(2, paused=False)
         # exactly the next frames arrive after resuming (none were queued while paused)
         msg = await anext(it)
