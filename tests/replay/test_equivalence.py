@@ -50,12 +50,23 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
     sim = await sim_factory(time_scale=time_scale)
     steps: list[tuple[SiteMeasurements, float, tuple[str, ...], float, dict[str, Any]]] = []
     rounds: list[tuple[float, int, dict[str, Any], PlannedRound]] = []
+    snapshots: list[tuple[int, dict[str, Any], SiteMeasurements]] = []
     site = await Site.connect(f"grpc://127.0.0.1:{sim.port}",
                               options=runtime_options(CONFIG, time_scale))
     async with site:
         controller = Controller(site, CONFIG, time_scale=time_scale)
         cycle, core, disp = controller.cycle, site.core, site.dispatcher
-        live_step, live_plan = cycle.step, core.planner.plan
+        live_step, live_plan, live_measure = cycle.step, core.planner.plan, core.measurements
+
+        def measure(now: int) -> SiteMeasurements:
+            inputs = {
+                "table": _table_copy(core.state),
+                "failures": core.health.failures.copy(),
+                "retry_at_ns": core.health.retry_at_ns.copy(),
+            }
+            m = live_measure(now)
+            snapshots.append((now, inputs, m))
+            return m
 
         def step(m: SiteMeasurements, now_s: float, strategies: Any = None) -> float:
             table = _table_copy(core.state)
@@ -79,9 +90,10 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
 
         cycle.step = step  # type: ignore[method-assign]
         core.planner.plan = plan  # type: ignore[method-assign]
+        core.measurements = measure  # type: ignore[method-assign]
         await controller.run(4.0, asyncio.Event())
         assert disp.stats.setpoints_sent > 0
-    return {"steps": steps, "rounds": rounds, "sim": sim}
+    return {"steps": steps, "rounds": rounds, "snapshots": snapshots, "sim": sim}
 
 
 async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
@@ -98,18 +110,17 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
     for m, now_s, names, target, _ in steps:
         assert replay.cycle.step(m, now_s, [by_name[n] for n in names]) == target
 
-    # Measurements: a fresh snapshot of the same table gives the same strategy inputs
-    # (fleet bounds included).
-    fresh = 0
-    for m, _, _, _, table in steps:
-        _table_load(replay.core.state, table)
-        mine = replay.core.measurements(m.grid_sample_time_ns)
-        assert mine.grid_power_w == m.grid_power_w or np.isnan(m.grid_power_w)
-        if (mine.soc_pct, mine.battery_power_w) == (m.soc_pct, m.battery_power_w):
-            fresh += 1  # not a grid-sample step on cached fleet fields
-            assert (mine.fleet_lower_w, mine.fleet_upper_w) == (m.fleet_lower_w,
-                                                                m.fleet_upper_w)
-    assert fresh > 0
+    # Measurements: every snapshot the live site computed (the strategies' inputs,
+    # fleet bounds included) is computed the same from the same table and health.
+    assert len(captured["snapshots"]) > 20
+    for now, inputs, live_m in captured["snapshots"]:
+        _table_load(replay.core.state, inputs["table"])
+        replay.core.health.failures[:] = inputs["failures"]
+        replay.core.health.retry_at_ns[:] = inputs["retry_at_ns"]
+        mine = replay.core.measurements(now)
+        for f in dataclasses.fields(SiteMeasurements):
+            np.testing.assert_array_equal(getattr(mine, f.name), getattr(live_m, f.name),
+                                          err_msg=f.name)
 
     # Distribution: the same table, health and book give the same setpoints to send.
     for target, now_ns, inputs, live in rounds:
