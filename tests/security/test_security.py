@@ -23,6 +23,7 @@ from frequenz.client.base.exception import OperationUnauthenticated
 from frequenz.client.microgrid import MicrogridApiClient as OfficialClient
 
 from actors import ApiError, MicrogridApiClient, Site
+from controller.embedded import SimulatorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -251,23 +252,16 @@ def test_server_needs_both_cert_and_key(tls: Any) -> None:
 # ------------------------------------------------------------------ gridloop sim
 
 
+def _sim_child(*args: str) -> SimulatorProcess:
+    """``gridloop sim ARGS`` through the one simulator launcher (no GRIDLOOP_API_KEY)."""
+    return SimulatorProcess(args, command=(sys.executable, "-c", ENTRY, "sim"), env=_env())
+
+
 @pytest.fixture
 async def sim_cli() -> AsyncIterator[str]:
     """``gridloop sim --port 0 --api-key KEY`` as a child process; yields its address."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ENTRY, "sim", "--port", "0", "--api-key", KEY,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        assert line.startswith("gridloop sim listening on "), line
-        yield line.rsplit(" ", 1)[-1]
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+    async with _sim_child("--port", "0", "--api-key", KEY) as sim:
+        yield sim.address
 
 
 async def test_sim_cli_requires_the_key(sim_cli: str) -> None:
@@ -292,17 +286,10 @@ async def test_sim_cli_requires_the_key(sim_cli: str) -> None:
 
 
 async def test_sim_cli_serves_tls(tls: Any) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ENTRY, "sim", "--port", "0",
-        "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        address = line.rsplit(" ", 1)[-1]
+    async with _sim_child(
+        "--port", "0", "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)
+    ) as sim:
+        address = sim.address
         port = address.rsplit(":", 1)[-1]
         client = MicrogridApiClient(
             f"grpc://localhost:{port}?ssl=true", root_cert=tls.ca.read_bytes()
@@ -319,9 +306,6 @@ async def test_sim_cli_serves_tls(tls: Any) -> None:
             pass  # a plaintext channel never becomes ready against a TLS port
         finally:
             await channel.close()
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
 
 
 @pytest.mark.parametrize(
