@@ -93,18 +93,6 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child before exec
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _setup_then(extra: Callable[[], object] | None) -> Callable[[], None]:
-    """:func:`_child_setup`, then the caller's own pre-exec step (e.g. closing a std fd)."""
-    if extra is None:
-        return _child_setup
-
-    def setup() -> None:  # pragma: no cover - runs in the child before exec
-        _child_setup()
-        extra()
-
-    return setup
-
-
 def _did_not_start(detail: str, name: str = "simulator") -> EmbeddedSimulatorError:
     return EmbeddedSimulatorError(f"the {name} did not start: {detail}")
 
@@ -119,8 +107,8 @@ def start_simulator_process(
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``command + args`` as a simulator child; return it and ``HOST:PORT`` once it listens.
 
-    The child is set up as the embedded simulator is (own process group, killed with
-    its parent on Linux), then ``preexec_fn`` runs in it. Its stdout is a text pipe
+    The child runs in its own process group (a terminal's Ctrl-C reaches only the
+    caller), then ``preexec_fn``, if given, runs in it. Its stdout is a text pipe
     read up to the listening line (a simulator writes nothing else there); stdin,
     stderr, ``env``, ``cwd`` … are ``popen_kwargs`` for :class:`subprocess.Popen`.
     The caller owns the process from then on: it signals, waits for and reaps it.
@@ -130,7 +118,8 @@ def start_simulator_process(
         command: The program part: ``python -m simulator`` unless another entry
             (``gridloop``'s own CLI) is under test.
         start_timeout_s: How long to wait for the listening line.
-        preexec_fn: Run in the child after the common set-up, before exec.
+        preexec_fn: Run in the child before exec (forks rather than vforks: keep it
+            for callers that must, e.g. to close a std fd).
         **popen_kwargs: Passed to :class:`subprocess.Popen` (not ``stdout``/``text``).
 
     Raises:
@@ -142,7 +131,8 @@ def start_simulator_process(
         [*command, *args],
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=_setup_then(preexec_fn),
+        process_group=0,
+        preexec_fn=preexec_fn,
         **popen_kwargs,
     )
     assert proc.stdout is not None
@@ -180,7 +170,7 @@ class SimulatorProcess:
     """A simulator child process (any command that prints the listening line); async.
 
     An async context manager: ``__aenter__`` starts the child (own process group,
-    killed with its parent on Linux, stdin from /dev/null) and returns once it
+    stdin from /dev/null) and returns once it
     printed ``gridloop sim listening on HOST:PORT``; ``__aexit__`` stops it
     (SIGTERM, then SIGKILL). Its output is drained for its whole life, the last
     stderr lines kept for messages. With ``interactive``, stdin is a pipe and
@@ -202,6 +192,7 @@ class SimulatorProcess:
         interactive: bool = False,
         stream_limit: int = 1 << 16,
         start_timeout_s: float = 20.0,
+        die_with_parent: bool = False,
     ) -> None:
         """Describe the child to start; nothing runs until ``__aenter__``.
 
@@ -213,7 +204,12 @@ class SimulatorProcess:
             interactive: Pipe stdin and leave stdout after the listening line to the caller.
             stream_limit: Longest line (bytes) the stdout/stderr readers accept.
             start_timeout_s: How long to wait for the listening line.
+            die_with_parent: On Linux, have the kernel kill the child when this process
+                dies (``PR_SET_PDEATHSIG``). That takes a pre-exec hook, so a fork that
+                runs gRPC's fork handlers: only for a process with no gRPC threads yet
+                (``gridloop run`` starts its embedded simulator before connecting).
         """
+        self._die_with_parent = die_with_parent
         self._command = [*command, *args]
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
@@ -272,7 +268,7 @@ class SimulatorProcess:
             env=self._env,
             cwd=self._cwd,
             limit=self._stream_limit,
-            preexec_fn=_child_setup,
+            **({"preexec_fn": _child_setup} if self._die_with_parent else {"process_group": 0}),
         )
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
@@ -285,7 +281,8 @@ class SimulatorProcess:
         except (TimeoutError, EmbeddedSimulatorError) as exc:
             await self._terminate()
             await self._stop_drains()
-            detail = self._stderr_tail[-1] if self._stderr_tail else str(exc) or "no output"
+            problem = str(exc) or f"no listening line within {self._start_timeout_s} s"
+            detail = self._stderr_tail[-1] if self._stderr_tail else problem
             raise _did_not_start(detail, self._NAME) from exc
         except BaseException:
             await self._terminate()
@@ -407,7 +404,9 @@ class EmbeddedSimulator(SimulatorProcess):
             args += ["--telemetry-hz", repr(telemetry_hz)]
         if seed is not None:
             args += ["--seed", str(seed)]
-        super().__init__(args + list(extra_args or []), start_timeout_s=start_timeout_s)
+        super().__init__(
+            args + list(extra_args or []), start_timeout_s=start_timeout_s, die_with_parent=True
+        )
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self.stats: dict[str, Any] = {}
         """The child's statistics, filled in when it has stopped."""
