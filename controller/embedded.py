@@ -107,8 +107,8 @@ def start_simulator_process(
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``command + args`` as a simulator child; return it and ``HOST:PORT`` once it listens.
 
-    The child runs in its own process group (a terminal's Ctrl-C reaches only the
-    caller), then ``preexec_fn``, if given, runs in it. Its stdout is a text pipe
+    The child runs in its own session and process group (a terminal's Ctrl-C reaches
+    only the caller), then ``preexec_fn``, if given, runs in it. Its stdout is a text pipe
     read up to the listening line (a simulator writes nothing else there); stdin,
     stderr, ``env``, ``cwd`` … are ``popen_kwargs`` for :class:`subprocess.Popen`.
     The caller owns the process from then on: it signals, waits for and reaps it.
@@ -131,7 +131,7 @@ def start_simulator_process(
         [*command, *args],
         stdout=subprocess.PIPE,
         text=True,
-        process_group=0,
+        start_new_session=True,
         preexec_fn=preexec_fn,
         **popen_kwargs,
     )
@@ -268,7 +268,12 @@ class SimulatorProcess:
             env=self._env,
             cwd=self._cwd,
             limit=self._stream_limit,
-            **({"preexec_fn": _child_setup} if self._die_with_parent else {"process_group": 0}),
+            # Own process group either way; setsid (no hook) unless PDEATHSIG is wanted.
+            **(
+                {"preexec_fn": _child_setup}
+                if self._die_with_parent
+                else {"start_new_session": True}
+            ),
         )
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
