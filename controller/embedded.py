@@ -286,12 +286,14 @@ class SimulatorProcess:
         except (TimeoutError, EmbeddedSimulatorError) as exc:
             await self._terminate()
             await self._stop_drains()
+            self._release()
             problem = str(exc) or f"no listening line within {self._start_timeout_s} s"
             detail = self._stderr_tail[-1] if self._stderr_tail else problem
             raise _did_not_start(detail, self._NAME) from exc
         except BaseException:
             await self._terminate()
             await self._stop_drains()
+            self._release()
             raise
         if not self._interactive:
             self._drains.append(asyncio.ensure_future(self._drain(self._proc.stdout, "stdout")))
@@ -352,6 +354,9 @@ class SimulatorProcess:
     async def _stopped(self) -> None:
         """Hook between the child's exit and the end of its output (subclasses)."""
 
+    def _release(self) -> None:
+        """Hook: free what the child needed, whether it started or not (subclasses)."""
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -359,16 +364,19 @@ class SimulatorProcess:
         tb: TracebackType | None,
     ) -> None:
         """Stop the child (SIGTERM, then SIGKILL) and drain what it still wrote."""
-        await asyncio.shield(self._terminate())
-        await self._stopped()
-        await self._stop_drains()
-        if self._proc is not None and self._proc.returncode not in (0, None):
-            _LOG.warning(
-                "%s exited with status %s: %s",
-                self._NAME,
-                self._proc.returncode,
-                self._stderr_tail[-1] if self._stderr_tail else "no output",
-            )
+        try:
+            await asyncio.shield(self._terminate())
+            await self._stopped()
+            await self._stop_drains()
+            if self._proc is not None and self._proc.returncode not in (0, None):
+                _LOG.warning(
+                    "%s exited with status %s: %s",
+                    self._NAME,
+                    self._proc.returncode,
+                    self._stderr_tail[-1] if self._stderr_tail else "no output",
+                )
+        finally:
+            self._release()
 
 
 class EmbeddedSimulator(SimulatorProcess):
@@ -423,12 +431,7 @@ class EmbeddedSimulator(SimulatorProcess):
     async def __aenter__(self) -> EmbeddedSimulator:
         """Start the child and wait until it listens."""
         self._tmpdir = tempfile.TemporaryDirectory(prefix="gridloop-sim-")
-        try:
-            await super().__aenter__()
-        except BaseException:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
-            raise
+        await super().__aenter__()
         return self
 
     async def _stopped(self) -> None:
@@ -437,16 +440,7 @@ class EmbeddedSimulator(SimulatorProcess):
             with contextlib.suppress(OSError, ValueError):
                 self.stats = json.loads(stats_path.read_text())
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the child (SIGTERM, then SIGKILL) and read its statistics."""
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            if self._tmpdir is not None:
-                self._tmpdir.cleanup()
-                self._tmpdir = None
+    def _release(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
