@@ -54,6 +54,20 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+async def _served_and_refused(
+    served: MicrogridApiClient, refused: MicrogridApiClient, status: str
+) -> None:
+    """``served`` lists the components; ``refused`` fails with ``status``; both are closed."""
+    try:
+        assert await served.list_components()
+        with pytest.raises(ApiError) as info:
+            await refused.get_microgrid()
+        assert info.value.status == status
+    finally:
+        await served.close()
+        await refused.close()
+
+
 def _url(srv: Any, ssl: bool = False) -> str:
     return f"grpc://127.0.0.1:{srv.port}?ssl={'true' if ssl else 'false'}"
 
@@ -231,14 +245,7 @@ async def test_actor_client_over_tls(sim_factory: Any, tls: Any) -> None:
     bad = MicrogridApiClient(
         _url(srv, ssl=True), api_key=KEY, root_cert=tls.other_ca.read_bytes()
     )
-    try:
-        assert await good.list_components()
-        with pytest.raises(ApiError) as info:
-            await bad.list_components()
-        assert info.value.status == "UNAVAILABLE"
-    finally:
-        await good.close()
-        await bad.close()
+    await _served_and_refused(good, bad, "UNAVAILABLE")
 
 
 def test_server_needs_both_cert_and_key(tls: Any) -> None:
@@ -275,14 +282,7 @@ async def test_sim_cli_requires_the_key(sim_cli: str) -> None:
         await official.disconnect()
     ours = MicrogridApiClient(f"grpc://{address}", api_key=KEY)
     wrong = MicrogridApiClient(f"grpc://{address}", api_key="nope")
-    try:
-        assert await ours.list_components()
-        with pytest.raises(ApiError) as info:
-            await wrong.get_microgrid()
-        assert info.value.status == "UNAUTHENTICATED"
-    finally:
-        await ours.close()
-        await wrong.close()
+    await _served_and_refused(ours, wrong, "UNAUTHENTICATED")
 
 
 async def test_sim_cli_serves_tls(tls: Any) -> None:
