@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +35,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
 from google.protobuf import empty_pb2
 
 from actors import RuntimeOptions, Site
+from controller.embedded import start_simulator_process
 
 SIZES = (10, 100, 1000)
 INV_W = 10_000.0
@@ -82,20 +81,11 @@ class Harness:
         self._dir = tempfile.TemporaryDirectory()
         path = Path(self._dir.name) / f"site_{n}.toml"
         path.write_text(site_toml(n))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "--config", str(path), "--port", "0",
-             "--telemetry-hz", "1"],
-            stdout=subprocess.PIPE,
-            text=True,
+        self.proc, address = start_simulator_process(
+            ["--config", str(path), "--port", "0", "--telemetry-hz", "1"],
             cwd=Path(__file__).resolve().parent.parent,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.search(r"listening on (\S+):(\d+)", line)
-        if not match:
-            self.proc.kill()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.url = f"grpc://{match.group(1)}:{match.group(2)}"
+        self.url = f"grpc://{address}"
         self.loop = _new_loop()
         self.options = RuntimeOptions(stale_after_s=10.0, call_timeout_s=30.0)
         self.site: Site = self.loop.run_until_complete(self._start())

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from controller.embedded import start_simulator_process
+
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 BATTERY_INVERTERS = ("10", "20", "30", "31", "40")
 CONFIG = """
@@ -49,21 +51,18 @@ class Harness:
         self.stats = workdir / "sim.json"
         self.config = workdir / "gridloop.toml"
         self.config.write_text(CONFIG)
-        log = (workdir / "sim.log").open("wb")
-        self.sim = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "sim", "--port", "0", "--time-scale", "30",
-             "--stats-json", str(self.stats), "--stats-interval", "0.2"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        text = ""
-        while time.monotonic() < deadline and "listening on" not in text:
+        with (workdir / "sim.log").open("wb") as log:
+            self.sim, self.address = start_simulator_process(
+                ["--port", "0", "--time-scale", "30", "--stats-json", str(self.stats),
+                 "--stats-interval", "0.2"],
+                command=(sys.executable, "-c", ENTRY, "sim"), stderr=log,
+            )
+        deadline = time.monotonic() + 30  # the first stats file follows the listening line
+        while not self.stats.exists():
+            if time.monotonic() > deadline:
+                self.sim.kill()
+                raise RuntimeError(f"gridloop sim wrote no {self.stats.name} in 30 s")
             time.sleep(0.05)
-            text = (workdir / "sim.log").read_text()
-        if "listening on" not in text:
-            self.sim.kill()
-            raise RuntimeError(f"gridloop sim did not start: {text}")
-        self.address = text.split("listening on ")[1].split()[0]
         self.ctl: subprocess.Popen[bytes] | None = None
         self._unchecked: tuple[str, int] | None = None
         self.exit_s: dict[str, list[float]] = {"SIGTERM": [], "SIGINT": []}

@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,7 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_args import OneLineParser, positive_float, positive_int
-from controller.errors import BenchError
+from controller.embedded import LISTEN_PREFIX, SimulatorProcess
+from controller.errors import BenchError, EmbeddedSimulatorError
 
 __all__ = ["main", "site_dict", "step_latencies", "summarise"]
 
@@ -77,7 +77,6 @@ STEP_HZ = 0.3
 NOMINAL_HZ = 50.0
 CLIENTS = ("gridloop", "floor", "floor+streams", "sdk")
 """The clients, in the order they run."""
-_LISTEN = re.compile(r"listening on (\S+):(\d+)")
 _RESULT_PREFIX = "LATENCY "
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -229,7 +228,7 @@ async def _sim_child(args: argparse.Namespace) -> None:
 
         probe = Probe(METER_ID)
         srv.latency_probe = probe
-        print(f"gridloop bench sim listening on {srv.address}", flush=True)
+        print(f"{LISTEN_PREFIX}{srv.address}", flush=True)
         line = await reader.readline()
         if line.strip() != b"go":
             return
@@ -248,47 +247,43 @@ async def _sim_child(args: argparse.Namespace) -> None:
         await reader.read()  # serve until the harness closes stdin
 
 
-class _Sim:
-    """A simulator child process with a latency probe."""
+class _Sim(SimulatorProcess):
+    """The probe simulator child (``python -m controller.bench _sim``), via the one launcher.
+
+    Interactive: "go" on its stdin starts the steps, the probe record comes back on
+    its stdout as one (long) line; closing its stdin stops it.
+    """
 
     def __init__(
         self, n: int, events: int, interval: float, telemetry_hz: float, phases: int
     ) -> None:
-        self.argv = [
-            sys.executable, "-m", "controller.bench", "_sim",
-            "--inverters", str(n), "--events", str(events),
-            "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
-            "--telemetry-phases", str(phases),
-        ]
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-        self.address = ""
+        super().__init__(
+            [
+                "_sim", "--inverters", str(n), "--events", str(events),
+                "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
+                "--telemetry-phases", str(phases),
+            ],
+            command=(sys.executable, "-m", "controller.bench"),
+            cwd=_ROOT,
+            interactive=True,
+            stream_limit=1 << 28,  # the probe record is one (long) JSON line
+            start_timeout_s=60.0,
+        )  # fmt: skip
 
     async def __aenter__(self) -> _Sim:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=_ROOT, limit=1 << 28,  # the probe record is one (long) JSON line
-        )
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), 60.0)).decode()
-        match = _LISTEN.search(line)
-        if not match:
-            await self._kill()
-            raise BenchError(f"simulator did not start: {line.strip()!r}")
-        self.address = f"{match.group(1)}:{match.group(2)}"
-        self.url = f"grpc://{self.address}"
+        try:
+            await super().__aenter__()
+        except EmbeddedSimulatorError as exc:
+            raise BenchError(str(exc)) from None
         return self
 
     async def run_steps(self, timeout_s: float) -> dict[str, Any]:
         """Say go; return the probe record once all steps are done."""
-        assert self.proc is not None
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(b"go\n")
-        await self.proc.stdin.drain()
+        self.stdin.write(b"go\n")
+        await self.stdin.drain()
         while True:
             try:
-                raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+                raw = await asyncio.wait_for(self.stdout.readline(), timeout_s)
             except ValueError as exc:  # longer than the stream limit
                 raise BenchError(f"simulator report unreadable: {exc}") from None
             line = raw.decode()
@@ -297,23 +292,6 @@ class _Sim:
             if line.startswith(_RESULT_PREFIX):
                 data: dict[str, Any] = json.loads(line[len(_RESULT_PREFIX):])
                 return data
-
-    async def _kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    async def __aexit__(self, *exc: object) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 10.0)
-        except TimeoutError:
-            await self._kill()
 
 
 # ---------------------------------------------------------------------- clients

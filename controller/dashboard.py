@@ -29,7 +29,6 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
@@ -38,7 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.errors import DashboardError
-from controller.records import CycleRecord, GroupRecord
+from controller.records import CycleRecord, GroupRecord, RecordObserver
 
 __all__ = [
     "DashboardError",
@@ -377,7 +376,7 @@ class _Dashboard:
 # --------------------------------------------------------------------------- live view
 
 
-class LiveDashboard:
+class LiveDashboard(RecordObserver):
     """The live terminal view of a run, drawn off the control loop.
 
     :meth:`update` only stores the record (and appends it to a bounded
@@ -475,20 +474,6 @@ class LiveDashboard:
     def stop(self) -> None:
         """Draw a final frame and stop the refresh thread."""
         self._live.stop()
-
-    def __enter__(self) -> LiveDashboard:
-        """Start drawing; returns the dashboard to :meth:`update`."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop drawing."""
-        self.stop()
 
 
 # --------------------------------------------------------------------------- log line

@@ -55,13 +55,12 @@ import socket
 import threading
 from collections.abc import Mapping, Sequence
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from controller.errors import MetricsError
-from controller.records import CycleRecord
+from controller.records import CycleRecord, RecordObserver
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
 
@@ -109,7 +108,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class MetricsExporter:
+class MetricsExporter(RecordObserver):
     """Prometheus metrics of a run, served over HTTP at ``http://host:port/metrics``.
 
     Usage::
@@ -384,20 +383,6 @@ class MetricsExporter:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5.0)
-
-    def __enter__(self) -> MetricsExporter:
-        """Start serving."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop serving."""
-        self.stop()
 
     # ----------------------------------------------------------------- observing
 

@@ -24,10 +24,9 @@ import re
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from types import TracebackType
 
 from controller.errors import RecordingError
-from controller.records import CycleRecord
+from controller.records import CycleRecord, RecordObserver
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -101,7 +100,7 @@ def _cell(value: float, fmt: str = ".6g") -> str:
     return format(value, fmt)
 
 
-class CsvRecorder:
+class CsvRecorder(RecordObserver):
     """Writes one CSV row per control cycle.
 
     Usage::
@@ -248,15 +247,6 @@ class CsvRecorder:
         except OSError as err:
             raise RecordingError(self.path, f"cannot write: {err.strerror or err}") from err
 
-    def __enter__(self) -> CsvRecorder:
-        """Return the recorder (the file is already open)."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the file."""
+    def stop(self) -> None:
+        """Close the file (``with recorder:`` ends here; it opened in the constructor)."""
         self.close()

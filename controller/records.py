@@ -14,8 +14,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
 
-__all__ = ["CycleRecord", "GroupRecord"]
+__all__ = ["CycleRecord", "GroupRecord", "RecordObserver"]
+
+
+class RecordObserver:
+    """The lifetime of an observer of a run's records, as a context manager.
+
+    ``with observer:`` calls :meth:`start` and :meth:`stop`, so the dashboard, the
+    metrics exporter and the CSV recorder begin and end with the run one way.
+    """
+
+    def start(self) -> None:
+        """Begin observing (default: nothing to start, e.g. the file is already open)."""
+
+    def stop(self) -> None:
+        """End observing: release what :meth:`start` or the constructor took."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """:meth:`start`; returns the observer."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """:meth:`stop`."""
+        self.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,16 @@
 * ``sim_factory``: ``await sim_factory(site=None, **kwargs)`` starts another
   server (``site`` = a `SiteConfig`, a path, or None for the default site;
   kwargs go to `SimulatorServer`), all stopped at teardown.
+
+Helpers that are not fixtures live in ``tests/testkit.py`` (``from testkit import ...``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +26,12 @@ from simulator.config import SiteConfig, load_site, site_from_dict
 from simulator.server import SimulatorServer
 
 SimFactory = Callable[..., Awaitable[SimulatorServer]]
+
+# Shared helper modules (``testkit``) import by name: `--import-mode=importlib` puts
+# no test folder on sys.path.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+from testkit import connect_site, wait_until
 
 from actors import ApiError, OutcomeKind, RuntimeOptions, Site
 from simulator.config import load_site
@@ -26,27 +26,6 @@ from simulator.errors import ComponentNotReadyError
 from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.integration
-
-FAST = RuntimeOptions(
-    stale_after_s=0.5,
-    retry_min_s=0.2,
-    retry_max_s=0.4,
-    reconnect_min_s=0.05,
-    reconnect_max_s=0.3,
-    reallocate_interval_s=0.1,
-    recovery_min_s=0.2,
-    recovery_max_s=0.4,
-)
-
-
-async def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `pred` every 20 ms until it holds; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for: {what}")
-        await asyncio.sleep(0.02)
-
 
 def assert_no_setpoint_out_of_bounds(srv: SimulatorServer) -> None:
     st = srv.stats()
@@ -89,16 +68,12 @@ def _power(site: Site, cid: int) -> float:
     return float(site.state.power_w[site.state.row_of[cid]])
 
 
-async def _connected(srv: SimulatorServer, options: RuntimeOptions = FAST) -> Site:
-    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=options)
-
-
 async def _all_fresh(site: Site) -> None:
     await wait_until(lambda: not site.stats().excluded, 5.0, "all components fresh and healthy")
 
 
 async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     async with site:
         await _all_fresh(site)
         results = site.new_result_receiver()
@@ -134,7 +109,7 @@ async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer)
 
 
 async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServer) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     others = [10, 30, 31, 40]
     async with site:
         await _all_fresh(site)
@@ -169,7 +144,7 @@ async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServ
 async def test_failing_setpoints_partial_failure_retry_and_recovery(
     sim: SimulatorServer,
 ) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     async with site:
         await _all_fresh(site)
         with _refuse_setpoints(sim, {10}):  # telemetry says "ready" while it refuses
@@ -203,7 +178,7 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
 async def test_error_state_excluded_acknowledged_restarted_and_reused(
     sim: SimulatorServer,
 ) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     phys = sim.physics
     async with site:
         await _all_fresh(site)
@@ -229,7 +204,7 @@ async def test_error_state_excluded_acknowledged_restarted_and_reused(
 
 
 async def test_error_state_excludes_component_until_it_runs(sim: SimulatorServer) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     refused: list[int] = []
     original = sim.physics.start
 
@@ -267,7 +242,7 @@ async def test_survives_simulator_restart(sim_factory: Any) -> None:
     cfg = load_site(None)
     srv1: SimulatorServer = await sim_factory(cfg)
     port = srv1.port
-    site = await _connected(srv1)
+    site = await connect_site(srv1)
     async with site:
         await _all_fresh(site)
         await site.set_power(60_000.0)
@@ -290,7 +265,7 @@ async def test_survives_simulator_restart(sim_factory: Any) -> None:
 
 
 async def test_fresh_receiver_gets_grid_meter_samples(sim: SimulatorServer) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     grid = site.graph.grid_meter_id
     assert grid == 2
     fresh = site.new_fresh_receiver([grid])
@@ -320,7 +295,7 @@ async def test_connect_errors_name_url_and_status(sim_factory: Any) -> None:
 async def test_measurements_reuse_a_recent_fleet_snapshot_but_never_old_grid_data(
     sim: SimulatorServer,
 ) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     async with site:
         await _all_fresh(site)
         full = site.measurements()
@@ -351,7 +326,7 @@ async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
 
     n = 40
     srv: SimulatorServer = await sim_factory(site_from_dict(site_dict(n), source="<40 pairs>"))
-    site = await _connected(srv)
+    site = await connect_site(srv)
     async with site:
         await _all_fresh(site)
         before = srv.stats()["setpoints_received"]
@@ -370,7 +345,7 @@ async def test_grid_power_is_the_sum_of_both_feeders(
 ) -> None:
     # grid 1 -> meter 2 -> inverter 10 -> battery 11, grid 1 -> meter 3 (100 kW of load).
     srv: SimulatorServer = await sim_factory(feeder_site(100_000.0))
-    site = await _connected(srv)
+    site = await connect_site(srv)
     assert site.graph.grid.power_ids == (2, 3)
     async with site:
         await _all_fresh(site)
@@ -402,7 +377,7 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
     sim_factory: Any, feeder_site: Callable[..., Any]
 ) -> None:
     srv: SimulatorServer = await sim_factory(feeder_site(100_000.0, inverter_on_grid=True))
-    site = await _connected(srv)
+    site = await connect_site(srv)
     assert site.graph.grid.describe() == (
         "grid = meter 3 + inverter 10; frequency from meter 3, inverter 10")
     async with site:
@@ -418,7 +393,7 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
 
 
 async def test_safe_stop_reports_the_inverters_that_refused_0w(sim: SimulatorServer) -> None:
-    site = await _connected(sim)
+    site = await connect_site(sim)
     async with site:
         await _all_fresh(site)
         outcome = await site.set_power(100_000.0)

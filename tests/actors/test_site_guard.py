@@ -10,10 +10,10 @@ overridden concludes that another client controls the site and stops commanding.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
+from testkit import FAST, connect_site, wait_until
 
 from actors import ContentionRule, OptionsError, RuntimeOptions, Site, SiteIdentity
 from actors._graph import CAT_BATTERY, CAT_INVERTER, CAT_METER, INV_BATTERY, INV_PV
@@ -21,16 +21,6 @@ from actors._identity import summarize
 from simulator.config import SiteConfig, load_site
 from simulator.server import SimulatorServer
 
-FAST = RuntimeOptions(
-    stale_after_s=0.5,
-    retry_min_s=0.2,
-    retry_max_s=0.4,
-    reconnect_min_s=0.05,
-    reconnect_max_s=0.3,
-    reallocate_interval_s=0.1,
-    recovery_min_s=0.2,
-    recovery_max_s=0.4,
-)
 HANG_GUARD_S = 60.0
 """Only against a hang: every wait below ends on an event, not on elapsed time."""
 
@@ -113,27 +103,15 @@ async def _wait(coro: Any) -> Any:
     return await asyncio.wait_for(coro, HANG_GUARD_S)
 
 
-async def _until(pred: Any, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"hang guard: never saw {what}")
-        await asyncio.sleep(0.02)
-
-
-async def _commanding(srv: SimulatorServer) -> Site:
-    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=FAST)
-
-
 @pytest.mark.integration
 async def test_a_server_restarted_with_another_site_gets_no_setpoint(
     sim_factory: Any, another_site: SiteConfig
 ) -> None:
     srv1: SimulatorServer = await sim_factory(load_site(None))
     port = srv1.port
-    site = await _commanding(srv1)
+    site = await connect_site(srv1)
     async with site:
-        await _until(lambda: not site.stats().excluded, "all components healthy")
+        await wait_until(lambda: not site.stats().excluded, HANG_GUARD_S, "all components healthy")
         await site.set_power(-60_000.0)
         await srv1.stop(grace=0)
         srv2: SimulatorServer = await sim_factory(another_site, port=port)
@@ -167,17 +145,21 @@ async def test_a_server_restarted_with_the_same_site_is_checked_and_control_resu
     cfg = load_site(None)
     srv1: SimulatorServer = await sim_factory(cfg)
     port = srv1.port
-    site = await _commanding(srv1)
+    site = await connect_site(srv1)
     assert site.guard is not None
     async with site:
-        await _until(lambda: not site.stats().excluded, "all components healthy")
+        await wait_until(lambda: not site.stats().excluded, HANG_GUARD_S, "all components healthy")
         await site.set_power(60_000.0)
         await srv1.stop(grace=0)
-        await _until(lambda: site.dispatcher.held is not None, "setpoints held")
+        await wait_until(lambda: site.dispatcher.held is not None, HANG_GUARD_S, "setpoints held")
         srv2: SimulatorServer = await sim_factory(cfg, port=port)
-        await _until(lambda: site.guard is not None and site.guard.checks >= 1, "a check")
-        await _until(lambda: srv2.stats()["setpoints_accepted"] > 0, "setpoints on srv2")
-        await _until(lambda: site.dispatcher.held is None, "the hold lifted")
+        await wait_until(
+            lambda: site.guard is not None and site.guard.checks >= 1, HANG_GUARD_S, "a check"
+        )
+        await wait_until(
+            lambda: srv2.stats()["setpoints_accepted"] > 0, HANG_GUARD_S, "setpoints on srv2"
+        )
+        await wait_until(lambda: site.dispatcher.held is None, HANG_GUARD_S, "the hold lifted")
         assert site.site_changed is None
 
 
@@ -187,7 +169,9 @@ async def test_two_sites_on_one_simulator_the_overridden_one_stops(sim: Simulato
     a = await Site.connect(url, options=FAST)
     b = await Site.connect(url, options=FAST)
     async with a, b:
-        await _until(lambda: not a.stats().excluded and not b.stats().excluded, "healthy")
+        await wait_until(
+            lambda: not a.stats().excluded and not b.stats().excluded, HANG_GUARD_S, "healthy"
+        )
 
         async def fight() -> None:
             k = 0

@@ -19,9 +19,13 @@ from typing import Any
 
 import pytest
 
+from controller.embedded import start_simulator_process
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
+SIM_COMMAND = (sys.executable, "-c", ENTRY, "sim")
+"""``gridloop sim``, started through the one simulator launcher."""
 BATTERY_INVERTERS = ("10", "20", "30", "31", "40")
 # Frequency response with no deadband: every battery inverter carries power at once.
 FR_CONFIG = """
@@ -76,15 +80,12 @@ def _setpoints_recorded(record: Path) -> int:
 def sim_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """``gridloop sim --port 0`` in its own process: (process, HOST:PORT, stats file)."""
     stats = tmp_path / "sim.json"
-    proc = gridloop(
-        "sim", "--port", "0", "--stats-json", str(stats), "--stats-interval", "0.1",
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
+    proc, address = start_simulator_process(
+        ["--port", "0", "--stats-json", str(stats), "--stats-interval", "0.1"],
+        command=SIM_COMMAND, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
-        yield proc, line.split("listening on ")[1].strip(), stats
+        yield proc, address, stats
     finally:
         for sig in (signal.SIGCONT, signal.SIGKILL):  # it may have been stopped
             if proc.poll() is None:
@@ -212,12 +213,10 @@ def test_embedded_run_with_a_closed_std_fd(tmp_path: Path, fd: int) -> None:
 
 
 def test_sim_and_api_run_with_stdin_closed(tmp_path: Path) -> None:
-    sim = gridloop("sim", "--port", "0", preexec_fn=_close(0))
+    sim, address = start_simulator_process(
+        ["--port", "0"], command=SIM_COMMAND, preexec_fn=_close(0), stderr=subprocess.PIPE
+    )
     try:
-        assert sim.stdout is not None
-        line = sim.stdout.readline()
-        assert "listening on" in line, line
-        address = line.split("listening on ")[1].strip()
         run = gridloop(
             "run", "--api", f"grpc://{address}", "--duration", "2", preexec_fn=_close(0)
         )

@@ -12,7 +12,6 @@ import io
 import json
 import signal
 import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
+from testkit import wait_until
 
 from actors import MicrogridApiClient
 from controller.config import load_config
@@ -56,14 +56,6 @@ async def procs() -> AsyncIterator[list[asyncio.subprocess.Process]]:
             await proc.wait()
 
 
-async def _until(pred: Any, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"hang guard: never saw {what}")
-        await asyncio.sleep(0.05)
-
-
 def _lines(stderr: bytes, needle: str) -> list[str]:
     return [line for line in stderr.decode().splitlines() if needle in line]
 
@@ -81,7 +73,12 @@ async def test_run_stops_with_one_line_when_the_server_comes_back_as_another_sit
         f"grpc://127.0.0.1:{port}", "--duration", "600", "--summary-json", str(summary)
     )
     procs.append(proc)
-    await _until(lambda: srv1.stats()["setpoints_accepted"] > 0, "gridloop commanding srv1")
+    await wait_until(
+        lambda: srv1.stats()["setpoints_accepted"] > 0,
+        HANG_GUARD_S,
+        "gridloop commanding srv1",
+        poll_s=0.05,
+    )
     await srv1.stop(grace=0)
     srv2: SimulatorServer = await sim_factory(another_site, port=port)
     out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_S)

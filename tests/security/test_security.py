@@ -23,6 +23,7 @@ from frequenz.client.base.exception import OperationUnauthenticated
 from frequenz.client.microgrid import MicrogridApiClient as OfficialClient
 
 from actors import ApiError, MicrogridApiClient, Site
+from controller.embedded import SimulatorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,20 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 
 def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
+
+
+async def _served_and_refused(
+    served: MicrogridApiClient, refused: MicrogridApiClient, status: str
+) -> None:
+    """``served`` lists the components; ``refused`` fails with ``status``; both are closed."""
+    try:
+        assert await served.list_components()
+        with pytest.raises(ApiError) as info:
+            await refused.get_microgrid()
+        assert info.value.status == status
+    finally:
+        await served.close()
+        await refused.close()
 
 
 def _url(srv: Any, ssl: bool = False) -> str:
@@ -230,14 +245,7 @@ async def test_actor_client_over_tls(sim_factory: Any, tls: Any) -> None:
     bad = MicrogridApiClient(
         _url(srv, ssl=True), api_key=KEY, root_cert=tls.other_ca.read_bytes()
     )
-    try:
-        assert await good.list_components()
-        with pytest.raises(ApiError) as info:
-            await bad.list_components()
-        assert info.value.status == "UNAVAILABLE"
-    finally:
-        await good.close()
-        await bad.close()
+    await _served_and_refused(good, bad, "UNAVAILABLE")
 
 
 def test_server_needs_both_cert_and_key(tls: Any) -> None:
@@ -251,23 +259,16 @@ def test_server_needs_both_cert_and_key(tls: Any) -> None:
 # ------------------------------------------------------------------ gridloop sim
 
 
+def _sim_child(*args: str) -> SimulatorProcess:
+    """``gridloop sim ARGS`` through the one simulator launcher (no GRIDLOOP_API_KEY)."""
+    return SimulatorProcess(args, command=(sys.executable, "-c", ENTRY, "sim"), env=_env())
+
+
 @pytest.fixture
 async def sim_cli() -> AsyncIterator[str]:
     """``gridloop sim --port 0 --api-key KEY`` as a child process; yields its address."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ENTRY, "sim", "--port", "0", "--api-key", KEY,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        assert line.startswith("gridloop sim listening on "), line
-        yield line.rsplit(" ", 1)[-1]
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+    async with _sim_child("--port", "0", "--api-key", KEY) as sim:
+        yield sim.address
 
 
 async def test_sim_cli_requires_the_key(sim_cli: str) -> None:
@@ -281,28 +282,14 @@ async def test_sim_cli_requires_the_key(sim_cli: str) -> None:
         await official.disconnect()
     ours = MicrogridApiClient(f"grpc://{address}", api_key=KEY)
     wrong = MicrogridApiClient(f"grpc://{address}", api_key="nope")
-    try:
-        assert await ours.list_components()
-        with pytest.raises(ApiError) as info:
-            await wrong.get_microgrid()
-        assert info.value.status == "UNAUTHENTICATED"
-    finally:
-        await ours.close()
-        await wrong.close()
+    await _served_and_refused(ours, wrong, "UNAUTHENTICATED")
 
 
 async def test_sim_cli_serves_tls(tls: Any) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ENTRY, "sim", "--port", "0",
-        "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        address = line.rsplit(" ", 1)[-1]
+    async with _sim_child(
+        "--port", "0", "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)
+    ) as sim:
+        address = sim.address
         port = address.rsplit(":", 1)[-1]
         client = MicrogridApiClient(
             f"grpc://localhost:{port}?ssl=true", root_cert=tls.ca.read_bytes()
@@ -319,9 +306,6 @@ async def test_sim_cli_serves_tls(tls: Any) -> None:
             pass  # a plaintext channel never becomes ready against a TLS port
         finally:
             await channel.close()
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import copy
 import os
 import signal
 import subprocess
-import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from controller.embedded import start_simulator_process
 from simulator.cli import main
 from simulator.config import (
     BatteryConfig,
@@ -223,20 +223,16 @@ def test_cli_bad_site_file_exit_2_one_line(
 
 def test_cli_serves_until_sigterm_and_writes_stats(tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", "0", "--stats-json", str(stats)],
-        stdout=subprocess.PIPE,
+    proc, address = start_simulator_process(
+        ["--port", "0", "--stats-json", str(stats)],
         stderr=subprocess.PIPE,
-        text=True,
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("gridloop sim listening on 127.0.0.1:")
-        port = int(line.strip().rsplit(":", 1)[1])
-        assert port > 0
+        host, port = address.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert int(port) > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -34,6 +33,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as mg_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.embedded import start_simulator_process
 from simulator.cli import main, parse_fault_overrides
 from simulator.config import (
     FAULT_KEYS,
@@ -753,25 +753,14 @@ async def test_out_of_bounds_only_if_never_advertised_within_grace(
 # --------------------------------------------------------------------------- the CLI process
 
 
-def _start_cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "simulator", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+def _start_cli(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """``python -m simulator ARGS`` through the one launcher; (process, its loopback port)."""
+    proc, address = start_simulator_process(
+        args, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-
-
-def _listening_port(proc: subprocess.Popen[str]) -> int:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("gridloop sim listening on 127.0.0.1:"):
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"no listening line: {line!r} {err!r}")
-    return int(line.strip().rsplit(":", 1)[1])
+    host, port = address.rsplit(":", 1)
+    assert host == "127.0.0.1", address
+    return proc, int(port)
 
 
 def _read_or_empty(path: Path) -> str:
@@ -795,12 +784,11 @@ async def _poll_json(path: Path, pred: Callable[[dict[str, Any]], bool]) -> dict
 
 async def test_cli_writes_stats_periodically_and_atomically(tmp_path: Path) -> None:
     stats_path = tmp_path / "stats.json"
-    proc = _start_cli(
+    proc, port = _start_cli(
         "--port", "0", "--time-scale", "100", "--stats-json", str(stats_path),
         "--stats-interval", "0.05", "--fault", "stream_end_per_h=1", "--faults-seed", "3",
     )  # fmt: skip
     try:
-        port = _listening_port(proc)
         first = await _poll_json(stats_path, lambda d: True)
         assert first["listening_at_unix"] <= time.time()
         assert first["first_setpoint_accepted_at_unix"] is None
@@ -838,10 +826,9 @@ async def test_cli_writes_stats_periodically_and_atomically(tmp_path: Path) -> N
 
 async def test_cli_restarts_on_the_same_port_after_kill_9(tmp_path: Path) -> None:
     stats_path = tmp_path / "stats.json"
-    proc = _start_cli("--port", "0", "--stats-json", str(stats_path))
+    proc, port = _start_cli("--port", "0", "--stats-json", str(stats_path))
     restarted: subprocess.Popen[str] | None = None
     try:
-        port = _listening_port(proc)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = mg_grpc.MicrogridStub(channel)
             stream = aiter(_telemetry(stub, 10))
@@ -849,10 +836,10 @@ async def test_cli_restarts_on_the_same_port_after_kill_9(tmp_path: Path) -> Non
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             killed_at = time.time()
-            restarted = _start_cli(
+            restarted, restarted_port = _start_cli(
                 "--port", str(port), "--stats-json", str(stats_path), "--stats-interval", "0.05"
             )  # fmt: skip
-            assert _listening_port(restarted) == port
+            assert restarted_port == port
             stats = await _poll_json(stats_path, lambda d: d["listening_at_unix"] > killed_at)
             assert stats["first_setpoint_accepted_at_unix"] is None
             # the same channel reconnects to the new server

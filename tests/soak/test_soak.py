@@ -41,6 +41,8 @@ from typing import Any
 import psutil
 import pytest
 
+from controller.embedded import EmbeddedSimulatorError, start_simulator_process
+
 pytestmark = [pytest.mark.soak, pytest.mark.slow, pytest.mark.integration]
 
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -76,24 +78,21 @@ def _free_port() -> int:
         return port
 
 
-def _start_sim(port: int, stats: Path, log: Path, faults_seed: int) -> subprocess.Popen[bytes]:
+def _start_sim(port: int, stats: Path, log: Path, faults_seed: int) -> subprocess.Popen[str]:
+    """``gridloop sim`` on ``port`` via the one simulator launcher; stderr appended to ``log``."""
     site = resources.files("simulator.sites") / "soak.toml"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "sim", "--config", str(site), "--port", str(port),
-             "--time-scale", str(TIME_SCALE), "--stats-json", str(stats),
-             "--stats-interval", "0.5", "--faults-seed", str(faults_seed)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "listening on" in log.read_text():
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"gridloop sim did not start: {log.read_text()[-2000:]}")
+    args = [
+        "--config", str(site), "--port", str(port), "--time-scale", str(TIME_SCALE),
+        "--stats-json", str(stats), "--stats-interval", "0.5", "--faults-seed", str(faults_seed),
+    ]  # fmt: skip
+    with log.open("ab") as err:
+        try:
+            proc, _ = start_simulator_process(
+                args, command=(sys.executable, "-c", ENTRY, "sim"), stderr=err
+            )
+        except EmbeddedSimulatorError as exc:
+            pytest.fail(f"{exc}: {log.read_text()[-2000:]}")
+    return proc
 
 
 def _read(stats: Path) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""Helpers shared by the test folders (importable as ``testkit``; see tests/conftest.py).
+
+* ``FAST``: `RuntimeOptions` with short staleness, retry, reconnect and recovery
+  times, so that integration tests see exclusions and recoveries within seconds.
+* ``wait_until``: poll a condition with a deadline that only guards against a hang.
+* ``connect_site``: a `Site` connected over loopback gRPC to a `SimulatorServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from actors import RuntimeOptions, Site
+from simulator.server import SimulatorServer
+
+__all__ = ["FAST", "connect_site", "wait_until"]
+
+FAST = RuntimeOptions(
+    stale_after_s=0.5,
+    retry_min_s=0.2,
+    retry_max_s=0.4,
+    reconnect_min_s=0.05,
+    reconnect_max_s=0.3,
+    reallocate_interval_s=0.1,
+    recovery_min_s=0.2,
+    recovery_max_s=0.4,
+)
+
+
+async def wait_until(
+    pred: Callable[[], object], timeout_s: float, what: str, *, poll_s: float = 0.02
+) -> None:
+    """Poll ``pred`` every ``poll_s`` until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for: {what}")
+        await asyncio.sleep(poll_s)
+
+
+async def connect_site(srv: SimulatorServer, options: RuntimeOptions = FAST) -> Site:
+    """A `Site` connected to ``srv`` on loopback (not yet entered: ``async with site``)."""
+    return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=options)
