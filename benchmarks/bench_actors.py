@@ -35,7 +35,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
 from google.protobuf import empty_pb2
 
 from actors import RuntimeOptions, Site
-from controller.embedded import start_simulator_process
+from controller.runtime.embedded import start_simulator_process
 
 SIZES = (10, 100, 1000)
 INV_W = 10_000.0

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.replay.harness import (
+from controller.lab.replay.harness import (
     aggregate_model,
     fleet_models,
     make_frequency_trace,
     run_frequency_response,
     run_peak_shaving,
 )
-from controller.replay.loader import BUNDLED_LOAD_CSV, load_profile
-from controller.replay.optimum import optimal_peak
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, load_profile
+from controller.lab.replay.optimum import optimal_peak
 from simulator.config import SiteConfig, load_site
 
 

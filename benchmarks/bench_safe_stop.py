@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from controller.embedded import start_simulator_process
+from controller.runtime.embedded import start_simulator_process
 
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 BATTERY_INVERTERS = ("10", "20", "30", "31", "40")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from controller.bench import site_dict
+from controller.lab.bench import site_dict
 from simulator.config import FaultConfig, SiteConfig, load_site, site_from_dict
 from simulator.server import SimulatorServer
 

@@ -1,20 +1,22 @@
-"""The gridloop service: config, strategies, CLI and the wiring of actors.
+"""The gridloop service, split by role into three subpackages.
 
-Modules:
+* :mod:`controller.runtime` — what runs on a site: config, strategies, the one
+  control cycle, the controller, the service and its summary, signals, and the
+  embedded-default simulator launcher.
+* :mod:`controller.ops` — operator I/O around a run: dashboard and status
+  lines, Prometheus metrics, CSV recording and reports, logging, output-path
+  checks.
+* :mod:`controller.lab` — lab tools that drive the runtime's code against the
+  simulator: ``gridloop replay`` (control quality) and ``gridloop bench``
+  (dispatch latency).
 
-* :mod:`controller.cli` — the ``gridloop`` command (``run``, ``sim``, ``replay``,
-  ``report``, ``bench``).
-* :mod:`controller.config` — ``load_config(path) -> GridloopConfig``, strict TOML
-  validation (``ConfigError`` names file, field and value).
-* :mod:`controller.strategies` — pure strategies: peak shaving, frequency response.
-* :mod:`controller.service` — ``run_service`` / ``Controller``: strategies run against
-  a live :class:`actors.Site`, the run summary.
-* :mod:`controller.embedded` — the one simulator launcher: the bundled simulator as a
-  child process (the embedded default, and every other simulator child).
-* :mod:`controller.outputs` — ``check_outputs``: output files writable, never an input.
-* :mod:`controller.records` — ``CycleRecord``, what observers of a run consume, and
-  ``RecordObserver``, their start/stop lifetime as a context manager.
-* :mod:`controller.dashboard`, :mod:`controller.recording`, :mod:`controller.report`,
-  :mod:`controller.metrics`, :mod:`controller.logs` — operator experience.
-* :mod:`controller.replay` — control quality on recorded load against the LP optimum.
+Beside them: :mod:`controller.cli` (the ``gridloop`` command),
+:mod:`controller.run` (``gridloop run``: runtime plus operator I/O),
+:mod:`controller.cli_args` (the one-line-error argument parser shared by every
+sub-command) and :mod:`controller.errors` (every user-facing error, all
+deriving from :class:`actors.GridloopError`).
+
+Imports point one way: ``lab`` and ``ops`` may use ``runtime``; ``runtime``
+uses neither. Only ``lab`` and the embedded-default launcher
+(:mod:`controller.runtime.embedded`) import :mod:`simulator`.
 """

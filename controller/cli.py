@@ -100,7 +100,7 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _run(argv: Sequence[str]) -> int:
-    from controller.process import catch_stop_signals
+    from controller.runtime.process import catch_stop_signals
 
     # From here on SIGINT/SIGTERM/SIGHUP request the orderly stop, even during the
     # imports and the start-up below: a signal that early ends the run as it starts.
@@ -113,7 +113,8 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
     args = parser.parse_args(list(argv))
     # Imported here so that `gridloop sim` and `--help` stay light.
     from actors import api_key_problem
-    from controller.service import RunOptions, run_main
+    from controller.run import run_main
+    from controller.runtime.service import RunOptions
 
     api_key, key_source = args.api_key or None, "--api-key"
     if api_key is None:
@@ -147,15 +148,15 @@ def _delegate(module: str, argv: Sequence[str]) -> int:
 
 _DELEGATED = {
     "sim": "simulator.cli",
-    "replay": "controller.replay.cli",
-    "report": "controller.report",
-    "bench": "controller.bench",
+    "replay": "controller.lab.replay.cli",
+    "report": "controller.ops.report",
+    "bench": "controller.lab.bench",
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gridloop`` console script; returns the exit status."""
-    from controller.process import ensure_std_fds
+    from controller.runtime.process import ensure_std_fds
 
     # Before anything opens a file or socket: a closed fd 0/1/2 would be reused, and
     # uvloop aborts the process when it closes such a descriptor.

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from controller.config import load_config
-from controller.dashboard import render_dashboard
-from controller.recording import CsvRecorder
-from controller.records import CycleRecord
-from controller.report import render_report
-from controller.service import RunOptions, run_service
+from controller.ops.dashboard import render_dashboard
+from controller.ops.recording import CsvRecorder
+from controller.ops.report import render_report
+from controller.runtime.config import load_config
+from controller.runtime.records import CycleRecord
+from controller.runtime.service import RunOptions, run_service
 
 DOCS = Path(__file__).resolve().parent
 

@@ -243,7 +243,7 @@ def _ensure_std_fds() -> None:
 
     Otherwise the next socket or pipe gets that number and uvloop aborts the
     process when it closes it (``uv__close: Assertion 'fd > STDERR_FILENO'``).
-    The same as ``controller.process.ensure_std_fds``: the simulator imports
+    The same as ``controller.runtime.process.ensure_std_fds``: the simulator imports
     nothing from the controller, and ``python -m simulator`` does not pass there.
     """
     for fd in (0, 1, 2):

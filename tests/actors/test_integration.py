@@ -321,7 +321,7 @@ async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
 ) -> None:
     """The first calls of a round start inline (`Dispatcher.start_calls`), the
     rest from the distributor task: 40 inverters, each gets exactly one setpoint."""
-    from controller.bench import site_dict
+    from controller.lab.bench import site_dict
     from simulator.config import site_from_dict
 
     n = 40

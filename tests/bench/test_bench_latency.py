@@ -20,7 +20,7 @@ from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 
-from controller.bench import (
+from controller.lab.bench import (
     METER_ID,
     STEP_W,
     inverter_ids,

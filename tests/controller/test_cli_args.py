@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.bench import main as bench_main
 from controller.cli import main as gridloop_main
-from controller.replay.cli import main as replay_main
-from controller.report import main as report_main
+from controller.lab.bench import main as bench_main
+from controller.lab.replay.cli import main as replay_main
+from controller.ops.report import main as report_main
 
 
 @pytest.mark.parametrize(

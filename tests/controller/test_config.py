@@ -1,4 +1,4 @@
-"""controller.config: defaults, the example configs, and one-line errors for bad input."""
+"""controller.runtime.config: defaults, the example configs, and one-line errors for bad input."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.config import ConfigError, GridloopConfig, config_from_dict, load_config
-from controller.strategies import DroopCurve
+from controller.runtime.config import ConfigError, GridloopConfig, config_from_dict, load_config
+from controller.runtime.strategies import DroopCurve
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -26,8 +26,8 @@ import math
 import pytest
 
 from actors.power_manager import merge
-from controller.config import GridloopConfig
-from controller.strategies import FrequencyResponse, PeakShaving, StrategyInputs
+from controller.runtime.config import GridloopConfig
+from controller.runtime.strategies import FrequencyResponse, PeakShaving, StrategyInputs
 
 DT_S = 0.2
 CAPACITY_WH = 730_000.0

@@ -1,4 +1,4 @@
-"""The one simulator launcher (`controller.embedded`): start, recognise listening, fail, stop.
+"""The one simulator launcher (`controller.runtime.embedded`): start, listen, fail, stop.
 
 Real child processes: ``python -m simulator`` on port 0, a bad site file, and a
 child that never prints the listening line.
@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controller.embedded import (
+from controller.runtime.embedded import (
     LISTEN_PREFIX,
     EmbeddedSimulatorError,
     SimulatorProcess,

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.power_manager import merge
-from controller.strategies import (
+from controller.runtime.strategies import (
     DroopCurve,
     FrequencyResponse,
     FrequencyResponseConfig,

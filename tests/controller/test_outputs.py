@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.outputs import OutputPathError, check_outputs, same_file
+from controller.ops.outputs import OutputPathError, check_outputs, same_file
 
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 

@@ -1,4 +1,4 @@
-"""Cycle-by-cycle scenarios of the peak-shaving strategy (controller.strategies).
+"""Cycle-by-cycle scenarios of the peak-shaving strategy (controller.runtime.strategies).
 
 Every expected value is derived by hand in the comments from the law::
 
@@ -17,7 +17,7 @@ import itertools
 import math
 
 from actors.power_manager import Wish, merge
-from controller.strategies import PeakShaving, PeakShavingConfig, StrategyInputs
+from controller.runtime.strategies import PeakShaving, PeakShavingConfig, StrategyInputs
 
 KW = 1_000.0
 CFG = PeakShavingConfig(

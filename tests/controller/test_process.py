@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controller.embedded import start_simulator_process
+from controller.runtime.embedded import start_simulator_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -256,7 +256,7 @@ def test_a_safe_stop_the_frozen_server_never_acknowledged_is_reported_and_fails(
     stdout, stderr = proc.communicate(timeout=60)
     sim.send_signal(signal.SIGCONT)
 
-    from controller.service import EXIT_SAFE_STOP_FAILED
+    from controller.runtime.summary import EXIT_SAFE_STOP_FAILED
 
     assert proc.returncode == EXIT_SAFE_STOP_FAILED == 5, stderr
     assert "Traceback" not in stderr

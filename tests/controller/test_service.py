@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.service import next_tick_s, periodic
+from controller.runtime.control import next_tick_s, periodic
 from simulator.config import site_from_dict
 
 ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -265,7 +265,7 @@ async def test_a_site_without_batteries_is_one_line(sim_factory: Any) -> None:
 
 
 def test_summary_json_is_finite_numbers_or_null(tmp_path: Path) -> None:
-    from controller.service import RunSummary
+    from controller.runtime.summary import RunSummary
 
     summary = RunSummary(
         api_url="grpc://x:1", embedded=False, duration_s=1.0, simulated_s=1.0, time_scale=1.0,
@@ -329,8 +329,8 @@ def test_too_slow_time_scale_in_the_config_names_the_field(tmp_path: Path) -> No
 
 def test_runtime_options_accept_just_above_half_speed_and_refuse_half() -> None:
     from actors import OptionsError
-    from controller.config import GridloopConfig
-    from controller.service import runtime_options
+    from controller.runtime.config import GridloopConfig
+    from controller.runtime.service import runtime_options
 
     config = GridloopConfig()
     opts = runtime_options(config, 0.51)
@@ -356,7 +356,7 @@ def test_site_file_error_of_the_embedded_simulator_is_one_line_naming_the_field(
 
 
 def test_summary_without_soc_says_na_not_inf() -> None:
-    from controller.service import RunSummary
+    from controller.runtime.summary import RunSummary
 
     summary = RunSummary(
         api_url="grpc://x:1", embedded=False, duration_s=0.0, simulated_s=0.0, time_scale=1.0,
@@ -481,8 +481,8 @@ def test_grid_refusal_names_what_the_enabled_strategies_cannot_get() -> None:
     import dataclasses
 
     from actors import GridFormula
-    from controller.config import load_config
-    from controller.service import grid_refusal
+    from controller.runtime.config import load_config
+    from controller.runtime.service import grid_refusal
 
     meter, ev, breaker = 2, 6, 7  # ElectricalComponentCategory values
     cats = {1: 1, 2: meter, 6: ev, 7: breaker}

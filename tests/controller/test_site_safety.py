@@ -23,11 +23,12 @@ from rich.console import Console
 from testkit import wait_until
 
 from actors import MicrogridApiClient
-from controller.config import load_config
-from controller.dashboard import render_dashboard, summary_line
-from controller.metrics import MetricsExporter
-from controller.records import CycleRecord
-from controller.service import EXIT_ANOTHER_CLIENT, EXIT_SITE_CHANGED, RunOptions, run_service
+from controller.ops.dashboard import render_dashboard, summary_line
+from controller.ops.metrics import MetricsExporter
+from controller.runtime.config import load_config
+from controller.runtime.records import CycleRecord
+from controller.runtime.service import RunOptions, run_service
+from controller.runtime.summary import EXIT_ANOTHER_CLIENT, EXIT_SITE_CHANGED
 from simulator.config import SiteConfig, load_site
 from simulator.server import SimulatorServer
 

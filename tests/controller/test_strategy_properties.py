@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.strategies import (
+from controller.runtime.strategies import (
     FrequencyResponse,
     FrequencyResponseConfig,
     PeakShaving,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.replay.cli import main
+from controller.lab.replay.cli import main
 
 FAST_FR = "duration=200,steps=1,ramps=0"
 

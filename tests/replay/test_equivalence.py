@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 from actors import PlannedRound, SetpointBook, Site, SiteMeasurements, StateTable
-from controller.config import ControlConfig, GridloopConfig
-from controller.replay.transport import replay_control
-from controller.service import Controller, runtime_options
+from controller.lab.replay.transport import replay_control
+from controller.runtime.config import ControlConfig, GridloopConfig
+from controller.runtime.control import Controller
+from controller.runtime.service import runtime_options
 
 _COLUMNS = [
     "power_w", "power_lower_w", "power_upper_w", "power_excl_lower_w", "power_excl_upper_w",

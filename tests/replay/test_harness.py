@@ -1,4 +1,4 @@
-"""controller.replay.harness: peak shaving vs the LP optimum, frequency response on a trace."""
+"""controller.lab.replay.harness: peak shaving vs the LP optimum, frequency response on a trace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.replay.errors import ReplayError
-from controller.replay.harness import (
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.harness import (
     FrequencyReplayOptions,
     PeakShavingReport,
     aggregate_model,
@@ -21,7 +21,7 @@ from controller.replay.harness import (
     run_peak_shaving,
     staircase,
 )
-from controller.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from simulator.config import SiteConfig, load_site
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""controller.replay.loader: CSV load profiles, selection, scaling, one-line errors."""
+"""controller.lab.replay.loader: CSV load profiles, selection, scaling, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.replay.errors import ReplayError
-from controller.replay.loader import BUNDLED_LOAD_CSV, load_profile
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, load_profile
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 GALV = SHARED / "load_galvanization_LP_G_G.csv"

@@ -1,12 +1,12 @@
-"""controller.replay.optimum: the perfect-foresight LP against hand and bisection references."""
+"""controller.lab.replay.optimum: the perfect-foresight LP against hand and bisection references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from controller.replay.errors import ReplayError
-from controller.replay.optimum import (
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.optimum import (
     FleetModel,
     optimal_peak,
     peak_is_feasible,

@@ -23,7 +23,7 @@ from frequenz.client.base.exception import OperationUnauthenticated
 from frequenz.client.microgrid import MicrogridApiClient as OfficialClient
 
 from actors import ApiError, MicrogridApiClient, Site
-from controller.embedded import SimulatorProcess
+from controller.runtime.embedded import SimulatorProcess
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.embedded import start_simulator_process
+from controller.runtime.embedded import start_simulator_process
 from simulator.cli import main
 from simulator.config import (
     BatteryConfig,

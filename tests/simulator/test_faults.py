@@ -33,7 +33,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as mg_grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.embedded import start_simulator_process
+from controller.runtime.embedded import start_simulator_process
 from simulator.cli import main, parse_fault_overrides
 from simulator.config import (
     FAULT_KEYS,

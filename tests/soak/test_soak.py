@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 import pytest
 
-from controller.embedded import EmbeddedSimulatorError, start_simulator_process
+from controller.runtime.embedded import EmbeddedSimulatorError, start_simulator_process
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow, pytest.mark.integration]
 

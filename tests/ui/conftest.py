@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.records import CycleRecord, GroupRecord
+from controller.runtime.records import CycleRecord, GroupRecord
 
 G1 = "g1 inv 10 / bat 11"
 G2 = "g2 inv 20 / bat 21"

@@ -11,15 +11,15 @@ import time
 import pytest
 from rich.console import Console
 
-import controller.dashboard as dashboard_module
-from controller.dashboard import (
+import controller.ops.dashboard as dashboard_module
+from controller.ops.dashboard import (
     DashboardError,
     LiveDashboard,
     LogLine,
     render_dashboard,
     summary_line,
 )
-from controller.records import CycleRecord, GroupRecord
+from controller.runtime.records import CycleRecord, GroupRecord
 
 
 def render_text(

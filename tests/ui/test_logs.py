@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from controller.logs import LogConfigError, setup_logging
+from controller.ops.logs import LogConfigError, setup_logging
 
 
 @pytest.fixture(autouse=True)

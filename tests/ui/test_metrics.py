@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.metrics import MetricsError, MetricsExporter
-from controller.records import GroupRecord
+from controller.ops.metrics import MetricsError, MetricsExporter
+from controller.runtime.records import GroupRecord
 
 
 def scrape(exporter: MetricsExporter) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -193,10 +193,10 @@ def test_bad_port(port) -> None:
 
 def test_errors_join_the_project_error_tree() -> None:
     from actors import GridloopError
-    from controller.dashboard import DashboardError
-    from controller.logs import LogConfigError
-    from controller.recording import RecordingError
-    from controller.report import ReportError
+    from controller.ops.dashboard import DashboardError
+    from controller.ops.logs import LogConfigError
+    from controller.ops.recording import RecordingError
+    from controller.ops.report import ReportError
 
     for error in (MetricsError, DashboardError, LogConfigError, RecordingError, ReportError):
         assert issubclass(error, GridloopError)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.recording import CsvRecorder, RecordingError, column_slug, csv_columns
-from controller.records import GroupRecord
-from controller.report import PANEL_TITLES, ReportError, main, read_recording, render_report
+from controller.ops.recording import CsvRecorder, RecordingError, column_slug, csv_columns
+from controller.ops.report import PANEL_TITLES, ReportError, main, read_recording, render_report
+from controller.runtime.records import GroupRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.report import PANEL_TITLES, read_recording, render_report
+from controller.ops.report import PANEL_TITLES, read_recording, render_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

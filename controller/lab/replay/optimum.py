@@ -42,7 +42,7 @@ import numpy.typing as npt
 import scipy.optimize
 import scipy.sparse
 
-from controller.replay.errors import ReplayError
+from controller.lab.replay.errors import ReplayError
 
 __all__ = ["FleetModel", "OptimumResult", "optimal_peak", "peak_is_feasible", "simulate_greedy"]
 

@@ -10,7 +10,7 @@ Columns carry their unit in the name (``grid_power_w``, ``soc_pct_<group>``,
 Passive sign convention: + = into the component (the site importing, a
 battery charging).
 
-The recorder is pure of the control loop: a :class:`~controller.records.CycleRecord`
+The recorder is pure of the control loop: a :class:`~controller.runtime.records.CycleRecord`
 in, a row out. Rows are buffered and flushed to disk every ``flush_interval_s``
 of *run time* (the records' ``time_s``, no clock is read) and on close.
 """
@@ -26,7 +26,7 @@ from os import PathLike
 from pathlib import Path
 
 from controller.errors import RecordingError
-from controller.records import CycleRecord, RecordObserver
+from controller.runtime.records import CycleRecord, RecordObserver
 
 __all__ = [
     "FIXED_COLUMNS",

@@ -6,15 +6,15 @@
   :class:`~simulator.config.SiteConfig` with :meth:`actors.ComponentGraph.build`
   (the grouping the service derives from ``ListElectricalComponents``).
 * :func:`replay_control` — the :class:`actors.SiteCore` and the
-  :class:`~controller.cycle.ControlCycle` for a site and a
-  :class:`~controller.config.GridloopConfig`, built exactly as ``gridloop run``
-  builds them (:func:`controller.service.runtime_options` at time scale 1,
-  :meth:`~controller.cycle.ControlCycle.from_config`).
+  :class:`~controller.runtime.cycle.ControlCycle` for a site and a
+  :class:`~controller.runtime.config.GridloopConfig`, built exactly as ``gridloop run``
+  builds them (:func:`controller.runtime.service.runtime_options` at time scale 1,
+  :meth:`~controller.runtime.cycle.ControlCycle.from_config`).
 * :class:`PhysicsTransport` — writes the physics' state into the core's state
   table as the telemetry decoder would (values, bounds as
   :func:`actors.intervals_to_band` makes them, SoC limits, capacity, component
   states, receive time = the virtual clock), runs one control cycle
-  (:func:`controller.cycle.plan_setpoints`) and applies the planned setpoints
+  (:func:`controller.runtime.cycle.plan_setpoints`) and applies the planned setpoints
   with :meth:`~simulator.physics.SitePhysics.set_active_power` after the
   server's own validation (a refused one fails like a refused call: health
   backoff, re-sent later).
@@ -41,10 +41,10 @@ from actors import (
     SiteCore,
     intervals_to_band,
 )
-from controller.config import GridloopConfig
-from controller.cycle import ControlCycle, plan_setpoints
-from controller.replay.errors import ReplayError
-from controller.strategies import Strategy
+from controller.lab.replay.errors import ReplayError
+from controller.runtime.config import GridloopConfig
+from controller.runtime.cycle import ControlCycle, plan_setpoints
+from controller.runtime.strategies import Strategy
 from simulator.config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
 from simulator.errors import RequestError
 from simulator.physics import ComponentState, SitePhysics
@@ -106,7 +106,7 @@ def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
         config: The run's configuration: its strategies
             (:meth:`ControlCycle.from_config`) and ``[control]`` settings (lifetime,
             deadband, staleness, SoC exponent, via
-            :func:`controller.service.runtime_options` at time scale 1).
+            :func:`controller.runtime.service.runtime_options` at time scale 1).
 
     Returns:
         The core, an empty setpoint book and the cycle.
@@ -115,7 +115,7 @@ def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
         ReplayError: the graph or the control settings are unusable.
     """
     from actors import OptionsError
-    from controller.service import runtime_options
+    from controller.runtime.service import runtime_options
 
     graph = site_graph(site)
     try:

@@ -4,8 +4,8 @@ Offers :func:`load_config` (a TOML file, or the defaults), :func:`config_from_di
 (the same from an already-parsed mapping), :class:`GridloopConfig` and its
 sections :class:`ApiConfig`, :class:`ControlConfig`, :class:`SimulatorConfig`,
 :class:`RunConfig` (peak shaving and frequency response use the strategies'
-own :class:`~controller.strategies.PeakShavingConfig` and
-:class:`~controller.strategies.FrequencyResponseConfig`), and :class:`ConfigError`.
+own :class:`~controller.runtime.strategies.PeakShavingConfig` and
+:class:`~controller.runtime.strategies.FrequencyResponseConfig`), and :class:`ConfigError`.
 
 File format (every key optional; units in the names; + = import / charging)::
 
@@ -21,7 +21,7 @@ File format (every key optional; units in the names; + = import / charging)::
     stale_after_s = 2.0        # telemetry older than this excludes the component
     soc_exponent = 1.0         # distribution weight ~ SoC headroom ** soc_exponent
 
-    [peak_shaving]             # see controller.strategies.PeakShavingConfig
+    [peak_shaving]             # see controller.runtime.strategies.PeakShavingConfig
     enabled = true
     priority = 10
     import_limit_w = 250_000.0
@@ -31,7 +31,7 @@ File format (every key optional; units in the names; + = import / charging)::
     recharge_margin_w = 10_000.0
     interval_s = 0.2
 
-    [frequency_response]       # see controller.strategies.FrequencyResponseConfig
+    [frequency_response]       # see controller.runtime.strategies.FrequencyResponseConfig
     enabled = true
     priority = 20
     curve = "linear"           # or "knee"
@@ -74,7 +74,7 @@ from typing import Any
 
 from actors import api_key_problem
 from controller.errors import ConfigError
-from controller.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
+from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
     "ApiConfig",

@@ -5,7 +5,7 @@ N-battery topology), :func:`step_latencies` (probe record → per-step latencies
 and :func:`summarise`.
 
 How it measures. For every client, a fresh simulator child process
-(``python -m controller.bench _sim``) serves the same generated site: a grid
+(``python -m controller.lab.bench _sim``) serves the same generated site: a grid
 connection point, a grid meter, and N 1:1 battery inverter/battery pairs
 (±10 kW each), no frequency noise, each component streaming in its phase of
 the telemetry period (``--telemetry-phases``, default 10). It carries a
@@ -22,7 +22,7 @@ arrival over the N inverters.
 
 The clients, one after another in the same run:
 
-1. ``gridloop``: :class:`actors.Site` + :class:`controller.service.Controller`
+1. ``gridloop``: :class:`actors.Site` + :class:`controller.runtime.service.Controller`
    with only frequency response enabled (reserve N × 5 kW, full activation at
    200 mHz), in this process on uvloop.
 2. ``floor``: a bare ``grpc.aio`` client that streams the grid meter's frequency
@@ -35,7 +35,7 @@ The clients, one after another in the same run:
    whichever client sent it; ``--telemetry-phases 1`` writes all 2 N + 1 at
    once).
 4. ``sdk``: frequenz-sdk's battery pool ``propose_power`` driven by
-   ``microgrid.frequency()``, in a subprocess (:mod:`controller.bench_sdk_client`:
+   ``microgrid.frequency()``, in a subprocess (:mod:`controller.lab.bench_sdk_client`:
    the SDK holds process-global state); null when ``frequenz.sdk`` is not importable or it fails.
 
 Each step is held for ``--interval`` s after its emission (an overloaded
@@ -63,8 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_args import OneLineParser, positive_float, positive_int
-from controller.embedded import LISTEN_PREFIX, SimulatorProcess
 from controller.errors import BenchError, EmbeddedSimulatorError
+from controller.runtime.embedded import LISTEN_PREFIX, SimulatorProcess
 
 __all__ = ["main", "site_dict", "step_latencies", "summarise"]
 
@@ -248,7 +248,7 @@ async def _sim_child(args: argparse.Namespace) -> None:
 
 
 class _Sim(SimulatorProcess):
-    """The probe simulator child (``python -m controller.bench _sim``), via the one launcher.
+    """The probe simulator child (``python -m controller.lab.bench _sim``), via the one launcher.
 
     Interactive: "go" on its stdin starts the steps, the probe record comes back on
     its stdout as one (long) line; closing its stdin stops it.
@@ -263,7 +263,7 @@ class _Sim(SimulatorProcess):
                 "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
                 "--telemetry-phases", str(phases),
             ],
-            command=(sys.executable, "-m", "controller.bench"),
+            command=(sys.executable, "-m", "controller.lab.bench"),
             cwd=_ROOT,
             interactive=True,
             stream_limit=1 << 28,  # the probe record is one (long) JSON line
@@ -345,8 +345,9 @@ async def _gridloop_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float
 ) -> tuple[dict[str, Any], dict[str, float]]:
     from actors import Site
-    from controller.config import config_from_dict
-    from controller.service import Controller, runtime_options
+    from controller.runtime.config import config_from_dict
+    from controller.runtime.control import Controller
+    from controller.runtime.service import runtime_options
 
     config = config_from_dict(
         {
@@ -496,7 +497,7 @@ async def _sdk_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float
 ) -> tuple[dict[str, Any], dict[str, float]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-W", "ignore", "-m", "controller.bench_sdk_client", sim.url, str(n),
+        sys.executable, "-W", "ignore", "-m", "controller.lab.bench_sdk_client", sim.url, str(n),
         str(STEP_W), str(NOMINAL_HZ),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_ROOT,
     )

@@ -7,10 +7,10 @@ Usage::
                     [--limit optimal|WATTS] [--summary-json FILE]
                     [--fr-trace SPEC|none] [--seed N] [--no-peak] [--check] [--no-progress]
 
-Runs the peak-shaving replay (:func:`~controller.replay.harness.run_peak_shaving`)
+Runs the peak-shaving replay (:func:`~controller.lab.replay.harness.run_peak_shaving`)
 on a load profile — by default the bundled month of a metal-processing
 business, scaled to a 400 kW peak — and the frequency-response replay
-(:func:`~controller.replay.harness.run_frequency_response`) on a seeded trace,
+(:func:`~controller.lab.replay.harness.run_frequency_response`) on a seeded trace,
 prints the results as tables and optionally writes them as JSON.
 
 ``--config`` takes a site TOML (``[[component]]`` tables, as in
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_args import OneLineParser
-from controller.replay.errors import ReplayError
-from controller.replay.harness import (
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.harness import (
     FrequencyReplayOptions,
     FrequencyResponseReport,
     PeakShavingReport,
@@ -47,7 +47,7 @@ from controller.replay.harness import (
     run_frequency_response,
     run_peak_shaving,
 )
-from controller.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 
 __all__ = ["DEFAULT_DAYS", "DEFAULT_LOAD_PEAK_W", "TARGETS", "main"]
 
@@ -124,8 +124,8 @@ def _parse_trace(text: str, seed: int) -> dict[str, Any] | None:
 
 def _load_setup(path: Path | None) -> tuple[Any, Any, Any]:
     """(site, frequency-response config, ``[control]`` config) from ``--config``."""
-    from controller.config import ConfigError, ControlConfig, load_config
-    from controller.strategies import FrequencyResponseConfig
+    from controller.runtime.config import ConfigError, ControlConfig, load_config
+    from controller.runtime.strategies import FrequencyResponseConfig
     from simulator.config import SiteConfigError, load_site
 
     if path is None:
@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
             def ps_cb(done: float, total: float) -> None:
                 progress.update(task, completed=done / total if total else 1.0)
 
-            from controller.replay.harness import PeakReplayOptions
+            from controller.lab.replay.harness import PeakReplayOptions
 
             ps_report = run_peak_shaving(site, load, limit_w=limit, seed=args.seed,
                                          options=PeakReplayOptions(**settings),

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.power_manager import Wish
-from controller.strategies._inputs import ConfiguredStrategy, StrategyInputs
+from controller.runtime.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
 __all__ = [
     "DroopCurve",

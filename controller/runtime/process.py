@@ -11,7 +11,7 @@ imports and the event loop:
 - **A stop signal is never lost or fatal.** SIGINT, SIGTERM and SIGHUP all
   request the same orderly stop (0 W to every commanded inverter, summary),
   whenever they arrive: :func:`catch_stop_signals` records them from the start
-  of ``gridloop run``, and the run's event loop (:func:`controller.service.run_service`)
+  of ``gridloop run``, and the run's event loop (:func:`controller.runtime.service.run_service`)
   takes over from there with the same event. SIGINT is caught even when the
   parent ignored it (a shell's background job): the run would catch it a moment
   later anyway. SIGHUP that the parent ignored stays ignored: that is what
@@ -76,7 +76,7 @@ def catch_stop_signals() -> Iterator[asyncio.Event]:
 
     The event is set by a plain Python signal handler, so it works before any
     event loop runs (it is an :class:`asyncio.Event` that no task waits on yet);
-    :func:`controller.service.run_service` given this event installs the loop's
+    :func:`controller.runtime.service.run_service` given this event installs the loop's
     own handlers for the same signals, and a signal that came earlier ends the
     run as soon as it starts. The previous handlers are restored at the end.
     Off the main thread nothing is installed (Python allows handlers only there).

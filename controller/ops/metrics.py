@@ -6,7 +6,7 @@ server thread, start/stop or context manager) and :class:`MetricsError`.
 The exporter is fed by the service, never reads the site:
 
 - :meth:`MetricsExporter.observe_cycle` once per control cycle with the
-  :class:`~controller.records.CycleRecord` and the cycle's duration;
+  :class:`~controller.runtime.records.CycleRecord` and the cycle's duration;
 - :meth:`MetricsExporter.observe_dispatch` once per dispatch with its latency
   (optional: until it is first called, a record whose ``setpoints_sent`` rose
   since the previous one adds its ``dispatch_latency_ms`` to the histogram);
@@ -60,7 +60,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from controller.errors import MetricsError
-from controller.records import CycleRecord, RecordObserver
+from controller.runtime.records import CycleRecord, RecordObserver
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsError", "MetricsExporter"]
 

@@ -8,7 +8,7 @@ step is regular (in absolute time, so daylight-saving offsets are fine),
 selects a window (``start`` date/time as written in the file, ``days``) and
 scales the window so its peak equals ``peak_w``. Pure stdlib ``csv`` + numpy.
 
-Every problem raises :class:`~controller.replay.errors.ReplayError` with one
+Every problem raises :class:`~controller.lab.replay.errors.ReplayError` with one
 line ``FILE:LINE: column 'NAME': problem`` (LINE is the 1-based line of the
 file, the header being line 1).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from controller.replay.errors import ReplayError
+from controller.lab.replay.errors import ReplayError
 
 __all__ = ["BUNDLED_LOAD_CSV", "LoadProfile", "load_profile", "parse_start"]
 

@@ -13,7 +13,7 @@
 Wishes are merged by :func:`actors.power_manager.merge`.
 """
 
-from controller.strategies._frequency_response import (
+from controller.runtime.strategies._frequency_response import (
     DroopCurve,
     FrequencyResponse,
     FrequencyResponseConfig,
@@ -21,8 +21,12 @@ from controller.strategies._frequency_response import (
     frequency_response_wish,
     soc_band_pct,
 )
-from controller.strategies._inputs import Strategy, StrategyInputs
-from controller.strategies._peak_shaving import PeakShaving, PeakShavingConfig, peak_shaving_wish
+from controller.runtime.strategies._inputs import Strategy, StrategyInputs
+from controller.runtime.strategies._peak_shaving import (
+    PeakShaving,
+    PeakShavingConfig,
+    peak_shaving_wish,
+)
 
 __all__ = [
     "DroopCurve",

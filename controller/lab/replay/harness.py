@@ -3,23 +3,23 @@
 Offers:
 
 * :func:`run_peak_shaving` → :class:`PeakShavingReport` — replay a load profile
-  through :class:`~controller.strategies.PeakShaving` with the perfect-foresight
-  optimum (:func:`~controller.replay.optimum.optimal_peak`) as the import limit.
+  through :class:`~controller.runtime.strategies.PeakShaving` with the perfect-foresight
+  optimum (:func:`~controller.lab.replay.optimum.optimal_peak`) as the import limit.
 * :func:`run_frequency_response` → :class:`FrequencyResponseReport` — replay a
   frequency trace with step events (:func:`make_frequency_trace`) through
-  :class:`~controller.strategies.FrequencyResponse`.
+  :class:`~controller.runtime.strategies.FrequencyResponse`.
 * :func:`fleet_models` — the battery groups of a site as LP models.
 
 Everything runs in process on a virtual clock: :class:`simulator.physics.SitePhysics`
 is stepped between control cycles, no gRPC, no sleeping, no clock reads (the
 wall time in the reports is measured around the run, for information only).
 A control cycle is the code ``gridloop run`` executes, built the same way
-(:func:`~controller.replay.transport.replay_control`): the physics' state is
+(:func:`~controller.lab.replay.transport.replay_control`): the physics' state is
 written into the :class:`actors.SiteCore`'s state table as telemetry would be,
-:func:`controller.cycle.plan_setpoints` measures, steps the strategies, merges
+:func:`controller.runtime.cycle.plan_setpoints` measures, steps the strategies, merges
 their wishes, snapshots the fleet (health exclusion), allocates and applies the
 deadband/renewal rule, and the setpoints it sends are applied to the physics
-(:class:`~controller.replay.transport.PhysicsTransport`), where each takes
+(:class:`~controller.lab.replay.transport.PhysicsTransport`), where each takes
 effect its inverter's response delay later.
 
 Load, peaks and time stepping
@@ -59,12 +59,12 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import ControlConfig, GridloopConfig
-from controller.replay.errors import ReplayError
-from controller.replay.loader import LoadProfile
-from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
-from controller.replay.transport import PhysicsTransport, replay_control, site_graph
-from controller.strategies import (
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.loader import LoadProfile
+from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.lab.replay.transport import PhysicsTransport, replay_control, site_graph
+from controller.runtime.config import ControlConfig, GridloopConfig
+from controller.runtime.strategies import (
     FrequencyResponseConfig,
     PeakShavingConfig,
     StrategyInputs,

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from controller.cli_args import OneLineParser
 from controller.errors import ReportError
-from controller.recording import FIXED_COLUMNS
+from controller.ops.recording import FIXED_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 
 from actors.power_manager import Wish
-from controller.strategies._inputs import ConfiguredStrategy, StrategyInputs
+from controller.runtime.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
 __all__ = ["PeakShaving", "PeakShavingConfig", "peak_shaving_wish"]
 

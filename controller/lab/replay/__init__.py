@@ -16,11 +16,11 @@ Offers:
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 * :class:`ReplayError` — the package's one error type (one-line messages).
-* ``controller.replay.cli.main`` — the ``gridloop replay`` command.
+* ``controller.lab.replay.cli.main`` — the ``gridloop replay`` command.
 """
 
-from controller.replay.errors import ReplayError
-from controller.replay.harness import (
+from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.harness import (
     FrequencyReplayOptions,
     FrequencyResponseReport,
     FrequencyTrace,
@@ -33,8 +33,8 @@ from controller.replay.harness import (
     run_frequency_response,
     run_peak_shaving,
 )
-from controller.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
-from controller.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
+from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
 
 __all__ = [
     "BUNDLED_LOAD_CSV",

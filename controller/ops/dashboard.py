@@ -2,7 +2,7 @@
 
 Offers:
 
-- :func:`render_dashboard` — one :class:`~controller.records.CycleRecord` (plus,
+- :func:`render_dashboard` — one :class:`~controller.runtime.records.CycleRecord` (plus,
   optionally, the recent ones for the trend line) in, a ``rich`` renderable out:
   grid power against the import limit and against the uncontrolled load, grid
   frequency and frequency-response power (required vs delivered), one row per
@@ -37,7 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.errors import DashboardError
-from controller.records import CycleRecord, GroupRecord, RecordObserver
+from controller.runtime.records import CycleRecord, GroupRecord, RecordObserver
 
 __all__ = [
     "DashboardError",

@@ -2,7 +2,7 @@
 
 Run by the benchmark in its own process (the SDK holds process-global state)::
 
-    python -m controller.bench_sdk_client URL N STEP_W NOMINAL_HZ
+    python -m controller.lab.bench_sdk_client URL N STEP_W NOMINAL_HZ
 
 It connects the SDK to the simulator at ``URL``, waits until the battery pool's
 power bounds cover ``N × STEP_W`` (with margin), prints ``READY`` and then, on the
@@ -62,7 +62,9 @@ async def _run(url: str, n: int, step_w: float, nominal_hz: float) -> None:
 def main(argv: list[str]) -> int:
     """``URL N STEP_W NOMINAL_HZ``: run the SDK peer until terminated; returns the exit status."""
     if len(argv) != 4:
-        sys.stderr.write("usage: python -m controller.bench_sdk_client URL N STEP_W NOMINAL_HZ\n")
+        sys.stderr.write(
+            "usage: python -m controller.lab.bench_sdk_client URL N STEP_W NOMINAL_HZ\n"
+        )
         return 2
     logging.basicConfig(level=logging.CRITICAL)
     asyncio.run(_run(argv[0], int(argv[1]), float(argv[2]), float(argv[3])))

@@ -6,11 +6,11 @@ One synchronous, clock-free piece of code (time is an argument), run by
 
 * :class:`ControlCycle` — the strategy half: from one
   :class:`actors.SiteMeasurements` it builds every strategy's
-  :class:`~controller.strategies.StrategyInputs` (``higher_priority_w`` from the
+  :class:`~controller.runtime.strategies.StrategyInputs` (``higher_priority_w`` from the
   last merge), steps the strategies, merges all wishes by priority
   (:func:`actors.power_manager.merge`, within the fleet bounds of the
   measurements) and returns the fleet target. :meth:`ControlCycle.from_config`
-  is the one place that turns a :class:`~controller.config.GridloopConfig` into
+  is the one place that turns a :class:`~controller.runtime.config.GridloopConfig` into
   the strategies the service runs.
 * :func:`plan_setpoints` — the whole cycle on an :class:`actors.SiteCore`:
   measure, :meth:`ControlCycle.step`, then :meth:`actors.RoundPlanner.plan`
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
 from actors.power_manager import MergeResult, Wish, merge
-from controller.config import GridloopConfig
-from controller.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
+from controller.runtime.config import GridloopConfig
+from controller.runtime.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
 
 __all__ = ["ControlCycle", "plan_setpoints"]
 
