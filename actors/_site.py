@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import numpy as np
 from frequenz.channels import Receiver
@@ -417,12 +416,7 @@ class Site:
         await self._supervisor.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Send 0 W to every commanded inverter (bounded), stop all tasks, close."""
         await self.aclose()
 
