@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from frequenz.channels import BroadcastReceiver, BroadcastSender
 
@@ -27,6 +27,9 @@ from ._errors import ActorError, OptionsError
 _logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+ExcInfo: TypeAlias = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+"""What `__aexit__` receives: the exception leaving the block (all None if none)."""
 
 
 def backoff_delay_s(failures: int, min_s: float, max_s: float) -> float:
@@ -137,16 +140,11 @@ class Actor:
         await self._own_supervisor.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
         """Stop the actor and wait for it."""
         sup, self._own_supervisor = self._own_supervisor, None
         if sup is not None:
-            await sup.__aexit__(exc_type, exc, tb)
+            await sup.__aexit__(*exc_info)
 
     def __repr__(self) -> str:
         """Return a representation with the actor's name."""
@@ -202,19 +200,14 @@ class Supervisor:
             self._tasks.append(self._tg.create_task(self._supervise(actor), name=actor.name))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
         """Cancel every actor and wait for all of them."""
         for task in self._tasks:
             task.cancel()
         tg, self._tg = self._tg, None
         self._tasks = []
         if tg is not None:
-            await tg.__aexit__(exc_type, exc, tb)
+            await tg.__aexit__(*exc_info)
 
     async def _supervise(self, actor: Actor) -> None:
         failures = 0

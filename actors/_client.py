@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import grpc
@@ -253,12 +254,7 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        try:
-            resp: pb2.GetMicrogridResponse = await self.stub.GetMicrogrid(
-                empty_pb2.Empty(), timeout=self.call_timeout_s, metadata=self.metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "GetMicrogrid") from exc
+        resp: pb2.GetMicrogridResponse = await self._unary("GetMicrogrid", empty_pb2.Empty())
         return resp
 
     async def list_components(self) -> list[ec_pb2.ElectricalComponent]:
@@ -270,14 +266,9 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        try:
-            resp = await self.stub.ListElectricalComponents(
-                pb2.ListElectricalComponentsRequest(),
-                timeout=self.call_timeout_s,
-                metadata=self.metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "ListElectricalComponents") from exc
+        resp: pb2.ListElectricalComponentsResponse = await self._unary(
+            "ListElectricalComponents", pb2.ListElectricalComponentsRequest()
+        )
         return list(resp.electrical_components)
 
     async def list_connections(self) -> list[ec_pb2.ElectricalComponentConnection]:
@@ -289,14 +280,9 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        try:
-            resp = await self.stub.ListElectricalComponentConnections(
-                pb2.ListElectricalComponentConnectionsRequest(),
-                timeout=self.call_timeout_s,
-                metadata=self.metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "ListElectricalComponentConnections") from exc
+        resp: pb2.ListElectricalComponentConnectionsResponse = await self._unary(
+            "ListElectricalComponentConnections", pb2.ListElectricalComponentConnectionsRequest()
+        )
         return list(resp.electrical_component_connections)
 
     def telemetry_stream(
@@ -393,7 +379,7 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure (e.g. FAILED_PRECONDITION while in ERROR).
         """
-        await self._component_command(
+        await self._unary(
             "StartElectricalComponent",
             pb2.StartElectricalComponentRequest(electrical_component_id=component_id),
             component_id,
@@ -408,15 +394,28 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        await self._component_command(
+        await self._unary(
             "AckElectricalComponentError",
             pb2.AckElectricalComponentErrorRequest(electrical_component_id=component_id),
             component_id,
         )
 
-    async def _component_command(self, method: str, request: object, component_id: int) -> None:
+    async def _unary(self, method: str, request: object, component_id: int | None = None) -> Any:
+        """Call a unary method of the stub with the deadline and metadata of every call.
+
+        Args:
+            method: The gRPC method name (an attribute of the stub).
+            request: Its request message.
+            component_id: The component the call is about, if any (named in the error).
+
+        Returns:
+            The response message.
+
+        Raises:
+            ApiError: On any gRPC failure.
+        """
         try:
-            await getattr(self.stub, method)(
+            return await getattr(self.stub, method)(
                 request, timeout=self.call_timeout_s, metadata=self.metadata
             )
         except grpc.aio.AioRpcError as exc:

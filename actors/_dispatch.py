@@ -320,6 +320,10 @@ class Dispatcher(SetpointBook):
     ) -> RoundResult:
         """Send setpoints concurrently and wait for every first response.
 
+        The round in three steps: what the holds let through (`_let_through`),
+        every call on the wire (`_start_rest`), then every acknowledgement read
+        (`_read_acks`).
+
         Args:
             indices: Inverter indices.
             powers_w: Setpoints (W), same length.
@@ -334,36 +338,72 @@ class Dispatcher(SetpointBook):
         Returns:
             The round result.
         """
-        client = self._client
-        lifetime = self.lifetime_s
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        ids = self.inverter_ids
         calls = list(started) if started is not None else []
         if self._holds:
-            # Only what every hold allows (0 W at most); started calls are on the wire.
-            zero_ok = all(self._holds.values())
-            keep = [k for k in range(len(calls), len(indices)) if zero_ok and powers_w[k] == 0.0]
-            indices = indices[: len(calls)] + [indices[k] for k in keep]
-            powers_w = powers_w[: len(calls)] + [powers_w[k] for k in keep]
-        # Put every call on the wire before awaiting any response. grpc.aio starts a
-        # call from a task, so yield to the loop after the first call we start (it
-        # leaves at once) and then every `_YIELD_EVERY` calls.
-        head = len(calls)
-        if head < len(indices):
-            rest, rest_w = indices[head:], powers_w[head:]
-            try:
-                for k, (i, p) in enumerate(zip(rest, rest_w, strict=True)):
-                    calls.append(client.set_power_call(ids[i], p, lifetime, timeout))
-                    if k % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                for c in calls:
-                    c.cancel()
-                raise
-            self._record(rest, rest_w)
+            indices, powers_w = self._let_through(indices, powers_w, len(calls))
+        if len(calls) < len(indices):
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            await self._start_rest(calls, indices, powers_w, timeout)
+        failed = await self._read_acks(indices, calls, tails, log_failures)
+        return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
+
+    def _let_through(
+        self, indices: list[int], powers_w: list[float], started: int
+    ) -> tuple[list[int], list[float]]:
+        """What the holds let through: the `started` calls (already on the wire),
+        then only the 0 W setpoints, and those only if every hold allows them."""
+        zero_ok = all(self._holds.values())
+        keep = [k for k in range(started, len(indices)) if zero_ok and powers_w[k] == 0.0]
+        return (
+            indices[:started] + [indices[k] for k in keep],
+            powers_w[:started] + [powers_w[k] for k in keep],
+        )
+
+    async def _start_rest(
+        self,
+        calls: list[grpc.aio.UnaryStreamCall],  # type: ignore[type-arg]
+        indices: list[int],
+        powers_w: list[float],
+        timeout_s: float,
+    ) -> None:
+        """Start the calls of ``indices[len(calls):]``, appending them to `calls`.
+
+        Every call is put on the wire before any response is awaited. grpc.aio
+        starts a call from a task, so this yields to the loop after the first call
+        it starts (it leaves at once) and then every `_YIELD_EVERY` calls. If
+        cancelled, every call of the round is cancelled.
+        """
+        client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
+        rest, rest_w = indices[len(calls):], powers_w[len(calls):]
+        try:
+            for k, (i, p) in enumerate(zip(rest, rest_w, strict=True)):
+                calls.append(client.set_power_call(ids[i], p, lifetime, timeout_s))
+                if k % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            for c in calls:
+                c.cancel()
+            raise
+        self._record(rest, rest_w)
+
+    async def _read_acks(
+        self,
+        indices: list[int],
+        calls: list[grpc.aio.UnaryStreamCall],  # type: ignore[type-arg]
+        tails: asyncio.TaskGroup | None,
+        log_failures: bool,
+    ) -> dict[int, str]:
+        """Read the first response of every call, in order; book each outcome.
+
+        An ACCEPTED call's stream is handed to a `_tail` reader in `tails` (when
+        given); every other call is cancelled once read. If cancelled, every call
+        of the round is cancelled.
+
+        Returns:
+            Failed inverter ids and reasons.
+        """
         failed: dict[int, str] = {}
-        health = self._health
-        rows = self._rows
+        health, rows, ids = self._health, self._rows, self.inverter_ids
         first = True
         for i, call in zip(indices, calls, strict=True):
             try:
@@ -372,17 +412,7 @@ class Dispatcher(SetpointBook):
                     first = False
                     self.last_first_ack_ns = time.monotonic_ns()
             except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                reason = code.name if code is not None else "UNKNOWN"
-                failed[ids[i]] = reason
-                fatal = self._on_fatal is not None and is_fatal(exc)
-                self._fail(
-                    i, reason, time.monotonic_ns(), exc.details(), log=log_failures and not fatal
-                )
-                if fatal and self._on_fatal is not None:
-                    self._on_fatal(
-                        self._client.error(exc, "SetElectricalComponentPower", ids[i])
-                    )
+                failed[ids[i]] = self._call_failed(i, exc, log_failures)
                 continue
             except asyncio.CancelledError:
                 for c in calls:
@@ -403,14 +433,38 @@ class Dispatcher(SetpointBook):
                 else:
                     call.cancel()
             else:
-                reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
-                failed[ids[i]] = reason
-                if status == STATUS_OVERRIDDEN:  # our calls to one inverter never overlap
-                    self._overridden_by_other(i)
-                else:
-                    self._fail(i, reason, time.monotonic_ns(), log=log_failures)
+                failed[ids[i]] = self._refused(i, status, log_failures)
                 call.cancel()
-        return RoundResult(sent=len(calls), failed=failed, done_ns=time.monotonic_ns())
+        return failed
+
+    def _call_failed(self, i: int, exc: grpc.aio.AioRpcError, log: bool) -> str:
+        """Book a call that ended in a gRPC error; tell `on_fatal` of a refusal.
+
+        Returns:
+            The reason (the gRPC status name).
+        """
+        code = exc.code()
+        reason = code.name if code is not None else "UNKNOWN"
+        fatal = self._on_fatal is not None and is_fatal(exc)
+        self._fail(i, reason, time.monotonic_ns(), exc.details(), log=log and not fatal)
+        if fatal and self._on_fatal is not None:
+            self._on_fatal(
+                self._client.error(exc, "SetElectricalComponentPower", self.inverter_ids[i])
+            )
+        return reason
+
+    def _refused(self, i: int, status: int, log: bool) -> str:
+        """Book a first response that is neither ACCEPTED nor SUCCESS.
+
+        Returns:
+            The reason (the response status name).
+        """
+        reason = _STATUS_NAMES.get(status, f"STATUS_{status}")
+        if status == STATUS_OVERRIDDEN:  # our calls to one inverter never overlap
+            self._overridden_by_other(i)
+        else:
+            self._fail(i, reason, time.monotonic_ns(), log=log)
+        return reason
 
     def _overridden_by_other(self, i: int) -> None:
         # Another client's setpoint replaced ours: the inverter no longer holds ours.

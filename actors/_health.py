@@ -159,15 +159,15 @@ class Health:
             rows: Only these rows, in this order (all rows when None).
 
         Returns:
-            Boolean mask, True = usable.
+            Boolean mask, True = usable: a valid measurement (`measured_mask`),
+            usable bounds where they are required, and no failed setpoint
+            waiting for its retry.
         """
-        t = self.table
         sel = slice(None) if rows is None else rows
-        bad = ~self.measured_mask(now_ns, rows)
-        bad |= self.bounds_required[sel] & ~t.bounds_ok[sel]
-        bad |= failed_mask(now_ns, self.retry_at_ns[sel])
-        result: BoolArray = ~bad
-        return result
+        usable = self.measured_mask(now_ns, rows)
+        usable &= ~(self.bounds_required[sel] & ~self.table.bounds_ok[sel])
+        usable &= ~failed_mask(now_ns, self.retry_at_ns[sel])
+        return usable
 
     def reasons(self, now_ns: int) -> dict[int, str]:
         """Excluded components and why (first matching rule).

@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import numpy as np
 from frequenz.channels import Receiver
@@ -172,6 +171,10 @@ class Site:
     ) -> None:
         """Wire the runtime (use `Site.connect`).
 
+        The shared core first, then the stop conditions, then the actors in data
+        order: telemetry in, the dispatcher, the guard over it, the distributor
+        that plans rounds for it, and error recovery.
+
         Args:
             client: A connected API client.
             graph: The component graph.
@@ -191,57 +194,14 @@ class Site:
         """Columnar latest-value state of every streamed component."""
         self.health: Health = self.core.health
         """Exclusion rules and the setpoint-failure book."""
-        ids = list(graph.streamed_ids)
-        self.fatal_error: ApiError | None = None
-        """The first refusal by the server (UNAUTHENTICATED / PERMISSION_DENIED), if any."""
-        self._fatal = asyncio.Event()
-        self.site_changed: str | None = None
-        """Set when the server after a reconnect is another site (see the module docstring)."""
-        self.another_client: str | None = None
-        """Set when another client controls the site (see the module docstring)."""
-        self._halt_line: str | None = None
-        self._halted = asyncio.Event()
-        self._contention = ContentionRule(
-            int(options.contention_overrides), options.contention_window_s
-        )
+        self._init_stop_conditions()
         self._notifier = FreshNotifier()
-        self.telemetry: TelemetryActor = TelemetryActor(
-            client,
-            self.state,
-            self._notifier,
-            ids,
-            reconnect_min_s=options.reconnect_min_s,
-            reconnect_max_s=options.reconnect_max_s,
-            on_reconnected=self._on_reconnected,
-            on_fatal=self._on_fatal,
-        )
+        self.telemetry: TelemetryActor = self._new_telemetry()
         """The telemetry actor."""
-        inv_ids = list(graph.battery_inverter_ids)
-        self._inv_index = {c: k for k, c in enumerate(inv_ids)}
-        self.dispatcher: Dispatcher = Dispatcher(
-            client,
-            self.health,
-            inv_ids,
-            np.array([self.state.row_of[i] for i in inv_ids], dtype=np.int64),
-            lifetime_s=int(options.setpoint_lifetime_s),
-            timeout_s=options.call_timeout_s,
-            on_fatal=self._on_fatal,
-            on_overridden=self._on_overridden,
-        )
+        self._inv_index = {c: k for k, c in enumerate(graph.battery_inverter_ids)}
+        self.dispatcher: Dispatcher = self._new_dispatcher()
         """Sends the setpoints."""
-        self.guard: SiteGuard | None = (
-            SiteGuard(
-                client,
-                self.dispatcher,
-                identity,
-                retry_min_s=options.reconnect_min_s,
-                retry_max_s=options.reconnect_max_s,
-                on_changed=self._on_site_changed,
-                on_fatal=self._on_fatal,
-            )
-            if identity is not None
-            else None
-        )
+        self.guard: SiteGuard | None = self._new_guard(identity) if identity is not None else None
         """Checks the site after every reconnect (None: built without an identity)."""
         self.distributor: PowerDistributor = PowerDistributor(
             graph,
@@ -252,21 +212,82 @@ class Site:
             planner=self.core.planner,
         )
         """The power distributor."""
-        self.recovery: RecoveryActor = RecoveryActor(
-            client,
-            self.state,
-            [*graph.battery_inverter_ids, *graph.battery_ids],
-            stale_after_s=options.stale_after_s,
-            min_s=options.recovery_min_s,
-            max_s=options.recovery_max_s,
-            on_fatal=self._on_fatal,
-        )
+        self.recovery: RecoveryActor = self._new_recovery()
         """Acknowledges errors and restarts battery inverters and batteries."""
         self._supervisor: Supervisor | None = None
         self._fleet_cache: SiteMeasurements | None = None
         self._fleet_cache_ns = 0
         self.safe_stop: SafeStopResult | None = None
         """The safe stop's 0 W round, once the site has been left (None before)."""
+
+    def _init_stop_conditions(self) -> None:
+        """The conditions that stop the run: a refusal by the server, a halt."""
+        self.fatal_error: ApiError | None = None
+        """The first refusal by the server (UNAUTHENTICATED / PERMISSION_DENIED), if any."""
+        self._fatal = asyncio.Event()
+        self.site_changed: str | None = None
+        """Set when the server after a reconnect is another site (see the module docstring)."""
+        self.another_client: str | None = None
+        """Set when another client controls the site (see the module docstring)."""
+        self._halt_line: str | None = None
+        self._halted = asyncio.Event()
+        self._contention = ContentionRule(
+            int(self.options.contention_overrides), self.options.contention_window_s
+        )
+
+    def _new_telemetry(self) -> TelemetryActor:
+        """The telemetry actor: one stream per streamed component, into the state table."""
+        o = self.options
+        return TelemetryActor(
+            self.client,
+            self.state,
+            self._notifier,
+            list(self.graph.streamed_ids),
+            reconnect_min_s=o.reconnect_min_s,
+            reconnect_max_s=o.reconnect_max_s,
+            on_reconnected=self._on_reconnected,
+            on_fatal=self._on_fatal,
+        )
+
+    def _new_dispatcher(self) -> Dispatcher:
+        """The dispatcher of every battery inverter's setpoints."""
+        inv_ids = list(self.graph.battery_inverter_ids)
+        return Dispatcher(
+            self.client,
+            self.health,
+            inv_ids,
+            np.array([self.state.row_of[i] for i in inv_ids], dtype=np.int64),
+            lifetime_s=int(self.options.setpoint_lifetime_s),
+            timeout_s=self.options.call_timeout_s,
+            on_fatal=self._on_fatal,
+            on_overridden=self._on_overridden,
+        )
+
+    def _new_guard(self, identity: SiteIdentity) -> SiteGuard:
+        """The guard that holds the dispatcher until a reconnected server is this site."""
+        o = self.options
+        return SiteGuard(
+            self.client,
+            self.dispatcher,
+            identity,
+            retry_min_s=o.reconnect_min_s,
+            retry_max_s=o.reconnect_max_s,
+            on_changed=self._on_site_changed,
+            on_fatal=self._on_fatal,
+        )
+
+    def _new_recovery(self) -> RecoveryActor:
+        """Error recovery of the battery inverters and batteries."""
+        o = self.options
+        return RecoveryActor(
+            self.client,
+            self.state,
+            [*self.graph.battery_inverter_ids, *self.graph.battery_ids],
+            stale_after_s=o.stale_after_s,
+            min_s=o.recovery_min_s,
+            max_s=o.recovery_max_s,
+            on_fatal=self._on_fatal,
+        )
 
     def _on_reconnected(self, component_id: int) -> None:
         # A stream came back after a failure (e.g. the server restarted): setpoint
@@ -395,12 +416,7 @@ class Site:
         await self._supervisor.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Send 0 W to every commanded inverter (bounded), stop all tasks, close."""
         await self.aclose()
 

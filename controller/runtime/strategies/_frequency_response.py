@@ -299,13 +299,8 @@ def frequency_response_wish(config: FrequencyResponseConfig, inputs: StrategyInp
 class FrequencyResponse(ConfiguredStrategy[FrequencyResponseConfig]):
     """Frequency-response strategy: ``step(inputs, now) -> Wish`` (module docstring)."""
 
-    def __init__(self, config: FrequencyResponseConfig | None = None) -> None:
-        """Create the strategy.
-
-        Args:
-            config: Its settings; defaults when None.
-        """
-        super().__init__(config or FrequencyResponseConfig())
+    config_type = FrequencyResponseConfig
+    law = staticmethod(frequency_response_wish)
 
     def required_power_w(self, grid_frequency_hz: float) -> float:
         """Droop power at this frequency, without the SoC nudge (W, + = charging; nan → 0).
@@ -320,15 +315,3 @@ class FrequencyResponse(ConfiguredStrategy[FrequencyResponseConfig]):
         if not math.isfinite(df):
             return 0.0
         return -self.config.reserved_power_w * _droop_scalar(df, self.config.curve) + 0.0
-
-    def step(self, inputs: StrategyInputs, now: float) -> Wish:
-        """Compute this cycle's wish (stateless; ``now`` is unused).
-
-        Args:
-            inputs: The site as measured now.
-            now: Monotonic time in seconds.
-
-        Returns:
-            The wish.
-        """
-        return frequency_response_wish(self.config, inputs)

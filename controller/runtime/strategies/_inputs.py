@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -57,14 +58,8 @@ class StrategyInputs:
         return self.grid_power_w - self.battery_power_w
 
 
-class Strategy(Protocol):
-    """A control strategy: a config plus a pure step function.
-
-    The runner calls :meth:`step` at the strategy's cadence (``interval_s``;
-    0 = on every fresh grid-meter sample) and passes the returned wish to
-    :func:`actors.power_manager.merge`. A strategy never reads a clock, never
-    does I/O and never raises on bad measurements.
-    """
+class StrategyConfig(Protocol):
+    """What every strategy config carries: identity, priority and cadence."""
 
     @property
     def name(self) -> str:
@@ -81,6 +76,17 @@ class Strategy(Protocol):
         """Cadence in seconds; 0 = on every fresh grid-meter sample."""
         ...
 
+
+class Strategy(StrategyConfig, Protocol):
+    """A control strategy: its config's ``name``, ``priority`` and ``interval_s``, plus a
+    pure step function.
+
+    The runner calls :meth:`step` at the strategy's cadence (``interval_s``;
+    0 = on every fresh grid-meter sample) and passes the returned wish to
+    :func:`actors.power_manager.merge`. A strategy never reads a clock, never
+    does I/O and never raises on bad measurements.
+    """
+
     def step(self, inputs: StrategyInputs, now: float) -> Wish:
         """Compute this cycle's wish.
 
@@ -94,38 +100,29 @@ class Strategy(Protocol):
         ...
 
 
-class StrategyConfig(Protocol):
-    """What every strategy config carries: identity, priority and cadence."""
-
-    @property
-    def name(self) -> str:
-        """Source name of the strategy's wishes."""
-        ...
-
-    @property
-    def priority(self) -> int:
-        """Power-manager priority (higher is served first)."""
-        ...
-
-    @property
-    def interval_s(self) -> float:
-        """Cadence in seconds; 0 = on every fresh grid-meter sample."""
-        ...
-
-
 ConfigT = TypeVar("ConfigT", bound=StrategyConfig)
 
 
 class ConfiguredStrategy(Generic[ConfigT]):
-    """Base of the strategies: ``name``, ``priority`` and ``interval_s`` come from the config."""
+    """Base of the strategies: a config and a pure law ``(config, inputs) -> Wish``.
 
-    def __init__(self, config: ConfigT) -> None:
+    A subclass names its config type (``config_type``, built with its defaults
+    when no config is given) and its law (``law``, a static method); ``name``,
+    ``priority`` and ``interval_s`` come from the config.
+    """
+
+    config_type: type[ConfigT]
+    """The config class (called without arguments for the defaults)."""
+    law: Callable[[ConfigT, StrategyInputs], Wish]
+    """The strategy's law as a pure function of its config and the inputs."""
+
+    def __init__(self, config: ConfigT | None = None) -> None:
         """Keep the (immutable) settings.
 
         Args:
-            config: The strategy's settings.
+            config: The strategy's settings; the defaults when None.
         """
-        self.config: ConfigT = config
+        self.config: ConfigT = config if config is not None else self.config_type()
         """The settings (immutable)."""
 
     @property
@@ -142,3 +139,15 @@ class ConfiguredStrategy(Generic[ConfigT]):
     def interval_s(self) -> float:
         """Cadence in seconds (0 = every grid-meter sample)."""
         return self.config.interval_s
+
+    def step(self, inputs: StrategyInputs, now: float) -> Wish:
+        """Compute this cycle's wish: the law applied to the config (stateless; ``now`` is unused).
+
+        Args:
+            inputs: The site as measured now.
+            now: Monotonic time in seconds.
+
+        Returns:
+            The wish.
+        """
+        return self.law(self.config, inputs)

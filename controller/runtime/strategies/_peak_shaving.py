@@ -115,22 +115,5 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
 class PeakShaving(ConfiguredStrategy[PeakShavingConfig]):
     """Peak-shaving strategy: ``step(inputs, now) -> Wish`` (see the module docstring)."""
 
-    def __init__(self, config: PeakShavingConfig | None = None) -> None:
-        """Create the strategy.
-
-        Args:
-            config: Its settings; defaults when None.
-        """
-        super().__init__(config or PeakShavingConfig())
-
-    def step(self, inputs: StrategyInputs, now: float) -> Wish:
-        """Compute this cycle's wish (stateless; ``now`` is unused).
-
-        Args:
-            inputs: The site as measured now.
-            now: Monotonic time in seconds.
-
-        Returns:
-            The wish.
-        """
-        return peak_shaving_wish(self.config, inputs)
+    config_type = PeakShavingConfig
+    law = staticmethod(peak_shaving_wish)
