@@ -331,3 +331,68 @@ def test_cli_bad_telemetry_phases_exit_2_naming_the_option(
     err = capsys.readouterr().err
     assert "argument --telemetry-phases: telemetry phases must be" in err
     assert repr(value) in err
+
+
+def _csv_site(tmp_path: Path, text: str, **load: Any) -> dict[str, Any]:
+    (tmp_path / "load.csv").write_text(text, encoding="utf-8")
+    doc = _default_doc()
+    doc["load"] = {"csv": "load.csv", "column": "load", "peak_w": 10.0, **load}
+    return doc
+
+
+def test_site_csv_skips_blank_lines_and_rotates_to_start(tmp_path: Path) -> None:
+    text = (
+        "\ufefftime,load\n2020-01-01T00:00:00,1\n\n"
+        "2020-01-01T00:15:00,2\n2020-01-01T00:30:00,4\n"
+    )
+    doc = _csv_site(tmp_path, text, start="2020-01-01T00:15:00")
+    site = site_from_dict(doc, "site.toml", base_dir=tmp_path)
+    assert site.load.step_s == 900.0
+    assert site.load.profile_w.tolist() == [5.0, 10.0, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("text", "load", "expected"),
+    [
+        (
+            "time,load\n2020-01-01T00:00:00,1\n2020-01-01T00:15:00,abc\n",
+            {},
+            "site.toml: load.csv = \"load.csv\": {csv}:3: column 'load': not a number: 'abc'",
+        ),
+        (
+            "time,load\n2020-01-01T00:00:00,1\n",
+            {},
+            'site.toml: load.csv = "load.csv": {csv}: fewer than two data rows',
+        ),
+        (
+            "time,load\n2020-01-01T00:00:00,1\n2020-01-01T00:15:00,2\n",
+            {"start": "soon"},
+            'site.toml: load.start = "soon": not an ISO timestamp',
+        ),
+        (
+            "time,load\n2020-01-01T00:00:00,1\n2020-01-01T00:15:00,2\n",
+            {"start": "2021-01-01T00:00:00"},
+            'site.toml: load.start = "2021-01-01T00:00:00": after the end of {csv}',
+        ),
+    ],
+)
+def test_site_csv_errors_name_field_value_and_line(
+    tmp_path: Path, text: str, load: dict[str, Any], expected: str
+) -> None:
+    doc = _csv_site(tmp_path, text, **load)
+    with pytest.raises(SiteConfigError) as info:
+        site_from_dict(doc, "site.toml", base_dir=tmp_path)
+    assert str(info.value) == expected.format(csv=tmp_path / "load.csv")
+
+
+def test_pv_csv_missing_column_names_the_columns_field(tmp_path: Path) -> None:
+    (tmp_path / "sun.csv").write_text("time,ghi\n2020-01-01T00:00:00,1\n2020-01-01T00:15:00,2\n")
+    doc = _default_doc()
+    doc["pv"] = {"csv": "sun.csv", "columns": ["ghi", "dni"]}
+    with pytest.raises(SiteConfigError) as info:
+        site_from_dict(doc, "site.toml", base_dir=tmp_path)
+    assert info.value.field == "pv.columns"
+    assert str(info.value) == (
+        f"site.toml: pv.columns = ['ghi', 'dni']: {tmp_path / 'sun.csv'}:1: column 'dni':"
+        " no such column; the header has ['time', 'ghi']"
+    )
