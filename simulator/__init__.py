@@ -4,7 +4,9 @@ Offers:
 
 * `simulator.config`: `load_site(path=None) -> SiteConfig` (None = the shipped
   demo site ``simulator/sites/default.toml``), `site_from_dict`, and
-  `SiteConfigError` (one line: ``<file>: <field>: <problem>``).
+  `SiteConfigError` (one line: ``<file>: <field> = <value>: <reason>``).
+* `simulator.csv_series`: `read_csv_series`, the one reader of timestamped CSV
+  series (the site's load/PV profiles and the replay's load profiles).
 * `simulator.physics`: `SitePhysics(site, *, seed=0, max_step_s=0.1)`, the
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
   bounds, state machine, fault injection, injectable load/irradiance profiles).

@@ -179,13 +179,13 @@ def parse_fault_overrides(
         try:
             faults_from_dict({key: value}, "--fault", base)
         except SiteConfigError as exc:
-            raise ValueError(f"--fault {item}: {exc.field}: {exc.problem}") from None
+            raise ValueError(f"--fault {item}: {exc.detail}") from None
     if seed is not None:
         overrides["seed"] = seed
     try:
         return faults_from_dict(overrides, "--faults-seed", base)
     except SiteConfigError as exc:
-        raise ValueError(f"--faults-seed {seed}: {exc.field}: {exc.problem}") from None
+        raise ValueError(f"--faults-seed {seed}: {exc.detail}") from None
 
 
 async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:

@@ -349,7 +349,7 @@ def test_site_file_error_of_the_embedded_simulator_is_one_line_naming_the_field(
     huge = "[microgrid]\nid = 18446744073709551616\n"  # above uint64
     site.write_text(text.replace("[microgrid]\nid = 1\n", huge))
     line = _one_line_error(gridloop("run", "--site", str(site), "--duration", "1"))
-    assert f"{site}: microgrid.id: 18446744073709551616 is above the uint64 maximum" in line
+    assert f"{site}: microgrid.id = 18446744073709551616: above the uint64 maximum" in line
 
 
 # ------------------------------------------------- a run without a control cycle
