@@ -27,6 +27,7 @@ from actors import (
     GridFormula,
     OptionsError,
     RuntimeOptions,
+    RuntimeStats,
     SafeStopResult,
     Site,
 )
@@ -268,84 +269,125 @@ async def _run_service(
     time_scale: float,
 ) -> RunSummary:
     api_url = options.api_url or config.api.url
-    api_key = options.api_key or config.api.api_key
-    if options.root_cert_path is not None:
-        root_cert = _read_root_cert(options.root_cert_path, "--root-cert")
-    else:
-        root_cert = _read_root_cert(config.api.root_cert, f"{config.source}: api.root_cert")
     duration = options.duration_s if options.duration_s is not None else config.run.duration_s
-    embedded = api_url is None
     sim: EmbeddedSimulator | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
-            if embedded:
-                site_path = options.site_path or config.simulator.site
+            if api_url is None:
                 sim = EmbeddedSimulator(
-                    site_path=site_path,
+                    site_path=options.site_path or config.simulator.site,
                     time_scale=time_scale,
                     telemetry_hz=config.simulator.telemetry_hz,
                 )
                 await stack.enter_async_context(sim)
                 api_url = sim.url
             assert api_url is not None
-            try:
-                site = await Site.connect(
-                    api_url,
-                    api_key=api_key,
-                    root_cert=root_cert,
-                    options=runtime_options(config, time_scale),
-                )
-            except ApiError as exc:
-                raise UserError(_api_error_line(exc)) from None
-            except (GraphError, OptionsError) as exc:
-                raise UserError(f"{api_url}: {exc}") from None
-            if not site.graph.groups:
-                raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
-            refusal = grid_refusal(site.graph.grid, config)
-            if refusal is not None:
-                await site.aclose()
-                raise UserError(f"{api_url}: {refusal}")
-            # Shown at the default level, like the status lines: what "grid" means here.
-            _STATUS_LOG.warning("%s", site.graph.grid.describe())
-            controller: Controller | None = None
-            async with site:
-                controller = Controller(
-                    site,
-                    config,
-                    time_scale=time_scale,
-                    observers=observers,
-                    outcome_observers=outcome_observers,
-                )
-                # The server refusing us (wrong key, no permission) ends the run.
-                refused = asyncio.create_task(_stop_when_refused(site, stop))
-                try:
-                    wall_s = await controller.run(duration, stop)
-                finally:
-                    refused.cancel()
-                    # Wait for it without swallowing a cancellation of this task.
-                    await asyncio.wait([refused])
-                stats = site.stats()
-                if stats.another_client or stats.site_changed:
-                    controller.observe_now()  # the dashboard and metrics show why it stopped
-            # After the safe stop: its 0 W calls and their failures are counted too
-            # (the exclusions stay those of the end of the run, before the stop).
-            stats = dataclasses.replace(site.stats(), excluded=stats.excluded)
-            safe_stop = site.safe_stop or SafeStopResult(commanded=0)
-            if site.fatal_error is not None:
-                raise UserError(_api_error_line(site.fatal_error))
+            site = await _connect(config, options, api_url, time_scale)
+            run = await _control(
+                site, config, time_scale, observers, outcome_observers, stop, duration
+            )
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
         raise UserError(str(exc)) from None
-    assert controller is not None
-    acc = controller.acc
+    assert api_url is not None
+    return _summary(config, run, site, sim, time_scale, api_url)
+
+
+async def _connect(
+    config: GridloopConfig, options: RunOptions, api_url: str, time_scale: float
+) -> Site:
+    """Connect to the site and refuse one that cannot be controlled (one line each)."""
+    if options.root_cert_path is not None:
+        root_cert = _read_root_cert(options.root_cert_path, "--root-cert")
+    else:
+        root_cert = _read_root_cert(config.api.root_cert, f"{config.source}: api.root_cert")
+    try:
+        site = await Site.connect(
+            api_url,
+            api_key=options.api_key or config.api.api_key,
+            root_cert=root_cert,
+            options=runtime_options(config, time_scale),
+        )
+    except ApiError as exc:
+        raise UserError(_api_error_line(exc)) from None
+    except (GraphError, OptionsError) as exc:
+        raise UserError(f"{api_url}: {exc}") from None
+    if not site.graph.groups:
+        raise UserError(f"{api_url}: the component graph has no battery behind an inverter")
+    refusal = grid_refusal(site.graph.grid, config)
+    if refusal is not None:
+        await site.aclose()
+        raise UserError(f"{api_url}: {refusal}")
+    # Shown at the default level, like the status lines: what "grid" means here.
+    _STATUS_LOG.warning("%s", site.graph.grid.describe())
+    return site
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What the control part of a run leaves for its summary."""
+
+    controller: Controller
+    wall_s: float
+    stats: RuntimeStats
+    safe_stop: SafeStopResult
+
+
+async def _control(
+    site: Site,
+    config: GridloopConfig,
+    time_scale: float,
+    observers: Sequence[Observer],
+    outcome_observers: Sequence[OutcomeObserver],
+    stop: asyncio.Event,
+    duration: float | None,
+) -> _Run:
+    """Run the controller on the site until ``stop`` or the duration; then the safe stop."""
+    async with site:
+        controller = Controller(
+            site,
+            config,
+            time_scale=time_scale,
+            observers=observers,
+            outcome_observers=outcome_observers,
+        )
+        # The server refusing us (wrong key, no permission) ends the run.
+        refused = asyncio.create_task(_stop_when_refused(site, stop))
+        try:
+            wall_s = await controller.run(duration, stop)
+        finally:
+            refused.cancel()
+            # Wait for it without swallowing a cancellation of this task.
+            await asyncio.wait([refused])
+        stats = site.stats()
+        if stats.another_client or stats.site_changed:
+            controller.observe_now()  # the dashboard and metrics show why it stopped
+    # After the safe stop: its 0 W calls and their failures are counted too
+    # (the exclusions stay those of the end of the run, before the stop).
+    stats = dataclasses.replace(site.stats(), excluded=stats.excluded)
+    if site.fatal_error is not None:
+        raise UserError(_api_error_line(site.fatal_error))
+    return _Run(controller, wall_s, stats, site.safe_stop or SafeStopResult(commanded=0))
+
+
+def _summary(
+    config: GridloopConfig,
+    run: _Run,
+    site: Site,
+    sim: EmbeddedSimulator | None,
+    time_scale: float,
+    api_url: str,
+) -> RunSummary:
+    """The run's summary from what the controller, the site and the simulator counted."""
+    acc, stats, safe_stop = run.controller.acc, run.stats, run.safe_stop
     sim_stats = sim.stats if sim is not None else {}
     oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
     ps = config.peak_shaving
     return RunSummary(
         api_url=api_url,
-        embedded=embedded,
-        duration_s=wall_s,
-        simulated_s=wall_s * time_scale,
+        embedded=sim is not None,
+        duration_s=run.wall_s,
+        simulated_s=run.wall_s * time_scale,
         time_scale=time_scale,
         import_limit_w=ps.import_limit_w if ps.enabled else None,
         peak_import_w_uncontrolled=acc.peak_mean_uncontrolled_w,
@@ -362,17 +404,14 @@ async def _run_service(
         soc_min_pct=acc.soc_min_pct,
         soc_max_pct=acc.soc_max_pct,
         grid_samples=acc.samples,
-        cycle_overruns=controller.overruns,
+        cycle_overruns=run.controller.overruns,
         reconnects=stats.reconnects,
         excluded_at_end={str(k): v for k, v in stats.excluded.items()},
         simulator_stats=sim_stats,
         setpoints_overridden={str(k): v for k, v in stats.overridden_by_others.items()},
         another_client=stats.another_client,
         site_changed=stats.site_changed,
-        grid_formula=controller.site.graph.grid.describe(),
-
-
-
+        grid_formula=site.graph.grid.describe(),
         safe_stop_commanded=safe_stop.commanded,
         safe_stop_failed=len(safe_stop.failed),
         safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},
