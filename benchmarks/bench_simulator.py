@@ -25,6 +25,7 @@ import grpc.aio
 import pytest
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
 
+from controller.lab.bench import site_dict
 from simulator.config import SiteConfig, load_site, site_from_dict
 from simulator.physics import SitePhysics
 from simulator.server import INVERTER_METRICS, SimulatorServer
@@ -35,42 +36,19 @@ METHOD = "/frequenz.api.microgrid.v1alpha18.Microgrid/ReceiveElectricalComponent
 
 
 def site_doc(groups: int) -> dict[str, Any]:
-    """A site with ``groups`` inverter+battery pairs (2*groups + 2 components)."""
-    comps: list[dict[str, Any]] = [
-        {"id": 1, "category": "grid"},
-        {"id": 2, "category": "meter", "load_share": 1.0},
-    ]
-    conns = [{"source": 1, "destination": 2}]
-    for g in range(groups):
-        inv, bat = 1000 + 2 * g, 1001 + 2 * g
-        comps.append(
-            {
-                "id": inv,
-                "category": "inverter",
-                "type": "battery",
-                "rated_lower_w": -50_000.0,
-                "rated_upper_w": 50_000.0,
-                "exclusion_w": 1_000.0,
-            }
-        )
-        comps.append(
-            {
-                "id": bat,
-                "category": "battery",
-                "capacity_wh": 100_000.0,
-                "soc_pct": 50.0,
-                "max_charge_w": 50_000.0,
-                "max_discharge_w": 50_000.0,
-            }
-        )
-        conns += [{"source": 1, "destination": inv}, {"source": inv, "destination": bat}]
-    return {
-        "microgrid": {"id": 1},
-        "component": comps,
-        "connection": conns,
-        "load": {"base_w": 200_000.0, "noise_w": 2_000.0},
-        "frequency": {"noise_hz": 0.01},
-    }
+    """`controller.lab.bench.site_dict` (``groups`` ±10 kW inverter+battery pairs behind
+    the grid meter, 2*groups + 2 components) with a noisy 200 kW load on the grid meter,
+    frequency noise, and a ±1 kW exclusion band on every inverter, so that frames
+    change from one to the next and carry exclusion bounds."""
+    doc = site_dict(groups)
+    for comp in doc["component"]:
+        if comp["category"] == "inverter":
+            comp["exclusion_w"] = 1_000.0
+        elif comp["category"] == "meter":
+            comp["load_share"] = 1.0
+    doc["load"] = {"base_w": 200_000.0, "noise_w": 2_000.0}
+    doc["frequency"]["noise_hz"] = 0.01
+    return doc
 
 
 def stream_ids(groups: int) -> list[int]:

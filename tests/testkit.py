@@ -4,20 +4,23 @@
   times, so that integration tests see exclusions and recoveries within seconds.
 * ``wait_until``: poll a condition with a deadline that only guards against a hang.
 * ``connect_site``: a `Site` connected over loopback gRPC to a `SimulatorServer`.
+* ``cancel_once``: run a coroutine as a task until an event, cancel it, and check that
+  the cancellation came out of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
 from actors import RuntimeOptions, Site
 from simulator.server import SimulatorServer
 
-__all__ = ["FAST", "connect_site", "wait_until"]
+__all__ = ["FAST", "cancel_once", "connect_site", "wait_until"]
 
 FAST = RuntimeOptions(
     stale_after_s=0.5,
@@ -45,3 +48,17 @@ async def wait_until(
 async def connect_site(srv: SimulatorServer, options: RuntimeOptions = FAST) -> Site:
     """A `Site` connected to ``srv`` on loopback (not yet entered: ``async with site``)."""
     return await Site.connect(f"grpc://127.0.0.1:{srv.port}", options=options)
+
+
+async def cancel_once(
+    coro: Coroutine[Any, Any, object], ready: asyncio.Event, timeout_s: float
+) -> None:
+    """Run ``coro`` as a task until ``ready`` is set, then cancel it: the task must end
+    cancelled, its `asyncio.CancelledError` propagated (not swallowed).
+    ``timeout_s`` only guards against a hang before ``ready``."""
+    task = asyncio.create_task(coro)
+    await asyncio.wait_for(ready.wait(), timeout_s)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -68,14 +68,19 @@ def _power(site: Site, cid: int) -> float:
     return float(site.state.power_w[site.state.row_of[cid]])
 
 
-async def _all_fresh(site: Site) -> None:
-    await wait_until(lambda: not site.stats().excluded, 5.0, "all components fresh and healthy")
+@asynccontextmanager
+async def _running(srv: SimulatorServer) -> AsyncIterator[Site]:
+    """A `Site` connected to ``srv`` and running, once every component is fresh and healthy."""
+    site = await connect_site(srv)
+    async with site:
+        await wait_until(
+            lambda: not site.stats().excluded, 5.0, "all components fresh and healthy"
+        )
+        yield site
 
 
 async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer) -> None:
-    site = await connect_site(sim)
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         results = site.new_result_receiver()
         outcome = await site.set_power(100_000.0)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
@@ -109,10 +114,8 @@ async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer)
 
 
 async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServer) -> None:
-    site = await connect_site(sim)
     others = [10, 30, 31, 40]
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         outcome = await site.set_power(100_000.0)
         share_20 = outcome.setpoints_w[20]
         assert share_20 > 5_000.0
@@ -144,9 +147,7 @@ async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServ
 async def test_failing_setpoints_partial_failure_retry_and_recovery(
     sim: SimulatorServer,
 ) -> None:
-    site = await connect_site(sim)
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         with _refuse_setpoints(sim, {10}):  # telemetry says "ready" while it refuses
             outcome = await site.set_power(100_000.0)
             assert outcome.kind is OutcomeKind.PARTIAL_FAILURE, outcome
@@ -178,10 +179,8 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
 async def test_error_state_excluded_acknowledged_restarted_and_reused(
     sim: SimulatorServer,
 ) -> None:
-    site = await connect_site(sim)
     phys = sim.physics
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         outcome = await site.set_power(-80_000.0)
         share_40 = outcome.setpoints_w[40]
         assert share_40 < -5_000.0
@@ -204,7 +203,6 @@ async def test_error_state_excluded_acknowledged_restarted_and_reused(
 
 
 async def test_error_state_excludes_component_until_it_runs(sim: SimulatorServer) -> None:
-    site = await connect_site(sim)
     refused: list[int] = []
     original = sim.physics.start
 
@@ -215,8 +213,7 @@ async def test_error_state_excludes_component_until_it_runs(sim: SimulatorServer
         original(cid)
 
     sim.physics.start = start  # type: ignore[method-assign]
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         await site.set_power(-80_000.0)
         sim.physics.inject_error(40)
         await wait_until(lambda: site.stats().excluded.get(40) == "error state", 3, "40 excluded")
@@ -242,9 +239,7 @@ async def test_survives_simulator_restart(sim_factory: Any) -> None:
     cfg = load_site(None)
     srv1: SimulatorServer = await sim_factory(cfg)
     port = srv1.port
-    site = await connect_site(srv1)
-    async with site:
-        await _all_fresh(site)
+    async with _running(srv1) as site:
         await site.set_power(60_000.0)
         await wait_until(lambda: abs(site.measurements().battery_power_w - 6e4) < 200, 3, "60 kW")
         await srv1.stop(grace=0)
@@ -295,9 +290,7 @@ async def test_connect_errors_name_url_and_status(sim_factory: Any) -> None:
 async def test_measurements_reuse_a_recent_fleet_snapshot_but_never_old_grid_data(
     sim: SimulatorServer,
 ) -> None:
-    site = await connect_site(sim)
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         full = site.measurements()
         samples = int(site.state.samples[site.state.row_of[2]])
         await wait_until(
@@ -326,9 +319,7 @@ async def test_a_round_larger_than_the_inline_head_reaches_every_inverter_once(
 
     n = 40
     srv: SimulatorServer = await sim_factory(site_from_dict(site_dict(n), source="<40 pairs>"))
-    site = await connect_site(srv)
-    async with site:
-        await _all_fresh(site)
+    async with _running(srv) as site:
         before = srv.stats()["setpoints_received"]
         outcome = await site.set_power(n * 5_000.0)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
@@ -345,10 +336,8 @@ async def test_grid_power_is_the_sum_of_both_feeders(
 ) -> None:
     # grid 1 -> meter 2 -> inverter 10 -> battery 11, grid 1 -> meter 3 (100 kW of load).
     srv: SimulatorServer = await sim_factory(feeder_site(100_000.0))
-    site = await connect_site(srv)
-    assert site.graph.grid.power_ids == (2, 3)
-    async with site:
-        await _all_fresh(site)
+    async with _running(srv) as site:
+        assert site.graph.grid.power_ids == (2, 3)
         await site.set_power(-40_000.0)
         await wait_until(
             lambda: abs(_power(site, 2) + 40_000.0) < 100.0, 5, "meter 2 shows the discharge"
@@ -377,11 +366,10 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
     sim_factory: Any, feeder_site: Callable[..., Any]
 ) -> None:
     srv: SimulatorServer = await sim_factory(feeder_site(100_000.0, inverter_on_grid=True))
-    site = await connect_site(srv)
-    assert site.graph.grid.describe() == (
-        "grid = meter 3 + inverter 10; frequency from meter 3, inverter 10")
-    async with site:
-        await _all_fresh(site)
+    async with _running(srv) as site:
+        assert site.graph.grid.describe() == (
+            "grid = meter 3 + inverter 10; frequency from meter 3, inverter 10"
+        )
         await site.set_power(-40_000.0)
         await wait_until(
             lambda: abs(site.measurements().grid_power_w - 60_000.0) < 100.0,
@@ -393,9 +381,7 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
 
 
 async def test_safe_stop_reports_the_inverters_that_refused_0w(sim: SimulatorServer) -> None:
-    site = await connect_site(sim)
-    async with site:
-        await _all_fresh(site)
+    async with _running(sim) as site:
         outcome = await site.set_power(100_000.0)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
         refused = set(sorted(outcome.setpoints_w)[:2])

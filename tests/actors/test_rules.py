@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from testkit import cancel_once
 
 from actors import (
     Actor,
@@ -175,9 +176,5 @@ async def test_supervisor_exit_cancels_and_propagates_cancellation() -> None:
         async with Supervisor([Sleeper("sleeper")]):
             await asyncio.Event().wait()
 
-    task = asyncio.create_task(main())
-    await asyncio.wait_for(started.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once(main(), started, 5)
     assert cancelled.is_set()

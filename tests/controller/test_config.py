@@ -17,6 +17,21 @@ from controller.runtime.strategies import DroopCurve
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def _load_error(path: Path, content: str | bytes) -> str:
+    """Write ``content`` to ``path`` and load it as a config: the `ConfigError` it must
+    raise, checked to be one line that starts by naming ``path``."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: ")
+    return text
+
+
 def test_defaults_suit_the_default_site() -> None:
     cfg = load_config(None)
     assert cfg == GridloopConfig()
@@ -181,14 +196,7 @@ def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
 def test_errors_are_one_line_naming_file_field_and_value(
     tmp_path: Path, body: str, expected: str
 ) -> None:
-    path = tmp_path / "site.toml"
-    path.write_text(body + "\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    text = str(info.value)
-    assert "\n" not in text
-    assert text.startswith(f"{path}: ")
-    assert expected in text
+    assert expected in _load_error(tmp_path / "site.toml", body + "\n")
 
 
 @pytest.mark.parametrize(
@@ -203,11 +211,7 @@ def test_an_api_key_grpc_cannot_send_is_one_line_without_the_key(
     tmp_path: Path, key_toml: str, kind: str
 ) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(f"[api]\napi_key = {key_toml}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    text = str(info.value)
-    assert "\n" not in text
+    text = _load_error(path, f"[api]\napi_key = {key_toml}\n")
     assert text.startswith(f"{path}: api.api_key = (not shown): contains {kind}")
     assert "printable ASCII" in text
     assert "secret" not in text
@@ -233,11 +237,7 @@ def test_unreadable_file_is_one_line(tmp_path: Path) -> None:
         load_config(missing)
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path)  # a directory
-    binary = tmp_path / "bin.toml"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ConfigError) as info:
-        load_config(binary)
-    assert "\n" not in str(info.value)
+    _load_error(tmp_path / "bin.toml", b"\xff\xfe\x00garbage")
 
 
 # --------------------------------------------------------------------------- fuzzing

@@ -23,6 +23,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit import cancel_once
 
 from controller.runtime.control import next_tick_s, periodic
 from simulator.config import site_from_dict
@@ -79,12 +80,7 @@ async def test_periodic_ends_when_its_consumer_is_cancelled() -> None:
             if ticks == 3:
                 enough.set()
 
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(enough.wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert task.cancelled()
+    await cancel_once(consume(), enough, 10)
 
 
 # ------------------------------------------------------------------ end to end

@@ -44,20 +44,16 @@ def raw_fleets(
     # Whole 100 W steps, times a per-fleet factor so that sums are not exact in float.
     factor = draw(st.sampled_from([1.0, 1.0]) | st.floats(1.0, 1.1))
     step = st.integers(0, 1000).map(lambda k: 100.0 * k * factor)  # 0 .. 110 kW
+    inverter_columns = (f.inv_lo, f.inv_hi, f.inv_el, f.inv_eu)  # the order of `_bounds`
+    battery_columns = (f.bat_lo, f.bat_hi, f.bat_el, f.bat_eu)
     for n_i, n_b in sizes:
         i0, b0 = len(f.inv_lo), len(f.soc)
         for _ in range(n_i):
-            lo, hi, el, eu = _bounds(draw, step, bands)
-            f.inv_lo.append(lo)
-            f.inv_hi.append(hi)
-            f.inv_el.append(el)
-            f.inv_eu.append(eu)
+            for column, value in zip(inverter_columns, _bounds(draw, step, bands), strict=True):
+                column.append(value)
         for _ in range(n_b):
-            lo, hi, el, eu = _bounds(draw, step, bands)
-            f.bat_lo.append(lo)
-            f.bat_hi.append(hi)
-            f.bat_el.append(el)
-            f.bat_eu.append(eu)
+            for column, value in zip(battery_columns, _bounds(draw, step, bands), strict=True):
+                column.append(value)
             f.soc_lo.append(10.0)
             f.soc_hi.append(90.0)
             special = st.sampled_from([5.0, 10.0, 11.0, 50.0, 89.0, 90.0, 95.0])

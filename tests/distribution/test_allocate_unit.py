@@ -53,6 +53,34 @@ def pairs(
     return kw
 
 
+def group(
+    inverter_w: list[float],
+    battery_w: list[float],
+    links: list[tuple[int, int]],
+    *,
+    socs: list[float] | None = None,
+    capacity_wh: float = 100e3,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Keyword arrays for inverters of ±``inverter_w[i]`` and batteries of ±``battery_w[j]``
+    (SoC 50 % unless ``socs``, limits 10..90 %, no bands unless in ``overrides``),
+    linked by ``links`` (inverter index, battery index)."""
+    n = len(battery_w)
+    kw: dict[str, Any] = {
+        "inverter_lower_w": [-w for w in inverter_w],
+        "inverter_upper_w": list(inverter_w),
+        "battery_soc_pct": [50.0] * n if socs is None else socs,
+        "battery_soc_lower_pct": [10.0] * n,
+        "battery_soc_upper_pct": [90.0] * n,
+        "battery_capacity_wh": [capacity_wh] * n,
+        "battery_lower_w": [-w for w in battery_w],
+        "battery_upper_w": list(battery_w),
+        "links": np.array(links),
+    }
+    kw.update(overrides)
+    return kw
+
+
 def assert_in_allowed_set(kw: dict[str, Any], s: np.ndarray) -> None:
     """Every setpoint of a 1:1 fleet inside inverter and battery sets."""
     for lo, hi, el, eu in (
@@ -183,19 +211,13 @@ def test_links_none_means_one_to_one() -> None:
 
 
 def test_two_inverters_one_battery_split_respects_each_band() -> None:
-    kw = {
-        "inverter_lower_w": [-10e3, -50e3],
-        "inverter_upper_w": [10e3, 50e3],
-        "inverter_excl_lower_w": [-2e3, -8e3],
-        "inverter_excl_upper_w": [2e3, 8e3],
-        "battery_soc_pct": [50.0],
-        "battery_soc_lower_pct": [10.0],
-        "battery_soc_upper_pct": [90.0],
-        "battery_capacity_wh": [100e3],
-        "battery_lower_w": [-60e3],
-        "battery_upper_w": [60e3],
-        "links": np.array([[0, 0], [1, 0]]),
-    }
+    kw = group(
+        [10e3, 50e3],
+        [60e3],
+        [(0, 0), (1, 0)],
+        inverter_excl_lower_w=[-2e3, -8e3],
+        inverter_excl_upper_w=[2e3, 8e3],
+    )
     fleet = Fleet(**kw)
     assert fleet.n_groups == 1
     assert fleet.upper_w == 60e3
@@ -211,19 +233,15 @@ def test_two_inverters_one_battery_split_respects_each_band() -> None:
 
 
 def test_one_inverter_two_batteries_uses_summed_dc_bounds_and_widest_band() -> None:
-    kw = {
-        "inverter_lower_w": [-100e3],
-        "inverter_upper_w": [100e3],
-        "battery_soc_pct": [50.0, 60.0],
-        "battery_soc_lower_pct": [10.0, 10.0],
-        "battery_soc_upper_pct": [90.0, 90.0],
-        "battery_capacity_wh": [50e3, 50e3],
-        "battery_lower_w": [-20e3, -30e3],
-        "battery_upper_w": [20e3, 30e3],
-        "battery_excl_lower_w": [-1e3, -2e3],
-        "battery_excl_upper_w": [1e3, 2e3],
-        "links": np.array([[0, 0], [0, 1]]),
-    }
+    kw = group(
+        [100e3],
+        [20e3, 30e3],
+        [(0, 0), (0, 1)],
+        socs=[50.0, 60.0],
+        capacity_wh=50e3,
+        battery_excl_lower_w=[-1e3, -2e3],
+        battery_excl_upper_w=[1e3, 2e3],
+    )
     fleet = Fleet(**kw)
     assert fleet.upper_w == 50e3
     assert allocate(fleet, 80e3).setpoints_w.tolist() == [50e3]
@@ -234,18 +252,9 @@ def test_one_inverter_two_batteries_uses_summed_dc_bounds_and_widest_band() -> N
 
 
 def test_one_unavailable_inverter_of_a_pair_leaves_the_other() -> None:
-    kw = {
-        "inverter_lower_w": [-10e3, -10e3],
-        "inverter_upper_w": [10e3, 10e3],
-        "battery_soc_pct": [50.0],
-        "battery_soc_lower_pct": [10.0],
-        "battery_soc_upper_pct": [90.0],
-        "battery_capacity_wh": [100e3],
-        "battery_lower_w": [-60e3],
-        "battery_upper_w": [60e3],
-        "links": np.array([[0, 0], [1, 0]]),
-        "inverter_available": np.array([True, False]),
-    }
+    kw = group(
+        [10e3, 10e3], [60e3], [(0, 0), (1, 0)], inverter_available=np.array([True, False])
+    )
     res = allocate(Fleet(**kw), 15e3)
     assert res.status is AllocationStatus.SATURATED_UPPER
     assert res.setpoints_w.tolist() == [10e3, 0.0]
@@ -302,17 +311,13 @@ def test_unlinked_components_are_excluded() -> None:
 
 
 def test_battery_fault_excludes_whole_multi_battery_group() -> None:
-    kw = {
-        "inverter_lower_w": [-100e3, -100e3],
-        "inverter_upper_w": [100e3, 100e3],
-        "battery_soc_pct": [50.0, np.nan, 50.0],
-        "battery_soc_lower_pct": [10.0] * 3,
-        "battery_soc_upper_pct": [90.0] * 3,
-        "battery_capacity_wh": [50e3] * 3,
-        "battery_lower_w": [-20e3] * 3,
-        "battery_upper_w": [20e3] * 3,
-        "links": np.array([[0, 0], [0, 1], [1, 2]]),
-    }
+    kw = group(
+        [100e3, 100e3],
+        [20e3] * 3,
+        [(0, 0), (0, 1), (1, 2)],
+        socs=[50.0, np.nan, 50.0],
+        capacity_wh=50e3,
+    )
     res = allocate(Fleet(**kw), 30e3)
     assert res.setpoints_w.tolist() == [0.0, 20e3]
     assert res.battery_exclusion.tolist() == [
@@ -381,17 +386,7 @@ def test_links_none_with_unequal_counts_raises() -> None:
 
 def test_too_many_inverters_in_a_group_raises() -> None:
     m = distribution.MAX_GROUP_INVERTERS + 1
-    kw = {
-        "inverter_lower_w": np.full(m, -1.0),
-        "inverter_upper_w": np.full(m, 1.0),
-        "battery_soc_pct": [50.0],
-        "battery_soc_lower_pct": [10.0],
-        "battery_soc_upper_pct": [90.0],
-        "battery_capacity_wh": [1.0],
-        "battery_lower_w": [-1.0],
-        "battery_upper_w": [1.0],
-        "links": np.stack([np.arange(m), np.zeros(m, dtype=int)], axis=1),
-    }
+    kw = group([1.0] * m, [1.0], [(i, 0) for i in range(m)], capacity_wh=1.0)
     with pytest.raises(DistributionError, match="links"):
         Fleet(**kw)
 

@@ -9,19 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.lab.replay.errors import ReplayError
-from controller.lab.replay.harness import (
+from controller.lab.replay import (
+    BUNDLED_LOAD_CSV,
     FrequencyReplayOptions,
+    LoadProfile,
     PeakShavingReport,
+    ReplayError,
     aggregate_model,
     classify_intervals,
     fleet_models,
+    load_profile,
     make_frequency_trace,
     run_frequency_response,
     run_peak_shaving,
-    staircase,
 )
-from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
+from controller.lab.replay.harness import staircase
 from simulator.config import SiteConfig, load_site
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,25 +99,25 @@ def _tiny() -> SiteConfig:
     return site_from_dict(_tiny_doc(), "tiny")
 
 
-SimFactory = Callable[..., Any]
-
-
-async def _tiny_sim(sim_factory: SimFactory, faults: FaultConfig, **kw: Any) -> SimulatorServer:
-    kw.setdefault("time_scale", 3600.0)
-    srv: SimulatorServer = await sim_factory(_tiny(), faults=faults, **kw)
-    return srv
+Stub = mg_grpc.MicrogridStub
+TinySim = Callable[..., Awaitable[tuple[SimulatorServer, Stub]]]
 
 
 @pytest.fixture
-async def stub_for() -> AsyncIterator[Callable[[SimulatorServer], mg_grpc.MicrogridStub]]:
+async def tiny_sim(sim_factory: Callable[..., Any]) -> AsyncIterator[TinySim]:
+    """``await tiny_sim(faults, **kw)``: a server on the tiny site with ``faults``
+    (time_scale 3600 unless ``kw`` says otherwise) and a raw stub on it; the stubs'
+    channels are closed at teardown."""
     channels: list[grpc.aio.Channel] = []
 
-    def make(srv: SimulatorServer) -> mg_grpc.MicrogridStub:
+    async def start(faults: FaultConfig, **kw: Any) -> tuple[SimulatorServer, Stub]:
+        kw.setdefault("time_scale", 3600.0)
+        srv: SimulatorServer = await sim_factory(_tiny(), faults=faults, **kw)
         channel = grpc.aio.insecure_channel(srv.address)
         channels.append(channel)
-        return mg_grpc.MicrogridStub(channel)
+        return srv, mg_grpc.MicrogridStub(channel)
 
-    yield make
+    yield start
     for channel in channels:
         await channel.close()
 
@@ -428,11 +428,8 @@ def test_bounds_history_window() -> None:
 # --------------------------------------------------------------------------- over gRPC
 
 
-async def test_stream_end_fault_client_sees_unavailable_and_reconnects(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
-    srv = await _tiny_sim(sim_factory, FaultConfig(seed=1, stream_end_per_h=1.0))
-    stub = stub_for(srv)
+async def test_stream_end_fault_client_sees_unavailable_and_reconnects(tiny_sim: TinySim) -> None:
+    srv, stub = await tiny_sim(FaultConfig(seed=1, stream_end_per_h=1.0))
     async with asyncio.timeout(20):
         code = await _code_of(_drain(_telemetry(stub, 10)))
     assert code == grpc.StatusCode.UNAVAILABLE
@@ -445,14 +442,9 @@ async def test_stream_end_fault_client_sees_unavailable_and_reconnects(
     fresh.cancel()
 
 
-async def test_stream_stall_silences_a_component_then_resumes(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
+async def test_stream_stall_silences_a_component_then_resumes(tiny_sim: TinySim) -> None:
     # 1800 simulated s = 0.5 wall s per stall
-    srv = await _tiny_sim(
-        sim_factory, FaultConfig(seed=2, stream_stall_per_h=1.0, stream_stall_s=1800.0)
-    )
-    stub = stub_for(srv)
+    srv, stub = await tiny_sim(FaultConfig(seed=2, stream_stall_per_h=1.0, stream_stall_s=1800.0))
     times: list[float] = []
 
     async def read() -> None:
@@ -485,11 +477,10 @@ async def test_stream_stall_silences_a_component_then_resumes(
         assert ep["inverter_ids"] == [10]
 
 
-async def test_setpoint_delay_holds_the_call(sim_factory: SimFactory, stub_for: Any) -> None:
-    srv = await _tiny_sim(
-        sim_factory, FaultConfig(setpoint_delay_prob=1.0, setpoint_delay_s=0.3), time_scale=1.0
+async def test_setpoint_delay_holds_the_call(tiny_sim: TinySim) -> None:
+    srv, stub = await tiny_sim(
+        FaultConfig(setpoint_delay_prob=1.0, setpoint_delay_s=0.3), time_scale=1.0
     )
-    stub = stub_for(srv)
     t0 = time.monotonic()
     first = await _set_power(stub, 10, 5_000.0)
     held_s = time.monotonic() - t0
@@ -500,10 +491,9 @@ async def test_setpoint_delay_holds_the_call(sim_factory: SimFactory, stub_for: 
     assert stats["setpoints_accepted"] == 1
 
 
-async def test_setpoint_reject_after_validation(sim_factory: SimFactory, stub_for: Any) -> None:
+async def test_setpoint_reject_after_validation(tiny_sim: TinySim) -> None:
     cfg = FaultConfig(seed=5, setpoint_reject_prob=1.0)
-    srv = await _tiny_sim(sim_factory, cfg, time_scale=1.0)
-    stub = stub_for(srv)
+    srv, stub = await tiny_sim(cfg, time_scale=1.0)
     assert await _code_of(_set_power(stub, 10, 5_000.0)) == grpc.StatusCode.UNAVAILABLE
     # validation comes first: an out-of-bounds setpoint is still OUT_OF_RANGE and counted
     assert await _code_of(_set_power(stub, 10, 50_000.0)) == grpc.StatusCode.OUT_OF_RANGE
@@ -521,12 +511,9 @@ async def test_setpoint_reject_after_validation(sim_factory: SimFactory, stub_fo
     assert srv.stats()["first_setpoint_accepted_at_unix"] is not None
 
 
-async def test_setpoint_reject_probability_is_seeded(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
+async def test_setpoint_reject_probability_is_seeded(tiny_sim: TinySim) -> None:
     cfg = FaultConfig(seed=8, setpoint_reject_prob=0.5)
-    srv = await _tiny_sim(sim_factory, cfg, time_scale=1.0)
-    stub = stub_for(srv)
+    srv, stub = await tiny_sim(cfg, time_scale=1.0)
     outcomes = []
     codes = set()
     for k in range(30):
@@ -542,13 +529,8 @@ async def test_setpoint_reject_probability_is_seeded(
     assert srv.stats()["setpoints_rejected_injected"] == sum(outcomes)
 
 
-async def test_error_state_persists_until_ack_then_start(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
-    srv = await _tiny_sim(
-        sim_factory, FaultConfig(seed=4, error_state_per_h=0.5, detection_grace_s=0.0)
-    )
-    stub = stub_for(srv)
+async def test_error_state_persists_until_ack_then_start(tiny_sim: TinySim) -> None:
+    srv, stub = await tiny_sim(FaultConfig(seed=4, error_state_per_h=0.5, detection_grace_s=0.0))
     first = await _until(srv, lambda: _episodes(srv, "error_state"))
     srv.injecting = False
     episodes = _episodes(srv, "error_state")
@@ -624,16 +606,11 @@ def _check_corruption(msg: Any, kind: str, mode: str | None) -> None:
         assert has_bounds == (mode != "missing_bounds"), (metric, mode)
 
 
-async def test_bad_metric_episodes_corrupt_exactly_their_window(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
+async def test_bad_metric_episodes_corrupt_exactly_their_window(tiny_sim: TinySim) -> None:
     # 1440 simulated s = 0.4 wall s per episode; 2 components x 3/h = 6 episodes per wall s
-    srv = await _tiny_sim(
-        sim_factory,
-        FaultConfig(seed=5, bad_metric_per_h=3.0, bad_metric_s=1440.0),
-        telemetry_hz=20.0,
+    srv, stub = await tiny_sim(
+        FaultConfig(seed=5, bad_metric_per_h=3.0, bad_metric_s=1440.0), telemetry_hz=20.0
     )
-    stub = stub_for(srv)
     frames: dict[int, list[Any]] = {10: [], 11: []}
 
     async def read(cid: int) -> None:
@@ -679,15 +656,11 @@ def _flap_bounds(variant: str) -> tuple[float, float]:
     return -RATED_W * frac, RATED_W * frac
 
 
-async def test_bounds_flap_in_telemetry_and_enforced(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
+async def test_bounds_flap_in_telemetry_and_enforced(tiny_sim: TinySim) -> None:
     # 10800 simulated s = 3 wall s per flap; grace 0: every OUT_OF_RANGE counts
-    srv = await _tiny_sim(
-        sim_factory,
-        FaultConfig(seed=6, bounds_flap_per_h=1.0, bounds_flap_s=10_800.0, bounds_grace_s=0.0),
+    srv, stub = await tiny_sim(
+        FaultConfig(seed=6, bounds_flap_per_h=1.0, bounds_flap_s=10_800.0, bounds_grace_s=0.0)
     )
-    stub = stub_for(srv)
     stream = aiter(_telemetry(stub, 10))
     assert _bounds(await anext(stream), M.METRIC_AC_POWER_ACTIVE) == [(-RATED_W, RATED_W)]
     ep = (await _until(srv, lambda: _episodes(srv, "bounds_flap")))[0]
@@ -719,11 +692,8 @@ async def test_bounds_flap_in_telemetry_and_enforced(
     del msg
 
 
-async def test_out_of_bounds_only_if_never_advertised_within_grace(
-    sim_factory: SimFactory, stub_for: Any
-) -> None:
-    srv = await _tiny_sim(sim_factory, FaultConfig(bounds_grace_s=30.0), time_scale=1.0)
-    stub = stub_for(srv)
+async def test_out_of_bounds_only_if_never_advertised_within_grace(tiny_sim: TinySim) -> None:
+    srv, stub = await tiny_sim(FaultConfig(bounds_grace_s=30.0), time_scale=1.0)
     stream = aiter(_telemetry(stub, 10))
     assert _bounds(await anext(stream), M.METRIC_AC_POWER_ACTIVE) == [(-RATED_W, RATED_W)]
     srv.physics.limit_power(10, -2_000.0, 2_000.0)
@@ -741,8 +711,7 @@ async def test_out_of_bounds_only_if_never_advertised_within_grace(
     assert stats["per_component"]["10"]["out_of_bounds"] == 1
 
     # with no grace, the same race counts as out of bounds
-    strict = await _tiny_sim(sim_factory, FaultConfig(bounds_grace_s=0.0), time_scale=1.0)
-    stub2 = stub_for(strict)
+    strict, stub2 = await tiny_sim(FaultConfig(bounds_grace_s=0.0), time_scale=1.0)
     stream2 = aiter(_telemetry(stub2, 10))
     await anext(stream2)
     strict.physics.limit_power(10, -2_000.0, 2_000.0)

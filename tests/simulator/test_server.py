@@ -85,6 +85,22 @@ def _bounds(sample: ComponentDataSamples, metric: Metric) -> list[Bounds]:
     return next(s.bounds for s in sample.metric_samples if s.metric == metric)
 
 
+async def _set_active_raw(
+    srv: SimulatorServer, component: int, power_w: float, **extra: Any
+) -> list[Any]:
+    """Every response of one raw ``SetElectricalComponentPower`` call (active power);
+    ``extra`` are further request fields (e.g. ``request_lifetime``)."""
+    async with grpc.aio.insecure_channel(srv.address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+        request = mg_pb2.SetElectricalComponentPowerRequest(
+            electrical_component_id=component,
+            power_type=mg_pb2.POWER_TYPE_ACTIVE,
+            power=power_w,
+            **extra,
+        )
+        return [r async for r in stub.SetElectricalComponentPower(request)]
+
+
 async def test_microgrid_info(client: MicrogridApiClient) -> None:
     info = await client.get_microgrid_info()
     assert int(info.id) == 1
@@ -225,21 +241,11 @@ async def test_empty_metric_filter_is_invalid(sim: SimulatorServer) -> None:
 
 async def test_setpoint_accepted_success_and_soc_moves(sim_factory: Any) -> None:
     srv: SimulatorServer = await sim_factory(time_scale=20.0)
-    async with grpc.aio.insecure_channel(srv.address) as channel:
-        stub = mg_grpc.MicrogridStub(channel)
-        call = stub.SetElectricalComponentPower(
-            mg_pb2.SetElectricalComponentPowerRequest(
-                electrical_component_id=20,
-                power_type=mg_pb2.POWER_TYPE_ACTIVE,
-                power=-40_000.0,
-                request_lifetime=300,
-            )
-        )
-        statuses = [r.status async for r in call]
-        assert statuses == [
-            _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED,
-            _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS,
-        ]
+    responses = await _set_active_raw(srv, 20, -40_000.0, request_lifetime=300)
+    assert [r.status for r in responses] == [
+        _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED,
+        _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS,
+    ]
     row = srv.physics.inverter_row(20)
     assert srv.physics.inverter_power_w[row] == pytest.approx(-40_000.0)
     async with MicrogridApiClient(f"grpc://{srv.address}") as client:
@@ -481,17 +487,7 @@ async def test_reactive_power_setpoint(client: MicrogridApiClient, sim: Simulato
 
 async def test_accepted_response_carries_valid_until(sim_factory: Any) -> None:
     srv: SimulatorServer = await sim_factory(time_scale=10.0)
-    async with grpc.aio.insecure_channel(srv.address) as channel:
-        stub = mg_grpc.MicrogridStub(channel)
-        call = stub.SetElectricalComponentPower(
-            mg_pb2.SetElectricalComponentPowerRequest(
-                electrical_component_id=10,
-                power_type=mg_pb2.POWER_TYPE_ACTIVE,
-                power=-10_000.0,
-            )
-        )
-        responses = [r async for r in call]
-    first = responses[0]
+    first = (await _set_active_raw(srv, 10, -10_000.0))[0]
     assert first.status == _STATUS.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED
     # default lifetime 60 simulated s = 6 wall s at time_scale 10
     now = time.time()
