@@ -33,6 +33,14 @@ _logger = logging.getLogger(__name__)
 _TOL_W = 1e-6
 
 
+def _nan_to(values: FloatArray, nan: float) -> FloatArray:
+    """`np.nan_to_num(values, nan=nan)` (±inf → ±max float), skipped when all are finite."""
+    if np.isfinite(values).all():
+        return values
+    result: FloatArray = np.nan_to_num(values, nan=nan)
+    return result
+
+
 @dataclass(frozen=True)
 class FleetIndex:
     """The battery fleet's place in the state table (index i = the i-th inverter/battery)."""
@@ -148,12 +156,18 @@ class RoundPlanner:
         """Changes up to this are not re-sent (W)."""
         self.renew_after_ns: int = int(renew_after_s * 1e9)
         """Unchanged setpoints are re-sent after this age (ns)."""
+        self._last_fleet: _dist.Fleet | None = None
+        self._last_key: bytes = b""
 
     def build_fleet(self, now_ns: int) -> tuple[_dist.Fleet, BoolArray, BoolArray]:
         """Snapshot the state table into a `distribution.Fleet`.
 
         Its `lower_w`/`upper_w` are the fleet's bounds everywhere in gridloop
-        (the measurements' and the power manager's too).
+        (the measurements' and the power manager's too). Building a `Fleet` is
+        the costly part of a control cycle (its per-group sets are precomputed),
+        and a cycle needs it twice at the same instant (the measurements' bounds,
+        then the allocation): when the fleet's inputs are bit for bit those of
+        the previous call, the previous `Fleet` (immutable) is returned.
 
         Args:
             now_ns: Current monotonic time (health rules).
@@ -175,22 +189,25 @@ class RoundPlanner:
             return np.where(mask & np.isfinite(a), a, fill)
 
         soc = t.soc_pct[br]
-        fleet = _dist.Fleet(
-            inverter_lower_w=z(t.power_lower_w[ir], inv_ok, 0.0),
-            inverter_upper_w=z(t.power_upper_w[ir], inv_ok, 0.0),
-            inverter_excl_lower_w=z(t.power_excl_lower_w[ir], inv_ok, 0.0),
-            inverter_excl_upper_w=z(t.power_excl_upper_w[ir], inv_ok, 0.0),
-            battery_soc_pct=np.where(np.isfinite(soc), soc, 50.0),
-            battery_soc_lower_pct=np.nan_to_num(t.soc_lower_pct[br], nan=0.0),
-            battery_soc_upper_pct=np.nan_to_num(t.soc_upper_pct[br], nan=100.0),
-            battery_capacity_wh=z(t.capacity_wh[br], bat_ok, 1.0),
-            battery_lower_w=z(t.power_lower_w[br], bat_ok, -1e12),
-            battery_upper_w=z(t.power_upper_w[br], bat_ok, 1e12),
-            links=ix.links,
-            inverter_available=inv_ok,
-            battery_available=bat_ok,
-        )
-        return fleet, inv_ok, bat_ok
+        arrays: dict[str, FloatArray | BoolArray] = {
+            "inverter_lower_w": z(t.power_lower_w[ir], inv_ok, 0.0),
+            "inverter_upper_w": z(t.power_upper_w[ir], inv_ok, 0.0),
+            "inverter_excl_lower_w": z(t.power_excl_lower_w[ir], inv_ok, 0.0),
+            "inverter_excl_upper_w": z(t.power_excl_upper_w[ir], inv_ok, 0.0),
+            "battery_soc_pct": np.where(np.isfinite(soc), soc, 50.0),
+            "battery_soc_lower_pct": _nan_to(t.soc_lower_pct[br], 0.0),
+            "battery_soc_upper_pct": _nan_to(t.soc_upper_pct[br], 100.0),
+            "battery_capacity_wh": z(cap, bat_ok, 1.0),
+            "battery_lower_w": z(t.power_lower_w[br], bat_ok, -1e12),
+            "battery_upper_w": z(t.power_upper_w[br], bat_ok, 1e12),
+            "inverter_available": inv_ok,
+            "battery_available": bat_ok,
+        }
+        key = b"".join(a.tobytes() for a in arrays.values())
+        if self._last_fleet is None or key != self._last_key:
+            self._last_fleet = _dist.Fleet(links=ix.links, **arrays)
+            self._last_key = key
+        return self._last_fleet, inv_ok.copy(), bat_ok.copy()
 
     def check_bounds(self, sp: FloatArray) -> BoolArray:
         """Independent re-check: True where a non-zero setpoint violates the snapshot bounds."""

@@ -15,26 +15,28 @@ Offers:
   :class:`FrequencyTrace` — frequency response on a seeded trace with step events.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
+
+Modules: ``peak`` (peak-shaving replay), ``frequency`` (frequency-response replay
+and its trace), ``reports`` (both results), ``fleet`` (LP models of a site),
+``stepping`` (what both replays share), ``transport`` (the production control
+cycle against the physics), ``optimum``, ``loader``; ``harness`` re-exports the
+replays' names for existing imports.
 * :class:`ReplayError` — the package's one error type (one-line messages).
 * ``controller.lab.replay.cli.main`` — the ``gridloop replay`` command.
 """
 
 from controller.lab.replay.errors import ReplayError
-from controller.lab.replay.harness import (
+from controller.lab.replay.fleet import aggregate_model, fleet_models
+from controller.lab.replay.frequency import (
     FrequencyReplayOptions,
-    FrequencyResponseReport,
     FrequencyTrace,
-    PeakReplayOptions,
-    PeakShavingReport,
-    aggregate_model,
-    classify_intervals,
-    fleet_models,
     make_frequency_trace,
     run_frequency_response,
-    run_peak_shaving,
 )
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.lab.replay.peak import PeakReplayOptions, classify_intervals, run_peak_shaving
+from controller.lab.replay.reports import FrequencyResponseReport, PeakShavingReport
 
 __all__ = [
     "BUNDLED_LOAD_CSV",

@@ -7,10 +7,10 @@ Usage::
                     [--limit optimal|WATTS] [--summary-json FILE]
                     [--fr-trace SPEC|none] [--seed N] [--no-peak] [--check] [--no-progress]
 
-Runs the peak-shaving replay (:func:`~controller.lab.replay.harness.run_peak_shaving`)
+Runs the peak-shaving replay (:func:`~controller.lab.replay.peak.run_peak_shaving`)
 on a load profile — by default the bundled month of a metal-processing
 business, scaled to a 400 kW peak — and the frequency-response replay
-(:func:`~controller.lab.replay.harness.run_frequency_response`) on a seeded trace,
+(:func:`~controller.lab.replay.frequency.run_frequency_response`) on a seeded trace,
 prints the results as tables and optionally writes them as JSON.
 
 ``--config`` takes a site TOML (``[[component]]`` tables, as in
@@ -39,15 +39,14 @@ from typing import Any
 
 from controller.cli_args import OneLineParser
 from controller.lab.replay.errors import ReplayError
-from controller.lab.replay.harness import (
+from controller.lab.replay.frequency import (
     FrequencyReplayOptions,
-    FrequencyResponseReport,
-    PeakShavingReport,
     make_frequency_trace,
     run_frequency_response,
-    run_peak_shaving,
 )
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
+from controller.lab.replay.peak import run_peak_shaving
+from controller.lab.replay.reports import FrequencyResponseReport, PeakShavingReport
 
 __all__ = ["DEFAULT_DAYS", "DEFAULT_LOAD_PEAK_W", "TARGETS", "main"]
 
@@ -267,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
             def ps_cb(done: float, total: float) -> None:
                 progress.update(task, completed=done / total if total else 1.0)
 
-            from controller.lab.replay.harness import PeakReplayOptions
+            from controller.lab.replay.peak import PeakReplayOptions
 
             ps_report = run_peak_shaving(site, load, limit_w=limit, seed=args.seed,
                                          options=PeakReplayOptions(**settings),

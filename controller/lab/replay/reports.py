@@ -1,0 +1,160 @@
+"""The results of the replays: control quality as numbers, and the samples behind them.
+
+* :class:`PeakShavingReport` — of :func:`~controller.lab.replay.peak.run_peak_shaving`.
+* :class:`FrequencyResponseReport` — of
+  :func:`~controller.lab.replay.frequency.run_frequency_response`.
+* :class:`Report` — what both offer: :meth:`Report.summary`, the scalar fields as JSON.
+
+Units and signs: W, Wh, %, Hz, s; + = importing / charging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FloatArray", "FrequencyResponseReport", "PeakShavingReport", "Report"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A replay's report: scalar results plus sample arrays (left out of :meth:`summary`)."""
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar results as a JSON-ready dict (tuples as lists, no sample arrays)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+@dataclass(frozen=True)
+class PeakShavingReport(Report):
+    """Control quality of a peak-shaving replay (W, %, s; + = import).
+
+    Peaks are the largest *interval mean* import (15-min means for 15-min data:
+    what a demand charge bills and what the load data describes); the
+    instantaneous maximum is in :attr:`peak_import_w_instant`.
+    """
+
+    peak_import_w_uncontrolled: float
+    """Peak of the load alone (no batteries)."""
+    peak_import_w_optimal: float
+    """Perfect-foresight optimum peak (LP, the fleet as one battery)."""
+    peak_import_w: float
+    """Peak import achieved by the controller."""
+    peak_import_w_optimal_groups: float
+    """Optimum with one battery per group (own limits and efficiencies; nan if not solved).
+    At most the aggregate optimum: it may favour the most efficient group, which
+    SoC-balancing distribution does not do."""
+    peak_import_w_instant: float
+    """Largest instantaneous import (includes the sub-second transients at load steps)."""
+    import_limit_w: float
+    """The limit the controller ran with."""
+    reduction_optimal_w: float
+    """``uncontrolled − optimal``."""
+    reduction_achieved_w: float
+    """``uncontrolled − achieved``."""
+    reduction_achieved_pct_of_optimal: float
+    """``100 × achieved / optimal`` reduction (100 when the optimum is no reduction)."""
+    intervals_total: int
+    """Metering intervals (one per load-profile sample) replayed."""
+    intervals_above_limit: int
+    """Intervals whose mean import exceeded the limit by more than the tolerance."""
+    intervals_above_limit_avoidable: int
+    """Of those, intervals in which the excess the fleet could have covered at the time
+    (it had the discharge power and so the energy) averages above the tolerance."""
+    intervals_with_excursion: int
+    """Intervals with any instantaneous sample above limit + tolerance (transients
+    included: a load step is answered within a cycle plus the inverter delay)."""
+    above_limit_tolerance_w: float
+    """Tolerance used for "above the limit"."""
+    max_excess_w: float
+    """Largest interval-mean import above the limit (0 if never above)."""
+    energy_above_limit_wh: float
+    """Energy imported above the limit (instantaneous excess, integrated)."""
+    soc_min_pct: float
+    """Lowest fleet SoC (capacity-weighted)."""
+    soc_max_pct: float
+    """Highest fleet SoC."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time replayed."""
+    wall_s: float
+    """Wall time of the replay (information only)."""
+    lp_wall_s: float
+    """Wall time of the LP (information only)."""
+    lp_status: str
+    """HiGHS status message."""
+    load: dict[str, Any] = field(default_factory=dict)
+    """Where the load came from: file, column, start, days, step, scale."""
+    interval_mean_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Mean grid import per interval."""
+    time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Sample times (s since the start)."""
+    grid_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Grid power at the samples."""
+    load_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Uncontrolled grid power (= load) at the samples."""
+    battery_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Battery inverter AC power at the samples."""
+    soc_pct: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Fleet SoC at the samples."""
+
+
+@dataclass(frozen=True)
+class FrequencyResponseReport(Report):
+    """Control quality of a frequency-response replay (W, %, s, Hz)."""
+
+    reserved_power_w: float
+    """Power at full activation."""
+    rms_error_pct: float
+    """RMS of delivered − required as % of the reserve, outside the activation windows."""
+    rms_error_pct_all: float
+    """The same over every sample, activation windows included."""
+    max_abs_error_pct: float
+    """Largest |delivered − required| outside the activation windows, % of reserve."""
+    activation_time_s: list[float]
+    """Per step edge: time from the edge to full activation (nan if never)."""
+    activation_time_max_s: float
+    """Largest of those."""
+    fr_energy_required_wh: float
+    """∫ |required| dt."""
+    fr_energy_delivered_wh: float
+    """∫ |delivered| dt."""
+    soc_band_pct: tuple[float, float]
+    """SoC band that holds the reserve for the configured duration both ways."""
+    soc_in_band_pct: float
+    """Share of the time the fleet SoC was inside the band (%)."""
+    soc_min_pct: float
+    """Lowest fleet SoC."""
+    soc_max_pct: float
+    """Highest fleet SoC."""
+    hold_duration_s: float
+    """Configured hold duration."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time replayed."""
+    wall_s: float
+    """Wall time (information only)."""
+    events: list[dict[str, float]] = field(default_factory=list)
+    """The trace's events (start, duration, delta, ramp)."""
+    time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Sample times."""
+    frequency_hz: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Frequency at the samples."""
+    required_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Required power at the samples (+ = charging)."""
+    delivered_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Delivered battery AC power at the samples."""
