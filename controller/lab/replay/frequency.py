@@ -30,7 +30,11 @@ from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.reports import FloatArray, FrequencyResponseReport
 from controller.lab.replay.stepping import ControlOptions, PhysicsTruth, ProgressCallback
 from controller.lab.replay.transport import PhysicsTransport, replay_control
-from controller.runtime.strategies import FrequencyResponseConfig, frequency_response_wish, soc_band_pct
+from controller.runtime.strategies import (
+    FrequencyResponseConfig,
+    frequency_response_wish,
+    soc_band_pct,
+)
 from simulator.config import FrequencyConfig, FrequencyEvent, LoadConfig, SiteConfig
 from simulator.physics import SitePhysics
 
