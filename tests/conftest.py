@@ -9,7 +9,7 @@
   server (``site`` = a `SiteConfig`, a path, or None for the default site;
   kwargs go to `SimulatorServer`), all stopped at teardown.
 
-Helpers that are not fixtures live in ``tests/testkit.py`` (``from testkit import ...``).
+Helpers that are not fixtures live in ``tests/support/testkit.py`` (``from testkit import ...``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from simulator.server import SimulatorServer
 SimFactory = Callable[..., Awaitable[SimulatorServer]]
 
 # Shared helper modules (``testkit``) import by name: `--import-mode=importlib` puts
-# no test folder on sys.path.
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+# no test folder on sys.path. Only ``tests/support`` goes there: ``tests/`` itself
+# would make its ``actors/``, ``controller/``… folders shadow the real packages
+# (as namespace packages) wherever the project is not on sys.path.
+_SUPPORT = str(Path(__file__).resolve().parent / "support")
+if _SUPPORT not in sys.path:
+    sys.path.insert(0, _SUPPORT)
 
 
 @pytest.fixture
