@@ -136,6 +136,11 @@ async def _count(port: int, ids: list[int], warmup_s: float, window_s: float) ->
 
         tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(ids)]
         try:
+            # The window starts once every stream is flowing (a loaded machine may
+            # take longer than the warm-up to open them), then after the warm-up.
+            deadline = asyncio.get_running_loop().time() + 30.0
+            while min(counts) == 0 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
             await asyncio.sleep(warmup_s)
             start = sum(counts)
             await asyncio.sleep(window_s)
