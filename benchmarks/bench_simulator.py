@@ -13,6 +13,7 @@ Run: ``/work/venv/bin/pytest benchmarks/bench_simulator.py -s``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -120,6 +121,7 @@ class _ServerProcess:
 async def _count(port: int, ids: list[int], warmup_s: float, window_s: float) -> int:
     """Open one stream per id, count raw messages received during ``window_s``."""
     counts = [0] * len(ids)
+    flowing = asyncio.Event()  # every stream has delivered a message
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         method = channel.unary_stream(
             METHOD,
@@ -133,14 +135,15 @@ async def _count(port: int, ids: list[int], warmup_s: float, window_s: float) ->
             )
             async for _ in method(req):
                 counts[i] += 1
+                if counts[i] == 1 and min(counts) > 0:
+                    flowing.set()
 
         tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(ids)]
         try:
             # The window starts once every stream is flowing (a loaded machine may
             # take longer than the warm-up to open them), then after the warm-up.
-            deadline = asyncio.get_running_loop().time() + 30.0
-            while min(counts) == 0 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flowing.wait(), 30.0)
             await asyncio.sleep(warmup_s)
             start = sum(counts)
             await asyncio.sleep(window_s)
