@@ -8,9 +8,14 @@ Subcommands:
 - ``gridloop replay``: peak-shaving / frequency-response quality on recorded
   load data, against the perfect-foresight optimum (virtual clock, no gRPC).
 - ``gridloop report``: render a ``--record`` CSV into a PNG report.
+- ``gridloop bench``: dispatch-latency benchmark against the simulator.
 
 Errors in what the user gave (flags, config files, an unreachable server) end
 the command with one line on stderr and exit status 2, never a traceback.
+``gridloop run`` also exits 1 (runtime error or lost output), 3 (the server came
+back as another site), 4 (another client commands the site) or 5 (the safe
+stop's 0 W was not confirmed by every inverter): see
+:func:`controller.run.run_main`.
 """
 
 from __future__ import annotations
