@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from testkit import FAST, connect_site, wait_until
 
-from actors import ContentionRule, OptionsError, RuntimeOptions, Site, SiteIdentity
+from actors import (
+    ContentionRule,
+    OptionsError,
+    OutcomeKind,
+    RuntimeOptions,
+    Site,
+    SiteIdentity,
+)
 from actors._graph import CAT_BATTERY, CAT_INVERTER, CAT_METER, INV_BATTERY, INV_PV
 from actors._identity import summarize
 from simulator.config import SiteConfig, load_site
@@ -103,6 +110,19 @@ async def _wait(coro: Any) -> Any:
     return await asyncio.wait_for(coro, HANG_GUARD_S)
 
 
+async def _refused_while_held(site: Site, targets: tuple[float, ...]) -> None:
+    """Each request gets its outcome, and each outcome says the setpoints are held."""
+    results = site.new_result_receiver()
+    for target in targets:
+        site.request_power(target)
+        outcome = await _wait(results.receive())
+        while outcome.target_w != target:  # an outcome of an earlier request
+            outcome = await _wait(results.receive())
+        assert outcome.kind is OutcomeKind.ERROR, outcome
+        assert outcome.message.startswith("setpoints held: "), outcome
+        assert outcome.sent == 0, outcome
+
+
 @pytest.mark.integration
 async def test_a_server_restarted_with_another_site_gets_no_setpoint(
     sim_factory: Any, another_site: SiteConfig
@@ -131,9 +151,7 @@ async def test_a_server_restarted_with_another_site_gets_no_setpoint(
         assert line.startswith("site changed after reconnect: microgrid id 1 → 2, ")
         assert "component 10 was a battery inverter and is now a PV inverter" in line
         assert site.stats().site_changed == site.site_changed
-        for target in (30_000.0, -30_000.0):
-            site.request_power(target)
-            await asyncio.sleep(0.05)
+        await _refused_while_held(site, (30_000.0, -30_000.0))
     # Left the site (the safe stop): not even 0 W went to the new site.
     assert srv2.stats()["setpoints_received"] == 0, srv2.stats()
 
@@ -200,8 +218,6 @@ async def test_two_sites_on_one_simulator_the_overridden_one_stops(sim: Simulato
         assert sum(stats.overridden_by_others.values()) >= FAST.contention_overrides
         # It stops commanding at once: no new setpoint leaves, whatever is asked.
         sent = loser.dispatcher.stats.setpoints_sent
-        for target in (10_000.0, -10_000.0, 20_000.0):
-            loser.request_power(target)
-            await asyncio.sleep(0.05)
+        await _refused_while_held(loser, (10_000.0, -10_000.0, 20_000.0))
         assert loser.dispatcher.stats.setpoints_sent == sent
         assert loser.dispatcher.held is not None
