@@ -253,6 +253,11 @@ class Dispatcher(SetpointBook):
         """The first hold set now (None: setpoints may be sent)."""
         return next(iter(self._holds), None)
 
+    @property
+    def zero_held(self) -> str | None:
+        """The first hold that withholds even 0 W (None: 0 W may be sent)."""
+        return next((reason for reason, zero_ok in self._holds.items() if not zero_ok), None)
+
     def _fail(
         self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True
     ) -> None:
@@ -352,7 +357,7 @@ class Dispatcher(SetpointBook):
     ) -> tuple[list[int], list[float]]:
         """What the holds let through: the `started` calls (already on the wire),
         then only the 0 W setpoints, and those only if every hold allows them."""
-        zero_ok = all(self._holds.values())
+        zero_ok = self.zero_held is None
         keep = [k for k in range(started, len(indices)) if zero_ok and powers_w[k] == 0.0]
         return (
             indices[:started] + [indices[k] for k in keep],

@@ -303,6 +303,8 @@ class SiteGuard(Actor):
             if changes:
                 self.changed = summarize(changes)
                 self._dispatcher.hold(HOLD_SITE_CHANGED)
+                # Checked: not unverified any more, but changed (still no setpoint).
+                self._dispatcher.release(HOLD_UNVERIFIED)
                 self._on_changed(self.changed)
                 return
             if not self._wanted.is_set():

@@ -124,11 +124,14 @@ class SafeStopResult:
     failed: dict[int, str] = field(default_factory=dict)
     """Inverters that did not acknowledge the 0 W, with the reason (gRPC status,
     response status, or SHUTDOWN_TIMEOUT when the round's bound ran out)."""
+    withheld: str | None = None
+    """The hold that kept the 0 W from going out at all (e.g. the server turned out
+    to be another site), or None. The `commanded` inverters then got nothing."""
 
     @property
     def ok(self) -> bool:
         """Whether every commanded inverter acknowledged 0 W."""
-        return not self.failed
+        return not self.failed and self.withheld is None
 
     def describe(self, max_ids: int = 10) -> str:
         """One line for logs and summaries: how many failed, which, and why.
@@ -142,6 +145,11 @@ class SafeStopResult:
         Returns:
             E.g. ``0 W not confirmed by 2 of 5 inverters: 10, 20 (DEADLINE_EXCEEDED 2)``.
         """
+        if self.withheld is not None:
+            return (
+                f"0 W withheld from the {self.commanded} inverters holding a setpoint of ours"
+                f" (setpoints held: {self.withheld}); their setpoints end with their lifetimes"
+            )
         if not self.failed:
             return f"0 W confirmed by all {self.commanded} commanded inverters"
         ids = sorted(self.failed)
@@ -459,6 +467,11 @@ class Site:
                and d.last_w[i] != 0.0 and not down[i]]
         if not idx:
             self.safe_stop = SafeStopResult(commanded=0)
+            return
+        if (why := d.zero_held) is not None:
+            # Nothing may reach this server, not even 0 W: say so, never "confirmed".
+            self.safe_stop = SafeStopResult(commanded=len(idx), withheld=why)
+            _logger.warning("safe stop: %s", self.safe_stop.describe())
             return
         # Unconfirmed until acknowledged: if the round's bound runs out, what is
         # still unknown is what failed.

@@ -415,4 +415,5 @@ def _summary(
         safe_stop_commanded=safe_stop.commanded,
         safe_stop_failed=len(safe_stop.failed),
         safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},
+        safe_stop_withheld=safe_stop.withheld,
     )

@@ -91,14 +91,19 @@ class RunSummary:
     safe_stop_commanded: int = 0
     """Battery inverters the safe stop sent 0 W (those holding a non-zero setpoint of ours)."""
     safe_stop_failed: int = 0
-    """How many of them did not acknowledge it: non-zero makes ``gridloop run`` exit 3."""
+    """How many of them did not acknowledge it: non-zero makes ``gridloop run`` exit 5."""
     safe_stop_failed_ids: dict[str, str] = field(default_factory=dict)
     """Each of them (id → reason), all of them (the printed line names the first few)."""
+    safe_stop_withheld: str | None = None
+    """The hold that kept the safe stop's 0 W from going out at all (None: it was sent).
+    Exit 5 too, unless the hold is the site having changed (exit 3 says why)."""
 
     def safe_stop(self) -> SafeStopResult:
         """The safe stop's 0 W round as the runtime reported it (for its one-line description)."""
         failed = {int(k): v for k, v in self.safe_stop_failed_ids.items()}
-        return SafeStopResult(commanded=self.safe_stop_commanded, failed=failed)
+        return SafeStopResult(
+            commanded=self.safe_stop_commanded, failed=failed, withheld=self.safe_stop_withheld
+        )
     setpoints_overridden: dict[str, int] = field(default_factory=dict)
     """Setpoints of ours overridden by another client's, by inverter id."""
     another_client: str | None = None
@@ -116,7 +121,8 @@ class RunSummary:
 
         5 the safe stop failed, 3 site changed, 4 another client, else 0.
         """
-        if self.safe_stop_failed:
+        withheld = self.safe_stop_withheld is not None and self.site_changed is None
+        if self.safe_stop_failed or withheld:
             return EXIT_SAFE_STOP_FAILED
         if self.site_changed is not None:
             return EXIT_SITE_CHANGED
@@ -184,7 +190,7 @@ class RunSummary:
             lines.append(f"  STOPPED          {self.another_client}")
         if self.site_changed is not None:
             lines.append(f"  STOPPED          site changed after reconnect: {self.site_changed}")
-        if self.safe_stop_failed:
+        if self.safe_stop_failed or self.safe_stop_withheld is not None:
             lines.append(f"  SAFE STOP FAILED {self.safe_stop().describe()}")
         elif self.safe_stop_commanded:
             lines.append(f"  safe stop        {self.safe_stop().describe()}")

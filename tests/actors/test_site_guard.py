@@ -24,7 +24,7 @@ from actors import (
     SiteIdentity,
 )
 from actors._graph import CAT_BATTERY, CAT_INVERTER, CAT_METER, INV_BATTERY, INV_PV
-from actors._identity import summarize
+from actors._identity import HOLD_SITE_CHANGED, summarize
 from simulator.config import SiteConfig, load_site
 from simulator.server import SimulatorServer
 
@@ -154,6 +154,13 @@ async def test_a_server_restarted_with_another_site_gets_no_setpoint(
         await _refused_while_held(site, (30_000.0, -30_000.0))
     # Left the site (the safe stop): not even 0 W went to the new site.
     assert srv2.stats()["setpoints_received"] == 0, srv2.stats()
+    # ... and the safe stop says so instead of claiming a confirmed 0 W.
+    stop = site.safe_stop
+    assert stop is not None
+    assert stop.withheld == HOLD_SITE_CHANGED
+    assert stop.commanded > 0
+    assert not stop.ok
+    assert stop.describe().startswith(f"0 W withheld from the {stop.commanded} inverters")
 
 
 @pytest.mark.integration

@@ -372,6 +372,30 @@ def test_summary_without_soc_says_na_not_inf() -> None:
     assert "fleet SoC        n/a (no battery SoC was measured)" in summary.render()
 
 
+
+def test_a_withheld_safe_stop_is_a_failed_one_unless_the_site_changed() -> None:
+    from controller.runtime.summary import EXIT_SAFE_STOP_FAILED, EXIT_SITE_CHANGED, RunSummary
+
+    summary = RunSummary(
+        api_url="grpc://x:1", embedded=False, duration_s=1.0, simulated_s=1.0, time_scale=1.0,
+        import_limit_w=None, peak_import_w_uncontrolled=0.0, peak_import_w=0.0,
+        peak_import_w_instant_uncontrolled=0.0, peak_import_w_instant=0.0,
+        fr_energy_required_wh=0.0, fr_energy_delivered_wh=0.0, setpoints_sent=4,
+        setpoints_failed=0, setpoints_failed_by_reason={}, setpoints_out_of_bounds=None,
+        dispatch_latency_ms={"p50": 1.0, "p99": 1.0, "max": 1.0},
+        soc_min_pct=50.0, soc_max_pct=50.0, grid_samples=5, cycle_overruns=0,
+        reconnects=1, excluded_at_end={}, safe_stop_commanded=4,
+        safe_stop_withheld="unverified-site",
+    )
+    # A reconnect still unchecked at the stop: nothing was sent, the inverters keep ours.
+    assert summary.exit_status == EXIT_SAFE_STOP_FAILED
+    assert "SAFE STOP FAILED 0 W withheld from the 4 inverters" in summary.render()
+    # The server is another site: withholding is the point, and exit 3 says why.
+    summary.site_changed = "microgrid id 1 → 2"
+    summary.safe_stop_withheld = "site-changed"
+    assert summary.exit_status == EXIT_SITE_CHANGED
+
+
 def test_a_run_too_short_for_a_cycle_prints_na_and_writes_null(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
     proc = gridloop("run", "--duration", "1e-9", "--summary-json", str(summary_path))

@@ -95,6 +95,10 @@ async def test_run_stops_with_one_line_when_the_server_comes_back_as_another_sit
     assert data["site_changed"].startswith("microgrid id 1 → 2")
     assert data["another_client"] is None
     assert "STOPPED" in out.decode()
+    # The safe stop says the 0 W was withheld, never that it was confirmed.
+    assert data["safe_stop_withheld"] == "site-changed"
+    assert "0 W withheld from the" in out.decode()
+    assert "0 W confirmed" not in out.decode()
 
 
 async def test_two_gridloop_runs_on_one_site_the_overridden_one_stops_and_says_so(
