@@ -137,9 +137,6 @@ class PowerDistributor(Actor):
             name: Actor name.
         """
         super().__init__(name)
-        self._graph = graph
-        self._table = table
-        self._health = health
         self.dispatcher: Dispatcher = dispatcher
         """The dispatcher."""
         self._realloc_s = reallocate_interval_s

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.lab.replay.harness import (
+from controller.lab.replay import (
     aggregate_model,
     fleet_models,
     make_frequency_trace,

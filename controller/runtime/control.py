@@ -34,7 +34,7 @@ from actors import (
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.records import CycleRecord, GroupRecord
-from controller.runtime.strategies import FrequencyResponse, Strategy, StrategyInputs
+from controller.runtime.strategies import FrequencyResponse, Strategy
 from controller.runtime.summary import Accumulator
 
 _LOG = logging.getLogger("gridloop.controller")
@@ -148,10 +148,6 @@ class Controller:
         return self.cycle.target_w
 
     # ------------------------------------------------------------------ inputs
-    def inputs(self, m: SiteMeasurements) -> StrategyInputs:
-        """The strategies' view of the site from one measurement snapshot."""
-        return self.cycle.inputs(m)
-
     def fr_required_w(self, m: SiteMeasurements) -> float:
         """Droop power frequency response asks for at the measured frequency (0 if off)."""
         if self._fr is None or not math.isfinite(m.grid_frequency_hz):

@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 
 from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
-from actors.power_manager import MergeResult, Wish, merge
+from actors.power_manager import Wish, merge
 from controller.runtime.config import GridloopConfig
 from controller.runtime.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
 
@@ -56,8 +56,6 @@ class ControlCycle:
         """What the last merge granted each strategy (W)."""
         self.target_w: float = 0.0
         """The last merged fleet target (W, + = charging)."""
-        self.last_merge: MergeResult | None = None
-        """The last merge (None before the first step)."""
 
     @classmethod
     def from_config(cls, config: GridloopConfig) -> ControlCycle:
@@ -131,7 +129,6 @@ class ControlCycle:
             _LOG.warning("wish of %s ignored: %s", source, reason)
         if result.fleet_error:
             _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
-        self.last_merge = result
         self.granted = dict(result.granted)
         self.target_w = result.target_w
         return result.target_w

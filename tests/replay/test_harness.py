@@ -1,4 +1,4 @@
-"""controller.lab.replay.harness: peak shaving vs the LP optimum, frequency response on a trace."""
+"""controller.lab.replay (peak, frequency): peak shaving vs the LP optimum; FR on a trace."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from controller.lab.replay import (
     run_frequency_response,
     run_peak_shaving,
 )
-from controller.lab.replay.harness import staircase
+from controller.lab.replay.peak import staircase
 from simulator.config import SiteConfig, load_site
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

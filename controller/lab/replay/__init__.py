@@ -19,8 +19,7 @@ Offers:
 Modules: ``peak`` (peak-shaving replay), ``frequency`` (frequency-response replay
 and its trace), ``reports`` (both results), ``fleet`` (LP models of a site),
 ``stepping`` (what both replays share), ``transport`` (the production control
-cycle against the physics), ``optimum``, ``loader``; ``harness`` re-exports the
-replays' names for existing imports.
+cycle against the physics), ``optimum``, ``loader``.
 * :class:`ReplayError` — the package's one error type (one-line messages).
 * ``controller.lab.replay.cli.main`` — the ``gridloop replay`` command.
 """
