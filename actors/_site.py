@@ -206,7 +206,7 @@ class Site:
         self._notifier = FreshNotifier()
         self.telemetry: TelemetryActor = self._new_telemetry()
         """The telemetry actor."""
-        self._inv_index = {c: k for k, c in enumerate(graph.battery_inverter_ids)}
+        self._inv_index = {c: k for k, c in enumerate(self.core.index.inverter_ids)}
         self.dispatcher: Dispatcher = self._new_dispatcher()
         """Sends the setpoints."""
         self.guard: SiteGuard | None = self._new_guard(identity) if identity is not None else None
@@ -259,12 +259,12 @@ class Site:
 
     def _new_dispatcher(self) -> Dispatcher:
         """The dispatcher of every battery inverter's setpoints."""
-        inv_ids = list(self.graph.battery_inverter_ids)
+        ix = self.core.index
         return Dispatcher(
             self.client,
             self.health,
-            inv_ids,
-            np.array([self.state.row_of[i] for i in inv_ids], dtype=np.int64),
+            ix.inverter_ids,
+            ix.inv_rows,
             lifetime_s=int(self.options.setpoint_lifetime_s),
             timeout_s=self.options.call_timeout_s,
             on_fatal=self._on_fatal,
