@@ -27,7 +27,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 from google.protobuf import empty_pb2
 
-from ._errors import ApiError, OptionsError
+from ._errors import REFUSED_STATUSES, ApiError, OptionsError
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def api_key_problem(key: str) -> str | None:
 #: gRPC status codes after which retrying cannot help: the server refuses this client
 #: (wrong or missing API key, no permission). The runtime stops on them.
 FATAL_STATUS_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+    grpc.StatusCode[name] for name in REFUSED_STATUSES
 )
 
 

@@ -29,8 +29,18 @@ class OptionsError(GridloopError, ValueError):
         """The offending value."""
 
 
+REFUSED_STATUSES: frozenset[str] = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+"""gRPC status names after which retrying cannot help: the server refuses this client
+(wrong or missing API key, no permission). The runtime stops on them."""
+
+
 class ApiError(GridloopError):
     """A Microgrid API call failed (unreachable, UNAUTHENTICATED, deadline, ...)."""
+
+    @property
+    def refused(self) -> bool:
+        """Whether the server refuses this client (a status in `REFUSED_STATUSES`)."""
+        return self.status in REFUSED_STATUSES
 
     def __init__(
         self,

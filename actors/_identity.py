@@ -286,7 +286,7 @@ class SiteGuard(Actor):
             try:
                 now = await fetch_identity(self._client)
             except ApiError as exc:
-                if exc.status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                if exc.refused:
                     self._on_fatal(exc)
                     return
                 failures += 1

@@ -26,7 +26,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from ._actor import Actor, backoff_delay_s
-from ._client import FATAL_STATUS_CODES, MicrogridApiClient
+from ._client import MicrogridApiClient
 from ._errors import ApiError
 from ._health import stale_mask
 from ._state import StateTable
@@ -40,7 +40,6 @@ _STARTABLE: frozenset[int] = frozenset(
         ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_STANDBY,
     }
 )
-_FATAL_NAMES = frozenset(code.name for code in FATAL_STATUS_CODES)
 
 
 @dataclass
@@ -157,7 +156,7 @@ class RecoveryActor(Actor):
             _logger.info("component %d started again", cid)
         except ApiError as exc:
             self.stats.failures += 1
-            if exc.status in _FATAL_NAMES and self._on_fatal is not None:
+            if exc.refused and self._on_fatal is not None:
                 self.refused = True
                 self._on_fatal(exc)
                 return

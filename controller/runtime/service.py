@@ -90,7 +90,7 @@ def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:
 def _api_error_line(exc: ApiError) -> str:
     """One line for an API failure, with a hint when the server refused our key or cert."""
     line = str(exc)
-    if exc.status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+    if exc.refused:
         line += " (check --api-key, GRIDLOOP_API_KEY or [api] api_key)"
     elif "CERTIFICATE_VERIFY_FAILED" in line or "certificate verify failed" in line.lower():
         line += " (the server's TLS certificate is not signed by the trusted root; see --root-cert)"
