@@ -134,6 +134,20 @@ class SetpointBook:
         """
         self.last_ok[which] = False
 
+    def acknowledged(self, i: int, health: Health, row: int) -> None:
+        """Inverter `i` (state-table `row`) accepted its setpoint: it is in effect."""
+        self.last_ok[i] = True
+        health.on_success(row)
+
+    def refused(self, i: int, health: Health, row: int, now_ns: int, reason: str) -> float:
+        """Inverter `i` did not take its setpoint: re-send it, and back off (health).
+
+        Returns:
+            The retry delay (s) the health book set.
+        """
+        self.last_ok[i] = False
+        return health.on_failure(row, now_ns, reason)
+
     def record(self, indices: list[int], powers_w: list[float], now_ns: int) -> None:
         """Note that these setpoints were sent at `now_ns`.
 
@@ -261,9 +275,8 @@ class Dispatcher(SetpointBook):
     def _fail(
         self, i: int, reason: str, now_ns: int, details: str | None = None, *, log: bool = True
     ) -> None:
-        self.last_ok[i] = False
         self.stats.setpoints_failed[reason] += 1
-        delay = self._health.on_failure(self._rows[i], now_ns, reason)
+        delay = self.refused(i, self._health, int(self._rows[i]), now_ns, reason)
         (_logger.warning if log else _logger.debug)(
             "setpoint %.1f W to inverter %d failed (%s%s); retry in %.1f s",
             self.last_w[i],
@@ -429,9 +442,8 @@ class Dispatcher(SetpointBook):
                 continue
             status = resp.status
             if status in (STATUS_ACCEPTED, STATUS_SUCCESS):
-                self.last_ok[i] = True
+                self.acknowledged(i, health, rows[i])
                 self.stats.setpoints_ok += 1
-                health.on_success(rows[i])
                 if status == STATUS_ACCEPTED and tails is not None:
                     self._open[i] = call
                     tails.create_task(self._tail(i, call, int(self._send_seq[i])))

@@ -225,12 +225,10 @@ class PhysicsTransport:
                 ph.check_active_power(cid, p)
             except RequestError as exc:
                 self.refused += 1
-                book.last_ok[i] = False
-                core.health.on_failure(row, now_ns, exc.code)
+                book.refused(i, core.health, row, now_ns, exc.code)
                 continue
             ph.set_active_power(cid, p, self._lifetime_s)
-            book.last_ok[i] = True
-            core.health.on_success(row)
+            book.acknowledged(i, core.health, row)
             accepted.append(cid)
         return accepted
 
