@@ -54,9 +54,10 @@ class TelemetryPublisher:
         self._faults = faults
         self.caps = caps
         """The telemetry stream caps and counts."""
-        self._event = asyncio.Event()
+        self._event: asyncio.Event
         """Set (and replaced) at every phase's publication."""
-        self._phase_events = [asyncio.Event() for _ in range(phases)]
+        self._phase_events: list[asyncio.Event]
+        self.reset_events()
         self._next_phase = 0
         self._publications = 0
         self._phase_publication = [0 for _ in range(phases)]
