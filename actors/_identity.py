@@ -35,6 +35,7 @@ from ._client import MicrogridApiClient
 from ._dispatch import Dispatcher
 from ._errors import ApiError
 from ._graph import CAT_INVERTER, ComponentInfo
+from ._grid import category_label
 
 _logger = logging.getLogger(__name__)
 
@@ -57,13 +58,8 @@ def describe_component(category: int, inverter_type: int = 0) -> str:
     Returns:
         The words.
     """
-    try:
-        cat = ec_pb2.ElectricalComponentCategory.Name(category)  # type: ignore[arg-type]
-        cat = cat.removeprefix("ELECTRICAL_COMPONENT_CATEGORY_").lower().replace("_", " ")
-    except ValueError:
-        cat = f"category {category}"
     if category != CAT_INVERTER:
-        return cat
+        return category_label(category)
     try:
         kind = ec_pb2.InverterType.Name(inverter_type)  # type: ignore[arg-type]
         kind = kind.removeprefix("INVERTER_TYPE_").lower()
