@@ -7,9 +7,17 @@ and `merge_intervals`. Re-exported by `simulator.physics`.
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["Interval", "intersect_intervals", "merge_intervals", "own_power_intervals"]
 
 Interval = tuple[float, float]
+
+
+def valid_interval(lo: float, hi: float) -> bool:
+    """Whether ``[lo, hi]`` is a usable interval: no NaN, lo ≤ hi, and neither end
+    infinite on the wrong side (an unset end is -inf below, +inf above)."""
+    return lo != math.inf and hi != -math.inf and lo <= hi  # NaN fails lo <= hi
 
 
 def own_power_intervals(lower_w: float, upper_w: float, exclusion_w: float) -> list[Interval]:

@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 
 from ._fault_driver import FaultDriver
 from ._frames import M
+from ._intervals import valid_interval
 from ._limits import MAX_BOUNDS_INTERVALS, MAX_BOUNDS_PER_COMPONENT, MAX_BOUNDS_TOKEN_BYTES
 from ._publisher import TelemetryPublisher
 from ._stats import SetpointStats
@@ -643,7 +644,7 @@ def _bounds_problem(
     for i, b in enumerate(request.bounds):
         lo = b.lower if b.HasField("lower") else -math.inf
         hi = b.upper if b.HasField("upper") else math.inf
-        if math.isnan(lo) or math.isnan(hi) or lo > hi:
+        if not valid_interval(lo, hi):
             problem = problem or f"bounds[{i}]: invalid interval [{lo}, {hi}]"
         intervals.append((lo, hi))
     return problem, intervals

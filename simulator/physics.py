@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._augmentations import BoundsAugmentations
-from ._intervals import Interval, intersect_intervals, own_power_intervals
+from ._intervals import Interval, intersect_intervals, own_power_intervals, valid_interval
 from ._signals import OrnsteinUhlenbeck, profile_at
 from ._site_graph import edge_shares, inverter_battery_edges, meter_measure_matrix
 from .config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
@@ -387,9 +387,7 @@ class SitePhysics:
                 component_id, f"bounds can only be augmented on inverters, not a {kind}"
             )
         for lo, hi in intervals:
-            if not (math.isfinite(lo) or lo == -math.inf) or not (
-                math.isfinite(hi) or hi == math.inf
-            ) or lo > hi:
+            if not valid_interval(lo, hi):
                 raise InvalidRequestError(component_id, f"invalid bounds [{lo}, {hi}]")
         expiry = self.now_s + lifetime_s
         self._aug.add(component_id, token, intervals, expiry, self.now_s)
