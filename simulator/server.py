@@ -67,7 +67,7 @@ from ._limits import (
 )
 from ._probe import LatencyProbe
 from ._publisher import TelemetryPublisher
-from ._rpc import SERVICE_NAME, MicrogridServicer
+from ._rpc import SERVICE_NAME, MicrogridServicer, build_components
 from ._stats import REJECTION_CODES, SetpointStats
 from .config import FaultConfig, SiteConfig
 from .physics import SitePhysics
@@ -88,6 +88,7 @@ __all__ = [
     "STREAMS_PER_COMPONENT",
     "LatencyProbe",
     "SimulatorServer",
+    "build_components",
     "default_stream_caps",
     "default_telemetry_phases",
 ]

@@ -29,13 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
-    electrical_components_pb2 as ec_pb2,
-)
 
 from actors import (
     ComponentGraph,
     ComponentInfo,
+    GraphError,
     PlannedRound,
     SetpointBook,
     SiteCore,
@@ -45,9 +43,10 @@ from controller.lab.replay.errors import ReplayError
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle, plan_setpoints
 from controller.runtime.strategies import Strategy
-from simulator.config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
+from simulator.config import SiteConfig
 from simulator.errors import RequestError
 from simulator.physics import ComponentState, SitePhysics
+from simulator.server import build_components
 
 __all__ = ["CLOCK_ORIGIN_NS", "PhysicsTransport", "ReplayControl", "replay_control", "site_graph"]
 
@@ -56,30 +55,15 @@ CLOCK_ORIGIN_NS = 1_000_000_000
 
 
 def site_graph(site: SiteConfig) -> ComponentGraph:
-    """The component graph the service would build for ``site``.
+    """The component graph the service builds for ``site``: from the component
+    catalogue the simulator serves for it (`build_components`), as the service
+    builds it from ListElectricalComponents.
 
     Raises:
         ReplayError: the site has no battery behind an inverter (or another
             graph the service would refuse).
     """
-    from actors import GraphError
-
-    infos: list[ComponentInfo] = []
-    for c in site.components:
-        if isinstance(c, GridConfig):
-            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_GRID_CONNECTION_POINT, 0
-        elif isinstance(c, MeterConfig):
-            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER, 0
-        elif isinstance(c, InverterConfig):
-            cat = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
-            inv_type = (ec_pb2.INVERTER_TYPE_PV if c.inverter_type == "pv"
-                        else ec_pb2.INVERTER_TYPE_BATTERY)
-        elif isinstance(c, BatteryConfig):
-            cat, inv_type = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_BATTERY, 0
-        else:
-            continue
-        infos.append(ComponentInfo(id=c.id, category=int(cat), inverter_type=int(inv_type),
-                                   name=c.name))
+    infos = [ComponentInfo.from_proto(c) for c in build_components(site)]
     try:
         return ComponentGraph.build(infos, list(site.connections))
     except GraphError as exc:
