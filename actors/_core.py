@@ -184,7 +184,7 @@ class SiteCore:
         )
         self._load_rows = np.array([st.row_of[i] for i in graph.load_meter_ids], dtype=np.int64)
 
-    def fleet_bounds(self, now: int) -> tuple[float, float]:
+    def fleet_bounds(self, now: int, ok: BoolArray | None = None) -> tuple[float, float]:
         """The usable fleet's AC bounds now (W): the allocator's `Fleet.lower_w/upper_w`.
 
         The one fleet-bounds rule of gridloop (SoC limits, battery DC limits,
@@ -193,12 +193,13 @@ class SiteCore:
 
         Args:
             now: Monotonic time (ns).
+            ok: `health.ok_mask(now)` when the caller has it already.
 
         Returns:
             (lower_w, upper_w).
         """
         try:
-            fleet, _, _ = self.planner.build_fleet(now)
+            fleet, _, _ = self.planner.build_fleet(now, ok)
             return float(fleet.lower_w), float(fleet.upper_w)
         except Exception as exc:
             _logger.warning("fleet bounds unknown: %s: %s", type(exc).__name__, exc)
@@ -264,7 +265,7 @@ class SiteCore:
         gpow = np.bincount(d.group_of_inv, inv_power, ng).astype(np.float64)
         ginv_ok = np.bincount(d.group_of_inv, inv_ok, ng) > 0
         gbat_ok = np.bincount(d.group_of_bat, bat_ok, ng) > 0
-        fleet_lo, fleet_hi = self.fleet_bounds(now)
+        fleet_lo, fleet_hi = self.fleet_bounds(now, ok)
         total_cap = float(gcap.sum())
         usable = ginv_ok & gbat_ok
         grid_power, grid_freq, grid_ns = self.grid(now)

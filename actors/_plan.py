@@ -159,7 +159,9 @@ class RoundPlanner:
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
 
-    def build_fleet(self, now_ns: int) -> tuple[_dist.Fleet, BoolArray, BoolArray]:
+    def build_fleet(
+        self, now_ns: int, ok: BoolArray | None = None
+    ) -> tuple[_dist.Fleet, BoolArray, BoolArray]:
         """Snapshot the state table into a `distribution.Fleet`.
 
         Its `lower_w`/`upper_w` are the fleet's bounds everywhere in gridloop
@@ -171,13 +173,15 @@ class RoundPlanner:
 
         Args:
             now_ns: Current monotonic time (health rules).
+            ok: `health.ok_mask(now_ns)` when the caller has it already.
 
         Returns:
             (fleet, inverter usable mask, battery usable mask).
         """
         t = self.table
         ix = self.index
-        ok = self.health.ok_mask(now_ns)
+        if ok is None:
+            ok = self.health.ok_mask(now_ns)
         ir, br = ix.inv_rows, ix.bat_rows
         inv_ok = ok[ir]
         cap = t.capacity_wh[br]
