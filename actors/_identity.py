@@ -46,6 +46,8 @@ HOLD_UNVERIFIED = "unverified-site"
 """Dispatcher hold reason while the site after a reconnect is not checked yet."""
 HOLD_SITE_CHANGED = "site-changed"
 """Dispatcher hold reason once the server turned out to be another site (never released)."""
+HOLD_ANOTHER_CLIENT = "another-client"
+"""Dispatcher hold reason once another client commands the site (0 W still allowed)."""
 
 
 def describe_component(category: int, inverter_type: int = 0) -> str:

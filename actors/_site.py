@@ -26,6 +26,7 @@ Two more conditions stop commanding for good, each with one ERROR line, and
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import math
@@ -45,7 +46,7 @@ from ._distributor import DistributionOutcome, PowerDistributor
 from ._errors import ApiError
 from ._graph import ComponentGraph
 from ._health import Health, stale_mask
-from ._identity import SiteGuard, SiteIdentity, read_site
+from ._identity import HOLD_ANOTHER_CLIENT, SiteGuard, SiteIdentity, read_site
 from ._recovery import RecoveryActor
 from ._state import StateTable
 from ._telemetry import FreshNotifier, TelemetryActor
@@ -156,9 +157,7 @@ class SafeStopResult:
         named = ", ".join(str(i) for i in ids[:max_ids])
         if len(ids) > max_ids:
             named += f" and {len(ids) - max_ids} more"
-        reasons: dict[str, int] = {}
-        for reason in self.failed.values():
-            reasons[reason] = reasons.get(reason, 0) + 1
+        reasons = collections.Counter(self.failed.values())
         by_reason = ", ".join(
             f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda rn: (-rn[1], rn[0]))
         )
@@ -342,7 +341,7 @@ class Site:
             f" inverter(s) {ids} were overridden by setpoints we did not send within"
             f" {self.options.contention_window_s:g} s"
         )
-        self.dispatcher.hold("another-client", zero_ok=True)
+        self.dispatcher.hold(HOLD_ANOTHER_CLIENT, zero_ok=True)
         self._halt(
             f"{self.another_client}; stopping: no further setpoints, 0 W only to inverters"
             " still holding ours"
