@@ -29,7 +29,10 @@ Public names:
 * `run` – run a coroutine on uvloop (asyncio fallback).
 * `ApiUrl` – parsed `grpc://host:port?ssl=true|false`.
 * `api_key_problem` – why an API key cannot be sent as gRPC metadata (printable ASCII only).
-* `MicrogridApiClient` – thin async client over the v1alpha18 stubs.
+* `MicrogridApiClient` – async client in the server's Microgrid API version
+  (`API_VERSIONS`: v1alpha19, v1alpha18, v1; given or found newest first); one
+  adapter per version, nothing above the client knows versions.
+* `TelemetryWire` – where the state table finds its metrics in a version's messages.
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
 * `GridFormula` – grid power = sum of the branches leaving the grid connection point.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
@@ -52,7 +55,8 @@ Public names:
 """
 
 from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
-from ._client import ApiUrl, MicrogridApiClient, api_key_problem
+from ._api import API_VERSIONS, TelemetryWire
+from ._client import ApiUrl, MicrogridApiClient, api_key_problem, check_api_version
 from ._contention import ContentionRule
 from ._core import RuntimeOptions, SiteCore, SiteMeasurements
 from ._dispatch import Dispatcher, DispatchStats, SetpointBook, needs_send
@@ -68,6 +72,7 @@ from ._state import StateTable, bounds_to_band, intervals_to_band
 from ._telemetry import FreshNotifier, TelemetryActor
 
 __all__ = [
+    "API_VERSIONS",
     "Actor",
     "ActorError",
     "ApiError",
@@ -103,10 +108,12 @@ __all__ = [
     "StateTable",
     "Supervisor",
     "TelemetryActor",
+    "TelemetryWire",
     "api_key_problem",
     "backoff_delay_s",
     "bounds_to_band",
     "cancel_on_signals",
+    "check_api_version",
     "failed_mask",
     "intervals_to_band",
     "needs_send",

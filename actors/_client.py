@@ -1,4 +1,10 @@
-"""A thin async client over the generated Microgrid API v1alpha18 stubs.
+"""The async Microgrid API client: one gRPC channel, the version the server speaks.
+
+The client owns the channel, the URL, the API key and the deadlines; what is
+said on the channel is up to the adapter of the server's API version
+(`actors._api`): given (``api_version``) or found by `negotiate`, which tries
+`API_VERSIONS` newest first (a version the server does not implement answers
+UNIMPLEMENTED). Nothing above the client knows versions.
 
 URL form (like the official client): `grpc://host:port?ssl=true|false`. `ssl`
 defaults to false for loopback hosts (127.0.0.1, ::1, localhost) and true otherwise.
@@ -19,14 +25,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import grpc
-from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
-from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
-from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
-from google.protobuf import empty_pb2
 
+from ._api import (
+    API_VERSIONS,
+    STATUS_ACCEPTED,
+    STATUS_FAILED,
+    STATUS_OVERRIDDEN,
+    STATUS_REJECTED,
+    STATUS_SUCCESS,
+    ApiAdapter,
+    SetpointCall,
+    TelemetryWire,
+)
+from ._api_v1 import V1Api
+from ._api_v1alpha import V1alphaApi
 from ._errors import REFUSED_STATUSES, ApiError, OptionsError
 
 _logger = logging.getLogger(__name__)
@@ -35,12 +50,42 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "[::1]"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
-#: The status codes a SetElectricalComponentPower response stream can carry.
-STATUS_ACCEPTED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_ACCEPTED
-STATUS_REJECTED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_REJECTED
-STATUS_FAILED: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_FAILED
-STATUS_SUCCESS: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_SUCCESS
-STATUS_OVERRIDDEN: int = pb2.SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_OVERRIDDEN
+__all__ = [
+    "API_VERSIONS",
+    "STATUS_ACCEPTED",
+    "STATUS_FAILED",
+    "STATUS_OVERRIDDEN",
+    "STATUS_REJECTED",
+    "STATUS_SUCCESS",
+    "ApiUrl",
+    "MicrogridApiClient",
+    "api_key_problem",
+    "check_api_version",
+    "is_fatal",
+]
+
+
+def check_api_version(version: object) -> str | None:
+    """Validate an API version option (None = find it at connect time).
+
+    Args:
+        version: The option's value.
+
+    Returns:
+        The version, or None.
+
+    Raises:
+        OptionsError: Naming `api_version`, the value and the versions known.
+    """
+    if version is None or version in API_VERSIONS:
+        return version
+    raise OptionsError(
+        "api_version", version, f"must be one of {', '.join(API_VERSIONS)} (or unset: find it)"
+    )
+
+
+def _adapter(version: str, transport: MicrogridApiClient) -> ApiAdapter:
+    return V1Api(transport) if version == "v1" else V1alphaApi(version, transport)
 
 
 @dataclass(frozen=True)
@@ -165,7 +210,7 @@ def _status_name(exc: grpc.aio.AioRpcError) -> str:
 
 
 class MicrogridApiClient:
-    """Async client for the Microgrid API (v1alpha18) on one gRPC channel."""
+    """Async client for the Microgrid API on one gRPC channel, in the server's version."""
 
     def __init__(
         self,
@@ -174,6 +219,7 @@ class MicrogridApiClient:
         api_key: str | None = None,
         root_cert: bytes | None = None,
         call_timeout_s: float = 2.0,
+        api_version: str | None = None,
     ) -> None:
         """Create the client (the channel connects lazily).
 
@@ -182,9 +228,12 @@ class MicrogridApiClient:
             api_key: Sent as `key` metadata on every call when given.
             root_cert: PEM root certificate(s) for TLS (system roots when None).
             call_timeout_s: Deadline of every unary call and setpoint call, in seconds.
+            api_version: The server's API version (one of `API_VERSIONS`); None =
+                find it (`negotiate`, done by the first listing call).
 
         Raises:
-            OptionsError: On a bad URL, timeout or API key (the key is not shown).
+            OptionsError: On a bad URL, timeout, API key (the key is not shown) or
+                API version.
         """
         self.url: ApiUrl = ApiUrl.parse(url)
         """The parsed URL."""
@@ -194,6 +243,7 @@ class MicrogridApiClient:
             raise OptionsError("call_timeout_s", call_timeout_s, "must be a finite number > 0")
         self.call_timeout_s: float = float(call_timeout_s)
         """Deadline of every unary call, in seconds."""
+        version = check_api_version(api_version)
         if api_key and (problem := api_key_problem(api_key)) is not None:
             raise OptionsError("api_key", "(not shown)", problem)
         self.metadata: tuple[tuple[str, str], ...] = (("key", api_key),) if api_key else ()
@@ -221,8 +271,61 @@ class MicrogridApiClient:
             )
         else:
             self.channel = grpc.aio.insecure_channel(self.url.target, options=options)
-        self.stub: pb2_grpc.MicrogridAsyncStub = pb2_grpc.MicrogridStub(self.channel)
-        """The generated async stub (used directly on the hot path)."""
+        self._api: ApiAdapter | None = None if version is None else _adapter(version, self)
+
+    @property
+    def api(self) -> ApiAdapter:
+        """The adapter of the server's API version.
+
+        Raises:
+            RuntimeError: The version is not known yet (call `negotiate` first).
+        """
+        if self._api is None:
+            raise RuntimeError("the API version is not known yet: await negotiate() first")
+        return self._api
+
+    @property
+    def api_version(self) -> str | None:
+        """The API version in use (None until found)."""
+        return None if self._api is None else self._api.version
+
+    @property
+    def wire(self) -> TelemetryWire:
+        """How the version's telemetry messages are read (see `api`)."""
+        return self.api.wire
+
+    async def negotiate(self) -> str:
+        """Find the server's API version (once; at once when it was given).
+
+        Each version of `API_VERSIONS`, newest first, is asked for its component
+        list; the first that does not answer UNIMPLEMENTED is the server's.
+
+        Returns:
+            The version.
+
+        Raises:
+            ApiError: A call failed otherwise (unreachable, refused, ...), or the
+                server implements none of the versions (UNIMPLEMENTED, naming them).
+        """
+        if self._api is not None:
+            return self._api.version
+        for version in API_VERSIONS:
+            api = _adapter(version, self)
+            try:
+                await api.components()
+            except ApiError as exc:
+                if exc.status == grpc.StatusCode.UNIMPLEMENTED.name:
+                    continue
+                raise
+            self._api = api
+            _logger.info("%s speaks Microgrid API %s", self.url, version)
+            return version
+        raise ApiError(
+            f"the server implements none of the Microgrid API versions {', '.join(API_VERSIONS)}",
+            url=str(self.url),
+            method="ListComponents",
+            status=grpc.StatusCode.UNIMPLEMENTED.name,
+        )
 
     def error(
         self, exc: grpc.aio.AioRpcError, method: str, component_id: int | None = None
@@ -245,34 +348,32 @@ class MicrogridApiClient:
             component_id=component_id,
         )
 
-    async def get_microgrid(self) -> pb2.GetMicrogridResponse:
-        """Call GetMicrogrid.
+    async def microgrid_id(self) -> int:
+        """The microgrid's id (GetMicrogrid; GetMicrogridMetadata in v1).
 
         Returns:
-            The response.
+            The id.
 
         Raises:
-            ApiError: On any gRPC failure.
+            ApiError: On any gRPC failure (UNIMPLEMENTED included).
         """
-        resp: pb2.GetMicrogridResponse = await self._unary("GetMicrogrid", empty_pb2.Empty())
-        return resp
+        await self.negotiate()
+        return await self.api.microgrid_id()
 
     async def list_components(self) -> list[ec_pb2.ElectricalComponent]:
-        """Call ListElectricalComponents (no filter).
+        """Every component (no filter), as the runtime's model.
 
         Returns:
-            All electrical components.
+            All components.
 
         Raises:
             ApiError: On any gRPC failure.
         """
-        resp: pb2.ListElectricalComponentsResponse = await self._unary(
-            "ListElectricalComponents", pb2.ListElectricalComponentsRequest()
-        )
-        return list(resp.electrical_components)
+        await self.negotiate()
+        return await self.api.components()
 
     async def list_connections(self) -> list[ec_pb2.ElectricalComponentConnection]:
-        """Call ListElectricalComponentConnections (no filter).
+        """Every connection (no filter), as the runtime's model.
 
         Returns:
             All connections.
@@ -280,43 +381,32 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        resp: pb2.ListElectricalComponentConnectionsResponse = await self._unary(
-            "ListElectricalComponentConnections", pb2.ListElectricalComponentConnectionsRequest()
-        )
-        return list(resp.electrical_component_connections)
+        await self.negotiate()
+        return await self.api.connections()
 
     def telemetry_stream(
         self, component_id: int, metrics: Sequence[int] | None = None
-    ) -> grpc.aio.UnaryStreamCall[
-        pb2.ReceiveElectricalComponentTelemetryStreamRequest,
-        pb2.ReceiveElectricalComponentTelemetryStreamResponse,
-    ]:
-        """Open ReceiveElectricalComponentTelemetryStream for one component (no deadline).
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        """Open one component's telemetry stream (no deadline).
 
         Args:
             component_id: The component.
-            metrics: Only these metrics (`Metric` values; all when None). Filtering
-                shrinks every message and its decoding on both ends.
+            metrics: Only these metrics, in the version's numbers (`wire`; all when
+                None). Filtering shrinks every message and its decoding on both ends.
 
         Returns:
-            The streaming call (iterate it; `AioRpcError` on failure).
+            The streaming call (iterate it; `AioRpcError` on failure); `wire.unwrap`
+            gives a response's telemetry.
         """
-        req = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-            electrical_component_id=component_id
-        )
-        if metrics:
-            req.filter.metrics.extend(metrics_pb2.Metric.ValueType(m) for m in metrics)
-        return self.stub.ReceiveElectricalComponentTelemetryStream(req, metadata=self.metadata)
+        return self.api.telemetry_stream(component_id, metrics)
 
     def set_power_call(
         self, component_id: int, power_w: float, lifetime_s: int, timeout_s: float | None = None
-    ) -> grpc.aio.UnaryStreamCall[
-        pb2.SetElectricalComponentPowerRequest, pb2.SetElectricalComponentPowerResponse
-    ]:
-        """Start SetElectricalComponentPower (active power) and return the call at once.
+    ) -> SetpointCall:
+        """Start an active-power setpoint call and return it at once.
 
-        The request goes on the wire without awaiting; read responses with
-        `await call.read()` (first = ACCEPTED/REJECTED...).
+        The request goes on the wire without awaiting; read its answers with
+        `await call.read()` (a ``STATUS_*``, None when no more come).
 
         Args:
             component_id: The inverter.
@@ -325,23 +415,13 @@ class MicrogridApiClient:
             timeout_s: Deadline of the whole call; `call_timeout_s` when None.
 
         Returns:
-            The streaming call.
+            The call.
         """
-        return self.stub.SetElectricalComponentPower(
-            pb2.SetElectricalComponentPowerRequest(
-                electrical_component_id=component_id,
-                power_type=pb2.POWER_TYPE_ACTIVE,
-                power=power_w,
-                request_lifetime=lifetime_s,
-            ),
-            timeout=self.call_timeout_s if timeout_s is None else timeout_s,
-            metadata=self.metadata,
-        )
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        return self.api.set_power_call(component_id, power_w, lifetime_s, timeout)
 
-    async def set_power(
-        self, component_id: int, power_w: float, lifetime_s: int = 60
-    ) -> int:
-        """Send one active-power setpoint and return the first response status.
+    async def set_power(self, component_id: int, power_w: float, lifetime_s: int = 60) -> int:
+        """Send one active-power setpoint and return the first answer.
 
         Args:
             component_id: The inverter.
@@ -349,29 +429,31 @@ class MicrogridApiClient:
             lifetime_s: request_lifetime in seconds.
 
         Returns:
-            The first status code (e.g. `STATUS_ACCEPTED`).
+            The first status (e.g. `STATUS_ACCEPTED`).
 
         Raises:
-            ApiError: On a gRPC failure or a stream that ends without a status.
+            ApiError: On a gRPC failure or a call that ends without an answer.
         """
+        await self.negotiate()
         call = self.set_power_call(component_id, power_w, lifetime_s)
+        method = self.api.setpoint_method
         try:
-            resp = await call.read()
+            status = await call.read()
         except grpc.aio.AioRpcError as exc:
-            raise self.error(exc, "SetElectricalComponentPower", component_id) from exc
+            raise self.error(exc, method, component_id) from exc
         finally:
             call.cancel()
-        if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+        if status is None:
             raise ApiError(
                 "response stream ended without a status",
                 url=str(self.url),
-                method="SetElectricalComponentPower",
+                method=method,
                 component_id=component_id,
             )
-        return int(resp.status)
+        return status
 
     async def start_component(self, component_id: int) -> None:
-        """Call StartElectricalComponent (OFF/STANDBY → running).
+        """Start a component (OFF/STANDBY -> running).
 
         Args:
             component_id: The component.
@@ -379,14 +461,10 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure (e.g. FAILED_PRECONDITION while in ERROR).
         """
-        await self._unary(
-            "StartElectricalComponent",
-            pb2.StartElectricalComponentRequest(electrical_component_id=component_id),
-            component_id,
-        )
+        await self.api.start(component_id)
 
     async def ack_error(self, component_id: int) -> None:
-        """Call AckElectricalComponentError (ERROR → OFF).
+        """Acknowledge a component's error (ERROR -> OFF).
 
         Args:
             component_id: The component.
@@ -394,17 +472,20 @@ class MicrogridApiClient:
         Raises:
             ApiError: On any gRPC failure.
         """
-        await self._unary(
-            "AckElectricalComponentError",
-            pb2.AckElectricalComponentErrorRequest(electrical_component_id=component_id),
-            component_id,
-        )
+        await self.api.ack_error(component_id)
 
-    async def _unary(self, method: str, request: object, component_id: int | None = None) -> Any:
-        """Call a unary method of the stub with the deadline and metadata of every call.
+    async def unary(
+        self,
+        method: str,
+        call: Any,
+        request: object,
+        component_id: int | None = None,
+    ) -> Any:
+        """Await a unary call with the deadline and metadata of every call.
 
         Args:
-            method: The gRPC method name (an attribute of the stub).
+            method: The gRPC method name (named in the error).
+            call: The stub's method.
             request: Its request message.
             component_id: The component the call is about, if any (named in the error).
 
@@ -415,9 +496,7 @@ class MicrogridApiClient:
             ApiError: On any gRPC failure.
         """
         try:
-            return await getattr(self.stub, method)(
-                request, timeout=self.call_timeout_s, metadata=self.metadata
-            )
+            return await call(request, timeout=self.call_timeout_s, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             raise self.error(exc, method, component_id) from exc
 

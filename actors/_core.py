@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ._actor import validate_positive
+from ._api import TelemetryWire
+from ._api_v1alpha import V1ALPHA8_WIRE
 from ._errors import OptionsError
 from ._graph import ComponentGraph
 from ._health import Health
@@ -135,20 +137,28 @@ class SiteMeasurements:
 class SiteCore:
     """State table, health, measurements and round planning of one site (see the module)."""
 
-    def __init__(self, graph: ComponentGraph, options: RuntimeOptions) -> None:
+    def __init__(
+        self,
+        graph: ComponentGraph,
+        options: RuntimeOptions,
+        wire: TelemetryWire = V1ALPHA8_WIRE,
+    ) -> None:
         """Build the parts from the graph and the options (the one place that does).
 
         Args:
             graph: The component graph.
             options: Runtime options (staleness, retries, SoC exponent, deadband,
                 lifetime and renewal margin).
+            wire: How the API version's telemetry is read (`StateTable`).
         """
         self.graph: ComponentGraph = graph
         """The component graph."""
         self.options: RuntimeOptions = options
         """Runtime options."""
         ids = list(graph.streamed_ids)
-        self.state: StateTable = StateTable(ids, [graph.components[i].category for i in ids])
+        self.state: StateTable = StateTable(
+            ids, [graph.components[i].category for i in ids], wire
+        )
         """Columnar latest-value state of every streamed component."""
         inv_rows = np.zeros(self.state.n, dtype=np.bool_)
         for cid in graph.battery_inverter_ids:

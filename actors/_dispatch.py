@@ -38,17 +38,16 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
 
-from ._client import (
+from ._api import (
     STATUS_ACCEPTED,
     STATUS_FAILED,
     STATUS_OVERRIDDEN,
     STATUS_REJECTED,
     STATUS_SUCCESS,
-    MicrogridApiClient,
-    is_fatal,
+    SetpointCall,
 )
+from ._client import MicrogridApiClient, is_fatal
 from ._errors import ApiError
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray
@@ -233,7 +232,7 @@ class Dispatcher(SetpointBook):
         self._send_seq = np.zeros(n, dtype=np.int64)
         # Open response streams (tails) by inverter index; a new setpoint to the same
         # inverter cancels the old call (its later status no longer matters).
-        self._open: dict[int, grpc.aio.UnaryStreamCall] = {}  # type: ignore[type-arg]
+        self._open: dict[int, SetpointCall] = {}
         self.lifetime_s: int = lifetime_s
         """request_lifetime in seconds."""
         self.timeout_s: float = timeout_s
@@ -286,9 +285,7 @@ class Dispatcher(SetpointBook):
             delay,
         )
 
-    def start_calls(
-        self, indices: list[int], powers_w: list[float]
-    ) -> list[grpc.aio.UnaryStreamCall]:  # type: ignore[type-arg]
+    def start_calls(self, indices: list[int], powers_w: list[float]) -> list[SetpointCall]:
         """Start the first calls of a round synchronously (no await), for `send`.
 
         grpc.aio puts a call on the wire from a task of its own, so starting the
@@ -333,7 +330,7 @@ class Dispatcher(SetpointBook):
         tails: asyncio.TaskGroup | None,
         *,
         timeout_s: float | None = None,
-        started: list[grpc.aio.UnaryStreamCall] | None = None,  # type: ignore[type-arg]
+        started: list[SetpointCall] | None = None,
         log_failures: bool = True,
     ) -> RoundResult:
         """Send setpoints concurrently and wait for every first response.
@@ -379,7 +376,7 @@ class Dispatcher(SetpointBook):
 
     async def _start_rest(
         self,
-        calls: list[grpc.aio.UnaryStreamCall],  # type: ignore[type-arg]
+        calls: list[SetpointCall],
         indices: list[int],
         powers_w: list[float],
         timeout_s: float,
@@ -407,7 +404,7 @@ class Dispatcher(SetpointBook):
     async def _read_acks(
         self,
         indices: list[int],
-        calls: list[grpc.aio.UnaryStreamCall],  # type: ignore[type-arg]
+        calls: list[SetpointCall],
         tails: asyncio.TaskGroup | None,
         log_failures: bool,
     ) -> dict[int, str]:
@@ -425,7 +422,7 @@ class Dispatcher(SetpointBook):
         first = True
         for i, call in zip(indices, calls, strict=True):
             try:
-                resp = await call.read()
+                status = await call.read()
                 if first:
                     first = False
                     self.last_first_ack_ns = time.monotonic_ns()
@@ -436,11 +433,10 @@ class Dispatcher(SetpointBook):
                 for c in calls:
                     c.cancel()
                 raise
-            if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+            if status is None:
                 failed[ids[i]] = "NO_STATUS"
                 self._fail(i, "NO_STATUS", time.monotonic_ns(), log=log_failures)
                 continue
-            status = resp.status
             if status in (STATUS_ACCEPTED, STATUS_SUCCESS):
                 self.acknowledged(i, health, rows[i])
                 self.stats.setpoints_ok += 1
@@ -466,7 +462,7 @@ class Dispatcher(SetpointBook):
         self._fail(i, reason, time.monotonic_ns(), exc.details(), log=log and not fatal)
         if fatal and self._on_fatal is not None:
             self._on_fatal(
-                self._client.error(exc, "SetElectricalComponentPower", self.inverter_ids[i])
+                self._client.error(exc, self._client.api.setpoint_method, self.inverter_ids[i])
             )
         return reason
 
@@ -492,13 +488,12 @@ class Dispatcher(SetpointBook):
         if self._on_overridden is not None:
             self._on_overridden(cid)
 
-    async def _tail(self, i: int, call: grpc.aio.UnaryStreamCall, seq: int) -> None:  # type: ignore[type-arg]
+    async def _tail(self, i: int, call: SetpointCall, seq: int) -> None:
         try:
             while True:
-                resp = await call.read()
-                if not isinstance(resp, pb2.SetElectricalComponentPowerResponse):
+                status = await call.read()
+                if status is None:
                     return
-                status = resp.status
                 if status in (STATUS_SUCCESS, STATUS_ACCEPTED):
                     continue
                 if status == STATUS_OVERRIDDEN and self._send_seq[i] != seq:

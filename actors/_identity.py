@@ -175,9 +175,11 @@ async def read_site(
         ApiError: A call failed.
     """
 
+    await client.negotiate()
+
     async def microgrid_id() -> int | None:
         try:
-            return int((await client.get_microgrid()).microgrid.id)
+            return await client.microgrid_id()
         except ApiError as exc:
             if exc.status == grpc.StatusCode.UNIMPLEMENTED.name:
                 return None

@@ -195,7 +195,7 @@ class Site:
         """The component graph."""
         self.options: RuntimeOptions = options
         """Runtime options."""
-        self.core: SiteCore = SiteCore(graph, options)
+        self.core: SiteCore = SiteCore(graph, options, client.wire)
         """State table, health, measurements and round planning (shared with the replay)."""
         self.state: StateTable = self.core.state
         """Columnar latest-value state of every streamed component."""
@@ -375,6 +375,7 @@ class Site:
         api_key: str | None = None,
         root_cert: bytes | None = None,
         options: RuntimeOptions | None = None,
+        api_version: str | None = None,
     ) -> Site:
         """Connect, read the microgrid id, components and connections, build the graph.
 
@@ -384,6 +385,8 @@ class Site:
             api_key: Sent as `key` metadata.
             root_cert: PEM root certificate(s) for TLS.
             options: Runtime options (defaults when None).
+            api_version: The server's Microgrid API version (`API_VERSIONS`); None =
+                find it (newest first).
 
         Returns:
             The site (enter it with `async with` to start the runtime).
@@ -395,7 +398,11 @@ class Site:
         """
         opts = options if options is not None else RuntimeOptions()
         client = MicrogridApiClient(
-            url, api_key=api_key, root_cert=root_cert, call_timeout_s=opts.call_timeout_s
+            url,
+            api_key=api_key,
+            root_cert=root_cert,
+            call_timeout_s=opts.call_timeout_s,
+            api_version=api_version,
         )
         try:
             microgrid_id, components, connections = await read_site(client)

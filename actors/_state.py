@@ -27,34 +27,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
 
+from ._api import TelemetryWire
+from ._api_v1alpha import V1ALPHA8_WIRE
 from ._graph import CAT_BATTERY
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-M_AC_POWER: int = metrics_pb2.METRIC_AC_POWER_ACTIVE
-M_DC_POWER: int = metrics_pb2.METRIC_DC_POWER
-M_SOC: int = metrics_pb2.METRIC_BATTERY_SOC_PCT
-M_CAPACITY: int = metrics_pb2.METRIC_BATTERY_CAPACITY
-M_FREQUENCY: int = metrics_pb2.METRIC_AC_FREQUENCY
 
-#: The metrics the state table uses, by component category (telemetry filter).
-METRICS_BY_CATEGORY: dict[int, tuple[int, ...]] = {
-    CAT_BATTERY: (M_DC_POWER, M_SOC, M_CAPACITY),
-}
-#: Metrics of every other category (inverters, meters).
-DEFAULT_METRICS: tuple[int, ...] = (M_AC_POWER, M_FREQUENCY)
+def metrics_for(category: int, wire: TelemetryWire = V1ALPHA8_WIRE) -> tuple[int, ...]:
+    """The metrics the state table reads of a component (its telemetry filter).
 
-#: Component states that exclude a component from allocation.
+    Args:
+        category: The component's `ElectricalComponentCategory`.
+        wire: The API version's metric numbers.
+
+    Returns:
+        DC power, SoC and capacity for batteries; AC active power and frequency
+        for every other category (inverters, meters).
+    """
+    if category == CAT_BATTERY:
+        return (wire.dc_power, wire.soc, wire.capacity)
+    return (wire.ac_power, wire.frequency)
+
+
+#: Component states that exclude a component from allocation (the same numbers in
+#: every API version).
 BAD_STATES: frozenset[int] = frozenset(
     {
         ec_pb2.ELECTRICAL_COMPONENT_STATE_CODE_ERROR,
@@ -161,12 +168,18 @@ class StateTable:
     numpy arrays of length `n`; NaN means "not received yet".
     """
 
-    def __init__(self, ids: Sequence[int], categories: Sequence[int]) -> None:
+    def __init__(
+        self,
+        ids: Sequence[int],
+        categories: Sequence[int],
+        wire: TelemetryWire = V1ALPHA8_WIRE,
+    ) -> None:
         """Create an empty table.
 
         Args:
             ids: Component ids, one row each.
             categories: Their `ElectricalComponentCategory` values.
+            wire: How the API version's telemetry is read (metric numbers, fields).
         """
         n = len(ids)
         self.n: int = n
@@ -177,13 +190,11 @@ class StateTable:
         """Row of each component id."""
         self.category: IntArray = np.asarray(categories, dtype=np.int64)
         """Component category of each row."""
-        self.metrics: list[tuple[int, ...]] = [
-            METRICS_BY_CATEGORY.get(int(c), DEFAULT_METRICS) for c in categories
-        ]
-        """Metrics to request for each row (telemetry filter)."""
-        self._power_metric: list[int] = [
-            M_DC_POWER if c == CAT_BATTERY else M_AC_POWER for c in categories
-        ]
+        self.wire: TelemetryWire = wire
+        """How telemetry messages are read."""
+        self.metrics: list[tuple[int, ...]] = [metrics_for(int(c), wire) for c in categories]
+        """Metrics to request for each row (telemetry filter, in the wire's numbers)."""
+        self._power_metric: list[int] = [m[0] for m in self.metrics]
 
         def col(v: float) -> FloatArray:
             return np.full(n, v, dtype=np.float64)
@@ -230,17 +241,21 @@ class StateTable:
     def decode(
         self,
         row: int,
-        telemetry: ec_pb2.ElectricalComponentTelemetry,
+        telemetry: Any,
         now_ns: int,
     ) -> None:
         """Decode one telemetry message into row `row`.
 
         Args:
             row: Row of the component.
-            telemetry: The message's `telemetry` field.
+            telemetry: The component's telemetry in a stream response
+                (`TelemetryWire.unwrap`): v1alpha18/19 ``ElectricalComponentTelemetry``,
+                v1 ``ComponentData``.
             now_ns: Local monotonic receive time.
         """
+        wire = self.wire
         pm = self._power_metric[row]
+        m_soc, m_cap, m_freq = wire.soc, wire.capacity, wire.frequency
         # A message is complete when it carries a finite power value with bounds
         # (and, for batteries, a finite SoC and capacity). Missing or non-finite
         # values never overwrite good ones silently: they clear `data_ok`, which
@@ -254,7 +269,7 @@ class StateTable:
             if m == pm:
                 v = s.value.simple_metric.value
                 self.power_w[row] = v
-                ts = s.sample_time
+                ts = getattr(s, wire.sample_time)
                 self.sample_time_ns[row] = ts.seconds * 1_000_000_000 + ts.nanos
                 power_ok = isfinite(v)
                 if s.bounds:
@@ -270,7 +285,7 @@ class StateTable:
                     # and for a battery, whose bounds feed the fleet's, incomplete.
                     self.bounds_ok[row] = False
                     power_ok = power_ok and not is_battery
-            elif m == M_SOC:
+            elif m == m_soc:
                 v = s.value.simple_metric.value
                 self.soc_pct[row] = v
                 soc_ok = isfinite(v)
@@ -283,14 +298,14 @@ class StateTable:
                     soc_ok = soc_ok and isfinite(lo) and isfinite(hi)
                 else:
                     soc_ok = False  # the SoC limits are unknown now
-            elif m == M_CAPACITY:
+            elif m == m_cap:
                 v = s.value.simple_metric.value
                 self.capacity_wh[row] = v
                 cap_ok = isfinite(v)
-            elif m == M_FREQUENCY:
+            elif m == m_freq:
                 self.frequency_hz[row] = s.value.simple_metric.value
         self.data_ok[row] = power_ok and soc_ok and cap_ok
-        snaps = telemetry.state_snapshots
+        snaps = getattr(telemetry, wire.snapshots)
         if snaps:
             snap = snaps[-1]
             states = snap.states

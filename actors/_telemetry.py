@@ -202,6 +202,7 @@ class TelemetryActor(Actor):
     async def _stream(self, cid: int) -> None:
         row = self._table.row_of[cid]
         decode = self._table.decode
+        unwrap = self._table.wire.unwrap
         notifier = self._notifier
         failures = 0
         first = True
@@ -221,7 +222,7 @@ class TelemetryActor(Actor):
             call = self._client.telemetry_stream(cid, self._table.metrics[row])
             try:
                 async for msg in call:
-                    decode(row, msg.telemetry, time.monotonic_ns())
+                    decode(row, unwrap(msg), time.monotonic_ns())
                     if failures:
                         failures = 0
                         if self._on_reconnected is not None:
@@ -239,7 +240,7 @@ class TelemetryActor(Actor):
                 if self._on_fatal is not None and is_fatal(exc):
                     self.refused = True
                     self._on_fatal(
-                        self._client.error(exc, "ReceiveElectricalComponentTelemetryStream", cid)
+                        self._client.error(exc, self._client.api.telemetry_method, cid)
                     )
                     return
                 if failures == 0:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 from google.protobuf import empty_pb2
 
 from actors import RuntimeOptions, Site
@@ -94,7 +95,7 @@ class Harness:
         self.failed = 0
 
     async def _start(self) -> Site:
-        site = await Site.connect(self.url, options=self.options)
+        site = await Site.connect(self.url, options=self.options, api_version="v1alpha18")
         await site.__aenter__()
         deadline = time.monotonic() + 30
         while True:  # poll with a deadline until every component is fresh
@@ -120,13 +121,13 @@ class Harness:
         return out.latency_ms, (first - out.request_time_ns) / 1e6
 
     async def _floor_unary(self) -> None:
-        stub = self.site.client.stub
+        stub = pb2_grpc.MicrogridStub(self.site.client.channel)  # the bare gRPC floor
         await asyncio.gather(
             *(stub.GetMicrogrid(empty_pb2.Empty(), timeout=30.0) for _ in range(self.n))
         )
 
     async def _floor_setpower(self) -> None:
-        stub = self.site.client.stub
+        stub = pb2_grpc.MicrogridStub(self.site.client.channel)  # the bare gRPC floor
         self._floor_flip = not getattr(self, "_floor_flip", False)
         p = 3_000.0 if self._floor_flip else 5_000.0
         calls = [

@@ -140,9 +140,10 @@ def _header(record: CycleRecord) -> Text:
         if _finite(record.unix_time_s)
         else _NO_VALUE
     )
+    api = f"  ·  Microgrid API {record.api_version}" if record.api_version else ""
     return Text.assemble(
         ("gridloop", "bold cyan"),
-        f"  t = {record.time_s:.1f} s  ·  {when}",
+        f"  t = {record.time_s:.1f} s  ·  {when}{api}",
     )
 
 
@@ -484,7 +485,7 @@ def summary_line(record: CycleRecord) -> str:
 
     Example::
 
-        t=12.0s grid=+48.2kW limit=50.0kW uncontrolled=+61.0kW battery=-12.8kW
+        t=12.0s api=v1alpha19 grid=+48.2kW limit=50.0kW uncontrolled=+61.0kW battery=-12.8kW
         target=-13.0kW f=49.912Hz fr=-5.0/-4.9kW soc=41.0..63.5% lat_p50=2.9ms
         lat_p99=8.1ms sent=1234 failed=2 overruns=0 excluded=0
 
@@ -500,7 +501,10 @@ def summary_line(record: CycleRecord) -> str:
     def ms(latency_ms: float) -> str:
         return f"{latency_ms:.1f}ms" if _finite(latency_ms) else "nan"
 
-    parts = [f"t={record.time_s:.1f}s", f"grid={kw(record.grid_power_w)}"]
+    parts = [f"t={record.time_s:.1f}s"]
+    if record.api_version:
+        parts.append(f"api={record.api_version}")
+    parts.append(f"grid={kw(record.grid_power_w)}")
     if _finite(record.import_limit_w):
         parts.append(f"limit={record.import_limit_w / 1000.0:.1f}kW")
     parts += [

@@ -45,6 +45,7 @@ gridloop_components_excluded                  gauge      number of components ex
 gridloop_setpoints_overridden_total           counter    setpoints overridden by another client
 gridloop_another_client                       gauge      1 once another client controls the site
 gridloop_site_changed                         gauge      1 once the server is another site
+gridloop_api_info{version}                    gauge      1 for the Microgrid API version in use
 ============================================  =========  ==========================================
 """
 
@@ -318,6 +319,12 @@ class MetricsExporter(RecordObserver):
             "1 once the server turned out to be another site after a reconnect (it stopped).",
         )
         """The site changed."""
+        self.api_info = self._gauge(
+            "gridloop_api_info",
+            "1 for the Microgrid API version the server is spoken to in.",
+            ("version",),
+        )
+        """The API version in use."""
 
     # ----------------------------------------------------------------- serving
 
@@ -424,6 +431,8 @@ class MetricsExporter(RecordObserver):
             self.components_excluded.set(len(record.excluded))
             self.another_client.set(1.0 if record.another_client else 0.0)
             self.site_changed.set(1.0 if record.site_changed else 0.0)
+            if record.api_version:
+                self.api_info.labels(version=record.api_version).set(1.0)
             if record.setpoints_overridden > self._overridden_seen:
                 self.setpoints_overridden.inc(record.setpoints_overridden - self._overridden_seen)
                 self._overridden_seen = record.setpoints_overridden

@@ -14,6 +14,8 @@ File format (every key optional; units in the names; + = import / charging)::
     api_key = "..."            # sent as metadata: printable ASCII only
     root_cert = "ca.pem"       # PEM; relative to the config file
     call_timeout_s = 1.0
+    version = "v1"             # Microgrid API version (v1, v1alpha18, v1alpha19);
+                               # omit it to find it (newest first)
 
     [control]
     setpoint_lifetime_s = 10   # request_lifetime of every setpoint, 10..900 s
@@ -72,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors import api_key_problem
+from actors import API_VERSIONS, api_key_problem
 from controller.errors import ConfigError
 from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
@@ -103,6 +105,9 @@ class ApiConfig:
     """PEM root certificate to verify the server's TLS (resolved against the config file)."""
     call_timeout_s: float = 1.0
     """Timeout of one unary call (setpoints), seconds (> 0)."""
+    version: str | None = None
+    """Microgrid API version of the server (``v1``, ``v1alpha18``, ``v1alpha19``);
+    None = find it at connect time (newest first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,7 @@ _API: dict[str, _Field] = {
     "api_key": _Field("str", (_nonempty,)),
     "root_cert": _Field("path"),
     "call_timeout_s": _Field("float", (_gt(0), _le(60))),
+    "version": _Field("str", choices=API_VERSIONS),
 }
 _CONTROL: dict[str, _Field] = {
     "setpoint_lifetime_s": _Field("int", (_between(10, 900),)),

@@ -288,6 +288,7 @@ class Controller:
             setpoints_overridden=sum(stats.overridden_by_others.values()),
             another_client=stats.another_client or "",
             site_changed=stats.site_changed or "",
+            api_version=self.site.client.api_version or "",
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:

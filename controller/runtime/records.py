@@ -120,3 +120,5 @@ class CycleRecord:
     site_changed: str = ""
     """What changed when the server turned out to be another site after a reconnect
     (empty while it has not); gridloop then stopped commanding."""
+    api_version: str = ""
+    """The Microgrid API version the server is spoken to in (``v1``, ``v1alpha18``, …)."""

@@ -55,6 +55,8 @@ class RunOptions:
     """API key (flag or GRIDLOOP_API_KEY); None = the config's."""
     root_cert_path: str | None = None
     """PEM root certificate for TLS; None = the config's."""
+    api_version: str | None = None
+    """Microgrid API version of the server; None = the config's, else found."""
     config_path: str | None = None
     """gridloop TOML config; None = defaults."""
     duration_s: float | None = None
@@ -307,6 +309,7 @@ async def _connect(
             api_key=options.api_key or config.api.api_key,
             root_cert=root_cert,
             options=runtime_options(config, time_scale),
+            api_version=options.api_version or config.api.version,
         )
     except ApiError as exc:
         raise UserError(_api_error_line(exc)) from None
@@ -318,7 +321,8 @@ async def _connect(
     if refusal is not None:
         await site.aclose()
         raise UserError(f"{api_url}: {refusal}")
-    # Shown at the default level, like the status lines: what "grid" means here.
+    # Shown at the default level, like the status lines: which API, what "grid" means.
+    _STATUS_LOG.warning("%s speaks Microgrid API %s", api_url, site.client.api_version)
     _STATUS_LOG.warning("%s", site.graph.grid.describe())
     return site
 
@@ -412,6 +416,7 @@ def _summary(
         another_client=stats.another_client,
         site_changed=stats.site_changed,
         grid_formula=site.graph.grid.describe(),
+        api_version=site.client.api_version or "",
         safe_stop_commanded=safe_stop.commanded,
         safe_stop_failed=len(safe_stop.failed),
         safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},

@@ -114,6 +114,8 @@ class RunSummary:
     which stopped the run (exit status 3); None when it did not."""
     grid_formula: str = ""
     """How the grid power was measured (``grid = meter 2 + meter 3; frequency from …``)."""
+    api_version: str = ""
+    """The Microgrid API version the server was spoken to in (``v1``, ``v1alpha18``, …)."""
 
     @property
     def exit_status(self) -> int:
@@ -160,7 +162,8 @@ class RunSummary:
             soc = "n/a (no battery SoC was measured)"
         lines = [
             f"gridloop run: {self.duration_s:.1f} s wall, {self.simulated_s / 60:.1f} min of site "
-            f"time ({'embedded simulator' if self.embedded else self.api_url})",
+            f"time ({'embedded simulator' if self.embedded else self.api_url}"
+            f"{', Microgrid API ' + self.api_version if self.api_version else ''})",
             f"  grid power       {self.grid_formula or 'n/a'}",
             f"  peak import      {kw(self.peak_import_w)} with batteries, "
             f"{kw(self.peak_import_w_uncontrolled)} without (1-min means; limit "
