@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from testkit import connect_site, wait_until
 
-from actors import ApiError, OutcomeKind, RuntimeOptions, Site
+from actors import API_VERSIONS, ApiError, OutcomeKind, RuntimeOptions, Site
 from simulator.config import load_site
 from simulator.errors import ComponentNotReadyError
 from simulator.server import SimulatorServer
@@ -69,9 +69,11 @@ def _power(site: Site, cid: int) -> float:
 
 
 @asynccontextmanager
-async def _running(srv: SimulatorServer) -> AsyncIterator[Site]:
-    """A `Site` connected to ``srv`` and running, once every component is fresh and healthy."""
-    site = await connect_site(srv)
+async def _running(srv: SimulatorServer, api_version: str | None = None) -> AsyncIterator[Site]:
+    """A `Site` connected to ``srv`` in ``api_version`` (None: the newest) and running,
+    once every component is fresh and healthy."""
+    site = await connect_site(srv, api_version=api_version)
+    assert site.client.api_version == (api_version or API_VERSIONS[0])
     async with site:
         await wait_until(
             lambda: not site.stats().excluded, 5.0, "all components fresh and healthy"
@@ -79,8 +81,11 @@ async def _running(srv: SimulatorServer) -> AsyncIterator[Site]:
         yield site
 
 
-async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer) -> None:
-    async with _running(sim) as site:
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_charge_100kw_reaches_telemetry_split_by_soc(
+    sim: SimulatorServer, api_version: str
+) -> None:
+    async with _running(sim, api_version) as site:
         results = site.new_result_receiver()
         outcome = await site.set_power(100_000.0)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
@@ -113,9 +118,12 @@ async def test_charge_100kw_reaches_telemetry_split_by_soc(sim: SimulatorServer)
     assert last == dict.fromkeys(outcome.setpoints_w, 0.0)
 
 
-async def test_silent_stream_excluded_share_moves_and_returns(sim: SimulatorServer) -> None:
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_silent_stream_excluded_share_moves_and_returns(
+    sim: SimulatorServer, api_version: str
+) -> None:
     others = [10, 30, 31, 40]
-    async with _running(sim) as site:
+    async with _running(sim, api_version) as site:
         outcome = await site.set_power(100_000.0)
         share_20 = outcome.setpoints_w[20]
         assert share_20 > 5_000.0
@@ -176,11 +184,12 @@ async def test_failing_setpoints_partial_failure_retry_and_recovery(
     assert_no_setpoint_out_of_bounds(sim)
 
 
+@pytest.mark.parametrize("api_version", API_VERSIONS)
 async def test_error_state_excluded_acknowledged_restarted_and_reused(
-    sim: SimulatorServer,
+    sim: SimulatorServer, api_version: str
 ) -> None:
     phys = sim.physics
-    async with _running(sim) as site:
+    async with _running(sim, api_version) as site:
         outcome = await site.set_power(-80_000.0)
         share_40 = outcome.setpoints_w[40]
         assert share_40 < -5_000.0
@@ -235,11 +244,12 @@ async def test_error_state_excludes_component_until_it_runs(sim: SimulatorServer
     assert_no_setpoint_out_of_bounds(sim)
 
 
-async def test_survives_simulator_restart(sim_factory: Any) -> None:
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_survives_simulator_restart(sim_factory: Any, api_version: str) -> None:
     cfg = load_site(None)
     srv1: SimulatorServer = await sim_factory(cfg)
     port = srv1.port
-    async with _running(srv1) as site:
+    async with _running(srv1, api_version) as site:
         await site.set_power(60_000.0)
         await wait_until(lambda: abs(site.measurements().battery_power_w - 6e4) < 200, 3, "60 kW")
         await srv1.stop(grace=0)
@@ -380,8 +390,11 @@ async def test_an_inverter_on_the_grid_point_counts_with_its_own_power(
         assert grid_w == pytest.approx(srv.physics.grid_power_w, abs=100.0)
 
 
-async def test_safe_stop_reports_the_inverters_that_refused_0w(sim: SimulatorServer) -> None:
-    async with _running(sim) as site:
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_safe_stop_reports_the_inverters_that_refused_0w(
+    sim: SimulatorServer, api_version: str
+) -> None:
+    async with _running(sim, api_version) as site:
         outcome = await site.set_power(100_000.0)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
         refused = set(sorted(outcome.setpoints_w)[:2])

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from testkit import cancel_once
+from testkit import assert_main_job_done, cancel_once
 
 from controller.runtime.control import next_tick_s, periodic
 from simulator.config import site_from_dict
@@ -114,25 +114,10 @@ def test_gridloop_run_shaves_the_peak_and_follows_frequency(tmp_path: Path) -> N
     assert "peak import" in stdout
 
     s = json.loads(summary_path.read_text())
-    limit = s["import_limit_w"]
-    assert s["peak_import_w_uncontrolled"] > 1.15 * limit  # there was a peak to shave
-    # 1-minute means cut most of the way to the limit. Not all the way: at 60x one
-    # 200 ms control cycle is 12 s of site time, so the first cycle of a load step
-    # alone lifts its 1-minute mean by ~20 % of the excess, more when this shared
-    # machine delays cycles. How close control gets is measured deterministically
-    # by `gridloop replay` (tests/replay), not here.
-    excess = s["peak_import_w_uncontrolled"] - limit
-    assert s["peak_import_w"] <= limit + 0.5 * excess
-    assert s["fr_energy_required_wh"] > 1_000.0
-    assert s["fr_energy_delivered_wh"] >= 0.9 * s["fr_energy_required_wh"]
-    assert s["setpoints_sent"] > 100
-    assert s["setpoints_failed"] == 0
+    assert_main_job_done(s)
     assert s["setpoints_out_of_bounds"] == 0
     rejected = s["simulator_stats"]["setpoints_rejected"]
     assert rejected == dict.fromkeys(rejected, 0)
-    lat = s["dispatch_latency_ms"]
-    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
-    assert 0 < s["soc_min_pct"] <= s["soc_max_pct"] < 100
     # The embedded simulator was a child, and it did not outlive the run.
     assert children
     assert not [pid for pid in children if psutil.pid_exists(pid)

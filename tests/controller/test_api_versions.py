@@ -1,0 +1,88 @@
+"""`gridloop run --api` does the main job on every Microgrid API version.
+
+Each run controls a simulator that serves one version only (so the version is
+found, not assumed): the default site's 30-minute scenario at 60x, the peak
+shaved, frequency followed, no setpoint out of bounds at the site, exit 0, and
+the version named in the summary, its JSON and the start-up log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testkit import assert_main_job_done
+
+from actors import API_VERSIONS
+
+ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def _gridloop_run(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ENTRY, "run", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("version", API_VERSIONS)
+async def test_the_main_job_on_a_server_of_one_version(
+    sim_factory: Any, tmp_path: Path, version: str
+) -> None:
+    srv = await sim_factory(time_scale=60.0, api_versions=(version,))
+    summary_path = tmp_path / "summary.json"
+    status, out, err = await _gridloop_run(
+        "--api", f"grpc://{srv.address}", "--time-scale", "60", "--duration", "30",
+        "--summary-json", str(summary_path), "--no-dashboard",
+    )
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert f"speaks Microgrid API {version}" in err
+    assert f"Microgrid API {version})" in out  # the summary's first line
+    s = json.loads(summary_path.read_text())
+    assert s["api_version"] == version
+    assert_main_job_done(s)
+    stats = srv.stats()
+    assert stats["setpoints_out_of_bounds"] == 0
+    assert stats["setpoints_rejected"] == dict.fromkeys(stats["setpoints_rejected"], 0)
+
+
+async def test_a_version_the_server_does_not_speak_is_one_line(sim_factory: Any) -> None:
+    srv = await sim_factory(api_versions=("v1alpha18",))
+    status, _, err = await _gridloop_run(
+        "--api", f"grpc://{srv.address}", "--api-version", "v1", "--duration", "2",
+    )
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "UNIMPLEMENTED" in lines[0], err
+    assert "ListComponents" in lines[0], err
+
+
+async def test_an_unknown_api_version_flag_is_one_line() -> None:
+    status, _, err = await _gridloop_run("--api-version", "v2", "--duration", "1")
+    assert status == 2
+    assert err.strip() == (
+        "gridloop run: --api-version: 'v2': must be one of v1alpha19, v1alpha18, v1"
+    )
+
+
+def test_the_api_version_in_the_config_is_validated(tmp_path: Path) -> None:
+    from controller.errors import ConfigError
+    from controller.runtime.config import load_config
+
+    cfg = tmp_path / "gridloop.toml"
+    cfg.write_text('[api]\nversion = "v9"\n')
+    with pytest.raises(ConfigError, match=r"api\.version.*v9.*must be one of"):
+        load_config(cfg)
+    cfg.write_text('[api]\nversion = "v1"\n')
+    assert load_config(cfg).api.version == "v1"
