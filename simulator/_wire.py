@@ -4,9 +4,11 @@ The simulator models a site once, in the numbering of the common API v1alpha8
 (what ``frequenz.api.microgrid.v1alpha18`` and ``v1alpha19`` carry: they are the
 same messages on the wire). ``frequenz.api.microgrid.v1`` (the original 0.17
 API) carries ``frequenz.api.common.v1`` types, whose enums name the same things
-with other numbers: AC active power is ``METRIC_AC_POWER_ACTIVE`` = 20 in
-v1alpha8 and ``METRIC_AC_ACTIVE_POWER`` = 26 in v1; the grid connection point is
-category 1 in both, but CHP is 9 in v1alpha8 and 10 in v1. Every translation
+with other names and, from 68 on, other numbers: AC active power is
+``METRIC_AC_POWER_ACTIVE`` in v1alpha8 and ``METRIC_AC_ACTIVE_POWER`` in v1 (26
+in both), but SoC is 101 in v1alpha8 and 102 in v1 (where 101 is the battery
+capacity), irradiance 166 and 167; the grid connection point is category 1 in
+both, but CHP is 9 in v1alpha8 and 10 in v1. Every translation
 goes through the tables here, built once from the enum names (so they cannot
 drift from the generated code).
 
