@@ -108,7 +108,7 @@ async def _a18_until(stub: a18_grpc.MicrogridStub, cid: int, pred: Callable[[Any
 
 async def _drain(call: Any) -> None:
     """Read a stream until it ends (an error raises)."""
-    async for _ in call:
+    while await call.read() is not grpc.aio.EOF:
         pass
 
 
