@@ -232,19 +232,21 @@ async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
         gc.collect()
         gc.freeze()
         print(f"gridloop sim listening on {server.address}", flush=True)
+        if args.stats_json:
+            _checked_write(args.stats_json, server)
+        # On stderr, once start-up has succeeded: the listening line stays the only
+        # stdout line, and a start-up error stays the only stderr line.
         print(
             f"gridloop sim: Microgrid API {', '.join(server.api_versions)}",
             file=sys.stderr,
             flush=True,
         )
-        if args.stats_json:
-            _checked_write(args.stats_json, server)
-            if args.stats_interval:
-                while not stop.is_set():
-                    try:
-                        await asyncio.wait_for(stop.wait(), args.stats_interval)
-                    except TimeoutError:
-                        _checked_write(args.stats_json, server)
+        if args.stats_json and args.stats_interval:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), args.stats_interval)
+                except TimeoutError:
+                    _checked_write(args.stats_json, server)
         await stop.wait()
 
 
