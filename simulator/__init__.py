@@ -1,4 +1,4 @@
-"""A Frequenz Microgrid API (v1alpha18) server with simulated physics.
+"""A Frequenz Microgrid API server with simulated physics: v1, v1alpha18 and v1alpha19 on one port.
 
 Offers:
 
@@ -11,9 +11,10 @@ Offers:
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
   bounds, state machine, fault injection, injectable load/irradiance profiles).
 * `simulator.server`: `SimulatorServer(site, *, host, port, time_scale,
-  telemetry_hz, seed, api_key, physics_hz, tls_cert, tls_key, faults)`, the
-  grpc.aio server (async context manager); `stats()` reports setpoints and
-  fault episodes.
+  telemetry_hz, seed, api_key, physics_hz, tls_cert, tls_key, faults,
+  api_versions)`, the grpc.aio server (async context manager) of every version
+  in ``api_versions`` (default `API_VERSIONS`: v1, v1alpha18, v1alpha19) over
+  one site; `stats()` reports setpoints and fault episodes.
 * `simulator.faults`: the seeded fault scheduler and the episode accounting
   behind the site's ``[faults]`` table (`simulator.config.FaultConfig`):
   telemetry streams that end or stall, delayed or rejected setpoint calls,

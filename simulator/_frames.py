@@ -20,9 +20,11 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
 from frequenz.api.common.v1alpha8.microgrid.sensors import sensors_pb2
+from frequenz.api.microgrid.v1 import microgrid_pb2 as v1_mg_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
 from google.protobuf.message import Message
 
+from ._wire import V1_METRIC, Wire, v1_error_code, v1_sensor_state_code, v1_state_code
 from .physics import ComponentState, Interval, SitePhysics
 
 __all__ = [
@@ -96,7 +98,13 @@ def metrics_of(kind: str) -> tuple[int, ...]:
 
 
 class Template:
-    """A pre-built telemetry response updated in place and serialised per generation."""
+    """A pre-built telemetry response updated in place and serialised per publication.
+
+    ``wire`` picks the message: v1alpha8-shaped (``Receive*TelemetryStreamResponse``
+    of v1alpha18, the same bytes as v1alpha19's) or v1 (``Receive*DataStreamResponse``
+    with ``frequenz.api.common.v1`` numbers, translated by `simulator._wire`).
+    ``metrics`` and ``full`` are v1alpha8 numbers either way.
+    """
 
     def __init__(
         self,
@@ -104,25 +112,39 @@ class Template:
         metrics: tuple[int, ...],
         full: tuple[int, ...],
         sensor: bool = False,
+        wire: Wire = "v1alpha8",
     ) -> None:
         self.metrics = metrics
+        self.wire: Wire = wire
         self.index = [full.index(m) for m in metrics]
         self.msg: Message
-        if sensor:
-            smsg = mg_pb2.ReceiveSensorTelemetryStreamResponse()
-            stel = smsg.telemetry
-            stel.sensor_id = component_id
-            self.samples = [stel.metric_samples.add(metric=m) for m in metrics]
-            self.snapshot: Any = stel.state_snapshots.add()
-            self.msg = smsg
+        v1 = wire == "v1"
+        wire_metrics = [V1_METRIC[m] for m in metrics] if v1 else list(metrics)
+        body: Any
+        if sensor and v1:
+            self.msg = v1_sensor = v1_mg_pb2.ReceiveSensorDataStreamResponse()
+            body = v1_sensor.data
+        elif sensor:
+            self.msg = a8_sensor = mg_pb2.ReceiveSensorTelemetryStreamResponse()
+            body = a8_sensor.telemetry
+        elif v1:
+            self.msg = v1_comp = v1_mg_pb2.ReceiveComponentDataStreamResponse()
+            body = v1_comp.data
+            body.component_id = component_id
         else:
-            emsg = mg_pb2.ReceiveElectricalComponentTelemetryStreamResponse()
-            etel = emsg.telemetry
-            etel.electrical_component_id = component_id
-            self.samples = [etel.metric_samples.add(metric=m) for m in metrics]
-            self.snapshot = etel.state_snapshots.add()
-            self.msg = emsg
+            self.msg = a8_comp = mg_pb2.ReceiveElectricalComponentTelemetryStreamResponse()
+            body = a8_comp.telemetry
+            body.electrical_component_id = component_id
+        if sensor:
+            body.sensor_id = component_id
+        self.samples = [body.metric_samples.add(metric=m) for m in wire_metrics]
+        self.snapshot: Any = body.states.add() if v1 else body.state_snapshots.add()
+        self._sensor = sensor
         self.bounded: set[int] = set()
+
+    def body(self, msg: Message) -> Any:
+        """The telemetry part of a response of this template's type (``data`` or ``telemetry``)."""
+        return msg.data if self.wire == "v1" else msg.telemetry  # type: ignore[attr-defined]
 
     def render(
         self,
@@ -133,8 +155,11 @@ class Template:
         states: list[int],
         errors: list[int],
     ) -> bytes:
+        """Serialise the response for one publication (``bounds`` keyed by v1alpha8
+        metric; ``states`` and ``errors`` in v1alpha8 numbers)."""
+        v1 = self.wire == "v1"
         for metric, idx, sample in zip(self.metrics, self.index, self.samples, strict=True):
-            ts = sample.sample_time
+            ts = sample.sampled_at if v1 else sample.sample_time
             ts.seconds = seconds
             ts.nanos = nanos
             sample.value.simple_metric.value = values[idx]
@@ -147,15 +172,22 @@ class Template:
                     if hi != math.inf:
                         b.upper = hi
         snap = self.snapshot
-        snap.origin_time.seconds = seconds
-        snap.origin_time.nanos = nanos
+        ts = snap.sampled_at if v1 else snap.origin_time
+        ts.seconds = seconds
+        ts.nanos = nanos
+        if v1:
+            to_v1 = v1_sensor_state_code if self._sensor else v1_state_code
+            states = [to_v1(c) for c in states]
         if list(snap.states) != states:
             del snap.states[:]
             snap.states.extend(states)
         if len(snap.errors) != len(errors):
             del snap.errors[:]
             for code in errors:
-                snap.errors.add(diagnostic_code=code)
+                if v1:
+                    snap.errors.append(v1_error_code(code))
+                else:
+                    snap.errors.add(diagnostic_code=code)
         data: bytes = self.msg.SerializeToString()
         return data
 
@@ -320,13 +352,16 @@ def corrupt_frame(tmpl: Template, kind: str, mode: str) -> bytes:
     """
     msg = type(tmpl.msg)()
     msg.CopyFrom(tmpl.msg)
-    samples: Any = msg.telemetry.metric_samples  # type: ignore[attr-defined]
+    samples: Any = tmpl.body(msg).metric_samples
     if kind == "inverter":
         value_metric: int = M.METRIC_AC_POWER_ACTIVE
         bound_metrics: tuple[int, ...] = (M.METRIC_AC_POWER_ACTIVE,)
     else:
         value_metric = M.METRIC_BATTERY_SOC_PCT
         bound_metrics = (M.METRIC_DC_POWER, M.METRIC_BATTERY_SOC_PCT)
+    if tmpl.wire == "v1":
+        value_metric = V1_METRIC[value_metric]
+        bound_metrics = tuple(V1_METRIC[m] for m in bound_metrics)
     if mode == "missing_bounds":
         for sample in samples:
             if sample.metric in bound_metrics:

@@ -2,7 +2,7 @@
 
 The telemetry period ``1/telemetry_hz`` is split into phases and a component
 streams in phase ``id % phases``. At each phase's publication, for every (component,
-metric filter) key of that phase with a waiting stream, one pre-built protobuf
+metric filter, wire shape) key of that phase with a waiting stream, one pre-built protobuf
 `Template` is updated in place and serialised once; every stream with that key
 then writes the same bytes. Streams sleep on one `asyncio.Event` per phase, so a
 slow client skips publications instead of queueing. A *generation* is one whole
@@ -33,12 +33,15 @@ from ._frames import (
 )
 from ._limits import StreamCaps
 from ._probe import LatencyProbe
+from ._wire import Wire
 from .physics import SitePhysics
 
 __all__ = ["StreamKey", "TelemetryPublisher"]
 
-StreamKey = tuple[int, tuple[int, ...]]
-"""A stream's key: component id (a sensor's negated) and the metrics it streams."""
+StreamKey = tuple[int, tuple[int, ...], Wire]
+"""A stream's key: component id (a sensor's negated), the metrics it streams
+(v1alpha8 numbers) and the wire shape its frames take (v1alpha18 and v1alpha19
+streams share ``"v1alpha8"`` frames: the same bytes)."""
 
 
 class TelemetryPublisher:
@@ -115,16 +118,19 @@ class TelemetryPublisher:
         else:
             self._break_epoch[component_id] = self._break_epoch.get(component_id, 0) + 1
 
-    def stream_key(self, cid: int, wanted: list[int] | None = None) -> StreamKey:
-        """The key of a stream of component ``cid`` (sensor: ``-id``) for metrics ``wanted``.
+    def stream_key(
+        self, cid: int, wanted: list[int] | None = None, wire: Wire = "v1alpha8"
+    ) -> StreamKey:
+        """The key of a stream of component ``cid`` (sensor: ``-id``) for metrics
+        ``wanted`` (v1alpha8 numbers) in frames of ``wire``.
 
         None = every metric the component has; metrics it does not have are left out.
         """
         supported = SENSOR_METRICS if cid < 0 else metrics_of(self.physics.kind_of(cid))
         if wanted is None:
-            return cid, supported
+            return cid, supported, wire
         want = set(wanted)
-        return cid, tuple(m for m in supported if m in want)
+        return cid, tuple(m for m in supported if m in want), wire
 
     def note_waiting(self, key: StreamKey, count: int = 1) -> None:
         """Count ``count`` more streams waiting for ``key``'s next publication.
@@ -148,9 +154,11 @@ class TelemetryPublisher:
     def _template(self, key: StreamKey) -> Template:
         tmpl = self._templates.get(key)
         if tmpl is None:
-            cid, metrics = key
+            cid, metrics, wire = key
             full = self.stream_key(cid)[1]
-            tmpl = self._templates[key] = Template(abs(cid), metrics, full, sensor=cid < 0)
+            tmpl = self._templates[key] = Template(
+                abs(cid), metrics, full, sensor=cid < 0, wire=wire
+            )
         return tmpl
 
     def publish(self, wall_s: float) -> None:

@@ -21,7 +21,8 @@ _UNKNOWN = -1
 
 
 class SetpointStats:
-    """Counts of SetElectricalComponentPower outcomes, in total and per component.
+    """Counts of setpoint outcomes (SetElectricalComponentPower; v1: SetComponentPower*),
+    in total and per component.
 
     Requests naming ids the site does not have share one entry, so a client
     cannot grow the table.

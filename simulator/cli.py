@@ -19,6 +19,11 @@ server is listening, every ``--stats-interval`` wall seconds (if given) and on
 exit; every write is atomic (a temporary file in the same directory, then
 ``os.replace``), so a reader never sees a partial file.
 
+API versions: the Microgrid API v1, v1alpha18 and v1alpha19 are served on the
+one port; ``--api-versions v1,v1alpha18`` restricts the set (the others answer
+UNIMPLEMENTED). The versions served are logged on stderr, one line after the
+listening line (which stays exactly as it is: scripts parse it).
+
 Security: ``--api-key KEY`` makes every call require metadata ``key: KEY``
 (UNAUTHENTICATED otherwise); ``--tls-cert FILE --tls-key FILE`` serves TLS
 only. The server binds loopback (127.0.0.1) unless ``--host`` says otherwise.
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FAULT_KEYS, FaultConfig, SiteConfigError, faults_from_dict, load_site
-from .server import SimulatorServer
+from .server import API_VERSIONS, SimulatorServer, check_api_versions
 
 __all__ = ["main", "parse_fault_overrides"]
 
@@ -74,11 +79,25 @@ def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
 _port = _int_in("port", 0, 65535)
 
 
+def _api_versions(text: str) -> tuple[str, ...]:
+    """``--api-versions``: comma-separated versions of `API_VERSIONS` (one message
+    naming the flag, the value and the allowed set otherwise)."""
+    versions = [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        return check_api_versions(versions)
+    except ValueError as exc:
+        shown = text if text.isprintable() else repr(text)
+        raise argparse.ArgumentTypeError(
+            f"--api-versions {shown}: {str(exc).removeprefix('api_versions: ')}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gridloop sim`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="gridloop sim",
-        description="Serve a simulated site over the Frequenz Microgrid API v1alpha18.",
+        description="Serve a simulated site over the Frequenz Microgrid API"
+        " (v1, v1alpha18 and v1alpha19 on one port).",
     )
     parser.add_argument("--config", metavar="SITE.toml", help="site file (default: demo site)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
@@ -105,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         " 1 = all streams at once)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument(
+        "--api-versions",
+        type=_api_versions,
+        default=API_VERSIONS,
+        metavar="V[,V...]",
+        help=f"Microgrid API versions to serve (default all: {','.join(API_VERSIONS)})",
+    )
     parser.add_argument(
         "--stats-json",
         metavar="FILE",
@@ -208,12 +234,19 @@ async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
         print(f"gridloop sim listening on {server.address}", flush=True)
         if args.stats_json:
             _checked_write(args.stats_json, server)
-            if args.stats_interval:
-                while not stop.is_set():
-                    try:
-                        await asyncio.wait_for(stop.wait(), args.stats_interval)
-                    except TimeoutError:
-                        _checked_write(args.stats_json, server)
+        # On stderr, once start-up has succeeded: the listening line stays the only
+        # stdout line, and a start-up error stays the only stderr line.
+        print(
+            f"gridloop sim: Microgrid API {', '.join(server.api_versions)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if args.stats_json and args.stats_interval:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), args.stats_interval)
+                except TimeoutError:
+                    _checked_write(args.stats_json, server)
         await stop.wait()
 
 
@@ -326,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_cert=tls_cert,
         tls_key=tls_key,
         faults=faults,
+        api_versions=args.api_versions,
     )
     try:
         _run(_serve(args, server))

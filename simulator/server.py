@@ -1,23 +1,30 @@
-"""The Microgrid API v1alpha18 server over the simulated physics (grpc.aio).
+"""The Microgrid API server over the simulated physics (grpc.aio): v1, v1alpha18, v1alpha19.
 
 Offers `SimulatorServer`: an async context manager (or `start` / `stop`) that
-serves the whole ``frequenz.api.microgrid.v1alpha18.Microgrid`` service for a
-`SiteConfig`, drives `SitePhysics` from one asyncio task, and streams
-per-component telemetry at ``telemetry_hz``.
+serves the ``Microgrid`` service of every version in ``api_versions`` (default
+`API_VERSIONS`: ``frequenz.api.microgrid.v1`` — the original 0.17 API —,
+``v1alpha18`` and ``v1alpha19``) on one port for a `SiteConfig`, drives
+`SitePhysics` from one asyncio task, and streams per-component telemetry at
+``telemetry_hz``. Every version sees the same site, physics, faults, statistics,
+TLS and API key: a setpoint sent through one shows in every version's telemetry.
+A version not served answers UNIMPLEMENTED (gRPC does that for an unknown service).
 
 Design of the telemetry path: one tick task steps the physics at
 ``physics_hz`` (wall). The telemetry period ``1/telemetry_hz`` is split into
 ``telemetry_phases`` phases and a component streams in phase ``id % phases``
 (real devices sample on their own clocks, not all at one instant; it also
 spreads the server's writes over the period). At each phase the task
-publishes (`simulator._publisher`): for every (component, metric filter) of
-that phase with subscribers, one pre-built protobuf template is updated in
-place and serialised once; all streams with that key then write the same
-bytes (the response serialiser passes bytes through). Streams sleep on one
+publishes (`simulator._publisher`): for every (component, metric filter, wire
+shape: v1 or the v1alpha18/19 one) of that phase with subscribers, one pre-built
+protobuf template is updated in place and serialised once; all streams with that
+key then write the same bytes (the response serialiser passes bytes through). Streams sleep on one
 `asyncio.Event` per phase, so a slow client just skips publications instead
 of queueing. A *generation* is one whole period (every phase published).
 
-The parts, one role per private module: `simulator._rpc` (the RPC handlers),
+The parts, one role per private module: `simulator._rpc_core` (what every
+version's handlers share: auth, lookup, setpoint admission, bounds, commands),
+`simulator._rpc` (the v1alpha18/v1alpha19 handlers), `simulator._rpc_v1` (the v1
+handlers), `simulator._wire` (the numbering tables between v1 and v1alpha8),
 `simulator._publisher` and `simulator._frames` (telemetry), `simulator._fault_driver`
 (fault episodes), `simulator._stats` (setpoint counters), `simulator._probe`
 (latency probe), `simulator._limits` (request and stream limits). This module
@@ -67,12 +74,16 @@ from ._limits import (
 )
 from ._probe import LatencyProbe
 from ._publisher import TelemetryPublisher
-from ._rpc import SERVICE_NAME, MicrogridServicer, build_components
+from ._rpc import SERVICE_NAME, MicrogridServicer
+from ._rpc_core import ServiceCore, build_components
+from ._rpc_v1 import MicrogridV1Servicer
 from ._stats import REJECTION_CODES, SetpointStats
+from ._wire import API_VERSIONS, SERVICE_NAMES
 from .config import FaultConfig, SiteConfig
 from .physics import SitePhysics
 
 __all__ = [
+    "API_VERSIONS",
     "BATTERY_METRICS",
     "CLIENTS_PER_SERVER",
     "INVERTER_METRICS",
@@ -85,15 +96,33 @@ __all__ = [
     "REJECTION_CODES",
     "SENSOR_METRICS",
     "SERVICE_NAME",
+    "SERVICE_NAMES",
     "STREAMS_PER_COMPONENT",
     "LatencyProbe",
     "SimulatorServer",
     "build_components",
+    "check_api_versions",
     "default_stream_caps",
     "default_telemetry_phases",
 ]
 
 _logger = logging.getLogger(__name__)
+
+
+def check_api_versions(versions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``versions`` in `API_VERSIONS` order, without repeats.
+
+    Raises:
+        ValueError: one line naming ``api_versions``, the bad value and the
+            allowed set, if a version is unknown or none is given.
+    """
+    allowed = ", ".join(API_VERSIONS)
+    for v in versions:
+        if v not in API_VERSIONS:
+            raise ValueError(f"api_versions: unknown version {v!r}; allowed: {allowed}")
+    if not versions:
+        raise ValueError(f"api_versions: at least one version is required; allowed: {allowed}")
+    return tuple(v for v in API_VERSIONS if v in versions)
 
 
 class SimulatorServer:
@@ -120,6 +149,7 @@ class SimulatorServer:
         telemetry_phases: int | None = None,
         max_streams_per_client: int | None = None,
         max_streams: int | None = None,
+        api_versions: tuple[str, ...] = API_VERSIONS,
     ) -> None:
         """Create the server (nothing runs until `start`).
 
@@ -149,9 +179,13 @@ class SimulatorServer:
                 with RESOURCE_EXHAUSTED. None = `default_stream_caps`.
             max_streams: most telemetry streams open at once on the whole
                 server (RESOURCE_EXHAUSTED beyond). None = `default_stream_caps`.
+            api_versions: the Microgrid API versions to serve (a non-empty
+                subset of `API_VERSIONS`); the others answer UNIMPLEMENTED.
         """
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
+        self.api_versions: tuple[str, ...] = check_api_versions(api_versions)
+        """The Microgrid API versions served, in `API_VERSIONS` order."""
         phases, per_client, total = check_server_args(
             site=site,
             port=port,
@@ -206,7 +240,7 @@ class SimulatorServer:
         self.telemetry = TelemetryPublisher(self.physics, phases, self.fault_driver, caps)
         """The telemetry phases, frames and streams."""
         self._setpoints = SetpointStats(frozenset(c.id for c in site.components))
-        self._service = MicrogridServicer(
+        self._service = ServiceCore(
             site,
             self.physics,
             self.telemetry,
@@ -216,6 +250,12 @@ class SimulatorServer:
             time_scale=self.time_scale,
             wall_s=self._wall_s,
         )
+        alpha = MicrogridServicer(self._service)
+        v1 = MicrogridV1Servicer(self._service)
+        self._handlers = [
+            v1.handlers() if version == "v1" else alpha.handlers(version)
+            for version in self.api_versions
+        ]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,7 +275,7 @@ class SimulatorServer:
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ]
         )
-        server.add_generic_rpc_handlers((self._service.handlers(),))
+        server.add_generic_rpc_handlers(self._handlers)
         self.port = self._bind(server)
         await server.start()
         self._server = server
@@ -385,6 +425,8 @@ class SimulatorServer:
 
         Keys (counts unless a unit is named):
 
+        * ``api_versions``: the Microgrid API versions served. Every other count
+          covers the calls of all of them.
         * ``setpoints_received`` / ``setpoints_accepted``; ``setpoints_rejected``
           per status code (`REJECTION_CODES`; injected rejections are not in it).
         * ``setpoints_out_of_bounds``: active-power requests outside the
@@ -427,6 +469,7 @@ class SimulatorServer:
         """
         setpoints = self._setpoints
         return {
+            "api_versions": list(self.api_versions),
             **setpoints.to_json(),
             "listening_at_unix": self.listening_at_unix,
             "first_setpoint_accepted_at_unix": setpoints.first_accepted_unix,
