@@ -18,13 +18,19 @@ rebuilt from the installed ``_pb2`` modules: each module's
 * `descriptor_set`: the ``FileDescriptorSet`` of one version's service file.
 * `generate`: generate and import one version's package into a directory.
 * `ForeignApi`: the generated modules of one version (service, metrics, components)
-  and `ForeignApi.connect`, a grpclib channel with the generated ``MicrogridStub``.
+  and `ForeignApi.connect`, a grpclib channel with the generated ``MicrogridStub``;
+  `ForeignFactory`: the type of a version -> `ForeignApi` lookup.
 
 One thing betterproto2-compiler 0.10 cannot take as protoc hands it: a file without
 ``source_code_info`` (it reads every element's comments from it and fails with
 "Can't unwrap a None value"). The serialized descriptors in ``_pb2`` modules carry no
 source info, so `descriptor_set` gives each file one empty location: the generated
 code is the same, only without the ``.proto`` comments.
+
+Google's protobuf runtime is still imported here, to read the installed descriptors
+before generation, and by grpclib to decode rich error details
+(``grpc-status-details-bin``) if a server sends them (the simulator does not); it
+never encodes or decodes a request or response of this client.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +51,14 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from grpclib.client import Channel
 
-__all__ = ["VERSIONS", "ForeignApi", "GenerationError", "descriptor_set", "generate"]
+__all__ = [
+    "VERSIONS",
+    "ForeignApi",
+    "ForeignFactory",
+    "GenerationError",
+    "descriptor_set",
+    "generate",
+]
 
 VERSIONS: tuple[str, ...] = ("v1", "v1alpha18", "v1alpha19")
 """The ``frequenz.api.microgrid`` versions this client can be generated for."""
@@ -155,6 +168,10 @@ class ForeignApi:
             yield self.microgrid.MicrogridStub(channel)
         finally:
             channel.close()
+
+
+ForeignFactory = Callable[[str], ForeignApi]
+"""What the tests' ``foreign`` fixture is: a version in, its (cached) client out."""
 
 
 def generate(version: str, out_dir: Path) -> ForeignApi:
