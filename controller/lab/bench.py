@@ -13,12 +13,16 @@ the telemetry period (``--telemetry-phases``, default 10). It carries a
 settled, the simulator steps the grid frequency to 50 Hz ± 300 mHz
 (alternating, every ``--interval`` s of wall time, one unreported warm-up step
 first) and records, on its own ``time.monotonic_ns`` clock, when it yielded the
-first grid-meter frame showing each step and when each active-power
-SetElectricalComponentPower arrived. A setpoint answers step *k* when it arrives
+first grid-meter frame showing each step and when each active-power setpoint
+arrived (SetElectricalComponentPower; SetComponentPowerActive in v1). A setpoint answers step *k* when it arrives
 after the step's emission, before the next step's, and has the step's sign
 (over-frequency → charge, +; under-frequency → discharge, −; ±5 kW per inverter
 for every client). Event → first / last setpoint is the first / last such
 arrival over the N inverters.
+
+The simulator serves one Microgrid API version, ``--api-version`` (default
+v1alpha18), and every client speaks it: a v1 setpoint is one unary call
+answered once, a v1alpha18/19 one a call whose answers stream.
 
 The clients, one after another in the same run:
 
@@ -77,6 +81,10 @@ STEP_HZ = 0.3
 NOMINAL_HZ = 50.0
 CLIENTS = ("gridloop", "floor", "floor+streams", "sdk")
 """The clients, in the order they run."""
+DEFAULT_API_VERSION = "v1alpha18"
+"""The version benchmarked unless ``--api-version`` says otherwise (the SDK peer's)."""
+SDK_API_VERSION = "v1alpha18"
+"""The one version the SDK peer (frequenz-client-microgrid 0.18) speaks."""
 _RESULT_PREFIX = "LATENCY "
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -215,7 +223,10 @@ async def _sim_child(args: argparse.Namespace) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with SimulatorServer(
-        site, telemetry_hz=args.telemetry_hz, telemetry_phases=args.telemetry_phases
+        site,
+        telemetry_hz=args.telemetry_hz,
+        telemetry_phases=args.telemetry_phases,
+        api_versions=(args.api_version,),
     ) as srv:
         _settle_gc()  # as `gridloop sim` does
         emitted = asyncio.Event()
@@ -255,13 +266,21 @@ class _Sim(SimulatorProcess):
     """
 
     def __init__(
-        self, n: int, events: int, interval: float, telemetry_hz: float, phases: int
+        self,
+        n: int,
+        events: int,
+        interval: float,
+        telemetry_hz: float,
+        phases: int,
+        api_version: str,
     ) -> None:
+        self.api_version = api_version
+        """The one Microgrid API version the child serves."""
         super().__init__(
             [
                 "_sim", "--inverters", str(n), "--events", str(events),
                 "--interval", str(interval), "--telemetry-hz", str(telemetry_hz),
-                "--telemetry-phases", str(phases),
+                "--telemetry-phases", str(phases), "--api-version", api_version,
             ],
             command=(sys.executable, "-m", "controller.lab.bench"),
             cwd=_ROOT,
@@ -361,7 +380,9 @@ async def _gridloop_client(
         },
         source="<bench>",
     )
-    site = await Site.connect(sim.url, options=runtime_options(config))
+    site = await Site.connect(
+        sim.url, options=runtime_options(config), api_version=sim.api_version
+    )
     async with site:
         await _poll(lambda: not site.stats().excluded, 60.0, "gridloop: components healthy")
         controller = Controller(site, config)
@@ -389,14 +410,26 @@ class _Floor:
     cancels those of the previous step still in flight.
     """
 
-    def __init__(self, stub: Any, ids: list[int]) -> None:
-        from frequenz.api.common.v1alpha8.metrics import metrics_pb2
-        from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as pb2
+    def __init__(self, channel: Any, ids: list[int], api_version: str) -> None:
+        import importlib
 
-        self._pb2 = pb2
-        self._stub = stub
+        self._v1 = api_version == "v1"
+        self._pb2: Any = importlib.import_module(
+            f"frequenz.api.microgrid.{api_version}.microgrid_pb2"
+        )
+        grpc_mod: Any = importlib.import_module(
+            f"frequenz.api.microgrid.{api_version}.microgrid_pb2_grpc"
+        )
+        self._stub = grpc_mod.MicrogridStub(channel)
         self._ids = ids
-        self._freq_metric = metrics_pb2.Metric.METRIC_AC_FREQUENCY
+        if self._v1:
+            from frequenz.api.common.v1.metrics import metric_sample_pb2
+
+            self._freq_metric: int = metric_sample_pb2.METRIC_AC_FREQUENCY
+        else:
+            from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+
+            self._freq_metric = metrics_pb2.METRIC_AC_FREQUENCY
         self.samples = 0
         """Grid-meter samples received."""
         self.first_sample = asyncio.Event()
@@ -404,21 +437,46 @@ class _Floor:
         self.calls: list[Any] = []
         """The setpoint calls of the latest step."""
 
+    def _stream(self, cid: int, metrics: list[int] | None = None) -> Any:
+        """Open one component's telemetry stream in the floor's API version."""
+        pb2 = self._pb2
+        if self._v1:
+            req = pb2.ReceiveComponentDataStreamRequest(component_id=cid)
+            if metrics:
+                req.filter.metrics.extend(metrics)
+            return self._stub.ReceiveComponentDataStream(req)
+        req = pb2.ReceiveElectricalComponentTelemetryStreamRequest(electrical_component_id=cid)
+        if metrics:
+            req.filter.metrics.extend(metrics)
+        return self._stub.ReceiveElectricalComponentTelemetryStream(req)
+
+    def _setpoint(self, cid: int, power_w: float) -> Any:
+        """Put one active-power setpoint on the wire (v1: unary; v1alpha18/19: streamed)."""
+        pb2 = self._pb2
+        if self._v1:
+            return self._stub.SetComponentPowerActive(
+                pb2.SetComponentPowerActiveRequest(
+                    component_id=cid, power=power_w, request_lifetime=60
+                ),
+                timeout=30.0,
+            )
+        return self._stub.SetElectricalComponentPower(
+            pb2.SetElectricalComponentPowerRequest(
+                electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
+                power=power_w, request_lifetime=60,
+            ),
+            timeout=30.0,
+        )
+
     async def follow(self) -> None:
         """Stream the grid meter's frequency and answer every step."""
-        pb2 = self._pb2
-        request = pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-            electrical_component_id=METER_ID,
-            filter=pb2.ReceiveElectricalComponentTelemetryStreamRequest.ComponentTelemetryStreamFilter(
-                metrics=[self._freq_metric]
-            ),
-        )
         last_sign = 0.0
-        async for msg in self._stub.ReceiveElectricalComponentTelemetryStream(request):
+        payload = "data" if self._v1 else "telemetry"
+        async for msg in self._stream(METER_ID, [self._freq_metric]):
             self.samples += 1
             self.first_sample.set()
             f = math.nan
-            for sample in msg.telemetry.metric_samples:
+            for sample in getattr(msg, payload).metric_samples:
                 if sample.metric == self._freq_metric:
                     f = sample.value.simple_metric.value
             df = f - NOMINAL_HZ
@@ -430,19 +488,9 @@ class _Floor:
                 self._answer(sign)
 
     def _answer(self, sign: float) -> None:
-        pb2 = self._pb2
         for call in self.calls:
             call.cancel()
-        self.calls = [
-            self._stub.SetElectricalComponentPower(
-                pb2.SetElectricalComponentPowerRequest(
-                    electrical_component_id=cid, power_type=pb2.POWER_TYPE_ACTIVE,
-                    power=sign * STEP_W, request_lifetime=60,
-                ),
-                timeout=30.0,
-            )
-            for cid in self._ids
-        ]
+        self.calls = [self._setpoint(cid, sign * STEP_W) for cid in self._ids]
 
     async def drain(self, cid: int) -> None:
         """Read one more component's telemetry stream without decoding it.
@@ -450,10 +498,7 @@ class _Floor:
         The same 2 N other streams gridloop reads, so the simulator serves the
         same telemetry load.
         """
-        req = self._pb2.ReceiveElectricalComponentTelemetryStreamRequest(
-            electrical_component_id=cid
-        )
-        async for _ in self._stub.ReceiveElectricalComponentTelemetryStream(req):
+        async for _ in self._stream(cid):
             pass
 
 
@@ -461,10 +506,9 @@ async def _floor_client(
     sim: _Sim, n: int, settle_s: float, timeout_s: float, *, all_streams: bool = False
 ) -> tuple[dict[str, Any], dict[str, float]]:
     import grpc.aio
-    from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 
     async with grpc.aio.insecure_channel(sim.address) as channel:
-        floor = _Floor(pb2_grpc.MicrogridStub(channel), inverter_ids(n))
+        floor = _Floor(channel, inverter_ids(n), sim.api_version)
         task = asyncio.create_task(floor.follow())
         others = [cid for cid in all_component_ids(n) if cid != METER_ID] if all_streams else []
         drains = [asyncio.create_task(floor.drain(cid)) for cid in others]
@@ -535,8 +579,9 @@ async def run_latency(
     telemetry_phases: int | None = None,
     clients: Sequence[str] = CLIENTS,
     settle_s: float = 1.0,
+    api_version: str = DEFAULT_API_VERSION,
 ) -> dict[str, Any]:
-    """Run the latency benchmark; return the JSON-able result."""
+    """Run the latency benchmark in one Microgrid API version; return the JSON-able result."""
     from simulator.server import default_telemetry_phases
 
     hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 1.0)
@@ -556,6 +601,7 @@ async def run_latency(
         "telemetry_hz": hz,
         "telemetry_phases": phases,
         "step_hz": STEP_HZ,
+        "api_version": api_version,
         "clock": "time.monotonic_ns of the simulator process (emission and arrival)",
         "results": {},
     }
@@ -565,8 +611,14 @@ async def run_latency(
             result["results"][name] = None
             result.setdefault("notes", []).append("sdk: frequenz-sdk not installed")
             continue
+        if name == "sdk" and api_version != SDK_API_VERSION:
+            result["results"][name] = None
+            result.setdefault("notes", []).append(
+                f"sdk: frequenz-sdk speaks {SDK_API_VERSION} only, not {api_version}"
+            )
+            continue
         try:
-            async with _Sim(n, events, interval_s, hz, phases) as sim:
+            async with _Sim(n, events, interval_s, hz, phases, api_version) as sim:
                 record, extra = await table[name](sim, n, settle_s, timeout_s)
         except (BenchError, TimeoutError, OSError) as exc:
             if name != "sdk":
@@ -593,7 +645,8 @@ def render(result: dict[str, Any]) -> None:
 
     n = result["inverters"]
     table = Table(
-        title=f"event → setpoint latency (ms), N = {n}, {result['events']} events,"
+        title=f"event → setpoint latency (ms), Microgrid API {result['api_version']},"
+        f" N = {n}, {result['events']} events,"
         f" telemetry {result['telemetry_hz']:g} Hz in {result['telemetry_phases']} phases"
     )
     for col in ("client", "first p50", "first p99", "first max", "last p50", "last p99",
@@ -641,6 +694,10 @@ def _latency_parser() -> argparse.ArgumentParser:
                    metavar="K",
                    help="simulator telemetry phases: a component streams in phase id %% K"
                    " (default 10, fewer above 10 Hz; 1 = every stream at the same instant)")
+    p.add_argument("--api-version", default=DEFAULT_API_VERSION, metavar="VERSION",
+                   help="Microgrid API version the simulator serves and every client speaks:"
+                   f" v1, v1alpha18 or v1alpha19 (default {DEFAULT_API_VERSION}; the sdk"
+                   f" peer speaks {SDK_API_VERSION} only)")
     p.add_argument("--clients", default=",".join(CLIENTS),
                    help=f"comma-separated subset of {','.join(CLIENTS)}")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -657,6 +714,7 @@ def main(argv: Sequence[str]) -> int:
         sp.add_argument("--interval", type=float, required=True)
         sp.add_argument("--telemetry-hz", type=float, required=True)
         sp.add_argument("--telemetry-phases", type=int, required=True)
+        sp.add_argument("--api-version", required=True)
         from actors import run as run_on_uvloop
 
         run_on_uvloop(_sim_child(sp.parse_args(args[1:])))
@@ -670,6 +728,12 @@ def main(argv: Sequence[str]) -> int:
     if bad or not clients:
         sys.stderr.write(f"gridloop bench latency: --clients = {opts.clients!r}: "
                          f"expected a subset of {','.join(CLIENTS)}\n")
+        return 2
+    from actors import API_VERSIONS
+
+    if opts.api_version not in API_VERSIONS:
+        sys.stderr.write(f"gridloop bench latency: --api-version = {opts.api_version!r}: "
+                         f"expected one of {', '.join(API_VERSIONS)}\n")
         return 2
     if opts.json:
         try:
@@ -685,7 +749,7 @@ def main(argv: Sequence[str]) -> int:
         result = run_on_uvloop(
             run_latency(opts.inverters, opts.events, interval_s=opts.interval,
                         telemetry_hz=opts.telemetry_hz, telemetry_phases=opts.telemetry_phases,
-                        clients=clients)
+                        clients=clients, api_version=opts.api_version)
         )
     except BenchError as exc:
         sys.stderr.write(f"gridloop bench latency: {exc}\n")

@@ -166,3 +166,38 @@ def test_bench_latency_end_to_end(tmp_path: Path) -> None:
     sdk = results["sdk"]
     if sdk is not None:  # installed and ran: same structure
         assert sdk["first_setpoint_ms"]["p50"] <= sdk["last_setpoint_ms"]["p50"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["v1", "v1alpha19"])
+def test_bench_latency_in_another_api_version(tmp_path: Path, version: str) -> None:
+    # The simulator child serves only `version`: a client speaking another would
+    # get UNIMPLEMENTED and answer no step.
+    out = tmp_path / "lat.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "bench", "latency", "--inverters", "4",
+         "--events", "2", "--interval", "0.5", "--api-version", version, "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Microgrid API {version}" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["api_version"] == version
+    results = data["results"]
+    for name in ("gridloop", "floor", "floor+streams"):
+        assert results[name]["events_complete"] == 2, results[name]["steps"]
+    assert results["sdk"] is None  # the SDK peer speaks v1alpha18 only
+    assert any("v1alpha18 only" in note for note in data["notes"])
+
+
+def test_an_unknown_api_version_is_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "bench", "latency", "--inverters", "2",
+         "--api-version", "v3"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "gridloop bench latency: --api-version = 'v3': expected one of v1alpha19, v1alpha18, v1\n"
+    )
