@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import assert_main_job_done
+from testkit import ENTRY, assert_main_job_done
 
 from actors import API_VERSIONS
-
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import ENTRY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 EMBEDDED = ["peak_shaving_only.toml", "fcr.toml", "dynamic_containment_with_peak_shaving.toml"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,10 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from testkit import ENTRY
 
 from controller.ops.outputs import OutputPathError, check_outputs, same_file
-
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def gridloop(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import ENTRY
 
 from controller.runtime.embedded import start_simulator_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 SIM_COMMAND = (sys.executable, "-c", ENTRY, "sim")
 """``gridloop sim``, started through the one simulator launcher."""
 BATTERY_INVERTERS = ("10", "20", "30", "31", "40")

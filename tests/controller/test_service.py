@@ -23,12 +23,10 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from testkit import assert_main_job_done, cancel_once
+from testkit import ENTRY, assert_main_job_done, cancel_once
 
 from controller.runtime.control import next_tick_s, periodic
 from simulator.config import site_from_dict
-
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def gridloop(*args: str, **kwargs: Any) -> subprocess.Popen[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
-from testkit import wait_until
+from testkit import ENTRY, wait_until
 
 from actors import MicrogridApiClient
 from controller.ops.dashboard import render_dashboard, summary_line
@@ -34,7 +34,6 @@ from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.integration
 
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 HANG_GUARD_S = 90.0
 BATTERY_INVERTERS = (10, 20, 30, 31, 40)
 

@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from foreign_client import ForeignApi, ForeignFactory, generate
+from testkit import ENTRY
 
 from controller.runtime.embedded import SimulatorProcess
-
-_GRIDLOOP = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +35,6 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> ForeignFactory:
 @pytest.fixture
 async def sim_address() -> AsyncIterator[str]:
     """``gridloop sim --port 0`` (default site, 10 Hz telemetry) through the one launcher."""
-    command = (sys.executable, "-c", _GRIDLOOP, "sim")
+    command = (sys.executable, "-c", ENTRY, "sim")
     async with SimulatorProcess(("--port", "0"), command=command) as sim:
         yield sim.address

@@ -21,13 +21,13 @@ import grpc
 import pytest
 from frequenz.client.base.exception import OperationUnauthenticated
 from frequenz.client.microgrid import MicrogridApiClient as OfficialClient
+from testkit import ENTRY
 
 from actors import ApiError, MicrogridApiClient, Site
 from controller.runtime.embedded import SimulatorProcess
 
 pytestmark = pytest.mark.integration
 
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 KEY = "s3cret-key"
 
 

@@ -40,12 +40,12 @@ from typing import Any
 
 import psutil
 import pytest
+from testkit import ENTRY
 
 from controller.runtime.embedded import EmbeddedSimulatorError, start_simulator_process
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow, pytest.mark.integration]
 
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 TIME_SCALE = 60.0
 SOAK_S = float(os.environ.get("GRIDLOOP_SOAK_S", "150"))
 DOWN_S = 2.0

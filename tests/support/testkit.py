@@ -20,6 +20,9 @@ import pytest
 from actors import RuntimeOptions, Site
 from simulator.server import SimulatorServer
 
+ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
+"""``python -c ENTRY ARGS`` runs ``gridloop ARGS`` from the tree under test."""
+
 __all__ = ["FAST", "cancel_once", "connect_site", "wait_until"]
 
 FAST = RuntimeOptions(

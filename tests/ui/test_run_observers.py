@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from testkit import ENTRY
 
 from controller.ops.report import PANEL_TITLES, read_recording, render_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_S = 8.0
-ENTRY = "import sys; from controller.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def scrape(url: str) -> dict[str, float]:
