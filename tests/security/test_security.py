@@ -23,7 +23,7 @@ from frequenz.client.base.exception import OperationUnauthenticated
 from frequenz.client.microgrid import MicrogridApiClient as OfficialClient
 from testkit import ENTRY
 
-from actors import ApiError, MicrogridApiClient, Site
+from actors import API_VERSIONS, ApiError, MicrogridApiClient, Site
 from controller.runtime.embedded import SimulatorProcess
 
 pytestmark = pytest.mark.integration
@@ -164,9 +164,16 @@ async def test_site_reports_a_refusal_during_the_run(sim_factory: Any) -> None:
     assert site.telemetry.refused
 
 
-async def test_site_reports_a_refused_setpoint(sim_factory: Any) -> None:
+@pytest.mark.parametrize(
+    ("api_version", "method"),
+    [("v1", "SetComponentPowerActive"), ("v1alpha18", "SetElectricalComponentPower"),
+     ("v1alpha19", "SetElectricalComponentPower")],
+)
+async def test_site_reports_a_refused_setpoint(
+    sim_factory: Any, api_version: str, method: str
+) -> None:
     srv = await sim_factory(api_key=KEY)
-    site = await Site.connect(f"grpc://{srv.address}", api_key=KEY)
+    site = await Site.connect(f"grpc://{srv.address}", api_key=KEY, api_version=api_version)
     async with site:
         deadline = time.monotonic() + 20
         while not site.measurements().fleet_upper_w > 0:
@@ -177,7 +184,7 @@ async def test_site_reports_a_refused_setpoint(sim_factory: Any) -> None:
         err = await asyncio.wait_for(site.wait_fatal_error(), 20)
     assert outcome is not None
     assert err.status == "UNAUTHENTICATED"
-    assert err.method == "SetElectricalComponentPower"
+    assert err.method == method
     assert not site.telemetry.refused
     assert srv.stats()["setpoints_accepted"] == 0
 
@@ -185,9 +192,15 @@ async def test_site_reports_a_refused_setpoint(sim_factory: Any) -> None:
 # ------------------------------------------------------------------ TLS
 
 
-async def test_tls_with_the_right_root_works(sim_factory: Any, tls: Any) -> None:
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_tls_with_the_right_root_works(
+    sim_factory: Any, tls: Any, api_version: str
+) -> None:
     srv = await sim_factory(
-        api_key=KEY, tls_cert=tls.server.cert_pem, tls_key=tls.server.key_pem
+        api_key=KEY,
+        tls_cert=tls.server.cert_pem,
+        tls_key=tls.server.key_pem,
+        api_versions=(api_version,),
     )
     assert srv.tls
     status, _, err = await _run(
@@ -195,6 +208,7 @@ async def test_tls_with_the_right_root_works(sim_factory: Any, tls: Any) -> None
         "--duration", "2",
     )
     assert status == 0, err
+    assert f"speaks Microgrid API {api_version}" in err
     assert srv.stats()["setpoints_accepted"] > 0
 
 
