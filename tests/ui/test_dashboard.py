@@ -272,3 +272,11 @@ def test_log_line_logs_by_record_time(make_record, caplog) -> None:
 def test_log_line_rejects_negative_interval() -> None:
     with pytest.raises(DashboardError, match="interval_s"):
         LogLine(interval_s=-1.0)
+
+
+def test_the_api_version_shows_in_the_log_line_and_the_header(make_record) -> None:
+    assert " api=v1 " in summary_line(make_record(api_version="v1"))
+    assert "api=" not in summary_line(make_record())
+    console = Console(file=io.StringIO(), width=120, record=True)
+    console.print(render_dashboard(make_record(api_version="v1alpha19"), ()))
+    assert "Microgrid API v1alpha19" in console.export_text()

@@ -200,3 +200,10 @@ def test_errors_join_the_project_error_tree() -> None:
 
     for error in (MetricsError, DashboardError, LogConfigError, RecordingError, ReportError):
         assert issubclass(error, GridloopError)
+
+
+def test_the_api_version_in_use_is_a_labelled_gauge(exporter, make_record) -> None:
+    exporter.observe_cycle(make_record(), 0.001)
+    assert not [k for k in scrape(exporter) if k[0] == "gridloop_api_info"]  # not known yet
+    exporter.observe_cycle(make_record(api_version="v1"), 0.001)
+    assert value(scrape(exporter), "gridloop_api_info", version="v1") == 1.0
