@@ -33,6 +33,7 @@ Public names:
   (`API_VERSIONS`: v1alpha19, v1alpha18, v1; given or found newest first); one
   adapter per version, nothing above the client knows versions.
 * `TelemetryWire` – where the state table finds its metrics in a version's messages.
+* `MicrogridInfo` – the microgrid's id and location (and time zone) as the server gives them.
 * `ComponentGraph`, `BatteryGroup`, `ComponentInfo` – the component graph.
 * `GridFormula` – grid power = sum of the branches leaving the grid connection point.
 * `StateTable` – columnar numpy latest-value state, with the telemetry decoder.
@@ -55,7 +56,7 @@ Public names:
 """
 
 from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
-from ._api import API_VERSIONS, TelemetryWire
+from ._api import API_VERSIONS, MicrogridInfo, TelemetryWire
 from ._client import ApiUrl, MicrogridApiClient, api_key_problem, check_api_version
 from ._contention import ContentionRule
 from ._core import RuntimeOptions, SiteCore, SiteMeasurements
@@ -91,6 +92,7 @@ __all__ = [
     "GridloopError",
     "Health",
     "MicrogridApiClient",
+    "MicrogridInfo",
     "OptionsError",
     "OutcomeKind",
     "PlannedRound",

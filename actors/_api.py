@@ -19,6 +19,7 @@ what the runtime uses and back; nothing above the adapters knows versions:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "STATUS_REJECTED",
     "STATUS_SUCCESS",
     "ApiAdapter",
+    "MicrogridInfo",
     "SetpointCall",
     "TelemetryWire",
     "Transport",
@@ -80,6 +82,40 @@ class TelemetryWire:
     def unwrap(self) -> Callable[[Any], Any]:
         """A function from a stream response to the component's telemetry."""
         return operator.attrgetter(self.payload)
+
+
+@dataclass(frozen=True)
+class MicrogridInfo:
+    """What the server says of the microgrid itself (GetMicrogrid / GetMicrogridMetadata)."""
+
+    id: int
+    """The microgrid id."""
+    latitude: float | None = None
+    """Latitude of the site (degrees), None when the server gives no location."""
+    longitude: float | None = None
+    """Longitude of the site (degrees), None when the server gives no location."""
+
+    @classmethod
+    def from_proto(cls, microgrid: Any) -> MicrogridInfo:
+        """From a ``Microgrid`` message of any version (the fields are named alike)."""
+        lat = lon = None
+        if microgrid.HasField("location"):
+            loc = microgrid.location
+            if math.isfinite(loc.latitude) and math.isfinite(loc.longitude) and (
+                -90.0 <= loc.latitude <= 90.0 and -180.0 <= loc.longitude <= 180.0
+            ):
+                lat, lon = float(loc.latitude), float(loc.longitude)
+        return cls(id=int(microgrid.id), latitude=lat, longitude=lon)
+
+    @property
+    def timezone(self) -> str | None:
+        """The IANA time zone at the site's location (None without a location)."""
+        if self.latitude is None or self.longitude is None:
+            return None
+        from tzfpy import get_tz
+
+        zone: str = get_tz(self.longitude, self.latitude)
+        return zone or None
 
 
 class SetpointCall(Protocol):
@@ -126,8 +162,8 @@ class ApiAdapter(Protocol):
     setpoint_method: str
     """The active-power setpoint's method name (named in errors)."""
 
-    async def microgrid_id(self) -> int:
-        """The microgrid's id (`ApiError` on failure, UNIMPLEMENTED included)."""
+    async def microgrid(self) -> MicrogridInfo:
+        """The microgrid's id and location (`ApiError` on failure, UNIMPLEMENTED included)."""
 
     async def components(self) -> list[ec_pb2.ElectricalComponent]:
         """Every component, as the runtime's model."""

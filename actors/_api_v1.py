@@ -25,7 +25,7 @@ from frequenz.api.microgrid.v1 import microgrid_pb2 as pb2
 from frequenz.api.microgrid.v1 import microgrid_pb2_grpc as pb2_grpc
 from google.protobuf import empty_pb2
 
-from ._api import STATUS_SUCCESS, SetpointCall, TelemetryWire, Transport
+from ._api import STATUS_SUCCESS, MicrogridInfo, SetpointCall, TelemetryWire, Transport
 
 __all__ = ["V1_WIRE", "V1Api", "category_from_v1"]
 
@@ -133,11 +133,11 @@ class V1Api:
         self._t = transport
         self._stub: Any = pb2_grpc.MicrogridStub(transport.channel)
 
-    async def microgrid_id(self) -> int:
+    async def microgrid(self) -> MicrogridInfo:
         resp = await self._t.unary(
             "GetMicrogridMetadata", self._stub.GetMicrogridMetadata, empty_pb2.Empty(), None
         )
-        return int(resp.microgrid.id)
+        return MicrogridInfo.from_proto(resp.microgrid)
 
     async def components(self) -> list[ec_pb2.ElectricalComponent]:
         resp = await self._t.unary(

@@ -25,7 +25,7 @@ from frequenz.api.microgrid.v1alpha19 import microgrid_pb2_grpc as a19_grpc
 from google.protobuf import empty_pb2
 
 from . import _api
-from ._api import SetpointCall, TelemetryWire, Transport
+from ._api import MicrogridInfo, SetpointCall, TelemetryWire, Transport
 
 __all__ = ["V1ALPHA8_WIRE", "V1alphaApi"]
 
@@ -108,11 +108,11 @@ class V1alphaApi:
         self._stub: Any = grpc_mod.MicrogridStub(transport.channel)
         self._active = self._pb2.POWER_TYPE_ACTIVE
 
-    async def microgrid_id(self) -> int:
+    async def microgrid(self) -> MicrogridInfo:
         resp = await self._t.unary(
             "GetMicrogrid", self._stub.GetMicrogrid, empty_pb2.Empty(), None
         )
-        return int(resp.microgrid.id)
+        return MicrogridInfo.from_proto(resp.microgrid)
 
     async def components(self) -> list[ec_pb2.ElectricalComponent]:
         resp = await self._t.unary(

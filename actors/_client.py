@@ -37,6 +37,7 @@ from ._api import (
     STATUS_REJECTED,
     STATUS_SUCCESS,
     ApiAdapter,
+    MicrogridInfo,
     SetpointCall,
     TelemetryWire,
 )
@@ -348,17 +349,17 @@ class MicrogridApiClient:
             component_id=component_id,
         )
 
-    async def microgrid_id(self) -> int:
-        """The microgrid's id (GetMicrogrid; GetMicrogridMetadata in v1).
+    async def microgrid(self) -> MicrogridInfo:
+        """The microgrid's id and location (GetMicrogrid; GetMicrogridMetadata in v1).
 
         Returns:
-            The id.
+            What the server says of the microgrid.
 
         Raises:
             ApiError: On any gRPC failure (UNIMPLEMENTED included).
         """
         await self.negotiate()
-        return await self.api.microgrid_id()
+        return await self.api.microgrid()
 
     async def list_components(self) -> list[ec_pb2.ElectricalComponent]:
         """Every component (no filter), as the runtime's model.

@@ -31,6 +31,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from ._actor import Actor, backoff_delay_s
+from ._api import MicrogridInfo
 from ._client import MicrogridApiClient
 from ._dispatch import Dispatcher
 from ._errors import ApiError
@@ -160,15 +161,17 @@ def summarize(changes: list[str]) -> str:
 async def read_site(
     client: MicrogridApiClient,
 ) -> tuple[
-    int | None, list[ec_pb2.ElectricalComponent], list[ec_pb2.ElectricalComponentConnection]
+    MicrogridInfo | None,
+    list[ec_pb2.ElectricalComponent],
+    list[ec_pb2.ElectricalComponentConnection],
 ]:
-    """Read the microgrid id, the components and the connections (concurrently).
+    """Read the microgrid (id, location), the components and the connections (concurrently).
 
     Args:
         client: The API client.
 
     Returns:
-        (microgrid id, components, connections); the id is None when the server
+        (microgrid, components, connections); the microgrid is None when the server
         answers GetMicrogrid with UNIMPLEMENTED.
 
     Raises:
@@ -177,17 +180,15 @@ async def read_site(
 
     await client.negotiate()
 
-    async def microgrid_id() -> int | None:
+    async def microgrid() -> MicrogridInfo | None:
         try:
-            return await client.microgrid_id()
+            return await client.microgrid()
         except ApiError as exc:
             if exc.status == grpc.StatusCode.UNIMPLEMENTED.name:
                 return None
             raise
 
-    return await asyncio.gather(
-        microgrid_id(), client.list_components(), client.list_connections()
-    )
+    return await asyncio.gather(microgrid(), client.list_components(), client.list_connections())
 
 
 async def fetch_identity(client: MicrogridApiClient) -> SiteIdentity:
@@ -202,7 +203,10 @@ async def fetch_identity(client: MicrogridApiClient) -> SiteIdentity:
     Raises:
         ApiError: A call failed.
     """
-    return SiteIdentity.from_protos(*await read_site(client))
+    info, components, connections = await read_site(client)
+    return SiteIdentity.from_protos(
+        None if info is None else info.id, components, connections
+    )
 
 
 class SiteGuard(Actor):

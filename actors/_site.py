@@ -38,6 +38,7 @@ import numpy as np
 from frequenz.channels import Receiver
 
 from ._actor import Supervisor
+from ._api import MicrogridInfo
 from ._client import MicrogridApiClient
 from ._contention import ContentionRule
 from ._core import RuntimeOptions, SiteCore, SiteMeasurements
@@ -175,6 +176,7 @@ class Site:
         graph: ComponentGraph,
         options: RuntimeOptions,
         identity: SiteIdentity | None = None,
+        microgrid: MicrogridInfo | None = None,
     ) -> None:
         """Wire the runtime (use `Site.connect`).
 
@@ -188,9 +190,13 @@ class Site:
             options: Runtime options.
             identity: What `graph` was built from; when given, the site is checked
                 against it after every reconnect (`SiteGuard`).
+            microgrid: What the server said of the microgrid (id, location), if anything.
         """
         self.client: MicrogridApiClient = client
         """The API client."""
+        self.microgrid: MicrogridInfo | None = microgrid
+        """The microgrid's id and location as the server gave them (None: not served);
+        ``microgrid.timezone`` is the site's IANA time zone when it has a location."""
         self.graph: ComponentGraph = graph
         """The component graph."""
         self.options: RuntimeOptions = options
@@ -405,13 +411,15 @@ class Site:
             api_version=api_version,
         )
         try:
-            microgrid_id, components, connections = await read_site(client)
+            microgrid, components, connections = await read_site(client)
             graph = ComponentGraph.from_protos(components, connections)
         except BaseException:
             await client.close()
             raise
-        identity = SiteIdentity.from_protos(microgrid_id, components, connections)
-        return cls(client, graph, opts, identity)
+        identity = SiteIdentity.from_protos(
+            None if microgrid is None else microgrid.id, components, connections
+        )
+        return cls(client, graph, opts, identity, microgrid)
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Site:

@@ -14,11 +14,11 @@ settled, the simulator steps the grid frequency to 50 Hz ± 300 mHz
 (alternating, every ``--interval`` s of wall time, one unreported warm-up step
 first) and records, on its own ``time.monotonic_ns`` clock, when it yielded the
 first grid-meter frame showing each step and when each active-power setpoint
-arrived (SetElectricalComponentPower; SetComponentPowerActive in v1). A setpoint answers step *k* when it arrives
-after the step's emission, before the next step's, and has the step's sign
-(over-frequency → charge, +; under-frequency → discharge, −; ±5 kW per inverter
-for every client). Event → first / last setpoint is the first / last such
-arrival over the N inverters.
+arrived (SetElectricalComponentPower; SetComponentPowerActive in v1). A
+setpoint answers step *k* when it arrives after the step's emission, before
+the next step's, and has the step's sign (over-frequency → charge, +;
+under-frequency → discharge, −; ±5 kW per inverter for every client). Event →
+first / last setpoint is the first / last such arrival over the N inverters.
 
 The simulator serves one Microgrid API version, ``--api-version`` (default
 v1alpha18), and every client speaks it: a v1 setpoint is one unary call

@@ -8,6 +8,8 @@ connections become the runtime's model with their categories matched by meaning.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from frequenz.api.common.v1.metrics import metric_sample_pb2 as v1m
@@ -19,8 +21,16 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 from hostile import telemetry
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testkit import connect_site
 
-from actors import API_VERSIONS, MicrogridApiClient, OptionsError, StateTable, check_api_version
+from actors import (
+    API_VERSIONS,
+    MicrogridApiClient,
+    MicrogridInfo,
+    OptionsError,
+    StateTable,
+    check_api_version,
+)
 from actors._api_v1 import V1_WIRE, _component, category_from_v1
 
 INV, BAT = 3, 5
@@ -108,3 +118,34 @@ def test_an_unknown_api_version_is_refused_naming_the_field(bad: object) -> None
     assert "v1alpha19" in str(info.value)
     for version in (*API_VERSIONS, None):
         assert check_api_version(version) == version
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", API_VERSIONS)
+async def test_the_site_location_and_time_zone_come_from_the_server(
+    sim_factory: Any, version: str
+) -> None:
+    srv = await sim_factory(api_versions=(version,))  # the default site is in Berlin
+    site = await connect_site(srv)
+    try:
+        assert site.client.api_version == version
+        assert site.microgrid is not None
+        assert site.microgrid.id == srv.site.microgrid_id
+        assert (site.microgrid.latitude, site.microgrid.longitude) == pytest.approx(
+            (52.52, 13.405)
+        )
+        assert site.microgrid.timezone == "Europe/Berlin"
+    finally:
+        await site.aclose()
+
+
+def test_a_microgrid_without_a_usable_location_has_no_time_zone() -> None:
+    from frequenz.api.common.v1alpha8.microgrid import microgrid_pb2 as mg
+
+    assert MicrogridInfo.from_proto(mg.Microgrid(id=3)).timezone is None
+    bad = mg.Microgrid(id=3)
+    bad.location.latitude, bad.location.longitude = float("nan"), 13.0
+    assert MicrogridInfo.from_proto(bad) == MicrogridInfo(3)
+    ny = mg.Microgrid(id=4)
+    ny.location.latitude, ny.location.longitude = 40.7, -74.0
+    assert MicrogridInfo.from_proto(ny).timezone == "America/New_York"

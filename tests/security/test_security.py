@@ -61,7 +61,7 @@ async def _served_and_refused(
     try:
         assert await served.list_components()
         with pytest.raises(ApiError) as info:
-            await refused.microgrid_id()
+            await refused.microgrid()
         assert info.value.status == status
     finally:
         await served.close()
