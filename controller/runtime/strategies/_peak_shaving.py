@@ -12,18 +12,23 @@ where ``billed_peak_w`` is the highest interval mean already reached this period
 (raising the bill further costs, staying at or under it is free). With ``T``
 the interval's metered length, ``t`` the part measured so far and ``E`` the
 grid energy so far (without what higher priorities drew, see Stacking), the
-grid may import, on average over the rest of the interval::
+grid may import, for the rest of the interval::
 
-    g_max = (L_eff · T − E) / r,       r = max(T − t, T / 100)
+    g_max = min(L_eff, (L_eff · T − E) / r),       r = max(T − t, T / 100)
 
 so energy imported above the limit early (a load step, a late inverter) is
-made up before the interval ends, and headroom left early is not shaved
-away for nothing. ``r`` is floored at 1 % of the interval (9 s of 15 min): near
-the end the catch-up is spread over at least that, so the wish stays finite
-and within what a fleet can follow. ``g_max`` is kept at or above
+made up before the interval ends: the interval mean stays at or under
+``L_eff`` whenever the fleet's power allows. Headroom left early in an interval
+is *not* spent above ``L_eff`` (the ``min``): with the bundled default site a
+banked quarter hour let the one-minute import reach 350-360 kW against 316 kW
+without batteries at a 250 kW limit (recharging on top of a load peak), which
+no operator wants to see and a connection may not allow; the bill is the same
+either way. ``r`` is floored at 1 % of the interval (9 s of 15 min): near the
+end the catch-up is spread over at least that, so the wish stays finite and
+within what a fleet can follow. ``g_max`` is kept at or above
 ``−export_limit_w`` (catching up never breaks the export limit). Without a
-billing meter (``interval_s`` nan, e.g. the replay's instantaneous mode) ``g_max
-= L_eff``: single samples are shaved, as before.
+billing meter (``interval_s`` nan, e.g. the replay's instantaneous mode)
+``g_max = L_eff``: single samples are shaved, as before.
 
 The law (no PID, no state of its own)
 -------------------------------------
@@ -39,7 +44,7 @@ contribution ``c`` to the fleet power must satisfy::
 
 (``upper`` is the smaller of the first two) and it prefers::
 
-    g_rch     = ((L_eff − recharge_margin_w) · T − E) / r   (L_eff − margin without a meter)
+    g_rch     = min(L_eff − recharge_margin_w, ((L_eff − recharge_margin_w) · T − E) / r)
     recharge  = min(recharge_power_w, max(0, min(g_rch, hard) − U − H⁺))
                 if soc_pct < target_soc_pct else 0
     preferred = clip(recharge, lower, upper)
@@ -136,7 +141,10 @@ def _interval_rates(config: PeakShavingConfig, inputs: StrategyInputs, limit_w: 
             and t_len > 0):
         return limit_w, recharge_limit_w
     rest = max(t_len - min(max(t_done, 0.0), t_len), t_len * _MIN_REST_FRACTION)
-    return (limit_w * t_len - energy_ws) / rest, (recharge_limit_w * t_len - energy_ws) / rest
+    return (
+        min(limit_w, (limit_w * t_len - energy_ws) / rest),
+        min(recharge_limit_w, (recharge_limit_w * t_len - energy_ws) / rest),
+    )
 
 
 def effective_limit_w(config: PeakShavingConfig, billed_peak_w: float) -> float:
