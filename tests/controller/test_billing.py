@@ -6,6 +6,7 @@ Time is always an argument (site unix seconds); nothing here reads a clock.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -59,7 +60,7 @@ def test_quarter_hours_on_berlin_changeover_days(day: tuple[int, int, int], coun
     start = _t(*day)
     starts = _walk(clock, start, start + (count / 4) * 3600)
     assert len(starts) == count
-    assert all(b - a == 900 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == 900 for a, b in itertools.pairwise(starts))
     assert all(dt.datetime.fromtimestamp(s, BERLIN).minute % 15 == 0 for s in starts)
     assert clock.interval_start(starts[-1] + 899.5) == starts[-1]
 
@@ -259,7 +260,7 @@ def test_peaks_reset_at_the_new_period() -> None:
 def test_history_keeps_at_least_eight_weeks() -> None:
     meter = BillingMeter(BillingClock(3600, "month", UTC))
     t = _t(2026, 1, 1, tz=UTC)
-    for k in range(0, 10 * 7 * 24 + 1):
+    for k in range(10 * 7 * 24 + 1):
         meter.update(t + k * 3600.0, 1.0, float(k))
         meter.update(t + k * 3600.0 + 1.0, 1.0, float(k))
     starts, means = meter.history()
@@ -334,8 +335,11 @@ def test_corrupt_state_is_one_warning_and_a_fresh_start(
         assert not load_state(path, meter, SITE)
     assert len(caplog.records) == 1
     line = caplog.records[0].getMessage()
-    assert str(path) in line and why in line and "starting fresh" in line
-    assert meter.period_key is None and meter.billed_peak_w == 0.0
+    assert str(path) in line
+    assert why in line
+    assert "starting fresh" in line
+    assert meter.period_key is None
+    assert meter.billed_peak_w == 0.0
 
 
 def test_truncated_or_bad_field_is_a_fresh_start(
@@ -368,7 +372,8 @@ def test_state_of_another_site_or_settings_is_a_fresh_start(
         assert not load_state(path, BillingMeter(BillingClock(1800, "month", BERLIN)), SITE)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
-    assert "another site" in lines[0] and "microgrid id 7" in lines[0]
+    assert "another site" in lines[0]
+    assert "microgrid id 7" in lines[0]
     assert "interval_s" in lines[2]
 
 
@@ -417,7 +422,8 @@ def test_bad_billing_values_name_the_field_and_value(
     with pytest.raises(ConfigError) as info:
         config_from_dict({section: {field: value}}, source="x.toml")
     line = str(info.value)
-    assert f"x.toml: {section}.{field} = " in line and reason in line, line
+    assert f"x.toml: {section}.{field} = " in line, line
+    assert reason in line, line
     assert "\n" not in line
 
 
@@ -431,4 +437,5 @@ def test_limit_takes_watts_or_auto_and_not_both_spellings() -> None:
     assert ps.hard_import_limit_w is None
     with pytest.raises(ConfigError) as info:
         config_from_dict({"peak_shaving": {"limit": 1.0, "import_limit_w": 2.0}}, source="x.toml")
-    assert "peak_shaving.limit" in str(info.value) and "import_limit_w" in str(info.value)
+    assert "peak_shaving.limit" in str(info.value)
+    assert "import_limit_w" in str(info.value)
