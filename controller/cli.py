@@ -94,6 +94,14 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
     parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep the billing state (the period's billed peak, the interval's energy, the"
+        " load history) here across restarts (default: [billing] state_file, else"
+        " gridloop-state.json in the current directory with --api, none on the embedded"
+        " simulator)",
+    )
+    parser.add_argument(
         "--record", metavar="FILE", help="write one CSV row per control cycle (units in header)"
     )
     metrics_port = port("--metrics-port")
@@ -148,6 +156,7 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
         time_scale=args.time_scale,
         site_path=args.site,
         summary_json=args.summary_json,
+        state_file=args.state,
         record_csv=args.record,
         metrics_port=args.metrics_port,
         dashboard=not args.no_dashboard and sys.stdout.isatty(),

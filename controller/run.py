@@ -34,7 +34,7 @@ from controller.runtime.control import Observer, OutcomeObserver
 from controller.runtime.embedded import site_input_files
 from controller.runtime.process import catch_stop_signals
 from controller.runtime.records import CycleRecord
-from controller.runtime.service import RunOptions, run_service
+from controller.runtime.service import RunOptions, run_service, state_file
 
 _LOG = logging.getLogger("gridloop.controller")
 
@@ -70,11 +70,12 @@ def run_main(options: RunOptions, stop: asyncio.Event | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 2
+    named = state_file(config, options)
+    outputs = {"--record": options.record_csv, "--summary-json": options.summary_json}
+    if named is not None:
+        outputs[named[0]] = str(named[1])
     try:
-        check_outputs(
-            {"--record": options.record_csv, "--summary-json": options.summary_json},
-            _input_files(config, options),
-        )
+        check_outputs(outputs, _input_files(config, options))
     except OutputPathError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 2

@@ -9,6 +9,8 @@
   server (``site`` = a `SiteConfig`, a path, or None for the default site;
   kwargs go to `SimulatorServer`), all stopped at teardown.
 
+Every test runs in its own empty current directory (``tmp_path``).
+
 Helpers that are not fixtures live in ``tests/support/testkit.py`` (``from testkit import ...``).
 """
 
@@ -34,6 +36,14 @@ SimFactory = Callable[..., Awaitable[SimulatorServer]]
 _SUPPORT = str(Path(__file__).resolve().parent / "support")
 if _SUPPORT not in sys.path:
     sys.path.insert(0, _SUPPORT)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own empty directory: files a run writes by default (the
+    billing state ``gridloop-state.json`` of ``gridloop run --api``) never leak from one
+    test into another, nor into the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -196,6 +196,17 @@ def _grid_section(record: CycleRecord, history: Sequence[CycleRecord], bar_width
         _bar(record.uncontrolled_power_w, scale, limit, "grey62", bar_width),
         Text(limits, style="yellow"),
     )
+    if _finite(record.interval_projected_mean_w) or _finite(record.billed_peak_w):
+        table.add_row(
+            "interval mean",
+            _kw(record.interval_projected_mean_w),
+            Text("projected to the interval's end", style="dim"),
+            Text(
+                f"effective limit {_kw(record.effective_import_limit_w, signed=False)}  ·  "
+                f"billed peak {_kw(record.billed_peak_w, signed=False)}",
+                style="yellow",
+            ),
+        )
     table.add_row(
         "battery fleet",
         _kw(record.battery_power_w),
@@ -485,7 +496,8 @@ def summary_line(record: CycleRecord) -> str:
 
     Example::
 
-        t=12.0s api=v1alpha19 grid=+48.2kW limit=50.0kW uncontrolled=+61.0kW battery=-12.8kW
+        t=12.0s api=v1alpha19 grid=+48.2kW limit=50.0kW eff_limit=52.3kW
+        interval_mean=+49.1kW billed_peak=52.3kW uncontrolled=+61.0kW battery=-12.8kW
         target=-13.0kW f=49.912Hz fr=-5.0/-4.9kW soc=41.0..63.5% lat_p50=2.9ms
         lat_p99=8.1ms sent=1234 failed=2 overruns=0 excluded=0
 
@@ -507,6 +519,12 @@ def summary_line(record: CycleRecord) -> str:
     parts.append(f"grid={kw(record.grid_power_w)}")
     if _finite(record.import_limit_w):
         parts.append(f"limit={record.import_limit_w / 1000.0:.1f}kW")
+    if _finite(record.effective_import_limit_w):
+        parts.append(f"eff_limit={record.effective_import_limit_w / 1000.0:.1f}kW")
+    if _finite(record.interval_projected_mean_w):
+        parts.append(f"interval_mean={kw(record.interval_projected_mean_w)}")
+    if _finite(record.billed_peak_w):
+        parts.append(f"billed_peak={record.billed_peak_w / 1000.0:.1f}kW")
     parts += [
         f"uncontrolled={kw(record.uncontrolled_power_w)}",
         f"battery={kw(record.battery_power_w)}",

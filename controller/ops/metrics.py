@@ -33,6 +33,9 @@ gridloop_uncontrolled_power_watts             gauge      grid power without the 
 gridloop_battery_power_watts                  gauge      battery fleet AC power (+ charging)
 gridloop_battery_target_watts                 gauge      combined target sent to the distributor
 gridloop_import_limit_watts                   gauge      peak-shaving import limit (NaN if off)
+gridloop_effective_import_limit_watts         gauge      max(import limit, billed peak) (NaN if off)
+gridloop_interval_projected_mean_watts        gauge      billing interval's mean, projected
+gridloop_billed_peak_watts                    gauge      the period's billed peak so far
 gridloop_grid_frequency_hertz                 gauge      grid frequency
 gridloop_fr_required_watts                    gauge      frequency-response power required
 gridloop_fr_delivered_watts                   gauge      frequency-response power delivered
@@ -177,6 +180,9 @@ class MetricsExporter(RecordObserver):
             self.battery_power,
             self.battery_target,
             self.import_limit,
+            self.effective_import_limit,
+            self.interval_projected_mean,
+            self.billed_peak,
             self.frequency,
             self.fr_required,
             self.fr_delivered,
@@ -255,6 +261,21 @@ class MetricsExporter(RecordObserver):
             "gridloop_import_limit_watts", "Peak-shaving import limit (W)."
         )
         """Import limit."""
+        self.effective_import_limit = self._gauge(
+            "gridloop_effective_import_limit_watts",
+            "Limit the billing-interval means are held to: max(import limit, billed peak) (W).",
+        )
+        """Effective import limit."""
+        self.interval_projected_mean = self._gauge(
+            "gridloop_interval_projected_mean_watts",
+            "Current billing interval's mean grid import if the grid power now held (W).",
+        )
+        """Projected interval mean."""
+        self.billed_peak = self._gauge(
+            "gridloop_billed_peak_watts",
+            "The billing period's billed peak so far: highest closed interval mean (W).",
+        )
+        """Billed peak."""
         self.frequency = self._gauge("gridloop_grid_frequency_hertz", "Grid frequency (Hz).")
         """Grid frequency."""
         self.fr_required = self._gauge(
@@ -409,6 +430,9 @@ class MetricsExporter(RecordObserver):
             (self.battery_power, record.battery_power_w),
             (self.battery_target, record.battery_target_w),
             (self.import_limit, record.import_limit_w),
+            (self.effective_import_limit, record.effective_import_limit_w),
+            (self.interval_projected_mean, record.interval_projected_mean_w),
+            (self.billed_peak, record.billed_peak_w),
             (self.frequency, record.frequency_hz),
             (self.fr_required, record.fr_required_w),
             (self.fr_delivered, record.fr_delivered_w),

@@ -26,7 +26,8 @@ File format (every key optional; units in the names; + = import / charging)::
     [peak_shaving]             # see controller.runtime.strategies.PeakShavingConfig
     enabled = true
     priority = 10
-    import_limit_w = 250_000.0
+    limit = 250_000.0          # W of billing-interval mean, or "auto" (alias: import_limit_w)
+    hard_import_limit_w = 400_000.0  # optional instantaneous limit of the connection
     export_limit_w = 250_000.0
     target_soc_pct = 60.0
     recharge_power_w = 50_000.0
@@ -46,6 +47,12 @@ File format (every key optional; units in the names; + = import / charging)::
     hold_duration_s = 900.0
     soc_management_power_w = 10_000.0
     interval_s = 0.0           # 0 = every grid-meter sample
+
+    [billing]                  # see controller.runtime.billing.BillingConfig
+    interval_s = 900           # billing interval, 60..3600 s, divides a day
+    period = "month"           # or "week", "day": the billed peak resets at its start
+    timezone = "Europe/Berlin" # IANA name; default: the site's, else UTC
+    state_file = "gridloop-state.json"  # relative to the config file
 
     [simulator]                # the embedded simulator (when api.url is not set)
     site = "my_site.toml"      # default: the bundled default site
@@ -76,10 +83,12 @@ from typing import Any
 
 from actors import API_VERSIONS, api_key_problem
 from controller.errors import ConfigError
+from controller.runtime.billing import PERIODS, BillingConfig, zone_problem
 from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
     "ApiConfig",
+    "BillingConfig",
     "ConfigError",
     "ControlConfig",
     "GridloopConfig",
@@ -158,6 +167,8 @@ class GridloopConfig:
     """Peak-shaving strategy."""
     frequency_response: FrequencyResponseConfig = field(default_factory=FrequencyResponseConfig)
     """Frequency-response strategy."""
+    billing: BillingConfig = field(default_factory=BillingConfig)
+    """How the site's demand is billed (interval, period, zone, state file)."""
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     """The embedded simulator."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -191,9 +202,13 @@ def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+def _divides_a_day(v: int) -> str | None:
+    return None if 86_400 % v == 0 else "must divide a day (86400 s) evenly"
+
+
 @dataclass(frozen=True, slots=True)
 class _Field:
-    kind: str  # "float" | "int" | "bool" | "str" | "path"
+    kind: str  # "float" | "int" | "bool" | "str" | "path" | "outpath" | "limit"
     checks: tuple[_Check, ...] = ()
     choices: tuple[str, ...] = ()
 
@@ -221,7 +236,9 @@ _CONTROL: dict[str, _Field] = {
 _PEAK: dict[str, _Field] = {
     "enabled": _Field("bool"),
     "priority": _Field("int"),
+    "limit": _Field("limit", (_ge(0),)),
     "import_limit_w": _Field("float", (_ge(0),)),
+    "hard_import_limit_w": _Field("float", (_ge(0),)),
     "export_limit_w": _Field("float", (_ge(0),)),
     "target_soc_pct": _Field("float", (_between(0, 100),)),
     "recharge_power_w": _Field("float", (_ge(0),)),
@@ -242,6 +259,12 @@ _FREQ: dict[str, _Field] = {
     "soc_management_power_w": _Field("float", (_ge(0),)),
     "interval_s": _Field("float", (_ge(0), _le(3600))),
 }
+_BILLING: dict[str, _Field] = {
+    "interval_s": _Field("int", (_between(60, 3600), _divides_a_day)),
+    "period": _Field("str", choices=PERIODS),
+    "timezone": _Field("str", (zone_problem,)),
+    "state_file": _Field("outpath"),
+}
 _SIM: dict[str, _Field] = {
     "site": _Field("path"),
     "time_scale": _Field("float", (_gt(0), _le(100_000))),
@@ -255,6 +278,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
     "control": _CONTROL,
     "peak_shaving": _PEAK,
     "frequency_response": _FREQ,
+    "billing": _BILLING,
     "simulator": _SIM,
     "run": _RUN,
 }
@@ -285,6 +309,12 @@ class _Reader:
     def value(self, dotted: str, spec: _Field, value: object) -> Any:
         kind = spec.kind
         result: Any
+        if kind == "limit":  # a number of watts, or "auto"
+            if value == "auto":
+                return value
+            kind = "float"
+            if isinstance(value, str):
+                raise self.fail(dotted, value, 'must be a number of watts or "auto"')
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(dotted, value, "must be true or false")
@@ -311,6 +341,11 @@ class _Reader:
             reason = check(result)
             if reason is not None:
                 raise self.fail(dotted, value, reason)
+        if kind == "outpath":
+            try:
+                return resolve_output_path(result, self.base_dir)
+            except ValueError as exc:
+                raise self.fail(dotted, value, str(exc)) from None
         if kind == "path":
             try:
                 path = Path(result).expanduser()
@@ -323,6 +358,45 @@ class _Reader:
                 raise self.fail(dotted, value, f"no such file: {path}")
             return path
         return result
+
+
+def resolve_output_path(text: str | os.PathLike[str], base_dir: Path | None = None) -> Path:
+    """A file gridloop will write: ``text`` resolved against ``base_dir`` (None = the current
+    directory), in an existing directory, not a directory itself.
+
+    Raises:
+        ValueError: the path is unusable (the reason, for a one-line error).
+    """
+    try:
+        path = Path(text).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if path.is_dir():
+            raise ValueError("is a directory")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ValueError(f"no such directory: {parent}")
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"unusable path: {exc}") from None
+    return path
+
+
+def _peak_shaving(reader: _Reader, ps: dict[str, Any]) -> dict[str, Any]:
+    """``limit`` (watts or "auto") into ``import_limit_w`` / ``limit_mode``."""
+    if "limit" not in ps:
+        return ps
+    if "import_limit_w" in ps:
+        raise reader.fail(
+            "peak_shaving.limit", ps["limit"],
+            f"give either limit or import_limit_w (= {ps['import_limit_w']:g}), not both",
+        )
+    out = dict(ps)
+    limit = out.pop("limit")
+    if limit == "auto":
+        out["limit_mode"] = "auto"
+    else:
+        out["import_limit_w"] = limit
+    return out
 
 
 def _check_url(reader: _Reader, url: str) -> None:
@@ -417,7 +491,7 @@ def config_from_dict(
         raise reader.fail("api.api_key", _NotShown(), problem)
     fr = dict(sections.get("frequency_response", {}))
     curve = _droop_curve(reader, fr)
-    ps = sections.get("peak_shaving", {})
+    ps = _peak_shaving(reader, sections.get("peak_shaving", {}))
     ps_cfg = dataclasses.replace(defaults.peak_shaving, **ps)
     fr_cfg = dataclasses.replace(defaults.frequency_response, **fr, curve=curve)
     if ps_cfg.enabled and fr_cfg.enabled and ps_cfg.priority == fr_cfg.priority:
@@ -431,6 +505,7 @@ def config_from_dict(
         control=ControlConfig(**sections.get("control", {})),
         peak_shaving=ps_cfg,
         frequency_response=fr_cfg,
+        billing=BillingConfig(**sections.get("billing", {})),
         simulator=SimulatorConfig(**sections.get("simulator", {})),
         run=RunConfig(**sections.get("run", {})),
         source=source,

@@ -25,19 +25,29 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from actors import (
     DistributionOutcome,
     Site,
     SiteMeasurements,
 )
+from controller.runtime.billing import (
+    BillingMeter,
+    SiteKey,
+    load_state,
+    state_document,
+    write_state,
+)
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.records import CycleRecord, GroupRecord
-from controller.runtime.strategies import FrequencyResponse, Strategy
+from controller.runtime.strategies import FrequencyResponse, Strategy, effective_limit_w
 from controller.runtime.summary import Accumulator
 
 _LOG = logging.getLogger("gridloop.controller")
+_STATUS_LOG = logging.getLogger("gridloop.controller.status")
 
 Observer = Callable[[CycleRecord], object]
 """Called with one :class:`CycleRecord` per record interval."""
@@ -96,8 +106,11 @@ class Controller:
         observers: Sequence[Observer] = (),
         outcome_observers: Sequence[OutcomeObserver] = (),
         record_interval_s: float = 0.2,
+        state_file: Path | None = None,
+        site_key: SiteKey | None = None,
+        site_zone: str | None = None,
     ) -> None:
-        """Prepare the strategies and the bookkeeping for one run.
+        """Prepare the strategies and the bookkeeping for one run; restore the billing state.
 
         Args:
             site: A connected site, already entered (telemetry running).
@@ -106,14 +119,32 @@ class Controller:
             observers: Called with one :class:`CycleRecord` per record interval.
             outcome_observers: Called with every distribution outcome (one per request).
             record_interval_s: Wall seconds between two records.
+            state_file: Where the billing meter's state is kept (None = not kept).
+            site_key: Which site this is (written into the state file and checked
+                when it is read); None = unknown.
+            site_zone: The site's IANA time zone (None = unknown).
         """
         self.site = site
         self.config = config
         self.observers = list(observers)
         self.outcome_observers = list(outcome_observers)
         self.record_interval_s = record_interval_s
-        self.cycle: ControlCycle = ControlCycle.from_config(config)
+        self.cycle: ControlCycle = ControlCycle.from_config(config, site_zone)
         """The control cycle (strategies → wishes → merge → target), shared with the replay."""
+        assert self.cycle.meter is not None
+        self.meter: BillingMeter = self.cycle.meter
+        """The billing meter (intervals, the period's billed peak)."""
+        self.time_scale = time_scale
+        """Site seconds per wall second."""
+        self._t0_unix = time.time()
+        self.state_file = state_file
+        """The billing state file (None = not kept)."""
+        self._site_key = site_key if site_key is not None else SiteKey(None, "")
+        self._interval_closed = asyncio.Event()
+        self._saving: asyncio.Future[None] | None = None
+        self._save_error: str | None = None
+        if state_file is not None and load_state(state_file, self.meter, self._site_key):
+            _STATUS_LOG.warning("%s", restored_line(state_file, self.meter))
         self._fr: FrequencyResponse | None = self.cycle.frequency_response
         self.overruns = 0
         self.last_cycle_ms = math.nan
@@ -172,9 +203,20 @@ class Controller:
         return mine + (m.battery_power_w - self.target_w) * abs(mine) / total_abs
 
     # ------------------------------------------------------------------ control
-    def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_s: float) -> None:
+    def site_time_s(self, now_ns: int) -> float:
+        """The site's unix time at monotonic ``now_ns``: the wall time at the start plus the
+        elapsed wall time × the time scale (the one place this is computed)."""
+        return self._t0_unix + (now_ns - self._t0_ns) / 1e9 * self.time_scale
+
+    def _step(self, strategies: Sequence[Strategy], m: SiteMeasurements, now_ns: int) -> None:
         t0 = time.perf_counter()
-        self.site.request_power(self.cycle.step(m, now_s, strategies))
+        closed = self.meter.closed
+        target = self.cycle.step(
+            m, now_ns / 1e9, strategies, site_time_s=self.site_time_s(now_ns)
+        )
+        self.site.request_power(target)
+        if self.meter.closed != closed:
+            self._interval_closed.set()
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
 
     def _on_grid_sample(self, every_sample: Sequence[Strategy]) -> None:
@@ -190,7 +232,7 @@ class Controller:
         # moment after the step (the distributor allocates on live data anyway).
         m = self.site.measurements(fleet_max_age_s=_FLEET_MAX_AGE_S)
         if every_sample:
-            self._step(every_sample, m, now_ns / 1e9)
+            self._step(every_sample, m, now_ns)
         self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
         if self._refresh is None:
             self._refresh = asyncio.get_running_loop().call_later(
@@ -205,7 +247,7 @@ class Controller:
         async for late_s in periodic(strategy.interval_s):
             if late_s >= strategy.interval_s:
                 self.overruns += 1
-            self._step([strategy], self.site.measurements(), time.monotonic())
+            self._step([strategy], self.site.measurements(), time.monotonic_ns())
 
     async def _on_results(self) -> None:
         receiver = self.site.new_result_receiver()
@@ -264,6 +306,7 @@ class Controller:
             )
         lat = stats.dispatch_latency_ms
         ps = self.config.peak_shaving
+        site_now = self.site_time_s(time.monotonic_ns())
         return CycleRecord(
             time_s=(time.monotonic_ns() - self._t0_ns) / 1e9,
             unix_time_s=time.time(),
@@ -275,6 +318,11 @@ class Controller:
             fr_required_w=self.fr_required_w(m),
             fr_delivered_w=self.fr_delivered_w(m),
             import_limit_w=ps.import_limit_w if ps.enabled else math.nan,
+            effective_import_limit_w=(
+                effective_limit_w(ps, self.meter.billed_peak_w) if ps.enabled else math.nan
+            ),
+            interval_projected_mean_w=self.meter.projected_mean_w(site_now, m.grid_power_w),
+            billed_peak_w=self.meter.billed_peak_w if self.meter.period_key else math.nan,
             export_limit_w=ps.export_limit_w if ps.enabled else math.nan,
             groups=tuple(groups),
             dispatch_latency_ms=lat[-1] if lat else math.nan,
@@ -314,7 +362,42 @@ class Controller:
             if self._refresh is not None:
                 self._refresh.cancel()
                 self._refresh = None
+            if self._saving is not None:  # a checkpoint still being written
+                await asyncio.wait([self._saving])
+            self.save_state()
         return time.monotonic() - t0
+
+    # ------------------------------------------------------------------ billing state
+    def save_state(self) -> None:
+        """Write the billing state now (nothing without a state file); a failure is a warning."""
+        if self.state_file is not None:
+            self._write(state_document(self.meter, self._site_key))
+
+    def _write(self, document: dict[str, Any]) -> None:
+        assert self.state_file is not None
+        try:
+            write_state(self.state_file, document)
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+            if error != self._save_error:  # one warning per kind of failure, not a flood
+                _LOG.warning(
+                    "billing state %s: cannot write (%s); control goes on", self.state_file, error
+                )
+            self._save_error = error
+        else:
+            self._save_error = None
+
+    async def _checkpoints(self) -> None:
+        """Save at every interval close and every ``_CHECKPOINT_S``, off the event loop."""
+        if self.state_file is None:
+            return
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interval_closed.wait(), _CHECKPOINT_S)
+            self._interval_closed.clear()
+            document = state_document(self.meter, self._site_key)  # a snapshot, on the loop
+            self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, document))
+            await asyncio.shield(self._saving)
 
     async def _run_tasks(
         self, timed: Sequence[Strategy], duration_s: float | None, stop: asyncio.Event
@@ -323,6 +406,7 @@ class Controller:
             tasks = [
                 tg.create_task(self._on_results(), name="results"),
                 tg.create_task(self._observe(), name="observers"),
+                tg.create_task(self._checkpoints(), name="billing-state"),
             ]
             tasks += [
                 tg.create_task(self._on_timer(strategy), name=f"strategy-{strategy.name}")
@@ -334,6 +418,20 @@ class Controller:
                 task.cancel()
 
 
+def restored_line(path: Path, meter: BillingMeter) -> str:
+    """The start-up line saying what was restored from a billing state file."""
+    start = meter.interval_start_s
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start)) if math.isfinite(start) else "-"
+    return (
+        f"billing state restored from {path}: period {meter.period_key}, billed peak"
+        f" {meter.billed_peak_w / 1e3:.1f} kW ({meter.billed_peak_w_uncontrolled / 1e3:.1f} kW"
+        f" without batteries), interval from {when} UTC with"
+        f" {meter.interval_energy_wh / 1e3:.3f} kWh over {meter.interval_covered_s:.0f} s"
+    )
+
+
+_CHECKPOINT_S = 10.0
+"""Wall seconds between two saves of the billing state within an interval."""
 _FLEET_MAX_AGE_S = 0.25
 """How old the fleet part of the measurements a grid-sample step uses may be."""
 _FLEET_REFRESH_DELAY_S = 0.02

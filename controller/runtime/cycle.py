@@ -11,7 +11,10 @@ One synchronous, clock-free piece of code (time is an argument), run by
   (:func:`actors.power_manager.merge`, within the fleet bounds of the
   measurements) and returns the fleet target. :meth:`ControlCycle.from_config`
   is the one place that turns a :class:`~controller.runtime.config.GridloopConfig` into
-  the strategies the service runs.
+  the strategies the service runs. It also owns the
+  :class:`~controller.runtime.billing.BillingMeter`: every step given the site's
+  time (``site_time_s``) meters the grid and fills the billing interval so far into
+  the strategies' inputs (peak shaving holds the interval mean, not single samples).
 * :func:`plan_setpoints` — the whole cycle on an :class:`actors.SiteCore`:
   measure, :meth:`ControlCycle.step`, then :meth:`actors.RoundPlanner.plan`
   (fleet snapshot with health exclusion, allocation, bounds re-check,
@@ -31,6 +34,7 @@ from collections.abc import Sequence
 
 from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
 from actors.power_manager import Wish, merge
+from controller.runtime.billing import BillingClock, BillingMeter, billing_zone
 from controller.runtime.config import GridloopConfig
 from controller.runtime.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
 
@@ -42,12 +46,17 @@ _LOG = logging.getLogger("gridloop.controller")
 class ControlCycle:
     """Strategies, their last wishes and grants, and the fleet target (see the module)."""
 
-    def __init__(self, strategies: Sequence[Strategy]) -> None:
+    def __init__(
+        self, strategies: Sequence[Strategy], meter: BillingMeter | None = None
+    ) -> None:
         """Hold the strategies; no wish yet, target 0 W.
 
         Args:
             strategies: The strategies, each with a unique name.
+            meter: The billing meter (None = none: peak shaving shaves single samples).
         """
+        self.meter: BillingMeter | None = meter
+        """The billing meter, fed by every step given the site's time."""
         self.strategies: list[Strategy] = list(strategies)
         """Every strategy of the run."""
         self.wishes: dict[str, Wish] = {}
@@ -58,21 +67,33 @@ class ControlCycle:
         """The last merged fleet target (W, + = charging)."""
 
     @classmethod
-    def from_config(cls, config: GridloopConfig) -> ControlCycle:
-        """The strategies ``config`` enables (frequency response, then peak shaving).
+    def from_config(cls, config: GridloopConfig, site_zone: str | None = None) -> ControlCycle:
+        """The strategies ``config`` enables (frequency response, then peak shaving) and the
+        billing meter of ``[billing]``.
 
         Args:
             config: The run's configuration.
+            site_zone: The site's IANA time zone (from the API; None = unknown), used when
+                ``[billing] timezone`` is not set.
 
         Returns:
             The cycle.
         """
+        b = config.billing
+        meter = BillingMeter(
+            BillingClock(b.interval_s, b.period, billing_zone(b.timezone, site_zone))
+        )
         strategies: list[Strategy] = []
         if config.frequency_response.enabled:
             strategies.append(FrequencyResponse(config.frequency_response))
         if config.peak_shaving.enabled:
             strategies.append(PeakShaving(config.peak_shaving))
-        return cls(strategies)
+        return cls(strategies, meter)
+
+    @property
+    def peak_shaving(self) -> PeakShaving | None:
+        """The peak-shaving strategy, if the cycle has one."""
+        return next((s for s in self.strategies if isinstance(s, PeakShaving)), None)
 
     @property
     def frequency_response(self) -> FrequencyResponse | None:
@@ -101,10 +122,33 @@ class ControlCycle:
             self.granted.get(s.name, 0.0) for s in self.strategies if s.priority > strategy.priority
         )
 
+    def _meter(self, m: SiteMeasurements, site_time_s: float | None) -> StrategyInputs:
+        """Feed the meter (when the site's time is given) and add the interval to the inputs."""
+        base = self.inputs(m)
+        meter = self.meter
+        if meter is None or site_time_s is None:
+            return base
+        ps = self.peak_shaving
+        exempt = self.higher_priority_w(ps) if ps is not None else 0.0
+        meter.update(site_time_s, m.grid_power_w, m.grid_power_w - m.battery_power_w, exempt)
+        covered = meter.interval_covered_s
+        return dataclasses.replace(
+            base,
+            interval_s=covered + max(0.0, meter.remaining_s(site_time_s)),
+            interval_elapsed_s=covered,
+            interval_energy_wh=meter.interval_energy_wh - meter.interval_energy_exempt_wh,
+            billed_peak_w=meter.billed_peak_w,
+        )
+
     def step(
-        self, m: SiteMeasurements, now_s: float, strategies: Sequence[Strategy] | None = None
+        self,
+        m: SiteMeasurements,
+        now_s: float,
+        strategies: Sequence[Strategy] | None = None,
+        site_time_s: float | None = None,
     ) -> float:
-        """Step ``strategies`` (None = all) on ``m``, merge every last wish; return the target.
+        """Meter, step ``strategies`` (None = all) on ``m``, merge every last wish; return the
+        target.
 
         A strategy that raises loses its wish (logged); the loop goes on.
 
@@ -112,11 +156,14 @@ class ControlCycle:
             m: The measurements of this cycle.
             now_s: The caller's clock, in seconds (monotonic, or virtual in a replay).
             strategies: The strategies due now (the others keep their last wish).
+            site_time_s: The site's unix time (s; a time-scaled simulator's runs fast, a
+                replay's is virtual); None = no billing meter this step (peak shaving
+                then shaves single samples).
 
         Returns:
             The fleet target (W, + = charging), within the measured fleet bounds.
         """
-        base = self.inputs(m)
+        base = self._meter(m, site_time_s)
         for strategy in self.strategies if strategies is None else strategies:
             inputs = dataclasses.replace(base, higher_priority_w=self.higher_priority_w(strategy))
             try:
@@ -140,6 +187,7 @@ def plan_setpoints(
     book: SetpointBook,
     now_ns: int,
     strategies: Sequence[Strategy] | None = None,
+    site_time_s: float | None = None,
 ) -> PlannedRound:
     """One whole control cycle on ``core`` at ``now_ns``: what to send, and to whom.
 
@@ -154,6 +202,7 @@ def plan_setpoints(
         book: What was sent before.
         now_ns: The caller's monotonic clock (ns; virtual in a replay).
         strategies: The strategies due now (None = all).
+        site_time_s: The site's unix time for the billing meter (None = not metered).
 
     Returns:
         The planned round.
@@ -161,5 +210,5 @@ def plan_setpoints(
     Raises:
         Exception: The allocation failed (the service logs it and sends nothing).
     """
-    target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies)
+    target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies, site_time_s)
     return core.planner.plan(target, now_ns, book)

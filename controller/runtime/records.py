@@ -94,6 +94,14 @@ class CycleRecord:
     """Peak-shaving import limit (nan when peak shaving is off)."""
     export_limit_w: float = math.nan
     """Peak-shaving export limit, as a positive number of watts (nan when off)."""
+    effective_import_limit_w: float = math.nan
+    """The limit the billing-interval means are held to: max(import limit, the period's
+    billed peak) (nan when peak shaving is off)."""
+    interval_projected_mean_w: float = math.nan
+    """The current billing interval's mean if the grid power now held to its end (W)."""
+    billed_peak_w: float = math.nan
+    """The period's billed peak so far: the highest closed interval mean (W; nan before the
+    first sample)."""
     groups: tuple[GroupRecord, ...] = ()
     """One entry per battery group, in graph order."""
     dispatch_latency_ms: float = math.nan

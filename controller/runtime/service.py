@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from controller.errors import (
     EmbeddedSimulatorError,
     UserError,
 )
+from controller.runtime.billing import SiteKey
 from controller.runtime.config import GridloopConfig
 from controller.runtime.control import Controller, Observer, OutcomeObserver
 from controller.runtime.embedded import EmbeddedSimulator
@@ -68,6 +70,9 @@ class RunOptions:
     """Embedded simulator site TOML; None = the config's (default site)."""
     summary_json: str | None = None
     """Write the summary here as JSON."""
+    state_file: str | None = None
+    """Keep the billing state here (``--state``); None = the config's, else the default
+    (:func:`state_file`)."""
     record_csv: str | None = None
     """Write one CSV row per record interval here."""
     metrics_port: int | None = None
@@ -197,6 +202,34 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
     )
 
 
+EMBEDDED_SITE_URL = "embedded-simulator"
+"""The API URL a billing state file records for the embedded simulator (its port varies)."""
+DEFAULT_STATE_FILE = "gridloop-state.json"
+"""The billing state file with ``--api`` when neither ``--state`` nor the config names one."""
+
+
+def state_file(config: GridloopConfig, options: RunOptions) -> tuple[str, Path] | None:
+    """The billing state file of the run, with what named it (None: not kept).
+
+    ``--state``, else ``[billing] state_file``, else with a server given
+    (``--api`` or ``[api] url``) ``gridloop-state.json`` in the current directory;
+    the embedded simulator's clock is time-scaled and fictional, so it keeps none
+    unless asked.
+    """
+    if options.state_file is not None:
+        return "--state", Path(options.state_file)
+    if config.billing.state_file is not None:
+        return f"{config.source}: billing.state_file", config.billing.state_file
+    if (options.api_url or config.api.url) is not None:
+        return "the default billing state file", Path(DEFAULT_STATE_FILE)
+    return None
+
+
+def _microgrid_id(site: Site) -> int | None:
+    """The site's microgrid id from GetMicrogrid (None: unknown)."""
+    return site.guard.expected.microgrid_id if site.guard is not None else None
+
+
 def _site_time_scale(config: GridloopConfig, options: RunOptions) -> float:
     """Site seconds per wall second: ``--time-scale``, else the embedded simulator's.
 
@@ -285,8 +318,11 @@ async def _run_service(
                 api_url = sim.url
             assert api_url is not None
             site = await _connect(config, options, api_url, time_scale)
+            # The embedded simulator listens on a new port every run: it is one site.
+            site_url = EMBEDDED_SITE_URL if sim is not None else api_url
             run = await _control(
-                site, config, time_scale, observers, outcome_observers, stop, duration
+                site, config, options, site_url, time_scale, observers, outcome_observers, stop,
+                duration,
             )
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
@@ -340,6 +376,8 @@ class _Run:
 async def _control(
     site: Site,
     config: GridloopConfig,
+    options: RunOptions,
+    api_url: str,
     time_scale: float,
     observers: Sequence[Observer],
     outcome_observers: Sequence[OutcomeObserver],
@@ -348,12 +386,15 @@ async def _control(
 ) -> _Run:
     """Run the controller on the site until ``stop`` or the duration; then the safe stop."""
     async with site:
+        named = state_file(config, options)
         controller = Controller(
             site,
             config,
             time_scale=time_scale,
             observers=observers,
             outcome_observers=outcome_observers,
+            state_file=named[1] if named is not None else None,
+            site_key=SiteKey(_microgrid_id(site), api_url),
         )
         # The server refusing us (wrong key, no permission) ends the run.
         refused = asyncio.create_task(_stop_when_refused(site, stop))
@@ -374,6 +415,13 @@ async def _control(
     return _Run(controller, wall_s, stats, site.safe_stop or SafeStopResult(commanded=0))
 
 
+def _with_current(peak_w: float, current_w: float) -> float:
+    """The period's billed peak with the unfinished interval counted at its mean so far."""
+    if not math.isfinite(current_w):
+        return peak_w
+    return max(peak_w, current_w, 0.0)
+
+
 def _summary(
     config: GridloopConfig,
     run: _Run,
@@ -387,6 +435,7 @@ def _summary(
     sim_stats = sim.stats if sim is not None else {}
     oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
     ps = config.peak_shaving
+    meter = run.controller.meter
     return RunSummary(
         api_url=api_url,
         embedded=sim is not None,
@@ -398,6 +447,11 @@ def _summary(
         peak_import_w=acc.peak_mean_import_w,
         peak_import_w_instant_uncontrolled=acc.peak_uncontrolled_w,
         peak_import_w_instant=acc.peak_import_w,
+        billed_peak_w=_with_current(meter.billed_peak_w, meter.current_mean_w()),
+        billed_peak_w_uncontrolled=_with_current(
+            meter.billed_peak_w_uncontrolled, meter.current_mean_uncontrolled_w()
+        ),
+        billing_period=meter.period_key or "",
         fr_energy_required_wh=acc.fr_required_wh,
         fr_energy_delivered_wh=acc.fr_delivered_wh,
         setpoints_sent=stats.setpoints_sent,

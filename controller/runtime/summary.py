@@ -116,6 +116,13 @@ class RunSummary:
     """How the grid power was measured (``grid = meter 2 + meter 3; frequency from …``)."""
     api_version: str = ""
     """The Microgrid API version the server was spoken to in (``v1``, ``v1alpha18``, …)."""
+    billed_peak_w: float = math.nan
+    """The billing period's billed peak: the highest billing-interval mean of the grid
+    import (the unfinished interval at its mean so far; restored state included)."""
+    billed_peak_w_uncontrolled: float = math.nan
+    """The same without the batteries (grid − battery)."""
+    billing_period: str = ""
+    """The billing period the peaks belong to (``"2026-11"``; empty if none was metered)."""
 
     @property
     def exit_status(self) -> int:
@@ -169,6 +176,9 @@ class RunSummary:
             f"{kw(self.peak_import_w_uncontrolled)} without (1-min means; limit "
             f"{kw(self.import_limit_w)}); single samples {kw(self.peak_import_w_instant)} / "
             f"{kw(self.peak_import_w_instant_uncontrolled)}",
+            f"  billed peak      {kw(self.billed_peak_w)} with batteries, "
+            f"{kw(self.billed_peak_w_uncontrolled)} without (highest billing-interval mean"
+            f"{', period ' + self.billing_period if self.billing_period else ''})",
             f"  freq. response   {self.fr_energy_delivered_wh / 1e3:.2f} kWh delivered of "
             f"{self.fr_energy_required_wh / 1e3:.2f} kWh required",
             f"  setpoints        {self.setpoints_sent} sent, {self.setpoints_failed} failed, "

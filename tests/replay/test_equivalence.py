@@ -49,7 +49,9 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
     """Run the service for a few seconds of a 30× site and capture every cycle."""
     time_scale = 30.0
     sim = await sim_factory(time_scale=time_scale)
-    steps: list[tuple[SiteMeasurements, float, tuple[str, ...], float, dict[str, Any]]] = []
+    steps: list[
+        tuple[SiteMeasurements, float, tuple[str, ...], float, dict[str, Any], float | None]
+    ] = []
     rounds: list[tuple[float, int, dict[str, Any], PlannedRound]] = []
     snapshots: list[tuple[int, dict[str, Any], SiteMeasurements]] = []
     site = await Site.connect(f"grpc://127.0.0.1:{sim.port}",
@@ -69,11 +71,12 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
             snapshots.append((now, inputs, m))
             return m
 
-        def step(m: SiteMeasurements, now_s: float, strategies: Any = None) -> float:
+        def step(m: SiteMeasurements, now_s: float, strategies: Any = None,
+                 site_time_s: float | None = None) -> float:
             table = _table_copy(core.state)
-            target = live_step(m, now_s, strategies)
+            target = live_step(m, now_s, strategies, site_time_s=site_time_s)
             names = tuple(s.name for s in (strategies or cycle.strategies))
-            steps.append((m, now_s, names, target, table))
+            steps.append((m, now_s, names, target, table, site_time_s))
             return target
 
         def plan(target_w: float, now_ns: int, book: SetpointBook) -> PlannedRound:
@@ -105,11 +108,14 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
     assert len(rounds) > 20
     replay = replay_control(captured["sim"].site, CONFIG)
 
-    # Strategies: the same measurements give the same targets, in sequence.
+    # Strategies: the same measurements at the same site times (the billing meter's
+    # clock) give the same targets, in sequence.
     by_name = {s.name: s for s in replay.cycle.strategies}
     assert sorted(by_name) == ["frequency_response", "peak_shaving"]
-    for m, now_s, names, target, _ in steps:
-        assert replay.cycle.step(m, now_s, [by_name[n] for n in names]) == target
+    assert all(site_s is not None for *_, site_s in steps)
+    for m, now_s, names, target, _, site_s in steps:
+        strategies = [by_name[n] for n in names]
+        assert replay.cycle.step(m, now_s, strategies, site_time_s=site_s) == target
 
     # Measurements: every snapshot the live site computed (the strategies' inputs,
     # fleet bounds included) is computed the same from the same table and health.

@@ -3,7 +3,8 @@
 * :class:`StrategyInputs` — the site as strategies see it each cycle (floats, W/Wh/%/Hz).
 * :class:`Strategy` — the protocol: ``name``, ``priority``, ``interval_s``, ``step``.
 * :class:`PeakShaving`, :class:`PeakShavingConfig`, :func:`peak_shaving_wish` — keep
-  grid import/export within limits, recharge toward a target SoC.
+  the billing-interval mean import and the export within limits, recharge toward a
+  target SoC; :func:`effective_limit_w` — the limit the interval means are held to.
 * :class:`FrequencyResponse`, :class:`FrequencyResponseConfig`,
   :func:`frequency_response_wish` — droop on grid frequency with SoC management.
 * :class:`DroopCurve`, :func:`droop` — droop curves (linear FCR, knee DC) and the
@@ -25,6 +26,7 @@ from controller.runtime.strategies._inputs import Strategy, StrategyInputs
 from controller.runtime.strategies._peak_shaving import (
     PeakShaving,
     PeakShavingConfig,
+    effective_limit_w,
     peak_shaving_wish,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "Strategy",
     "StrategyInputs",
     "droop",
+    "effective_limit_w",
     "frequency_response_wish",
     "peak_shaving_wish",
     "soc_band_pct",

@@ -51,6 +51,17 @@ class StrategyInputs:
     """Sum of what the power manager last granted to strategies above this one
     (+ = charging). Peak shaving uses its charging part to keep its optional
     recharge from pushing the grid over the import limit."""
+    interval_s: float = math.nan
+    """Length of the billing interval's metered part: covered so far + still to come (s;
+    nan = no billing meter, peak shaving then shaves single samples)."""
+    interval_elapsed_s: float = math.nan
+    """The part of the current billing interval measured so far (s)."""
+    interval_energy_wh: float = math.nan
+    """Grid energy of the interval so far, without what higher priorities drew (Wh, + =
+    import): the energy peak shaving answers for."""
+    billed_peak_w: float = math.nan
+    """The period's billed peak so far: the highest closed interval mean (W, ≥ 0; nan if
+    unknown)."""
 
     @property
     def uncontrolled_power_w(self) -> float:

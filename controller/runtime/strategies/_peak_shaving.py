@@ -1,61 +1,95 @@
-"""Peak shaving: keep grid import (and export) within limits using the batteries.
+"""Peak shaving: keep the billed demand (billing-interval mean import) and export within limits.
 
-The law (no PID, no integrator, no state)
------------------------------------------
+What is shaved
+--------------
+A demand charge bills the highest billing-interval mean of the grid import
+(15 min in most tariffs) over the period (a month). So the law keeps the
+*interval mean* at or under the effective limit, not every sample::
+
+    L_eff = max(import_limit_w, billed_peak_w)
+
+where ``billed_peak_w`` is the highest interval mean already reached this period
+(raising the bill further costs, staying at or under it is free). With ``T``
+the interval's metered length, ``t`` the part measured so far and ``E`` the
+grid energy so far (without what higher priorities drew, see Stacking), the
+grid may import, for the rest of the interval::
+
+    g_max = min(L_eff, (L_eff · T − E) / r),       r = max(T − t, T / 100)
+
+so energy imported above the limit early (a load step, a late inverter) is
+made up before the interval ends: the interval mean stays at or under
+``L_eff`` whenever the fleet's power allows. Headroom left early in an interval
+is *not* spent above ``L_eff`` (the ``min``): with the bundled default site a
+banked quarter hour let the one-minute import reach 350-360 kW against 316 kW
+without batteries at a 250 kW limit (recharging on top of a load peak), which
+no operator wants to see and a connection may not allow; the bill is the same
+either way. ``r`` is floored at 1 % of the interval (9 s of 15 min): near the
+end the catch-up is spread over at least that, so the wish stays finite and
+within what a fleet can follow. ``g_max`` is kept at or above
+``−export_limit_w`` (catching up never breaks the export limit). Without a
+billing meter (``interval_s`` nan, e.g. the replay's instantaneous mode)
+``g_max = L_eff``: single samples are shaved, as before.
+
+The law (no PID, no state of its own)
+-------------------------------------
 Let ``U = grid_power_w − battery_power_w`` be the uncontrolled power: what the
 grid meter would read without batteries (+ = import). It is computed from two
 *measurements*, so it does not depend on what the batteries were asked to do,
 on how fast they follow, or on other strategies' contributions. Peak shaving's
 contribution ``c`` to the fleet power must satisfy::
 
-    U + c ≤ import_limit_w          →  c ≤ upper = import_limit_w − U
-    U + c ≥ −export_limit_w         →  c ≥ lower = −export_limit_w − U
+    U + c ≤ g_max                          →  c ≤ g_max − U
+    U + c + H⁺ ≤ hard_import_limit_w        →  c ≤ hard − U − H⁺   (if set)
+    U + c ≥ −export_limit_w                →  c ≥ lower = −export_limit_w − U
 
-and it prefers::
+(``upper`` is the smaller of the first two) and it prefers::
 
-    recharge  = min(recharge_power_w, max(0, upper − recharge_margin_w − H⁺))
+    g_rch     = min(L_eff − recharge_margin_w, ((L_eff − recharge_margin_w) · T − E) / r)
+    recharge  = min(recharge_power_w, max(0, min(g_rch, hard) − U − H⁺))
                 if soc_pct < target_soc_pct else 0
     preferred = clip(recharge, lower, upper)
 
-So it discharges exactly the excess over the import limit (``preferred =
-upper < 0``), charges exactly the excess export (``preferred = lower > 0``),
-and otherwise recharges toward ``target_soc_pct`` with what headroom is left
-below ``import_limit_w − recharge_margin_w`` once higher priorities' charging
-``H⁺ = max(0, higher_priority_w)`` is counted: recharging is optional, so it
-never stacks on a frequency-response charge to push the grid over the limit
-(shaving itself ignores ``H``, see Stacking). Because the target is the
-measured excess itself rather than an integrated error, a load step is
-answered in one cycle, the battery's lag cannot wind anything up (no
-overshoot), and charge / discharge cannot alternate: discharge needs
-``U > import_limit_w``, charging needs ``U < import_limit_w −
-recharge_margin_w`` (with a positive margin the two are separated by a band
-in which the wish is 0).
+So it discharges exactly what keeps the interval mean at the limit (``preferred =
+upper < 0``), charges exactly the excess export (``preferred = lower > 0``), and
+otherwise recharges toward ``target_soc_pct`` with what headroom is left below
+``L_eff − recharge_margin_w`` *on the interval's mean* once higher priorities'
+charging ``H⁺ = max(0, higher_priority_w)`` is counted: recharging keeps every
+interval mean at or under the effective limit (the batteries never raise the
+bill above it), and it never stacks on a frequency-response charge to push the
+grid over the limit (shaving itself ignores ``H``, see Stacking). Because the
+target is the measured excess itself rather than a tuned integral action, a
+load step is answered in one cycle and the battery's lag cannot wind anything
+up: the only memory is the interval's energy, which the bill has too. Without
+a meter charge and discharge cannot alternate: discharge needs ``U >
+import_limit_w``, charging needs ``U < import_limit_w − recharge_margin_w``.
 
 Stacking
 --------
 The limits apply to the grid power *excluding higher-priority contributions*
 (frequency response): those pass through to the grid unchanged, which is what
 a frequency-response service requires. Peak shaving neither counteracts them
-(it does not compensate a frequency-response charge) nor counts them twice (they
-are in ``battery_power_w`` and so drop out of ``U``). Consequently the grid
-import can exceed ``import_limit_w`` by the frequency-response contribution
-while both act; lower ``import_limit_w`` by the reserve if the limit is a hard
-contract. The power manager shifts the fleet room by what higher priorities
+(it does not compensate a frequency-response charge, and the meter leaves their
+energy out of ``E``) nor counts them twice (they are in ``battery_power_w`` and
+so drop out of ``U``). Consequently the grid import can exceed the limit by the
+frequency-response contribution while both act; lower the limit by the reserve
+if the limit is a hard contract, or set ``hard_import_limit_w``, which does
+count them. The power manager shifts the fleet room by what higher priorities
 took, so peak shaving only gets what is left.
 
 Unknown grid or battery power (nan) gives a neutral wish: preferred 0 W
-within the fleet bounds.
+within the fleet bounds. Unknown billing inputs fall back to single samples.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from actors.power_manager import Wish
 from controller.runtime.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
-__all__ = ["PeakShaving", "PeakShavingConfig", "peak_shaving_wish"]
+__all__ = ["PeakShaving", "PeakShavingConfig", "effective_limit_w", "peak_shaving_wish"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +101,15 @@ class PeakShavingConfig:
     priority: int = 10
     """Power-manager priority (higher is served first; frequency response is 20)."""
     import_limit_w: float = 250_000.0
-    """Keep grid import at or below this (W, ≥ 0). The default suits the bundled
-    default site (base load ~180 kW − ~35 kW PV, peaks ~350 kW, 350 kW of inverters)."""
+    """Keep the billing-interval mean of the grid import at or below this (W, ≥ 0;
+    ``[peak_shaving] limit`` in the config). The default suits the bundled default
+    site (base load ~180 kW − ~35 kW PV, peaks ~350 kW, 350 kW of inverters)."""
+    limit_mode: Literal["fixed", "auto"] = "fixed"
+    """``fixed``: ``import_limit_w`` is the target; ``auto`` (``limit = "auto"``): a
+    planner chooses it from the site's history."""
+    hard_import_limit_w: float | None = None
+    """Instantaneous import limit of the connection (W, ≥ 0; None = none): never
+    exceeded by peak shaving's own doing, frequency response's charging included."""
     export_limit_w: float = 250_000.0
     """Keep grid export at or below this (W, a positive number, ≥ 0)."""
     target_soc_pct: float = 60.0
@@ -83,8 +124,35 @@ class PeakShavingConfig:
     """Source name of the wishes."""
 
 
+_MIN_REST_FRACTION = 0.01
+"""The catch-up is spread over at least this fraction of the interval (see the module)."""
+
+
 def _clip(value: float, lower: float, upper: float) -> float:
     return lower if value < lower else upper if value > upper else value
+
+
+def _interval_rates(config: PeakShavingConfig, inputs: StrategyInputs, limit_w: float,
+                    recharge_limit_w: float) -> tuple[float, float]:
+    """The grid's allowed average for the rest of the interval: (g_max, g_rch), W."""
+    t_len, t_done = inputs.interval_s, inputs.interval_elapsed_s
+    energy_ws = inputs.interval_energy_wh * 3600.0
+    if not (math.isfinite(t_len) and math.isfinite(t_done) and math.isfinite(energy_ws)
+            and t_len > 0):
+        return limit_w, recharge_limit_w
+    rest = max(t_len - min(max(t_done, 0.0), t_len), t_len * _MIN_REST_FRACTION)
+    return (
+        min(limit_w, (limit_w * t_len - energy_ws) / rest),
+        min(recharge_limit_w, (recharge_limit_w * t_len - energy_ws) / rest),
+    )
+
+
+def effective_limit_w(config: PeakShavingConfig, billed_peak_w: float) -> float:
+    """The limit the interval means are held to: ``max(import_limit_w, billed_peak_w)``
+    (W; the target alone when the billed peak is unknown)."""
+    if math.isfinite(billed_peak_w):
+        return max(config.import_limit_w, billed_peak_w)
+    return config.import_limit_w
 
 
 def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish:
@@ -92,7 +160,7 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
 
     Args:
         config: Limits, target SoC, recharge power and margin.
-        inputs: The site as measured now.
+        inputs: The site as measured now, with the billing interval so far.
 
     Returns:
         Preferred contribution and the range that keeps the grid within the limits.
@@ -100,14 +168,21 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     u = inputs.uncontrolled_power_w
     if not math.isfinite(u):
         return Wish(config.name, config.priority, 0.0, inputs.fleet_lower_w, inputs.fleet_upper_w)
-    upper = config.import_limit_w - u
-    lower = -config.export_limit_w - u
+    limit = effective_limit_w(config, inputs.billed_peak_w)
+    g_max, g_rch = _interval_rates(config, inputs, limit, limit - config.recharge_margin_w)
+    g_max = max(g_max, -config.export_limit_w)
+    h_plus = max(0.0, inputs.higher_priority_w) if math.isfinite(inputs.higher_priority_w) else 0.0
+    hard = config.hard_import_limit_w
+    upper = g_max - u
+    if hard is not None:
+        upper = min(upper, hard - u - h_plus)
+        g_rch = min(g_rch, hard)
+    lower = min(-config.export_limit_w - u, upper)
     recharge = 0.0
     if inputs.soc_pct < config.target_soc_pct:
         # Only the headroom a higher priority's charging leaves (FR charging on
         # over-frequency is already on top of U at the grid meter).
-        room = upper - config.recharge_margin_w - max(0.0, inputs.higher_priority_w)
-        recharge = min(config.recharge_power_w, max(0.0, room))
+        recharge = min(config.recharge_power_w, max(0.0, g_rch - u - h_plus))
     preferred = _clip(recharge, lower, upper)
     return Wish(config.name, config.priority, preferred, lower, upper)
 
