@@ -273,6 +273,7 @@ class MicrogridApiClient:
         else:
             self.channel = grpc.aio.insecure_channel(self.url.target, options=options)
         self._api: ApiAdapter | None = None if version is None else _adapter(version, self)
+        self._checked: ApiAdapter | None = None  # the version the server answered in
 
     @property
     def api(self) -> ApiAdapter:
@@ -296,35 +297,44 @@ class MicrogridApiClient:
         return self.api.wire
 
     async def negotiate(self) -> str:
-        """Find the server's API version (once; at once when it was given).
+        """Find the server's API version, or check the one given (once).
 
         Each version of `API_VERSIONS`, newest first, is asked for its component
-        list; the first that does not answer UNIMPLEMENTED is the server's.
+        list; the first that does not answer UNIMPLEMENTED is the server's. A
+        version given to the constructor is asked the same way, so that a server
+        without it fails here, in one way, naming it.
 
         Returns:
             The version.
 
         Raises:
             ApiError: A call failed otherwise (unreachable, refused, ...), or the
-                server implements none of the versions (UNIMPLEMENTED, naming them).
+                server implements none of the versions tried (UNIMPLEMENTED,
+                naming them).
         """
-        if self._api is not None:
-            return self._api.version
-        for version in API_VERSIONS:
-            api = _adapter(version, self)
+        if self._checked is not None:
+            return self._checked.version
+        tried = [self._api] if self._api is not None else [
+            _adapter(version, self) for version in API_VERSIONS
+        ]
+        for api in tried:
             try:
                 await api.components()
             except ApiError as exc:
                 if exc.status == grpc.StatusCode.UNIMPLEMENTED.name:
                     continue
                 raise
-            self._api = api
-            _logger.info("%s speaks Microgrid API %s", self.url, version)
-            return version
+            self._api = self._checked = api
+            _logger.info("%s speaks Microgrid API %s", self.url, api.version)
+            return api.version
+        names = ", ".join(api.version for api in tried)
+        what = f"any of the Microgrid API versions {names}" if len(tried) > 1 else (
+            f"Microgrid API {names}"
+        )
         raise ApiError(
-            f"the server implements none of the Microgrid API versions {', '.join(API_VERSIONS)}",
+            f"the server does not implement {what}",
             url=str(self.url),
-            method="ListComponents",
+            method=tried[-1].list_method,
             status=grpc.StatusCode.UNIMPLEMENTED.name,
         )
 

@@ -122,13 +122,16 @@ class Controller:
             state_file: Where the billing meter's state is kept (None = not kept).
             site_key: Which site this is (written into the state file and checked
                 when it is read); None = unknown.
-            site_zone: The site's IANA time zone (None = unknown).
+            site_zone: The site's IANA time zone; None = the one the server's
+                location gives (`actors.MicrogridInfo.timezone`), if any.
         """
         self.site = site
         self.config = config
         self.observers = list(observers)
         self.outcome_observers = list(outcome_observers)
         self.record_interval_s = record_interval_s
+        if site_zone is None and site.microgrid is not None:
+            site_zone = site.microgrid.timezone
         self.cycle: ControlCycle = ControlCycle.from_config(config, site_zone)
         """The control cycle (strategies → wishes → merge → target), shared with the replay."""
         assert self.cycle.meter is not None

@@ -225,11 +225,6 @@ def state_file(config: GridloopConfig, options: RunOptions) -> tuple[str, Path] 
     return None
 
 
-def _microgrid_id(site: Site) -> int | None:
-    """The site's microgrid id from GetMicrogrid (None: unknown)."""
-    return site.guard.expected.microgrid_id if site.guard is not None else None
-
-
 def _site_time_scale(config: GridloopConfig, options: RunOptions) -> float:
     """Site seconds per wall second: ``--time-scale``, else the embedded simulator's.
 
@@ -394,7 +389,7 @@ async def _control(
             observers=observers,
             outcome_observers=outcome_observers,
             state_file=named[1] if named is not None else None,
-            site_key=SiteKey(_microgrid_id(site), api_url),
+            site_key=SiteKey(site.microgrid.id if site.microgrid is not None else None, api_url),
         )
         # The server refusing us (wrong key, no permission) ends the run.
         refused = asyncio.create_task(_stop_when_refused(site, stop))
