@@ -1,4 +1,5 @@
-"""controller.runtime.planning: the peak LP's floor and end energy, and the backward pre-charge energy."""
+"""controller.runtime.planning: the peak LP's floor and end energy, the backward pre-charge
+energy."""
 
 from __future__ import annotations
 
