@@ -18,6 +18,7 @@ the lab tools import their errors from here, not from ``actors``.
 * :class:`EmbeddedSimulatorError` — the embedded simulator did not start.
 * :class:`ReplayError` — bad ``gridloop replay`` input or an unusable result.
 * :class:`BenchError` — ``gridloop bench`` could not run.
+* :class:`PlanningError` — bad input to the peak planner (LP, forecasters, auto limit).
 
 The simulator stands alone (it imports nothing from gridloop), so its
 ``simulator.config.SiteConfigError`` cannot derive from the root. Where the
@@ -42,6 +43,7 @@ __all__ = [
     "LogConfigError",
     "MetricsError",
     "OutputPathError",
+    "PlanningError",
     "RecordingError",
     "ReplayError",
     "ReportError",
@@ -152,3 +154,19 @@ class ReplayError(GridloopError):
 
 class BenchError(GridloopError):
     """The benchmark could not run (one line for the user)."""
+
+
+class PlanningError(GridloopError, ValueError):
+    """Bad input to the peak planner (:mod:`controller.runtime.planning`): one line naming
+    the argument or field and its value; ``source`` is that name."""
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        """Create the error.
+
+        Args:
+            message: One line describing the problem (newlines are flattened).
+            source: The argument or field the problem came from (may be empty).
+        """
+        super().__init__(" ".join(message.split()))
+        self.source: str = source
+        """The argument or field the problem came from."""

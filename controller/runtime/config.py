@@ -33,6 +33,16 @@ File format (every key optional; units in the names; + = import / charging)::
     recharge_power_w = 50_000.0
     recharge_margin_w = 10_000.0
     interval_s = 0.2
+    # limit = "auto" (issue 16) plans the limit; its knobs (controller.runtime.planning):
+    auto_horizon_h = 48.0      # planning horizon, 1..168 h
+    auto_margin_pct = 0.0      # the limit is the planned peak + this %, 0..50
+    auto_forecaster = "week_max"  # naive_day, naive_week, week_max, week_mean,
+                               # day_quantile, week_ewma, week_max_day_q
+    auto_end_energy_pct = 0.0  # end each plan with this share of the energy window
+    auto_persist_h = 3.0       # forecast at least the latest interval mean this long
+    auto_weeks = 3             # weeks the weekly forecasters look back, 1..8
+    auto_days = 14             # days day_quantile looks back, 1..56
+    auto_quantile = 0.9        # day_quantile's quantile, 0..1
 
     [frequency_response]       # see controller.runtime.strategies.FrequencyResponseConfig
     enabled = true
@@ -84,6 +94,7 @@ from typing import Any
 from actors import API_VERSIONS, api_key_problem
 from controller.errors import ConfigError
 from controller.runtime.billing import PERIODS, BillingConfig, zone_problem
+from controller.runtime.planning import FORECASTERS, AutoLimitConfig
 from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
@@ -165,6 +176,8 @@ class GridloopConfig:
     """Control-loop settings."""
     peak_shaving: PeakShavingConfig = field(default_factory=PeakShavingConfig)
     """Peak-shaving strategy."""
+    auto_limit: AutoLimitConfig = field(default_factory=AutoLimitConfig)
+    """The auto limit's planner (the ``auto_*`` keys of ``[peak_shaving]``)."""
     frequency_response: FrequencyResponseConfig = field(default_factory=FrequencyResponseConfig)
     """Frequency-response strategy."""
     billing: BillingConfig = field(default_factory=BillingConfig)
@@ -244,7 +257,16 @@ _PEAK: dict[str, _Field] = {
     "recharge_power_w": _Field("float", (_ge(0),)),
     "recharge_margin_w": _Field("float", (_ge(0),)),
     "interval_s": _Field("float", (_ge(0), _le(3600))),
+    "auto_horizon_h": _Field("float", (_between(1, 168),)),
+    "auto_margin_pct": _Field("float", (_between(0, 50),)),
+    "auto_forecaster": _Field("str", choices=tuple(FORECASTERS)),
+    "auto_end_energy_pct": _Field("float", (_between(0, 100),)),
+    "auto_persist_h": _Field("float", (_between(0, 168),)),
+    "auto_weeks": _Field("int", (_between(1, 8),)),
+    "auto_days": _Field("int", (_between(1, 56),)),
+    "auto_quantile": _Field("float", (_between(0, 1),)),
 }
+_AUTO_PREFIX = "auto_"
 _FREQ: dict[str, _Field] = {
     "enabled": _Field("bool"),
     "priority": _Field("int"),
@@ -492,6 +514,9 @@ def config_from_dict(
     fr = dict(sections.get("frequency_response", {}))
     curve = _droop_curve(reader, fr)
     ps = _peak_shaving(reader, sections.get("peak_shaving", {}))
+    auto = {k.removeprefix(_AUTO_PREFIX): ps.pop(k) for k in list(ps)
+            if k.startswith(_AUTO_PREFIX)}
+    auto_cfg = dataclasses.replace(defaults.auto_limit, **auto)
     ps_cfg = dataclasses.replace(defaults.peak_shaving, **ps)
     fr_cfg = dataclasses.replace(defaults.frequency_response, **fr, curve=curve)
     if ps_cfg.enabled and fr_cfg.enabled and ps_cfg.priority == fr_cfg.priority:
@@ -504,6 +529,7 @@ def config_from_dict(
         api=ApiConfig(**api),
         control=ControlConfig(**sections.get("control", {})),
         peak_shaving=ps_cfg,
+        auto_limit=auto_cfg,
         frequency_response=fr_cfg,
         billing=BillingConfig(**sections.get("billing", {})),
         simulator=SimulatorConfig(**sections.get("simulator", {})),

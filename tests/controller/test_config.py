@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,22 @@ def test_random_file_text_gives_a_config_or_a_config_error(
     except ConfigError as exc:
         error = str(exc)
     assert "\n" not in error
+
+
+def test_auto_limit_knobs(tmp_path: Path) -> None:
+    """The ``auto_*`` keys of [peak_shaving] land in ``auto_limit``; bad ones name the field."""
+    path = tmp_path / "auto.toml"
+    path.write_text('[peak_shaving]\nauto_horizon_h = 24\nauto_forecaster = "naive_day"\n'
+                    "auto_margin_pct = 2.5\n")
+    cfg = load_config(path)
+    assert cfg.auto_limit.horizon_h == 24.0
+    assert cfg.auto_limit.forecaster == "naive_day"
+    assert cfg.auto_limit.margin_pct == 2.5
+    for text, message in [
+        ("auto_horizon_h = 0.5", "peak_shaving.auto_horizon_h = 0.5: must be in [1, 168]"),
+        ('auto_forecaster = "prophet"', 'peak_shaving.auto_forecaster = "prophet": must be one'),
+        ("auto_weeks = 1.5", "peak_shaving.auto_weeks = 1.5: must be an integer"),
+    ]:
+        path.write_text(f"[peak_shaving]\n{text}\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path)

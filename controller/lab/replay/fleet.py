@@ -1,4 +1,4 @@
-"""A site's battery groups as LP models (:class:`~controller.lab.replay.optimum.FleetModel`).
+"""A site's battery groups as LP models (:class:`~controller.runtime.planning.FleetModel`).
 
 * :func:`fleet_models` — one model per battery group (connected inverters and batteries).
 * :func:`aggregate_model` — the fleet as one battery, how SoC-balancing distribution
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from controller.lab.replay.optimum import FleetModel
 from controller.lab.replay.transport import site_graph
+from controller.runtime.planning import FleetModel
 from simulator.config import BatteryConfig, InverterConfig, SiteConfig
 
 __all__ = ["aggregate_model", "fleet_models"]

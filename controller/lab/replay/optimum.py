@@ -1,135 +1,43 @@
-"""The perfect-foresight optimum peak import of a battery fleet, by linear programming.
+"""The perfect-foresight optimum peak import of a battery fleet (the replay's reference).
 
-:func:`optimal_peak` answers: knowing the whole uncontrolled grid-import
-series in advance, what is the lowest peak import a battery fleet (one
-aggregate battery, :class:`FleetModel`) could achieve? It is the reference the
-replay harness measures the peak-shaving controller against.
-
-The LP (solved with ``scipy.optimize.linprog``, method HiGHS), over samples
-``t = 0..T-1`` of length ``h = step_s / 3600`` hours::
-
-    minimise     P  (+ 1e-7 · Σ (c_t + d_t) / T, a tie-break against needless cycling)
-    subject to   L_t + c_t − d_t ≤ P                          (import at or below the peak)
-                 E_{t+1} = E_t + h · (η_c · c_t − d_t / η_d)  (energy balance, E_0 given)
-                 E_min ≤ E_t ≤ E_max                          (SoC window, t = 1..T)
-                 0 ≤ c_t ≤ C_max,  0 ≤ d_t ≤ D_max            (AC charge / discharge power)
-                 [E_T ≥ E_0 when ``keep_final_energy``]
-
-``L_t`` is the uncontrolled grid power (W, + = import: load − PV), ``c_t`` /
-``d_t`` the fleet's AC charging / discharging power (W, both ≥ 0; the battery
-power in the passive sign convention is ``c_t − d_t``), ``E_t`` the stored
-energy (Wh), ``η_c`` / ``η_d`` the one-way charge / discharge efficiencies.
-Splitting charge and discharge keeps the efficiency losses linear; with
-losses, charging and discharging at once is never better, so the split is
-exact. The grid power is held constant within a sample, so the optimum is
-exact for piecewise-constant series and, for finer-sampled continuous ones,
-exact on the samples.
-
-The solution is re-checked against the original problem (energy window,
-power limits, achieved peak) before it is returned; the outcome is data
-(:class:`OptimumResult`), only bad input raises.
+The LP itself lives in the runtime (:mod:`controller.runtime.planning`), where
+the auto limit runs it on a forecast; this module is the replay's face of it:
+the same functions with the replay's error type (:class:`ReplayError`, one line
+naming the field) for bad input. See :func:`controller.runtime.planning.optimal_peak`
+for the LP, its maths and its re-check.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Literal, ParamSpec, TypeVar
 
-import numpy as np
 import numpy.typing as npt
-import scipy.optimize
-import scipy.sparse
 
+from controller.errors import PlanningError
 from controller.lab.replay.errors import ReplayError
+from controller.runtime import planning
+from controller.runtime.planning import FleetModel, OptimumResult
 
 __all__ = ["FleetModel", "OptimumResult", "optimal_peak", "peak_is_feasible", "simulate_greedy"]
 
-FloatArray = npt.NDArray[np.float64]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-@dataclass(frozen=True, slots=True)
-class FleetModel:
-    """The battery fleet as one aggregate battery (AC side).
-
-    Power limits are magnitudes in watts at the AC side of the inverters;
-    energies in watt-hours of stored energy.
-    """
-
-    charge_max_w: float
-    """Largest AC charging power (≥ 0)."""
-    discharge_max_w: float
-    """Largest AC discharging power, as a positive number (≥ 0)."""
-    energy_min_wh: float
-    """Lowest allowed stored energy (the lower SoC limit × capacity)."""
-    energy_max_wh: float
-    """Highest allowed stored energy (the upper SoC limit × capacity)."""
-    energy_init_wh: float
-    """Stored energy at the start of the horizon."""
-    charge_efficiency: float = 1.0
-    """Stored energy per AC energy charged, in (0, 1]."""
-    discharge_efficiency: float = 1.0
-    """AC energy delivered per stored energy taken out, in (0, 1]."""
-
-    def validate(self) -> None:
-        """Check every field; raise :class:`ReplayError` naming the bad one."""
-        for name in ("charge_max_w", "discharge_max_w", "energy_min_wh", "energy_max_wh",
-                     "energy_init_wh"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ReplayError(f"fleet model: {name} must be finite and ≥ 0, got {v}",
-                                  source=name)
-        for name in ("charge_efficiency", "discharge_efficiency"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and 0 < v <= 1):
-                raise ReplayError(f"fleet model: {name} must be in (0, 1], got {v}", source=name)
-        if self.energy_min_wh > self.energy_max_wh:
-            raise ReplayError(f"fleet model: energy_min_wh {self.energy_min_wh} > energy_max_wh "
-                              f"{self.energy_max_wh}", source="energy_min_wh")
-        if not self.energy_min_wh - 1e-9 <= self.energy_init_wh <= self.energy_max_wh + 1e-9:
-            raise ReplayError(f"fleet model: energy_init_wh {self.energy_init_wh} outside "
-                              f"[{self.energy_min_wh}, {self.energy_max_wh}]",
-                              source="energy_init_wh")
+def _as_replay_error(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The runtime function, its bad-input error re-raised as a :class:`ReplayError`."""
+    @wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except PlanningError as exc:
+            raise ReplayError(str(exc), source=exc.source) from None
+    return wrapper
 
 
-@dataclass(frozen=True, slots=True)
-class OptimumResult:
-    """Outcome of :func:`optimal_peak`."""
-
-    success: bool
-    """True when HiGHS found the optimum and the re-check passed."""
-    message: str
-    """Solver status message (or why the re-check failed)."""
-    peak_import_w: float
-    """The optimal peak of ``L_t + c_t − d_t``, watts."""
-    peak_import_w_uncontrolled: float
-    """The peak of ``L_t`` (no battery), watts."""
-    battery_power_w: FloatArray
-    """Optimal fleet AC power per sample, ``c_t − d_t`` (+ = charging), watts."""
-    energy_wh: FloatArray
-    """Fleet stored energy at the interval boundaries, starting with ``E_0``, Wh."""
-
-    @property
-    def reduction_w(self) -> float:
-        """Optimal peak reduction, watts (≥ 0)."""
-        return self.peak_import_w_uncontrolled - self.peak_import_w
-
-
-def _check_series(grid_w: npt.ArrayLike, step_s: float) -> FloatArray:
-    g = np.asarray(grid_w, dtype=np.float64)
-    if g.ndim != 1 or g.size == 0:
-        raise ReplayError(f"grid_w: need a non-empty 1-D series, got shape {g.shape}",
-                          source="grid_w")
-    if not np.all(np.isfinite(g)):
-        i = int(np.flatnonzero(~np.isfinite(g))[0])
-        raise ReplayError(f"grid_w: non-finite value {g[i]} at index {i}", source="grid_w")
-    if not (math.isfinite(step_s) and step_s > 0):
-        raise ReplayError(f"step_s: must be a positive number of seconds, got {step_s}",
-                          source="step_s")
-    return g
-
-
+@_as_replay_error
 def optimal_peak(
     grid_w: npt.ArrayLike,
     step_s: float,
@@ -140,198 +48,16 @@ def optimal_peak(
 ) -> OptimumResult:
     """Lowest achievable peak import with perfect foresight (LP, HiGHS).
 
-    Args:
-        grid_w: Uncontrolled grid power per sample, watts (+ = import).
-        step_s: Sample length, seconds.
-        fleet: The aggregate battery, or one model per battery group (each
-            group with its own power limits, energy window and efficiencies;
-            their powers add up at the grid meter).
-        keep_final_energy: Require the stored energy of every group at the end
-            to be at least its initial one (no "free" energy from the initial charge).
-        interpolation: ``"hold"``: each sample holds for ``step_s`` (the
-            module's LP). ``"linear"``: the series is the values at the points
-            ``t = k · step_s`` of a piecewise-linear signal spanning ``(T − 1) ·
-            step_s``; the battery power is piecewise linear on the same points
-            (``c_t``, ``d_t`` at the points), the energy balance uses the
-            trapezoid rule, and ``L_t + c_t − d_t ≤ P`` at the points bounds the
-            import everywhere (both sides linear in between). A restriction of
-            the continuous-time problem that converges as the points get denser.
-
-    Returns:
-        The optimum (status, peak, fleet schedule, fleet energy trajectory:
-        ``T + 1`` values for hold, ``T`` for linear).
+    :func:`controller.runtime.planning.optimal_peak` without floor or end energy.
 
     Raises:
         ReplayError: bad input (names the field).
     """
-    g = _check_series(grid_w, step_s)
-    if interpolation not in ("hold", "linear"):
-        raise ReplayError(f"interpolation: must be 'hold' or 'linear', got {interpolation!r}",
-                          source="interpolation")
-    linear = interpolation == "linear"
-    if linear and g.size < 2:
-        raise ReplayError("grid_w: linear interpolation needs at least 2 points", source="grid_w")
-    groups = [fleet] if isinstance(fleet, FleetModel) else list(fleet)
-    if not groups:
-        raise ReplayError("fleet: need at least one battery group", source="fleet")
-    for m in groups:
-        m.validate()
-    lp = _PeakLp(g, step_s, groups, linear=linear, keep_final_energy=keep_final_energy)
-    res = scipy.optimize.linprog(lp.cost, A_ub=lp.a_ub, b_ub=-g / lp.scale, A_eq=lp.a_eq,
-                                 b_eq=lp.b_eq, bounds=lp.bounds, method="highs")
-    peak_unc = float(g.max())
-    if res.status != 0 or res.x is None:
-        return OptimumResult(False, str(res.message), math.nan, peak_unc,
-                             np.full(lp.nt, np.nan), np.full(lp.ne + 1, np.nan))
-    return _recheck(lp, np.asarray(res.x, dtype=np.float64), str(res.message), peak_unc)
+    return planning.optimal_peak(grid_w, step_s, fleet, keep_final_energy=keep_final_energy,
+                                 interpolation=interpolation)
 
 
-class _PeakLp:
-    """The peak-minimising LP in scaled units (a well-conditioned problem for HiGHS).
-
-    Variables: per group k its charge ``c`` (``nt``), discharge ``d`` (``nt``) and
-    energy ``e`` (``ne`` values after each interval); then the peak ``P``. Powers
-    are divided by :attr:`scale` (W), energies by :attr:`escale` (Wh of one sample
-    at full scale).
-    """
-
-    def __init__(self, g: FloatArray, step_s: float, groups: list[FleetModel], *,
-                 linear: bool, keep_final_energy: bool) -> None:
-        self.g, self.groups, self.linear = g, groups, linear
-        self.nt = g.size
-        self.ne = self.nt - 1 if linear else self.nt  # energy values after each interval
-        self.h = step_s / 3600.0
-        self.scale = max(float(np.max(np.abs(g))), *(m.charge_max_w for m in groups),
-                         *(m.discharge_max_w for m in groups), 1.0)
-        self.escale = self.scale * self.h
-        self.per = 2 * self.nt + self.ne
-        self.n = self.per * len(groups) + 1
-        self.ip = self.n - 1
-        self._ub: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
-                        list[FloatArray]] = (
-            [np.arange(self.nt)], [np.full(self.nt, self.ip)], [-np.ones(self.nt)])
-        self._eq: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
-                        list[FloatArray]] = ([], [], [])
-        self.b_eq = np.zeros(self.ne * len(groups))
-        self.lo = np.zeros(self.n)
-        self.hi = np.empty(self.n)
-        self.cost = np.zeros(self.n)
-        for k, m in enumerate(groups):
-            self._add_group(k, m, keep_final_energy)
-        self.a_ub = self._matrix(self._ub, self.nt)
-        self.a_eq = self._matrix(self._eq, self.ne * len(groups))
-        self.lo[self.ip], self.hi[self.ip] = -np.inf, np.inf
-        self.cost[self.ip] = 1.0
-        self.bounds = np.column_stack([self.lo, self.hi])
-
-    def _matrix(self, parts: tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]],
-                                   list[FloatArray]], rows: int) -> scipy.sparse.csr_array:
-        r, c, v = parts
-        return scipy.sparse.csr_array(
-            (np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(rows, self.n))
-
-    def _add_group(self, k: int, m: FleetModel, keep_final_energy: bool) -> None:
-        nt, ne = self.nt, self.ne
-        idx, eidx = np.arange(nt), np.arange(ne)
-        ic, id_, ie = self.per * k, self.per * k + nt, self.per * k + 2 * nt
-        ub_r, ub_c, ub_v = self._ub
-        eq_r, eq_c, eq_v = self._eq
-        # L_t + Σ_k (c_kt − d_kt) − P ≤ 0
-        ub_r += [idx, idx]
-        ub_c += [ic + idx, id_ + idx]
-        ub_v += [np.ones(nt), -np.ones(nt)]
-        # e_t − e_{t−1} − w·(ηc c − d / ηd) = 0  (e_{−1} = e0 moves to the right-hand side)
-        row = ne * k + eidx
-        ec, ed = m.charge_efficiency, 1.0 / m.discharge_efficiency
-        eq_r += [row, row[1:]]
-        eq_c += [ie + eidx, ie + eidx[:-1]]
-        eq_v += [np.ones(ne), -np.ones(ne - 1)]
-        if self.linear:  # trapezoid: half of each end point
-            for off in (0, 1):
-                eq_r += [row, row]
-                eq_c += [ic + eidx + off, id_ + eidx + off]
-                eq_v += [np.full(ne, -0.5 * ec), np.full(ne, 0.5 * ed)]
-        else:
-            eq_r += [row, row]
-            eq_c += [ic + eidx, id_ + eidx]
-            eq_v += [np.full(ne, -ec), np.full(ne, ed)]
-        e0 = m.energy_init_wh / self.escale
-        self.b_eq[ne * k] = e0
-        self.hi[ic:ic + nt] = m.charge_max_w / self.scale
-        self.hi[id_:id_ + nt] = m.discharge_max_w / self.scale
-        self.lo[ie:ie + ne] = m.energy_min_wh / self.escale
-        self.hi[ie:ie + ne] = m.energy_max_wh / self.escale
-        if keep_final_energy:
-            self.lo[ie + ne - 1] = max(self.lo[ie + ne - 1], e0)
-        self.cost[ic:ie] = 1e-7 / nt
-
-
-def _recheck(lp: _PeakLp, x: FloatArray, message: str, peak_unc: float) -> OptimumResult:
-    """Independent re-check of an LP solution: integrate each group's schedule, measure the peak."""
-    nt, scale = lp.nt, lp.scale
-    battery = np.zeros(nt)
-    energy = np.zeros(lp.ne + 1)
-    ok = True
-    for k, m in enumerate(lp.groups):
-        ic, id_ = lp.per * k, lp.per * k + nt
-        c = np.clip(x[ic:ic + nt] * scale, 0.0, m.charge_max_w)
-        d = np.clip(x[id_:id_ + nt] * scale, 0.0, m.discharge_max_w)
-        flow = m.charge_efficiency * c - d / m.discharge_efficiency
-        if lp.linear:
-            flow = 0.5 * (flow[1:] + flow[:-1])
-        e = m.energy_init_wh + np.concatenate([[0.0], np.cumsum(flow * lp.h)])
-        tol_e = 1e-6 * max(m.energy_max_wh, 1.0) + 1e-7 * lp.escale * nt
-        ok = ok and bool(np.all(e >= m.energy_min_wh - tol_e)
-                         and np.all(e <= m.energy_max_wh + tol_e))
-        battery += c - d
-        energy += e
-    peak = float(np.max(lp.g + battery))
-    lp_peak = float(x[lp.ip]) * scale
-    ok = ok and abs(peak - lp_peak) <= 1e-6 * scale + 1e-3
-    msg = message if ok else (
-        f"re-check failed: peak {peak:.3f} W vs LP {lp_peak:.3f} W or energy out of window")
-    return OptimumResult(ok, msg, peak, peak_unc, battery, energy)
-
-
-def simulate_greedy(
-    grid_w: npt.ArrayLike, step_s: float, fleet: FleetModel, limit_w: float
-) -> tuple[FloatArray, FloatArray]:
-    """Greedy peak shaving against ``limit_w``: the reference policy (a Python loop).
-
-    Each sample, discharge just enough to bring the import down to the limit
-    (as far as power and energy allow); below the limit, charge as much as the
-    headroom, the power limit and the energy window allow. Greedy keeps the
-    stored energy as high as any feasible policy at every sample, so a limit is
-    feasible if and only if the greedy run holds it — which makes it an exact,
-    independent feasibility test for the LP (see :func:`peak_is_feasible`).
-
-    Returns:
-        (grid power per sample after the battery, W; energy at the boundaries, Wh)
-    """
-    g = _check_series(grid_w, step_s)
-    h = step_s / 3600.0
-    e = fleet.energy_init_wh
-    out = np.empty_like(g)
-    energy = np.empty(g.size + 1)
-    energy[0] = e
-    for t, load in enumerate(g):
-        if load > limit_w:
-            want = min(load - limit_w, fleet.discharge_max_w)
-            avail = max(e - fleet.energy_min_wh, 0.0) * fleet.discharge_efficiency / h
-            p = -min(want, avail)
-            e += p / fleet.discharge_efficiency * h
-        else:
-            room = max(fleet.energy_max_wh - e, 0.0) / fleet.charge_efficiency / h
-            p = min(limit_w - load, fleet.charge_max_w, room)
-            e += p * fleet.charge_efficiency * h
-        out[t] = load + p
-        energy[t + 1] = e
-    return out, energy
-
-
-def peak_is_feasible(
-    grid_w: npt.ArrayLike, step_s: float, fleet: FleetModel, limit_w: float, *, tol_w: float = 1e-6
-) -> bool:
-    """Whether some battery schedule keeps the import at or below ``limit_w`` (greedy test)."""
-    out, _ = simulate_greedy(grid_w, step_s, fleet, limit_w)
-    return bool(np.max(out) <= limit_w + tol_w)
+simulate_greedy = _as_replay_error(planning.simulate_greedy)
+"""Greedy peak shaving against a limit (:func:`controller.runtime.planning.simulate_greedy`)."""
+peak_is_feasible = _as_replay_error(planning.peak_is_feasible)
+"""Whether some schedule holds a limit (:func:`controller.runtime.planning.peak_is_feasible`)."""

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.fleet import aggregate_model, fleet_models
 from controller.lab.replay.loader import LoadProfile
-from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
+from controller.lab.replay.optimum import optimal_peak
 from controller.lab.replay.reports import FloatArray, PeakShavingReport
 from controller.lab.replay.stepping import (
     ControlOptions,
@@ -53,6 +53,7 @@ from controller.lab.replay.stepping import (
     replay_config,
 )
 from controller.lab.replay.transport import PhysicsTransport, replay_control
+from controller.runtime.planning import FleetModel, OptimumResult
 from controller.runtime.strategies import PeakShavingConfig
 from simulator.config import FrequencyConfig, LoadConfig, SiteConfig
 from simulator.physics import SitePhysics
