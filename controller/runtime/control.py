@@ -43,7 +43,12 @@ from controller.runtime.billing import (
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.records import CycleRecord, GroupRecord
-from controller.runtime.strategies import FrequencyResponse, Strategy, effective_limit_w
+from controller.runtime.strategies import (
+    FrequencyResponse,
+    Strategy,
+    effective_limit_w,
+    target_limit_w,
+)
 from controller.runtime.summary import Accumulator
 
 _LOG = logging.getLogger("gridloop.controller")
@@ -309,6 +314,7 @@ class Controller:
             )
         lat = stats.dispatch_latency_ms
         ps = self.config.peak_shaving
+        planned = self.cycle.plan.limit_w if self.cycle.plan is not None else math.nan
         site_now = self.site_time_s(time.monotonic_ns())
         return CycleRecord(
             time_s=(time.monotonic_ns() - self._t0_ns) / 1e9,
@@ -320,9 +326,11 @@ class Controller:
             frequency_hz=m.grid_frequency_hz,
             fr_required_w=self.fr_required_w(m),
             fr_delivered_w=self.fr_delivered_w(m),
-            import_limit_w=ps.import_limit_w if ps.enabled else math.nan,
+            import_limit_w=target_limit_w(ps, planned) if ps.enabled else math.nan,
             effective_import_limit_w=(
-                effective_limit_w(ps, self.meter.billed_peak_w) if ps.enabled else math.nan
+                effective_limit_w(ps, self.meter.billed_peak_w, planned)
+                if ps.enabled
+                else math.nan
             ),
             interval_projected_mean_w=self.meter.projected_mean_w(site_now, m.grid_power_w),
             billed_peak_w=self.meter.billed_peak_w if self.meter.period_key else math.nan,

@@ -34,29 +34,51 @@ from collections.abc import Sequence
 
 from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
 from actors.power_manager import Wish, merge
+from controller.errors import PlanningError
 from controller.runtime.billing import BillingClock, BillingMeter, billing_zone
 from controller.runtime.config import GridloopConfig
+from controller.runtime.planning import AutoLimit, AutoLimitConfig, FleetModel, LimitPlan
 from controller.runtime.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
 
 __all__ = ["ControlCycle", "plan_setpoints"]
 
 _LOG = logging.getLogger("gridloop.controller")
 
+_WARM_HISTORY_S = 86_400.0
+"""A plan resting on this much of the site's own history is warm (`StrategyInputs.plan_warm`)."""
+
+_EFFICIENCY = 0.95
+"""One-way charge / discharge efficiency the auto limit's fleet model assumes (the
+runtime does not measure it; the bundled sites' batteries are 0.95-0.96)."""
+
 
 class ControlCycle:
     """Strategies, their last wishes and grants, and the fleet target (see the module)."""
 
     def __init__(
-        self, strategies: Sequence[Strategy], meter: BillingMeter | None = None
+        self,
+        strategies: Sequence[Strategy],
+        meter: BillingMeter | None = None,
+        auto_limit: AutoLimitConfig | None = None,
     ) -> None:
         """Hold the strategies; no wish yet, target 0 W.
 
         Args:
             strategies: The strategies, each with a unique name.
             meter: The billing meter (None = none: peak shaving shaves single samples).
+            auto_limit: The planner's settings when peak shaving runs with ``limit =
+                "auto"`` (None = a fixed limit); it plans at every interval boundary.
         """
         self.meter: BillingMeter | None = meter
         """The billing meter, fed by every step given the site's time."""
+        self.auto_limit: AutoLimitConfig | None = auto_limit
+        """The auto limit's settings (None = a fixed limit)."""
+        self.plan: LimitPlan | None = None
+        """The auto limit's latest plan (None = none yet)."""
+        self._planned_for = math.nan  # the interval start the plan was made for
+        self._history_s = 0.0  # the span of the meter's history at the last plan
+        self._charge_max_w = 0.0  # the fleet's power as seen so far (the planner's model)
+        self._discharge_max_w = 0.0
         self.strategies: list[Strategy] = list(strategies)
         """Every strategy of the run."""
         self.wishes: dict[str, Wish] = {}
@@ -86,9 +108,11 @@ class ControlCycle:
         strategies: list[Strategy] = []
         if config.frequency_response.enabled:
             strategies.append(FrequencyResponse(config.frequency_response))
-        if config.peak_shaving.enabled:
-            strategies.append(PeakShaving(config.peak_shaving))
-        return cls(strategies, meter)
+        ps = config.peak_shaving
+        if ps.enabled:
+            strategies.append(PeakShaving(ps))
+        auto = config.auto_limit if ps.enabled and ps.limit_mode == "auto" else None
+        return cls(strategies, meter, auto)
 
     @property
     def peak_shaving(self) -> PeakShaving | None:
@@ -132,13 +156,55 @@ class ControlCycle:
         exempt = self.higher_priority_w(ps) if ps is not None else 0.0
         meter.update(site_time_s, m.grid_power_w, m.grid_power_w - m.battery_power_w, exempt)
         covered = meter.interval_covered_s
+        plan = self._replan(m, site_time_s, meter) if self.auto_limit is not None else None
         return dataclasses.replace(
             base,
             interval_s=covered + max(0.0, meter.remaining_s(site_time_s)),
             interval_elapsed_s=covered,
             interval_energy_wh=meter.interval_energy_wh - meter.interval_energy_exempt_wh,
             billed_peak_w=meter.billed_peak_w,
+            billed_peak_w_uncontrolled=meter.billed_peak_w_uncontrolled,
+            planned_limit_w=math.nan if plan is None else plan.limit_w,
+            plan_warm=plan is not None and self._history_s >= _WARM_HISTORY_S,
+            planned_soc_pct=(
+                math.nan if plan is None else plan.soc_target_pct(base.capacity_wh)
+            ),
         )
+
+    def _replan(
+        self, m: SiteMeasurements, site_time_s: float, meter: BillingMeter
+    ) -> LimitPlan | None:
+        """The auto limit's plan for the current interval: made at each interval boundary
+        (and until one succeeds) from the meter's history and the fleet as measured."""
+        self._charge_max_w = max(self._charge_max_w, m.fleet_upper_w)
+        self._discharge_max_w = max(self._discharge_max_w, -m.fleet_lower_w)
+        start = meter.interval_start_s
+        if self.plan is not None and start == self._planned_for:
+            return self.plan
+        assert self.auto_limit is not None
+        capacity = float(m.group_capacity_wh.sum())
+        lo, hi = m.soc_lower_pct, m.soc_upper_pct
+        if not (capacity > 0 and math.isfinite(lo) and math.isfinite(hi) and lo <= hi
+                and math.isfinite(self._charge_max_w) and math.isfinite(self._discharge_max_w)):
+            return self.plan  # the fleet is not known yet: keep the last plan (or none)
+        e_min, e_max = capacity * lo / 100.0, capacity * hi / 100.0
+        energy = capacity * m.soc_pct / 100.0 if math.isfinite(m.soc_pct) else math.nan
+        fleet = FleetModel(self._charge_max_w, self._discharge_max_w, e_min, e_max,
+                           min(max(energy, e_min), e_max) if math.isfinite(energy) else e_min,
+                           _EFFICIENCY, _EFFICIENCY)
+        starts, values = meter.history()
+        span = float(starts[-1] - starts[0]) if starts.size else -meter.clock.interval_s
+        self._history_s = span + meter.clock.interval_s
+        try:
+            self.plan = AutoLimit(self.auto_limit, fleet).plan(
+                site_time_s, values, starts, meter.clock.interval_s, energy,
+                meter.billed_peak_w, load_now_w=meter.current_mean_uncontrolled_w(),
+            )
+        except PlanningError as exc:
+            _LOG.warning("auto limit: no new plan (%s); keeping the last one", exc)
+            return self.plan
+        self._planned_for = start
+        return self.plan
 
     def step(
         self,

@@ -41,6 +41,7 @@ from controller.runtime.config import GridloopConfig
 from controller.runtime.control import Controller, Observer, OutcomeObserver
 from controller.runtime.embedded import EmbeddedSimulator
 from controller.runtime.process import stop_on_signals
+from controller.runtime.strategies import target_limit_w
 from controller.runtime.summary import RunSummary, percentiles
 
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
@@ -431,13 +432,15 @@ def _summary(
     oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
     ps = config.peak_shaving
     meter = run.controller.meter
+    plan = run.controller.cycle.plan
+    limit = target_limit_w(ps, plan.limit_w if plan is not None else math.nan)
     return RunSummary(
         api_url=api_url,
         embedded=sim is not None,
         duration_s=run.wall_s,
         simulated_s=run.wall_s * time_scale,
         time_scale=time_scale,
-        import_limit_w=ps.import_limit_w if ps.enabled else None,
+        import_limit_w=limit if ps.enabled and math.isfinite(limit) else None,
         peak_import_w_uncontrolled=acc.peak_mean_uncontrolled_w,
         peak_import_w=acc.peak_mean_import_w,
         peak_import_w_instant_uncontrolled=acc.peak_uncontrolled_w,

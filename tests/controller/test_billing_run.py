@@ -101,3 +101,28 @@ def test_billed_peak_and_interval_energy_survive_sigkill(tmp_path: Path) -> None
     assert s["billed_peak_w"] is not None
     assert s["billed_peak_w_uncontrolled"] is not None
     assert s["billed_peak_w"] <= s["billed_peak_w_uncontrolled"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_auto_limit_without_history_never_raises_the_bill(tmp_path: Path) -> None:
+    # A new site (no history, no state file): the default 30-minute scenario at 60x with
+    # the limit chosen by gridloop and 5-minute billing intervals (six of them). With
+    # frequency response off nothing above peak shaving asks for power, so the billed
+    # peak with batteries is never above the one without.
+    cfg = tmp_path / "auto.toml"
+    cfg.write_text(
+        '[peak_shaving]\nlimit = "auto"\n[frequency_response]\nenabled = false\n'
+        '[billing]\ninterval_s = 300\ntimezone = "UTC"\n'
+    )
+    summary = tmp_path / "summary.json"
+    proc = _gridloop(
+        tmp_path, "--config", str(cfg), "--duration", "30", "--time-scale", "60",
+        "--summary-json", str(summary), "--no-dashboard",
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    s = json.loads(summary.read_text())
+    assert s["billed_peak_w_uncontrolled"] > 0
+    assert s["billed_peak_w"] <= s["billed_peak_w_uncontrolled"] + 1.0, s
+    assert s["setpoints_out_of_bounds"] == 0

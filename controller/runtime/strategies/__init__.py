@@ -28,6 +28,8 @@ from controller.runtime.strategies._peak_shaving import (
     PeakShavingConfig,
     effective_limit_w,
     peak_shaving_wish,
+    recharge_ceiling_w,
+    target_limit_w,
 )
 
 __all__ = [
@@ -42,5 +44,7 @@ __all__ = [
     "effective_limit_w",
     "frequency_response_wish",
     "peak_shaving_wish",
+    "recharge_ceiling_w",
     "soc_band_pct",
+    "target_limit_w",
 ]

@@ -62,6 +62,20 @@ class StrategyInputs:
     billed_peak_w: float = math.nan
     """The period's billed peak so far: the highest closed interval mean (W, ≥ 0; nan if
     unknown)."""
+    billed_peak_w_uncontrolled: float = math.nan
+    """The same without the batteries: the highest closed interval mean of the
+    uncontrolled power this period (W, ≥ 0; nan if unknown). Recharging stays under
+    the higher of the two, so the batteries never raise the bill above what the load
+    alone set."""
+    planned_limit_w: float = math.nan
+    """``limit = "auto"``: the target import limit the planner chose for this interval
+    (W; inf = no plan yet, cold start; nan = no planner)."""
+    plan_warm: bool = False
+    """Whether the plan rests on at least a day of the site's own history (a cold
+    plan only repeats the load seen so far: recharging does not bet on it)."""
+    planned_soc_pct: float = math.nan
+    """``limit = "auto"``: the fleet SoC the plan wants at the next interval boundary
+    (pre-charge before an expected peak; %, nan = none)."""
 
     @property
     def uncontrolled_power_w(self) -> float:

@@ -89,7 +89,14 @@ from typing import Literal
 from actors.power_manager import Wish
 from controller.runtime.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
-__all__ = ["PeakShaving", "PeakShavingConfig", "effective_limit_w", "peak_shaving_wish"]
+__all__ = [
+    "PeakShaving",
+    "PeakShavingConfig",
+    "effective_limit_w",
+    "peak_shaving_wish",
+    "recharge_ceiling_w",
+    "target_limit_w",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +154,44 @@ def _interval_rates(config: PeakShavingConfig, inputs: StrategyInputs, limit_w: 
     )
 
 
-def effective_limit_w(config: PeakShavingConfig, billed_peak_w: float) -> float:
-    """The limit the interval means are held to: ``max(import_limit_w, billed_peak_w)``
-    (W; the target alone when the billed peak is unknown)."""
-    if math.isfinite(billed_peak_w):
-        return max(config.import_limit_w, billed_peak_w)
+def target_limit_w(config: PeakShavingConfig, planned_limit_w: float = math.nan) -> float:
+    """The target import limit: ``import_limit_w``, or the planner's with ``limit = "auto"``
+    (inf while it has no plan: nothing is shaved beyond the billed peak)."""
+    if config.limit_mode == "auto":
+        return planned_limit_w if not math.isnan(planned_limit_w) else math.inf
     return config.import_limit_w
+
+
+def effective_limit_w(
+    config: PeakShavingConfig, billed_peak_w: float, planned_limit_w: float = math.nan
+) -> float:
+    """The limit the interval means are held to: ``max(target, billed_peak_w)`` (W; the
+    target alone when the billed peak is unknown; see `target_limit_w`)."""
+    target = target_limit_w(config, planned_limit_w)
+    if math.isfinite(billed_peak_w):
+        return max(target, billed_peak_w)
+    return target
+
+
+def recharge_ceiling_w(config: PeakShavingConfig, inputs: StrategyInputs) -> float:
+    """The highest interval mean recharging may bring the grid to (W; inf = none beyond
+    the effective limit).
+
+    With a fixed limit, the operator's limit is the ceiling (the effective limit
+    already holds it). With ``limit = "auto"`` no one has said what the period's peak
+    will be, so the batteries must never raise the bill: recharging stays under the
+    higher of the period's billed peak with and without batteries (what the load
+    alone has already set) and, when the plan rests on at least a day of the site's
+    history (``plan_warm``), the planned limit (the plan expects the period to reach
+    it anyway). Unknown billed peaks (no meter): no ceiling.
+    """
+    billed = (inputs.billed_peak_w, inputs.billed_peak_w_uncontrolled)
+    if config.limit_mode != "auto" or not all(math.isfinite(b) for b in billed):
+        return math.inf
+    ceiling = max(billed)
+    if inputs.plan_warm and math.isfinite(inputs.planned_limit_w):
+        ceiling = max(ceiling, inputs.planned_limit_w)
+    return ceiling
 
 
 def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish:
@@ -168,8 +207,9 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     u = inputs.uncontrolled_power_w
     if not math.isfinite(u):
         return Wish(config.name, config.priority, 0.0, inputs.fleet_lower_w, inputs.fleet_upper_w)
-    limit = effective_limit_w(config, inputs.billed_peak_w)
-    g_max, g_rch = _interval_rates(config, inputs, limit, limit - config.recharge_margin_w)
+    limit = effective_limit_w(config, inputs.billed_peak_w, inputs.planned_limit_w)
+    rch_limit = min(limit, recharge_ceiling_w(config, inputs)) - config.recharge_margin_w
+    g_max, g_rch = _interval_rates(config, inputs, limit, rch_limit)
     g_max = max(g_max, -config.export_limit_w)
     h_plus = max(0.0, inputs.higher_priority_w) if math.isfinite(inputs.higher_priority_w) else 0.0
     hard = config.hard_import_limit_w
@@ -177,9 +217,15 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     if hard is not None:
         upper = min(upper, hard - u - h_plus)
         g_rch = min(g_rch, hard)
+    if not math.isfinite(upper):  # no import limit (auto, no plan yet): the fleet's own
+        fleet_up = inputs.fleet_upper_w
+        upper = max(fleet_up if math.isfinite(fleet_up) else 0.0, -config.export_limit_w - u)
     lower = min(-config.export_limit_w - u, upper)
     recharge = 0.0
-    if inputs.soc_pct < config.target_soc_pct:
+    target_soc = config.target_soc_pct
+    if config.limit_mode == "auto" and math.isfinite(inputs.planned_soc_pct):
+        target_soc = max(target_soc, inputs.planned_soc_pct)
+    if inputs.soc_pct < target_soc and math.isfinite(g_rch):
         # Only the headroom a higher priority's charging leaves (FR charging on
         # over-frequency is already on top of U at the grid meter).
         recharge = min(config.recharge_power_w, max(0.0, g_rch - u - h_plus))
