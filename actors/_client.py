@@ -81,7 +81,7 @@ def check_api_version(version: object) -> str | None:
     if version is None or version in API_VERSIONS:
         return version
     raise OptionsError(
-        "api_version", version, f"must be one of {', '.join(API_VERSIONS)} (or unset: find it)"
+        "api_version", version, f"must be one of {', '.join(API_VERSIONS)}"
     )
 
 

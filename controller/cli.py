@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from controller.cli_args import OneLineParser, port, positive_float
+from controller.cli_args import OneLineParser, api_version, port, positive_float
 
 if TYPE_CHECKING:
     import asyncio
@@ -68,6 +68,7 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--api-version",
+        type=api_version("--api-version"),
         metavar="VERSION",
         help="Microgrid API version the server speaks: v1, v1alpha18 or v1alpha19 (default:"
         " the config's [api] version, else found at connect time, newest first)",
@@ -131,7 +132,7 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
     parser = _run_parser()
     args = parser.parse_args(list(argv))
     # Imported here so that `gridloop sim` and `--help` stay light.
-    from actors import API_VERSIONS, api_key_problem
+    from actors import api_key_problem
     from controller.run import run_main
     from controller.runtime.service import RunOptions
 
@@ -140,12 +141,6 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
         api_key, key_source = os.environ.get("GRIDLOOP_API_KEY") or None, "GRIDLOOP_API_KEY"
     if api_key is not None and (problem := api_key_problem(api_key)) is not None:
         parser.exit(2, f"{parser.prog}: {key_source}: {problem}\n")
-    if args.api_version is not None and args.api_version not in API_VERSIONS:
-        parser.exit(
-            2,
-            f"{parser.prog}: --api-version: {args.api_version!r}: must be one of"
-            f" {', '.join(API_VERSIONS)}\n",
-        )
     options = RunOptions(
         api_url=args.api,
         api_key=api_key,

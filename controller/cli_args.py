@@ -65,6 +65,29 @@ def positive_int(name: str) -> Callable[[str], int]:
     return int_in(name, 1)
 
 
+def api_version(name: str) -> Callable[[str], str]:
+    """An argparse type: a Microgrid API version gridloop speaks (`actors.API_VERSIONS`).
+
+    Args:
+        name: The flag, named in the error.
+
+    Returns:
+        The converter (imports the runtime only when the flag is given).
+    """
+
+    def parse(text: str) -> str:
+        from actors import OptionsError, check_api_version
+
+        try:
+            check_api_version(text)
+        except OptionsError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: {reason}") from None
+        return text
+
+    return parse
+
+
 def port(name: str) -> Callable[[str], int]:
     """A converter to a TCP port number 0..65535 (0 = any free port)."""
     return int_in(name, 0, 65535)

@@ -66,7 +66,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.cli_args import OneLineParser, positive_float, positive_int
+from controller.cli_args import OneLineParser, api_version, positive_float, positive_int
 from controller.errors import BenchError, EmbeddedSimulatorError
 from controller.runtime.embedded import LISTEN_PREFIX, SimulatorProcess
 
@@ -695,6 +695,7 @@ def _latency_parser() -> argparse.ArgumentParser:
                    help="simulator telemetry phases: a component streams in phase id %% K"
                    " (default 10, fewer above 10 Hz; 1 = every stream at the same instant)")
     p.add_argument("--api-version", default=DEFAULT_API_VERSION, metavar="VERSION",
+                   type=api_version("--api-version"),
                    help="Microgrid API version the simulator serves and every client speaks:"
                    f" v1, v1alpha18 or v1alpha19 (default {DEFAULT_API_VERSION}; the sdk"
                    f" peer speaks {SDK_API_VERSION} only)")
@@ -728,12 +729,6 @@ def main(argv: Sequence[str]) -> int:
     if bad or not clients:
         sys.stderr.write(f"gridloop bench latency: --clients = {opts.clients!r}: "
                          f"expected a subset of {','.join(CLIENTS)}\n")
-        return 2
-    from actors import API_VERSIONS
-
-    if opts.api_version not in API_VERSIONS:
-        sys.stderr.write(f"gridloop bench latency: --api-version = {opts.api_version!r}: "
-                         f"expected one of {', '.join(API_VERSIONS)}\n")
         return 2
     if opts.json:
         try:

@@ -70,7 +70,8 @@ async def test_an_unknown_api_version_flag_is_one_line() -> None:
     status, _, err = await _gridloop_run("--api-version", "v2", "--duration", "1")
     assert status == 2
     assert err.strip() == (
-        "gridloop run: --api-version: 'v2': must be one of v1alpha19, v1alpha18, v1"
+        "gridloop run: error: argument --api-version: --api-version = 'v2': must be one of"
+        " v1alpha19, v1alpha18, v1 (see gridloop run --help)"
     )
 
 
