@@ -103,16 +103,24 @@ def feed_history(meter: BillingMeter, history_w: FloatArray, start_unix_s: float
     """Feed the rows before the replay (``history_w``, the last one ending at
     ``start_unix_s``) into ``meter`` as if the site had metered them: one sample per row,
     the load with no batteries (grid = uncontrolled). The meter's history then holds their
-    interval means (the auto limit plans on them) and, when they reach into the
-    replay's first period, the billed peak they set.
+    interval means: the auto limit plans on them.
+
+    The billed peaks are then reset: when the replay starts within a period, its first
+    period's bill counts the replayed intervals only, so its row compares the
+    uncontrolled, optimal and achieved peaks of the same intervals (the rows before were
+    not shaved, and no battery can undo them).
 
     The meter must hold a sample for a whole row or more (``max_gap_s``), or its means
     are of the covered part only (which for a row held constant is the same).
     """
     n = history_w.size
+    if n == 0:
+        return
     for j in range(n):
         v = float(history_w[j])
         meter.update(start_unix_s - (n - j) * step_s, v, v)
+    meter.update(start_unix_s, math.nan, math.nan)  # closes the last row's interval
+    meter.billed_peak_w = meter.billed_peak_w_uncontrolled = 0.0
 
 
 def history_period(clock: BillingClock, history_w: FloatArray, start_unix_s: float,
