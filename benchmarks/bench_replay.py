@@ -1,6 +1,9 @@
 """Replay benchmarks: a month of peak shaving, the optimum LP, a frequency-response trace.
 
-Run: ``pytest benchmarks/bench_replay.py`` (a month per round, two rounds).
+Run: ``pytest benchmarks/bench_replay.py`` (a month per round, two rounds, for
+``--limit optimal`` and ``--limit auto``; March with January and February as history).
+Each peak-shaving run attaches ``wall_s_per_month`` (wall seconds per 30 simulated
+days; the issue's target is ≤ 60 s).
 With ``--benchmark-disable`` (CI smoke) each case runs once on a short
 selection so the file stays well under 20 s. The quality numbers of each
 run are attached as ``extra_info`` (visible with ``--benchmark-json``).
@@ -34,18 +37,22 @@ def _days(benchmark: Any, full: float, smoke: float) -> float:
     return smoke if getattr(benchmark, "disabled", False) else full
 
 
-def test_month_peak_shaving_replay(benchmark: Any, site: SiteConfig) -> None:
+@pytest.mark.parametrize("limit", ["optimal", "auto"])
+def test_month_peak_shaving_replay(benchmark: Any, site: SiteConfig, limit: str) -> None:
     days = _days(benchmark, 30.0, 1.0)
-    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, days=days)
-    report = benchmark.pedantic(run_peak_shaving, args=(site, prof), rounds=2, iterations=1,
+    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, start="2018-03-01", days=days)
+    report = benchmark.pedantic(run_peak_shaving, args=(site, prof),
+                                kwargs={"limit_w": limit}, rounds=2, iterations=1,
                                 warmup_rounds=0)
     benchmark.extra_info.update({
         "days": days,
         "control_cycles": report.control_cycles,
+        "wall_s_per_month": report.wall_s / (report.simulated_s / (30 * 86400.0)),
         "reduction_achieved_pct_of_optimal": report.reduction_achieved_pct_of_optimal,
         "intervals_above_limit_avoidable": report.intervals_above_limit_avoidable,
     })
-    assert report.reduction_achieved_pct_of_optimal >= 98.0
+    if limit == "optimal":
+        assert report.reduction_achieved_pct_of_optimal >= 98.0
     assert report.intervals_above_limit_avoidable == 0
 
 

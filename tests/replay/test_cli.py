@@ -57,15 +57,19 @@ def test_fixed_limit_and_own_csv(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--load-csv", "/nonexistent/x.csv"], "/nonexistent/x.csv: file not found"),
-    (["--limit", "lots"], "--limit: expected 'optimal' or a number of watts, got 'lots'"),
+    (["--limit", "lots"], "--limit: expected 'auto', 'optimal' or a number of watts, got 'lots'"),
+    (["--profile", "steel"], "argument --profile: invalid choice: 'steel'"),
+    (["--profile", "galvanization", "--load-csv", "x.csv"],
+     "--profile and --load-csv: give one of them"),
+    (["--baselines", "all"], "argument --baselines: invalid choice: 'all'"),
     (["--limit", "-5"], "--limit: must be >= 0 W"),
     (["--days", "0"], "--days: must be a positive number of days, got 0.0"),
     (["--fr-trace", "speed=3"], "--fr-trace: 'speed=3' is not key=value"),
     (["--fr-trace", "steps=two"], "--fr-trace: steps='two' is not a int"),
     (["--start", "2030-01-01"], "empty selection: --start 2030-01-01T00:00:00"),
     (["--start", "1900-01-01"], "--start 1900-01-01T00:00:00 is before the first timestamp "
-     "'2018-03-01 00:00:00+01:00' (the data covers '2018-03-01 00:00:00+01:00' to "
-     "'2018-03-31 23:45:00+02:00')"),
+     "'2018-01-01 00:00:00+01:00' (the data covers '2018-01-01 00:00:00+01:00' to "
+     "'2018-12-31 23:45:00+01:00')"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--load-peak-w", "abc"], "argument --load-peak-w: invalid float value: 'abc'"),
 ])

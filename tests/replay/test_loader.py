@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from controller.lab.replay.errors import ReplayError
-from controller.lab.replay.loader import BUNDLED_LOAD_CSV, load_profile
+from controller.lab.replay.loader import BUNDLED_LOAD_CSV, BUNDLED_PROFILES, load_profile
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 GALV = SHARED / "load_galvanization_LP_G_G.csv"
@@ -35,9 +35,18 @@ def test_bundled_profile_loads_and_scales_to_peak() -> None:
     prof = load_profile(BUNDLED_LOAD_CSV, peak_w=300_000.0)
     assert prof.column == "electrical load [W]"
     assert prof.step_s == 900.0
-    assert prof.power_w.size == 2972  # March: 31 days minus the DST hour
+    assert prof.power_w.size == 35_040  # the calendar year 2018
     assert prof.peak_w == pytest.approx(300_000.0)
-    assert prof.start == dt.datetime.fromisoformat("2018-03-01 00:00:00+01:00")
+    assert prof.start == dt.datetime.fromisoformat("2018-01-01 00:00:00+01:00")
+    assert prof.history_w.size == 0
+    march = load_profile(BUNDLED_LOAD_CSV, peak_w=300_000.0, start="2018-03-01", days=3)
+    assert march.power_w.size == 3 * 96
+    # The rows before the start are the history, scaled alike, ending one step before it.
+    assert march.history_w.size == (31 + 28) * 96
+    year = load_profile(BUNDLED_LOAD_CSV)
+    np.testing.assert_allclose(march.history_w, year.power_w[:march.history_w.size] * march.scale)
+    assert set(BUNDLED_PROFILES) == {"metal_processing", "galvanization"}
+    assert all(p.exists() for p in BUNDLED_PROFILES.values())
     assert np.all(prof.power_w >= 0)
     assert (BUNDLED_LOAD_CSV.parent / "README.md").read_text().count("vdi4657") == 1
 

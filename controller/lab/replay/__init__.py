@@ -4,22 +4,25 @@ Offers:
 
 * :func:`load_profile` / :class:`LoadProfile` / :data:`BUNDLED_LOAD_CSV` — a load
   series from a CSV (timestamp + one numeric column, any unit), selected and
-  scaled; one bundled month so the replay works on a fresh clone.
+  scaled, with the rows before it as the site's history; two bundled years
+  (``BUNDLED_PROFILES``) so the replay works on a fresh clone.
 * :func:`optimal_peak` / :class:`FleetModel` / :class:`OptimumResult` — the
   perfect-foresight optimum peak import by LP (HiGHS), per group or aggregate.
 * :func:`run_peak_shaving` / :class:`PeakShavingReport` / :class:`PeakReplayOptions`
   — peak shaving + power manager + distribution against the simulator physics on
-  a virtual clock, with the LP optimum as the limit.
+  a virtual clock and the data's site time, billing period after billing period,
+  with a fixed limit, each period's LP optimum, the previous one's, or ``auto``.
 * :func:`run_frequency_response` / :class:`FrequencyResponseReport` /
   :class:`FrequencyReplayOptions` / :func:`make_frequency_trace` /
   :class:`FrequencyTrace` — frequency response on a seeded trace with step events.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 
-Modules: ``peak`` (peak-shaving replay), ``frequency`` (frequency-response replay
-and its trace), ``reports`` (both results), ``fleet`` (LP models of a site),
-``stepping`` (what both replays share), ``transport`` (the production control
-cycle against the physics), ``optimum``, ``loader``.
+Modules: ``peak`` (peak-shaving replay), ``periods`` (billing periods, history,
+rows), ``frequency`` (frequency-response replay and its trace), ``reports`` (both
+results), ``fleet`` (LP models of a site), ``stepping`` (what both replays
+share), ``transport`` (the production control cycle against the physics),
+``optimum``, ``loader``.
 * :class:`ReplayError` — the package's one error type (one-line messages).
 * ``controller.lab.replay.cli.main`` — the ``gridloop replay`` command.
 """

@@ -6,9 +6,11 @@ naive timestamps are taken as UTC) and one or more numeric columns in any
 unit. It picks the column (by name, or the only numeric one), checks that the
 step is regular (in absolute time, so daylight-saving offsets are fine),
 selects a window (``start`` date/time as written in the file, ``days``) and
-scales the window so its peak equals ``peak_w``. The reading and parsing is the
-simulator's one CSV reader (:mod:`simulator.csv_series`); the selection and the
-scaling are the replay's.
+scales the window so its peak equals ``peak_w``. The rows before the window are
+kept, scaled alike, as the site's history (:attr:`LoadProfile.history_w`): the
+replay feeds them to the billing meter as if the site had recorded them. The
+reading and parsing is the simulator's one CSV reader
+(:mod:`simulator.csv_series`); the selection and the scaling are the replay's.
 
 Every problem raises :class:`~controller.lab.replay.errors.ReplayError` with one
 line ``FILE:LINE: column 'NAME': problem`` (LINE is the 1-based line of the
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +33,17 @@ import numpy.typing as npt
 from controller.lab.replay.errors import ReplayError
 from simulator.csv_series import CsvSeries, CsvSeriesError, read_csv_series
 
-__all__ = ["BUNDLED_LOAD_CSV", "LoadProfile", "load_profile", "parse_start"]
+__all__ = ["BUNDLED_LOAD_CSV", "BUNDLED_PROFILES", "LoadProfile", "load_profile", "parse_start"]
 
-BUNDLED_LOAD_CSV: Path = Path(__file__).parent / "data" / "load_metal_processing_LP_G_MV.csv"
-"""The load profile shipped with the package (one month of a metal-processing business)."""
+_DATA = Path(__file__).parent / "data"
+BUNDLED_PROFILES: dict[str, Path] = {
+    "metal_processing": _DATA / "load_metal_processing_LP_G_MV.csv",
+    "galvanization": _DATA / "load_galvanization_LP_G_G.csv",
+}
+"""The load profiles shipped with the package (a calendar year each, 15 min, local time
+Europe/Berlin), by their ``--profile`` name; attribution in ``data/README.md``."""
+BUNDLED_LOAD_CSV: Path = BUNDLED_PROFILES["metal_processing"]
+"""The default bundled profile (metal processing, 2018)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,9 @@ class LoadProfile:
     """Factor applied: ``power_w = raw * scale`` (1.0 when no peak was given)."""
     first_line: int
     """1-based file line of the first selected sample."""
+    history_w: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """The file's rows before the selection, scaled alike (W, oldest first; they end one
+    step before :attr:`start_unix_s`): the site's history, as if it had recorded it."""
 
     @property
     def duration_s(self) -> float:
@@ -157,6 +169,7 @@ def load_profile(
         raw=raw,
         scale=scale,
         first_line=series.lines[i0],
+        history_w=series.values[:i0] * scale,
     )
 
 

@@ -32,9 +32,12 @@ Units and signs: W, Wh, %, simulated seconds; + = importing / charging.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +46,16 @@ from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.fleet import aggregate_model, fleet_models
 from controller.lab.replay.loader import LoadProfile
 from controller.lab.replay.optimum import optimal_peak
+from controller.lab.replay.periods import (
+    DEFAULT_ZONE,
+    Period,
+    PeriodResult,
+    billing_clock,
+    billing_periods,
+    feed_history,
+    history_period,
+    share_of_optimal_pct,
+)
 from controller.lab.replay.reports import FloatArray, PeakShavingReport
 from controller.lab.replay.stepping import (
     ControlOptions,
@@ -53,12 +66,14 @@ from controller.lab.replay.stepping import (
     replay_config,
 )
 from controller.lab.replay.transport import PhysicsTransport, replay_control
-from controller.runtime.planning import FleetModel, OptimumResult
-from controller.runtime.strategies import PeakShavingConfig
+from controller.runtime.billing import BillingClock, BillingConfig
+from controller.runtime.cycle import ControlCycle
+from controller.runtime.planning import AutoLimitConfig, FleetModel, OptimumResult
+from controller.runtime.strategies import PeakShaving, PeakShavingConfig, effective_limit_w
 from simulator.config import FrequencyConfig, LoadConfig, SiteConfig
 from simulator.physics import SitePhysics
 
-__all__ = ["PeakReplayOptions", "classify_intervals", "run_peak_shaving", "staircase"]
+__all__ = ["LimitSpec", "PeakReplayOptions", "classify_intervals", "run_peak_shaving", "staircase"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +135,15 @@ def classify_intervals(
     battery_w: FloatArray,
     fleet_lower_w: FloatArray,
     *,
-    limit_w: float,
+    limit_w: float | FloatArray,
     interval_s: float,
     n_intervals: int,
     tolerance_w: float,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Which metering intervals were above the limit, avoidably, or had an excursion.
+
+    ``limit_w`` is one limit, or one per interval (the effective limit in force in
+    it; ``inf`` = none: never above).
 
     The samples are the vertices of a piecewise-linear grid-power trajectory
     (``time_s`` increasing from 0, no step crossing an interval boundary); the
@@ -148,8 +166,9 @@ def classify_intervals(
     interval = _interval_of(time_s, interval_s, n_intervals)
     dt = np.diff(time_s)
     mean = _interval_means(grid_w, interval, dt, interval_s, n_intervals)
-    above = mean - limit_w > tolerance_w
-    excess = grid_w - limit_w
+    limit = np.broadcast_to(np.asarray(limit_w, dtype=np.float64), (n_intervals,))
+    above = mean - limit > tolerance_w
+    excess = grid_w - limit[interval]
     coverable = np.clip(np.minimum(excess, battery_w - fleet_lower_w), 0.0, None)
     cov_mean = _interval_means(coverable, interval, dt, interval_s, n_intervals)
     avoidable = above & (cov_mean > tolerance_w)
@@ -175,9 +194,34 @@ def staircase(values_w: FloatArray, step_s: float, ramp_s: float) -> tuple[Float
 
 # --------------------------------------------------------------------------- steps of a run
 
+LimitSpec = float | Literal["auto", "optimal", "previous"] | None
+"""The limit of a peak-shaving replay: watts (fixed), ``"optimal"`` (None: each period's
+perfect-foresight optimum), ``"previous"`` (the previous period's optimum) or ``"auto"``
+(``limit = "auto"``: the production planner, no future data)."""
+_MODES = ("auto", "optimal", "previous")
+_IDLE_LIMIT_W = 1e15
+"""The limit of a period with no limit to run with (``previous`` without a previous
+period): the batteries stay idle (no shaving, no recharging)."""
 
-def _checked_values(load: LoadProfile, opt: PeakReplayOptions, limit_w: float | None) -> FloatArray:
-    """The profile's values, once the profile, the options and ``limit_w`` are checked."""
+
+def _limit_mode(limit_w: LimitSpec) -> tuple[str, float]:
+    """(mode, fixed limit or nan) of a :data:`LimitSpec`, checked."""
+    if limit_w is None:
+        return "optimal", math.nan
+    if isinstance(limit_w, str):
+        if limit_w not in _MODES:
+            raise ReplayError(f"--limit: expected 'auto', 'optimal' or a number of watts, got "
+                              f"{limit_w!r}", source="--limit")
+        return limit_w, math.nan
+    value = float(limit_w)
+    if not (math.isfinite(value) and value >= 0):
+        raise ReplayError(f"--limit: must be 'auto', 'optimal' or a number of watts >= 0, got "
+                          f"{limit_w}", source="--limit")
+    return "fixed", value
+
+
+def _checked_values(load: LoadProfile, opt: PeakReplayOptions) -> FloatArray:
+    """The profile's values, once the profile and the options are checked."""
     values = np.asarray(load.power_w, dtype=np.float64)
     if values.size < 2:
         raise ReplayError(f"{load.path}: the load selection has {values.size} sample(s); "
@@ -186,46 +230,34 @@ def _checked_values(load: LoadProfile, opt: PeakReplayOptions, limit_w: float | 
             and opt.max_step_s > 0 and opt.physics_step_s > 0):
         raise ReplayError("options: need 0 < cycle_s <= settle_s, 0 < load_ramp_s < the "
                           "profile step, max_step_s > 0, physics_step_s > 0", source="options")
-    if limit_w is not None and not (math.isfinite(limit_w) and limit_w >= 0):
-        raise ReplayError(f"--limit: must be 'optimal' or a number of watts >= 0, got {limit_w}",
-                          source="--limit")
     return values
 
 
-@dataclass(frozen=True)
-class _Optimum:
-    """The LP optima of a profile and the limit the controller runs with."""
-
-    aggregate: OptimumResult
-    by_group: OptimumResult | None
-    limit_w: float
-    wall_s: float
-
-
-def _solve_optimum(values: FloatArray, step_s: float, models: list[FleetModel],
-                   opt: PeakReplayOptions, limit_w: float | None) -> _Optimum:
-    """The perfect-foresight optimum (fleet as one battery; per group if asked)."""
-    t0 = time.perf_counter()
-    optimum = optimal_peak(values, step_s, aggregate_model(models))
-    lp_wall = time.perf_counter() - t0
-    if not optimum.success:
-        raise ReplayError(f"optimum LP failed: {optimum.message}", source="optimum")
-    by_group = optimal_peak(values, step_s, models) if opt.lp_groups else None
-    limit = optimum.peak_import_w if limit_w is None else float(limit_w)
-    return _Optimum(optimum, by_group, limit, lp_wall)
-
-
-def _strategy_config(limit: float, values: FloatArray, models: list[FleetModel],
+def _strategy_config(mode: str, fixed_w: float, values: FloatArray, models: list[FleetModel],
                      opt: PeakReplayOptions) -> PeakShavingConfig:
-    """Peak shaving at ``limit``, recharging with the whole fleet up to a small margin."""
+    """Peak shaving (fixed limit, set per period, or ``auto``), recharging with the whole
+    fleet up to a small margin."""
+    top = float(values.max())
+    ref = fixed_w if mode == "fixed" else top
     return PeakShavingConfig(
-        import_limit_w=limit,
-        export_limit_w=max(limit, float(values.max())) * 10.0,
+        import_limit_w=fixed_w if mode == "fixed" else top,
+        limit_mode="auto" if mode == "auto" else "fixed",
+        export_limit_w=max(ref, top) * 10.0,
         target_soc_pct=opt.target_soc_pct,
         recharge_power_w=sum(m.charge_max_w for m in models),
-        recharge_margin_w=_resolve(opt.recharge_margin_w, max(10.0, 1e-4 * limit)),
+        recharge_margin_w=_resolve(opt.recharge_margin_w, max(10.0, 1e-4 * ref)),
         interval_s=opt.cycle_s,
     )
+
+
+def _set_limit(cycle: ControlCycle, base: PeakShavingConfig, limit_w: float | None) -> None:
+    """Run the coming period with the fixed limit ``limit_w`` (None: idle, no shaving and
+    no recharging). The strategy is stateless (the interval's state is the meter's), so
+    the cycle gets a new one with the new settings, as a restart with a new config would."""
+    cfg = (dataclasses.replace(base, import_limit_w=limit_w) if limit_w is not None else
+           dataclasses.replace(base, import_limit_w=_IDLE_LIMIT_W, target_soc_pct=0.0))
+    cycle.strategies = [PeakShaving(cfg) if isinstance(s, PeakShaving) else s
+                        for s in cycle.strategies]
 
 
 def _physics(site: SiteConfig, values: FloatArray, step_s: float, opt: PeakReplayOptions,
@@ -241,9 +273,10 @@ def _physics(site: SiteConfig, values: FloatArray, step_s: float, opt: PeakRepla
 
 
 class _Samples:
-    """The true trajectory, sampled at every physics step end (the vertices of the report)."""
+    """The true trajectory, sampled at every physics step end (the vertices of the report),
+    and what the control saw at the first cycle of each interval."""
 
-    def __init__(self, truth: PhysicsTruth) -> None:
+    def __init__(self, truth: PhysicsTruth, n_intervals: int) -> None:
         self.truth = truth
         self.ts: list[float] = []
         self.grid: list[float] = []
@@ -251,6 +284,9 @@ class _Samples:
         self.bat: list[float] = []
         self.soc: list[float] = []
         self.lower: list[float] = []
+        self.limit = np.full(n_intervals, math.nan)  # effective limit in force
+        self.billed = np.full(n_intervals, math.nan)  # the meter's billed peak
+        self.planned = np.full(n_intervals, math.nan)  # the auto limit's plan
         self.record()
 
     def record(self) -> None:
@@ -262,6 +298,18 @@ class _Samples:
         self.bat.append(ph.battery_inverter_power_w)
         self.soc.append(self.truth.soc_pct())
         self.lower.append(self.truth.fleet_lower_w())
+
+    def control_view(self, i: int, cycle: ControlCycle) -> None:
+        """At the first cycle of interval ``i``: the effective limit, billed peak, plan."""
+        if i >= self.limit.size or not math.isnan(self.limit[i]):
+            return
+        ps, meter = cycle.peak_shaving, cycle.meter
+        billed = meter.billed_peak_w if meter is not None else math.nan
+        planned = cycle.plan.limit_w if cycle.plan is not None else math.nan
+        limit = math.inf
+        if ps is not None and ps.config.import_limit_w < _IDLE_LIMIT_W:
+            limit = effective_limit_w(ps.config, billed, planned)
+        self.limit[i], self.billed[i], self.planned[i] = limit, billed, planned
 
 
 def _to_soc_limit(ph: SitePhysics) -> float:
@@ -277,20 +325,20 @@ def _to_soc_limit(ph: SitePhysics) -> float:
 
 
 def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayOptions,
-                step_s: float, total_s: float, progress: ProgressCallback | None) -> float:
-    """Cycle until ``total_s``: at ``cycle_s`` after each load step, sparsely between.
-
-    Returns:
-        The wall time of the loop (s, information only).
-    """
+                step_s: float, end_s: float, total_s: float,
+                progress: ProgressCallback | None) -> None:
+    """Cycle until ``end_s``: at ``cycle_s`` after each load step, sparsely between, and
+    at every billing-interval boundary (the interval-mean law starts each interval anew)."""
     ph = transport.physics
+    cycle = transport.control.cycle
+    meter = cycle.meter
     fine = min(opt.physics_fine_step_s, opt.physics_step_s)
-    wall0 = time.perf_counter()
-    t = 0.0
-    next_report = 0
-    while t < total_s - 1e-9:
+    t = ph.now_s
+    next_report = transport.cycles
+    while t < end_s - 1e-9:
         due = transport.cycle()
         i = int(t / step_s + 1e-9)
+        samples.control_view(i, cycle)
         since = t - i * step_s
         if since < opt.settle_s - 1e-9:  # around a load step: the service's cadence
             dt = opt.cycle_s
@@ -298,66 +346,170 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
         else:
             dt = min(opt.max_step_s, (i + 1) * step_s - t)
             coarse = opt.physics_step_s
-        dt = min(dt, total_s - t)
+        site_t = transport.site_time_s()
+        if meter is not None and site_t is not None:
+            to_boundary = meter.interval_end_s - site_t
+            if to_boundary > 1e-6:
+                dt = min(dt, to_boundary)
+        dt = min(dt, end_s - t)
         advance(ph, due, dt, fine, coarse, samples.record,
                 None if coarse == fine else lambda: _to_soc_limit(ph))
         t = ph.now_s
         if progress is not None and transport.cycles >= next_report:
             progress(t, total_s)
             next_report = transport.cycles + 2000
-    wall = time.perf_counter() - wall0
+
+
+@dataclass(frozen=True)
+class _PeriodRun:
+    """What the run loop knows of a period when it starts it."""
+
+    period: Period
+    optimum: OptimumResult
+    limit_w: float
+    soc_start_pct: float
+    note: str
+    lp_wall_s: float
+    wall_s: float
+
+
+def _optimum(values: FloatArray, step_s: float, fleet: FleetModel | list[FleetModel],
+             energy_wh: float | None = None) -> tuple[OptimumResult, float]:
+    """The perfect-foresight optimum of ``values`` (from ``energy_wh`` when given) and its
+    wall time."""
+    if energy_wh is not None and isinstance(fleet, FleetModel):
+        fleet = dataclasses.replace(
+            fleet, energy_init_wh=min(max(energy_wh, fleet.energy_min_wh), fleet.energy_max_wh))
+    t0 = time.perf_counter()
+    res = optimal_peak(values, step_s, fleet)
+    if not res.success:
+        raise ReplayError(f"optimum LP failed: {res.message}", source="optimum")
+    return res, time.perf_counter() - t0
+
+
+def _run_periods(transport: PhysicsTransport, samples: _Samples, base: PeakShavingConfig,
+                 mode: str, fixed_w: float, values: FloatArray, step_s: float,
+                 periods: list[Period], agg: FleetModel, previous_w: float | None,
+                 opt: PeakReplayOptions, progress: ProgressCallback | None) -> list[_PeriodRun]:
+    """Replay period after period: each one's optimum from the energy the fleet has at its
+    start, its limit by ``mode``, then its cycles."""
+    truth = samples.truth
+    out: list[_PeriodRun] = []
+    total = values.size * step_s
+    for per in periods:
+        w0 = time.perf_counter()
+        energy = truth.soc_pct() / 100.0 * truth.cap_total
+        lp, lp_wall = _optimum(values[per.first:per.end], step_s, agg, energy)
+        note = ""
+        limit: float | None = math.nan
+        if mode == "fixed":
+            limit = fixed_w
+        elif mode == "optimal":
+            limit = lp.peak_import_w
+        elif mode == "previous":
+            limit = previous_w
+            if limit is None:
+                note = "no previous period: batteries idle"
+        if mode != "auto":
+            _set_limit(transport.control.cycle, base, limit)
+        soc0 = truth.soc_pct()
+        _run_cycles(transport, samples, opt, step_s, per.end * step_s, total, progress)
+        plan = transport.control.cycle.plan
+        if mode == "auto":
+            limit = plan.limit_w if plan is not None else math.inf
+        out.append(_PeriodRun(per, lp, math.nan if limit is None else limit, soc0, note,
+                              lp_wall, time.perf_counter() - w0))
+        previous_w = lp.peak_import_w
     if progress is not None:
-        progress(total_s, total_s)
-    return wall
+        progress(total, total)
+    return out
 
 
-def _report(load: LoadProfile, values: FloatArray, lp: _Optimum, samples: _Samples,
-            opt: PeakReplayOptions, cycles: int, wall_s: float) -> PeakShavingReport:
-    """The control quality of the sampled trajectory against the optimum."""
+def _period_rows(runs: list[_PeriodRun], clock: BillingClock, start_unix_s: float,
+                 step_s: float, values: FloatArray, mean: FloatArray,
+                 above: npt.NDArray[np.bool_], avoid: npt.NDArray[np.bool_],
+                 throughput_wh: FloatArray, usable_wh: float,
+                 tolerance_w: float) -> list[PeriodResult]:
+    """One :class:`PeriodResult` per period of the run."""
+    rows = []
+    for r in runs:
+        a, b = r.period.first, r.period.end
+        unc = float(values[a:b].max())
+        peak = float(mean[a:b].max())
+        optimum = float(r.optimum.peak_import_w)
+        red_opt, red_ach = unc - optimum, unc - peak
+        start = dt.datetime.fromtimestamp(start_unix_s + a * step_s, clock.tz)
+        rows.append(PeriodResult(
+            period=r.period.key, start=start.isoformat(), intervals=b - a, whole=r.period.whole,
+            peak_import_w_uncontrolled=unc, peak_import_w_optimal=optimum, peak_import_w=peak,
+            reduction_optimal_w=red_opt, reduction_achieved_w=red_ach,
+            reduction_achieved_pct_of_optimal=(
+                share_of_optimal_pct(red_ach, red_opt, tolerance_w) if not r.note else math.nan),
+            limit_w=r.limit_w,
+            intervals_above_limit=int(np.count_nonzero(above[a:b])),
+            intervals_above_limit_avoidable=int(np.count_nonzero(avoid[a:b])),
+            equivalent_full_cycles=float(throughput_wh[a:b].sum()) / (2.0 * usable_wh),
+            soc_start_pct=r.soc_start_pct, wall_s=r.wall_s, note=r.note,
+        ))
+    return rows
+
+
+def _report(load: LoadProfile, values: FloatArray, mode: str, runs: list[_PeriodRun],
+            by_group: OptimumResult | None, clock: BillingClock, agg: FleetModel,
+            samples: _Samples, opt: PeakReplayOptions, cycles: int,
+            wall_s: float) -> PeakShavingReport:
+    """The control quality of the sampled trajectory, per period and over the run."""
     step = float(load.step_s)
     n_int = values.size
-    limit = lp.limit_w
-    tol_above = _resolve(opt.above_limit_tolerance_w, max(100.0, 1e-3 * limit))
+    limits = np.where(np.isnan(samples.limit), math.inf, samples.limit)
+    finite = limits[np.isfinite(limits)]
+    targets = [r.limit_w for r in runs if math.isfinite(r.limit_w)]
+    limit = max(targets) if targets else math.nan
+    tol_above = _resolve(opt.above_limit_tolerance_w,
+                         max(100.0, 1e-3 * (float(finite.max()) if finite.size else 0.0)))
     t_a = np.array(samples.ts)
     g_a = np.array(samples.grid)
     b_a = np.array(samples.bat)
     s_a = np.array(samples.soc)
     above_int, avoid_int, inst = classify_intervals(
-        t_a, g_a, b_a, np.array(samples.lower), limit_w=limit, interval_s=step,
+        t_a, g_a, b_a, np.array(samples.lower), limit_w=limits, interval_s=step,
         n_intervals=n_int, tolerance_w=tol_above)
-    mean = _interval_means(g_a, _interval_of(t_a, step, n_int), np.diff(t_a), step, n_int)
-    pos = np.maximum(g_a - limit, 0.0)
-    peak_unc = float(values.max())
-    peak = float(mean.max())
-    red_opt = peak_unc - lp.aggregate.peak_import_w
-    red_ach = peak_unc - peak
-    pct = 100.0 * red_ach / red_opt if red_opt > 1e-6 else (100.0 if red_ach >= -tol_above
-                                                             else 0.0)
+    interval = _interval_of(t_a, step, n_int)
+    mean = _interval_means(g_a, interval, np.diff(t_a), step, n_int)
+    throughput = _interval_means(np.abs(b_a), interval, np.diff(t_a), step, n_int) * step / 3600.0
+    rows = _period_rows(runs, clock, load.start_unix_s, step, values, mean, above_int, avoid_int,
+                        throughput, agg.energy_max_wh - agg.energy_min_wh, tol_above)
+    counted = [r for r in rows if not r.note]
+    red_opt = sum(r.reduction_optimal_w for r in counted)
+    red_ach = sum(r.reduction_achieved_w for r in counted)
+    pos = np.maximum(g_a - limits[interval], 0.0)
+    excess = mean - limits
     return PeakShavingReport(
-        peak_import_w_uncontrolled=peak_unc,
-        peak_import_w_optimal=float(lp.aggregate.peak_import_w),
-        peak_import_w=peak,
-        peak_import_w_optimal_groups=(float(lp.by_group.peak_import_w)
-                                      if lp.by_group is not None else math.nan),
+        peak_import_w_uncontrolled=float(values.max()),
+        peak_import_w_optimal=max(float(r.optimum.peak_import_w) for r in runs),
+        peak_import_w=float(mean.max()),
+        peak_import_w_optimal_groups=(float(by_group.peak_import_w)
+                                      if by_group is not None else math.nan),
         peak_import_w_instant=float(g_a.max()),
         import_limit_w=limit,
         reduction_optimal_w=red_opt,
         reduction_achieved_w=red_ach,
-        reduction_achieved_pct_of_optimal=pct,
+        reduction_achieved_pct_of_optimal=(share_of_optimal_pct(red_ach, red_opt, tol_above)
+                                           if counted else math.nan),
         intervals_total=n_int,
         intervals_above_limit=int(np.count_nonzero(above_int)),
         intervals_above_limit_avoidable=int(np.count_nonzero(avoid_int)),
         intervals_with_excursion=int(np.count_nonzero(inst)),
         above_limit_tolerance_w=tol_above,
-        max_excess_w=float(max(0.0, peak - limit)),
-        energy_above_limit_wh=float(np.sum(0.5 * (pos[1:] + pos[:-1]) * np.diff(t_a)) / 3600.0),
+        max_excess_w=float(max(0.0, float(excess[np.isfinite(excess)].max(initial=0.0)))),
+        energy_above_limit_wh=float(np.sum(0.5 * (pos[1:] + pos[:-1]) * np.diff(t_a))) / 3600.0,
         soc_min_pct=float(s_a.min()),
         soc_max_pct=float(s_a.max()),
         control_cycles=cycles,
         simulated_s=n_int * step,
         wall_s=wall_s,
-        lp_wall_s=lp.wall_s,
-        lp_status=lp.aggregate.message,
+        lp_wall_s=sum(r.lp_wall_s for r in runs),
+        lp_status=runs[-1].optimum.message,
         load={
             "file": load.path,
             "column": load.column,
@@ -365,9 +517,18 @@ def _report(load: LoadProfile, values: FloatArray, lp: _Optimum, samples: _Sampl
             "days": n_int * step / 86400.0,
             "step_s": step,
             "scale": load.scale,
-            "peak_w": peak_unc,
+            "peak_w": float(values.max()),
+            "history_days": load.history_w.size * step / 86400.0,
+            "zone": str(clock.tz),
         },
+        limit_mode=mode,
+        equivalent_full_cycles=float(throughput.sum()) / (
+            2.0 * (agg.energy_max_wh - agg.energy_min_wh)),
+        periods=[r.as_dict() for r in rows],
         interval_mean_w=mean,
+        interval_limit_w=limits,
+        interval_billed_peak_w=samples.billed,
+        interval_planned_limit_w=samples.planned,
         time_s=t_a,
         grid_w=g_a,
         load_w=np.array(samples.unc),
@@ -380,37 +541,82 @@ def run_peak_shaving(
     site: SiteConfig,
     load: LoadProfile,
     *,
-    limit_w: float | None = None,
+    limit_w: LimitSpec = None,
     options: PeakReplayOptions | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    billing: BillingConfig | None = None,
+    auto_limit: AutoLimitConfig | None = None,
 ) -> PeakShavingReport:
-    """Replay ``load`` on ``site`` with peak shaving at ``limit_w`` (None = the LP optimum).
+    """Replay ``load`` on ``site`` with peak shaving, billing period after billing period.
+
+    The control is the production control cycle on the data's clock: the site's
+    time is the profile's timestamps plus the virtual seconds, so the billing
+    meter's intervals are the data's and its periods calendar months (or
+    ``billing.period``) in ``billing.timezone``, else :data:`DEFAULT_ZONE`. The
+    profile's rows before its selection (:attr:`LoadProfile.history_w`) are fed to
+    the meter first, as if the site had recorded them (:func:`feed_history`): a
+    replay from February learns from January; with none it starts cold. The fleet's
+    SoC carries over from one period to the next.
+
+    ``limit_w`` (:data:`LimitSpec`): watts (fixed); ``"optimal"`` / None: each
+    period's own perfect-foresight optimum as its fixed limit (an upper bound no
+    site reaches: it knows the future); ``"previous"``: the previous period's optimum
+    (the first period's from the history when it holds all of it, else the batteries
+    stay idle in it and its row says so); ``"auto"``: ``limit = "auto"``, the
+    production planner (:class:`~controller.runtime.planning.AutoLimit`), no future
+    data. Each period's optimum is the LP (:func:`optimal_peak`) on its values from the
+    energy the fleet has at its start.
 
     The load holds each profile value for its interval (15-min energy data are
     interval means) and moves to the next one over ``load_ramp_s``; the site's
     PV, load noise and frequency events are switched off, so the uncontrolled
-    grid power is exactly this load and the LP (:func:`optimal_peak` on the
-    profile values, "hold") is the exact optimum of the interval-mean peak.
+    grid power is exactly this load and the LP on the profile values ("hold") is
+    the exact optimum of the interval-mean peak.
 
     Time stepping: around every load step the controller cycles every
     ``cycle_s`` for ``settle_s`` with ``physics_fine_step_s`` physics sub-steps
-    (inverter delay and ramp resolved); while the load is constant nothing changes between
-    cycles, so the next cycle is at the next load step, ``max_step_s`` later,
-    or when a battery reaches a SoC limit, whichever comes first.
+    (inverter delay and ramp resolved); while the load is constant the
+    interval-mean law gets inputs that keep its wish (the interval's energy grows
+    at the rate it planned), so the next cycle is at the next load step or billing
+    interval boundary, ``max_step_s`` later, or when a battery reaches a SoC limit,
+    whichever comes first. The meter holds a sample over such a step
+    (``meter_max_gap_s = max_step_s``), which the service's meter would count as a
+    telemetry gap.
 
     Raises:
-        ReplayError: bad input (too short a profile, no batteries, LP failure).
+        ReplayError: bad input (too short a profile, no batteries, bad limit, LP failure).
     """
     opt = options or PeakReplayOptions()
-    values = _checked_values(load, opt, limit_w)
+    mode, fixed_w = _limit_mode(limit_w)
+    values = _checked_values(load, opt)
     step = float(load.step_s)
+    billing = billing or BillingConfig()
+    clock = billing_clock(billing)
     models = fleet_models(site)
-    lp = _solve_optimum(values, step, models, opt, limit_w)
+    agg = aggregate_model(models)
+    periods = billing_periods(clock, load.start_unix_s, step, values.size)
+    by_group = None
+    if opt.lp_groups and len(periods) == 1:
+        by_group, _ = _optimum(values, step, models)
+    base = _strategy_config(mode, fixed_w, values, models, opt)
+    config = dataclasses.replace(replay_config(opt, peak_shaving=base, billing=billing),
+                                 auto_limit=auto_limit or AutoLimitConfig())
+    control = replay_control(site, config, site_zone=DEFAULT_ZONE,
+                             meter_max_gap_s=max(opt.max_step_s, step))
+    assert control.cycle.meter is not None
+    feed_history(control.cycle.meter, load.history_w, load.start_unix_s, step)
+    previous_w = None
+    if mode == "previous":
+        rows = history_period(clock, load.history_w, load.start_unix_s, step)
+        if rows is not None and rows.size >= 2:
+            previous_w = _optimum(rows, step, agg)[0].peak_import_w
     ph = _physics(site, values, step, opt, seed)
-    control = replay_control(site, replay_config(
-        opt, peak_shaving=_strategy_config(lp.limit_w, values, models, opt)))
-    transport = PhysicsTransport(ph, control)
-    samples = _Samples(PhysicsTruth(ph))
-    wall = _run_cycles(transport, samples, opt, step, values.size * step, progress)
-    return _report(load, values, lp, samples, opt, transport.cycles, wall)
+    transport = PhysicsTransport(ph, control, site_origin_s=load.start_unix_s)
+    samples = _Samples(PhysicsTruth(ph), values.size)
+    wall0 = time.perf_counter()
+    runs = _run_periods(transport, samples, base, mode, fixed_w, values, step, periods, agg,
+                        previous_w, opt, progress)
+    wall = time.perf_counter() - wall0
+    return _report(load, values, mode, runs, by_group, clock, agg, samples, opt,
+                   transport.cycles, wall)

@@ -49,27 +49,34 @@ class PeakShavingReport(Report):
     peak_import_w_uncontrolled: float
     """Peak of the load alone (no batteries)."""
     peak_import_w_optimal: float
-    """Perfect-foresight optimum peak (LP, the fleet as one battery)."""
+    """Perfect-foresight optimum peak (LP, the fleet as one battery; the highest of the
+    periods' optima, each from the energy the fleet had at the period's start)."""
     peak_import_w: float
     """Peak import achieved by the controller."""
     peak_import_w_optimal_groups: float
-    """Optimum with one battery per group (own limits and efficiencies; nan if not solved).
+    """Optimum with one battery per group (own limits and efficiencies; nan if not solved:
+    it is solved for a replay of one period).
     At most the aggregate optimum: it may favour the most efficient group, which
     SoC-balancing distribution does not do."""
     peak_import_w_instant: float
     """Largest instantaneous import (includes the sub-second transients at load steps)."""
     import_limit_w: float
-    """The limit the controller ran with."""
+    """The (highest) target limit the controller ran with (per period: ``periods``;
+    ``--limit auto``: the last plan's; nan: none)."""
     reduction_optimal_w: float
-    """``uncontrolled − optimal``."""
+    """``uncontrolled − optimal``, summed over the periods (one period: of the run)."""
     reduction_achieved_w: float
-    """``uncontrolled − achieved``."""
+    """``uncontrolled − achieved``, summed over the periods."""
     reduction_achieved_pct_of_optimal: float
-    """``100 × achieved / optimal`` reduction (100 when the optimum is no reduction)."""
+    """Over all periods: ``100 × Σ achieved / Σ optimal`` reduction, each period's
+    reduction from its own uncontrolled peak (100 when the optimum is no reduction;
+    periods without a limit, see ``periods``' notes, are left out)."""
     intervals_total: int
     """Metering intervals (one per load-profile sample) replayed."""
     intervals_above_limit: int
-    """Intervals whose mean import exceeded the limit by more than the tolerance."""
+    """Intervals whose mean import exceeded the effective limit in force (``max(target,
+    the period's billed peak so far)``, as the controller held it) by more than the
+    tolerance."""
     intervals_above_limit_avoidable: int
     """Of those, intervals in which the excess the fleet could have covered at the time
     (it had the discharge power and so the energy) averages above the tolerance."""
@@ -97,7 +104,24 @@ class PeakShavingReport(Report):
     lp_status: str
     """HiGHS status message."""
     load: dict[str, Any] = field(default_factory=dict)
-    """Where the load came from: file, column, start, days, step, scale."""
+    """Where the load came from: file, column, start, days, step, scale, days of history
+    before the start, billing zone."""
+    limit_mode: str = "optimal"
+    """``fixed``, ``optimal``, ``previous`` or ``auto``."""
+    equivalent_full_cycles: float = 0.0
+    """Battery throughput over the run: AC energy charged + discharged over twice the
+    fleet's usable energy window."""
+    periods: list[dict[str, Any]] = field(default_factory=list)
+    """One row per billing period (:class:`~controller.lab.replay.periods.PeriodResult`)."""
+    interval_limit_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """Effective limit in force per interval, as the control saw it at the interval's first
+    cycle (inf = none)."""
+    interval_billed_peak_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    """The billing meter's billed peak at each interval's first cycle (the period's highest
+    closed interval mean so far)."""
+    interval_planned_limit_w: FloatArray = field(default_factory=lambda: np.zeros(0),
+                                                 repr=False)
+    """The auto limit's plan at each interval's first cycle (nan: no planner; inf: cold)."""
     interval_mean_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     """Mean grid import per interval."""
     time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from controller.runtime.billing import BillingConfig
 from controller.runtime.config import ControlConfig, GridloopConfig
 from controller.runtime.strategies import FrequencyResponseConfig, PeakShavingConfig, StrategyInputs
 from simulator.config import FrequencyConfig, LoadConfig, PvConfig, SiteConfig
@@ -55,8 +56,10 @@ class ControlOptions:
 
 def replay_config(opt: ControlOptions, *,
                   peak_shaving: PeakShavingConfig | None = None,
-                  frequency_response: FrequencyResponseConfig | None = None) -> GridloopConfig:
-    """The gridloop config a replay runs: one strategy, the options' ``[control]``."""
+                  frequency_response: FrequencyResponseConfig | None = None,
+                  billing: BillingConfig | None = None) -> GridloopConfig:
+    """The gridloop config a replay runs: one strategy, the options' ``[control]``, the
+    ``[billing]`` given (default: the defaults)."""
     control = ControlConfig(setpoint_lifetime_s=int(opt.setpoint_lifetime_s),
                             deadband_w=opt.deadband_w, stale_after_s=opt.stale_after_s,
                             soc_exponent=opt.soc_exponent)
@@ -64,6 +67,7 @@ def replay_config(opt: ControlOptions, *,
         control=control,
         peak_shaving=peak_shaving or PeakShavingConfig(enabled=False),
         frequency_response=frequency_response or FrequencyResponseConfig(enabled=False),
+        billing=billing or BillingConfig(),
     )
 
 

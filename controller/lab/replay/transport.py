@@ -20,7 +20,11 @@
   backoff, re-sent later).
 
 The virtual clock is the physics' ``now_s``, shifted by :data:`CLOCK_ORIGIN_NS`
-(a receive time of 0 means "never received" to the health rules).
+(a receive time of 0 means "never received" to the health rules). The site's
+time, which the billing meter and the auto limit run on, is the data's clock:
+``site_origin_s`` (the unix time of the replay's first row) plus ``now_s``
+(rounded to the microsecond, so a cycle at a load step is exactly at its
+interval boundary).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from actors import (
     intervals_to_band,
 )
 from controller.lab.replay.errors import ReplayError
+from controller.runtime.billing import BillingMeter
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle, plan_setpoints
 from controller.runtime.strategies import Strategy
@@ -82,15 +87,22 @@ class ReplayControl:
     """The strategies' state."""
 
 
-def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
+def replay_control(site: SiteConfig, config: GridloopConfig, *, site_zone: str | None = None,
+                   meter_max_gap_s: float | None = None) -> ReplayControl:
     """Build the control of a replay the way ``gridloop run`` builds it for ``config``.
 
     Args:
         site: The simulated site.
         config: The run's configuration: its strategies
-            (:meth:`ControlCycle.from_config`) and ``[control]`` settings (lifetime,
-            deadband, staleness, SoC exponent, via
+            (:meth:`ControlCycle.from_config`, with its billing meter and auto limit) and
+            ``[control]`` settings (lifetime, deadband, staleness, SoC exponent, via
             :func:`controller.runtime.service.runtime_options` at time scale 1).
+        site_zone: The site's zone, as the API would give it (used when ``[billing]
+            timezone`` is not set).
+        meter_max_gap_s: How long the billing meter holds one sample (None = the
+            service's default). A replay that steps the physics minutes at a time while
+            nothing changes sets it to its longest step: there a gap between cycles is
+            not lost telemetry but a stretch the replay knows to be constant.
 
     Returns:
         The core, an empty setpoint book and the cycle.
@@ -107,22 +119,30 @@ def replay_control(site: SiteConfig, config: GridloopConfig) -> ReplayControl:
     except OptionsError as exc:
         raise ReplayError(f"control: {exc}", source="control") from None
     core = SiteCore(graph, options)
+    cycle = ControlCycle.from_config(config, site_zone)
+    if meter_max_gap_s is not None and cycle.meter is not None:
+        cycle.meter = BillingMeter(cycle.meter.clock, max_gap_s=meter_max_gap_s)
     return ReplayControl(core=core, book=SetpointBook(len(core.index.inverter_ids)),
-                         cycle=ControlCycle.from_config(config))
+                         cycle=cycle)
 
 
 class PhysicsTransport:
     """Telemetry from, and setpoints to, a :class:`SitePhysics` (see the module docstring)."""
 
-    def __init__(self, physics: SitePhysics, control: ReplayControl) -> None:
+    def __init__(self, physics: SitePhysics, control: ReplayControl,
+                 site_origin_s: float | None = None) -> None:
         """Map the state table's rows to the physics' rows.
 
         Args:
             physics: The simulated site (its component ids are the graph's).
             control: The replay's control.
+            site_origin_s: The site's unix time at physics time 0 (s); None = no site
+                time (no billing meter: peak shaving shaves single samples).
         """
         self.physics = physics
         self.control = control
+        self.site_origin_s = site_origin_s
+        """The site's unix time at physics time 0 (None = no site time)."""
         core = control.core
         t = core.state
         ph = physics
@@ -153,6 +173,12 @@ class PhysicsTransport:
     def now_ns(self) -> int:
         """The virtual monotonic clock (ns)."""
         return CLOCK_ORIGIN_NS + round(self.physics.now_s * 1e9)
+
+    def site_time_s(self) -> float | None:
+        """The site's unix time now (s; None without an origin): the data's clock."""
+        if self.site_origin_s is None:
+            return None
+        return self.site_origin_s + round(self.physics.now_s, 6)
 
     def publish(self, now_ns: int) -> None:
         """One telemetry sample of every streamed component, decoded at ``now_ns``."""
@@ -228,7 +254,8 @@ class PhysicsTransport:
         now_ns = self.now_ns()
         self.publish(now_ns)
         c = self.control
-        planned = plan_setpoints(c.cycle, c.core, c.book, now_ns, strategies)
+        planned = plan_setpoints(c.cycle, c.core, c.book, now_ns, strategies,
+                                 site_time_s=self.site_time_s())
         self.cycles += 1
         now_s = self.physics.now_s
         return [now_s + self.delay_s[cid] for cid in self.send(planned, now_ns)]
