@@ -41,13 +41,17 @@ Exit status: 0 when the replay ran (with ``--check``: 1 if a target of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import multiprocessing
+import signal
 import sys
+import threading
 import tomllib
 import zoneinfo
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -384,8 +388,7 @@ def _run(args: argparse.Namespace) -> int:
     ps_options = PeakReplayOptions(**settings)
     # The baselines run in worker processes while this one runs --limit (spawned: the
     # progress bar's thread must not be forked).
-    with ProcessPoolExecutor(max_workers=max(1, len(names)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _workers(len(names)) as pool:
         futures = {} if load is None else {
             n: pool.submit(_baseline, site, load, BASELINES[n], args.seed, ps_options, cfg)
             for n in names}
@@ -441,8 +444,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _workers(count: int) -> Iterator[ProcessPoolExecutor]:
+    """The baselines' worker processes (spawned: the progress bar's thread must not be
+    forked). Left normally: waits for them. Left by an exception (Ctrl-C, SIGTERM, an
+    error in this process): they are terminated at once, never left running."""
+    pool = ProcessPoolExecutor(max_workers=max(1, count),
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a replay like Ctrl-C: workers stopped, one line, status 130."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gridloop replay``; returns the exit status (0, 1 with --check, 2)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
         return _run(args)
