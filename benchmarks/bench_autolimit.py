@@ -4,9 +4,9 @@ every interval boundary (a month = 2,880 calls of 15 min).
 Run: ``pytest benchmarks/bench_autolimit.py``. Two cases: a plan that needs the LP (the
 billed peak is below what the forecast needs: early in a period) and one the greedy check
 settles (the billed peak already holds: the usual case later); and the robust mode (three
-past weeks as scenarios, the vectorised bisection instead of the LP) in both. The share of the optimal
-peak reduction is measured by ``benchmarks/backtest_autolimit.py`` (the bundled real
-profiles, a year in closed loop), not here.
+past weeks as scenarios, the vectorised bisection instead of the LP) in both. The share
+of the optimal peak reduction is measured by ``benchmarks/backtest_autolimit.py`` (the
+bundled real profiles, a year in closed loop), not here.
 """
 
 from __future__ import annotations
