@@ -10,8 +10,11 @@
 * :mod:`~controller.runtime.planning.forecast` — :func:`forecast`, :class:`History`,
   :data:`FORECASTERS`: the next intervals' load from the site's own history.
 * :class:`AutoLimit` / :class:`AutoLimitConfig` / :class:`LimitPlan` — the
-  ``limit = "auto"`` planner: forecast, lowest holdable limit above the billed
-  peak plus a margin, pre-charge target; re-planned at every interval boundary.
+  ``limit = "auto"`` planner: forecast (or past weeks as robust scenarios),
+  lowest holdable limit above the billed peak plus a margin, pre-charge target;
+  re-planned at every interval boundary. Its exact, vectorised core for one
+  aggregate battery and many scenarios is in ``_holdable`` (closed-form backward
+  energy, bisection on the lowest holdable limit).
 
 Everything here is pure and synchronous: time is an argument, there is no
 clock and no I/O; the live service and the replay run the same code.

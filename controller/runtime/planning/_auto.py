@@ -7,24 +7,40 @@ means (the billing meter's history), the fleet's stored energy and the
 period's billed peak; it returns a :class:`LimitPlan`. Each call:
 
 1. forecasts the next ``horizon_h`` of interval means (:mod:`.forecast`,
-   the configured forecaster);
-   For ``persist_h`` hours it is raised by how much the last hour ran above
-   what the forecaster expected for it (error persistence: a load above its
-   usual level is expected to stay there for a while; never lowered);
+   the configured forecaster) — or, in the robust mode (``scenario_weeks > 0``),
+   takes the last ``scenario_weeks`` weeks' same weekday and time of day as
+   separate scenarios. For ``persist_h`` hours each is raised by how much the
+   load ran above it over the last ``persist_window_h`` (error persistence: a
+   load above its usual level is expected to stay there for a while; with
+   ``persist_signed`` also lowered when it ran below);
 2. finds the lowest peak ``P`` the fleet can hold over that forecast from the
-   energy it has now, ending the horizon with at least ``end_energy_pct`` of its
-   energy window (so the plan does not empty the battery at its horizon's end),
-   never below ``floor = billed_peak / (1 + margin)``: the peak LP
+   energy it has now (less the ``reserve_pct`` reserve, planned as absent),
+   ending the horizon with at least ``end_energy_pct`` of its energy window (so
+   the plan does not empty the battery at its horizon's end), never below
+   ``floor = billed_peak / (1 + margin)``: the peak LP
    (:func:`~controller.runtime.planning.optimal_peak`), skipped when the greedy
    run already holds the floor (then ``P = floor``: the usual case once the
-   period's peak is set, and a tenth of the LP's time);
-3. adds the margin: ``limit = max(billed_peak, P · (1 + margin_pct / 100))``.
-   A forecast that underestimates a peak is expensive (a limit too low empties
-   the batteries before the peak ends and the peak goes through almost
-   unshaved), a limit slightly too high costs only the margin;
-4. computes the pre-charge target: the least stored energy at the next
-   boundary from which the limit can still be held over the forecast
-   (:func:`~controller.runtime.planning.required_energy`).
+   period's peak is set, and a tenth of the LP's time). The robust mode takes
+   the highest of the scenarios' lowest holdable peaks
+   (:func:`._holdable.lowest_holdable_peaks`): the greedy battery then holds
+   the limit in whichever scenario comes true;
+3. adds the margin: ``limit = max(billed_peak, P · (1 + margin_pct / 100))``;
+4. computes the pre-charge target: by default (``precharge_full``) the top of
+   the energy window. The production law recharges only toward ``max(target
+   SoC, this target)`` and only with headroom under the limit, so recharging
+   never raises the bill; a fuller battery is what lets the re-planned limit
+   absorb a day heavier than forecast. Otherwise the least stored energy at the
+   next boundary from which the limit can still be held over every scenario
+   (:func:`~controller.runtime.planning.required_energy`), plus the reserve.
+
+Forecast errors are what the limit's quality hinges on: the optimum of a month
+typically empties the whole energy window on its heaviest day, so a level
+error of a few percent over a long plateau is a large share of the battery.
+Every plan is re-made at the next boundary from the energy actually left, so
+a too-low limit rises as soon as the battery falls behind the plan; a limit
+raised on a pessimistic guess stays for the rest of the period. The choice of
+forecaster, persistence and pre-charge is measured, not argued:
+``benchmarks/backtest_autolimit.py`` (README, "auto limit" backtest).
 
 Cold start: with less than a day of history there is no season to plan on;
 the limit is at least the highest load seen so far (the history and, when
@@ -46,17 +62,30 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.errors import PlanningError
-from controller.runtime.planning._lp import (
-    FleetModel,
-    optimal_peak,
-    required_energy,
-    simulate_greedy,
+from controller.runtime.planning._holdable import lowest_holdable_peaks, required_energies
+from controller.runtime.planning._lp import FleetModel, optimal_peak, simulate_greedy
+from controller.runtime.planning.forecast import (
+    FORECASTERS,
+    WEEK_S,
+    ForecastParams,
+    History,
+    forecast,
 )
-from controller.runtime.planning.forecast import FORECASTERS, ForecastParams, History, forecast
 
 __all__ = ["AutoLimit", "AutoLimitConfig", "LimitPlan"]
 
 FloatArray = npt.NDArray[np.float64]
+
+_TOL_W = 10.0
+"""Resolution of the robust mode's lowest holdable limit, W."""
+
+
+def _kw(model: FleetModel, end_wh: float) -> dict[str, float]:
+    """The aggregate battery's figures as :mod:`._holdable` takes them."""
+    return {"charge_max_w": model.charge_max_w, "discharge_max_w": model.discharge_max_w,
+            "energy_min_wh": model.energy_min_wh, "end_energy_wh": end_wh,
+            "charge_efficiency": model.charge_efficiency,
+            "discharge_efficiency": model.discharge_efficiency}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +109,22 @@ class AutoLimitConfig:
     quantile: float = 0.9
     """Quantile of ``day_quantile`` (0..1; 1 = the highest)."""
     persist_h: float = 3.0
-    """For this many hours ahead, add the last hour's forecast shortfall (error
-    persistence; 0..168 h)."""
+    """For this many hours ahead, add how much the load ran above the forecast over the last
+    ``persist_window_h`` (error persistence; 0..168 h)."""
+    scenario_weeks: int = 0
+    """Robust mode: plan over this many past weeks as separate scenarios of the horizon
+    (the same weekday and time of day, each with its own error persistence) and take
+    the highest of their lowest holdable limits (0..8; 0 = one forecast, the LP)."""
+    persist_window_h: float = 1.0
+    """The error persisted is measured over the last this many hours (0.25..24 h)."""
+    persist_signed: bool = False
+    """Error persistence also lowers a forecast (scenario) that ran above the load."""
+    reserve_pct: float = 0.0
+    """Energy reserve: plan as if this share of the energy window were not there, and
+    pre-charge it on top (0..100 %)."""
+    precharge_full: bool = True
+    """Pre-charge target: the top of the energy window whenever there is headroom, instead
+    of the least energy that holds the plan (plus the reserve)."""
 
     def validate(self) -> None:
         """Check every field; raise :class:`PlanningError` naming ``peak_shaving.auto_<field>``."""
@@ -90,6 +133,9 @@ class AutoLimitConfig:
             "margin_pct": 0.0 <= self.margin_pct <= 50.0,
             "end_energy_pct": 0.0 <= self.end_energy_pct <= 100.0,
             "weeks": 1 <= self.weeks <= 8,
+            "scenario_weeks": 0 <= self.scenario_weeks <= 8,
+            "reserve_pct": 0.0 <= self.reserve_pct <= 100.0,
+            "persist_window_h": 0.25 <= self.persist_window_h <= 24.0,
             "persist_h": 0.0 <= self.persist_h <= 168.0,
             "days": 1 <= self.days <= 56,
             "quantile": 0.0 <= self.quantile <= 1.0,
@@ -117,9 +163,11 @@ class LimitPlan:
     interval_s: float
     """Interval length, seconds."""
     forecast_w: FloatArray = field(repr=False)
-    """The forecast the plan is made on, one value per interval, W."""
+    """The forecast the plan is made on (robust mode: the scenario that set the limit), one
+    value per interval, W."""
     energy_required_wh: FloatArray = field(repr=False)
-    """Least stored energy at each boundary that still holds the limit, Wh (``T + 1``)."""
+    """Least stored energy at each boundary that still holds the limit in every scenario,
+    plus the reserve, Wh (``T + 1``)."""
     used_lp: bool = False
     """Whether the LP was solved (False: the greedy check held the floor, or cold)."""
     cold: bool = False
@@ -187,22 +235,40 @@ class AutoLimit:
                 return LimitPlan(math.inf, math.inf, f.energy_max_wh, hist.now_start_s,
                                  interval_s, fc, np.full(n + 1, f.energy_max_wh), cold=True,
                                  plan_s=time.perf_counter() - t0)
-            fc = np.full(n, load_now_w)
-        fc = self._persist(hist, fc, np.asarray(history_values_w, dtype=np.float64),
-                           np.asarray(history_starts_s, dtype=np.float64), interval_s)
+            rows, then = np.full((1, n), load_now_w), np.full((1, 1), np.nan)
+        elif cfg.scenario_weeks > 0:
+            rows, then = self._weekly_scenarios(hist, fc)
+        else:
+            rows, then = fc[None, :], self._past_forecast(hist, history_values_w,
+                                                          history_starts_s)[None, :]
+        rows = self._persist(hist, rows, then)
+        # The reserve is planned as if absent: the window's top and the energy shift down.
+        reserve = cfg.reserve_pct / 100.0 * (f.energy_max_wh - f.energy_min_wh)
         e0 = energy_wh if math.isfinite(energy_wh) else 0.5 * (f.energy_min_wh + f.energy_max_wh)
-        e0 = min(max(e0, f.energy_min_wh), f.energy_max_wh)
-        model = FleetModel(f.charge_max_w, f.discharge_max_w, f.energy_min_wh, f.energy_max_wh,
-                           e0, f.charge_efficiency, f.discharge_efficiency)
-        e_end = f.energy_min_wh + cfg.end_energy_pct / 100.0 * (f.energy_max_wh - f.energy_min_wh)
+        e0 = min(max(e0 - reserve, f.energy_min_wh), f.energy_max_wh - reserve)
+        model = FleetModel(f.charge_max_w, f.discharge_max_w, f.energy_min_wh,
+                           f.energy_max_wh - reserve, e0, f.charge_efficiency,
+                           f.discharge_efficiency)
+        e_end = f.energy_min_wh + cfg.end_energy_pct / 100.0 * (model.energy_max_wh
+                                                                 - f.energy_min_wh)
         e_end = min(e_end, e0 + f.charge_efficiency * f.charge_max_w * n * interval_s / 3600.0)
         grow = 1.0 + cfg.margin_pct / 100.0
         floor = billed / grow
-        peak, used_lp = self._lowest_peak(fc, interval_s, model, floor, e_end)
+        if cfg.scenario_weeks == 0:
+            peak, used_lp = self._lowest_peak(rows[0], interval_s, model, floor, e_end)
+            worst = 0
+        else:
+            peaks = lowest_holdable_peaks(
+                rows, interval_s / 3600.0, energy_wh=e0, floor_w=floor, tol_w=_TOL_W,
+                energy_max_wh=model.energy_max_wh, **_kw(model, e_end))
+            worst, used_lp = int(np.argmax(peaks)), False
+            peak = float(peaks[worst])
         limit = max(billed, peak * grow, self._cold_floor(hist, load_now_w))
-        req = required_energy(fc, interval_s, model, limit, final_energy_min_wh=e_end)
-        target = min(max(float(req[1]), f.energy_min_wh), f.energy_max_wh)
-        return LimitPlan(limit, peak, target, hist.now_start_s, interval_s, fc, req,
+        req = required_energies(rows, limit, interval_s / 3600.0,
+                                **_kw(model, e_end)).max(axis=0) + reserve
+        target = f.energy_max_wh if cfg.precharge_full else float(req[1])
+        target = min(max(target, f.energy_min_wh), f.energy_max_wh)
+        return LimitPlan(limit, peak, target, hist.now_start_s, interval_s, rows[worst], req,
                          used_lp=used_lp, plan_s=time.perf_counter() - t0)
 
     @staticmethod
@@ -214,25 +280,48 @@ class AutoLimit:
         seen = float(known.max()) if known.size else 0.0
         return max(seen, load_now_w) if math.isfinite(load_now_w) else seen
 
-    def _persist(self, hist: History, fc: FloatArray, values: FloatArray, starts: FloatArray,
-                 interval_s: float) -> FloatArray:
-        """The forecast raised, for ``persist_h`` hours, by how much the last hour ran above
-        what the same forecaster expected for it (error persistence; never lowered)."""
-        k = min(fc.size, round(self.config.persist_h * 3600.0 / interval_s))
-        m = max(1, round(3600.0 / interval_s))
+    def _persist_steps(self, hist: History) -> tuple[int, int]:
+        """(intervals the error persists ahead, intervals it is measured over: one hour)."""
+        return (round(self.config.persist_h * 3600.0 / hist.interval_s),
+                max(1, round(self.config.persist_window_h * 3600.0 / hist.interval_s)))
+
+    def _past_forecast(self, hist: History, values: npt.ArrayLike,
+                       starts: npt.ArrayLike) -> FloatArray:
+        """What the forecaster would have said for the last hour, an hour ago."""
+        _, m = self._persist_steps(hist)
+        past = History(values, starts, hist.interval_s, hist.now_start_s - m * hist.interval_s)
+        return forecast(self.config.forecaster, past, m, self._params)
+
+    def _weekly_scenarios(self, hist: History, fc: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``scenario_weeks`` past weeks as scenarios of the horizon (gaps: the point forecast)
+        and, for error persistence, each one's values over the last hour."""
+        weeks = self.config.scenario_weeks
+        rows = hist.lags(WEEK_S, weeks, fc.size)
+        rows = np.where(np.isnan(rows), fc[None, :], rows)
+        _, m = self._persist_steps(hist)
+        k = max(1, round(WEEK_S / hist.interval_s))
+        idx = hist.grid.size - np.arange(1, weeks + 1)[:, None] * k + np.arange(-m, 0)[None, :]
+        then = np.where(idx >= 0, hist.grid[np.maximum(idx, 0)], np.nan)
+        return rows, then
+
+    def _persist(self, hist: History, rows: FloatArray, then: FloatArray) -> FloatArray:
+        """Each scenario raised, for ``persist_h`` hours, by how much the last hour ran above
+        what it said for that hour (error persistence; with ``persist_signed`` also
+        lowered by how much it ran below, never under 0 W)."""
+        k, m = self._persist_steps(hist)
+        k = min(k, rows.shape[1])
         recent = hist.grid[-m:]
-        if k == 0 or np.all(np.isnan(recent)):
-            return fc
-        past = History(values, starts, interval_s, hist.now_start_s - m * interval_s)
-        then = forecast(self.config.forecaster, past, m, self._params)
-        err = recent - then
-        if np.all(np.isnan(err)):
-            return fc
-        lift = float(np.nanmean(err))
-        if not lift > 0:
-            return fc
-        out = fc.copy()
-        out[:k] += lift
+        if k == 0 or np.all(np.isnan(recent)) or then.shape[1] != m:
+            return rows
+        err = recent[None, :] - then
+        known = ~np.isnan(err)
+        if not np.any(known):
+            return rows
+        out = rows.copy()
+        lift = np.where(known, err, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+        if not self.config.persist_signed:
+            lift = np.maximum(lift, 0.0)
+        out[:, :k] = np.maximum(out[:, :k] + lift[:, None], 0.0)
         return out
 
     @staticmethod

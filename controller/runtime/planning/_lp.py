@@ -54,6 +54,7 @@ import scipy.optimize
 import scipy.sparse
 
 from controller.errors import PlanningError
+from controller.runtime.planning._holdable import required_energies
 
 __all__ = [
     "FleetModel",
@@ -425,22 +426,17 @@ def required_energy(
     target of a plan. Values above ``E_max`` mean the limit cannot be held
     from any state (the caller clips).
 
+    Computed in closed form (:func:`._holdable.required_energies`).
+
     Returns:
         ``T + 1`` energies (Wh), ``R_0`` … ``R_T``.
     """
     g = _check_series(grid_w, step_s)
-    h = step_s / 3600.0
-    req = np.empty(g.size + 1)
-    r = fleet.energy_min_wh if final_energy_min_wh is None else max(
+    end = fleet.energy_min_wh if final_energy_min_wh is None else max(
         fleet.energy_min_wh, min(final_energy_min_wh, fleet.energy_max_wh))
-    req[-1] = r
-    excess = g - limit_w
-    for t in range(g.size - 1, -1, -1):
-        x = float(excess[t])
-        if x > 0:
-            r += h * min(x, fleet.discharge_max_w) / fleet.discharge_efficiency
-        else:
-            r = max(fleet.energy_min_wh, r - h * fleet.charge_efficiency
-                    * min(-x, fleet.charge_max_w))
-        req[t] = r
-    return req
+    return required_energies(g, float(limit_w), step_s / 3600.0,
+                             charge_max_w=fleet.charge_max_w,
+                             discharge_max_w=fleet.discharge_max_w,
+                             energy_min_wh=fleet.energy_min_wh, end_energy_wh=end,
+                             charge_efficiency=fleet.charge_efficiency,
+                             discharge_efficiency=fleet.discharge_efficiency)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from controller.errors import PlanningError
-from controller.runtime.planning import AutoLimit, AutoLimitConfig, FleetModel, optimal_peak
+from controller.runtime.planning import (
+    AutoLimit,
+    AutoLimitConfig,
+    FleetModel,
+    optimal_peak,
+    simulate_greedy,
+)
 
 Q = 900.0
 DAY = 96
@@ -79,8 +85,11 @@ def test_bad_config_names_the_field() -> None:
         AutoLimit(AutoLimitConfig(forecaster="x"), FLEET)
 
 
-def closed_loop_share(load: np.ndarray, start: int, auto: AutoLimit) -> float:
-    """Run ``load[start:]`` as one billing period (history before it), aggregate greedy battery."""
+def closed_loop_share(load: np.ndarray, start: int, auto: AutoLimit,
+                      recharge_to_wh: float = FLEET.energy_max_wh) -> float:
+    """Run ``load[start:]`` as one billing period (history before it), aggregate greedy battery
+    that recharges toward ``max(recharge_to_wh, the plan's target)``, as the production law
+    does with its target SoC."""
     f, h = FLEET, Q / 3600.0
     e, billed, grid = f.energy_max_wh, 0.0, []
     starts = T0 + Q * np.arange(load.size)
@@ -92,8 +101,8 @@ def closed_loop_share(load: np.ndarray, start: int, auto: AutoLimit) -> float:
                      max(e - f.energy_min_wh, 0.0) * f.discharge_efficiency / h)
             e += p / f.discharge_efficiency * h
         else:
-            p = min(lim - lv, f.charge_max_w, max(f.energy_max_wh - e, 0.0)
-                    / f.charge_efficiency / h)
+            to = min(max(recharge_to_wh, plan.energy_target_wh), f.energy_max_wh)
+            p = min(lim - lv, f.charge_max_w, max(to - e, 0.0) / f.charge_efficiency / h)
             e += p * f.charge_efficiency * h
         grid.append(lv + p)
         billed = max(billed, lv + p)
@@ -108,3 +117,70 @@ def test_a_synthetic_month_in_closed_loop() -> None:
     load = weekly(7 * 7 * DAY, seed=4, noise_w=5e3)
     share = closed_loop_share(load, 3 * 7 * DAY, AutoLimit(AutoLimitConfig(), FLEET))
     assert share >= 0.90
+
+
+def test_precharge_full_targets_the_top_of_the_window() -> None:
+    s = weekly(5 * 7 * DAY, noise_w=5e3)
+    n = 4 * 7 * DAY + 10  # Monday 02:30, before the plateau
+    args = (T0 + Q * n, s[:n], T0 + Q * np.arange(n), Q, 150e3, 0.0)
+    least = AutoLimit(AutoLimitConfig(precharge_full=False), FLEET).plan(*args)
+    full = AutoLimit(AutoLimitConfig(precharge_full=True), FLEET).plan(*args)
+    assert least.energy_target_wh < FLEET.energy_max_wh - 1e3
+    assert full.energy_target_wh == FLEET.energy_max_wh
+    assert full.limit_w == least.limit_w
+
+
+def test_a_reserve_is_planned_as_absent_and_precharged_on_top() -> None:
+    s = weekly(5 * 7 * DAY, noise_w=5e3)
+    n = 4 * 7 * DAY + 10
+    args = (T0 + Q * n, s[:n], T0 + Q * np.arange(n), Q, 300e3, 0.0)
+    free = AutoLimit(AutoLimitConfig(), FLEET).plan(*args)
+    kept = AutoLimit(AutoLimitConfig(reserve_pct=25.0), FLEET).plan(*args)
+    reserve = 0.25 * (FLEET.energy_max_wh - FLEET.energy_min_wh)
+    assert kept.limit_w > free.limit_w
+    np.testing.assert_allclose(kept.energy_required_wh.min(), FLEET.energy_min_wh + reserve)
+
+
+def test_robust_mode_holds_every_past_week() -> None:
+    # Four past weeks whose plateaus differ: the limit is the highest of the three
+    # scenarios' lowest limits, and the greedy battery holds it in each of them.
+    n = 4 * 7 * DAY
+    s = np.concatenate([weekly(7 * DAY, seed=w, noise_w=8e3) + 12e3 * w for w in range(4)])
+    cfg = AutoLimitConfig(scenario_weeks=3, persist_h=0.0, horizon_h=24.0)
+    plan = AutoLimit(cfg, FLEET).plan(T0 + Q * n, s, T0 + Q * np.arange(n), Q, 300e3, 0.0)
+    start = dataclasses.replace(FLEET, energy_init_wh=300e3)
+    lows = []
+    for w in (1, 2, 3):
+        row = s[n - w * 7 * DAY:n - w * 7 * DAY + DAY]
+        lows.append(optimal_peak(row, Q, start).peak_import_w)
+        out, _ = simulate_greedy(row, Q, start, plan.limit_w)
+        assert out.max() <= plan.limit_w + 1e-6
+    assert plan.limit_w == pytest.approx(max(lows), abs=20.0)
+    assert not plan.used_lp
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_persistence_lifts_and_with_signed_also_lowers(signed: bool) -> None:
+    # The last hour ran 40 kW under last week's: only the signed persistence follows it down.
+    n = 3 * 7 * DAY + 40  # Monday 10:00, on the plateau
+    s = weekly(n)
+    s[n - 4:] -= 40e3
+    cfg = AutoLimitConfig(forecaster="naive_week", persist_h=2.0, persist_signed=signed)
+    plan = AutoLimit(cfg, FLEET).plan(T0 + Q * n, s, T0 + Q * np.arange(n), Q, 300e3, 0.0)
+    week = weekly(n + 16)[n:n + 16]
+    shift = -40e3 if signed else 0.0
+    np.testing.assert_allclose(plan.forecast_w[:8], week[:8] + shift)
+    np.testing.assert_allclose(plan.forecast_w[8:16], week[8:16])
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["default", "least_energy"])
+def test_a_synthetic_month_under_the_production_recharge_target(full: bool) -> None:
+    # The law recharges only toward max(target SoC, the plan's target): with a 60 % target
+    # (216 kWh of this 360 kWh fleet) the plan's pre-charge decides how much energy the
+    # plateaus find. With 15 kW of noise the forecast is off every day: the top of the
+    # window (the default) keeps ≥ 85 % of the optimal reduction (measured 88 %), the least
+    # energy that holds the forecast does not (80 %).
+    load = weekly(7 * 7 * DAY, seed=4, noise_w=15e3)
+    cfg = AutoLimitConfig() if full else AutoLimitConfig(precharge_full=False)
+    share = closed_loop_share(load, 3 * 7 * DAY, AutoLimit(cfg, FLEET), recharge_to_wh=216e3)
+    assert (share >= 0.85) == full, share
