@@ -17,8 +17,8 @@ from testkit import ENTRY
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_replay_leaves_no_worker_running(tmp_path: Path, sig: signal.Signals) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "replay", "--limit", "auto", "--baselines", "both", "--fr-trace", "none",
-         "--no-progress", "--days", "20"],
+        [sys.executable, "-c", ENTRY, "replay", "--limit", "auto", "--baselines", "both",
+         "--fr-trace", "none", "--no-progress", "--days", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
     parent = psutil.Process(proc.pid)
