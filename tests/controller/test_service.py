@@ -133,6 +133,9 @@ def test_sigterm_brings_the_fleet_to_zero_and_exits_cleanly(
     proc = gridloop(
         "run", "--duration", "300", "--summary-json", str(summary_path), "--record", str(record),
         cwd=tmp_path,
+        # Under `nohup` (a CI runner may be) SIGHUP arrives ignored, and gridloop rightly
+        # leaves it so: the test's process gets the default disposition, as from a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     # Wait until setpoints flow (the recording reports them), then stop it like systemd would.
     deadline = time.monotonic() + 60
