@@ -170,7 +170,7 @@ def test_bench_latency_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["v1", "v1alpha19"])
+@pytest.mark.parametrize("version", ["v1"])  # v1alpha19: the same wire as v1alpha18
 def test_bench_latency_in_another_api_version(tmp_path: Path, version: str) -> None:
     # The simulator child serves only `version`: a client speaking another would
     # get UNIMPLEMENTED and answer no step.

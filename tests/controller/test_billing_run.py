@@ -106,8 +106,9 @@ def test_billed_peak_and_interval_energy_survive_sigkill(tmp_path: Path) -> None
 @pytest.mark.integration
 @pytest.mark.slow
 def test_auto_limit_without_history_never_raises_the_bill(tmp_path: Path) -> None:
-    # A new site (no history, no state file): the default 30-minute scenario at 60x with
-    # the limit chosen by gridloop and 5-minute billing intervals (six of them). With
+    # A new site (no history, no state file): the first 20 minutes of the default
+    # scenario (its load peak included) at 60x with the limit chosen by gridloop and
+    # 5-minute billing intervals (four of them). With
     # frequency response off nothing above peak shaving asks for power, so the billed
     # peak with batteries is never above the one without.
     cfg = tmp_path / "auto.toml"
@@ -117,7 +118,7 @@ def test_auto_limit_without_history_never_raises_the_bill(tmp_path: Path) -> Non
     )
     summary = tmp_path / "summary.json"
     proc = _gridloop(
-        tmp_path, "--config", str(cfg), "--duration", "30", "--time-scale", "60",
+        tmp_path, "--config", str(cfg), "--duration", "20", "--time-scale", "60",
         "--summary-json", str(summary), "--no-dashboard",
     )
     _, err = proc.communicate(timeout=120)

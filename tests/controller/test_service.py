@@ -112,6 +112,7 @@ def test_gridloop_run_shaves_the_peak_and_follows_frequency(tmp_path: Path) -> N
     assert "peak import" in stdout
 
     s = json.loads(summary_path.read_text())
+    assert s["api_version"] == "v1alpha19"  # the newest, found by itself
     assert_main_job_done(s)
     assert s["setpoints_out_of_bounds"] == 0
     rejected = s["simulator_stats"]["setpoints_rejected"]
