@@ -203,6 +203,9 @@ class ControlCycle:
         except PlanningError as exc:
             _LOG.warning("auto limit: no new plan (%s); keeping the last one", exc)
             return self.plan
+        except Exception:  # a planner bug must not stop the control loop
+            _LOG.exception("auto limit: planning failed; keeping the last plan")
+            return self.plan
         self._planned_for = start
         return self.plan
 

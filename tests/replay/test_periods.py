@@ -18,6 +18,7 @@ from controller.lab.replay import (
 from controller.lab.replay.cli import main
 from controller.lab.replay.periods import billing_clock, billing_periods
 from controller.runtime.billing import BillingConfig
+from controller.runtime.planning import AutoLimit
 from simulator.config import SiteConfig, load_site
 
 
@@ -140,3 +141,18 @@ def test_the_previous_baseline_without_history_says_so(site: SiteConfig) -> None
     assert r.periods[0]["note"] == "no previous period: batteries idle"
     assert r.periods[0]["reduction_achieved_pct_of_optimal"] is None
     assert r.peak_import_w == pytest.approx(r.peak_import_w_uncontrolled, rel=1e-3)
+
+
+def test_a_failing_planner_never_stops_the_control_loop(
+    site: SiteConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("planner bug (test)")
+
+    monkeypatch.setattr(AutoLimit, "plan", broken)
+    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, start="2018-02-01", days=1)
+    r = run_peak_shaving(site, prof, limit_w="auto")  # would raise if the bug escaped
+    assert r.intervals_total == 96
+    assert "auto limit: planning failed" in caplog.text
+    # No plan: nothing shaved beyond the billed peak, the billed peak never raised.
+    assert r.peak_import_w <= r.peak_import_w_uncontrolled + r.above_limit_tolerance_w
