@@ -274,6 +274,9 @@ class MicrogridApiClient:
             self.channel = grpc.aio.insecure_channel(self.url.target, options=options)
         self._api: ApiAdapter | None = None if version is None else _adapter(version, self)
         self._checked: ApiAdapter | None = None  # the version the server answered in
+        # The component list the version check received: the first `list_components`
+        # returns it instead of asking again (later ones, e.g. after a reconnect, ask).
+        self._probed: list[ec_pb2.ElectricalComponent] | None = None
 
     @property
     def api(self) -> ApiAdapter:
@@ -319,12 +322,13 @@ class MicrogridApiClient:
         ]
         for api in tried:
             try:
-                await api.components()
+                components = await api.components()
             except ApiError as exc:
                 if exc.status == grpc.StatusCode.UNIMPLEMENTED.name:
                     continue
                 raise
             self._api = self._checked = api
+            self._probed = components
             _logger.info("%s speaks Microgrid API %s", self.url, api.version)
             return api.version
         names = ", ".join(api.version for api in tried)
@@ -381,6 +385,9 @@ class MicrogridApiClient:
             ApiError: On any gRPC failure.
         """
         await self.negotiate()
+        if self._probed is not None:
+            probed, self._probed = self._probed, None
+            return probed
         return await self.api.components()
 
     async def list_connections(self) -> list[ec_pb2.ElectricalComponentConnection]:
