@@ -27,6 +27,8 @@ class OptionsError(GridloopError, ValueError):
         """Name of the offending field or argument."""
         self.value: object = value
         """The offending value."""
+        self.reason: str = reason
+        """What is wrong with it."""
 
 
 REFUSED_STATUSES: frozenset[str] = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})

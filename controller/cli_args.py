@@ -81,8 +81,7 @@ def api_version(name: str) -> Callable[[str], str]:
         try:
             check_api_version(text)
         except OptionsError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            raise argparse.ArgumentTypeError(f"{name} = {text!r}: {reason}") from None
+            raise argparse.ArgumentTypeError(f"{name} = {text!r}: {exc.reason}") from None
         return text
 
     return parse
