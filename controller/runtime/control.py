@@ -314,7 +314,7 @@ class Controller:
             )
         lat = stats.dispatch_latency_ms
         ps = self.config.peak_shaving
-        planned = self.cycle.plan.limit_w if self.cycle.plan is not None else math.nan
+        planned = self.cycle.planned_limit_w
         site_now = self.site_time_s(time.monotonic_ns())
         return CycleRecord(
             time_s=(time.monotonic_ns() - self._t0_ns) / 1e9,

@@ -115,6 +115,11 @@ class ControlCycle:
         return cls(strategies, meter, auto)
 
     @property
+    def planned_limit_w(self) -> float:
+        """The auto limit's latest planned limit (W; inf = a cold plan; nan = no plan)."""
+        return self.plan.limit_w if self.plan is not None else math.nan
+
+    @property
     def peak_shaving(self) -> PeakShaving | None:
         """The peak-shaving strategy, if the cycle has one."""
         return next((s for s in self.strategies if isinstance(s, PeakShaving)), None)
@@ -164,7 +169,7 @@ class ControlCycle:
             interval_energy_wh=meter.interval_energy_wh - meter.interval_energy_exempt_wh,
             billed_peak_w=meter.billed_peak_w,
             billed_peak_w_uncontrolled=meter.billed_peak_w_uncontrolled,
-            planned_limit_w=math.nan if plan is None else plan.limit_w,
+            planned_limit_w=self.planned_limit_w,
             plan_warm=plan is not None and self._history_s >= _WARM_HISTORY_S,
             planned_soc_pct=(
                 math.nan if plan is None else plan.soc_target_pct(base.capacity_wh)

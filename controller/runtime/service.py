@@ -432,8 +432,7 @@ def _summary(
     oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
     ps = config.peak_shaving
     meter = run.controller.meter
-    plan = run.controller.cycle.plan
-    limit = target_limit_w(ps, plan.limit_w if plan is not None else math.nan)
+    limit = target_limit_w(ps, run.controller.cycle.planned_limit_w)
     return RunSummary(
         api_url=api_url,
         embedded=sim is not None,

@@ -305,7 +305,7 @@ class _Samples:
             return
         ps, meter = cycle.peak_shaving, cycle.meter
         billed = meter.billed_peak_w if meter is not None else math.nan
-        planned = cycle.plan.limit_w if cycle.plan is not None else math.nan
+        planned = cycle.planned_limit_w
         limit = math.inf
         if ps is not None and ps.config.import_limit_w < _IDLE_LIMIT_W:
             limit = effective_limit_w(ps.config, billed, planned)
