@@ -24,16 +24,19 @@ dispatch can override one block of a schedule file without editing the file.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controller.runtime.strategies import DroopCurve
 
 __all__ = [
+    "Deliver",
     "FrequencyWindow",
     "Schedule",
     "ScheduleBook",
     "ScheduleChange",
+    "ScheduleSource",
     "Window",
 ]
 
@@ -161,3 +164,25 @@ class ScheduleBook:
     def schedule(self) -> Schedule:
         """Every source's windows, sources in the order they first delivered."""
         return Schedule(tuple(w for ws in self._by_source.values() for w in ws))
+
+
+Deliver = Callable[[str, Sequence[Window]], None]
+"""``deliver(source, windows)``: a source's complete current list of windows."""
+
+
+class ScheduleSource(Protocol):
+    """A live source of windows (the schedule file, the Dispatch API)."""
+
+    @property
+    def name(self) -> str:
+        """The source's name in logs and in the :class:`ScheduleBook` (e.g. ``"file:x.toml"``)."""
+        ...
+
+    async def run(self, deliver: Deliver) -> None:
+        """Deliver the windows now and after every change, until cancelled.
+
+        Bad input from the source (an invalid file, an unusable dispatch) is logged
+        as one line naming the field and value and the last good windows stay; it
+        never raises out of here and never stops the control loop.
+        """
+        ...
