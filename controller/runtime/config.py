@@ -69,6 +69,9 @@ File format (every key optional; units in the names; + = import / charging)::
     time_scale = 30.0
     telemetry_hz = 10.0
 
+    [schedule]                 # service windows (controller.runtime.schedule_file)
+    file = "fcr_day.toml"      # relative to the config file; --schedule overrides it
+
     [run]
     duration_s = 60.0
 
@@ -82,6 +85,7 @@ Integers are accepted where floats are expected; booleans never are.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 import tomllib
@@ -104,9 +108,11 @@ __all__ = [
     "ControlConfig",
     "GridloopConfig",
     "RunConfig",
+    "ScheduleConfig",
     "SimulatorConfig",
     "config_from_dict",
     "load_config",
+    "read_window",
 ]
 
 
@@ -159,6 +165,15 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """Where the strategies' service windows come from (issue 17)."""
+
+    file: Path | None = None
+    """Schedule file (resolved against the config file; see
+    :mod:`controller.runtime.schedule_file`); None = none (``--schedule`` may give one)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """How long ``gridloop run`` runs."""
 
@@ -184,6 +199,8 @@ class GridloopConfig:
     """How the site's demand is billed (interval, period, zone, state file)."""
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     """The embedded simulator."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Service windows (the ``[schedule]`` section)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run duration."""
     source: str = "<defaults>"
@@ -221,7 +238,7 @@ def _divides_a_day(v: int) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    kind: str  # "float" | "int" | "bool" | "str" | "path" | "outpath" | "limit"
+    kind: str  # "float" | "int" | "bool" | "str" | "path" | "outpath" | "limit" | "when"
     checks: tuple[_Check, ...] = ()
     choices: tuple[str, ...] = ()
 
@@ -295,6 +312,20 @@ _SIM: dict[str, _Field] = {
 _RUN: dict[str, _Field] = {
     "duration_s": _Field("float", (_gt(0),)),
 }
+_SCHEDULE: dict[str, _Field] = {
+    "file": _Field("path"),
+}
+_CURVE_KEYS = ("curve", "deadband_hz", "full_activation_hz", "knee_hz", "knee_fraction")
+_WINDOW: dict[str, _Field] = {
+    "start": _Field("when"),
+    "end": _Field("when"),
+    "reserved_power_w": _FREQ["reserved_power_w"],
+    "hold_duration_s": _FREQ["hold_duration_s"],
+    **{key: _FREQ[key] for key in _CURVE_KEYS},
+    "peak_limit_w": _PEAK["import_limit_w"],
+}
+"""One ``[[window]]`` of a schedule file (:mod:`controller.runtime.schedule_file`): the
+frequency-response keys are checked as in ``[frequency_response]``."""
 _SECTIONS: dict[str, dict[str, _Field]] = {
     "api": _API,
     "control": _CONTROL,
@@ -302,6 +333,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
     "frequency_response": _FREQ,
     "billing": _BILLING,
     "simulator": _SIM,
+    "schedule": _SCHEDULE,
     "run": _RUN,
 }
 
@@ -316,10 +348,13 @@ class _Reader:
     def fail(self, name: str, value: object, reason: str) -> ConfigError:
         return ConfigError(self.source, name, value, reason)
 
-    def section(self, name: str, raw: object) -> dict[str, Any]:
+    def section(
+        self, name: str, raw: object, spec: Mapping[str, _Field] | None = None
+    ) -> dict[str, Any]:
+        """Validate the table ``name`` against ``spec`` (None = the config section's)."""
         if not isinstance(raw, Mapping):
             raise self.fail(name, raw, "must be a table")
-        spec = _SECTIONS[name]
+        spec = _SECTIONS[name] if spec is None else spec
         out: dict[str, Any] = {}
         for key, value in raw.items():
             dotted = f"{name}.{key}"
@@ -337,6 +372,10 @@ class _Reader:
             kind = "float"
             if isinstance(value, str):
                 raise self.fail(dotted, value, 'must be a number of watts or "auto"')
+        if kind == "when":  # a time of day or a date-time: text, or TOML's own types
+            if not isinstance(value, str | datetime.datetime | datetime.time):
+                raise self.fail(dotted, value, 'must be a time ("HH:MM") or an ISO-8601 date-time')
+            return value
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(dotted, value, "must be true or false")
@@ -443,36 +482,74 @@ def _check_url(reader: _Reader, url: str) -> None:
 
 
 def _order(
-    reader: _Reader, fr: Mapping[str, Any], low_key: str, low: float, high_key: str, high: float
+    reader: _Reader, fr: Mapping[str, Any], low_key: str, low: float, high_key: str, high: float,
+    prefix: str = "frequency_response",
 ) -> None:
     """Require low < high; blame the key the user set (the later one if both)."""
     if low < high:
         return
     if high_key in fr or low_key not in fr:
-        raise reader.fail(f"frequency_response.{high_key}", high, f"must be > {low_key} = {low:g}")
-    raise reader.fail(f"frequency_response.{low_key}", low, f"must be < {high_key} = {high:g}")
+        raise reader.fail(f"{prefix}.{high_key}", high, f"must be > {low_key} = {low:g}")
+    raise reader.fail(f"{prefix}.{low_key}", low, f"must be < {high_key} = {high:g}")
 
 
-def _droop_curve(reader: _Reader, fr: dict[str, Any]) -> DroopCurve:
+def _droop_curve(
+    reader: _Reader, fr: dict[str, Any], prefix: str = "frequency_response"
+) -> DroopCurve:
+    """The curve keys of ``fr`` (popped) as a curve; errors name ``prefix.key``."""
     given = dict(fr)
     curve = fr.pop("curve", "linear")
     if curve == "linear":
         for key in ("knee_hz", "knee_fraction"):
             if key in fr:
-                raise reader.fail(
-                    f"frequency_response.{key}", fr[key], 'only valid with curve = "knee"'
-                )
+                raise reader.fail(f"{prefix}.{key}", fr[key], 'only valid with curve = "knee"')
         deadband = fr.pop("deadband_hz", 0.010)
         full = fr.pop("full_activation_hz", 0.200)
-        _order(reader, given, "deadband_hz", deadband, "full_activation_hz", full)
+        _order(reader, given, "deadband_hz", deadband, "full_activation_hz", full, prefix)
         return DroopCurve.linear(deadband, full)
     deadband = fr.pop("deadband_hz", 0.015)
     knee = fr.pop("knee_hz", 0.200)
     frac = fr.pop("knee_fraction", 0.05)
     full = fr.pop("full_activation_hz", 0.500)
-    _order(reader, given, "deadband_hz", deadband, "knee_hz", knee)
-    _order(reader, given, "knee_hz", knee, "full_activation_hz", full)
+    _order(reader, given, "deadband_hz", deadband, "knee_hz", knee, prefix)
+    _order(reader, given, "knee_hz", knee, "full_activation_hz", full, prefix)
     return DroopCurve.knee(deadband, knee, frac, full)
+
+
+def read_window(source: str, name: str, raw: object) -> dict[str, Any]:
+    """Validate one ``[[window]]`` table of a schedule file, with the config's checks.
+
+    Args:
+        source: The schedule file, for error messages.
+        name: The table's dotted name (``"window[2]"``), for error messages.
+        raw: The table as ``tomllib`` returns it.
+
+    Returns:
+        ``start`` and ``end`` as given (text, ``datetime.datetime`` or
+        ``datetime.time``; the caller reads the clock times), ``reserved_power_w``,
+        ``hold_duration_s``, ``peak_limit_w`` (float or None when not given) and
+        ``curve`` (a :class:`DroopCurve`, None when no curve key is given).
+
+    Raises:
+        ConfigError: one line naming ``source``, ``name.field`` and the value.
+    """
+    reader = _Reader(source, None)
+    table = reader.section(name, raw, _WINDOW)
+    for key in ("start", "end"):
+        if key not in table:
+            raise reader.fail(f"{name}.{key}", None, "missing: every window has a start and an end")
+    curve_given = [key for key in _CURVE_KEYS if key in table]
+    if "reserved_power_w" not in table:
+        for key in (*curve_given, "hold_duration_s"):
+            if key in table:
+                raise reader.fail(f"{name}.{key}", table[key], "only valid with reserved_power_w")
+        if "peak_limit_w" not in table:
+            raise reader.fail(name, raw, "sets nothing: give reserved_power_w and/or peak_limit_w")
+    curve_keys = {key: table.pop(key) for key in curve_given}
+    table["curve"] = _droop_curve(reader, curve_keys, name) if curve_given else None
+    for key in ("reserved_power_w", "hold_duration_s", "peak_limit_w"):
+        table.setdefault(key, None)
+    return table
 
 
 def config_from_dict(
@@ -533,6 +610,7 @@ def config_from_dict(
         frequency_response=fr_cfg,
         billing=BillingConfig(**sections.get("billing", {})),
         simulator=SimulatorConfig(**sections.get("simulator", {})),
+        schedule=ScheduleConfig(**sections.get("schedule", {})),
         run=RunConfig(**sections.get("run", {})),
         source=source,
     )
