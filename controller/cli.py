@@ -93,6 +93,13 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--site", metavar="FILE", help="embedded simulator only: site TOML (default site)"
     )
+    parser.add_argument(
+        "--schedule",
+        metavar="FILE",
+        help="follow this schedule file (service windows: frequency-response reserve, peak"
+        " limits; reloaded on change and on SIGHUP, which then no longer stops the run;"
+        " default: the config's [schedule] file)",
+    )
     parser.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
     parser.add_argument(
         "--state",
@@ -124,7 +131,9 @@ def _run(argv: Sequence[str]) -> int:
 
     # From here on SIGINT/SIGTERM/SIGHUP request the orderly stop, even during the
     # imports and the start-up below: a signal that early ends the run as it starts.
-    with catch_stop_signals() as stop:
+    # With --schedule, SIGHUP reloads the schedule instead (conventional daemon semantics).
+    hup_stops = not any(a == "--schedule" or a.startswith("--schedule=") for a in argv)
+    with catch_stop_signals(hup_stops) as stop:
         return _run_until_stopped(argv, stop)
 
 
@@ -157,6 +166,7 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
         dashboard=not args.no_dashboard and sys.stdout.isatty(),
         log_format=args.log_format,
         log_level=args.log_level,
+        schedule_path=args.schedule,
     )
     return run_main(options, stop=stop)
 

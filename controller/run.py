@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import sys
+import zoneinfo
 from pathlib import Path
 
 from actors import (
@@ -34,7 +35,8 @@ from controller.runtime.control import Observer, OutcomeObserver
 from controller.runtime.embedded import site_input_files
 from controller.runtime.process import catch_stop_signals
 from controller.runtime.records import CycleRecord
-from controller.runtime.service import RunOptions, run_service, state_file
+from controller.runtime.schedule_file import load_schedule
+from controller.runtime.service import RunOptions, run_service, schedule_path, state_file
 
 _LOG = logging.getLogger("gridloop.controller")
 
@@ -59,7 +61,7 @@ def run_main(options: RunOptions, stop: asyncio.Event | None = None) -> int:
         commanded (the summary names them). 5, 3 and 4 take precedence over 1.
     """
     if stop is None:
-        with catch_stop_signals() as caught:
+        with catch_stop_signals(hup_stops=options.schedule_path is None) as caught:
             return run_main(options, caught)
     from actors import run as run_on_uvloop
     from controller.ops.logs import setup_logging
@@ -67,6 +69,9 @@ def run_main(options: RunOptions, stop: asyncio.Event | None = None) -> int:
     setup_logging(options.log_level, options.log_format)
     try:
         config = load_config(options.config_path)
+        schedule = schedule_path(config, options)
+        if schedule is not None:  # refused before anything starts; the zone places it later
+            load_schedule(schedule, zoneinfo.ZoneInfo("UTC"))
     except ConfigError as exc:
         sys.stderr.write(f"gridloop run: {exc}\n")
         return 2
@@ -136,6 +141,10 @@ def _input_files(config: GridloopConfig, options: RunOptions) -> dict[str, Path 
     included (they are read by the child process).
     """
     inputs: dict[str, Path | str | None] = {"--config": options.config_path}
+    if options.schedule_path is not None:
+        inputs["--schedule"] = options.schedule_path
+    else:
+        inputs[f"{config.source}: schedule.file"] = config.schedule.file
     if options.root_cert_path is not None:
         inputs["--root-cert"] = options.root_cert_path
     else:

@@ -287,6 +287,23 @@ class MetricsExporter(RecordObserver):
             "gridloop_fr_delivered_watts", "Frequency-response power delivered (W, + = charging)."
         )
         """Frequency-response power delivered."""
+        self.fr_reserve = self._gauge(
+            "gridloop_fr_reserve_watts",
+            "Frequency-response reserve in force (W; 0 = not sold now, e.g. outside the"
+            " schedule's windows).",
+        )
+        """Frequency-response reserve in force."""
+        self.fr_band_unreachable = self._gauge(
+            "gridloop_fr_band_unreachable",
+            "1 while the SoC band of the next frequency-response window is projected out of"
+            " reach by its start, else 0.",
+        )
+        """Preparation cannot reach the band."""
+        self.fr_band_warnings = self._gauge(
+            "gridloop_fr_band_warnings",
+            "Frequency-response windows whose SoC band was projected out of reach (run total).",
+        )
+        """Windows warned about."""
 
     def _add_group_gauges(self) -> None:
         """Per battery group: SoC, setpoint, measured power and health."""
@@ -436,6 +453,9 @@ class MetricsExporter(RecordObserver):
             (self.frequency, record.frequency_hz),
             (self.fr_required, record.fr_required_w),
             (self.fr_delivered, record.fr_delivered_w),
+            (self.fr_reserve, record.fr_reserve_w),
+            (self.fr_band_unreachable, 1.0 if record.fr_band_unreachable else 0.0),
+            (self.fr_band_warnings, float(record.fr_band_warnings)),
             (self.latency_p50, record.latency_p50_ms / 1000.0),
             (self.latency_p99, record.latency_p99_ms / 1000.0),
         ):

@@ -43,6 +43,7 @@ from controller.runtime.billing import (
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.records import CycleRecord, GroupRecord
+from controller.runtime.schedule import ScheduleBook
 from controller.runtime.strategies import (
     FrequencyResponse,
     Strategy,
@@ -114,6 +115,7 @@ class Controller:
         state_file: Path | None = None,
         site_key: SiteKey | None = None,
         site_zone: str | None = None,
+        schedule: ScheduleBook | None = None,
     ) -> None:
         """Prepare the strategies and the bookkeeping for one run; restore the billing state.
 
@@ -129,6 +131,8 @@ class Controller:
                 when it is read); None = unknown.
             site_zone: The site's IANA time zone; None = the one the server's
                 location gives (`actors.MicrogridInfo.timezone`), if any.
+            schedule: The service windows the strategies follow (None = none: the
+                config's settings all the time).
         """
         self.site = site
         self.config = config
@@ -137,7 +141,7 @@ class Controller:
         self.record_interval_s = record_interval_s
         if site_zone is None and site.microgrid is not None:
             site_zone = site.microgrid.timezone
-        self.cycle: ControlCycle = ControlCycle.from_config(config, site_zone)
+        self.cycle: ControlCycle = ControlCycle.from_config(config, site_zone, schedule)
         """The control cycle (strategies → wishes → merge → target), shared with the replay."""
         assert self.cycle.meter is not None
         self.meter: BillingMeter = self.cycle.meter
@@ -189,9 +193,10 @@ class Controller:
     # ------------------------------------------------------------------ inputs
     def fr_required_w(self, m: SiteMeasurements) -> float:
         """Droop power frequency response asks for at the measured frequency (0 if off)."""
-        if self._fr is None or not math.isfinite(m.grid_frequency_hz):
+        fr = self.cycle.fr_in_force  # with a schedule: None outside its windows
+        if fr is None or not math.isfinite(m.grid_frequency_hz):
             return 0.0
-        return self._fr.required_power_w(m.grid_frequency_hz)
+        return fr.required_power_w(m.grid_frequency_hz)
 
     def fr_delivered_w(self, m: SiteMeasurements) -> float:
         """The part of the measured fleet power that is frequency response's.
@@ -313,8 +318,10 @@ class Controller:
                 )
             )
         lat = stats.dispatch_latency_ms
-        ps = self.config.peak_shaving
+        ps = self.cycle.ps_config or self.config.peak_shaving
         planned = self.cycle.planned_limit_w
+        fr = self.cycle.fr_in_force
+        prep = self.cycle.preparation.status
         site_now = self.site_time_s(time.monotonic_ns())
         return CycleRecord(
             time_s=(time.monotonic_ns() - self._t0_ns) / 1e9,
@@ -348,6 +355,9 @@ class Controller:
             another_client=stats.another_client or "",
             site_changed=stats.site_changed or "",
             api_version=self.site.client.api_version or "",
+            fr_reserve_w=fr.config.reserved_power_w if fr is not None else 0.0,
+            fr_band_unreachable=prep is not None and not prep.reachable,
+            fr_band_warnings=self.cycle.preparation.warned,
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:

@@ -15,6 +15,13 @@ One synchronous, clock-free piece of code (time is an argument), run by
   :class:`~controller.runtime.billing.BillingMeter`: every step given the site's
   time (``site_time_s``) meters the grid and fills the billing interval so far into
   the strategies' inputs (peak shaving holds the interval mean, not single samples).
+  Given a :class:`~controller.runtime.schedule.ScheduleBook` (``schedule``), every
+  step with the site's time runs the strategies with the settings in force then:
+  frequency response with the active window's reserve, curve and hold duration, and
+  exactly 0 W (no droop, no SoC nudge) outside windows or at a reserve of 0; peak
+  shaving with the window's limit, and preparing the SoC for the next window
+  (:mod:`controller.runtime.preparation`). Without a book the config's strategies run
+  all the time.
 * :func:`plan_setpoints` — the whole cycle on an :class:`actors.SiteCore`:
   measure, :meth:`ControlCycle.step`, then :meth:`actors.RoundPlanner.plan`
   (fleet snapshot with health exclusion, allocation, bounds re-check,
@@ -38,7 +45,20 @@ from controller.errors import PlanningError
 from controller.runtime.billing import BillingClock, BillingMeter, billing_zone
 from controller.runtime.config import GridloopConfig
 from controller.runtime.planning import AutoLimit, AutoLimitConfig, FleetModel, LimitPlan
-from controller.runtime.strategies import FrequencyResponse, PeakShaving, Strategy, StrategyInputs
+from controller.runtime.preparation import (
+    Preparation,
+    fr_config_in_force,
+    ps_config_in_force,
+)
+from controller.runtime.schedule import ScheduleBook, Window
+from controller.runtime.strategies import (
+    FrequencyResponse,
+    PeakShaving,
+    PeakShavingConfig,
+    Strategy,
+    StrategyInputs,
+    peak_shaving_wish,
+)
 
 __all__ = ["ControlCycle", "plan_setpoints"]
 
@@ -60,6 +80,7 @@ class ControlCycle:
         strategies: Sequence[Strategy],
         meter: BillingMeter | None = None,
         auto_limit: AutoLimitConfig | None = None,
+        schedule: ScheduleBook | None = None,
     ) -> None:
         """Hold the strategies; no wish yet, target 0 W.
 
@@ -68,6 +89,8 @@ class ControlCycle:
             meter: The billing meter (None = none: peak shaving shaves single samples).
             auto_limit: The planner's settings when peak shaving runs with ``limit =
                 "auto"`` (None = a fixed limit); it plans at every interval boundary.
+            schedule: The service windows (None = the strategies run all the time with
+                their config; see the module).
         """
         self.meter: BillingMeter | None = meter
         """The billing meter, fed by every step given the site's time."""
@@ -87,9 +110,25 @@ class ControlCycle:
         """What the last merge granted each strategy (W)."""
         self.target_w: float = 0.0
         """The last merged fleet target (W, + = charging)."""
+        self.schedule: ScheduleBook | None = schedule
+        """The service windows (None = none: the config's settings all the time)."""
+        self.preparation: Preparation = Preparation()
+        """Preparation for the next frequency-response window (with a schedule)."""
+        self.fr_in_force: FrequencyResponse | None = self.frequency_response
+        """Frequency response as in force at the last step (None = outputs 0 W now)."""
+        self.fr_window: Window | None = None
+        """The window that set frequency response at the last step (None = none)."""
+        ps = self.peak_shaving
+        self.ps_config: PeakShavingConfig | None = ps.config if ps is not None else None
+        """Peak shaving's settings in force at the last step (None = no peak shaving)."""
 
     @classmethod
-    def from_config(cls, config: GridloopConfig, site_zone: str | None = None) -> ControlCycle:
+    def from_config(
+        cls,
+        config: GridloopConfig,
+        site_zone: str | None = None,
+        schedule: ScheduleBook | None = None,
+    ) -> ControlCycle:
         """The strategies ``config`` enables (frequency response, then peak shaving) and the
         billing meter of ``[billing]``.
 
@@ -97,6 +136,7 @@ class ControlCycle:
             config: The run's configuration.
             site_zone: The site's IANA time zone (from the API; None = unknown), used when
                 ``[billing] timezone`` is not set.
+            schedule: The service windows (None = none).
 
         Returns:
             The cycle.
@@ -112,7 +152,7 @@ class ControlCycle:
         if ps.enabled:
             strategies.append(PeakShaving(ps))
         auto = config.auto_limit if ps.enabled and ps.limit_mode == "auto" else None
-        return cls(strategies, meter, auto)
+        return cls(strategies, meter, auto, schedule)
 
     @property
     def planned_limit_w(self) -> float:
@@ -238,10 +278,12 @@ class ControlCycle:
             The fleet target (W, + = charging), within the measured fleet bounds.
         """
         base = self._meter(m, site_time_s)
+        if self.schedule is not None and site_time_s is not None:
+            self._in_force(site_time_s)
         for strategy in self.strategies if strategies is None else strategies:
             inputs = dataclasses.replace(base, higher_priority_w=self.higher_priority_w(strategy))
             try:
-                self.wishes[strategy.name] = strategy.step(inputs, now_s)
+                self.wishes[strategy.name] = self._wish(strategy, inputs, now_s, site_time_s)
             except Exception:  # a strategy bug must not stop the loop
                 _LOG.exception("strategy %s failed; its wish is dropped", strategy.name)
                 self.wishes.pop(strategy.name, None)
@@ -253,6 +295,52 @@ class ControlCycle:
         self.granted = dict(result.granted)
         self.target_w = result.target_w
         return result.target_w
+
+
+    def _in_force(self, site_time_s: float) -> None:
+        """Set the strategies' settings in force at ``site_time_s`` from the schedule."""
+        assert self.schedule is not None
+        schedule = self.schedule.schedule
+        fr = self.frequency_response
+        window = schedule.frequency_window(site_time_s)
+        if fr is not None and window != self.fr_window:
+            fw = window.frequency_response if window is not None else None
+            sold = fw is not None and fw.reserved_power_w > 0
+            self.fr_in_force = (
+                FrequencyResponse(fr_config_in_force(fr.config, fw))
+                if fw is not None and sold else None
+            )
+            if window is None or fw is None:
+                _LOG.info("frequency response off: no window")
+            else:
+                _LOG.info("frequency response %s: reserve %.0f W from window %s",
+                          "on" if sold else "off", fw.reserved_power_w, window.source)
+        self.fr_window = window
+        ps = self.peak_shaving
+        if ps is not None:
+            self.ps_config = ps_config_in_force(ps.config, schedule.peak_window(site_time_s))
+
+    def _wish(self, strategy: Strategy, inputs: StrategyInputs, now_s: float,
+              site_time_s: float | None) -> Wish:
+        """``strategy``'s wish: its own step, or with a schedule the settings in force."""
+        if self.schedule is None:
+            return strategy.step(inputs, now_s)
+        if strategy is self.frequency_response:
+            fr = self.fr_in_force
+            if fr is None:  # not sold now: exactly 0 W, no droop, no SoC nudge
+                return Wish(strategy.name, strategy.priority, 0.0, 0.0, 0.0)
+            return fr.step(inputs, now_s)
+        fr_base = self.frequency_response
+        if strategy is self.peak_shaving and self.ps_config is not None:
+            prepared = (
+                self.preparation.step(self.schedule.schedule, fr_base.config, self.ps_config,
+                                      inputs, site_time_s)
+                if fr_base is not None and site_time_s is not None else None
+            )
+            if prepared is not None:
+                return prepared
+            return peak_shaving_wish(self.ps_config, inputs)
+        return strategy.step(inputs, now_s)
 
 
 def plan_setpoints(

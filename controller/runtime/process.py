@@ -16,6 +16,10 @@ imports and the event loop:
   parent ignored it (a shell's background job): the run would catch it a moment
   later anyway. SIGHUP that the parent ignored stays ignored: that is what
   ``nohup`` asks for, and the run then goes on.
+- **With a schedule, SIGHUP reloads it** (``gridloop run --schedule FILE``, the
+  conventional daemon meaning): :func:`catch_stop_signals` with ``hup_stops=False``
+  does not stop on it, and :func:`stop_on_signals` given ``on_hup`` calls that
+  instead of stopping. SIGINT and SIGTERM still stop the run.
 
 Light on purpose (no numpy, no grpc): it runs before those are imported.
 """
@@ -27,7 +31,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["catch_stop_signals", "ensure_std_fds", "stop_on_signals", "stop_signals"]
@@ -71,7 +75,7 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 
 
 @contextlib.contextmanager
-def catch_stop_signals() -> Iterator[asyncio.Event]:
+def catch_stop_signals(hup_stops: bool = True) -> Iterator[asyncio.Event]:
     """Turn the stop signals into one event, from now until the block ends.
 
     The event is set by a plain Python signal handler, so it works before any
@@ -81,13 +85,18 @@ def catch_stop_signals() -> Iterator[asyncio.Event]:
     run as soon as it starts. The previous handlers are restored at the end.
     Off the main thread nothing is installed (Python allows handlers only there).
 
+    Args:
+        hup_stops: False (a schedule is given): SIGHUP is caught but does not stop the
+            run (the schedule is read at the start anyway).
+
     Yields:
         The stop event.
     """
     stop = asyncio.Event()
 
     def handler(signum: int, frame: Any) -> None:
-        stop.set()
+        if hup_stops or signum != signal.SIGHUP:
+            stop.set()
 
     previous: dict[signal.Signals, Any] = {}
     try:
@@ -103,7 +112,11 @@ def catch_stop_signals() -> Iterator[asyncio.Event]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(
+    loop: asyncio.AbstractEventLoop,
+    stop: asyncio.Event,
+    on_hup: Callable[[], None] | None = None,
+) -> Iterator[None]:
     """Set ``stop`` on the stop signals through ``loop`` while the block runs.
 
     The loop's handlers replace the Python ones (e.g. those of
@@ -115,6 +128,7 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Ite
     Args:
         loop: The running loop.
         stop: The event to set.
+        on_hup: Called on SIGHUP instead of setting ``stop`` (None = SIGHUP stops).
 
     Yields:
         None
@@ -124,7 +138,8 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Ite
         for sig in stop_signals():
             old = signal.getsignal(sig)
             try:
-                loop.add_signal_handler(sig, stop.set)
+                action = on_hup if on_hup is not None and sig == signal.SIGHUP else stop.set
+                loop.add_signal_handler(sig, action)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
             previous[sig] = old

@@ -130,3 +130,10 @@ class CycleRecord:
     (empty while it has not); gridloop then stopped commanding."""
     api_version: str = ""
     """The Microgrid API version the server is spoken to in (``v1``, ``v1alpha18``, …)."""
+    fr_reserve_w: float = math.nan
+    """Frequency-response reserve in force (W; 0 = not sold now; nan = not known)."""
+    fr_band_unreachable: bool = False
+    """Preparing for a frequency-response window whose SoC band is projected out of reach
+    by its start (:class:`~controller.runtime.preparation.Preparation`)."""
+    fr_band_warnings: int = 0
+    """Windows whose SoC band was projected out of reach since the start (one warning each)."""

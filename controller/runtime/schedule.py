@@ -24,6 +24,7 @@ dispatch can override one block of a schedule file without editing the file.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -86,6 +87,25 @@ class Window:
     def active(self, t_s: float) -> bool:
         """Whether the window is in force at site time ``t_s``."""
         return self.start_s <= t_s < self.end_s
+
+    def describe(self) -> str:
+        """One line for logs: source, times (UTC) and what the window sets."""
+        parts = []
+        fw = self.frequency_response
+        if fw is not None:
+            curve = "config's curve" if fw.curve is None else (
+                f"curve {'/'.join(f'{x * 1e3:g}' for x in fw.curve.df_hz)} mHz")
+            hold = "config's hold" if fw.hold_duration_s is None else (
+                f"hold {fw.hold_duration_s:g} s")
+            parts.append(f"frequency response {fw.reserved_power_w:g} W ({curve}, {hold})")
+        if self.peak_limit_w is not None:
+            parts.append(f"peak limit {self.peak_limit_w:g} W")
+        return f"{self.source} [{_utc(self.start_s)}, {_utc(self.end_s)}): {'; '.join(parts)}"
+
+
+def _utc(t_s: float) -> str:
+    """``t_s`` (unix s) as ISO-8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_s))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,14 @@ server, connects (:class:`actors.Site`), refuses a site it cannot control
 (:func:`grid_refusal`), runs the :class:`~controller.runtime.control.Controller`
 for the run's duration or until SIGINT, SIGTERM or SIGHUP, brings the fleet to
 0 W and returns the :class:`~controller.runtime.summary.RunSummary`.
+
+With a schedule (``--schedule FILE`` or ``[schedule] file``) the controller follows a
+:class:`~controller.runtime.schedule.ScheduleBook`: every source of
+:func:`schedule_sources` (the one hook: the schedule file now, the Dispatch API
+next to it) runs as a task beside the control loop and delivers its windows into
+the book; every change is logged with its source, the site time and one line per
+window added or removed. SIGHUP then asks the sources to reload (those with a
+``reload()``) instead of stopping the run.
 :func:`runtime_options` maps the config (and a site's time scale) to the actor
 runtime's options.
 """
@@ -16,7 +24,9 @@ import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+import time
+import zoneinfo
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,11 +46,13 @@ from controller.errors import (
     EmbeddedSimulatorError,
     UserError,
 )
-from controller.runtime.billing import SiteKey
+from controller.runtime.billing import SiteKey, billing_zone
 from controller.runtime.config import GridloopConfig
 from controller.runtime.control import Controller, Observer, OutcomeObserver
 from controller.runtime.embedded import EmbeddedSimulator
 from controller.runtime.process import stop_on_signals
+from controller.runtime.schedule import Deliver, ScheduleBook, ScheduleSource, Window
+from controller.runtime.schedule_file import FileScheduleSource
 from controller.runtime.strategies import target_limit_w
 from controller.runtime.summary import RunSummary, percentiles
 
@@ -84,6 +96,8 @@ class RunOptions:
     """Log line format."""
     log_level: str = "WARNING"
     """Log level."""
+    schedule_path: str | None = None
+    """Schedule file (``--schedule``); None = the config's ``[schedule] file``, else none."""
 
 
 def _read_root_cert(path: str | Path | None, field_name: str) -> bytes | None:
@@ -285,9 +299,11 @@ async def run_service(
     time_scale = _site_time_scale(config, options)
     _check_flags(config, options, time_scale)
     stop = stop if stop is not None else asyncio.Event()
-    with stop_on_signals(asyncio.get_running_loop(), stop):
+    hup = asyncio.Event()  # SIGHUP with a schedule: reload it
+    scheduled = schedule_path(config, options) is not None
+    with stop_on_signals(asyncio.get_running_loop(), stop, hup.set if scheduled else None):
         return await _run_service(
-            config, options, observers, outcome_observers, stop, time_scale
+            config, options, observers, outcome_observers, stop, time_scale, hup
         )
 
 
@@ -298,6 +314,7 @@ async def _run_service(
     outcome_observers: Sequence[OutcomeObserver],
     stop: asyncio.Event,
     time_scale: float,
+    hup: asyncio.Event,
 ) -> RunSummary:
     api_url = options.api_url or config.api.url
     duration = options.duration_s if options.duration_s is not None else config.run.duration_s
@@ -318,7 +335,7 @@ async def _run_service(
             site_url = EMBEDDED_SITE_URL if sim is not None else api_url
             run = await _control(
                 site, config, options, site_url, time_scale, observers, outcome_observers, stop,
-                duration,
+                duration, hup,
             )
         # Both the site (fleet at 0 W) and the embedded simulator have stopped here.
     except EmbeddedSimulatorError as exc:
@@ -367,6 +384,7 @@ class _Run:
     wall_s: float
     stats: RuntimeStats
     safe_stop: SafeStopResult
+    schedule: _ScheduleLog | None = None
 
 
 async def _control(
@@ -379,10 +397,15 @@ async def _control(
     outcome_observers: Sequence[OutcomeObserver],
     stop: asyncio.Event,
     duration: float | None,
+    hup: asyncio.Event,
 ) -> _Run:
     """Run the controller on the site until ``stop`` or the duration; then the safe stop."""
     async with site:
         named = state_file(config, options)
+        zone = billing_zone(
+            config.billing.timezone, site.microgrid.timezone if site.microgrid else None
+        )
+        book = ScheduleBook() if schedule_path(config, options) is not None else None
         controller = Controller(
             site,
             config,
@@ -391,15 +414,24 @@ async def _control(
             outcome_observers=outcome_observers,
             state_file=named[1] if named is not None else None,
             site_key=SiteKey(site.microgrid.id if site.microgrid is not None else None, api_url),
+            schedule=book,
         )
+        clock = lambda: controller.site_time_s(time.monotonic_ns())  # noqa: E731
+        sources = schedule_sources(config, options, zone, clock) if book is not None else []
+        log = _ScheduleLog(book, clock, [s.name for s in sources]) if book is not None else None
         # The server refusing us (wrong key, no permission) ends the run.
-        refused = asyncio.create_task(_stop_when_refused(site, stop))
+        helpers = [asyncio.create_task(_stop_when_refused(site, stop))]
+        if log is not None:
+            helpers += [asyncio.create_task(s.run(log.deliver), name=f"schedule {s.name}")
+                        for s in sources]
+            helpers.append(asyncio.create_task(_reload_on(hup, sources)))
         try:
             wall_s = await controller.run(duration, stop)
         finally:
-            refused.cancel()
-            # Wait for it without swallowing a cancellation of this task.
-            await asyncio.wait([refused])
+            for task in helpers:
+                task.cancel()
+            # Wait for them without swallowing a cancellation of this task.
+            await asyncio.wait(helpers)
         stats = site.stats()
         if stats.another_client or stats.site_changed:
             controller.observe_now()  # the dashboard and metrics show why it stopped
@@ -408,7 +440,79 @@ async def _control(
     stats = dataclasses.replace(site.stats(), excluded=stats.excluded)
     if site.fatal_error is not None:
         raise UserError(_api_error_line(site.fatal_error))
-    return _Run(controller, wall_s, stats, site.safe_stop or SafeStopResult(commanded=0))
+    return _Run(controller, wall_s, stats, site.safe_stop or SafeStopResult(commanded=0), log)
+
+
+def schedule_path(config: GridloopConfig, options: RunOptions) -> Path | None:
+    """The run's schedule file: ``--schedule``, else ``[schedule] file`` (None = none)."""
+    if options.schedule_path is not None:
+        return Path(options.schedule_path)
+    return config.schedule.file
+
+
+def schedule_sources(
+    config: GridloopConfig,
+    options: RunOptions,
+    zone: zoneinfo.ZoneInfo,
+    clock: Callable[[], float],
+) -> list[ScheduleSource]:
+    """Every schedule source of the run: the one place a source is added.
+
+    Args:
+        config: The run's configuration.
+        options: The command line.
+        zone: The billing zone (local time of the schedule file).
+        clock: The site's unix time now (s).
+
+    Returns:
+        The sources, in the order their windows rank at equal starts
+        (:mod:`controller.runtime.schedule`).
+    """
+    sources: list[ScheduleSource] = []
+    path = schedule_path(config, options)
+    if path is not None:
+        sources.append(FileScheduleSource(path, zone, clock))
+    return sources
+
+
+class _ScheduleLog:
+    """Delivers windows into the book and logs every change (source, site time, windows)."""
+
+    def __init__(self, book: ScheduleBook, clock: Callable[[], float], sources: list[str]) -> None:
+        self.book = book
+        self.clock = clock
+        self.changes = 0
+        self.sources = sources
+
+    @property
+    def deliver(self) -> Deliver:
+        """The sources' ``deliver``."""
+        return self._deliver
+
+    def _deliver(self, source: str, windows: Sequence[Window]) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
+        change = self.book.replace(source, windows)
+        if change.empty:
+            return
+        self.changes += 1
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        for verb, changed in (("removed", change.removed), ("added", change.added)):
+            for window in changed:
+                _STATUS_LOG.warning("schedule %s at site time %s: %s %s",
+                                    source, when, verb, window.describe())
+
+
+async def _reload_on(hup: asyncio.Event, sources: Sequence[ScheduleSource]) -> None:
+    """On every SIGHUP (``hup``), ask the sources that can reload to do so."""
+    while True:
+        await hup.wait()
+        hup.clear()
+        _STATUS_LOG.warning("SIGHUP: reloading the schedule")
+        for source in sources:
+            reload = getattr(source, "reload", None)
+            if callable(reload):
+                reload()
 
 
 def _with_current(peak_w: float, current_w: float) -> float:
@@ -432,7 +536,7 @@ def _summary(
     oob = sim_stats.get("setpoints_out_of_bounds") if sim is not None else None
     ps = config.peak_shaving
     meter = run.controller.meter
-    limit = target_limit_w(ps, run.controller.cycle.planned_limit_w)
+    limit = target_limit_w(ps, run.controller.cycle.planned_limit_w)  # the config's
     return RunSummary(
         api_url=api_url,
         embedded=sim is not None,
@@ -472,4 +576,7 @@ def _summary(
         safe_stop_failed=len(safe_stop.failed),
         safe_stop_failed_ids={str(k): v for k, v in sorted(safe_stop.failed.items())},
         safe_stop_withheld=safe_stop.withheld,
+        schedule_sources=list(run.schedule.sources) if run.schedule is not None else [],
+        schedule_changes=run.schedule.changes if run.schedule is not None else 0,
+        fr_band_warnings=run.controller.cycle.preparation.warned,
     )

@@ -123,6 +123,14 @@ class RunSummary:
     """The same without the batteries (grid − battery)."""
     billing_period: str = ""
     """The billing period the peaks belong to (``"2026-11"``; empty if none was metered)."""
+    schedule_sources: list[str] = field(default_factory=list)
+    """The schedule sources the run followed (``file:PATH``; empty = none: the config's
+    strategies ran all the time)."""
+    schedule_changes: int = 0
+    """Schedule deliveries that changed the windows (each logged, one line per window)."""
+    fr_band_warnings: int = 0
+    """Frequency-response windows whose SoC band was projected out of reach by their start
+    (each logged as one WARNING when it was first seen)."""
 
     @property
     def exit_status(self) -> int:
@@ -190,6 +198,11 @@ class RunSummary:
             f"  dispatch latency p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}",
             f"  fleet SoC        {soc}",
         ]
+        if self.schedule_sources:
+            lines.append(
+                f"  schedule         {', '.join(self.schedule_sources)}: {self.schedule_changes}"
+                f" change(s); SoC band out of reach before {self.fr_band_warnings} window(s)"
+            )
         if self.excluded_at_end:
             lines.append(f"  excluded at end  {self.excluded_at_end}")
         if self.recording_error is not None:

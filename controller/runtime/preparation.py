@@ -1,0 +1,244 @@
+"""Schedules in force: the strategies' settings at a site time, and preparation for a window.
+
+Pure pieces the control cycle (:class:`controller.runtime.cycle.ControlCycle`) uses when
+it holds a :class:`~controller.runtime.schedule.ScheduleBook` (issue 17):
+
+* :func:`fr_config_in_force`, :func:`ps_config_in_force` — the config's strategy
+  settings with a window's reserve, curve, hold duration or peak limit.
+* :func:`preparation_wish` — peak shaving's wish while a frequency-response window
+  approaches: the SoC goes into the window's band (:func:`soc_band_pct`).
+  *Charging* is peak shaving's own recharge law (:func:`peak_shaving_wish`, with its
+  interval-mean headroom and :func:`recharge_ceiling_w`) with the target raised to
+  the band's lower edge and the recharge power raised to the fleet's: it never raises
+  the interval mean above the recharge limit. *Discharging* takes the fleet's full
+  discharge power within peak shaving's range (export limit). Inside the band,
+  peak shaving's target SoC is clamped into it. The edges keep a margin of
+  ``min(1 %, band width / 4)``.
+* :class:`Preparation` — when to prepare and whether the band can be reached. It
+  starts ``factor × energy / fleet power + margin_s`` before the window (the energy
+  to move the SoC to the band edge, the fleet's charge or discharge power), then keeps
+  preparing for that window until it starts. Each step it projects the SoC at the
+  start from the power the preparation wish asks for now and the time left; the
+  first time the projection falls outside the band it logs one WARNING (window,
+  band, projected SoC) and counts the window (:attr:`Preparation.warned`).
+
+While a window with a reserve > 0 is in force, frequency response's own SoC
+management holds the band; preparation looks at the next window only between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from actors.power_manager import Wish
+from controller.runtime.schedule import FrequencyWindow, Schedule, Window
+from controller.runtime.strategies import (
+    FrequencyResponseConfig,
+    PeakShavingConfig,
+    StrategyInputs,
+    peak_shaving_wish,
+    soc_band_pct,
+)
+
+__all__ = [
+    "PrepStatus",
+    "Preparation",
+    "fr_config_in_force",
+    "preparation_wish",
+    "ps_config_in_force",
+]
+
+_LOG = logging.getLogger("gridloop.controller.schedule")
+
+PREP_FACTOR = 1.5
+"""Lead time = ``PREP_FACTOR ×`` the time the fleet's power needs + :data:`PREP_MARGIN_S`."""
+PREP_MARGIN_S = 600.0
+"""Fixed part of the lead time (s): headroom varies with the load."""
+
+
+def fr_config_in_force(
+    base: FrequencyResponseConfig, fw: FrequencyWindow
+) -> FrequencyResponseConfig:
+    """``base`` with the window's reserve, and its curve and hold duration where given."""
+    return dataclasses.replace(
+        base,
+        reserved_power_w=fw.reserved_power_w,
+        curve=fw.curve if fw.curve is not None else base.curve,
+        hold_duration_s=fw.hold_duration_s if fw.hold_duration_s is not None
+        else base.hold_duration_s,
+    )
+
+
+def ps_config_in_force(base: PeakShavingConfig, window: Window | None) -> PeakShavingConfig:
+    """``base`` with the window's peak limit as a fixed target (None or no limit: ``base``).
+
+    The effective limit still never drops below the period's billed peak
+    (:func:`~controller.runtime.strategies.effective_limit_w`).
+    """
+    if window is None or window.peak_limit_w is None:
+        return base
+    return dataclasses.replace(base, import_limit_w=window.peak_limit_w, limit_mode="fixed")
+
+
+def _edges(band: tuple[float, float]) -> tuple[float, float]:
+    """The band with its margin: where preparation aims."""
+    lo, hi = band
+    margin = min(1.0, (hi - lo) / 4.0)
+    return lo + margin, hi - margin
+
+
+def preparation_wish(
+    config: PeakShavingConfig, inputs: StrategyInputs, band: tuple[float, float]
+) -> Wish:
+    """Peak shaving's wish while preparing for a window with SoC band ``band`` (module).
+
+    Args:
+        config: Peak shaving's settings in force.
+        inputs: The site now.
+        band: The window's SoC band (%), finite.
+
+    Returns:
+        The wish (peak shaving's name and priority, its range).
+    """
+    low, high = _edges(band)
+    soc = inputs.soc_pct
+    if soc < low:
+        fleet_up = inputs.fleet_upper_w if math.isfinite(inputs.fleet_upper_w) else 0.0
+        boosted = dataclasses.replace(config, target_soc_pct=low,
+                                      recharge_power_w=max(config.recharge_power_w, fleet_up))
+        return peak_shaving_wish(boosted, inputs)
+    target = min(max(config.target_soc_pct, low), high)
+    wish = peak_shaving_wish(dataclasses.replace(config, target_soc_pct=target), inputs)
+    if soc > high and math.isfinite(inputs.fleet_lower_w):
+        preferred = min(max(inputs.fleet_lower_w, wish.lower_w), wish.upper_w)
+        return Wish(wish.source, wish.priority, preferred, wish.lower_w, wish.upper_w)
+    return wish
+
+
+@dataclass(frozen=True, slots=True)
+class PrepStatus:
+    """What preparation is doing now."""
+
+    window: Window
+    """The window prepared for."""
+    band_pct: tuple[float, float]
+    """Its SoC band (%)."""
+    soc_pct: float
+    """The fleet SoC now (%)."""
+    projected_soc_pct: float
+    """The SoC projected at the window's start from the power asked for now (%)."""
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the projection is inside the band."""
+        lo, hi = self.band_pct
+        return lo <= self.projected_soc_pct <= hi
+
+
+class Preparation:
+    """When to prepare for the next window, and whether its band can be reached (module)."""
+
+    def __init__(self, factor: float = PREP_FACTOR, margin_s: float = PREP_MARGIN_S) -> None:
+        """No window prepared for yet.
+
+        Args:
+            factor: Lead time factor on the time the fleet's power needs.
+            margin_s: Fixed part of the lead time (s).
+        """
+        self.factor = factor
+        self.margin_s = margin_s
+        self.status: PrepStatus | None = None
+        """The current preparation (None = none)."""
+        self.warned: int = 0
+        """Windows whose band was projected out of reach (one warning each)."""
+        self._warned_for: set[Window] = set()
+        self._window: Window | None = None  # the window preparation is latched on
+
+    def lead_s(self, inputs: StrategyInputs, band: tuple[float, float]) -> float:
+        """How long before a window with ``band`` preparation starts (s; inf = now)."""
+        low, high = _edges(band)
+        soc, capacity = inputs.soc_pct, inputs.capacity_wh
+        if not (math.isfinite(soc) and math.isfinite(capacity)):
+            return 0.0
+        if soc < low:
+            gap_pct, power = low - soc, inputs.fleet_upper_w
+        elif soc > high:
+            gap_pct, power = soc - high, -inputs.fleet_lower_w
+        else:
+            return self.margin_s
+        if not (math.isfinite(power) and power > 0):
+            return math.inf
+        return self.factor * gap_pct / 100.0 * capacity * 3600.0 / power + self.margin_s
+
+    def step(
+        self,
+        schedule: Schedule,
+        fr_base: FrequencyResponseConfig,
+        ps_config: PeakShavingConfig,
+        inputs: StrategyInputs,
+        t_s: float,
+    ) -> Wish | None:
+        """Peak shaving's wish while preparing, or None (peak shaving's own wish then).
+
+        Args:
+            schedule: The windows.
+            fr_base: Frequency response's config (reserve, hold where a window says none).
+            ps_config: Peak shaving's settings in force.
+            inputs: The site now (peak shaving's inputs).
+            t_s: Site unix time (s).
+
+        Returns:
+            The wish, or None when nothing is being prepared.
+        """
+        now = schedule.frequency_window(t_s)
+        nxt = schedule.next_frequency_window(t_s)
+        if (now is not None and now.frequency_response is not None
+                and now.frequency_response.reserved_power_w > 0) or nxt is None:
+            self.status, self._window = None, None
+            return None
+        assert nxt.frequency_response is not None
+        fr = fr_config_in_force(fr_base, nxt.frequency_response)
+        band = soc_band_pct(inputs.capacity_wh, fr.reserved_power_w, fr.hold_duration_s,
+                            inputs.soc_lower_pct, inputs.soc_upper_pct)
+        if not all(math.isfinite(b) for b in band) or not math.isfinite(inputs.soc_pct):
+            self.status = None
+            return None
+        left_s = nxt.start_s - t_s
+        if nxt != self._window:
+            if left_s > self.lead_s(inputs, band):
+                self.status = None
+                return None
+            self._window = nxt
+        wish = preparation_wish(ps_config, inputs, band)
+        self.status = PrepStatus(nxt, band, inputs.soc_pct,
+                                 _projected(inputs, band, wish.preferred_w, left_s))
+        if not self.status.reachable and nxt not in self._warned_for:
+            self._warned_for.add(nxt)
+            self.warned += 1
+            _LOG.warning(
+                "schedule: window %s starting %s: SoC band %.1f-%.1f %% cannot be reached by"
+                " its start: projected %.1f %% (now %.1f %%, %.0f s left)",
+                nxt.source, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nxt.start_s)),
+                band[0], band[1], self.status.projected_soc_pct, inputs.soc_pct, left_s,
+            )
+        return wish
+
+
+def _projected(inputs: StrategyInputs, band: tuple[float, float], power_w: float,
+               left_s: float) -> float:
+    """The SoC at the window's start if ``power_w`` held until then, not past the aim."""
+    low, high = _edges(band)
+    soc = inputs.soc_pct
+    rate = 100.0 * power_w / 3600.0 / inputs.capacity_wh  # % per s
+    end = soc + rate * max(left_s, 0.0)
+    if soc < low and rate > 0:
+        return min(end, low)
+    if soc > high and rate < 0:
+        return max(end, high)
+    if low <= soc <= high:
+        return soc
+    return end
