@@ -114,8 +114,11 @@ class ControlCycle:
         """The service windows (None = none: the config's settings all the time)."""
         self.preparation: Preparation = Preparation()
         """Preparation for the next frequency-response window (with a schedule)."""
-        self.fr_in_force: FrequencyResponse | None = self.frequency_response
-        """Frequency response as in force at the last step (None = outputs 0 W now)."""
+        self.fr_in_force: FrequencyResponse | None = (
+            self.frequency_response if schedule is None else None
+        )
+        """Frequency response as in force at the last step (None = outputs 0 W now; with a
+        schedule, none until a window says so)."""
         self.fr_window: Window | None = None
         """The window that set frequency response at the last step (None = none)."""
         ps = self.peak_shaving

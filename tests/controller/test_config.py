@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.runtime.config import ConfigError, GridloopConfig, config_from_dict, load_config
+from controller.runtime.schedule_file import load_schedule
 from controller.runtime.strategies import DroopCurve
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -47,10 +49,17 @@ def test_defaults_suit_the_default_site() -> None:
     assert cfg.api.url is None  # embedded simulator
 
 
+SCHEDULES = {"fcr_day.toml"}
+"""Example schedule files (``gridloop run --schedule``): loaded by their own loader."""
+
+
 def test_every_example_loads() -> None:
     files = sorted(EXAMPLES.glob("*.toml"))
     assert len(files) >= 4
     for path in files:
+        if path.name in SCHEDULES:
+            assert load_schedule(path, zoneinfo.ZoneInfo("UTC")).entries
+            continue
         cfg = load_config(path)
         assert cfg.source == str(path)
 
