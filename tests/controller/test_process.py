@@ -285,3 +285,72 @@ def test_the_safe_stop_line_of_a_huge_site_stays_short() -> None:
     assert SafeStopResult(commanded=3).describe() == (
         "0 W confirmed by all 3 commanded inverters"
     )
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def _fr_required_column(record: Path) -> list[float]:
+    """``fr_required_w`` of every complete row of the recording so far (nan if empty)."""
+    lines = record.read_text().splitlines() if record.exists() else []
+    if len(lines) <= 2:
+        return []
+    col = lines[0].split(",").index("fr_required_w")
+    return [float(row.split(",")[col] or "nan") for row in lines[1:-1]]
+
+
+def test_a_schedule_rewritten_mid_run_switches_frequency_response_on_and_off(
+    tmp_path: Path,
+) -> None:
+    # The default site with its under-frequency step from the start on: the droop asks
+    # for power whenever frequency response is sold, and for nothing when it is not.
+    default = Path(__file__).resolve().parents[2] / "simulator" / "sites" / "default.toml"
+    text = default.read_text()
+    step = "start_s = 300.0\nduration_s = 120.0\ndelta_hz = -0.150"
+    assert step in text
+    site = tmp_path / "site.toml"
+    site.write_text(text.replace(step, "start_s = 0.0\nduration_s = 1e6\ndelta_hz = -0.100"))
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text("# nothing sold yet\n")
+    record, summary_path = tmp_path / "run.csv", tmp_path / "summary.json"
+    proc = gridloop(
+        "run", "--duration", "600", "--site", str(site), "--schedule", str(schedule),
+        "--record", str(record), "--summary-json", str(summary_path), "--no-dashboard",
+    )
+    _wait_for(lambda: len(_fr_required_column(record)) >= 3 or proc.poll() is not None, 60,
+              "records flowing")
+    now = time.time()  # the site's clock starts at the wall clock: a day either side
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    schedule.write_text(
+        f'[[window]]\nstart = "{stamp(now - 86_400)}"\nend = "{stamp(now + 86_400)}"\n'
+        "reserved_power_w = 100_000\n"
+    )
+    _wait_for(lambda: any(v != 0 for v in _fr_required_column(record)) or proc.poll()
+              is not None, 60, "frequency response on")
+    proc.send_signal(signal.SIGHUP)  # with a schedule: reload it, do not stop
+    schedule.write_text("# sold out\n")
+
+    def off_again() -> bool:
+        values = _fr_required_column(record)
+        on = [i for i, v in enumerate(values) if v != 0]
+        return proc.poll() is not None or (bool(on) and len(values) - on[-1] > 5)
+
+    _wait_for(off_again, 60, "frequency response off again")
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    values = _fr_required_column(record)
+    on = [i for i, v in enumerate(values) if v != 0]
+    # Off, then on in one stretch (no restart), then off: 0 W outside the window.
+    assert on[0] > 0
+    assert on == list(range(on[0], on[-1] + 1))
+    assert all(v < 0 for v in values[on[0]:on[-1] + 1])  # under-frequency: discharge
+    assert all(v == 0 for v in values[on[-1] + 1:])
+    assert "SIGHUP: reloading the schedule" in stderr
+    assert f"schedule file:{schedule} at site time" in stderr
+    assert " added file:" in stderr
+    assert " removed file:" in stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["schedule_sources"] == [f"file:{schedule}"]
+    assert summary["schedule_changes"] == 2
