@@ -132,7 +132,10 @@ def _run(argv: Sequence[str]) -> int:
     # From here on SIGINT/SIGTERM/SIGHUP request the orderly stop, even during the
     # imports and the start-up below: a signal that early ends the run as it starts.
     # With --schedule, SIGHUP reloads the schedule instead (conventional daemon semantics).
-    hup_stops = not any(a == "--schedule" or a.startswith("--schedule=") for a in argv)
+    # argparse takes any unambiguous prefix ("--sc" on): so does this test.
+    hup_stops = not any(
+        len(opt := a.split("=", 1)[0]) >= 4 and "--schedule".startswith(opt) for a in argv
+    )
     with catch_stop_signals(hup_stops) as stop:
         return _run_until_stopped(argv, stop)
 

@@ -15,8 +15,9 @@ it holds a :class:`~controller.runtime.schedule.ScheduleBook` (issue 17):
   peak shaving's target SoC is clamped into it. The edges keep a margin of
   ``min(1 %, band width / 4)``.
 * :class:`Preparation` — when to prepare and whether the band can be reached. It
-  starts ``factor × energy / fleet power + margin_s`` before the window (the energy
-  to move the SoC to the band edge, the fleet's charge or discharge power), then keeps
+  starts ``factor × energy / fleet power + margin_s`` (at most :data:`PREP_MAX_LEAD_S`)
+  before the window (the energy to move the SoC to the band edge, the fleet's charge or
+  discharge power), then keeps
   preparing for that window until it starts. Each step it projects the SoC at the
   start from the power the preparation wish asks for now and the time left; the
   first time the projection falls outside the band it logs one WARNING (window,
@@ -58,6 +59,9 @@ PREP_FACTOR = 1.5
 """Lead time = ``PREP_FACTOR ×`` the time the fleet's power needs + :data:`PREP_MARGIN_S`."""
 PREP_MARGIN_S = 600.0
 """Fixed part of the lead time (s): headroom varies with the load."""
+PREP_MAX_LEAD_S = 6 * 3600.0
+"""The lead time is at most this (s): a fleet without power now (all of it excluded for a
+moment) does not start preparing, and warning, for a window days ahead."""
 
 
 def fr_config_in_force(
@@ -159,7 +163,7 @@ class Preparation:
         self._window: Window | None = None  # the window preparation is latched on
 
     def lead_s(self, inputs: StrategyInputs, band: tuple[float, float]) -> float:
-        """How long before a window with ``band`` preparation starts (s; inf = now)."""
+        """How long before a window with ``band`` preparation starts (s)."""
         low, high = _edges(band)
         soc, capacity = inputs.soc_pct, inputs.capacity_wh
         if not (math.isfinite(soc) and math.isfinite(capacity)):
@@ -171,8 +175,9 @@ class Preparation:
         else:
             return self.margin_s
         if not (math.isfinite(power) and power > 0):
-            return math.inf
-        return self.factor * gap_pct / 100.0 * capacity * 3600.0 / power + self.margin_s
+            return PREP_MAX_LEAD_S
+        lead = self.factor * gap_pct / 100.0 * capacity * 3600.0 / power + self.margin_s
+        return min(lead, PREP_MAX_LEAD_S)
 
     def step(
         self,

@@ -406,6 +406,9 @@ async def _control(
             config.billing.timezone, site.microgrid.timezone if site.microgrid else None
         )
         book = ScheduleBook() if schedule_path(config, options) is not None else None
+        if book is not None and not config.frequency_response.enabled:
+            _STATUS_LOG.warning("schedule: [frequency_response] enabled = false: the windows'"
+                                " reserves are not delivered (their peak limits are)")
         controller = Controller(
             site,
             config,

@@ -338,6 +338,17 @@ def test_a_band_out_of_reach_is_one_warning_at_once_and_the_peak_is_not_raised(
     assert soc == pytest.approx(22.5, abs=0.1)
 
 
+def test_a_fleet_without_power_prepares_and_warns_only_within_the_longest_lead() -> None:
+    far = Window(T0 + 2 * 86_400, T0 + 3 * 86_400, "far", FrequencyWindow(100 * KW))
+    cycle = _cycle(_book(far))
+    cycle.step(_m(soc=20.0, fleet_w=0.0), T0, site_time_s=T0)
+    assert cycle.preparation.status is None
+    assert cycle.preparation.warned == 0
+    t = far.start_s - 3600
+    cycle.step(_m(soc=20.0, fleet_w=0.0), t, site_time_s=t)
+    assert cycle.preparation.warned == 1
+
+
 def test_no_preparation_while_a_window_is_in_force() -> None:
     now = Window(T0 - 100, T0 + 100, "now", FrequencyWindow(100 * KW))
     nxt = Window(T0 + 100, T0 + 200, "next", FrequencyWindow(100 * KW))

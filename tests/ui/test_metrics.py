@@ -207,3 +207,17 @@ def test_the_api_version_in_use_is_a_labelled_gauge(exporter, make_record) -> No
     assert not [k for k in scrape(exporter) if k[0] == "gridloop_api_info"]  # not known yet
     exporter.observe_cycle(make_record(api_version="v1"), 0.001)
     assert value(scrape(exporter), "gridloop_api_info", version="v1") == 1.0
+
+
+def test_schedule_gauges_follow_the_record(exporter, make_record) -> None:
+    exporter.observe_cycle(make_record(fr_reserve_w=0.0), 0.001)
+    samples = scrape(exporter)
+    assert value(samples, "gridloop_fr_reserve_watts") == 0.0
+    assert value(samples, "gridloop_fr_band_unreachable") == 0.0
+    exporter.observe_cycle(
+        make_record(fr_reserve_w=100_000.0, fr_band_unreachable=True, fr_band_warnings=1), 0.001
+    )
+    samples = scrape(exporter)
+    assert value(samples, "gridloop_fr_reserve_watts") == 100_000.0
+    assert value(samples, "gridloop_fr_band_unreachable") == 1.0
+    assert value(samples, "gridloop_fr_band_warnings") == 1.0
