@@ -405,7 +405,15 @@ async def _control(
         zone = billing_zone(
             config.billing.timezone, site.microgrid.timezone if site.microgrid else None
         )
-        book = ScheduleBook() if schedule_path(config, options) is not None else None
+        controller: Controller | None = None
+
+        def clock() -> float:
+            """The site's unix time now (the sources run once the controller exists)."""
+            assert controller is not None
+            return controller.site_time_s(time.monotonic_ns())
+
+        sources = schedule_sources(config, options, zone, clock)
+        book = ScheduleBook() if sources else None
         if book is not None and not config.frequency_response.enabled:
             _STATUS_LOG.warning("schedule: [frequency_response] enabled = false: the windows'"
                                 " reserves are not delivered (their peak limits are)")
@@ -419,8 +427,6 @@ async def _control(
             site_key=SiteKey(site.microgrid.id if site.microgrid is not None else None, api_url),
             schedule=book,
         )
-        clock = lambda: controller.site_time_s(time.monotonic_ns())  # noqa: E731
-        sources = schedule_sources(config, options, zone, clock) if book is not None else []
         log = _ScheduleLog(book, clock, [s.name for s in sources]) if book is not None else None
         # The server refusing us (wrong key, no permission) ends the run.
         helpers = [asyncio.create_task(_stop_when_refused(site, stop))]
