@@ -4,6 +4,12 @@
   strict TOML validation (``ConfigError`` names file, field and value).
 * :mod:`~controller.runtime.strategies` — pure strategies: peak shaving,
   frequency response (``step(inputs, now) -> Wish``).
+* :mod:`~controller.runtime.schedule` — service windows: ``Window``, ``ScheduleBook``
+  (the latest windows per source), the ``ScheduleSource`` protocol.
+* :mod:`~controller.runtime.schedule_file` — the schedule file format and
+  ``FileScheduleSource`` (reload on change or SIGHUP).
+* :mod:`~controller.runtime.preparation` — the settings a window puts in force and
+  the SoC preparation before a frequency-response window.
 * :mod:`~controller.runtime.cycle` — ``ControlCycle``: measurements → strategy
   inputs → wishes → merge → target; the one cycle ``gridloop run`` and
   ``gridloop replay`` both execute.
