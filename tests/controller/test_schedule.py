@@ -24,11 +24,12 @@ from actors import SiteMeasurements
 from controller.cli import main as gridloop_main
 from controller.errors import ConfigError
 from controller.runtime.billing import BillingClock, BillingMeter
+from controller.runtime.config import config_from_dict
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.process import stop_on_signals
 from controller.runtime.schedule import FrequencyWindow, ScheduleBook, Window
 from controller.runtime.schedule_file import FileScheduleSource, load_schedule
-from controller.runtime.service import _ScheduleLog
+from controller.runtime.service import RunOptions, _ScheduleLog, schedule_path
 from controller.runtime.strategies import (
     DroopCurve,
     FrequencyResponse,
@@ -465,3 +466,14 @@ def test_every_change_is_logged_with_source_site_time_and_one_line_per_window(
     ]
     assert log.changes == 2
     assert book.schedule.windows == (b,)
+
+
+def test_the_config_names_a_schedule_file_and_the_flag_wins(tmp_path: Path) -> None:
+    f = _write(tmp_path / "s.toml", ONE)
+    cfg = config_from_dict({"schedule": {"file": "s.toml"}}, "c.toml", tmp_path)
+    assert cfg.schedule.file == f
+    assert schedule_path(cfg, RunOptions()) == f
+    assert schedule_path(cfg, RunOptions(schedule_path="other.toml")) == Path("other.toml")
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"schedule": {"file": "missing.toml"}}, "c.toml", tmp_path)
+    assert str(info.value).startswith('c.toml: schedule.file = "missing.toml": no such file')
