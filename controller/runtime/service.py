@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -39,8 +40,10 @@ from controller.errors import (
 from controller.runtime.billing import SiteKey
 from controller.runtime.config import GridloopConfig
 from controller.runtime.control import Controller, Observer, OutcomeObserver
+from controller.runtime.dispatch_source import DispatchSettings
 from controller.runtime.embedded import EmbeddedSimulator
 from controller.runtime.process import stop_on_signals
+from controller.runtime.schedule import ScheduleBook, ScheduleSource, Window
 from controller.runtime.strategies import target_limit_w
 from controller.runtime.summary import RunSummary, percentiles
 
@@ -62,6 +65,10 @@ class RunOptions:
     """Microgrid API version of the server; None = the config's, else found."""
     config_path: str | None = None
     """gridloop TOML config; None = defaults."""
+    dispatch_url: str | None = None
+    """Frequenz Dispatch API with schedule windows; None = the config's ``[dispatch] url``."""
+    dispatch_key: str | None = None
+    """Its auth key (``--dispatch-key`` or DISPATCH_API_AUTH_KEY); None = the config's."""
     duration_s: float | None = None
     """Wall-clock run time; None = the config's ``run.duration_s``."""
     time_scale: float | None = None
@@ -253,6 +260,50 @@ def _check_flags(config: GridloopConfig, options: RunOptions, time_scale: float)
     if problem is not None:
         name = "--time-scale" if options.time_scale else f"{config.source}: simulator.time_scale"
         raise UserError(f"{name} = {time_scale:g}: {problem}")
+    DispatchSettings.resolve(config.dispatch, config.source, options.dispatch_url,
+                             options.dispatch_key)
+
+
+def _schedule_sources(config: GridloopConfig, options: RunOptions, site: Site) -> list[
+    ScheduleSource
+]:
+    """The run's live schedule sources (the Dispatch API if one is given).
+
+    Raises:
+        UserError: a source cannot be set up (one line naming the flag or field).
+    """
+    sources: list[ScheduleSource] = []
+    dispatch = DispatchSettings.resolve(
+        config.dispatch, config.source, options.dispatch_url, options.dispatch_key
+    )
+    if dispatch is not None:
+        sources.append(dispatch.source(site.microgrid.id if site.microgrid is not None else None))
+    return sources
+
+
+def _describe(w: Window) -> str:
+    what = []
+    if w.frequency_response is not None:
+        what.append(f"frequency response {w.frequency_response.reserved_power_w:g} W")
+    if w.peak_limit_w is not None:
+        what.append(f"peak limit {w.peak_limit_w:g} W")
+    start = datetime.fromtimestamp(w.start_s, UTC).isoformat(timespec="seconds")
+    end = datetime.fromtimestamp(w.end_s, UTC).isoformat(timespec="seconds")
+    return f"{w.source} [{start}, {end}) {', '.join(what)}"
+
+
+async def _feed_schedule(sources: Sequence[ScheduleSource], book: ScheduleBook) -> None:
+    """Run every source; each delivery replaces its windows in ``book``, changes logged."""
+
+    def deliver(name: str, windows: Sequence[Window]) -> None:
+        change = book.replace(name, windows)
+        for verb, ws in (("added", change.added), ("removed", change.removed)):
+            for w in ws:
+                _STATUS_LOG.warning("schedule %s: %s %s", name, verb, _describe(w))
+
+    async with asyncio.TaskGroup() as tg:
+        for source in sources:
+            tg.create_task(source.run(deliver), name=f"schedule-{source.name}")
 
 
 async def run_service(
@@ -392,14 +443,19 @@ async def _control(
             state_file=named[1] if named is not None else None,
             site_key=SiteKey(site.microgrid.id if site.microgrid is not None else None, api_url),
         )
+        book = ScheduleBook()
+        feeding = asyncio.create_task(
+            _feed_schedule(_schedule_sources(config, options, site), book)
+        )
         # The server refusing us (wrong key, no permission) ends the run.
         refused = asyncio.create_task(_stop_when_refused(site, stop))
         try:
             wall_s = await controller.run(duration, stop)
         finally:
             refused.cancel()
-            # Wait for it without swallowing a cancellation of this task.
-            await asyncio.wait([refused])
+            feeding.cancel()
+            # Wait for them without swallowing a cancellation of this task.
+            await asyncio.wait([refused, feeding])
         stats = site.stats()
         if stats.another_client or stats.site_changed:
             controller.observe_now()  # the dashboard and metrics show why it stopped
