@@ -286,6 +286,7 @@ def _gridloop(*args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_dispatch_cli_against_gridloop_sim_switches_a_window_in_gridloop_run() -> None:
     sim = _gridloop("sim", "--port", "0", "--dispatch-port", "0", "--time-scale", "10")
     try:
