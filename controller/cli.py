@@ -77,6 +77,17 @@ def _run_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="gridloop TOML config (strategies, limits, cadence)"
     )
     parser.add_argument(
+        "--dispatch-url",
+        metavar="URL",
+        help="Frequenz Dispatch API with the site's schedule windows, as dispatch-cli --url"
+        " takes it: grpc://HOST[:PORT][?ssl=false] (TLS, port 443 unless given)",
+    )
+    parser.add_argument(
+        "--dispatch-key",
+        metavar="KEY",
+        help="Dispatch API auth key (or DISPATCH_API_AUTH_KEY, as for dispatch-cli)",
+    )
+    parser.add_argument(
         "--duration",
         type=positive_float("--duration"),
         metavar="SECONDS",
@@ -153,12 +164,20 @@ def _run_until_stopped(argv: Sequence[str], stop: asyncio.Event) -> int:
         api_key, key_source = os.environ.get("GRIDLOOP_API_KEY") or None, "GRIDLOOP_API_KEY"
     if api_key is not None and (problem := api_key_problem(api_key)) is not None:
         parser.exit(2, f"{parser.prog}: {key_source}: {problem}\n")
+    dispatch_key, key_source = args.dispatch_key or None, "--dispatch-key"
+    if dispatch_key is None:
+        dispatch_key = os.environ.get("DISPATCH_API_AUTH_KEY") or None
+        key_source = "DISPATCH_API_AUTH_KEY"
+    if dispatch_key is not None and (problem := api_key_problem(dispatch_key)) is not None:
+        parser.exit(2, f"{parser.prog}: {key_source}: {problem}\n")
     options = RunOptions(
         api_url=args.api,
         api_key=api_key,
         root_cert_path=args.root_cert,
         api_version=args.api_version,
         config_path=args.config,
+        dispatch_url=args.dispatch_url,
+        dispatch_key=dispatch_key,
         duration_s=args.duration,
         time_scale=args.time_scale,
         site_path=args.site,

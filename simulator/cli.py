@@ -27,6 +27,11 @@ listening line (which stays exactly as it is: scripts parse it).
 Security: ``--api-key KEY`` makes every call require metadata ``key: KEY``
 (UNAUTHENTICATED otherwise); ``--tls-cert FILE --tls-key FILE`` serves TLS
 only. The server binds loopback (127.0.0.1) unless ``--host`` says otherwise.
+
+Dispatch API: ``--dispatch-port PORT`` also serves the Frequenz Dispatch API
+(`simulator.dispatch.DispatchServer`, plaintext, same host) for the site's
+microgrid id, with the same ``--api-key``; stderr says where, e.g.
+``gridloop sim: Dispatch API on 127.0.0.1:50052 (microgrid 1)``.
 """
 
 from __future__ import annotations
@@ -42,10 +47,13 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import FAULT_KEYS, FaultConfig, SiteConfigError, faults_from_dict, load_site
 from .server import API_VERSIONS, SimulatorServer, check_api_versions
+
+if TYPE_CHECKING:
+    from .dispatch import DispatchServer
 
 __all__ = ["main", "parse_fault_overrides"]
 
@@ -162,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", metavar="FILE", help="PEM server certificate (chain); serve TLS only"
     )
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--dispatch-port",
+        type=_int_in("dispatch-port", 0, 65535),
+        metavar="PORT",
+        help="also serve the Frequenz Dispatch API for the site's microgrid on this port"
+        " (plaintext; 0 = pick a free one)",
+    )
     return parser
 
 
@@ -214,7 +229,32 @@ def parse_fault_overrides(
         raise ValueError(f"--faults-seed {seed}: {exc.detail}") from None
 
 
+class _DispatchBindError(Exception):
+    """The Dispatch API port could not be bound."""
+
+
 async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
+    if args.dispatch_port is None:
+        await _serve_microgrid(args, server, None)
+        return
+    from .dispatch import DispatchServer  # only with --dispatch-port: the sim stays light
+
+    dispatch = DispatchServer(
+        server.site.microgrid_id, host=args.host, port=args.dispatch_port, api_key=args.api_key
+    )
+    try:
+        await dispatch.start()
+    except OSError as exc:
+        raise _DispatchBindError(str(exc)) from None
+    try:
+        await _serve_microgrid(args, server, dispatch)
+    finally:
+        await dispatch.stop()
+
+
+async def _serve_microgrid(
+    args: argparse.Namespace, server: SimulatorServer, dispatch: DispatchServer | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -241,6 +281,13 @@ async def _serve(args: argparse.Namespace, server: SimulatorServer) -> None:
             file=sys.stderr,
             flush=True,
         )
+        if dispatch is not None:
+            print(
+                f"gridloop sim: Dispatch API on {dispatch.host}:{dispatch.port}"
+                f" (microgrid {dispatch.microgrid_id})",
+                file=sys.stderr,
+                flush=True,
+            )
         if args.stats_json and args.stats_interval:
             while not stop.is_set():
                 try:
@@ -320,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         print("error: --tls-cert and --tls-key must be given together", file=sys.stderr)
         return 2
+    if args.dispatch_port is not None and args.tls_cert is not None:
+        print("error: --dispatch-port: the Dispatch API is served in plaintext only,"
+              " not with --tls-cert", file=sys.stderr)
+        return 2
     if args.stats_interval is not None and not args.stats_json:
         print("error: --stats-interval needs --stats-json FILE", file=sys.stderr)
         return 2
@@ -363,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _run(_serve(args, server))
+    except _DispatchBindError as exc:
+        print(f"error: --dispatch-port {args.dispatch_port}: {exc}", file=sys.stderr)
+        return 2
     except _StatsWriteError as exc:
         print(f"error: --stats-json {args.stats_json}: {exc}", file=sys.stderr)
         return 2

@@ -75,6 +75,12 @@ File format (every key optional; units in the names; + = import / charging)::
     [run]
     duration_s = 60.0
 
+    [dispatch]                 # schedules from the Frequenz Dispatch API (issue 17)
+    url = "grpc://dispatch.example.com"  # as for dispatch-cli: TLS and port 443 unless
+                               # the URL says otherwise ("grpc://127.0.0.1:50052?ssl=false")
+    api_key = "..."            # sent as metadata "key"
+    microgrid_id = 1           # default: the site's id from the Microgrid API
+
 Validation is strict: an unknown section or key, a wrong type, NaN or
 infinity, a negative limit or an out-of-range value raises :class:`ConfigError`
 whose ``str()`` is one line naming the file, the dotted field and the value,
@@ -99,6 +105,7 @@ from actors import API_VERSIONS, api_key_problem
 from controller.errors import ConfigError
 from controller.runtime.billing import PERIODS, BillingConfig, zone_problem
 from controller.runtime.planning import FORECASTERS, AutoLimitConfig
+from controller.runtime.schedule import FrequencyWindow
 from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
 
 __all__ = [
@@ -106,12 +113,16 @@ __all__ = [
     "BillingConfig",
     "ConfigError",
     "ControlConfig",
+    "DispatchConfig",
     "GridloopConfig",
     "RunConfig",
     "ScheduleConfig",
     "SimulatorConfig",
     "config_from_dict",
+    "dispatch_url_problem",
+    "frequency_window_from_dict",
     "load_config",
+    "peak_limit_from_dict",
     "read_window",
 ]
 
@@ -182,6 +193,19 @@ class RunConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    """Where the Frequenz Dispatch API is (schedule windows from dispatches, issue 17)."""
+
+    url: str | None = None
+    """``grpc://HOST[:PORT][?ssl=false]`` as ``dispatch-cli --url`` takes it (TLS and port
+    443 unless the URL says otherwise); None = no dispatches."""
+    api_key: str | None = None
+    """Auth key sent as metadata ``key``; None = none (the client then sends an empty key)."""
+    microgrid_id: int | None = None
+    """The microgrid whose dispatches apply; None = the site's id from the Microgrid API."""
+
+
+@dataclass(frozen=True, slots=True)
 class GridloopConfig:
     """The whole configuration. ``GridloopConfig()`` is the default (suits the default site)."""
 
@@ -203,6 +227,8 @@ class GridloopConfig:
     """Service windows (the ``[schedule]`` section)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run duration."""
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    """The Frequenz Dispatch API (schedule windows)."""
     source: str = "<defaults>"
     """Where the configuration came from (file path, ``"<defaults>"`` or ``"<config>"``)."""
 
@@ -326,6 +352,11 @@ _WINDOW: dict[str, _Field] = {
 }
 """One ``[[window]]`` of a schedule file (:mod:`controller.runtime.schedule_file`): the
 frequency-response keys are checked as in ``[frequency_response]``."""
+_DISPATCH: dict[str, _Field] = {
+    "url": _Field("str", (_nonempty,)),
+    "api_key": _Field("str", (_nonempty,)),
+    "microgrid_id": _Field("int", (_ge(0),)),
+}
 _SECTIONS: dict[str, dict[str, _Field]] = {
     "api": _API,
     "control": _CONTROL,
@@ -335,6 +366,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
     "simulator": _SIM,
     "schedule": _SCHEDULE,
     "run": _RUN,
+    "dispatch": _DISPATCH,
 }
 
 
@@ -481,6 +513,22 @@ def _check_url(reader: _Reader, url: str) -> None:
             raise reader.fail("api.url", url, "ssl must be true or false")
 
 
+def dispatch_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a Dispatch API server (None: it can).
+
+    The URL is given to ``DispatchApiClient`` as it is, so it reads like
+    ``dispatch-cli --url``: ``grpc://HOST[:PORT][?ssl=false]``.
+    """
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:  # an unclosed [, a port out of range
+        return f"not a URL ({exc})"
+    if parsed.scheme != "grpc" or not parsed.hostname or port == 0:
+        return "must look like grpc://HOST[:PORT][?ssl=false]"
+    return None
+
+
 def _order(
     reader: _Reader, fr: Mapping[str, Any], low_key: str, low: float, high_key: str, high: float,
     prefix: str = "frequency_response",
@@ -552,6 +600,56 @@ def read_window(source: str, name: str, raw: object) -> dict[str, Any]:
     return table
 
 
+_WINDOW_FR_KEYS = ("reserved_power_w", *_CURVE_KEYS, "hold_duration_s")
+"""The ``[frequency_response]`` keys a schedule window may set."""
+
+
+def frequency_window_from_dict(data: object, source: str, prefix: str) -> FrequencyWindow:
+    """Frequency response as a dispatch's payload sells it, checked as ``[frequency_response]``
+    and a schedule file's ``[[window]]`` are (the same field table and curve rules).
+
+    The keys: ``reserved_power_w`` (required, W ≥ 0; 0 = not sold), ``hold_duration_s``
+    and the curve keys ``curve``, ``deadband_hz``, ``full_activation_hz``, ``knee_hz``,
+    ``knee_fraction`` with the same ranges, defaults per curve and order rules as the
+    config. No curve key = the config's curve.
+
+    Args:
+        data: The payload mapping.
+        source: Where it came from, first in the error (e.g. ``"dispatch 42"``).
+        prefix: The dotted name of ``data`` in errors (e.g. ``"payload"``).
+
+    Returns:
+        The window's frequency response (None fields = the config's).
+
+    Raises:
+        ConfigError: one line naming ``source``, ``prefix.key`` and the value.
+    """
+    reader = _Reader(source, None)
+    fr = reader.section(prefix, data, {key: _WINDOW[key] for key in _WINDOW_FR_KEYS})
+    if "reserved_power_w" not in fr:
+        raise reader.fail(prefix, data, "reserved_power_w (W, >= 0) is required")
+    curve_keys = {key: fr[key] for key in _CURVE_KEYS if key in fr}
+    return FrequencyWindow(
+        reserved_power_w=fr["reserved_power_w"],
+        curve=_droop_curve(reader, curve_keys, prefix) if curve_keys else None,
+        hold_duration_s=fr.get("hold_duration_s"),
+    )
+
+
+def peak_limit_from_dict(data: object, source: str, prefix: str) -> float:
+    """A dispatch's peak-shaving target ``{"limit_w": W}`` (W ≥ 0, as a window's
+    ``peak_limit_w``).
+
+    Raises:
+        ConfigError: one line naming ``source``, ``prefix.key`` and the value.
+    """
+    reader = _Reader(source, None)
+    ps = reader.section(prefix, data, {"limit_w": _WINDOW["peak_limit_w"]})
+    if "limit_w" not in ps:
+        raise reader.fail(prefix, data, "limit_w (W, >= 0) is required")
+    return float(ps["limit_w"])
+
+
 def config_from_dict(
     data: Mapping[str, Any],
     source: str = "<config>",
@@ -588,6 +686,11 @@ def config_from_dict(
         _check_url(reader, api["url"])
     if "api_key" in api and (problem := api_key_problem(api["api_key"])) is not None:
         raise reader.fail("api.api_key", _NotShown(), problem)
+    disp = sections.get("dispatch", {})
+    if "url" in disp and (problem := dispatch_url_problem(disp["url"])) is not None:
+        raise reader.fail("dispatch.url", disp["url"], problem)
+    if "api_key" in disp and (problem := api_key_problem(disp["api_key"])) is not None:
+        raise reader.fail("dispatch.api_key", _NotShown(), problem)
     fr = dict(sections.get("frequency_response", {}))
     curve = _droop_curve(reader, fr)
     ps = _peak_shaving(reader, sections.get("peak_shaving", {}))
@@ -612,6 +715,7 @@ def config_from_dict(
         simulator=SimulatorConfig(**sections.get("simulator", {})),
         schedule=ScheduleConfig(**sections.get("schedule", {})),
         run=RunConfig(**sections.get("run", {})),
+        dispatch=DispatchConfig(**sections.get("dispatch", {})),
         source=source,
     )
 

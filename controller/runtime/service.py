@@ -49,6 +49,7 @@ from controller.errors import (
 from controller.runtime.billing import SiteKey, billing_zone
 from controller.runtime.config import GridloopConfig
 from controller.runtime.control import Controller, Observer, OutcomeObserver
+from controller.runtime.dispatch_source import DispatchSettings
 from controller.runtime.embedded import EmbeddedSimulator
 from controller.runtime.process import stop_on_signals
 from controller.runtime.schedule import Deliver, ScheduleBook, ScheduleSource, Window
@@ -74,6 +75,10 @@ class RunOptions:
     """Microgrid API version of the server; None = the config's, else found."""
     config_path: str | None = None
     """gridloop TOML config; None = defaults."""
+    dispatch_url: str | None = None
+    """Frequenz Dispatch API with schedule windows; None = the config's ``[dispatch] url``."""
+    dispatch_key: str | None = None
+    """Its auth key (``--dispatch-key`` or DISPATCH_API_AUTH_KEY); None = the config's."""
     duration_s: float | None = None
     """Wall-clock run time; None = the config's ``run.duration_s``."""
     time_scale: float | None = None
@@ -267,6 +272,8 @@ def _check_flags(config: GridloopConfig, options: RunOptions, time_scale: float)
     if problem is not None:
         name = "--time-scale" if options.time_scale else f"{config.source}: simulator.time_scale"
         raise UserError(f"{name} = {time_scale:g}: {problem}")
+    DispatchSettings.resolve(config.dispatch, config.source, options.dispatch_url,
+                             options.dispatch_key)
 
 
 async def run_service(
@@ -412,7 +419,8 @@ async def _control(
             assert controller is not None
             return controller.site_time_s(time.monotonic_ns())
 
-        sources = schedule_sources(config, options, zone, clock)
+        sources = schedule_sources(config, options, zone, clock,
+                                   site.microgrid.id if site.microgrid is not None else None)
         book = ScheduleBook() if sources else None
         if book is not None and not config.frequency_response.enabled:
             _STATUS_LOG.warning("schedule: [frequency_response] enabled = false: the windows'"
@@ -464,6 +472,7 @@ def schedule_sources(
     options: RunOptions,
     zone: zoneinfo.ZoneInfo,
     clock: Callable[[], float],
+    site_microgrid_id: int | None = None,
 ) -> list[ScheduleSource]:
     """Every schedule source of the run: the one place a source is added.
 
@@ -472,15 +481,26 @@ def schedule_sources(
         options: The command line.
         zone: The billing zone (local time of the schedule file).
         clock: The site's unix time now (s).
+        site_microgrid_id: The microgrid id the site's Microgrid API gives (the Dispatch
+            API's default microgrid; None = unknown).
 
     Returns:
         The sources, in the order their windows rank at equal starts
-        (:mod:`controller.runtime.schedule`).
+        (:mod:`controller.runtime.schedule`): the file, then the Dispatch API (so a
+        dispatch overrides the file's window that starts at the same time).
+
+    Raises:
+        UserError: a source cannot be set up (one line naming the flag or field).
     """
     sources: list[ScheduleSource] = []
     path = schedule_path(config, options)
     if path is not None:
         sources.append(FileScheduleSource(path, zone, clock))
+    dispatch = DispatchSettings.resolve(
+        config.dispatch, config.source, options.dispatch_url, options.dispatch_key
+    )
+    if dispatch is not None:
+        sources.append(dispatch.source(site_microgrid_id, clock))
     return sources
 
 
