@@ -750,7 +750,7 @@ class SitePhysics:
             self.inverter_is_pv, self.inverter_rated_lower_w * (self.irradiance_wm2 / 1000.0), 0.0
         )
         self.pv_available_w = np.maximum(self.pv_available_w, self.inverter_rated_lower_w)
-        base = self.nominal_hz if self._freq_series is None else float(self._freq_series.at(t))
+        base = self.nominal_hz if self._freq_series is None else self._freq_series.at_scalar(t)
         freq = base + (self._freq_noise.step(dt) if dt > 0 else 0.0)
         if self._ev_start.size:
             rise = np.clip((t - self._ev_start) / self._ev_rs, 0.0, 1.0)

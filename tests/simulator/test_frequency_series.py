@@ -45,6 +45,9 @@ def test_iso_file_with_offset_starts_at_time_zero(tmp_path: Path) -> None:
     np.testing.assert_allclose(s.at(t), want, atol=1e-6)
     # Cyclic after the end, as a load profile, and any array shape.
     np.testing.assert_allclose(s.at([[300.0, 310.0]]), [[_wave(0), _wave(10)]], atol=1e-6)
+    # The physics' scalar path gives the same, before, inside and after the trace.
+    many = np.linspace(-100.0, 700.0, 1601)
+    assert [s.at_scalar(float(x)) for x in many] == pytest.approx(list(s.at(many)), abs=1e-12)
 
 
 def test_unix_seconds_and_sub_second_samples(tmp_path: Path) -> None:
