@@ -19,7 +19,7 @@ from ._profiles import ScriptedEvent, read_window
 from ._toml_kit import Table, resolve_path
 from .csv_series import CsvSeriesError
 from .frequency_series import FrequencySeries, read_frequency_csv
-from .frequency_synthetic import synthetic_frequency
+from .frequency_synthetic import MAX_DURATION_S, synthetic_frequency
 
 __all__ = [
     "FAULT_KEYS",
@@ -171,7 +171,7 @@ def _read_series(t: Table, base_dir: Path | None, nominal_hz: float) -> Frequenc
             key = "column" if exc.about == "column" and column is not None else "csv"
             raise t.error(key, t.data[key], str(exc)) from None
     if synthetic:
-        duration = t.float_("duration_s", 86_400.0, positive=True, maximum=30 * 86_400.0)
+        duration = t.float_("duration_s", 86_400.0, positive=True, maximum=MAX_DURATION_S)
         seed = t.int_("seed", 0, minimum=0)
         return synthetic_frequency(duration, seed=seed, nominal_hz=nominal_hz)
     return None

@@ -48,7 +48,10 @@ import numpy as np
 
 from .frequency_series import FloatArray, FrequencySeries
 
-__all__ = ["MEASURED", "MINUTE_MEAN_ABS_MHZ", "synthetic_frequency"]
+__all__ = ["MAX_DURATION_S", "MEASURED", "MINUTE_MEAN_ABS_MHZ", "synthetic_frequency"]
+
+MAX_DURATION_S = 31 * 86_400.0
+"""Longest series generated (s): a month at 1 s is ~20 MB per array; longer runs repeat it."""
 
 MINUTE_MEAN_ABS_MHZ: tuple[float, ...] = (
     27, 31, 29, 27, 24, 21, 19, 17, 16, 15, 15, 15, 15, 16, 15, 15, 15, 14, 14, 14,
@@ -126,7 +129,8 @@ def synthetic_frequency(
     """A seeded synthetic frequency trace from a full hour on (see the module docstring).
 
     Args:
-        duration_s: length (s, > 0); the series repeats after it.
+        duration_s: length (s, 0 < duration_s <= :data:`MAX_DURATION_S`); the series
+            repeats after it.
         seed: the random seed (same seed, same series).
         step_s: sample spacing (s, 0 < step_s <= 1).
         nominal_hz: nominal frequency (Hz).
@@ -134,8 +138,9 @@ def synthetic_frequency(
     Raises:
         ValueError: a duration or step out of range, naming it.
     """
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+    if not (math.isfinite(duration_s) and 0 < duration_s <= MAX_DURATION_S):
+        raise ValueError(f"duration_s must be a positive number of seconds up to "
+                         f"{MAX_DURATION_S:g}, got {duration_s!r}")
     if not (math.isfinite(step_s) and 0 < step_s <= 1.0):
         raise ValueError(f"step_s must be in (0, 1] s, got {step_s!r}")
     n = max(2, math.ceil(duration_s / step_s - 1e-9))

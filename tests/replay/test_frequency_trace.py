@@ -79,6 +79,13 @@ def test_conflicting_flags_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().err == f"gridloop replay: {expected.format(csv=csv)}\n"
 
 
+def test_a_too_long_synthetic_trace_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--no-peak", "--no-progress", "--fr-trace", "synthetic,duration=1e9"]) == 2
+    assert capsys.readouterr().err == (
+        "gridloop replay: --fr-trace synthetic: duration_s must be a positive number of seconds"
+        " up to 2.6784e+06, got 1000000000.0\n")
+
+
 def test_an_unusable_recording_is_one_line(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
