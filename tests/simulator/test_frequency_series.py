@@ -329,3 +329,15 @@ def test_gridloop_sim_frequency_csv_unusable_is_one_line(
     assert err == (f"error: --frequency-csv {bad}: {bad}:3: column 'timestamp': step 10 s from"
                    f" '{T0}' to '{T0 + 10}' (median step 10 s): need at least one sample per"
                    " second\n")
+
+
+def test_the_default_site_serves_the_generator_with_its_events_on_top() -> None:
+    from simulator.config import load_site
+
+    site = load_site(None)
+    series = site.frequency.series
+    assert series is not None
+    assert series.source == "synthetic(seed=0)"
+    assert series.duration_s == 86400.0
+    assert site.frequency.noise_hz == 0.0
+    assert len(site.frequency.events) == 2
