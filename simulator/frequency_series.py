@@ -128,8 +128,10 @@ class FrequencySeries:
         return _gaps(self.at(np.arange(n) * self.step_s), self.step_s, self.gaps.bridged)
 
     def summary(self) -> str:
-        """One line: source, length, step and the gaps (for the log)."""
+        """One line: source, length, step and (of a recording) the gaps (for the log)."""
         g = self.gaps
+        if self.start_unix_s is None:
+            return f"{self.source}: {self.duration_s:g} s at {self.step_s:g} s, repeating"
         return (f"{self.source}: {self.duration_s:g} s at {self.step_s:g} s; {g.count} gap(s) of"
                 f" unknown frequency, {g.seconds:g} s in total, longest {g.longest_s:g} s;"
                 f" {g.bridged} short gap(s) interpolated")

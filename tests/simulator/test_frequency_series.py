@@ -174,6 +174,7 @@ def test_generator_is_seeded_and_checks_its_arguments() -> None:
     assert not np.array_equal(a.hz, synthetic_frequency(600.0, seed=4).hz)
     assert a.hz.size == 600
     assert a.source == "synthetic(seed=3)"
+    assert a.summary() == "synthetic(seed=3): 600 s at 1 s, repeating"
     with pytest.raises(ValueError, match="duration_s must be a positive number"):
         synthetic_frequency(0.0)
     with pytest.raises(ValueError, match=r"step_s must be in \(0, 1\] s, got 2"):
