@@ -29,6 +29,41 @@ Model (deviation from nominal, mHz)::
   autocorrelation at 3600 s back to the measured 0.37.
 * The variances are scaled so the total standard deviation is 21.6 mHz.
 
+Generator (28 days, seed 0) beside the measurement, as printed by
+``python benchmarks/frequency_stats.py`` (deterministic for the seed: re-run it
+after changing the model, and update this list and the README table)::
+
+    * mean deviation (mHz):
+      generator -1.0
+      measured  0.5
+    * standard deviation (mHz):
+      generator 21.3
+      measured  21.6
+    * percentiles 0.1 / 1 / 5 / 50 / 95 / 99 / 99.9 % (mHz):
+      generator -77 / -53 / -36 / -1 / 33 / 50 / 74
+      measured  -78 / -52 / -34 / 1 / 34 / 53 / 76
+    * largest abs deviation (mHz):
+      generator 119
+      measured  133
+    * time with abs deviation > 10 / 20 / 50 / 100 / 200 mHz (%):
+      generator 62.41 / 32.95 / 2.27 / 0.02 / 0.00
+      measured  64.00 / 35.00 / 2.42 / 0.02 / 0.00
+    * autocorrelation at 1 / 10 / 60 / 300 / 900 / 3600 s:
+      generator 0.997 / 0.929 / 0.739 / 0.266 / 0.200 / 0.335
+      measured  0.997 / 0.930 / 0.758 / 0.260 / 0.203 / 0.368
+    * abs(df/dt) mean (mHz/s):
+      generator 1.27
+      measured  1.13
+    * abs(df/dt) 99th percentile (mHz/s):
+      generator 4.1
+      measured  4.0
+    * abs(df/dt) max (mHz/s):
+      generator 9
+      measured  34
+    * mean abs deviation, minutes 0-4 / 28-32 / 55-59 (mHz):
+      generator 26 / 16 / 17
+      measured  28 / 17 / 18
+
 The parameters were fitted to the measured autocorrelation by least squares on
 the model's analytic autocorrelation, then the low-pass and the fast OU were
 tuned so the generated abs(df/dt) comes close to the measured one.
