@@ -6,7 +6,12 @@ Offers:
   demo site ``simulator/sites/default.toml``), `site_from_dict`, and
   `SiteConfigError` (one line: ``<file>: <field> = <value>: <reason>``).
 * `simulator.csv_series`: `read_csv_series`, the one reader of timestamped CSV
-  series (the site's load/PV profiles and the replay's load profiles).
+  series (the site's load/PV profiles, the replay's load profiles, recorded frequency).
+* `simulator.frequency_series`: `FrequencySeries` (grid frequency from simulated
+  time 0, nan = unknown; `at(t_s)` vectorised), `read_frequency_csv` (a
+  recording, gaps bridged or reported) and `frequency_statistics`.
+* `simulator.frequency_synthetic`: `synthetic_frequency(duration_s, *, seed)`,
+  the seeded generator with the measured Continental Europe statistics.
 * `simulator.physics`: `SitePhysics(site, *, seed=0, max_step_s=0.1)`, the
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
   bounds, state machine, fault injection, injectable load/irradiance profiles).

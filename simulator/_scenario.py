@@ -3,16 +3,23 @@
 Offers `FrequencyEvent`, `FrequencyConfig`, `FaultConfig` (the ``[faults]``
 table), `FAULT_KEYS`, the readers `read_frequency` and `read_faults`, and
 `faults_from_dict` (a ``[faults]`` mapping, or overrides on top of a base).
+The ``[frequency]`` table's ``csv`` is read with
+:func:`simulator.frequency_series.read_frequency_csv`, ``synthetic = true`` made by
+:func:`simulator.frequency_synthetic.synthetic_frequency`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._profiles import ScriptedEvent, read_window
-from ._toml_kit import Table
+from ._toml_kit import Table, resolve_path
+from .csv_series import CsvSeriesError
+from .frequency_series import FrequencySeries, read_frequency_csv
+from .frequency_synthetic import MAX_DURATION_S, synthetic_frequency
 
 __all__ = [
     "FAULT_KEYS",
@@ -35,12 +42,17 @@ class FrequencyEvent(ScriptedEvent):
 
 @dataclass(frozen=True)
 class FrequencyConfig:
-    """Grid frequency: ``nominal_hz`` + seeded smooth noise + scripted events."""
+    """Grid frequency: a base (``nominal_hz``, or ``series``) + seeded smooth noise +
+    scripted events."""
 
     nominal_hz: float = 50.0
     noise_hz: float = 0.0
     noise_tau_s: float = 5.0
     events: tuple[FrequencyEvent, ...] = ()
+    series: FrequencySeries | None = field(default=None, compare=False)
+    """A recorded (``csv``) or synthetic (``synthetic = true``) trace replacing the
+    constant nominal value from simulated time 0 (repeating after its end); nan in it
+    (a long gap of a recording) is served as an unknown frequency."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,13 @@ FAULT_KEYS: tuple[str, ...] = tuple(FaultConfig.__dataclass_fields__)
 """Every key of the ``[faults]`` table (and of ``gridloop sim --fault KEY=VALUE``)."""
 
 
-def read_frequency(t: Table) -> FrequencyConfig:
-    """The ``[frequency]`` table: nominal value, noise and scripted events."""
+def read_frequency(t: Table, base_dir: Path | None = None) -> FrequencyConfig:
+    """The ``[frequency]`` table: nominal value or a trace, noise and scripted events.
+
+    ``csv = FILE`` (and optionally ``column``) serves a recorded trace,
+    ``synthetic = true`` (``seed``, ``duration_s``) the seeded generator; both
+    start at simulated time 0 and repeat after their end.
+    """
     events = []
     for et in t.tables("event"):
         kind = et.str_("kind", "step", choices=("step", "ramp"))
@@ -125,14 +142,39 @@ def read_frequency(t: Table) -> FrequencyConfig:
         delta_hz = et.float_("delta_hz", minimum=-5.0, maximum=5.0)
         events.append(FrequencyEvent(start_s, duration_s, delta_hz, ramp))
         et.check_unknown()
+    nominal_hz = t.float_("nominal_hz", 50.0, positive=True)
     cfg = FrequencyConfig(
-        nominal_hz=t.float_("nominal_hz", 50.0, positive=True),
+        nominal_hz=nominal_hz,
         noise_hz=t.float_("noise_hz", 0.0, minimum=0.0),
         noise_tau_s=t.float_("noise_tau_s", 5.0, positive=True),
         events=tuple(events),
+        series=_read_series(t, base_dir, nominal_hz),
     )
     t.check_unknown()
     return cfg
+
+
+def _read_series(t: Table, base_dir: Path | None, nominal_hz: float) -> FrequencySeries | None:
+    """The ``csv`` or ``synthetic`` trace of the ``[frequency]`` table, if any."""
+    synthetic = t.raw("synthetic") if t.has("synthetic") else False
+    if not isinstance(synthetic, bool):
+        raise t.error("synthetic", synthetic, "expected true or false")
+    if synthetic and t.has("csv"):
+        raise t.fail("synthetic", "give csv or synthetic = true, not both")
+    if t.has("csv"):
+        csv_value = t.str_("csv")
+        column = t.str_("column") if t.has("column") else None
+        try:
+            return read_frequency_csv(str(resolve_path(base_dir, csv_value)), column=column,
+                                      nominal_hz=nominal_hz)
+        except CsvSeriesError as exc:
+            key = "column" if exc.about == "column" and column is not None else "csv"
+            raise t.error(key, t.data[key], str(exc)) from None
+    if synthetic:
+        duration = t.float_("duration_s", 86_400.0, positive=True, maximum=MAX_DURATION_S)
+        seed = t.int_("seed", 0, minimum=0)
+        return synthetic_frequency(duration, seed=seed, nominal_hz=nominal_hz)
+    return None
 
 
 def read_faults(t: Table) -> FaultConfig:

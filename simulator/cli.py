@@ -24,6 +24,15 @@ one port; ``--api-versions v1,v1alpha18`` restricts the set (the others answer
 UNIMPLEMENTED). The versions served are logged on stderr, one line after the
 listening line (which stays exactly as it is: scripts parse it).
 
+Frequency: ``--frequency-csv FILE`` serves a recorded grid frequency (timestamp
+and Hz columns, >= 1 sample per second; see
+:func:`simulator.frequency_series.read_frequency_csv` for the gap rules) from
+simulated time 0 instead of the site's ``[frequency]`` base, repeating after its
+end; the site's noise and scripted events still add on top. An unusable file is
+one line ``error: --frequency-csv FILE: ...`` and exit 2; the trace's length, its
+gaps and the problems found (at most 10 lines, then a count) are logged on
+stderr after start-up.
+
 Security: ``--api-key KEY`` makes every call require metadata ``key: KEY``
 (UNAUTHENTICATED otherwise); ``--tls-cert FILE --tls-key FILE`` serves TLS
 only. The server binds loopback (127.0.0.1) unless ``--host`` says otherwise.
@@ -46,16 +55,31 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import FAULT_KEYS, FaultConfig, SiteConfigError, faults_from_dict, load_site
+from .config import (
+    FAULT_KEYS,
+    FaultConfig,
+    SiteConfig,
+    SiteConfigError,
+    faults_from_dict,
+    load_site,
+)
+from .csv_series import CsvSeriesError
+from .frequency_series import read_frequency_csv
 from .server import API_VERSIONS, SimulatorServer, check_api_versions
 
 if TYPE_CHECKING:
     from .dispatch import DispatchServer
 
-__all__ = ["main", "parse_fault_overrides"]
+__all__ = [
+    "frequency_log_lines",
+    "main",
+    "parse_fault_overrides",
+    "with_frequency_csv",
+]
 
 
 def _positive(name: str) -> type[float] | object:
@@ -132,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         " 1 = all streams at once)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument(
+        "--frequency-csv",
+        metavar="FILE",
+        help="serve this recorded grid frequency (timestamp, Hz; >= 1 sample/s) from"
+        " simulated time 0 instead of the site's [frequency] base",
+    )
     parser.add_argument(
         "--api-versions",
         type=_api_versions,
@@ -229,6 +259,30 @@ def parse_fault_overrides(
         raise ValueError(f"--faults-seed {seed}: {exc.detail}") from None
 
 
+def with_frequency_csv(site: SiteConfig, path: str) -> SiteConfig:
+    """``site`` serving the recorded frequency of ``path`` (``--frequency-csv``).
+
+    Raises:
+        ValueError: an unusable file, one line naming the flag, the file, the line
+            and the value.
+    """
+    try:
+        series = read_frequency_csv(path, nominal_hz=site.frequency.nominal_hz)
+    except CsvSeriesError as exc:
+        raise ValueError(f"--frequency-csv {path}: {exc}") from None
+    return replace(site, frequency=replace(site.frequency, series=series))
+
+
+def frequency_log_lines(site: SiteConfig) -> list[str]:
+    """What the site's frequency trace is and what was wrong in its file (stderr lines)."""
+    series = site.frequency.series
+    if series is None:
+        return []
+    lines = [f"gridloop sim: frequency: {series.summary()}"]
+    lines += [f"gridloop sim: warning: {line}" for line in series.problem_lines()]
+    return lines
+
+
 class _DispatchBindError(Exception):
     """The Dispatch API port could not be bound."""
 
@@ -288,6 +342,8 @@ async def _serve_microgrid(
                 file=sys.stderr,
                 flush=True,
             )
+        for line in frequency_log_lines(server.site):
+            print(line, file=sys.stderr, flush=True)
         if args.stats_json and args.stats_interval:
             while not stop.is_set():
                 try:
@@ -364,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     except SiteConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.frequency_csv is not None:
+        try:
+            site = with_frequency_csv(site, args.frequency_csv)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("error: --tls-cert and --tls-key must be given together", file=sys.stderr)
         return 2

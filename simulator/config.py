@@ -204,7 +204,7 @@ def site_from_dict(
     sensors = _read_sensors(root)
     load = read_load(root.table("load"), base_dir)
     pv = read_pv(root.table("pv"), base_dir)
-    freq = read_frequency(root.table("frequency"))
+    freq = read_frequency(root.table("frequency"), base_dir)
     faults = read_faults(root.table("faults"))
     root.check_unknown()
     return SiteConfig(
@@ -258,7 +258,8 @@ def load_site(path: str | os.PathLike[str] | None = None) -> SiteConfig:
 
 
 def site_input_files(path: str | os.PathLike[str] | None = None) -> tuple[Path, ...]:
-    """The files a site reads: the site TOML and the CSVs its ``[load]``/``[pv]`` name.
+    """The files a site reads: the site TOML and the CSVs its ``[load]``, ``[pv]`` and
+    ``[frequency]`` tables name.
 
     Resolved as :func:`load_site` resolves them, so a program that writes files
     can refuse to overwrite one of them. Nothing is validated: an unreadable or
@@ -280,7 +281,7 @@ def site_input_files(path: str | os.PathLike[str] | None = None) -> tuple[Path, 
         data = tomllib.loads(site.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return tuple(files)
-    for section in ("load", "pv"):
+    for section in ("load", "pv", "frequency"):
         table = data.get(section)
         if isinstance(table, Mapping) and isinstance(table.get("csv"), str):
             files.append(resolve_path(site.parent, table["csv"]))

@@ -1,14 +1,17 @@
 """The one reader of timestamped CSV series (load and irradiance profiles).
 
 :func:`read_csv_series` reads a CSV with one header line, a timestamp column
-(ISO 8601, with or without a UTC offset such as ``2017-01-01 00:00:00+01:00``)
-and numeric columns in any unit. It picks the timestamp column (the first whose
-name hints at time, else the first column) and the value column(s) (by name,
-summed, or the only numeric one), and parses every row. :meth:`CsvSeries.regular_step`
-checks that the step is regular in absolute time (daylight-saving offsets are fine).
+(ISO 8601, with or without a UTC offset such as ``2017-01-01 00:00:00+01:00``;
+or, when the caller allows it, unix seconds) and numeric columns in any unit.
+It picks the timestamp column (the first whose name hints at time, else the
+first column) and the value column(s) (by name, summed, or the only numeric
+one), and parses every row. :meth:`CsvSeries.regular_step` checks that the step
+is regular in absolute time (daylight-saving offsets are fine).
 
 The simulator reads ``[load]`` / ``[pv]`` CSVs with it, the replay (a lab tool)
-its load profiles; each caller does its own selection and scaling.
+its load profiles, :mod:`simulator.frequency_series` recorded grid frequency
+(unix-second timestamps and missing values allowed); each caller does its own
+selection, gap handling and scaling.
 
 Every problem raises :class:`CsvSeriesError`, one line
 ``FILE:LINE: column 'NAME': problem`` (LINE is the 1-based line of the file, the
@@ -87,7 +90,8 @@ class CsvSeries:
     t_unix: npt.NDArray[np.float64]
     """Each timestamp in seconds since the epoch."""
     values: npt.NDArray[np.float64]
-    """Each row's value (the sum of the chosen columns), finite."""
+    """Each row's value (the sum of the chosen columns), finite; nan for a missing
+    value where the caller allowed them (``missing_ok``)."""
 
     def regular_step(self, single: float = 900.0) -> float:
         """The step between the first two rows, checked to hold between all (absolute time).
@@ -139,6 +143,8 @@ def read_csv_series(
     naive_tz: dt.tzinfo | None = dt.UTC,
     skip_blank_lines: bool = False,
     pick_hint: str = "",
+    unix_seconds: bool = False,
+    missing_ok: bool = False,
 ) -> CsvSeries:
     """Read and parse a timestamped CSV series.
 
@@ -151,13 +157,19 @@ def read_csv_series(
             ones are dropped and an inner blank line is a malformed row.
         pick_hint: how the user names a column, added to the "several numeric
             columns" error (e.g. ``--load-column NAME``).
+        unix_seconds: also accept a timestamp written as a number: seconds since
+            the epoch (UTC).
+        missing_ok: an empty or ``nan`` value cell is a missing value (nan in
+            :attr:`CsvSeries.values`) instead of an error; infinities and text
+            are still errors.
 
     Raises:
         CsvSeriesError: one line naming file, line, column and problem.
     """
     header, data, lines = _read_rows(path, skip_blank_lines)
     time_idx, val_idx = _pick_columns(path, header, data, columns, pick_hint)
-    return _parse_rows(path, header, data, lines, time_idx, val_idx, naive_tz)
+    return _parse_rows(path, header, data, lines, time_idx, val_idx, naive_tz,
+                       unix_seconds, missing_ok)
 
 
 def _read_rows(p: str, skip_blank: bool) -> tuple[list[str], list[list[str]], list[int]]:
@@ -235,8 +247,11 @@ def _parse_rows(
     time_idx: int,
     val_idx: list[int],
     naive_tz: dt.tzinfo | None,
+    unix_seconds: bool = False,
+    missing_ok: bool = False,
 ) -> CsvSeries:
-    """Parse every row: its timestamp and the sum of its value cells (finite)."""
+    """Parse every row: its timestamp and the sum of its value cells (finite, or nan
+    for a missing one if ``missing_ok``)."""
     tname = header[time_idx]
     n, width = len(data), len(header)
     t_unix = np.empty(n, dtype=np.float64)
@@ -246,12 +261,15 @@ def _parse_rows(
         if len(row) != width:
             raise CsvSeriesError(p, line, None, f"has {len(row)} fields, the header has {width}")
         try:
-            t = parse_timestamp(row[time_idx], naive_tz)
+            t = _timestamp(row[time_idx], naive_tz, unix_seconds)
         except ValueError:
+            expected = "ISO 8601, e.g. 2017-01-01 00:00:00+01:00"
+            if unix_seconds:
+                expected += ", or unix seconds"
             raise CsvSeriesError(p, line, tname, f"unparseable timestamp {row[time_idx]!r} "
-                                 "(expected ISO 8601, e.g. 2017-01-01 00:00:00+01:00)") from None
+                                 f"(expected {expected})") from None
         for i in val_idx:
-            values[k] += _cell_value(p, line, header[i], row[i])
+            values[k] += _cell_value(p, line, header[i], row[i], missing_ok)
         t_unix[k] = t.timestamp()
         local.append(t)
     cells = [row[time_idx] for row in data]
@@ -259,8 +277,25 @@ def _parse_rows(
     return CsvSeries(p, tname, vname, cells, lines, local, t_unix, values)
 
 
-def _cell_value(p: str, line: int, name: str, text: str) -> float:
+def _timestamp(text: str, naive_tz: dt.tzinfo | None, unix_seconds: bool) -> dt.datetime:
+    """An ISO 8601 cell, or (if allowed) a finite number of unix seconds. Raises ValueError."""
+    if unix_seconds:
+        try:
+            secs = float(text)
+        except ValueError:
+            pass
+        else:
+            try:
+                return dt.datetime.fromtimestamp(secs, dt.UTC)
+            except (OverflowError, OSError):  # nan, inf, beyond year 9999
+                raise ValueError(text) from None
+    return parse_timestamp(text, naive_tz)
+
+
+def _cell_value(p: str, line: int, name: str, text: str, missing_ok: bool = False) -> float:
     cell = text.strip()
+    if missing_ok and (not cell or cell.lower() == "nan"):
+        return math.nan
     try:
         v = float(cell)
     except ValueError:

@@ -29,7 +29,8 @@ Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
   ``load_share`` claims hangs below the first meter (lowest id) on the grid
   connection point, so with several feeders their meters add up to the grid. Passive sign convention
   throughout: positive = into the component (charging, importing).
-* Frequency: nominal + OU noise + scripted trapezoid events.
+* Frequency: nominal (or the site's recorded / synthetic trace, nan where a
+  recording is unknown) + OU noise + scripted trapezoid events.
 """
 
 from __future__ import annotations
@@ -262,6 +263,7 @@ class SitePhysics:
         self._ev_delta = np.array([e.delta_hz for e in ev], dtype=np.float64)
         self._ev_rs = np.where(self._ev_ramp > 0, self._ev_ramp, 1e-9)
         self.nominal_hz = site.frequency.nominal_hz
+        self._freq_series = site.frequency.series
         self.frequency_hz = self.nominal_hz
         """Grid frequency (Hz)."""
         self.load_power_w = 0.0
@@ -748,7 +750,8 @@ class SitePhysics:
             self.inverter_is_pv, self.inverter_rated_lower_w * (self.irradiance_wm2 / 1000.0), 0.0
         )
         self.pv_available_w = np.maximum(self.pv_available_w, self.inverter_rated_lower_w)
-        freq = self.nominal_hz + (self._freq_noise.step(dt) if dt > 0 else 0.0)
+        base = self.nominal_hz if self._freq_series is None else self._freq_series.at_scalar(t)
+        freq = base + (self._freq_noise.step(dt) if dt > 0 else 0.0)
         if self._ev_start.size:
             rise = np.clip((t - self._ev_start) / self._ev_rs, 0.0, 1.0)
             end = self._ev_start + 2 * self._ev_ramp + self._ev_hold

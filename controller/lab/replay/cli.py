@@ -5,8 +5,8 @@ Usage::
     gridloop replay [--config FILE] [--profile NAME | --load-csv FILE] [--load-column NAME]
                     [--load-peak-w W] [--start DATE] [--days N]
                     [--limit auto|optimal|WATTS] [--baselines both|previous|optimal|none]
-                    [--summary-json FILE] [--fr-trace SPEC|none] [--seed N] [--no-peak]
-                    [--check] [--no-progress]
+                    [--summary-json FILE] [--fr-trace SPEC|none] [--frequency-csv FILE]
+                    [--seed N] [--no-peak] [--check] [--no-progress]
 
 Runs the peak-shaving replay (:func:`~controller.lab.replay.peak.run_peak_shaving`)
 over whole billing periods of a load profile -- by default March of the bundled
@@ -32,7 +32,17 @@ them). Billing periods are calendar months in ``[billing] timezone`` of
 lifetime, as its control steps are minutes apart while the load is constant).
 ``--fr-trace`` is ``none`` or comma-separated ``key=value`` pairs among
 ``duration`` (s), ``steps``, ``ramps``, ``step_hz``, ``hold`` (s), ``noise_hz``,
-``seed``, e.g. ``--fr-trace duration=1800,steps=4,ramps=1``.
+``seed``, e.g. ``--fr-trace duration=1800,steps=4,ramps=1``; a leading word
+``synthetic`` replaces the nominal frequency by the realistic generator
+(:mod:`simulator.frequency_synthetic`; no steps, ramps or noise unless given), e.g.
+``--fr-trace synthetic,seed=3,duration=86400``. ``--frequency-csv FILE`` replays a
+recorded frequency (timestamp and Hz columns, >= 1 sample per second; gap rules in
+:func:`simulator.frequency_series.read_frequency_csv`) from its first row for its
+whole length (``--fr-trace duration=S`` shortens it); the problems found in the
+file are warnings on stderr, and the unknown stretches met (frequency response
+asks 0 W there) are in the table and in the summary JSON
+(``frequency_response.frequency_gaps``: ``count``, ``seconds``, ``longest_s``,
+``bridged``).
 
 Exit status: 0 when the replay ran (with ``--check``: 1 if a target of the
 ``--limit`` mode was missed), 2 on bad input -- one line on stderr, no traceback.
@@ -60,6 +70,8 @@ from controller.cli_args import OneLineParser
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.frequency import (
     FrequencyReplayOptions,
+    FrequencyTrace,
+    frequency_series,
     make_frequency_trace,
     run_frequency_response,
 )
@@ -120,8 +132,11 @@ def _parser() -> argparse.ArgumentParser:
                         "period's optimum (default both)")
     p.add_argument("--summary-json", type=Path, help="write the results as JSON to this file")
     p.add_argument("--fr-trace", default="",
-                   help="frequency trace: 'none' or key=value,... (duration, steps, ramps, "
-                        "step_hz, hold, noise_hz, seed); default duration=900")
+                   help="frequency trace: 'none' or [synthetic,]key=value,... (duration, "
+                        "steps, ramps, step_hz, hold, noise_hz, seed); default duration=900")
+    p.add_argument("--frequency-csv", type=Path,
+                   help="replay frequency response on this recorded frequency (timestamp, "
+                        "Hz; >= 1 sample per second)")
     p.add_argument("--seed", type=int, default=0, help="seed of the physics and the trace")
     p.add_argument("--no-peak", action="store_true", help="skip the peak-shaving replay")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -146,8 +161,12 @@ def _parse_limit(text: str) -> LimitSpec:
 def _parse_trace(text: str, seed: int) -> dict[str, Any] | None:
     if text.strip().lower() == "none":
         return None
-    out: dict[str, Any] = {"duration": 900.0, "seed": seed}
-    for part in filter(None, (s.strip() for s in text.split(","))):
+    out: dict[str, Any] = {"duration": 900.0, "seed": seed, "synthetic": False}
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    if parts and parts[0].lower() == "synthetic":
+        out["synthetic"] = True
+        parts = parts[1:]
+    for part in parts:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in _TRACE_KEYS:
@@ -158,7 +177,33 @@ def _parse_trace(text: str, seed: int) -> dict[str, Any] | None:
         except ValueError:
             raise ReplayError(f"--fr-trace: {key}={value.strip()!r} is not a "
                               f"{_TRACE_KEYS[key].__name__}", source="--fr-trace") from None
+    out["given"] = {p.partition("=")[0].strip() for p in parts}
     return out
+
+
+def _make_trace(spec: dict[str, Any] | None, csv: Path | None) -> FrequencyTrace | None:
+    """The frequency-response trace of ``--fr-trace`` and ``--frequency-csv``; the file's
+    problems are warnings on stderr."""
+    if csv is not None and (spec is None or spec["synthetic"]):
+        what = "none" if spec is None else "synthetic"
+        raise ReplayError(f"--frequency-csv {csv}: cannot be combined with --fr-trace {what}",
+                          source="--frequency-csv")
+    if spec is None:
+        return None
+    series = None
+    if csv is not None or spec["synthetic"]:
+        series = frequency_series(csv, seed=spec["seed"], duration_s=spec["duration"])
+        for line in series.problem_lines():
+            sys.stderr.write(f"gridloop replay: warning: {line}\n")
+        if csv is not None and "duration" not in spec["given"]:
+            spec["duration"] = series.duration_s
+    # Over a recorded or synthetic series nothing is added unless asked for.
+    quiet = {"steps": 0, "ramps": 0, "noise_hz": 0.0} if series is not None else {}
+    kwargs = {name: spec.get(key, quiet.get(key)) for key, name in (
+        ("steps", "steps"), ("ramps", "ramps"), ("step_hz", "step_hz"), ("hold", "hold_s"),
+        ("noise_hz", "noise_hz"))}
+    return make_frequency_trace(spec["duration"], seed=spec["seed"], series=series,
+                                **{k: v for k, v in kwargs.items() if v is not None})
 
 
 def _load_setup(path: Path | None) -> tuple[Any, Any]:
@@ -303,15 +348,21 @@ def _tables(ps: PeakShavingReport | None, fr: FrequencyResponseReport | None,
         console.print(t)
         console.print(_period_table(ps, baselines))
     if fr is not None:
-        t = Table(title="Frequency response on a seeded trace")
+        source = "a seeded trace" if fr.frequency_source == "steps" else fr.frequency_source
+        t = Table(title=f"Frequency response on {source}")
         t.add_column("metric")
         t.add_column("value", justify="right")
         t.add_column("target", justify="right")
         t.add_row("trace", f"{fr.simulated_s:g} s, {len(fr.events)} events", "")
+        if fr.frequency_gaps:
+            g = fr.frequency_gaps
+            t.add_row("unknown frequency (gaps; 0 W asked)", f"{g['count']} gaps, "
+                      f"{g['seconds']:g} s, longest {g['longest_s']:g} s", "")
         t.add_row("reserved power", _fmt_w(fr.reserved_power_w), "")
         t.add_row("RMS error (outside activation windows)", f"{fr.rms_error_pct:.2f} %", "≤ 2 %")
         t.add_row("RMS error (all samples)", f"{fr.rms_error_pct_all:.2f} %", "")
-        t.add_row("time to full activation (max)", f"{fr.activation_time_max_s:.2f} s", "≤ 1 s")
+        t.add_row("time to full activation (max)", f"{fr.activation_time_max_s:.2f} s"
+                  if fr.activation_time_s else "n/a (no steps)", "≤ 1 s")
         t.add_row("energy required / delivered",
                   f"{fr.fr_energy_required_wh / 1000:.2f} / "
                   f"{fr.fr_energy_delivered_wh / 1000:.2f} kWh", "")
@@ -336,7 +387,8 @@ def _targets_met(ps: PeakShavingReport | None, fr: FrequencyResponseReport | Non
         ok &= ps.intervals_above_limit_avoidable <= TARGETS["intervals_above_limit_avoidable_max"]
     if fr is not None:
         ok &= fr.rms_error_pct <= TARGETS["fr_rms_error_pct_max"]
-        ok &= fr.activation_time_max_s <= TARGETS["fr_activation_time_s_max"]
+        if fr.activation_time_s:  # a trace without steps (e.g. a recording) has none
+            ok &= fr.activation_time_max_s <= TARGETS["fr_activation_time_s_max"]
     return bool(ok)
 
 
@@ -367,15 +419,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = {"soc_exponent": control.soc_exponent, "deadband_w": control.deadband_w,
                 "stale_after_s": control.stale_after_s}
     load = None if args.no_peak else _select_load(args)
-    trace = None
-    if trace_spec is not None:
-        trace = make_frequency_trace(
-            trace_spec["duration"], seed=trace_spec["seed"],
-            **{k: v for k, v in (("steps", trace_spec.get("steps")),
-                                 ("ramps", trace_spec.get("ramps")),
-                                 ("step_hz", trace_spec.get("step_hz")),
-                                 ("hold_s", trace_spec.get("hold")),
-                                 ("noise_hz", trace_spec.get("noise_hz"))) if v is not None})
+    trace = _make_trace(trace_spec, args.frequency_csv)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),

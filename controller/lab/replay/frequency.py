@@ -1,7 +1,12 @@
-"""Frequency-response replay: a seeded frequency trace with step events against the physics.
+"""Frequency-response replay: a seeded, synthetic or recorded frequency trace against the physics.
 
 * :func:`make_frequency_trace` / :class:`FrequencyTrace` — a deterministic
-  scenario: nominal frequency, seeded smooth noise, scripted steps and ramps.
+  scenario: nominal frequency (or a recorded / synthetic series), seeded smooth
+  noise, scripted steps and ramps.
+* :func:`frequency_series` — the site frequency of a replay from either source
+  (a recorded CSV or the synthetic generator); its
+  :meth:`~simulator.frequency_series.FrequencySeries.at` answers the frequency
+  (Hz, float array) at any site times, vectorised.
 * :func:`run_frequency_response` →
   :class:`~controller.lab.replay.reports.FrequencyResponseReport` — replay a trace
   through :class:`~controller.runtime.strategies.FrequencyResponse` alone.
@@ -21,6 +26,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -36,19 +42,59 @@ from controller.runtime.strategies import (
     soc_band_pct,
 )
 from simulator.config import FrequencyConfig, FrequencyEvent, LoadConfig, SiteConfig
+from simulator.csv_series import CsvSeriesError
+from simulator.frequency_series import FrequencySeries, read_frequency_csv
+from simulator.frequency_synthetic import synthetic_frequency
 from simulator.physics import SitePhysics
 
 __all__ = [
     "FrequencyReplayOptions",
     "FrequencyTrace",
+    "frequency_series",
     "make_frequency_trace",
     "run_frequency_response",
 ]
 
 
+def frequency_series(
+    csv: str | Path | None = None,
+    *,
+    seed: int = 0,
+    duration_s: float = 86_400.0,
+    nominal_hz: float = 50.0,
+) -> FrequencySeries:
+    """The grid frequency of a replay: the recorded trace of ``csv``, else the synthetic one.
+
+    ``series.at(t_s)`` is the frequency (Hz) at site times ``t_s`` (s from the trace's
+    start, any array shape; nan where a recording is unknown, cyclic after the end).
+
+    Args:
+        csv: a recorded trace (timestamp and Hz columns, >= 1 sample per second;
+            :func:`simulator.frequency_series.read_frequency_csv`); ``None`` = the
+            seeded generator (:func:`simulator.frequency_synthetic.synthetic_frequency`).
+        seed: the generator's seed.
+        duration_s: the generator's length (s) before it repeats.
+        nominal_hz: nominal frequency (Hz).
+
+    Raises:
+        ReplayError: an unusable file or a bad duration, one line naming the flag,
+            the file, the line and the value.
+    """
+    if csv is not None:
+        try:
+            return read_frequency_csv(str(csv), nominal_hz=nominal_hz)
+        except CsvSeriesError as exc:
+            raise ReplayError(f"--frequency-csv: {exc}", source="--frequency-csv") from None
+    try:
+        return synthetic_frequency(duration_s, seed=seed, nominal_hz=nominal_hz)
+    except ValueError as exc:
+        raise ReplayError(f"--fr-trace synthetic: {exc}", source="--fr-trace") from None
+
+
 @dataclass(frozen=True, slots=True)
 class FrequencyTrace:
-    """A grid-frequency scenario: nominal + seeded smooth noise + scripted events."""
+    """A grid-frequency scenario: nominal (or ``series``) + seeded smooth noise + scripted
+    events."""
 
     duration_s: float
     """Length of the trace (s)."""
@@ -62,6 +108,15 @@ class FrequencyTrace:
     """Time constant of the noise (s)."""
     seed: int = 0
     """Seed of the noise."""
+    series: FrequencySeries | None = None
+    """A recorded or synthetic frequency replacing the nominal value from time 0."""
+
+    def gaps_in_span(self) -> dict[str, float | int]:
+        """The series' unknown stretches within ``[0, duration_s)`` and its bridged count
+        (the report's ``frequency_gaps``); empty without a series."""
+        if self.series is None:
+            return {}
+        return self.series.gaps_within(self.duration_s).as_dict()
 
 
 def make_frequency_trace(
@@ -75,8 +130,12 @@ def make_frequency_trace(
     ramp_s: float = 10.0,
     noise_hz: float = 0.015,
     noise_tau_s: float = 60.0,
+    series: FrequencySeries | None = None,
 ) -> FrequencyTrace:
     """A deterministic trace: ``steps`` step events of ±``step_hz`` and ``ramps`` ramps.
+
+    With ``series`` (recorded or synthetic frequency) the events and the noise add
+    on top of it instead of the nominal value.
 
     Events are spread evenly over the trace with seeded jitter (±10 % of the
     spacing) and alternating signs (the first one seeded); each holds ``hold_s``.
@@ -108,7 +167,7 @@ def make_frequency_trace(
             ramp_s=ramp_s if is_ramp else 0.0))
     events.sort(key=lambda e: e.start_s)
     return FrequencyTrace(duration_s=duration_s, events=tuple(events), noise_hz=noise_hz,
-                          noise_tau_s=noise_tau_s, seed=seed)
+                          noise_tau_s=noise_tau_s, seed=seed, series=series)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +211,8 @@ def _physics(site: SiteConfig, trace: FrequencyTrace, opt: FrequencyReplayOption
         site,
         load=LoadConfig(profile_w=np.array([opt.base_load_w]), step_s=3600.0, noise_w=0.0),
         frequency=FrequencyConfig(nominal_hz=trace.nominal_hz, noise_hz=trace.noise_hz,
-                                  noise_tau_s=trace.noise_tau_s, events=trace.events),
+                                  noise_tau_s=trace.noise_tau_s, events=trace.events,
+                                  series=trace.series),
     )
     return SitePhysics(quiet, seed=trace.seed, max_step_s=opt.physics_step_s)
 
@@ -262,6 +322,8 @@ def _report(cfg: FrequencyResponseConfig, trace: FrequencyTrace, opt: FrequencyR
         wall_s=wall_s,
         events=[{"start_s": e.start_s, "duration_s": e.duration_s, "delta_hz": e.delta_hz,
                  "ramp_s": e.ramp_s} for e in trace.events],
+        frequency_source="steps" if trace.series is None else trace.series.source,
+        frequency_gaps=trace.gaps_in_span(),
         time_s=s.t,
         frequency_hz=s.f,
         required_w=s.req,

@@ -174,6 +174,13 @@ class FrequencyResponseReport(Report):
     """Wall time (information only)."""
     events: list[dict[str, float]] = field(default_factory=list)
     """The trace's events (start, duration, delta, ramp)."""
+    frequency_source: str = "steps"
+    """The trace's base: ``steps`` (nominal + noise + events), ``synthetic(seed=N)`` or
+    the recorded file."""
+    frequency_gaps: dict[str, float | int] = field(default_factory=dict)
+    """Unknown stretches of a recorded trace in the replayed span: ``count``,
+    ``seconds``, ``longest_s`` (frequency response asks 0 W there) and ``bridged``
+    (short gaps interpolated, whole file); empty for a generated trace."""
     time_s: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     """Sample times."""
     frequency_hz: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
