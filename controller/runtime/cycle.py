@@ -299,7 +299,6 @@ class ControlCycle:
         self.target_w = result.target_w
         return result.target_w
 
-
     def _in_force(self, site_time_s: float) -> None:
         """Set the strategies' settings in force at ``site_time_s`` from the schedule."""
         assert self.schedule is not None
