@@ -394,6 +394,9 @@ async def _bench(args: argparse.Namespace, api_key: str | None, root_cert: bytes
             raise _RunEndedError(2, _api_error_line(exc)) from None
         except (GraphError, OptionsError) as exc:
             raise _RunEndedError(2, str(exc)) from None
+        # A bench reports a site's errors, it never acknowledges them: the site's
+        # error recovery (AckError + Start) stays idle for the whole run.
+        site.recovery.refused = True
         rec = Recorder()
         mono_to_wall = time.time_ns() - time.monotonic_ns()
         async with site:

@@ -14,7 +14,8 @@ The sequence, per chosen battery inverter one at a time and then all of them
 together (the fleet step, when more than one is chosen):
 
 1. wait until the inverters are back near 0 W and have been for the pre-step
-   window (the band the next step is measured against);
+   window (the band the next step is measured against), then a random part of
+   one telemetry period (the command is not locked to the stream's phase);
 2. K steps alternating charge and discharge (charge first), each of the same
    size and the same hold, so the state of charge ends where it began;
    setpoints are renewed while a step holds when their lifetime runs short;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +275,7 @@ class _Stepper:
         self.index = {cid: k for k, cid in enumerate(d.inverter_ids)}
         self.moved: set[int] = set()
         self.renew_ns = int(d.lifetime_s * 1e9 / 2)
+        self.rng = random.Random(0)  # dithering of the command times (see `step`)
 
     def check(self) -> None:
         """End the run when the site stopped commanding (another client) or refused us."""
@@ -300,9 +303,23 @@ class _Stepper:
         failure = res.failed.get(cid)
         return sent, (res.done_ns if failure is None else None), failure
 
+    def period_s(self, cid: int) -> float:
+        """The telemetry period of ``cid`` as received so far (median interval, <= 1 s)."""
+        rx = self.rec.rx_ns[cid][-50:]
+        if len(rx) < 3:
+            return 0.0
+        return min(float(np.median(np.diff(rx))) / 1e9, 1.0)
+
     async def step(self, unit: str, k: int, sizes: dict[int, float], sign: float) -> None:
-        """Command one step to every inverter of the unit, hold it, then 0 W."""
+        """Command one step to every inverter of the unit, hold it, then 0 W.
+
+        The command goes out at a random moment within one telemetry period after
+        the inverters settled: settling is seen on a sample, and a command locked to
+        the stream's phase would always wait about as long for the next sample;
+        dithered, the figures sample the whole period, as a real event would.
+        """
         ids = list(sizes)
+        await asyncio.sleep(self.rng.uniform(0.0, self.period_s(ids[0])))
         results = await asyncio.gather(*(self.command(c, sign * sizes[c]) for c in ids))
         records = [
             StepRecord(unit, k, cid, sign * sizes[cid], sent, ack, failure)
@@ -320,12 +337,22 @@ class _Stepper:
                     self.renew_ns
                 ):
                     last[r.inverter_id] = (await self.command(r.inverter_id, r.target_w))[0]
-        await asyncio.gather(*(self.command(c, 0.0) for c in ids))
+        await asyncio.gather(*(self.zero(c) for c in ids))
         end = time.monotonic_ns()
         for r in records:
             r.end_ns = end
         self.rec.steps.extend(records)
         self.check()
+
+    async def zero(self, cid: int, attempts: int = 3) -> None:
+        """0 W to one inverter, tried up to ``attempts`` times (a refused 0 W is retried)."""
+        failure: str | None = None
+        for _ in range(attempts):
+            failure = (await self.command(cid, 0.0))[2]
+            if failure is None:
+                return
+        self.rec.notes.append(f"inverter {cid}: 0 W not acknowledged in {attempts} attempts"
+                              f" ({failure}); its setpoint ends with its lifetime")
 
     async def settle(self, sizes: dict[int, float]) -> None:
         """Wait until the inverters are near 0 W for the pre-step window (bounded)."""
