@@ -289,10 +289,10 @@ def render(result: dict[str, Any]) -> None:
     table = Table(title=f"step tests at {result['api']} (Microgrid API {result['api_version']}),"
                   f" {result['steps']} steps × {result['hold_s']:g} s; times in ms")
     cols = ("inverter", "step W", "ack p50", "ack max", "dead p50", "dead max", "T90 p50",
-            "T90 max", "full max", "overshoot %", "SSE %", "period", "jitter", "DC start",
+            "T90 max", "full max", "over %", "SSE %", "period", "jitter", "DC start",
             "DC full")
     for col in cols:
-        table.add_column(col, justify="left" if col == "inverter" else "right")
+        table.add_column(col, justify="left" if col == "inverter" else "right", no_wrap=True)
     rows = [(k, v) for k, v in result["inverters"].items() if v.get("steps")]
     if result.get("fleet"):
         rows.append(("fleet", result["fleet"]))
@@ -309,7 +309,7 @@ def render(result: dict[str, Any]) -> None:
             _ms(tel, "period_ms"), _ms(tel, "jitter_ms"), str(gc["start"] or "—"),
             str(gc["full"] or "—"),
         )
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 160))
     console.print(table)
     c = result["clock"]
     if c["offset_ms"] is not None:

@@ -378,7 +378,7 @@ class _Stepper:
             await asyncio.sleep(0.02)
 
     async def zero_moved(self) -> dict[int, str]:
-        """0 W to every inverter moved that still holds a setpoint of ours (bounded).
+        """0 W to every inverter moved that still holds a setpoint of ours (bounded, 3 tries).
 
         Returns:
             Inverters whose 0 W was not confirmed, with the reason.
@@ -388,13 +388,19 @@ class _Stepper:
         if not ids:
             return {}
         timeout = self.site.options.shutdown_timeout_s
-        try:
-            async with asyncio.timeout(timeout + 0.5):
-                res = await d.send([self.index[c] for c in ids], [0.0] * len(ids), None,
-                                   timeout_s=timeout, log_failures=False)
-        except TimeoutError:
-            return dict.fromkeys(ids, "SHUTDOWN_TIMEOUT")
-        return res.failed
+        failed: dict[int, str] = {}
+        for _ in range(3):  # a refused 0 W is tried again, at most 3 times in all
+            try:
+                async with asyncio.timeout(timeout + 0.5):
+                    res = await d.send([self.index[c] for c in ids], [0.0] * len(ids), None,
+                                       timeout_s=timeout, log_failures=False)
+            except TimeoutError:
+                return dict.fromkeys(ids, "SHUTDOWN_TIMEOUT")
+            failed = res.failed
+            ids = sorted(failed)
+            if not ids:
+                break
+        return failed
 
 
 async def _wait_telemetry(site: Site, ids: tuple[int, ...]) -> None:
