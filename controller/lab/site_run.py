@@ -129,6 +129,8 @@ class Recorder:
     """What was skipped, shrunk or waited out, in words."""
     moved: list[int] = field(default_factory=list)
     """Inverters sent a non-zero setpoint (set when the run ends, however it ends)."""
+    overridden: list[int] = field(default_factory=list)
+    """Moved inverters whose setpoint another client overrode: no 0 W from us."""
     zero_failed: dict[int, str] | None = None
     """Inverters whose final 0 W was not confirmed, with the reason (None: not sent yet)."""
 
@@ -385,6 +387,7 @@ class _Stepper:
         """
         d = self.site.dispatcher
         ids = [c for c in sorted(self.moved) if not math.isnan(d.last_w[self.index[c]])]
+        self.rec.overridden = sorted(self.moved - set(ids))
         if not ids:
             return {}
         timeout = self.site.options.shutdown_timeout_s
@@ -465,6 +468,7 @@ async def run_steps(site: Site, opts: SiteBenchOptions, rec: Recorder) -> dict[s
     units: list[tuple[str, tuple[int, ...]]] = [("single", (c,)) for c in ids]
     if len(ids) > 1:
         units.append(("fleet", tuple(ids)))
+    error: Exception | None = None
     async with asyncio.TaskGroup() as tails:
         stepper = _Stepper(site, rec, opts, tails)
         try:
@@ -477,9 +481,13 @@ async def run_steps(site: Site, opts: SiteBenchOptions, rec: Recorder) -> dict[s
                     await stepper.settle(sizes)
                     await stepper.step(unit, k, sizes, 1.0 if k % 2 == 0 else -1.0)
             await stepper.settle(dict.fromkeys(stepper.moved, opts.step_w))
+        except Exception as exc:  # raised below, not wrapped in the TaskGroup's group
+            error = exc
         finally:
             rec.moved = sorted(stepper.moved)
             rec.zero_failed = await stepper.zero_moved()
+    if error is not None:
+        raise error
     return {
         "inverters": list(ids),
         "moved": rec.moved,

@@ -288,6 +288,31 @@ async def test_sigterm_mid_run_sends_0_w_to_the_moved_inverters(sim_factory: Any
 
 
 @pytest.mark.integration
+async def test_another_client_overriding_a_step_ends_the_run_with_0_w_to_the_others(
+    sim_factory: Any,
+) -> None:
+    srv: SimulatorServer = await sim_factory(_site(), physics_hz=PHYSICS_HZ)
+    per = lambda: srv.stats()["per_component"]  # noqa: E731
+    other = MicrogridApiClient(f"grpc://127.0.0.1:{srv.port}")
+    proc = await _bench(srv, "--inverters", "1000,1002", "--steps", "2", "--hold", "1.5")
+    try:
+        await wait_until(lambda: per().get("1002", {}).get("last_setpoint_w") not in (None, 0.0),
+                         HANG_GUARD_S, "the bench's step on 1002", poll_s=0.01)
+        await other.set_power(1002, 1500.0, lifetime_s=60)  # overrides ours
+        _out, err = await _finish(proc)
+    finally:
+        await other.close()
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "another client controls this site" in lines[0]
+    # 0 W went to the inverter still holding ours, none to the other client's.
+    assert "0 W confirmed by inverters 1000; inverters 1002 left to the client" in lines[0]
+    assert per()["1002"]["last_setpoint_w"] == 1500.0
+    assert per()["1000"]["last_setpoint_w"] == 0.0
+
+
+@pytest.mark.integration
 async def test_v1_server(sim_factory: Any, tmp_path: Path) -> None:
     srv: SimulatorServer = await sim_factory(_site(), physics_hz=PHYSICS_HZ,
                                              api_versions=("v1",))
