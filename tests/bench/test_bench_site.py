@@ -167,6 +167,7 @@ def _at_rest(srv: SimulatorServer) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_dead_time_and_t90_match_the_site_file_and_the_site_is_left_as_found(
     sim_factory: Any, tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ async def test_dead_time_and_t90_match_the_site_file_and_the_site_is_left_as_fou
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_injected_faults_show_up_in_the_report_and_the_run_completes(
     sim_factory: Any, tmp_path: Path
 ) -> None:
@@ -288,6 +290,7 @@ async def test_sigterm_mid_run_sends_0_w_to_the_moved_inverters(sim_factory: Any
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_another_client_overriding_a_step_ends_the_run_with_0_w_to_the_others(
     sim_factory: Any,
 ) -> None:
@@ -313,6 +316,7 @@ async def test_another_client_overriding_a_step_ends_the_run_with_0_w_to_the_oth
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_v1_server(sim_factory: Any, tmp_path: Path) -> None:
     srv: SimulatorServer = await sim_factory(_site(), physics_hz=PHYSICS_HZ,
                                              api_versions=("v1",))
