@@ -8,7 +8,8 @@ Subcommands:
 - ``gridloop replay``: peak-shaving / frequency-response quality on recorded
   load data, against the perfect-foresight optimum (virtual clock, no gRPC).
 - ``gridloop report``: render a ``--record`` CSV into a PNG report.
-- ``gridloop bench``: dispatch-latency benchmark against the simulator.
+- ``gridloop bench``: dispatch-latency benchmark against the simulator
+  (``bench latency``), step tests of a real site's dispatch chain (``bench site``).
 
 Errors in what the user gave (flags, config files, an unreachable server) end
 the command with one line on stderr and exit status 2, never a traceback.
@@ -41,7 +42,7 @@ commands:
   sim      serve the bundled Microgrid API simulator
   replay   replay recorded load data against the optimum (control quality)
   report   render a recording (gridloop run --record FILE.csv) to a PNG
-  bench    benchmarks (gridloop bench latency --inverters N)
+  bench    benchmarks (gridloop bench latency --inverters N; gridloop bench site --api URL)
 
 'gridloop COMMAND --help' describes each command.
 """
@@ -227,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "run":
         return _run(rest)
+    if command == "bench" and rest[:1] == ["site"]:
+        return _delegate("controller.lab.site_bench", rest[1:])
     if command in _DELEGATED:
         return _delegate(_DELEGATED[command], rest)
     sys.stderr.write(f"gridloop: unknown command {command!r}\n{_USAGE}")

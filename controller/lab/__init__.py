@@ -6,6 +6,9 @@
 * :mod:`~controller.lab.bench` — ``gridloop bench latency``: frequency event →
   setpoints at the site, for gridloop, bare gRPC floors and the frequenz-sdk
   (:mod:`~controller.lab.bench_sdk_client`).
+* :mod:`~controller.lab.site_bench` — ``gridloop bench site``: step tests of any
+  Microgrid API server's battery inverters from the client side (sequence in
+  :mod:`~controller.lab.site_run`, analysis in :mod:`~controller.lab.site_steps`).
 
 A lab tool replaces the transport and the clock, never the control logic.
 """
