@@ -315,25 +315,6 @@ async def test_another_client_overriding_a_step_ends_the_run_with_0_w_to_the_oth
     assert per()["1000"]["last_setpoint_w"] == 0.0
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-async def test_v1_server(sim_factory: Any, tmp_path: Path) -> None:
-    srv: SimulatorServer = await sim_factory(_site(), physics_hz=PHYSICS_HZ,
-                                             api_versions=("v1",))
-    out_json = tmp_path / "v1.json"
-    proc = await _bench(srv, "--inverters", "1002", "--step-w", str(STEP_W), "--steps", "2",
-                        "--hold", "1.0", "--json", str(out_json))
-    _out, err = await _finish(proc)
-    assert proc.returncode == 0, err
-    data = json.loads(out_json.read_text())
-    assert data["api_version"] == "v1"
-    e = data["inverters"]["1002"]
-    assert e["responded"] == 2
-    assert not e["setpoints_failed"]
-    assert data["fleet"] is None
-    _at_rest(srv)
-
-
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -1,8 +1,10 @@
 """``gridloop bench site`` over TLS with an API key, as ``gridloop run`` connects.
 
 Real gRPC on loopback against a `SimulatorServer` serving TLS only with an API
-key: the right root and key (from ``GRIDLOOP_API_KEY``) run the steps; a wrong
-key is one line with exit status 2 and no setpoint reaches the site.
+key, and only the v1 API (the original API sites in the field run; the other
+versions are the bench's default tests): the right root and key (from
+``GRIDLOOP_API_KEY``) run the steps on v1; a wrong key is one line with exit
+status 2 and no setpoint reaches the site.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ async def test_bench_site_over_tls_with_an_api_key(
 ) -> None:
     srv: SimulatorServer = await sim_factory(
         site_from_dict(site_dict(1)), api_key="s3cret", tls_cert=tls.server.cert_pem,
-        tls_key=tls.server.key_pem,
+        tls_key=tls.server.key_pem, api_versions=("v1",),
     )
     code, err = await _bench(srv.port, "--root-cert", str(tls.ca), key="wrong")
     assert code == 2, err
@@ -54,4 +56,7 @@ async def test_bench_site_over_tls_with_an_api_key(
     code, err = await _bench(srv.port, "--root-cert", str(tls.ca), "--steps", "2", "--hold",
                              "0.5", "--step-w", "2000", "--json", str(out), key="s3cret")
     assert code == 0, err
-    assert json.loads(out.read_text())["inverters"]["1000"]["responded"] == 2
+    data = json.loads(out.read_text())
+    assert data["api_version"] == "v1"
+    assert data["inverters"]["1000"]["responded"] == 2
+    assert not data["inverters"]["1000"]["setpoints_failed"]
