@@ -721,7 +721,8 @@ def main(argv: Sequence[str]) -> int:
         run_on_uvloop(_sim_child(sp.parse_args(args[1:])))
         return 0
     if not args or args[0] != "latency":
-        sys.stderr.write("usage: gridloop bench latency --inverters N [--events K] [--json FILE]\n")
+        sys.stderr.write("usage: gridloop bench latency --inverters N [--events K] [--json FILE]\n"
+                         "       gridloop bench site --api URL [--steps K] [--json FILE]\n")
         return 2
     opts = _latency_parser().parse_args(args[1:])
     clients = [c.strip() for c in opts.clients.split(",") if c.strip()]
