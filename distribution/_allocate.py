@@ -387,7 +387,7 @@ def _repair_simple(fleet: Fleet, w: _F, p: _F, caught: _B, goal: float) -> _F | 
     if up:
         a, b = g_bu.copy(), g_hi.copy()
         b_lo, b_hi = a.take(ci), b.take(ci)
-        if fleet._band_ties()[0]:
+        if fleet._band_ties():
             # [lo, 0] (a negative side without band) ties with {0} as the piece
             # below; the generic search takes the first, [lo, 0].
             tie = (g_bl.take(ci) == 0.0) & (g_lo.take(ci) < 0.0)

@@ -1,16 +1,20 @@
 """Exact, sort-based weighted water-filling kernels.
 
-Both kernels solve, for weights ``w > 0`` and a scalar target ``T``,
+The kernels solve, for weights ``w > 0`` and a scalar target ``T``,
 
     p_g = clip(w_g * lam, a_g, b_g),   sum_g p_g = T,
 
-by sorting the breakpoints of the piecewise-linear, non-decreasing function
+`water_fill_upper` and `water_fill_box` by sorting the breakpoints of the
+piecewise-linear, non-decreasing function
 ``f(lam) = sum_g clip(w_g * lam, a_g, b_g)``, locating ``T`` between two
 consecutive breakpoints with `numpy.searchsorted`, and solving the linear
 piece in closed form. This is exact up to floating point rounding (no
 iteration, no tolerance), O(n log n), and the minimiser of
 ``sum_g (p_g**2 / w_g)`` subject to ``a <= p <= b`` and ``sum p = T`` when
 ``a <= 0 <= b`` (and of ``sum_g (p_g - w_g*c)**2 / w_g`` in general).
+`water_fill_box_near` gives `water_fill_box`'s answer (up to rounding: it
+stops when ``f(lam)`` meets ``T`` to 1e-13) by a safeguarded Newton
+iteration from a nearby multiplier, O(n) per step, falling back to the sort.
 
 Inputs are trusted (validated by the caller).
 """
