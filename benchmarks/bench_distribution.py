@@ -19,7 +19,22 @@ either direction.
 * ``test_gridloop_two_inverters_per_battery``: general topology (2:1 groups,
   links cached), build + allocate at 60 % of the upper bound.
 
+Heterogeneous fleet (issue 19): N 1:1 pairs with random inverter and battery
+bounds of 50–250 kW, capacities 50–200 kWh, SoC 10–90 % inside 10–90 %
+limits (seeded, `heterogeneous_arrays`), with or without ±5 kW exclusion
+bands on inverters and batteries; targets at +60 %, -60 % and +5 % of the
+fleet bound in that direction. Unlike identical groups at 60 %, here some
+groups land inside their band at every target (at +5 %, about half of them):
+the band repair runs every time.
+
+* ``test_hetero_allocate``: `allocate` on a prebuilt `Fleet`, bands or not.
+* ``test_hetero_bare_waterfill``: the floor, `bare_waterfill` on the same
+  weights and bounds (no bands).
+* ``test_hetero_sdk``: frequenz-sdk's algorithm on the same fleet with bands
+  (N = 100 and 1 000).
+
 Run: ``pytest benchmarks/bench_distribution.py --benchmark-columns=median,iqr,rounds``
+(``-k hetero`` for the heterogeneous fleet only).
 """
 
 from __future__ import annotations
@@ -116,8 +131,8 @@ def test_bare_waterfill_kernel(benchmark: Any, n: int, direction: str) -> None:
     assert abs(float(p.sum()) - target) <= 1e-6 * target
 
 
-def _sdk_pairs(n: int) -> Any:
-    """The benchmark fleet as frequenz-sdk InvBatPair objects (or skip)."""
+def _sdk_pairs(a: dict[str, Any]) -> Any:
+    """A 1:1 fleet's keyword arrays as frequenz-sdk InvBatPair objects (or skip)."""
     try:
         from datetime import UTC, datetime
 
@@ -128,31 +143,31 @@ def _sdk_pairs(n: int) -> Any:
         )
     except ImportError as exc:  # pragma: no cover - depends on the bench extra
         pytest.skip(f"frequenz-sdk not importable: {exc}")
-    a = fleet_arrays(n)
+    col = {key: np.asarray(value).tolist() for key, value in a.items() if key != "links"}
     now = datetime.now(UTC)
     pairs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        for i in range(n):
+        for i in range(len(col["battery_soc_pct"])):
             bat = BatteryData(
                 component_id=ComponentId(2 * i + 1),
                 timestamp=now,
-                soc=float(a["battery_soc_pct"][i]),
-                soc_lower_bound=10.0,
-                soc_upper_bound=90.0,
-                capacity=100e3,
-                power_inclusion_lower_bound=-100e3,
-                power_inclusion_upper_bound=100e3,
-                power_exclusion_lower_bound=-5e3,
-                power_exclusion_upper_bound=5e3,
+                soc=col["battery_soc_pct"][i],
+                soc_lower_bound=col["battery_soc_lower_pct"][i],
+                soc_upper_bound=col["battery_soc_upper_pct"][i],
+                capacity=col["battery_capacity_wh"][i],
+                power_inclusion_lower_bound=col["battery_lower_w"][i],
+                power_inclusion_upper_bound=col["battery_upper_w"][i],
+                power_exclusion_lower_bound=col["battery_excl_lower_w"][i],
+                power_exclusion_upper_bound=col["battery_excl_upper_w"][i],
             )
             inv = InverterData(
                 component_id=ComponentId(2 * i + 2),
                 timestamp=now,
-                active_power_inclusion_lower_bound=-100e3,
-                active_power_inclusion_upper_bound=100e3,
-                active_power_exclusion_lower_bound=-5e3,
-                active_power_exclusion_upper_bound=5e3,
+                active_power_inclusion_lower_bound=col["inverter_lower_w"][i],
+                active_power_inclusion_upper_bound=col["inverter_upper_w"][i],
+                active_power_exclusion_lower_bound=col["inverter_excl_lower_w"][i],
+                active_power_exclusion_upper_bound=col["inverter_excl_upper_w"][i],
             )
             pairs.append(sdk_alg.InvBatPair(sdk_alg.AggregatedBatteryData([bat]), [inv]))
     return sdk_alg, pairs
@@ -163,7 +178,7 @@ def _sdk_pairs(n: int) -> Any:
 @pytest.mark.parametrize("n", SIZES)
 def test_sdk_distribute_power(benchmark: Any, n: int, direction: str) -> None:
     benchmark.group = f"N={n} {direction}"
-    sdk_alg, pairs = _sdk_pairs(n)
+    sdk_alg, pairs = _sdk_pairs(fleet_arrays(n))
     from frequenz.quantities import Power
 
     algorithm = sdk_alg.BatteryDistributionAlgorithm(1.0)
@@ -207,3 +222,89 @@ def test_gridloop_allocate_sub_band_target(benchmark: Any, n: int) -> None:
     res = benchmark(allocate, fleet, 3e3)
     assert res.status is AllocationStatus.EXACT
     assert res.method == "exact"
+
+
+# --------------------------------------------------------------- heterogeneous fleet (issue 19)
+
+HETERO_SIZES = [100, 1_000, 10_000]
+HETERO_TARGETS = {"+60%": 0.6, "-60%": -0.6, "+5%": 0.05}
+HETERO_SDK_SIZES = [100, 1_000]  # at 10 000 one SDK call takes seconds (12 s at +5 %)
+
+
+def heterogeneous_arrays(n: int, seed: int = 19, bands: bool = True) -> dict[str, Any]:
+    """The heterogeneous benchmark fleet (module docstring) as keyword arrays for `Fleet`."""
+    rng = np.random.default_rng(seed)
+    band = 5e3 if bands else 0.0
+
+    def bounds() -> np.ndarray:
+        return rng.uniform(50e3, 250e3, n)
+
+    return {
+        "inverter_lower_w": -bounds(),
+        "inverter_upper_w": bounds(),
+        "inverter_excl_lower_w": np.full(n, -band),
+        "inverter_excl_upper_w": np.full(n, band),
+        "battery_soc_pct": rng.uniform(10.0, 90.0, n),
+        "battery_soc_lower_pct": np.full(n, 10.0),
+        "battery_soc_upper_pct": np.full(n, 90.0),
+        "battery_capacity_wh": rng.uniform(50e3, 200e3, n),
+        "battery_lower_w": -bounds(),
+        "battery_upper_w": bounds(),
+        "battery_excl_lower_w": np.full(n, -band),
+        "battery_excl_upper_w": np.full(n, band),
+        "links": np.repeat(np.arange(n)[:, None], 2, axis=1),
+    }
+
+
+def hetero_target(a: dict[str, Any], fraction: float) -> float:
+    """``fraction`` of the fleet's bound in the direction of its sign, W."""
+    if fraction > 0:
+        return fraction * float(np.minimum(a["inverter_upper_w"], a["battery_upper_w"]).sum())
+    return fraction * float(np.minimum(-a["inverter_lower_w"], -a["battery_lower_w"]).sum())
+
+
+@pytest.mark.parametrize("bands", [True, False], ids=["bands", "no bands"])
+@pytest.mark.parametrize("target", list(HETERO_TARGETS))
+@pytest.mark.parametrize("n", HETERO_SIZES)
+def test_hetero_allocate(benchmark: Any, n: int, target: str, bands: bool) -> None:
+    benchmark.group = f"hetero N={n} {target}"
+    a = heterogeneous_arrays(n, bands=bands)
+    fleet = Fleet(**a)
+    goal = hetero_target(a, HETERO_TARGETS[target])
+    res = benchmark(allocate, fleet, goal)
+    assert res.status is AllocationStatus.EXACT
+    assert abs(res.achieved_w - goal) <= 1e-9 * abs(goal)
+    assert res.method == ("repair" if bands else "waterfill")
+
+
+@pytest.mark.parametrize("target", list(HETERO_TARGETS))
+@pytest.mark.parametrize("n", HETERO_SIZES)
+def test_hetero_bare_waterfill(benchmark: Any, n: int, target: str) -> None:
+    benchmark.group = f"hetero N={n} {target}"
+    a = heterogeneous_arrays(n, bands=False)
+    fraction = HETERO_TARGETS[target]
+    soc = a["battery_soc_pct"]
+    head = (90.0 - soc) if fraction > 0 else (soc - 10.0)
+    w = a["battery_capacity_wh"] * head
+    if fraction > 0:
+        hi = np.minimum(a["inverter_upper_w"], a["battery_upper_w"])
+    else:
+        hi = np.minimum(-a["inverter_lower_w"], -a["battery_lower_w"])
+    goal = abs(hetero_target(a, fraction))
+    p = benchmark(bare_waterfill, w, hi, goal)
+    assert abs(float(p.sum()) - goal) <= 1e-6 * goal
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("target", list(HETERO_TARGETS))
+@pytest.mark.parametrize("n", HETERO_SDK_SIZES)
+def test_hetero_sdk(benchmark: Any, n: int, target: str) -> None:
+    benchmark.group = f"hetero N={n} {target}"
+    a = heterogeneous_arrays(n)
+    sdk_alg, pairs = _sdk_pairs(a)
+    from frequenz.quantities import Power
+
+    algorithm = sdk_alg.BatteryDistributionAlgorithm(1.0)
+    power = Power.from_watts(hetero_target(a, HETERO_TARGETS[target]))
+    res = benchmark(algorithm.distribute_power, power, pairs)
+    assert res.distribution  # the SDK answers (not exactly under bands: see the README)

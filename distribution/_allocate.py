@@ -21,7 +21,13 @@ Method
    with slack) is known from prefix sums (vectorised, no loop). The
    cheapest k whose interval contains T is taken and the water-filling is
    re-solved exactly on the chosen pieces (`water_fill_box`), which then
-   meets the target exactly.
+   meets the target exactly. When every group has at most one piece per
+   side (1:1 pairs, and any topology whose sides are single intervals),
+   `_repair_simple` does the same arithmetic without the ``(n, P)`` piece
+   table (the pieces are known in closed form); for 1:1 fleets it also
+   re-solves from the multiplier of step 1 (`water_fill_box_near`, a few
+   O(n) Newton passes instead of a sort of 2n breakpoints). The result is
+   the same up to floating-point rounding.
 3. **Exact fallback.** If no k works (e.g. the target needs a free group to
    change piece, or needs one group discharging while another charges), the
    exact reachable-set search of `distribution._exact` runs: the Minkowski
@@ -60,7 +66,7 @@ from ._errors import AllocationInvariantError, DistributionError
 from ._exact import reachable_pieces
 from ._fleet import Fleet
 from ._milp import milp_pieces
-from ._waterfill import water_fill_box, water_fill_upper
+from ._waterfill import water_fill_box, water_fill_box_near, water_fill_upper
 
 __all__ = ["AllocationResult", "AllocationStatus", "allocate"]
 
@@ -69,6 +75,7 @@ _B = npt.NDArray[np.bool_]
 
 _WEIGHT_FLOOR = 1e-9
 _max = np.maximum.reduce
+_min = np.minimum.reduce
 _sum = np.add.reduce
 
 
@@ -209,7 +216,8 @@ def allocate(fleet: Fleet, target_w: float, soc_exponent: float = 1.0) -> Alloca
             p, method, approx = _solve_bands(fleet, w, p, caught, goal)
             if approx:
                 status = AllocationStatus.APPROXIMATE
-            elif abs(float(p.sum()) - goal) > 1e-9 * max(1.0, abs(goal)):
+            elif method != "repair" and abs(float(p.sum()) - goal) > 1e-9 * max(1.0, abs(goal)):
+                # (a repair is only returned if it passed this very check)
                 status = AllocationStatus.NEAREST_REACHABLE
 
     setpoints = p if fleet._identity else _split(fleet, p)
@@ -291,6 +299,11 @@ def _solve_bands(
     fleet: Fleet, w: _F, p: _F, caught: _B, goal: float
 ) -> tuple[_F, str, bool]:
     """Steps 2 and 3 of the module docstring. Returns (p, method, approximate?)."""
+    if fleet._simple:
+        q = _repair_simple(fleet, w, p, caught, goal)
+        if q is not None:
+            return q, "repair", False
+        return _exact(fleet, w, p, goal)
     plo, phi = fleet.group_pieces()
     n = p.shape[0]
     rows = np.arange(n)
@@ -344,6 +357,166 @@ def _solve_bands(
         q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
         if abs(float(q.sum()) - goal) <= 1e-9 * max(1.0, abs(goal)):
             return q, "repair", False
+    return _exact(fleet, w, p, goal)
+
+
+def _repair_simple(fleet: Fleet, w: _F, p: _F, caught: _B, goal: float) -> _F | None:
+    """Step 2 when every group has one piece per side (None: step 3 decides).
+
+    Every group's set is ``[lo, bl] ∪ {0} ∪ [bu, hi]`` (`Fleet.group_pieces`
+    with three columns), so the pieces that the generic step 2 finds by
+    searching that ``(n, 3)`` table are known in closed form, and the terms
+    that are zero on one side ({0} as the piece below or above) drop out.
+    What remains is the generic step's arithmetic on the caught groups, term
+    for term (the same sums in the same order, so the same ``k`` is chosen),
+    and the final water-filling starts from the multiplier of step 1
+    (`water_fill_box_near`) instead of sorting every breakpoint.
+    """
+    g_lo, g_bl, g_bu, g_hi = fleet._g_lo, fleet._g_bl, fleet._g_bu, fleet._g_hi
+    ci = caught.nonzero()[0]
+    pcg = p.take(ci)
+    wc = w.take(ci)
+    up = goal > 0.0
+    # Pieces of a caught group: [a_lo, a_hi] below it, [b_lo, b_hi] above it;
+    # None stands for {0}. Free groups keep the piece they are in: [bu, hi] when
+    # charging, [lo, bl] when discharging (groups at 0 W: `_zero_pieces`).
+    a_lo: _F | None = None
+    a_hi: _F | None = None
+    b_lo: _F | None = None
+    b_hi: _F | None = None
+    if up:
+        a, b = g_bu.copy(), g_hi.copy()
+        b_lo, b_hi = a.take(ci), b.take(ci)
+        if fleet._band_ties():
+            # [lo, 0] (a negative side without band) ties with {0} as the piece
+            # below; the generic search takes the first, [lo, 0].
+            tie = (g_bl.take(ci) == 0.0) & (g_lo.take(ci) < 0.0)
+            a_lo = np.where(tie, g_lo.take(ci), 0.0)
+            a_hi = np.where(tie, g_bl.take(ci), 0.0)
+        if _min(p) == 0.0:
+            _zero_pieces(fleet, p == 0.0, a, b)
+    else:
+        a, b = g_lo.copy(), g_bl.copy()
+        a_lo, a_hi = a.take(ci), b.take(ci)
+        if _max(p) == 0.0:
+            _zero_pieces(fleet, p == 0.0, a, b)
+    sq = pcg**2 / wc  # (0 - p)**2 / w == (p - 0)**2 / w, bit for bit
+    cost_up = sq if b_lo is None else (b_lo - pcg) ** 2 / wc
+    cost_dn = sq if a_hi is None else (pcg - a_hi) ** 2 / wc
+    key = cost_up - cost_dn
+    order = _stable_argsort(key)
+    fi = (~caught).nonzero()[0]  # (take is much faster than a boolean index here)
+    a_free, b_free = a.take(fi), b.take(fi)
+    base_lo = float(a_free.sum() if a_lo is None else a_free.sum() + a_lo.sum())
+    base_hi = float(b_free.sum() if a_hi is None else b_free.sum() + a_hi.sum())
+    imbalance0 = -float(pcg.sum() if a_hi is None else (pcg - a_hi).sum())
+    w_free = w.take(fi)
+    has_slack = a_free < b_free
+    if np.count_nonzero(has_slack) != has_slack.shape[0]:
+        w_free = w_free[has_slack]
+    slack0 = float(w_free.sum())
+    rounding0 = float(cost_dn.sum())
+    # Prefix sums over the caught groups taken up in `order` (k = 0 .. m): each
+    # row is the generic step's ``concatenate(([0.0], cumsum(x[order])))``.
+    if b_lo is None:  # discharging: up is {0}, nothing gains slack
+        assert a_lo is not None
+        assert a_hi is not None
+        c_lo, c_hi, c_rnd = _prefix_sums(order, -a_lo, -a_hi, key)
+        c_imb = c_hi
+        c_slack = None
+    else:
+        assert b_hi is not None
+        inc_slack = wc * (b_hi > b_lo)  # == where(b_hi > b_lo, wc, 0.0): wc > 0
+        if a_lo is None or a_hi is None:
+            c_lo, c_hi, c_slack, c_rnd = _prefix_sums(order, b_lo, b_hi, inc_slack, key)
+            c_imb = c_lo
+        else:
+            c_lo, c_hi, c_imb, c_slack, c_rnd = _prefix_sums(
+                order, b_lo - a_lo, b_hi - a_hi, b_lo - a_hi, inc_slack, key
+            )
+    # lo_k and hi_k never decrease with k: the feasible k form one range.
+    tol = 1e-12 * max(1.0, abs(goal))
+    k0 = int(np.searchsorted(base_hi + c_hi, goal - tol, "left"))
+    k1 = int(np.searchsorted(base_lo + c_lo, goal + tol, "right"))
+    if k0 >= k1:
+        return None
+    # Approximate objective per feasible k: rounding cost of the caught groups plus
+    # the cost of spreading the remaining imbalance over the groups that can absorb it.
+    imbalance = imbalance0 + c_imb[k0:k1]
+    slack_w = np.full(k1 - k0, slack0) if c_slack is None else slack0 + c_slack[k0:k1]
+    if slack_w[0] > 0.0:  # slack_w never decreases with k
+        spread = imbalance**2 / slack_w
+    else:
+        spread = np.where(
+            slack_w > 0.0,
+            imbalance**2 / np.where(slack_w > 0.0, slack_w, 1.0),
+            np.where(imbalance == 0.0, 0.0, 1e300),
+        )
+    approx_cost = (rounding0 + c_rnd[k0:k1]) + spread
+    j = int(np.argmin(approx_cost))
+    # The generic step takes the argmin over all k with inf where infeasible.
+    k = 0 if approx_cost[j] == np.inf else k0 + j
+    if b_lo is None:  # the first k caught groups go up to {0}
+        rise = ci.take(order[:k])
+        a[rise] = 0.0
+        b[rise] = 0.0
+    else:  # the others go down
+        fall = order[k:]
+        a[ci.take(fall)] = 0.0 if a_lo is None else a_lo.take(fall)
+        b[ci.take(fall)] = 0.0 if a_hi is None else a_hi.take(fall)
+    if fleet._identity:
+        # Any caught group is unclipped in step 1 (p = w * lam there): lam is its
+        # ratio; the free groups absorb the imbalance in proportion to their weights.
+        lam0 = float(pcg[0] / wc[0])
+        if slack_w[j] > 0.0:
+            lam0 -= float(imbalance[j] / slack_w[j])
+        # The chosen pieces' total range is [lo_k, hi_k] (the same sums up to rounding).
+        target = min(max(goal, base_lo + float(c_lo[k])), base_hi + float(c_hi[k]))
+        q, total = water_fill_box_near(w, a, b, target, lam0)
+    else:
+        # Group powers are split across inverters next, and the split jumps where a
+        # total crosses an inverter subset's edge: keep the generic step's exact
+        # arithmetic here, so that no rounding difference can move such a total.
+        q = water_fill_box(w, a, b, min(max(goal, float(a.sum())), float(b.sum())))
+        total = float(q.sum())
+    if abs(total - goal) <= 1e-9 * max(1.0, abs(goal)):
+        return q
+    return None
+
+
+def _stable_argsort(key: _F) -> npt.NDArray[np.intp]:
+    """``argsort(key, kind="stable")``, via the faster default sort when no two keys tie."""
+    if key.shape[0] < 64:  # small: the check below would cost more than it saves
+        return np.argsort(key, kind="stable")
+    order = key.argsort()
+    ks = key.take(order)
+    if np.count_nonzero(ks[1:] == ks[:-1]):
+        return np.argsort(key, kind="stable")
+    return order
+
+
+def _prefix_sums(order: npt.NDArray[np.intp], *rows: _F) -> _F:
+    """``concatenate(([0.0], cumsum(row[order])))`` of every row, as one (r, m + 1) array."""
+    out = np.zeros((len(rows), order.shape[0] + 1))
+    for i, row in enumerate(rows):  # (faster than one 2-D cumsum at every size)
+        np.add.accumulate(row.take(order), out=out[i, 1:])
+    return out
+
+
+def _zero_pieces(fleet: Fleet, zero: _B, a: _F, b: _F) -> None:
+    """Set ``a, b`` of the groups at 0 W to the widest piece containing 0 (first on ties)."""
+    zlo, zbl, zbu, zhi = fleet._g_lo[zero], fleet._g_bl[zero], fleet._g_bu[zero], fleet._g_hi[zero]
+    w2 = np.where((zhi > 0.0) & (zbu == 0.0), zhi, -1.0)
+    take0 = (zlo < 0.0) & (zbl == 0.0) & (-zlo >= w2)
+    take2 = ~take0 & (w2 > 0.0)
+    a[zero] = np.where(take0, zlo, np.where(take2, zbu, 0.0))
+    b[zero] = np.where(take0, zbl, np.where(take2, zhi, 0.0))
+
+
+def _exact(fleet: Fleet, w: _F, p: _F, goal: float) -> tuple[_F, str, bool]:
+    """Step 3: the exact reachable-set search (MILP if it grows too large)."""
+    plo, phi = fleet.group_pieces()
+    rows = np.arange(p.shape[0])
     choice = reachable_pieces(plo, phi, p, goal)
     if choice is None:
         return milp_pieces(w, p, plo, phi, goal)

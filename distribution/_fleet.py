@@ -117,6 +117,7 @@ class Fleet:
         "_b_soc",
         "_b_soc_hi",
         "_b_soc_lo",
+        "_band_tie",
         "_bat_ok",
         "_battery_exclusion",
         "_chk",
@@ -209,6 +210,7 @@ class Fleet:
             self._all_ok = bool(self._inv_ok.all())
         self._sum_lo: float | None = None
         self._sum_hi: float | None = None
+        self._band_tie: bool | None = None
 
     def _init_identity(
         self, inv_ok: _B, bat_ok: _B, i_av: _B | None, b_av: _B | None
@@ -353,6 +355,16 @@ class Fleet:
         if self._sum_hi is None:
             self._sum_hi = float(np.add.reduce(self._g_hi))
         return self._sum_hi
+
+    def _band_ties(self) -> bool:
+        """Whether some group has a negative side without a band (``lo < 0 == bl``).
+
+        Its set has two pieces ending at 0, ``[lo, 0]`` and ``{0}``; the band
+        repair must break that tie as the generic piece search does.
+        """
+        if self._band_tie is None:
+            self._band_tie = bool(np.count_nonzero((self._g_bl == 0.0) & (self._g_lo < 0.0)))
+        return self._band_tie
 
     def group_pieces(self) -> tuple[_F, _F]:
         """Allowed set of every group as sorted closed intervals.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from dist_reference import RawFleet
 from hypothesis import strategies as st
 
@@ -106,4 +107,32 @@ def targets(f: RawFleet) -> Any:
         st.floats(-1.2 * span, 1.2 * span, allow_nan=False),
         st.integers(-200, 200).map(lambda k: 100.0 * k),
         st.just(0.0),
+    )
+
+
+def heterogeneous_fleet(rng: Any, n: int) -> RawFleet:
+    """A seeded 1:1 fleet of ``n`` unlike pairs: bounds 50–250 kW, bands of 0–20 kW
+    (some one-sided, some zero), capacities 50–200 kWh, SoC 10–90 % with some
+    pairs at or beyond a limit, some inverters that cannot charge or discharge."""
+    def bounds() -> Any:
+        return rng.uniform(50e3, 250e3, n)
+
+    def band() -> Any:
+        return rng.choice([0.0, 5e3, 20e3], n) * rng.uniform(0.5, 1.0, n)
+
+    inv_hi, inv_lo, bat_hi, bat_lo = bounds(), -bounds(), bounds(), -bounds()
+    inv_hi[rng.random(n) < 0.05] = 0.0
+    inv_lo[rng.random(n) < 0.05] = 0.0
+    soc = rng.uniform(10.0, 90.0, n)
+    at_limit = rng.random(n) < 0.05
+    soc[at_limit] = rng.choice([5.0, 10.0, 90.0, 95.0], int(at_limit.sum()))
+    return RawFleet(
+        inv_lo=inv_lo.tolist(), inv_hi=inv_hi.tolist(),
+        inv_el=np.maximum(-band(), inv_lo * 0.5).tolist(),
+        inv_eu=np.minimum(band(), inv_hi * 0.5).tolist(),
+        soc=soc.tolist(), soc_lo=[10.0] * n, soc_hi=[90.0] * n,
+        cap=rng.uniform(50e3, 200e3, n).tolist(),
+        bat_lo=bat_lo.tolist(), bat_hi=bat_hi.tolist(),
+        bat_el=(-band()).tolist(), bat_eu=band().tolist(),
+        links=[(i, i) for i in range(n)],
     )

@@ -11,8 +11,8 @@ from dist_reference import (
     power_scale,
     setpoint_violations,
 )
-from dist_strategies import SHAPES, raw_fleets, targets
-from hypothesis import HealthCheck, given, settings
+from dist_strategies import SHAPES, heterogeneous_fleet, raw_fleets, targets
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from distribution import AllocationStatus, Fleet, allocate
@@ -107,3 +107,52 @@ def test_saturation_and_direction(data: Any) -> None:
     assert np.isclose(down.achieved_w, fleet.lower_w)
     assert not setpoint_violations(f, up.setpoints_w)
     assert not setpoint_violations(f, down.setpoints_w)
+
+
+# --------------------------------------------------------------- the one-piece-per-side repair
+
+
+def _generic(fleet: Fleet) -> Fleet:
+    """The same fleet, told to take the generic band path (the (n, 3) piece table)."""
+    fleet._simple = False
+    return fleet
+
+
+def _assert_same(fast: Any, slow: Any, scale: float) -> None:
+    assert fast.method == slow.method, (fast.method, slow.method)
+    assert fast.status is slow.status, (fast.status, slow.status)
+    diff = float(np.abs(fast.setpoints_w - slow.setpoints_w).max(initial=0.0))
+    assert diff <= 1e-12 * max(1.0, scale), (diff, fast.setpoints_w, slow.setpoints_w)
+
+
+@SETTINGS
+@given(data=st.data(), shape=st.sampled_from(SHAPES), faults=st.booleans())
+def test_one_piece_repair_matches_the_generic_step(data: Any, shape: str, faults: bool) -> None:
+    """`_repair_simple` (closed-form pieces, Newton re-solve) = the generic step 2."""
+    f = data.draw(raw_fleets(shape=shape, bands=True, faults=faults, max_groups=8))
+    fleet = Fleet(**f.kwargs())
+    assume(fleet._simple)
+    target = data.draw(targets(f))
+    _assert_same(
+        allocate(fleet, target), allocate(_generic(Fleet(**f.kwargs())), target), power_scale(f)
+    )
+
+
+def test_one_piece_repair_matches_the_generic_step_on_seeded_fleets() -> None:
+    """Heterogeneous 1:1 fleets (random bounds, bands, SoC, some at a limit): same results."""
+    rng = np.random.default_rng(19)
+    methods: set[str] = set()
+    for _ in range(300):
+        f = heterogeneous_fleet(rng, int(rng.integers(1, 300)))
+        fleet = Fleet(**f.kwargs())
+        scale = power_scale(f)
+        for target in (
+            0.6 * fleet.upper_w, 0.6 * fleet.lower_w, 0.05 * fleet.upper_w,
+            float(rng.uniform(fleet.lower_w, fleet.upper_w)), float(rng.uniform(-20e3, 20e3)),
+            3e3,
+        ):
+            fast = allocate(fleet, target)
+            _assert_same(fast, allocate(_generic(Fleet(**f.kwargs())), target), scale)
+            assert not setpoint_violations(f, fast.setpoints_w)
+            methods.add(fast.method)
+    assert {"repair", "exact"} <= methods
