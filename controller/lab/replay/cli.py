@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frequency-csv", type=Path,
                    help="replay frequency response on this recorded frequency (timestamp, "
                         "Hz; >= 1 sample per second)")
+    p.add_argument("--schedule", type=Path,
+                   help="day replay: peak shaving and frequency response together with this "
+                        "schedule file's windows ([[window]] TOML), --days 1 by default")
     p.add_argument("--seed", type=int, default=0, help="seed of the physics and the trace")
     p.add_argument("--no-peak", action="store_true", help="skip the peak-shaving replay")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -410,6 +413,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if args.schedule is not None:
+        return _run_day(args)
     limit = _parse_limit(args.limit)
     trace_spec = _parse_trace(args.fr_trace, args.seed)
     site, cfg = _load_setup(args.config)
@@ -486,6 +491,16 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write("gridloop replay: a control-quality target was missed\n")
         return 1
     return 0
+
+
+def _run_day(args: argparse.Namespace) -> int:
+    """``--schedule``: the day replay (:mod:`controller.lab.replay.day_cli`)."""
+    from controller.lab.replay.day_cli import run_day_command
+
+    site, cfg = _load_setup(args.config)
+    if args.days is None:
+        args.days = 1.0
+    return run_day_command(args, site, cfg, _select_load(args))
 
 
 @contextlib.contextmanager
