@@ -7,6 +7,8 @@ Usage::
                     [--limit auto|optimal|WATTS] [--baselines both|previous|optimal|none]
                     [--summary-json FILE] [--fr-trace SPEC|none] [--frequency-csv FILE]
                     [--seed N] [--no-peak] [--check] [--no-progress]
+    gridloop replay --schedule FILE [--days N] [--start DATE] [--profile NAME | --load-csv FILE]
+                    [--frequency-csv FILE] [--config FILE] [--summary-json FILE] [--check]
 
 Runs the peak-shaving replay (:func:`~controller.lab.replay.peak.run_peak_shaving`)
 over whole billing periods of a load profile -- by default March of the bundled
@@ -43,6 +45,16 @@ file are warnings on stderr, and the unknown stretches met (frequency response
 asks 0 W there) are in the table and in the summary JSON
 (``frequency_response.frequency_gaps``: ``count``, ``seconds``, ``longest_s``,
 ``bridged``).
+
+``--schedule FILE`` runs instead the day replay
+(:func:`~controller.lab.replay.day.run_day`, :mod:`controller.lab.replay.day_cli`): one
+combined replay of the load selection (``--days`` 1 by default) with peak shaving and
+frequency response under the schedule file's windows (the ``gridloop run --schedule``
+format), on the synthetic frequency (``--seed``) or ``--frequency-csv``; per sold
+window and overall: availability, SoC at the window's start, FR tracking RMS, FR
+energy in and outside windows, activation after a step (scripted segment) and the
+peak-shaving figures. ``--check`` enforces
+:data:`~controller.lab.replay.day_cli.DAY_TARGETS`.
 
 Exit status: 0 when the replay ran (with ``--check``: 1 if a target of the
 ``--limit`` mode was missed), 2 on bad input -- one line on stderr, no traceback.
