@@ -76,6 +76,7 @@ def _fmt(v: float, unit: str, digits: int = 1) -> str:
 
 
 def _tables(r: DayReport) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -107,21 +108,24 @@ def _tables(r: DayReport) -> None:
               f"({r.wall_s / days:.1f} s per day; step segment {r.fr_activation_wall_s:.1f} s)",
               "≤ 60 s per day")
     console.print(t)
-    w = Table(title="Per sold window")
-    for name in ("window", "reserve", "SoC at start (band)", "availability", "RMS", "FR energy",
-                 "peak", "above"):
-        w.add_column(name, justify="left" if name == "window" else "right")
+    w = Table(title="Per sold window (SoC at start: * = out of band, ! = preparation warned)",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("window", "kW", "SoC %", "band %", "avail. %", "RMS %", "FR kWh", "peak kW",
+                 "above"):
+        w.add_column(name, justify="left" if name == "window" else "right", no_wrap=True)
+    one_day = days <= 1.0 + 1e-9
     for row in r.windows:
         band = row["soc_band_pct"]
         mark = "" if row["soc_in_band_at_start"] else (
-            " OUT (unreachable)" if row["preparation_warned"] else " OUT")
-        w.add_row(f"{row['start'][:16]} – {row['end'][11:16]}",
-                  _fmt(row["reserved_power_w"] / 1000, "kW", 0),
-                  f"{row['soc_start_pct']:.1f} % ({band[0]:.1f}–{band[1]:.1f}){mark}",
-                  _fmt(row["fr_availability_pct"], "%", 2), _fmt(row["fr_rms_error_pct"], "%", 2),
-                  _fmt(row["fr_energy_delivered_wh"] / 1000, "kWh", 1),
-                  _fmt(row["peak_import_w"] / 1000, "kW"), str(row["intervals_above_limit"]))
-    console.print(w)
+            "*!" if row["preparation_warned"] else "*")
+        day = "" if one_day else row["start"][5:11].replace("T", " ")
+        w.add_row(f"{day}{row['start'][11:16]}–{row['end'][11:16]}",
+                  f"{row['reserved_power_w'] / 1000:.0f}",
+                  f"{row['soc_start_pct']:.1f}{mark}", f"{band[0]:.1f}–{band[1]:.1f}",
+                  _fmt(row["fr_availability_pct"], "", 2), _fmt(row["fr_rms_error_pct"], "", 2),
+                  f"{row['fr_energy_delivered_wh'] / 1000:.1f}",
+                  f"{row['peak_import_w'] / 1000:.1f}", str(row["intervals_above_limit"]))
+    Console(width=max(console.width, 100)).print(w)
 
 
 def run_day_command(args: argparse.Namespace, site: Any, cfg: Any, load: LoadProfile) -> int:
