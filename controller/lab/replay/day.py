@@ -15,9 +15,10 @@ Time stepping
 -------------
 The grid meter gives one frequency sample per ``series.step_s`` (1 s), so inside a
 window where frequency response is sold the control cycles at the samples; after
-each cycle the physics steps finely only until the setpoints just sent take effect
-(:func:`~controller.lab.replay.stepping.advance`: the inverters' response delay;
-their ramp is resolved inside that sub-step), then coarsely to the next cycle.
+each cycle the physics takes one sub-step until the last of the setpoints just sent
+takes effect (:func:`~controller.lab.replay.stepping.advance`: the inverters' response
+delay; the physics applies each setpoint at its own due time inside the sub-step and
+ramps from there), then coarse ones to the next cycle.
 A cycle is skipped where nothing can change: inside a window, while the sampled
 frequency stays in the deadband (or unknown) the law asks a constant power (0 W,
 or the SoC nudge), so the next cycle is at the first sample that leaves that
@@ -341,7 +342,11 @@ class _Run:
             others = sum(v for k, v in cycle.granted.items() if k != fr_name)
             horizon = (None if levels is None else
                        (lambda lv=levels: _to_levels(ph, self.truth, lv)))
-            advance(ph, [max(due)] if due else [], dt_s, fine, coarse, self.samples.record,
+            # One sub-step up to the last setpoint taking effect (the physics applies the
+            # others at their due times inside it); around load steps the fine grid.
+            last = max(due, default=t)
+            fine_now = fine if since < opt.settle_s - 1e-9 else max(fine, last - t)
+            advance(ph, [last] if due else [], dt_s, fine_now, coarse, self.samples.record,
                     horizon)
             step = ph.now_s - t
             if fr is not None:
