@@ -440,7 +440,9 @@ def run_day(
 
     The control is the production control cycle with frequency response (``config``,
     whose reserve, curve and hold duration the windows override) and peak shaving
-    (``peak_shaving``; the windows set its limit) enabled and the schedule's windows
+    (``peak_shaving``; the windows set its limit; as in the peak-shaving replay it
+    recharges with the fleet's whole charge power and its export limit is beyond the
+    load) enabled and the schedule's windows
     over the replayed span in its book; the site's time is the profile's. The
     frequency series starts with the replay. See the module for the stepping and
     what is measured.
