@@ -134,6 +134,8 @@ def test_cli_summary_keys_with_a_recorded_frequency(tmp_path: Path,
     assert data["fr_energy_outside_windows_wh"] == 0.0
     (row,) = data["windows"]
     assert row["window"].startswith(f"file:{path}#1@2018-03-01")
+    assert row["curve"] == "linear"
+    assert 0.0 < row["fr_activation_time_s"] <= 30.0
     assert "Per sold window" in captured.out
 
 

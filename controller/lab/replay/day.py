@@ -53,7 +53,7 @@ What is measured (from the physics' truth, never from the control's view)
 * *Activation after a step*: a recorded or synthetic day has no clean steps; it is
   measured by the frequency-response replay
   (:func:`~controller.lab.replay.frequency.run_frequency_response`, 0.1 s control)
-  on a short scripted segment with one step, with the first sold window's curve and
+  on a short scripted segment with one step, with each sold window's curve and
   reserve.
 
 Units and signs: W, Wh, %, Hz, simulated seconds; + = importing / charging.
@@ -361,19 +361,30 @@ class _Run:
             progress(end_s, end_s)
 
 
+def _curve_name(cfg: FrequencyResponseConfig) -> str:
+    """``knee`` (DC style: more than two points) or ``linear`` (FCR)."""
+    return "knee" if len(cfg.curve.df_hz) > 2 else "linear"
+
+
 def _activation(site: SiteConfig, starts: list[_WindowStart], opt: DayReplayOptions,
-                seed: int) -> tuple[float, float, str]:
-    """(worst activation time s, its wall s, the curve) on a scripted one-step segment."""
-    if not starts or opt.activation_segment_s <= 0:
-        return math.nan, 0.0, ""
-    cfg = dataclasses.replace(starts[0].cfg, enabled=True)
+                seed: int) -> tuple[list[float], float]:
+    """The worst activation time (s) of each sold window on a scripted one-step segment
+    (one replay per distinct curve and reserve), and their wall time (s)."""
+    if opt.activation_segment_s <= 0:
+        return [math.nan] * len(starts), 0.0
     trace = make_frequency_trace(opt.activation_segment_s, seed=seed, steps=1, ramps=0,
                                  noise_hz=0.0)
-    rep = run_frequency_response(site, trace, config=cfg, options=FrequencyReplayOptions(
-        soc_exponent=opt.soc_exponent, deadband_w=opt.deadband_w,
-        stale_after_s=opt.stale_after_s))
-    curve = "knee" if len(cfg.curve.df_hz) > 2 else "linear"
-    return rep.activation_time_max_s, rep.wall_s, curve
+    options = FrequencyReplayOptions(soc_exponent=opt.soc_exponent, deadband_w=opt.deadband_w,
+                                     stale_after_s=opt.stale_after_s)
+    done: dict[tuple[object, ...], float] = {}
+    wall = 0.0
+    for s in starts:
+        key = (s.cfg.curve, s.cfg.reserved_power_w, s.cfg.f0_hz)
+        if key not in done:
+            rep = run_frequency_response(site, trace, options=options,
+                                         config=dataclasses.replace(s.cfg, enabled=True))
+            done[key], wall = rep.activation_time_max_s, wall + rep.wall_s
+    return [done[(s.cfg.curve, s.cfg.reserved_power_w, s.cfg.f0_hz)] for s in starts], wall
 
 
 def _rms_pct(err: npt.NDArray[np.float64], w: npt.NDArray[np.float64], res: float) -> float:
@@ -384,7 +395,7 @@ def _rms_pct(err: npt.NDArray[np.float64], w: npt.NDArray[np.float64], res: floa
 
 def _window_rows(run: _Run, zone: dt.tzinfo, mean: npt.NDArray[np.float64],
                  above: npt.NDArray[np.bool_], origin_s: float, step_s: float,
-                 ) -> list[dict[str, object]]:
+                 activation: list[float]) -> list[dict[str, object]]:
     """One row per sold window met."""
     fr = run.fr
     k_a = np.array(fr.win, dtype=np.int64)
@@ -417,6 +428,8 @@ def _window_rows(run: _Run, zone: dt.tzinfo, mean: npt.NDArray[np.float64],
             if w.size else math.nan,
             "fr_energy_required_wh": float(np.sum(np.abs(np.array(fr.req)[sel]) * w) / 3600.0),
             "fr_energy_delivered_wh": float(np.sum(np.abs(np.array(fr.dlv)[sel]) * w) / 3600.0),
+            "curve": _curve_name(s.cfg),
+            "fr_activation_time_s": activation[k],
             "peak_import_w": float(mean[first:last].max()) if last > first else math.nan,
             "intervals_above_limit": int(np.count_nonzero(above[first:last])),
         })
@@ -480,14 +493,13 @@ def run_day(
     wall0 = time.perf_counter()
     run.run(end_s, progress)
     wall = time.perf_counter() - wall0
-    act, act_wall, curve = _activation(site, run.starts, opt, seed)
-    return _report(run, load, values, clock.tz, control.cycle, transport.cycles, wall,
-                   act, act_wall, curve, series)
+    act, act_wall = _activation(site, run.starts, opt, seed)
+    return _report(run, load, values, clock.tz, transport.cycles, wall, act, act_wall, series)
 
 
 def _report(run: _Run, load: LoadProfile, values: npt.NDArray[np.float64], zone: dt.tzinfo,
-            cycle: ControlCycle, cycles: int, wall: float, act: float, act_wall: float,
-            curve: str, series: FrequencySeries) -> DayReport:
+            cycles: int, wall: float, act: list[float], act_wall: float,
+            series: FrequencySeries) -> DayReport:
     step = float(load.step_s)
     n_int = values.size
     s = run.samples
@@ -498,7 +510,7 @@ def _report(run: _Run, load: LoadProfile, values: npt.NDArray[np.float64], zone:
     above, avoid, _ = classify_intervals(t_a, g_a, b_a, np.array(s.lower), limit_w=limits,
                                          interval_s=step, n_intervals=n_int, tolerance_w=tol)
     mean = _interval_means(g_a, _interval_of(t_a, step, n_int), np.diff(t_a), step, n_int)
-    rows = _window_rows(run, zone, mean, above, load.start_unix_s, step)
+    rows = _window_rows(run, zone, mean, above, load.start_unix_s, step, act)
     fr = run.fr
     w_a = np.array(fr.w)
     res_a = np.array([run.starts[k].cfg.reserved_power_w for k in fr.win]) if fr.win else \
@@ -518,8 +530,8 @@ def _report(run: _Run, load: LoadProfile, values: npt.NDArray[np.float64], zone:
         windows_band_unreachable=len(rows) - len(allowed),
         fr_energy_outside_windows_wh=run.outside_wh,
         fr_energy_delivered_wh=float(np.sum(np.abs(np.array(fr.dlv)) * w_a) / 3600.0),
-        fr_activation_time_max_s=act,
-        fr_activation_curve=curve,
+        fr_activation_time_max_s=max((a for a in act if not math.isnan(a)), default=math.nan),
+        fr_activation_curve=",".join(sorted({_curve_name(st.cfg) for st in run.starts})),
         fr_activation_wall_s=act_wall,
         contracted_s=contracted,
         peak_import_w_uncontrolled=float(values.max()),

@@ -25,6 +25,7 @@ from controller.lab.replay.periods import DEFAULT_ZONE
 from controller.lab.replay.reports import DayReport
 from controller.runtime.billing import billing_zone
 from controller.runtime.schedule_file import ScheduleFile, load_schedule
+from simulator.frequency_synthetic import MAX_DURATION_S
 
 __all__ = ["DAY_TARGETS", "day_targets_met", "run_day_command"]
 
@@ -49,7 +50,6 @@ def day_targets_met(r: DayReport) -> dict[str, bool]:
     def at_least(v: float, bound: float) -> bool:
         return math.isnan(v) or v >= bound
 
-    act_key = f"fr_activation_time_s_max_{r.fr_activation_curve or 'linear'}"
     return {
         "fr_availability_pct": at_least(r.fr_availability_pct, t["fr_availability_pct_min"]),
         "soc_in_band_at_window_start_pct": at_least(
@@ -58,8 +58,10 @@ def day_targets_met(r: DayReport) -> dict[str, bool]:
         or r.fr_rms_error_pct <= t["fr_rms_error_pct_max"],
         "fr_energy_outside_windows_wh": r.fr_energy_outside_windows_wh
         <= t["fr_energy_outside_windows_wh_max"],
-        "fr_activation_time_s": math.isnan(r.fr_activation_time_max_s)
-        or r.fr_activation_time_max_s <= t[act_key],
+        "fr_activation_time_s": all(
+            math.isnan(w["fr_activation_time_s"])
+            or w["fr_activation_time_s"] <= t[f"fr_activation_time_s_max_{w['curve']}"]
+            for w in r.windows),
         "wall_s_per_day": r.wall_s / (r.simulated_s / 86400.0) <= t["wall_s_per_day_max"],
     }
 
@@ -94,7 +96,8 @@ def _tables(r: DayReport) -> None:
     t.add_row("FR RMS error (% of reserve)", _fmt(r.fr_rms_error_pct, "%", 2), "≤ 1 %")
     t.add_row("FR energy delivered", _fmt(r.fr_energy_delivered_wh / 1000, "kWh", 2), "")
     t.add_row("FR energy outside windows", _fmt(r.fr_energy_outside_windows_wh, "Wh", 3), "0 Wh")
-    limit = "≤ 1 s" if r.fr_activation_curve == "knee" else "≤ 30 s"
+    limit = {"knee": "≤ 1 s", "linear": "≤ 30 s"}.get(r.fr_activation_curve,
+                                                      "≤ 30 s FCR, 1 s DC")
     t.add_row(f"full activation after a step (scripted segment, {r.fr_activation_curve or '-'})",
               _fmt(r.fr_activation_time_max_s, "s", 2), limit)
     t.add_row("peak import without batteries", _fmt(r.peak_import_w_uncontrolled / 1000, "kW"), "")
@@ -110,8 +113,8 @@ def _tables(r: DayReport) -> None:
     console.print(t)
     w = Table(title="Per sold window (SoC at start: * = out of band, ! = preparation warned)",
               box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("window", "kW", "SoC %", "band %", "avail. %", "RMS %", "FR kWh", "peak kW",
-                 "above"):
+    for name in ("window", "kW", "SoC %", "band %", "avail. %", "RMS %", "act. s", "FR kWh",
+                 "peak kW", "above"):
         w.add_column(name, justify="left" if name == "window" else "right", no_wrap=True)
     one_day = days <= 1.0 + 1e-9
     for row in r.windows:
@@ -123,6 +126,7 @@ def _tables(r: DayReport) -> None:
                   f"{row['reserved_power_w'] / 1000:.0f}",
                   f"{row['soc_start_pct']:.1f}{mark}", f"{band[0]:.1f}–{band[1]:.1f}",
                   _fmt(row["fr_availability_pct"], "", 2), _fmt(row["fr_rms_error_pct"], "", 2),
+                  _fmt(row["fr_activation_time_s"], "", 2),
                   f"{row['fr_energy_delivered_wh'] / 1000:.1f}",
                   f"{row['peak_import_w'] / 1000:.1f}", str(row["intervals_above_limit"]))
     Console(width=max(console.width, 100)).print(w)
@@ -135,7 +139,9 @@ def run_day_command(args: argparse.Namespace, site: Any, cfg: Any, load: LoadPro
 
     schedule = _schedule(args, cfg.billing)
     duration = load.power_w.size * load.step_s
-    series = frequency_series(args.frequency_csv, seed=args.seed, duration_s=duration)
+    # The generator's longest trace repeats over a longer replay (as a recording does).
+    series = frequency_series(args.frequency_csv, seed=args.seed,
+                              duration_s=min(duration, MAX_DURATION_S))
     for line in series.problem_lines():
         sys.stderr.write(f"gridloop replay: warning: {line}\n")
     control = cfg.control

@@ -216,11 +216,12 @@ class DayReport(Report):
     fr_energy_delivered_wh: float
     """|FR part| of the battery power integrated over the windows (Wh)."""
     fr_activation_time_max_s: float
-    """Worst time to full activation after a step, on the scripted segment (s; nan: none)."""
+    """Worst time to full activation after a step, on the scripted segments (s; nan: none)."""
     fr_activation_curve: str
-    """The curve of that segment (``linear``: FCR, target 30 s; ``knee``: DC, 1 s)."""
+    """The sold windows' curves, comma-separated (``linear``: FCR, target 30 s; ``knee``:
+    DC, 1 s); each window's own is in its row."""
     fr_activation_wall_s: float
-    """Wall time of the scripted segment (s; not part of :attr:`wall_s`)."""
+    """Wall time of the scripted segments (s; not part of :attr:`wall_s`)."""
     contracted_s: float
     """Contracted time replayed (s)."""
     peak_import_w_uncontrolled: float
