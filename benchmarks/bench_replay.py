@@ -1,4 +1,5 @@
-"""Replay benchmarks: a month of peak shaving, the optimum LP, a frequency-response trace.
+"""Replay benchmarks: a month of peak shaving, the optimum LP, a frequency-response trace,
+a day with a schedule (FR in windows and peak shaving together).
 
 Run: ``pytest benchmarks/bench_replay.py`` (a month per round, two rounds, for
 ``--limit optimal`` and ``--limit auto``; March with January and February as history).
@@ -11,6 +12,7 @@ run are attached as ``extra_info`` (visible with ``--benchmark-json``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,13 @@ from controller.lab.replay import (
     run_frequency_response,
     run_peak_shaving,
 )
+from controller.lab.replay.day import DayReplayOptions, run_day
+from controller.lab.replay.frequency import frequency_series
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, load_profile
 from controller.lab.replay.optimum import optimal_peak
+from controller.lab.replay.periods import DEFAULT_ZONE
+from controller.runtime.billing import billing_zone
+from controller.runtime.schedule_file import load_schedule
 from simulator.config import SiteConfig, load_site
 
 
@@ -79,3 +86,27 @@ def test_frequency_response_replay(benchmark: Any, site: SiteConfig) -> None:
     })
     assert report.rms_error_pct <= 2.0
     assert report.activation_time_max_s <= 1.0
+
+
+def test_day_replay_with_schedule(benchmark: Any, site: SiteConfig) -> None:
+    """``gridloop replay --schedule examples/fcr_day.toml --days 1`` (synthetic frequency):
+    attaches the wall time per simulated day (the issue's target is <= 60 s) and the
+    figures of the day."""
+    days = _days(benchmark, 1.0, 1.0 / 24.0)
+    prof = load_profile(BUNDLED_LOAD_CSV, peak_w=400_000.0, start="2018-03-01", days=days)
+    example = Path(__file__).resolve().parents[1] / "examples" / "fcr_day.toml"
+    schedule = load_schedule(example, billing_zone(None, DEFAULT_ZONE))
+    series = frequency_series(None, seed=0, duration_s=days * 86400.0)
+    report = benchmark.pedantic(run_day, args=(site, prof, schedule, series),
+                                kwargs={"options": DayReplayOptions(activation_segment_s=0.0)},
+                                rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update({
+        "days": days,
+        "control_cycles": report.control_cycles,
+        "wall_s_per_day": report.wall_s / days,
+        "fr_availability_pct": report.fr_availability_pct,
+        "fr_rms_error_pct": report.fr_rms_error_pct,
+        "soc_in_band_at_window_start_pct": report.soc_in_band_at_window_start_pct,
+        "fr_energy_outside_windows_wh": report.fr_energy_outside_windows_wh,
+    })
+    assert report.fr_energy_outside_windows_wh == 0.0

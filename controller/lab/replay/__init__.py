@@ -15,11 +15,15 @@ Offers:
 * :func:`run_frequency_response` / :class:`FrequencyResponseReport` /
   :class:`FrequencyReplayOptions` / :func:`make_frequency_trace` /
   :class:`FrequencyTrace` — frequency response on a seeded trace with step events.
+* :func:`run_day` / :class:`DayReport` / :class:`DayReplayOptions` / :func:`schedule_book`
+  — a day or more with a schedule file's windows: frequency response in its windows
+  and peak shaving together, per-window availability, SoC at the start, tracking.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 
 Modules: ``peak`` (peak-shaving replay), ``periods`` (billing periods, history,
-rows), ``frequency`` (frequency-response replay and its trace), ``reports`` (both
+rows), ``frequency`` (frequency-response replay and its trace), ``day`` (the day
+replay with a schedule; ``day_cli`` its part of the command), ``reports`` (the
 results), ``fleet`` (LP models of a site), ``stepping`` (what both replays
 share), ``transport`` (the production control cycle against the physics),
 ``optimum``, ``loader``.
@@ -27,6 +31,7 @@ share), ``transport`` (the production control cycle against the physics),
 * ``controller.lab.replay.cli.main`` — the ``gridloop replay`` command.
 """
 
+from controller.lab.replay.day import DayReplayOptions, run_day, schedule_book
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.fleet import aggregate_model, fleet_models
 from controller.lab.replay.frequency import (
@@ -38,10 +43,12 @@ from controller.lab.replay.frequency import (
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
 from controller.lab.replay.peak import PeakReplayOptions, classify_intervals, run_peak_shaving
-from controller.lab.replay.reports import FrequencyResponseReport, PeakShavingReport
+from controller.lab.replay.reports import DayReport, FrequencyResponseReport, PeakShavingReport
 
 __all__ = [
     "BUNDLED_LOAD_CSV",
+    "DayReplayOptions",
+    "DayReport",
     "FleetModel",
     "FrequencyReplayOptions",
     "FrequencyResponseReport",
@@ -57,6 +64,8 @@ __all__ = [
     "load_profile",
     "make_frequency_trace",
     "optimal_peak",
+    "run_day",
     "run_frequency_response",
     "run_peak_shaving",
+    "schedule_book",
 ]

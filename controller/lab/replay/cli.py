@@ -7,6 +7,8 @@ Usage::
                     [--limit auto|optimal|WATTS] [--baselines both|previous|optimal|none]
                     [--summary-json FILE] [--fr-trace SPEC|none] [--frequency-csv FILE]
                     [--seed N] [--no-peak] [--check] [--no-progress]
+    gridloop replay --schedule FILE [--days N] [--start DATE] [--profile NAME | --load-csv FILE]
+                    [--frequency-csv FILE] [--config FILE] [--summary-json FILE] [--check]
 
 Runs the peak-shaving replay (:func:`~controller.lab.replay.peak.run_peak_shaving`)
 over whole billing periods of a load profile -- by default March of the bundled
@@ -43,6 +45,16 @@ file are warnings on stderr, and the unknown stretches met (frequency response
 asks 0 W there) are in the table and in the summary JSON
 (``frequency_response.frequency_gaps``: ``count``, ``seconds``, ``longest_s``,
 ``bridged``).
+
+``--schedule FILE`` runs instead the day replay
+(:func:`~controller.lab.replay.day.run_day`, :mod:`controller.lab.replay.day_cli`): one
+combined replay of the load selection (``--days`` 1 by default) with peak shaving and
+frequency response under the schedule file's windows (the ``gridloop run --schedule``
+format), on the synthetic frequency (``--seed``) or ``--frequency-csv``; per sold
+window and overall: availability, SoC at the window's start, FR tracking RMS, FR
+energy in and outside windows, activation after a step (scripted segment) and the
+peak-shaving figures. ``--check`` enforces
+:data:`~controller.lab.replay.day_cli.DAY_TARGETS`.
 
 Exit status: 0 when the replay ran (with ``--check``: 1 if a target of the
 ``--limit`` mode was missed), 2 on bad input -- one line on stderr, no traceback.
@@ -137,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frequency-csv", type=Path,
                    help="replay frequency response on this recorded frequency (timestamp, "
                         "Hz; >= 1 sample per second)")
+    p.add_argument("--schedule", type=Path,
+                   help="day replay: peak shaving and frequency response together with this "
+                        "schedule file's windows ([[window]] TOML), --days 1 by default")
     p.add_argument("--seed", type=int, default=0, help="seed of the physics and the trace")
     p.add_argument("--no-peak", action="store_true", help="skip the peak-shaving replay")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -410,6 +425,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if args.schedule is not None:
+        return _run_day(args)
     limit = _parse_limit(args.limit)
     trace_spec = _parse_trace(args.fr_trace, args.seed)
     site, cfg = _load_setup(args.config)
@@ -486,6 +503,16 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write("gridloop replay: a control-quality target was missed\n")
         return 1
     return 0
+
+
+def _run_day(args: argparse.Namespace) -> int:
+    """``--schedule``: the day replay (:mod:`controller.lab.replay.day_cli`)."""
+    from controller.lab.replay.day_cli import run_day_command
+
+    site, cfg = _load_setup(args.config)
+    if args.days is None:
+        args.days = 1.0
+    return run_day_command(args, site, cfg, _select_load(args))
 
 
 @contextlib.contextmanager

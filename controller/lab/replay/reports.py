@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FloatArray", "FrequencyResponseReport", "PeakShavingReport", "Report"]
+__all__ = ["DayReport", "FloatArray", "FrequencyResponseReport", "PeakShavingReport", "Report"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -189,3 +189,69 @@ class FrequencyResponseReport(Report):
     """Required power at the samples (+ = charging)."""
     delivered_w: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     """Delivered battery AC power at the samples."""
+
+
+@dataclass(frozen=True)
+class DayReport(Report):
+    """Quality of a day replay with a schedule (W, Wh, %, s; + = import / charging).
+
+    Frequency-response figures cover the windows with a reserve > 0 (contracted
+    time); how each is measured is in :mod:`controller.lab.replay.day`.
+    """
+
+    fr_availability_pct: float
+    """Share of contracted time in which the fleet could hold the full reserve for the
+    hold duration in both directions (SoC in the band and power headroom)."""
+    fr_rms_error_pct: float
+    """Time-weighted RMS of delivered − required FR power, % of each window's reserve."""
+    soc_in_band_at_window_start_pct: float
+    """Share of window starts with the fleet SoC in the window's band, among the windows
+    whose band preparation did not project out of reach."""
+    windows_sold: int
+    """Windows with a reserve > 0 met in the run."""
+    windows_band_unreachable: int
+    """Of these, windows whose band preparation projected out of reach (warned)."""
+    fr_energy_outside_windows_wh: float
+    """Energy the merge granted frequency response outside sold windows (Wh)."""
+    fr_energy_delivered_wh: float
+    """|FR part| of the battery power integrated over the windows (Wh)."""
+    fr_activation_time_max_s: float
+    """Worst time to full activation after a step, on the scripted segments (s; nan: none)."""
+    fr_activation_curve: str
+    """The sold windows' curves, comma-separated (``linear``: FCR, target 30 s; ``knee``:
+    DC, 1 s); each window's own is in its row."""
+    fr_activation_wall_s: float
+    """Wall time of the scripted segments (s; not part of :attr:`wall_s`)."""
+    contracted_s: float
+    """Contracted time replayed (s)."""
+    peak_import_w_uncontrolled: float
+    """Peak interval-mean import of the load alone (no batteries)."""
+    peak_import_w: float
+    """Achieved peak interval-mean import."""
+    billed_peak_w: float
+    """The billing meter's billed peak at the last interval start (W)."""
+    intervals_total: int
+    """Metering intervals replayed."""
+    intervals_above_limit: int
+    """Intervals whose mean import exceeded the limit in force (plus tolerance)."""
+    intervals_above_limit_avoidable: int
+    """Of these, the ones the fleet had room to avoid."""
+    soc_min_pct: float
+    """Lowest fleet SoC (%)."""
+    soc_max_pct: float
+    """Highest fleet SoC (%)."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time (s)."""
+    wall_s: float
+    """Wall time of the combined replay (s)."""
+    frequency_source: str
+    """Where the frequency came from (file or generator)."""
+    load: dict[str, Any]
+    """The load selection."""
+    windows: list[dict[str, Any]]
+    """One row per sold window (the same figures per window, plus SoC at its start)."""
+    time_s: FloatArray = field(repr=False)
+    grid_w: FloatArray = field(repr=False)
+    soc_pct: FloatArray = field(repr=False)

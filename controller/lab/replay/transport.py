@@ -47,6 +47,7 @@ from controller.lab.replay.errors import ReplayError
 from controller.runtime.billing import BillingMeter
 from controller.runtime.config import GridloopConfig
 from controller.runtime.cycle import ControlCycle, plan_setpoints
+from controller.runtime.schedule import ScheduleBook
 from controller.runtime.strategies import Strategy
 from simulator.config import SiteConfig
 from simulator.errors import RequestError
@@ -88,7 +89,8 @@ class ReplayControl:
 
 
 def replay_control(site: SiteConfig, config: GridloopConfig, *, site_zone: str | None = None,
-                   meter_max_gap_s: float | None = None) -> ReplayControl:
+                   meter_max_gap_s: float | None = None,
+                   schedule: ScheduleBook | None = None) -> ReplayControl:
     """Build the control of a replay the way ``gridloop run`` builds it for ``config``.
 
     Args:
@@ -103,6 +105,8 @@ def replay_control(site: SiteConfig, config: GridloopConfig, *, site_zone: str |
             service's default). A replay that steps the physics minutes at a time while
             nothing changes sets it to its longest step: there a gap between cycles is
             not lost telemetry but a stretch the replay knows to be constant.
+        schedule: The service windows the cycle applies (None = none: the config's
+            strategies all the time), as ``gridloop run --schedule`` hands them over.
 
     Returns:
         The core, an empty setpoint book and the cycle.
@@ -119,7 +123,7 @@ def replay_control(site: SiteConfig, config: GridloopConfig, *, site_zone: str |
     except OptionsError as exc:
         raise ReplayError(f"control: {exc}", source="control") from None
     core = SiteCore(graph, options)
-    cycle = ControlCycle.from_config(config, site_zone)
+    cycle = ControlCycle.from_config(config, site_zone, schedule)
     if meter_max_gap_s is not None and cycle.meter is not None:
         cycle.meter = BillingMeter(cycle.meter.clock, max_gap_s=meter_max_gap_s)
     return ReplayControl(core=core, book=SetpointBook(len(core.index.inverter_ids)),
