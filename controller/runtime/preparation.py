@@ -23,8 +23,14 @@ it holds a :class:`~controller.runtime.schedule.ScheduleBook` (issue 17):
   first time the projection falls outside the band it logs one WARNING (window,
   band, projected SoC) and counts the window (:attr:`Preparation.warned`).
 
-While a window with a reserve > 0 is in force, frequency response's own SoC
-management holds the band; preparation looks at the next window only between them.
+While a window with a reserve > 0 is in force, the reserve comes first (frequency
+response is served first by priority, and its energy must last ``hold_duration_s``):
+peak shaving runs as :func:`holding_wish` — preparation's wish for the window's band
+(or, when the next sold window starts within its lead time, the band both windows
+allow), and no discharge at or below the band's lower edge, no charging at or above
+its upper edge. So peak shaving never takes the SoC out of the band of a sold window,
+and back-to-back windows are prepared for as well. Frequency response's own SoC nudge
+still acts in its deadband.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "PrepStatus",
     "Preparation",
     "fr_config_in_force",
+    "holding_wish",
     "preparation_wish",
     "ps_config_in_force",
 ]
@@ -121,6 +128,44 @@ def preparation_wish(
         preferred = min(max(inputs.fleet_lower_w, wish.lower_w), wish.upper_w)
         return Wish(wish.source, wish.priority, preferred, wish.lower_w, wish.upper_w)
     return wish
+
+
+def holding_wish(
+    config: PeakShavingConfig, inputs: StrategyInputs, band: tuple[float, float]
+) -> Wish:
+    """Peak shaving's wish while a sold window is in force: :func:`preparation_wish`
+    toward ``band``, with no discharge at or below its lower edge and no charging at
+    or above its upper edge (the reserve's energy is not peak shaving's to use).
+
+    Args:
+        config: Peak shaving's settings in force.
+        inputs: The site now.
+        band: The window's SoC band (%), finite.
+
+    Returns:
+        The wish (peak shaving's name and priority).
+    """
+    wish = preparation_wish(config, inputs, band)
+    soc = inputs.soc_pct
+    if soc <= band[0]:
+        return Wish(wish.source, wish.priority, max(wish.preferred_w, 0.0),
+                    max(wish.lower_w, 0.0), max(wish.upper_w, 0.0))
+    if soc >= band[1]:
+        return Wish(wish.source, wish.priority, min(wish.preferred_w, 0.0),
+                    min(wish.lower_w, 0.0), min(wish.upper_w, 0.0))
+    return wish
+
+
+def _band(fr: FrequencyResponseConfig, inputs: StrategyInputs) -> tuple[float, float]:
+    """The SoC band that holds ``fr``'s reserve for its hold duration (nan: unknown)."""
+    return soc_band_pct(inputs.capacity_wh, fr.reserved_power_w, fr.hold_duration_s,
+                        inputs.soc_lower_pct, inputs.soc_upper_pct)
+
+
+def _sold(window: Window | None) -> FrequencyWindow | None:
+    """The window's frequency response if it sells a reserve > 0 (else None)."""
+    fw = window.frequency_response if window is not None else None
+    return fw if fw is not None and fw.reserved_power_w > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,15 +246,17 @@ class Preparation:
         """
         now = schedule.frequency_window(t_s)
         nxt = schedule.next_frequency_window(t_s)
-        if (now is not None and now.frequency_response is not None
-                and now.frequency_response.reserved_power_w > 0) or nxt is None:
+        if not math.isfinite(inputs.soc_pct):
+            self.status = None
+            return None
+        if (sold := _sold(now)) is not None:
+            return self._hold(fr_base, ps_config, inputs, t_s, sold, nxt)
+        if nxt is None:
             self.status, self._window = None, None
             return None
         assert nxt.frequency_response is not None
-        fr = fr_config_in_force(fr_base, nxt.frequency_response)
-        band = soc_band_pct(inputs.capacity_wh, fr.reserved_power_w, fr.hold_duration_s,
-                            inputs.soc_lower_pct, inputs.soc_upper_pct)
-        if not all(math.isfinite(b) for b in band) or not math.isfinite(inputs.soc_pct):
+        band = _band(fr_config_in_force(fr_base, nxt.frequency_response), inputs)
+        if not all(math.isfinite(b) for b in band):
             self.status = None
             return None
         left_s = nxt.start_s - t_s
@@ -231,6 +278,23 @@ class Preparation:
                 band[0], band[1], self.status.projected_soc_pct, inputs.soc_pct, left_s,
             )
         return wish
+
+
+    def _hold(self, fr_base: FrequencyResponseConfig, ps_config: PeakShavingConfig,
+              inputs: StrategyInputs, t_s: float, now: FrequencyWindow,
+              nxt: Window | None) -> Wish | None:
+        """Peak shaving's wish while a sold window is in force (:func:`holding_wish`)."""
+        self.status = None
+        band = _band(fr_config_in_force(fr_base, now), inputs)
+        if not all(math.isfinite(b) for b in band):
+            return None
+        if nxt is not None and nxt.frequency_response is not None:
+            nb = _band(fr_config_in_force(fr_base, nxt.frequency_response), inputs)
+            if (all(math.isfinite(b) for b in nb)
+                    and nxt.start_s - t_s <= self.lead_s(inputs, nb)):
+                both = (max(band[0], nb[0]), min(band[1], nb[1]))
+                band = both if both[0] <= both[1] else nb
+        return holding_wish(ps_config, inputs, band)
 
 
 def _projected(inputs: StrategyInputs, band: tuple[float, float], power_w: float,

@@ -360,6 +360,36 @@ def test_no_preparation_while_a_window_is_in_force() -> None:
     assert _fr(cycle)[0] == FR.soc_management_power_w
 
 
+def test_peak_shaving_never_takes_the_soc_out_of_a_sold_windows_band() -> None:
+    # Band of 100 kW for 900 s on 100 kWh within 10..90 %: 35..65 %. 300 kW of load
+    # against the 250 kW limit: peak shaving wants 50 kW of discharge.
+    now = Window(T0 - 100, T0 + 3600, "now", FrequencyWindow(100 * KW))
+    cycle = _cycle(_book(now))
+    cycle.step(_m(soc=50.0, load_w=300 * KW), T0, site_time_s=T0)
+    assert cycle.wishes["peak_shaving"].preferred_w < -40 * KW  # inside the band: shaves
+    for soc in (35.0, 20.0):  # at or below the band's lower edge: the reserve is not its
+        cycle.step(_m(soc=soc, load_w=300 * KW), T0 + 1, site_time_s=T0 + 1)
+        ps = cycle.wishes["peak_shaving"]
+        assert min(ps.preferred_w, ps.lower_w, ps.upper_w) >= 0.0, soc
+    # Above the upper edge it never charges (a low load would otherwise recharge).
+    cycle.step(_m(soc=70.0, load_w=50 * KW), T0 + 2, site_time_s=T0 + 2)
+    ps = cycle.wishes["peak_shaving"]
+    assert max(ps.preferred_w, ps.lower_w, ps.upper_w) <= 0.0
+
+
+def test_a_back_to_back_window_with_a_larger_reserve_is_prepared_inside_the_first() -> None:
+    # 100 kW now (band 35..65 %), 150 kW next (band 47.5..52.5 %): at 40 % the SoC is in
+    # the first band but not the next one's, which starts within the lead time.
+    now = Window(T0 - 100, T0 + 600, "now", FrequencyWindow(100 * KW))
+    nxt = Window(T0 + 600, T0 + 3600, "next", FrequencyWindow(150 * KW))
+    cycle = _cycle(_book(now, nxt))
+    cycle.step(_m(soc=40.0), T0, site_time_s=T0)
+    assert cycle.wishes["peak_shaving"].preferred_w == pytest.approx(50 * KW)
+    alone = _cycle(_book(now))  # without the next window: in band, peak shaving's own law
+    alone.step(_m(soc=40.0), T0, site_time_s=T0)
+    assert alone.wishes["peak_shaving"].preferred_w < 50 * KW
+
+
 # ------------------------------------------------------------------ the file source
 
 
