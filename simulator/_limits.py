@@ -3,8 +3,10 @@
 Offers the limits as constants (re-exported by `simulator.server`), the
 defaults derived from a site (`default_stream_caps`, `default_telemetry_phases`),
 `StreamCaps` (the count of open telemetry streams per client connection and on
-the whole server, and why one more is refused) and `check_server_args` (the
-validation of the server constructor's numeric arguments, naming the argument).
+the whole server, and why one more is refused), `pending_call_limits` (how many
+arriving calls gRPC holds for the server's loop before it sheds them) and
+`check_server_args` (the validation of the server constructor's numeric
+arguments, naming the argument).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "check_server_args",
     "default_stream_caps",
     "default_telemetry_phases",
+    "pending_call_limits",
 ]
 
 _PHASE_HZ = 100.0
@@ -78,6 +81,36 @@ def default_stream_caps(site: SiteConfig) -> tuple[int, int]:
         MIN_STREAMS_PER_CLIENT, STREAMS_PER_COMPONENT * (len(site.components) + len(site.sensors))
     )
     return per_client, CLIENTS_PER_SERVER * per_client
+
+
+GRPC_PENDING_CALLS = (1_000, 3_000)
+"""gRPC core's default backlog limits (``grpc.server.max_pending_requests`` and
+``grpc.server.max_pending_requests_hard_limit``): see `pending_call_limits`."""
+
+
+def pending_call_limits(per_client: int) -> tuple[int, int]:
+    """The backlog limits of calls that arrived before the server's loop took them:
+    (soft, hard), the ``grpc.server.max_pending_requests[_hard_limit]`` options.
+
+    A ``grpc.aio`` server takes arriving calls one at a time from its event loop;
+    the calls it has not taken yet wait in gRPC core's backlog. Above the soft
+    limit gRPC sheds each new call with a probability growing linearly to 1 at
+    the hard limit, before any handler runs: the client sees CANCELLED and the
+    simulator never knows. With gRPC's defaults (`GRPC_PENDING_CALLS`) a client
+    that opens one stream per component of a 1 000-pair site (2 001 at once)
+    while the loop is busy gets a share of them cancelled. The simulator refuses
+    streams itself, under `StreamCaps`, with a status naming the cap, so the
+    backlog must hold one connection's full cap (``per_client``) at once: soft =
+    the larger of that and gRPC's default, hard = 3 × soft (gRPC's ratio).
+
+    Args:
+        per_client: The per-connection telemetry stream cap.
+
+    Returns:
+        (soft, hard) backlog limits, in calls.
+    """
+    soft = max(GRPC_PENDING_CALLS[0], per_client)
+    return soft, 3 * soft
 
 
 def _positive_int(name: str, value: object, default: int) -> int:

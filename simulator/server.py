@@ -71,6 +71,7 @@ from ._limits import (
     check_server_args,
     default_stream_caps,
     default_telemetry_phases,
+    pending_call_limits,
 )
 from ._probe import LatencyProbe
 from ._publisher import TelemetryPublisher
@@ -104,6 +105,7 @@ __all__ = [
     "check_api_versions",
     "default_stream_caps",
     "default_telemetry_phases",
+    "pending_call_limits",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -268,13 +270,7 @@ class SimulatorServer:
         """Bind, start serving and start the physics task."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_concurrent_streams", 10_000),
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-            ]
-        )
+        server = grpc.aio.server(options=self.grpc_options())
         server.add_generic_rpc_handlers(self._handlers)
         self.port = self._bind(server)
         await server.start()
@@ -283,6 +279,20 @@ class SimulatorServer:
         self._started_wall = time.monotonic()
         self.listening_at_unix = time.time()
         self._tick_task = asyncio.create_task(self._run_ticks(), name="simulator-physics")
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """The ``grpc.aio`` server options: one port of its own, at most 10 000 streams
+        per connection, `MAX_REQUEST_BYTES` per request, and a backlog of calls not yet
+        taken by the loop that holds one client's full stream cap (`pending_call_limits`:
+        gRPC's default sheds a 1 000-pair client's streams at connect)."""
+        soft, hard = pending_call_limits(self.max_streams_per_client)
+        return [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", 10_000),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.server.max_pending_requests", soft),
+            ("grpc.server.max_pending_requests_hard_limit", hard),
+        ]
 
     def _bind(self, server: grpc.aio.Server) -> int:
         """Add the (TLS or plaintext) port to ``server``; the bound port, or OSError."""

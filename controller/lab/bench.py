@@ -1,8 +1,9 @@
 """``gridloop bench latency``: dispatch latency, frequency event → setpoints at the site.
 
-Offers :func:`main` (``gridloop bench ...``), :func:`site_dict` (the generated
-N-battery topology), :func:`step_latencies` (probe record → per-step latencies)
-and :func:`summarise`.
+Offers :func:`main` (``gridloop bench ...``), :func:`run_latency`,
+:class:`LatencyProgress` (its progress on stderr), :func:`site_dict` (the
+generated N-battery topology), :func:`step_latencies` (probe record → per-step
+latencies) and :func:`summarise`.
 
 How it measures. For every client, a fresh simulator child process
 (``python -m controller.lab.bench _sim``) serves the same generated site: a grid
@@ -42,6 +43,10 @@ The clients, one after another in the same run:
    ``microgrid.frequency()``, in a subprocess (:mod:`controller.lab.bench_sdk_client`:
    the SDK holds process-global state); null when ``frequenz.sdk`` is not importable or it fails.
 
+Progress goes to stderr (:class:`LatencyProgress`), never to stdout: on a
+terminal one updating line (client, event k of K, elapsed, a rough time left),
+otherwise a line per client at every 10 % of its events and at its end.
+
 Each step is held for ``--interval`` s after its emission (an overloaded
 simulator emits the grid meter's next frame late, so steps are at least that
 far apart). CPU (gridloop and the floors): ``time.process_time`` of this process
@@ -64,13 +69,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from controller.cli_args import OneLineParser, api_version, positive_float, positive_int
 from controller.errors import BenchError, EmbeddedSimulatorError
 from controller.runtime.embedded import LISTEN_PREFIX, SimulatorProcess
 
-__all__ = ["main", "site_dict", "step_latencies", "summarise"]
+__all__ = ["LatencyProgress", "main", "run_latency", "site_dict", "step_latencies", "summarise"]
 
 GRID_ID = 1
 METER_ID = 2
@@ -86,6 +91,8 @@ DEFAULT_API_VERSION = "v1alpha18"
 SDK_API_VERSION = "v1alpha18"
 """The one version the SDK peer (frequenz-client-microgrid 0.18) speaks."""
 _RESULT_PREFIX = "LATENCY "
+_EVENT_PREFIX = "EVENT "
+"""The simulator child's line saying event k (1..K) is done (its interval has passed)."""
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -254,6 +261,8 @@ async def _sim_child(args: argparse.Namespace) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(emitted.wait(), 60.0)
             await asyncio.sleep(args.interval)
+            if k:  # step 0 is the unreported warm-up
+                print(f"{_EVENT_PREFIX}{k}", flush=True)
         print(_RESULT_PREFIX + json.dumps(probe.to_json()), flush=True)
         await reader.read()  # serve until the harness closes stdin
 
@@ -276,6 +285,8 @@ class _Sim(SimulatorProcess):
     ) -> None:
         self.api_version = api_version
         """The one Microgrid API version the child serves."""
+        self.on_event: Callable[[int], None] | None = None
+        """Called with k when event k of the steps is done (progress)."""
         super().__init__(
             [
                 "_sim", "--inverters", str(n), "--events", str(events),
@@ -297,7 +308,7 @@ class _Sim(SimulatorProcess):
         return self
 
     async def run_steps(self, timeout_s: float) -> dict[str, Any]:
-        """Say go; return the probe record once all steps are done."""
+        """Say go; return the probe record once all steps are done (`on_event` after each)."""
         self.stdin.write(b"go\n")
         await self.stdin.drain()
         while True:
@@ -308,7 +319,9 @@ class _Sim(SimulatorProcess):
             line = raw.decode()
             if not line:
                 raise BenchError("simulator exited before reporting")
-            if line.startswith(_RESULT_PREFIX):
+            if line.startswith(_EVENT_PREFIX) and self.on_event is not None:
+                self.on_event(int(line[len(_EVENT_PREFIX):]))
+            elif line.startswith(_RESULT_PREFIX):
                 data: dict[str, Any] = json.loads(line[len(_RESULT_PREFIX):])
                 return data
 
@@ -565,6 +578,109 @@ async def _sdk_client(
     return record, {}
 
 
+# ---------------------------------------------------------------------- progress
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``: a duration for a progress line."""
+    whole = max(0, round(seconds))
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
+
+
+class LatencyProgress:
+    """How far `run_latency` is, on stderr: the table and the JSON stay the output.
+
+    On a terminal: one updating line, rich's progress bar as ``gridloop replay``
+    shows it, with the client, event k of K, the time since the client started
+    and a rough time left (from the events done so far). Otherwise (a log, a
+    pipe): a line per client at every 10 % of its events and one at its end,
+    so a long run says where it is without filling the log.
+    """
+
+    def __init__(
+        self, events: int, *, file: TextIO | None = None, live: bool | None = None
+    ) -> None:
+        """Report the progress of runs of ``events`` events each.
+
+        Args:
+            events: Events per client (K).
+            file: Where to write (stderr when None).
+            live: Whether to show the updating line (None = whether ``file`` is a terminal).
+        """
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.events = events
+        """Events per client (K)."""
+        self._file = file if file is not None else sys.stderr
+        self._live = self._file.isatty() if live is None else live
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("events,"), TimeElapsedColumn(), TextColumn("elapsed, ~"),
+            TimeRemainingColumn(), TextColumn("left"),
+            console=Console(file=self._file), transient=True, disable=not self._live,
+        )  # fmt: skip
+        self._task: TaskID | None = None
+        self._client = ""
+        self._started = 0.0
+        self._first = 0.0
+        self._done = 0
+
+    def __enter__(self) -> LatencyProgress:
+        """Show the updating line (on a terminal)."""
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Remove the updating line."""
+        self._bar.stop()
+
+    def client_started(self, client: str) -> None:
+        """``client`` starts (connects, settles, then runs its events)."""
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+        self._client, self._started, self._done = client, time.monotonic(), 0
+        self._task = self._bar.add_task(client, total=self.events)
+
+    def event_done(self, k: int) -> None:
+        """Event ``k`` (1..K) of the current client is done."""
+        now = time.monotonic()
+        if k == 1:
+            self._first = now
+        self._done = k
+        if self._task is not None:
+            self._bar.update(self._task, completed=k, refresh=True)
+        tenth = max(1, self.events // 10)
+        if not self._live and k < self.events and k % tenth == 0:
+            # Per event: the pace since the first one (the first includes connecting).
+            pace = (now - self._first) / (k - 1) if k > 1 else now - self._started
+            self._line(
+                f"event {k}/{self.events}, {_duration(now - self._started)} elapsed,"
+                f" ~{_duration(pace * (self.events - k))} left"
+            )
+
+    def client_ended(self, note: str | None = None) -> None:
+        """The current client is done, or was not run (``note`` says why)."""
+        elapsed = _duration(time.monotonic() - self._started)
+        if note is not None:
+            self._line(f"not run ({note})")
+        else:
+            self._line(f"{self._done}/{self.events} events in {elapsed}")
+
+    def _line(self, text: str) -> None:
+        if not self._live:
+            self._file.write(f"gridloop bench latency: {self._client}: {text}\n")
+            self._file.flush()
+
+
 # ---------------------------------------------------------------------- the run
 
 Client = Callable[[_Sim, int, float, float], Awaitable[tuple[dict[str, Any], dict[str, float]]]]
@@ -580,8 +696,13 @@ async def run_latency(
     clients: Sequence[str] = CLIENTS,
     settle_s: float = 1.0,
     api_version: str = DEFAULT_API_VERSION,
+    progress: LatencyProgress | None = None,
 ) -> dict[str, Any]:
-    """Run the latency benchmark in one Microgrid API version; return the JSON-able result."""
+    """Run the latency benchmark in one Microgrid API version; return the JSON-able result.
+
+    ``progress`` (if given) is told when each client starts, each of its events is
+    done and it ends.
+    """
     from simulator.server import default_telemetry_phases
 
     hz = telemetry_hz if telemetry_hz is not None else (10.0 if n <= 100 else 1.0)
@@ -607,24 +728,27 @@ async def run_latency(
     }
     timeout_s = (events + 1) * (interval_s + 60.0)
     for name in clients:
+        if progress is not None:
+            progress.client_started(name)
+        skip = None
         if name == "sdk" and not sdk_available():
+            skip = "frequenz-sdk not installed"
+        elif name == "sdk" and api_version != SDK_API_VERSION:
+            skip = f"frequenz-sdk speaks {SDK_API_VERSION} only, not {api_version}"
+        if skip is None:
+            try:
+                async with _Sim(n, events, interval_s, hz, phases, api_version) as sim:
+                    sim.on_event = None if progress is None else progress.event_done
+                    record, extra = await table[name](sim, n, settle_s, timeout_s)
+            except (BenchError, TimeoutError, OSError) as exc:
+                if name != "sdk":
+                    raise BenchError(f"{name}: {exc or type(exc).__name__}") from None
+                skip = str(exc or type(exc).__name__)
+        if progress is not None:
+            progress.client_ended(skip)
+        if skip is not None:
             result["results"][name] = None
-            result.setdefault("notes", []).append("sdk: frequenz-sdk not installed")
-            continue
-        if name == "sdk" and api_version != SDK_API_VERSION:
-            result["results"][name] = None
-            result.setdefault("notes", []).append(
-                f"sdk: frequenz-sdk speaks {SDK_API_VERSION} only, not {api_version}"
-            )
-            continue
-        try:
-            async with _Sim(n, events, interval_s, hz, phases, api_version) as sim:
-                record, extra = await table[name](sim, n, settle_s, timeout_s)
-        except (BenchError, TimeoutError, OSError) as exc:
-            if name != "sdk":
-                raise BenchError(f"{name}: {exc or type(exc).__name__}") from None
-            result["results"][name] = None
-            result.setdefault("notes", []).append(f"sdk: {exc or type(exc).__name__}")
+            result.setdefault("notes", []).append(f"sdk: {skip}")
             continue
         steps = step_latencies(record, inverter_ids(n))
         entry = summarise(steps, n)
@@ -742,11 +866,13 @@ def main(argv: Sequence[str]) -> int:
     from actors import run as run_on_uvloop
 
     try:
-        result = run_on_uvloop(
-            run_latency(opts.inverters, opts.events, interval_s=opts.interval,
-                        telemetry_hz=opts.telemetry_hz, telemetry_phases=opts.telemetry_phases,
-                        clients=clients, api_version=opts.api_version)
-        )
+        with LatencyProgress(opts.events) as progress:
+            result = run_on_uvloop(
+                run_latency(opts.inverters, opts.events, interval_s=opts.interval,
+                            telemetry_hz=opts.telemetry_hz,
+                            telemetry_phases=opts.telemetry_phases, clients=clients,
+                            api_version=opts.api_version, progress=progress)
+            )
     except BenchError as exc:
         sys.stderr.write(f"gridloop bench latency: {exc}\n")
         return 1

@@ -7,6 +7,7 @@ finiteness and order (first ≤ last), never against a target.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import subprocess
@@ -23,6 +24,7 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as pb2_grpc
 from controller.lab.bench import (
     METER_ID,
     STEP_W,
+    LatencyProgress,
     inverter_ids,
     site_dict,
     step_latencies,
@@ -200,3 +202,63 @@ def test_an_unknown_api_version_is_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "--api-version = 'v3': must be one of v1alpha19, v1alpha18, v1" in proc.stderr
+
+
+class _Terminal(io.StringIO):
+    """A captured stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_one_updating_line() -> None:
+    out = _Terminal()
+    with LatencyProgress(3, file=out) as progress:
+        progress.client_started("gridloop")
+        progress.event_done(1)
+        progress.event_done(2)
+        shown = out.getvalue()
+        progress.client_ended()
+    assert "gridloop" in shown
+    assert "2/3" in shown
+    assert "events" in shown
+    assert "left" in shown
+    assert "gridloop bench latency:" not in out.getvalue()  # no log lines on a terminal
+
+
+def test_progress_elsewhere_is_a_line_per_client_and_every_tenth() -> None:
+    out = io.StringIO()
+    with LatencyProgress(20, file=out) as progress:
+        progress.client_started("floor")
+        for k in range(1, 21):
+            progress.event_done(k)
+        progress.client_ended()
+        progress.client_started("sdk")
+        progress.client_ended("frequenz-sdk not installed")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 9 + 1 + 1, lines  # events 2, 4, ..., 18; the end; sdk
+    assert lines[0].startswith("gridloop bench latency: floor: event 2/20, ")
+    assert lines[0].endswith(" left")
+    assert lines[9].startswith("gridloop bench latency: floor: 20/20 events in ")
+    assert lines[10] == "gridloop bench latency: sdk: not run (frequenz-sdk not installed)"
+
+
+@pytest.mark.integration
+def test_bench_latency_reports_progress_on_stderr_only(tmp_path: Path) -> None:
+    """Not on a terminal: a line per client on stderr; stdout is the table alone."""
+    out = tmp_path / "lat.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "bench", "latency", "--inverters", "1",
+         "--events", "1", "--interval", "0.1", "--clients", "floor,floor+streams",
+         "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("gridloop bench latency: floor: 1/1 events in ") for line in lines)
+    assert any(
+        line.startswith("gridloop bench latency: floor+streams: 1/1 events in ") for line in lines
+    )
+    assert "gridloop bench latency" not in proc.stdout
+    assert "event → setpoint latency" in proc.stdout
+    assert set(json.loads(out.read_text())["results"]) == {"floor", "floor+streams"}

@@ -8,6 +8,8 @@ streams it never reads) nor grow its memory without bound (bounds tokens).
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as mg_grpc
+from grpc._cython import cygrpc
 
 from simulator.config import load_site
 from simulator.server import (
@@ -26,6 +29,7 @@ from simulator.server import (
     MAX_BOUNDS_TOKEN_BYTES,
     SimulatorServer,
     default_stream_caps,
+    pending_call_limits,
 )
 
 pytestmark = pytest.mark.integration
@@ -134,6 +138,79 @@ def test_default_stream_caps_fit_one_stream_per_component_several_times() -> Non
     per_client, total = default_stream_caps(site)
     assert per_client >= 4 * (len(site.components) + len(site.sensors))
     assert total >= 8 * per_client
+
+
+def _streams_arrived(port: int) -> int:
+    """HTTP/2 streams gRPC core has received on the server listening on ``port``
+    (channelz), whether or not the server's loop has taken their calls yet."""
+    arrived = 0
+    for server in json.loads(cygrpc.channelz_get_servers(0)).get("server", []):
+        server_id = int(server["ref"]["serverId"])
+        sockets = json.loads(cygrpc.channelz_get_server_sockets(server_id, 0, 0))
+        for ref in sockets.get("socketRef", []):
+            sock = json.loads(cygrpc.channelz_get_socket(int(ref["socketId"])))["socket"]
+            if sock.get("local", {}).get("tcpipAddress", {}).get("port") == port:
+                arrived += int(sock["data"].get("streamsStarted", 0))
+    return arrived
+
+
+def _block_until_arrived(port: int, count: int) -> None:
+    """Block the calling thread (and its event loop) until ``count`` streams arrived."""
+    give_up = time.monotonic() + 120.0  # only against a hang; never reached when healthy
+    while (arrived := _streams_arrived(port)) < count:
+        assert time.monotonic() < give_up, f"only {arrived} of {count} streams arrived"
+        time.sleep(0.01)
+
+
+def _open_streams_and_read_one_frame(address: str, ids: list[int]) -> Counter[str]:
+    """Open a stream per id at once on one connection (synchronous client, in a thread),
+    then read each one's first frame: ``frame`` or the status code it ended with."""
+    outcomes: Counter[str] = Counter()
+    with grpc.insecure_channel(address) as channel:
+        stub = mg_grpc.MicrogridStub(channel)
+        calls = [stub.ReceiveElectricalComponentTelemetryStream(_telemetry(cid)) for cid in ids]
+        for call in calls:
+            try:
+                next(call)
+                outcomes["frame"] += 1
+            except grpc.RpcError as exc:
+                outcomes[exc.code().name] += 1
+        for call in calls:
+            call.cancel()
+    return outcomes
+
+
+async def test_a_full_stream_cap_opened_while_the_loop_is_busy_is_not_cancelled(
+    sim_factory: Any,
+) -> None:
+    """A client opens its whole stream cap (1 300 streams) at once while the server's
+    loop is busy: every stream delivers a frame, none is CANCELLED.
+
+    The loop is blocked until gRPC core has received all the streams (channelz), so
+    all wait in its backlog of calls the loop has not taken. gRPC's default backlog
+    (1 000 soft, 3 000 hard) sheds the calls beyond 1 000 at random with CANCELLED
+    before any handler runs (~22 expected of 1 300): what cancelled streams of a
+    client connecting to a 1 000-pair site (2 001 streams)."""
+    k = 1_300
+    srv: SimulatorServer = await sim_factory(max_streams_per_client=k, max_streams=k)
+    ids = [c.id for c in srv.site.components]
+    loop = asyncio.get_running_loop()
+    opened = loop.run_in_executor(
+        None, _open_streams_and_read_one_frame, srv.address, [ids[i % len(ids)] for i in range(k)]
+    )
+    _block_until_arrived(srv.port, k)  # the server's loop is this one
+    assert await opened == {"frame": k}
+
+
+def test_grpc_backlog_holds_one_connections_full_stream_cap() -> None:
+    """The backlog of calls not yet taken by the loop never sheds below the
+    per-connection stream cap, and never goes below gRPC's own defaults."""
+    assert pending_call_limits(64) == (1_000, 3_000)
+    assert pending_call_limits(8_008) == (8_008, 24_024)
+    srv = SimulatorServer(load_site(None), max_streams_per_client=5_000)
+    options = dict(srv.grpc_options())
+    assert options["grpc.server.max_pending_requests"] == 5_000
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 15_000
 
 
 @pytest.mark.parametrize(
