@@ -30,7 +30,10 @@ peak shaving runs as :func:`holding_wish` — preparation's wish for the window'
 allow), and no discharge at or below the band's lower edge, no charging at or above
 its upper edge. So peak shaving never takes the SoC out of the band of a sold window,
 and back-to-back windows are prepared for as well. Frequency response's own SoC nudge
-still acts in its deadband.
+still acts in its deadband. Before that, from :data:`PREP_MAX_LEAD_S` ahead of a sold
+window, peak shaving keeps the window's reserve (:func:`keep_band`: it does not discharge
+the SoC below the band, nor charge it above), so a long shaving stretch just before a
+window does not spend the energy the window needs when no headroom is left to recharge it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "Preparation",
     "fr_config_in_force",
     "holding_wish",
+    "keep_band",
     "preparation_wish",
     "ps_config_in_force",
 ]
@@ -145,12 +149,16 @@ def holding_wish(
     Returns:
         The wish (peak shaving's name and priority).
     """
-    wish = preparation_wish(config, inputs, band)
-    soc = inputs.soc_pct
-    if soc <= band[0]:
+    return keep_band(preparation_wish(config, inputs, band), inputs.soc_pct, band)
+
+
+def keep_band(wish: Wish, soc_pct: float, band: tuple[float, float]) -> Wish:
+    """``wish`` without discharge at or below ``band``'s lower edge and without charging at
+    or above its upper edge (the reserve's energy and room are not peak shaving's)."""
+    if soc_pct <= band[0]:
         return Wish(wish.source, wish.priority, max(wish.preferred_w, 0.0),
                     max(wish.lower_w, 0.0), max(wish.upper_w, 0.0))
-    if soc >= band[1]:
+    if soc_pct >= band[1]:
         return Wish(wish.source, wish.priority, min(wish.preferred_w, 0.0),
                     min(wish.lower_w, 0.0), min(wish.upper_w, 0.0))
     return wish
@@ -263,7 +271,10 @@ class Preparation:
         if nxt != self._window:
             if left_s > self.lead_s(inputs, band):
                 self.status = None
-                return None
+                if left_s > PREP_MAX_LEAD_S:
+                    return None
+                # Not preparing yet, but the window's reserve is kept for it.
+                return keep_band(peak_shaving_wish(ps_config, inputs), inputs.soc_pct, band)
             self._window = nxt
         wish = preparation_wish(ps_config, inputs, band)
         self.status = PrepStatus(nxt, band, inputs.soc_pct,

@@ -377,6 +377,17 @@ def test_peak_shaving_never_takes_the_soc_out_of_a_sold_windows_band() -> None:
     assert max(ps.preferred_w, ps.lower_w, ps.upper_w) <= 0.0
 
 
+def test_peak_shaving_keeps_the_next_windows_reserve_from_the_longest_lead_on() -> None:
+    # At the band's lower edge (35 %), 300 kW of load against the 250 kW limit: a window
+    # 4 h ahead keeps its reserve (no discharge); one 7 h ahead does not yet.
+    for ahead_s, shaves in ((4 * 3600.0, False), (7 * 3600.0, True)):
+        window = Window(T0 + ahead_s, T0 + ahead_s + 3600, "w", FrequencyWindow(100 * KW))
+        cycle = _cycle(_book(window))
+        cycle.step(_m(soc=35.0, load_w=300 * KW), T0, site_time_s=T0)
+        assert (cycle.wishes["peak_shaving"].preferred_w < -40 * KW) is shaves, ahead_s
+        assert cycle.preparation.status is None  # keeping, not preparing
+
+
 def test_a_back_to_back_window_with_a_larger_reserve_is_prepared_inside_the_first() -> None:
     # 100 kW now (band 35..65 %), 150 kW next (band 47.5..52.5 %): at 40 % the SoC is in
     # the first band but not the next one's, which starts within the lead time.
