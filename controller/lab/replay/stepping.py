@@ -98,6 +98,12 @@ class PhysicsTruth:
         """Capacity-weighted fleet SoC (%)."""
         return float(np.dot(self.ph.battery_soc_pct, self.capacity) / self.cap_total)
 
+    def energy_above_min_wh(self) -> float:
+        """The fleet's stored energy above its batteries' lower SoC limits (Wh)."""
+        ph = self.ph
+        room = np.clip(ph.battery_soc_pct - ph.battery_soc_min_pct, 0.0, None)
+        return float(np.dot(room, self.capacity) / 100.0)
+
     def fleet_lower_w(self) -> float:
         """The battery inverters' summed lower bound (W): what the fleet could discharge."""
         return float(self.ph.inverter_lower_w[self.bat_inv].sum())
