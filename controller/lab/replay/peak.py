@@ -400,6 +400,12 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
     t = ph.now_s
     next_report = transport.cycles
 
+    def meter_settled() -> None:
+        # The service meters the grid every cycle (200 ms): before a coarse stretch the
+        # meter sees the site once the setpoints just sent have taken effect, or it would
+        # hold the sample taken before them for minutes (no strategy is stepped).
+        transport.cycle(strategies=())
+
     while t < end_s - 1e-9:
         due = transport.cycle()
         i = int(t / step_s + 1e-9)
@@ -417,8 +423,10 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
             if to_boundary > 1e-6:
                 dt = min(dt, to_boundary)
         dt = min(dt, end_s - t)
+        coarse_rest = coarse != fine
         advance(ph, due, dt, fine, coarse, samples.record,
-                None if coarse == fine else lambda: _to_soc_limit(ph))
+                (lambda: _to_soc_limit(ph)) if coarse_rest else None,
+                meter_settled if coarse_rest else None)
         t = ph.now_s
         if progress is not None and transport.cycles >= next_report:
             progress(t, total_s)
