@@ -25,9 +25,13 @@ resolved). While the load is constant, the stateless peak-shaving law gets
 constant inputs and asks for the same total (only its split over the groups
 drifts with SoC), so the next cycle is at the next load step, after
 ``max_step_s`` or when a battery reaches a SoC limit (where the split must
-change), whichever is first. A month of 15-min data takes some 3·10⁴ cycles
-instead of 1.3·10⁷ at 200 ms. The instantaneous import (transients of a few
-hundred ms at each load step) is reported separately.
+change), whichever is first. Before such a coarse step, once the setpoints just sent have
+taken effect, a cycle with no strategy due meters the settled site (the service
+meters every 200 ms; held from before the change, the sample would mis-meter the
+interval for minutes and, through the billed peak, raise the limit held). A month
+of 15-min data takes some 4·10⁴ cycles instead of 1.3·10⁷ at 200 ms. The
+instantaneous import (transients of a few hundred ms at each load step) is
+reported separately.
 
 Units and signs: W, Wh, %, simulated seconds; + = importing / charging.
 """
@@ -665,7 +669,8 @@ def run_peak_shaving(
     interval boundary, ``max_step_s`` later, or when a battery reaches a SoC limit,
     whichever comes first. The meter holds a sample over such a step
     (``meter_max_gap_s = max_step_s``), which the service's meter would count as a
-    telemetry gap.
+    telemetry gap; the sample is taken once the setpoints sent before the step have
+    taken effect (a cycle with no strategy due).
 
     Raises:
         ReplayError: bad input (too short a profile, no batteries, bad limit, LP failure).
