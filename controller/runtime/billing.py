@@ -33,6 +33,15 @@ best estimate of what the utility's meter saw; an interval with no covered
 time has no mean and is not recorded. So a single wrong sample weighs at most
 ``max_gap_s / interval_s`` (3.3 % of a 15-min interval) in a mean.
 
+An interval the meter *joined late* (its first sample more than ``max_gap_s``
+after the interval's start: the run started within it, without a restored state,
+or telemetry came back after a longer gap) is not billed by the meter: its
+energy before is unknown, and the mean of a few covered seconds (a start-up
+transient before the first setpoint acts) is no estimate of the interval's.
+It does not raise the billed peaks (its uncontrolled mean still goes into the
+history), and peak shaving shaves its samples against the limit rather than
+making up energy it cannot place (:attr:`BillingMeter.interval_joined_late`).
+
 Units: W, Wh, s (site unix time); + = import. The billed demand of an interval
 is ``max(0, mean grid power)``.
 """
@@ -213,6 +222,7 @@ class _Interval:
 
     start_s: float
     end_s: float
+    joined_s: float
     covered_s: float = 0.0
     covered_uncontrolled_s: float = 0.0
     energy_wh: float = 0.0
@@ -307,7 +317,7 @@ class BillingMeter:
             self.period_start_s = self.clock.period_start(start)
             self.billed_peak_w = 0.0
             self.billed_peak_w_uncontrolled = 0.0
-        self._cur = _Interval(start, self.clock.interval_end(t))
+        self._cur = _Interval(start, self.clock.interval_end(t), t)
 
     def _roll(self, t: float) -> None:
         """Close the current interval and open the one containing ``t``."""
@@ -318,16 +328,28 @@ class BillingMeter:
             self.period_key = key
             self.period_start_s = self.clock.period_start(cur.start_s)
             self.billed_peak_w = self.billed_peak_w_uncontrolled = 0.0
-        if cur.covered_s > 0:
+        billable = not self._joined_late(cur)
+        if cur.covered_s > 0 and billable:
             self.billed_peak_w = max(self.billed_peak_w, cur.energy_wh * 3600.0 / cur.covered_s)
         if cur.covered_uncontrolled_s > 0:
             mean_u = cur.energy_uncontrolled_wh * 3600.0 / cur.covered_uncontrolled_s
-            self.billed_peak_w_uncontrolled = max(self.billed_peak_w_uncontrolled, mean_u)
+            if billable:
+                self.billed_peak_w_uncontrolled = max(self.billed_peak_w_uncontrolled, mean_u)
             self._hist.append((cur.start_s, mean_u))
         self.closed += 1
         self._open(t)
 
+    def _joined_late(self, cur: _Interval) -> bool:
+        return cur.joined_s - cur.start_s > self.max_gap_s
+
     # ------------------------------------------------------------ reading
+    @property
+    def interval_joined_late(self) -> bool:
+        """Whether the meter's first sample of the current interval came more than
+        ``max_gap_s`` after its start (the run started, or telemetry came back, within it;
+        module doc): its energy before is unknown (False before the first sample)."""
+        return self._cur is not None and self._joined_late(self._cur)
+
     @property
     def interval_start_s(self) -> float:
         """Start of the current interval (unix s; nan before the first sample)."""
@@ -413,6 +435,7 @@ class BillingMeter:
             "interval": None if cur is None else {
                 "start_s": cur.start_s,
                 "end_s": cur.end_s,
+                "joined_s": cur.joined_s,
                 "covered_s": cur.covered_s,
                 "covered_uncontrolled_s": cur.covered_uncontrolled_s,
                 "energy_wh": cur.energy_wh,
@@ -443,8 +466,11 @@ class BillingMeter:
         iv = state["interval"]
         cur = None
         if iv is not None:
-            cur = _Interval(*(_num(iv, k) for k in (
-                "start_s", "end_s", "covered_s", "covered_uncontrolled_s", "energy_wh",
+            start_s, end_s = _num(iv, "start_s"), _num(iv, "end_s")
+            # Written before ``joined_s`` existed: seen from its start.
+            joined = _num(iv, "joined_s") if "joined_s" in iv else start_s
+            cur = _Interval(start_s, end_s, joined, *(_num(iv, k) for k in (
+                "covered_s", "covered_uncontrolled_s", "energy_wh",
                 "energy_uncontrolled_wh", "energy_exempt_wh")))
         hist = state["history"]
         pairs = list(zip(hist["start_s"], hist["mean_uncontrolled_w"], strict=True))

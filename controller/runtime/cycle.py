@@ -205,9 +205,12 @@ class ControlCycle:
         meter.update(site_time_s, m.grid_power_w, m.grid_power_w - m.battery_power_w, exempt)
         covered = meter.interval_covered_s
         plan = self._replan(m, site_time_s, meter) if self.auto_limit is not None else None
+        # An interval joined late (the run started within it) is shaved sample by sample:
+        # its energy before is unknown, so there is nothing to make up (billing module).
+        late = meter.interval_joined_late
         return dataclasses.replace(
             base,
-            interval_s=covered + max(0.0, meter.remaining_s(site_time_s)),
+            interval_s=math.nan if late else covered + max(0.0, meter.remaining_s(site_time_s)),
             interval_elapsed_s=covered,
             interval_energy_wh=meter.interval_energy_wh - meter.interval_energy_exempt_wh,
             billed_peak_w=meter.billed_peak_w,

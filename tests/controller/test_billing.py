@@ -439,3 +439,44 @@ def test_limit_takes_watts_or_auto_and_not_both_spellings() -> None:
         config_from_dict({"peak_shaving": {"limit": 1.0, "import_limit_w": 2.0}}, source="x.toml")
     assert "peak_shaving.limit" in str(info.value)
     assert "import_limit_w" in str(info.value)
+
+
+def test_an_interval_joined_late_is_not_billed_and_the_next_one_is() -> None:
+    # The run starts 880 s into a quarter hour: 2 s at 300 kW (the batteries not yet
+    # acting), then 250 kW. The covered 20 s average 255 kW, but the interval's energy
+    # before is unknown: it raises no billed peak (its uncontrolled mean is history).
+    t0 = _t(2026, 5, 4, 10, 0)
+    meter = _meter()
+    for k in range(880, 900):
+        meter.update(t0 + k, 300e3 if k < 882 else 250e3, 300e3)
+        assert meter.interval_joined_late
+    for k in range(900, 1801, 10):  # 10:15 to 10:30, seen from its start
+        meter.update(t0 + k, 260e3, 300e3)
+        assert not meter.interval_joined_late
+    assert meter.closed == 2
+    assert meter.billed_peak_w == pytest.approx(260e3)
+    assert meter.billed_peak_w_uncontrolled == pytest.approx(300e3)
+    starts, _ = meter.history()
+    assert list(starts) == [t0, t0 + 900]
+
+
+def test_joined_within_max_gap_counts_as_seen_from_the_start() -> None:
+    t0 = _t(2026, 5, 4, 10, 0)
+    meter = _meter()
+    for k in range(25, 901, 5):  # first sample 25 s in (max_gap_s 30 s)
+        meter.update(t0 + k, 270e3, 270e3)
+    assert meter.billed_peak_w == pytest.approx(270e3)
+
+
+def test_joined_late_survives_save_and_restore(tmp_path: Path) -> None:
+    t0 = _t(2026, 5, 4, 10, 0)
+    meter = _meter()
+    for k in range(600, 700, 10):
+        meter.update(t0 + k, 300e3, 300e3)
+    path = tmp_path / "state.json"
+    save_state(path, meter, SITE)
+    again = _meter()
+    assert load_state(path, again, SITE)
+    assert again.interval_joined_late
+    again.update(t0 + 900, 300e3, 300e3)
+    assert again.billed_peak_w == 0.0

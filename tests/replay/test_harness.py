@@ -23,7 +23,7 @@ from controller.lab.replay import (
     run_frequency_response,
     run_peak_shaving,
 )
-from controller.lab.replay.peak import staircase
+from controller.lab.replay.peak import preventable_intervals, staircase
 from simulator.config import SiteConfig, load_site
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -161,6 +161,41 @@ def test_classify_intervals_by_hand() -> None:
         t2, g2, np.zeros(5), np.full(5, -50e3), limit_w=100e3, interval_s=900.0,
         n_intervals=1, tolerance_w=100.0)
     assert (above[0], avoid[0], excursion[0]) == (False, False, True)
+
+
+def test_preventable_intervals_by_hand() -> None:
+    # Three 900-s intervals at 103.3 kW mean against a 100 kW limit (excess 833 Wh each):
+    # 0: 50 kW of unused discharge power all along and 10 kWh stored → preventable;
+    # 1: the discharge power was all in use while above → not preventable;
+    # 2: power to spare, but only 0.5 kWh above the lower SoC limit → not preventable.
+    t = np.arange(0.0, 2701.0, 100.0)
+    grid = np.full(t.size, 90e3)
+    for a in (5, 14, 23):
+        grid[a:a + 4] = 120e3
+    battery = np.zeros(t.size)
+    lower = np.full(t.size, -50e3)
+    battery[9:19] = -50e3
+    energy = np.full(t.size, 10e3)
+    energy[18:] = 0.5e3
+    above, preventable, excess_wh = preventable_intervals(
+        t, grid, battery, lower, energy, limit_w=100e3, interval_s=900.0, n_intervals=3,
+        tolerance_w=100.0)
+    assert above.tolist() == [True, True, True]
+    assert preventable.tolist() == [True, False, False]
+    assert excess_wh == pytest.approx([3.333e3 * 900 / 3600] * 3, rel=1e-3)
+
+
+def test_the_billed_peak_does_not_creep_above_the_limit_given(
+        two_days: PeakShavingReport) -> None:
+    # With the optimum given, the meter's billed peak (and with it the effective limit)
+    # must not creep up by what it mis-meters: the replay's meter held the sample taken
+    # just before each setpoint over the coarse minutes after it (96 W of creep on these
+    # two days, 1 kW over March), where the service meters every 200 ms.
+    r = two_days
+    assert r.peak_import_w <= r.peak_import_w_optimal + 20.0
+    assert r.intervals_above_given_limit_preventable == 0
+    for p in r.periods:
+        assert p["intervals_above_given_limit_preventable"] == 0
 
 
 def test_too_short_a_profile_and_bad_limit(site: SiteConfig) -> None:

@@ -296,7 +296,7 @@ def _period_table(ps: PeakShavingReport, baselines: dict[str, dict[str, Any]]) -
     t = Table(title=f"Per billing period ({ps.load.get('zone')}): {_LABELS[ps.limit_mode]}; "
                     "share = achieved / optimal peak reduction")
     for name in ("period", "no batteries", "optimum (LP)", "achieved", "share", "limit",
-                 "above / avoidable", "EFC"):
+                 "above / avoidable", "above given / preventable", "EFC"):
         t.add_column(name, justify="left" if name == "period" else "right")
     for name in baselines:
         t.add_column(f"{_LABELS[name]} (share)", justify="right")
@@ -307,6 +307,8 @@ def _period_table(ps: PeakShavingReport, baselines: dict[str, dict[str, Any]]) -
                  _fmt_w(r["peak_import_w"]), _fmt_pct(r["reduction_achieved_pct_of_optimal"]),
                  _fmt_w(r["limit_w"]),
                  f"{r['intervals_above_limit']} / {r['intervals_above_limit_avoidable']}",
+                 f"{r['intervals_above_given_limit']} / "
+                 f"{r['intervals_above_given_limit_preventable']}",
                  f"{r['equivalent_full_cycles']:.1f}"]
         for name in baselines:
             b = rows[name].get(r["period"])
@@ -316,6 +318,7 @@ def _period_table(ps: PeakShavingReport, baselines: dict[str, dict[str, Any]]) -
         t.add_row(*cells)
     total = ["all periods", "", "", "", _fmt_pct(ps.reduction_achieved_pct_of_optimal), "",
              f"{ps.intervals_above_limit} / {ps.intervals_above_limit_avoidable}",
+             f"{ps.intervals_above_given_limit} / {ps.intervals_above_given_limit_preventable}",
              f"{ps.equivalent_full_cycles:.1f}"]
     total += [_fmt_pct(b["reduction_achieved_pct_of_optimal"]) for b in baselines.values()]
     t.add_row(*total)
@@ -351,6 +354,9 @@ def _tables(ps: PeakShavingReport | None, fr: FrequencyResponseReport | None,
         t.add_row("intervals above limit (interval mean)",
                   f"{ps.intervals_above_limit} / {ps.intervals_total}", "")
         t.add_row("  of which avoidable", str(ps.intervals_above_limit_avoidable), "0")
+        t.add_row("intervals above the given limit (interval mean)",
+                  f"{ps.intervals_above_given_limit} / {ps.intervals_total}", "")
+        t.add_row("  of which preventable", str(ps.intervals_above_given_limit_preventable), "0")
         t.add_row("intervals with an instant above limit", str(ps.intervals_with_excursion), "")
         t.add_row("largest interval-mean excess over the limit", _fmt_w(ps.max_excess_w), "")
         t.add_row("fleet SoC range", f"{ps.soc_min_pct:.1f} – {ps.soc_max_pct:.1f} %", "")

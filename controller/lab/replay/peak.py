@@ -6,6 +6,8 @@
   (:func:`~controller.lab.replay.optimum.optimal_peak`) as the import limit.
 * :class:`PeakReplayOptions` — its settings.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
+* :func:`preventable_intervals` — which were above a limit while the fleet had the power
+  and the energy to hold it.
 * :func:`staircase` — a profile of interval means as the physics' piecewise-linear load.
 
 Everything runs in process on a virtual clock (:mod:`controller.lab.replay.transport`:
@@ -23,9 +25,13 @@ resolved). While the load is constant, the stateless peak-shaving law gets
 constant inputs and asks for the same total (only its split over the groups
 drifts with SoC), so the next cycle is at the next load step, after
 ``max_step_s`` or when a battery reaches a SoC limit (where the split must
-change), whichever is first. A month of 15-min data takes some 3·10⁴ cycles
-instead of 1.3·10⁷ at 200 ms. The instantaneous import (transients of a few
-hundred ms at each load step) is reported separately.
+change), whichever is first. Before such a coarse step, once the setpoints just sent have
+taken effect, a cycle with no strategy due meters the settled site (the service
+meters every 200 ms; held from before the change, the sample would mis-meter the
+interval for minutes and, through the billed peak, raise the limit held). A month
+of 15-min data takes some 4·10⁴ cycles instead of 1.3·10⁷ at 200 ms. The
+instantaneous import (transients of a few hundred ms at each load step) is
+reported separately.
 
 Units and signs: W, Wh, %, simulated seconds; + = importing / charging.
 """
@@ -69,11 +75,23 @@ from controller.lab.replay.transport import PhysicsTransport, replay_control
 from controller.runtime.billing import BillingClock, BillingConfig
 from controller.runtime.cycle import ControlCycle
 from controller.runtime.planning import AutoLimitConfig, FleetModel, OptimumResult
-from controller.runtime.strategies import PeakShaving, PeakShavingConfig, effective_limit_w
+from controller.runtime.strategies import (
+    PeakShaving,
+    PeakShavingConfig,
+    effective_limit_w,
+    target_limit_w,
+)
 from simulator.config import FrequencyConfig, LoadConfig, SiteConfig
 from simulator.physics import SitePhysics
 
-__all__ = ["LimitSpec", "PeakReplayOptions", "classify_intervals", "run_peak_shaving", "staircase"]
+__all__ = [
+    "LimitSpec",
+    "PeakReplayOptions",
+    "classify_intervals",
+    "preventable_intervals",
+    "run_peak_shaving",
+    "staircase",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +193,50 @@ def classify_intervals(
     excursion = np.bincount(interval, weights=(excess > tolerance_w).astype(np.float64),
                             minlength=n_intervals) > 0
     return above, avoidable, excursion
+
+
+def preventable_intervals(
+    time_s: FloatArray,
+    grid_w: FloatArray,
+    battery_w: FloatArray,
+    fleet_lower_w: FloatArray,
+    energy_wh: FloatArray,
+    *,
+    limit_w: float | FloatArray,
+    interval_s: float,
+    n_intervals: int,
+    tolerance_w: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], FloatArray]:
+    """Which metering intervals were above ``limit_w`` while the fleet could have held it.
+
+    Same trajectory convention as :func:`classify_intervals`; ``energy_wh`` is the
+    fleet's energy above its lower SoC limit at each sample.
+
+    * *above*: the interval's mean import exceeds ``limit_w + tolerance_w``.
+    * *preventable*: above, and the fleet had both what the excess needed during the
+      interval: the discharge power it did not use, integrated over the interval
+      (``∫ max(0, battery − fleet_lower) dt``), and the energy above its lower SoC limit
+      at the interval's start, each at least the excess energy ``(mean − limit) · T``.
+
+    Returns:
+        above, preventable (bool arrays of length ``n_intervals``) and each interval's
+        excess energy over the limit (Wh, 0 when not above).
+    """
+    interval = _interval_of(time_s, interval_s, n_intervals)
+    dt = np.diff(time_s)
+    mean = _interval_means(grid_w, interval, dt, interval_s, n_intervals)
+    limit = np.broadcast_to(np.asarray(limit_w, dtype=np.float64), (n_intervals,))
+    with np.errstate(invalid="ignore"):
+        above = mean - limit > tolerance_w
+    excess_wh = np.where(above, (mean - limit) * interval_s / 3600.0, 0.0)
+    headroom = np.clip(battery_w - fleet_lower_w, 0.0, None)
+    headroom_wh = _interval_means(headroom, interval, dt, interval_s, n_intervals) * (
+        interval_s / 3600.0)
+    # The energy at each interval's start: the sample that ends the interval before.
+    first = np.searchsorted(interval, np.arange(n_intervals), side="left")
+    start_energy = np.asarray(energy_wh, dtype=np.float64)[np.maximum(first - 1, 0)]
+    preventable = above & (headroom_wh >= excess_wh) & (start_energy >= excess_wh)
+    return above, preventable, excess_wh
 
 
 def staircase(values_w: FloatArray, step_s: float, ramp_s: float) -> tuple[FloatArray, float]:
@@ -284,7 +346,9 @@ class _Samples:
         self.bat: list[float] = []
         self.soc: list[float] = []
         self.lower: list[float] = []
+        self.energy: list[float] = []
         self.limit = np.full(n_intervals, math.nan)  # effective limit in force
+        self.given = np.full(n_intervals, math.nan)  # the target limit given (or planned)
         self.billed = np.full(n_intervals, math.nan)  # the meter's billed peak
         self.planned = np.full(n_intervals, math.nan)  # the auto limit's plan
         self.record()
@@ -298,18 +362,22 @@ class _Samples:
         self.bat.append(ph.battery_inverter_power_w)
         self.soc.append(self.truth.soc_pct())
         self.lower.append(self.truth.fleet_lower_w())
+        self.energy.append(self.truth.energy_above_min_wh())
 
     def control_view(self, i: int, cycle: ControlCycle) -> None:
-        """At the first cycle of interval ``i``: the effective limit, billed peak, plan."""
+        """At the first cycle of interval ``i``: the effective and the given (target) limit,
+        billed peak, plan."""
         if i >= self.limit.size or not math.isnan(self.limit[i]):
             return
         ps, meter = cycle.peak_shaving, cycle.meter
         billed = meter.billed_peak_w if meter is not None else math.nan
         planned = cycle.planned_limit_w
-        limit = math.inf
+        limit = given = math.inf
         if ps is not None and ps.config.import_limit_w < _IDLE_LIMIT_W:
             limit = effective_limit_w(ps.config, billed, planned)
+            given = target_limit_w(ps.config, planned)
         self.limit[i], self.billed[i], self.planned[i] = limit, billed, planned
+        self.given[i] = given
 
 
 def _to_soc_limit(ph: SitePhysics) -> float:
@@ -335,6 +403,13 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
     fine = min(opt.physics_fine_step_s, opt.physics_step_s)
     t = ph.now_s
     next_report = transport.cycles
+
+    def meter_settled() -> None:
+        # The service meters the grid every cycle (200 ms): before a coarse stretch the
+        # meter sees the site once the setpoints just sent have taken effect, or it would
+        # hold the sample taken before them for minutes (no strategy is stepped).
+        transport.cycle(strategies=())
+
     while t < end_s - 1e-9:
         due = transport.cycle()
         i = int(t / step_s + 1e-9)
@@ -352,8 +427,10 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
             if to_boundary > 1e-6:
                 dt = min(dt, to_boundary)
         dt = min(dt, end_s - t)
+        coarse_rest = coarse != fine
         advance(ph, due, dt, fine, coarse, samples.record,
-                None if coarse == fine else lambda: _to_soc_limit(ph))
+                (lambda: _to_soc_limit(ph)) if coarse_rest else None,
+                meter_settled if coarse_rest else None)
         t = ph.now_s
         if progress is not None and transport.cycles >= next_report:
             progress(t, total_s)
@@ -428,6 +505,7 @@ def _run_periods(transport: PhysicsTransport, samples: _Samples, base: PeakShavi
 def _period_rows(runs: list[_PeriodRun], clock: BillingClock, start_unix_s: float,
                  step_s: float, values: FloatArray, mean: FloatArray,
                  above: npt.NDArray[np.bool_], avoid: npt.NDArray[np.bool_],
+                 given: tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], FloatArray],
                  throughput_wh: FloatArray, usable_wh: float,
                  tolerance_w: float) -> list[PeriodResult]:
     """One :class:`PeriodResult` per period of the run."""
@@ -448,6 +526,9 @@ def _period_rows(runs: list[_PeriodRun], clock: BillingClock, start_unix_s: floa
             limit_w=r.limit_w,
             intervals_above_limit=int(np.count_nonzero(above[a:b])),
             intervals_above_limit_avoidable=int(np.count_nonzero(avoid[a:b])),
+            intervals_above_given_limit=int(np.count_nonzero(given[0][a:b])),
+            intervals_above_given_limit_preventable=int(np.count_nonzero(given[1][a:b])),
+            excess_above_given_limit_wh=float(given[2][a:b].sum()),
             equivalent_full_cycles=float(throughput_wh[a:b].sum()) / (2.0 * usable_wh),
             soc_start_pct=r.soc_start_pct, wall_s=r.wall_s, note=r.note,
         ))
@@ -474,11 +555,15 @@ def _report(load: LoadProfile, values: FloatArray, mode: str, runs: list[_Period
     above_int, avoid_int, inst = classify_intervals(
         t_a, g_a, b_a, np.array(samples.lower), limit_w=limits, interval_s=step,
         n_intervals=n_int, tolerance_w=tol_above)
+    given = preventable_intervals(
+        t_a, g_a, b_a, np.array(samples.lower), np.array(samples.energy),
+        limit_w=np.where(np.isnan(samples.given), math.inf, samples.given), interval_s=step,
+        n_intervals=n_int, tolerance_w=tol_above)
     interval = _interval_of(t_a, step, n_int)
     mean = _interval_means(g_a, interval, np.diff(t_a), step, n_int)
     throughput = _interval_means(np.abs(b_a), interval, np.diff(t_a), step, n_int) * step / 3600.0
     rows = _period_rows(runs, clock, load.start_unix_s, step, values, mean, above_int, avoid_int,
-                        throughput, agg.energy_max_wh - agg.energy_min_wh, tol_above)
+                        given, throughput, agg.energy_max_wh - agg.energy_min_wh, tol_above)
     counted = [r for r in rows if not r.note]
     red_opt = sum(r.reduction_optimal_w for r in counted)
     red_ach = sum(r.reduction_achieved_w for r in counted)
@@ -500,6 +585,8 @@ def _report(load: LoadProfile, values: FloatArray, mode: str, runs: list[_Period
         intervals_above_limit=int(np.count_nonzero(above_int)),
         intervals_above_limit_avoidable=int(np.count_nonzero(avoid_int)),
         intervals_with_excursion=int(np.count_nonzero(inst)),
+        intervals_above_given_limit=int(np.count_nonzero(given[0])),
+        intervals_above_given_limit_preventable=int(np.count_nonzero(given[1])),
         above_limit_tolerance_w=tol_above,
         max_excess_w=float(max(0.0, float(excess[np.isfinite(excess)].max(initial=0.0)))),
         energy_above_limit_wh=float(np.sum(0.5 * (pos[1:] + pos[:-1]) * np.diff(t_a))) / 3600.0,
@@ -582,7 +669,8 @@ def run_peak_shaving(
     interval boundary, ``max_step_s`` later, or when a battery reaches a SoC limit,
     whichever comes first. The meter holds a sample over such a step
     (``meter_max_gap_s = max_step_s``), which the service's meter would count as a
-    telemetry gap.
+    telemetry gap; the sample is taken once the setpoints sent before the step have
+    taken effect (a cycle with no strategy due).
 
     Raises:
         ReplayError: bad input (too short a profile, no batteries, bad limit, LP failure).

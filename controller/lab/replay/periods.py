@@ -183,6 +183,16 @@ class PeriodResult:
     peak so far)``) by more than the tolerance."""
     intervals_above_limit_avoidable: int
     """Of those, the ones where the fleet had the power and energy to prevent it."""
+    intervals_above_given_limit: int
+    """Intervals whose mean exceeded the *given* limit (the target: ``--limit``'s, the
+    period's optimum, or the plan in force with ``--limit auto``) by more than the
+    tolerance, whatever the billed peak had become."""
+    intervals_above_given_limit_preventable: int
+    """Of those, the ones the fleet could have prevented: its unused discharge power over
+    the interval and its energy above the lower SoC limit at the interval's start were
+    each at least the excess energy."""
+    excess_above_given_limit_wh: float
+    """Energy of those intervals' means above the given limit, summed (Wh)."""
     equivalent_full_cycles: float
     """Battery throughput: AC energy charged + discharged over twice the fleet's usable
     energy window."""

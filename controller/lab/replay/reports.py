@@ -83,6 +83,11 @@ class PeakShavingReport(Report):
     intervals_with_excursion: int
     """Intervals with any instantaneous sample above limit + tolerance (transients
     included: a load step is answered within a cycle plus the inverter delay)."""
+    intervals_above_given_limit: int
+    """Intervals whose mean exceeded the given (target) limit by more than the tolerance,
+    whatever the billed peak had become (per period: ``periods``)."""
+    intervals_above_given_limit_preventable: int
+    """Of those, the ones the fleet had the discharge power and energy to prevent."""
     above_limit_tolerance_w: float
     """Tolerance used for "above the limit"."""
     max_excess_w: float

@@ -98,6 +98,12 @@ class PhysicsTruth:
         """Capacity-weighted fleet SoC (%)."""
         return float(np.dot(self.ph.battery_soc_pct, self.capacity) / self.cap_total)
 
+    def energy_above_min_wh(self) -> float:
+        """The fleet's stored energy above its batteries' lower SoC limits (Wh)."""
+        ph = self.ph
+        room = np.clip(ph.battery_soc_pct - ph.battery_soc_min_pct, 0.0, None)
+        return float(np.dot(room, self.capacity) / 100.0)
+
     def fleet_lower_w(self) -> float:
         """The battery inverters' summed lower bound (W): what the fleet could discharge."""
         return float(self.ph.inverter_lower_w[self.bat_inv].sum())
@@ -120,13 +126,16 @@ class PhysicsTruth:
 
 def advance(physics: SitePhysics, due_s: Sequence[float], dt_s: float, fine_s: float,
             coarse_s: float, record: Callable[[], None] | None = None,
-            horizon: Callable[[], float] | None = None) -> None:
+            horizon: Callable[[], float] | None = None,
+            settled: Callable[[], None] | None = None) -> None:
     """Step the physics by ``dt_s``, finely up to the last time a sent setpoint takes effect.
 
     Up to the last of ``due_s`` (when the setpoints just sent take effect, after
     their inverter's response delay) the physics takes sub-steps of ``fine_s``
-    and ``record`` is called at each due time; then ``coarse_s`` up to the end,
-    where ``record`` is called once more. ``horizon()``, evaluated one fine
+    and ``record`` is called at each due time (and one fine step later, when ``horizon``
+    is given: the setpoints have taken effect, so the trajectory's vertices do not
+    interpolate a sub-second transient over the coarse rest); then ``coarse_s`` up to
+    the end, where ``record`` is called once more. ``horizon()``, evaluated one fine
     step after the setpoints took effect, can shorten the coarse rest (e.g. to
     the time a battery reaches a SoC limit).
     """
@@ -143,6 +152,10 @@ def advance(physics: SitePhysics, due_s: Sequence[float], dt_s: float, fine_s: f
     if horizon is not None and end - ph.now_s > fine_s:
         ph.max_step_s = fine_s
         ph.step(fine_s)  # let the last setpoints take effect
+        if record is not None:  # a vertex once settled: the coarse rest is then flat
+            record()
+        if settled is not None:
+            settled()
         end = min(end, ph.now_s + max(horizon(), fine_s))
     ph.max_step_s = coarse_s
     if end > ph.now_s + 1e-12:

@@ -53,7 +53,8 @@ class StrategyInputs:
     recharge from pushing the grid over the import limit."""
     interval_s: float = math.nan
     """Length of the billing interval's metered part: covered so far + still to come (s;
-    nan = no billing meter, peak shaving then shaves single samples)."""
+    nan = no billing meter, or an interval it joined late: peak shaving then shaves single
+    samples)."""
     interval_elapsed_s: float = math.nan
     """The part of the current billing interval measured so far (s)."""
     interval_energy_wh: float = math.nan

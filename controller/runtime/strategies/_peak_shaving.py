@@ -27,7 +27,8 @@ either way. ``r`` is floored at 1 % of the interval (9 s of 15 min): near the
 end the catch-up is spread over at least that, so the wish stays finite and
 within what a fleet can follow. ``g_max`` is kept at or above
 ``−export_limit_w`` (catching up never breaks the export limit). Without a
-billing meter (``interval_s`` nan, e.g. the replay's instantaneous mode)
+billing meter (``interval_s`` nan, e.g. the replay's instantaneous mode, or an
+interval the meter joined late, whose energy before is unknown)
 ``g_max = L_eff``: single samples are shaved, as before.
 
 The law (no PID, no state of its own)
