@@ -154,11 +154,14 @@ def holding_wish(
 
 def keep_band(wish: Wish, soc_pct: float, band: tuple[float, float]) -> Wish:
     """``wish`` without discharge at or below ``band``'s lower edge and without charging at
-    or above its upper edge (the reserve's energy and room are not peak shaving's)."""
-    if soc_pct <= band[0]:
+    or above its upper edge, each with preparation's margin (the reserve's energy and room
+    are not peak shaving's; the margin keeps noise and frequency response's own first
+    seconds from taking the SoC out of the band)."""
+    low, high = _edges(band)
+    if soc_pct <= low:
         return Wish(wish.source, wish.priority, max(wish.preferred_w, 0.0),
                     max(wish.lower_w, 0.0), max(wish.upper_w, 0.0))
-    if soc_pct >= band[1]:
+    if soc_pct >= high:
         return Wish(wish.source, wish.priority, min(wish.preferred_w, 0.0),
                     min(wish.lower_w, 0.0), min(wish.upper_w, 0.0))
     return wish
