@@ -833,10 +833,10 @@ class SitePhysics:
         has_sp = ~np.isnan(sp)
         sp0 = np.where(has_sp, sp, 0.0)
         pv_target = np.where(has_sp, np.maximum(self.pv_available_w, sp0), self.pv_available_w)
-        ev_target = np.where(has_sp, np.minimum(self.ev_accept_w, sp0), self.ev_accept_w)
-        target = np.where(
-            self.inverter_is_pv, pv_target, np.where(self.inverter_is_ev, ev_target, sp0)
-        )
+        if self._ev_gen:  # EV chargers: a setpoint limits what the car takes
+            ev_target = np.where(has_sp, np.minimum(self.ev_accept_w, sp0), self.ev_accept_w)
+            sp0 = np.where(self.inverter_is_ev, ev_target, sp0)
+        target = np.where(self.inverter_is_pv, pv_target, sp0)
         target = np.clip(target, self.inverter_lower_w, self.inverter_upper_w)
         target = np.clip(target, self._aug.lower_w, self._aug.upper_w)
         running = self.inverter_state == ComponentState.RUNNING
