@@ -3,7 +3,8 @@
 Offers:
 
 * `simulator.config`: `load_site(path=None) -> SiteConfig` (None = the shipped
-  demo site ``simulator/sites/default.toml``), `site_from_dict`, and
+  demo site ``simulator/sites/default.toml``; ``zero_export_with_ev.toml`` beside
+  it is a PV-heavy site with EV chargers), `site_from_dict`, and
   `SiteConfigError` (one line: ``<file>: <field> = <value>: <reason>``).
 * `simulator.csv_series`: `read_csv_series`, the one reader of timestamped CSV
   series (the site's load/PV profiles, the replay's load profiles, recorded frequency).
@@ -14,7 +15,8 @@ Offers:
   the seeded generator with the measured Continental Europe statistics.
 * `simulator.physics`: `SitePhysics(site, *, seed=0, max_step_s=0.1)`, the
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
-  bounds, state machine, fault injection, injectable load/irradiance profiles).
+  bounds, state machine, fault injection, injectable load/irradiance profiles;
+  EV chargers with seeded sessions take charge limits, PV inverters production caps).
 * `simulator.server`: `SimulatorServer(site, *, host, port, time_scale,
   telemetry_hz, seed, api_key, physics_hz, tls_cert, tls_key, faults,
   api_versions)`, the grpc.aio server (async context manager) of every version

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .config import BatteryConfig, FaultConfig, SiteConfig
+from .config import BatteryConfig, EvChargerConfig, FaultConfig, SiteConfig
 from .faults import BoundsHistory, Episode, FaultLedger, FaultScheduler, Injection, SetpointFaults
 from .physics import ComponentState, SitePhysics
 
@@ -21,15 +21,15 @@ __all__ = ["FaultDriver", "affected_inverters"]
 
 
 def affected_inverters(site: SiteConfig) -> dict[int, tuple[int, ...]]:
-    """Per component, the battery inverters a controller commands it through.
+    """Per component, the battery inverters (or EV chargers) a controller commands it through.
 
-    A battery inverter: itself; a battery: every inverter connected to it;
-    PV inverters, meters and the grid connection point: none.
+    A battery inverter or EV charger: itself; a battery: every inverter connected
+    to it; PV inverters, meters and the grid connection point: none.
     """
     inverters = {c.id for c in site.inverters if c.inverter_type == "battery"}
     out: dict[int, tuple[int, ...]] = {}
     for c in site.components:
-        if c.id in inverters:
+        if c.id in inverters or isinstance(c, EvChargerConfig):
             out[c.id] = (c.id,)
         elif isinstance(c, BatteryConfig):
             out[c.id] = tuple(

@@ -1,11 +1,12 @@
 """Telemetry frames: which metrics a component streams, their values and their bytes.
 
 Offers the metric sets (`METER_METRICS`, `INVERTER_METRICS`, `BATTERY_METRICS`,
-`SENSOR_METRICS`; a stream key is a component id and a subset of its set, sensors
-under their negated id), `Template` (a pre-built response updated in place and
-serialised once per publication), `Snapshot` (plain-float copies of the physics
-state for one publication), `frame_values` (a component's values, bounds, states
-and errors from a snapshot) and `corrupt_frame` (the ``bad_metric`` fault).
+`EV_CHARGER_METRICS`, `SENSOR_METRICS`; a stream key is a component id and a
+subset of its set, sensors under their negated id), `Template` (a pre-built
+response updated in place and serialised once per publication), `Snapshot`
+(plain-float copies of the physics state for one publication), `frame_values`
+(a component's values, bounds, states and errors from a snapshot) and
+`corrupt_frame` (the ``bad_metric`` fault).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .physics import ComponentState, Interval, SitePhysics
 
 __all__ = [
     "BATTERY_METRICS",
+    "EV_CHARGER_METRICS",
     "INVERTER_METRICS",
     "METER_METRICS",
     "SENSOR_METRICS",
@@ -80,6 +82,11 @@ BATTERY_METRICS: tuple[int, ...] = (
 )
 """Metrics of batteries (SoC carries SoC bounds, DC power carries power bounds)."""
 
+EV_CHARGER_METRICS: tuple[int, ...] = METER_METRICS
+"""Metrics of EV chargers: AC power (active carries the bounds: 0 or [min, rated]
+while a car is connected), per-phase power and current (0 on unused phases),
+voltages and frequency."""
+
 SENSOR_METRICS: tuple[int, ...] = (M.METRIC_SENSOR_IRRADIANCE, M.METRIC_SENSOR_TEMPERATURE)
 
 _NOMINAL_V = 230.0
@@ -94,6 +101,8 @@ def metrics_of(kind: str) -> tuple[int, ...]:
         return BATTERY_METRICS
     if kind == "inverter":
         return INVERTER_METRICS
+    if kind == "ev_charger":
+        return EV_CHARGER_METRICS
     return METER_METRICS
 
 
@@ -207,6 +216,7 @@ class Snapshot:
         self.soc_max: list[float] = phys.battery_soc_max_pct.tolist()
         self.irradiance = phys.irradiance_wm2
         self._inv_rows: list[list[float]] | None = None
+        self._ev_rows: dict[int, list[float]] | None = None
         self._bat_rows: list[list[float]] | None = None
         self._meter_rows: list[list[float]] | None = None
 
@@ -247,6 +257,31 @@ class Snapshot:
             self._inv_rows = np.column_stack(cols).tolist() if len(p) else []
         return self._inv_rows
 
+    def ev_row(self, row: int) -> list[float]:
+        """The EV charger in power row ``row``: values in EV_CHARGER_METRICS order.
+
+        Per-phase power and current are split evenly over the charger's phases
+        (the physics' ``ev_phases``); unused phases carry 0.
+        """
+        if self._ev_rows is None:
+            ph = self.phys
+            rows = np.flatnonzero(ph.inverter_is_ev)
+            p = ph.inverter_power_w[rows]
+            cols = self._ac_columns(p, ph.inverter_reactive_var[rows], ph.frequency_hz)
+            phases = ph.ev_phases[rows]
+            volt = cols[12]
+            p_ph = p / phases
+            cur = p_ph / volt
+            for k in range(3):
+                used = phases > k
+                cols[1 + k] = np.where(used, p_ph, 0.0)
+                cols[5 + k] = np.zeros_like(p)
+                cols[9 + k] = np.where(used, cur, 0.0)
+            cols[8] = cur * phases
+            table = np.column_stack(cols).tolist() if len(p) else []
+            self._ev_rows = dict(zip(rows.tolist(), table, strict=True))
+        return self._ev_rows[row]
+
     def meter_rows(self) -> list[list[float]]:
         """Per meter, then the grid connection point last: values in METER_METRICS order."""
         if self._meter_rows is None:
@@ -283,6 +318,8 @@ def frame_values(phys: SitePhysics, cid: int, snap: Snapshot) -> FrameValues:
         return _battery_values(snap, phys.battery_row(cid))
     if kind == "inverter":
         return _inverter_values(phys, snap, cid)
+    if kind == "ev_charger":
+        return _ev_charger_values(phys, snap, cid)
     ready = [S.ELECTRICAL_COMPONENT_STATE_CODE_READY]
     if kind == "meter":
         return snap.meter_rows()[phys.meter_row(cid)], {}, ready, []
@@ -317,6 +354,34 @@ def _battery_values(snap: Snapshot, row: int) -> FrameValues:
 def _inverter_values(phys: SitePhysics, snap: Snapshot, cid: int) -> FrameValues:
     """`frame_values` of inverter ``cid``: active and reactive power bounds, its state."""
     row = phys.inverter_row(cid)
+    code, errors = _power_row_state(snap, row)
+    bounds: dict[Any, list[Interval]] = {
+        M.METRIC_AC_POWER_ACTIVE: phys.active_power_bounds(cid),
+        M.METRIC_AC_POWER_REACTIVE: phys.reactive_power_bounds(cid),
+    }
+    return snap.inverter_rows()[row], bounds, [code], errors
+
+
+def _ev_charger_values(phys: SitePhysics, snap: Snapshot, cid: int) -> FrameValues:
+    """`frame_values` of EV charger ``cid``: the active power bounds, its state (CHARGING
+    or READY when running, as an inverter's) and its cable state (locked at the EV while
+    a car is connected, else unplugged)."""
+    row = phys.inverter_row(cid)
+    code, errors = _power_row_state(snap, row)
+    cable = (
+        S.ELECTRICAL_COMPONENT_STATE_CODE_EV_CHARGING_CABLE_LOCKED_AT_EV
+        if phys.ev_connected[row]
+        else S.ELECTRICAL_COMPONENT_STATE_CODE_EV_CHARGING_CABLE_UNPLUGGED
+    )
+    bounds: dict[Any, list[Interval]] = {
+        M.METRIC_AC_POWER_ACTIVE: phys.active_power_bounds(cid),
+        M.METRIC_AC_POWER_REACTIVE: phys.reactive_power_bounds(cid),
+    }
+    return snap.ev_row(row), bounds, [code, cable], errors
+
+
+def _power_row_state(snap: Snapshot, row: int) -> tuple[Any, list[Any]]:
+    """State code and diagnostic codes of the power row ``row`` (inverter or EV charger)."""
     state = snap.inv_state[row]
     errors = []
     if state == ComponentState.RUNNING:
@@ -328,11 +393,7 @@ def _inverter_values(phys: SitePhysics, snap: Snapshot, cid: int) -> FrameValues
     else:
         code = S.ELECTRICAL_COMPONENT_STATE_CODE_ERROR
         errors = [ec_pb2.ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_HARDWARE_FAULT]
-    bounds: dict[Any, list[Interval]] = {
-        M.METRIC_AC_POWER_ACTIVE: phys.active_power_bounds(cid),
-        M.METRIC_AC_POWER_REACTIVE: phys.reactive_power_bounds(cid),
-    }
-    return snap.inverter_rows()[row], bounds, [code], errors
+    return code, errors
 
 
 def _flow_code(power_w: float) -> Any:
@@ -353,7 +414,7 @@ def corrupt_frame(tmpl: Template, kind: str, mode: str) -> bytes:
     msg = type(tmpl.msg)()
     msg.CopyFrom(tmpl.msg)
     samples: Any = tmpl.body(msg).metric_samples
-    if kind == "inverter":
+    if kind in ("inverter", "ev_charger"):
         value_metric: int = M.METRIC_AC_POWER_ACTIVE
         bound_metrics: tuple[int, ...] = (M.METRIC_AC_POWER_ACTIVE,)
     else:

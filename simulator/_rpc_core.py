@@ -42,7 +42,14 @@ from ._limits import MAX_BOUNDS_INTERVALS, MAX_BOUNDS_PER_COMPONENT, MAX_BOUNDS_
 from ._publisher import TelemetryPublisher
 from ._stats import SetpointStats
 from ._wire import V1_METRIC, V1ALPHA8_METRIC, Wire, enum_name
-from .config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
+from .config import (
+    BatteryConfig,
+    EvChargerConfig,
+    GridConfig,
+    InverterConfig,
+    MeterConfig,
+    SiteConfig,
+)
 from .errors import ComponentNotFoundError, InvalidRequestError, RequestError
 from .physics import Interval, SitePhysics
 
@@ -92,6 +99,24 @@ def build_components(site: SiteConfig) -> list[ec_pb2.ElectricalComponent]:
                 metric=M.METRIC_AC_POWER_ACTIVE,
                 config_bounds=bounds_pb2.Bounds(lower=c.rated_lower_w, upper=c.rated_upper_w),
             )
+        elif isinstance(c, EvChargerConfig):
+            comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_EV_CHARGER
+            comp.category_specific_info.ev_charger.type = ec_pb2.EV_CHARGER_TYPE_AC
+            comp.model_name = f"sim-ev-charger-{c.phases}x{c.rated_current_a:g}A"
+            comp.metric_config_bounds.add(
+                metric=M.METRIC_AC_POWER_ACTIVE,
+                config_bounds=bounds_pb2.Bounds(lower=0.0, upper=c.rated_power_w),
+            )
+            phase_current = (
+                M.METRIC_AC_CURRENT_PHASE_1,
+                M.METRIC_AC_CURRENT_PHASE_2,
+                M.METRIC_AC_CURRENT_PHASE_3,
+            )
+            for metric in phase_current[: c.phases]:
+                comp.metric_config_bounds.add(
+                    metric=metric,
+                    config_bounds=bounds_pb2.Bounds(lower=0.0, upper=c.rated_current_a),
+                )
         elif isinstance(c, BatteryConfig):
             comp.category = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
             comp.category_specific_info.battery.type = ec_pb2.BATTERY_TYPE_LI_ION
@@ -126,8 +151,8 @@ def bounds_problem(
     enum = _metric_enum(wire)
     active = M.METRIC_AC_POWER_ACTIVE if wire == "v1alpha8" else V1_METRIC[M.METRIC_AC_POWER_ACTIVE]
     problem = None
-    if kind != "inverter":
-        problem = f"bounds can only be augmented on inverters, not on a {kind}"
+    if kind not in ("inverter", "ev_charger"):
+        problem = f"bounds can only be augmented on inverters and EV chargers, not on a {kind}"
     elif target_metric != active:
         problem = (
             f"target_metric {enum_name(enum, target_metric)} is not supported;"

@@ -60,7 +60,7 @@ _SENSOR_CATEGORY = v1_sensors_pb2.SENSOR_CATEGORY_PYRANOMETER
 def v1_component(c: ec_pb2.ElectricalComponent) -> v1_comp_pb2.Component:
     """The v1 ``Component`` of a catalogue entry (`build_components`).
 
-    Inverter and battery type numbers are the same in both versions
+    Inverter, battery and EV charger type numbers are the same in both versions
     (v1alpha8's INVERTER_TYPE_PV is v1's INVERTER_TYPE_SOLAR, both 2).
     """
     out = v1_comp_pb2.Component(
@@ -80,6 +80,8 @@ def v1_component(c: ec_pb2.ElectricalComponent) -> v1_comp_pb2.Component:
         out.category_type.inverter.type = info.inverter.type  # type: ignore[assignment]
     elif which == "battery":
         out.category_type.battery.type = info.battery.type  # type: ignore[assignment]
+    elif which == "ev_charger":
+        out.category_type.ev_charger.type = info.ev_charger.type  # type: ignore[assignment]
     for mcb in c.metric_config_bounds:
         b = v1_bounds_pb2.Bounds()
         if mcb.config_bounds.HasField("lower"):

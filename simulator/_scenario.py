@@ -66,8 +66,9 @@ class FaultConfig:
 
     Eligible components: stream faults (``stream_end``, ``stream_stall``) hit
     any electrical component (grid connection point, meters, inverters incl.
-    PV, batteries; not sensors). All other episode kinds hit battery inverters
-    and batteries only. Setpoint faults apply to every
+    PV, batteries, EV chargers; not sensors). All other episode kinds hit battery
+    inverters, batteries and EV chargers (not PV inverters: adding them would
+    change the seeded episodes of existing sites). Setpoint faults apply to every
     SetElectricalComponentPower call.
     """
 

@@ -1,7 +1,8 @@
 """Components and connections of a site: their dataclasses, reading and topology checks.
 
 Offers the frozen component dataclasses (`GridConfig`, `MeterConfig`,
-`InverterConfig`, `BatteryConfig`, `SensorConfig`, the union `ComponentConfig`),
+`InverterConfig`, `BatteryConfig`, `EvChargerConfig`, `SensorConfig`, the union
+`ComponentConfig`),
 `read_component` (one ``[[component]]`` table) and `validate_topology` (the
 component graph a site may have: one grid connection point, batteries directly
 behind inverters, every component reachable from the grid, no cycles).
@@ -16,6 +17,7 @@ from ._toml_kit import INT64_MAX, SiteConfigError, Table
 __all__ = [
     "BatteryConfig",
     "ComponentConfig",
+    "EvChargerConfig",
     "GridConfig",
     "InverterConfig",
     "MeterConfig",
@@ -96,6 +98,40 @@ class BatteryConfig:
 
 
 @dataclass(frozen=True)
+class EvChargerConfig:
+    """An AC EV charger (one charging point).
+
+    Rated power = ``phases * voltage_v * rated_current_a`` (e.g. 3 x 230 V x 16 A
+    = 11.04 kW, x 32 A = 22.08 kW); the lowest current a car can be charged with
+    is ``min_current_a`` (IEC 61851: 6 A), so while a car is connected the
+    allowed active power is 0 W or ``[min_power_w, rated_power_w]`` (consumed,
+    positive). An active-power setpoint is a charge *limit*; without one (or
+    when it lapses) the charger lets the car draw its full power. The power
+    follows a limit after ``response_delay_s`` at ``ramp_w_per_s``, as an
+    inverter's does.
+    """
+
+    id: int
+    name: str
+    rated_current_a: float = 32.0
+    min_current_a: float = 6.0
+    phases: int = 3
+    voltage_v: float = 230.0
+    ramp_w_per_s: float = 0.0  # 0 = derived: full rated power in 1 s
+    response_delay_s: float = 0.5
+
+    @property
+    def rated_power_w(self) -> float:
+        """Most power the charger delivers (W)."""
+        return self.phases * self.voltage_v * self.rated_current_a
+
+    @property
+    def min_power_w(self) -> float:
+        """Least non-zero power the charger delivers (W): the minimum current on every phase."""
+        return self.phases * self.voltage_v * self.min_current_a
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """A weather sensor reporting irradiance (W/m²) and ambient temperature (°C)."""
 
@@ -103,9 +139,9 @@ class SensorConfig:
     name: str
 
 
-ComponentConfig = GridConfig | MeterConfig | InverterConfig | BatteryConfig
+ComponentConfig = GridConfig | MeterConfig | InverterConfig | BatteryConfig | EvChargerConfig
 
-_CATEGORIES = ("grid", "meter", "inverter", "battery")
+_CATEGORIES = ("grid", "meter", "inverter", "battery", "ev_charger")
 
 
 def read_component(t: Table) -> ComponentConfig:
@@ -120,6 +156,8 @@ def read_component(t: Table) -> ComponentConfig:
         comp = MeterConfig(cid, name, t.float_("load_share", 0.0, minimum=0.0, maximum=1.0))
     elif category == "inverter":
         comp = _read_inverter(t, cid, name)
+    elif category == "ev_charger":
+        comp = _read_ev_charger(t, cid, name)
     else:
         comp = _read_battery(t, cid, name)
     t.check_unknown()
@@ -148,6 +186,30 @@ def _read_inverter(t: Table, cid: int, name: str) -> InverterConfig:
         rated_reactive_var=t.float_("rated_reactive_var", 0.0, minimum=0.0),
         ramp_w_per_s=ramp,
         response_delay_s=t.float_("response_delay_s", 0.1, minimum=0.0),
+    )
+
+
+def _read_ev_charger(t: Table, cid: int, name: str) -> EvChargerConfig:
+    rated = t.float_("rated_current_a", 32.0, positive=True)
+    min_a = t.float_("min_current_a", 6.0, positive=True)
+    if min_a > rated:
+        raise t.error("min_current_a", min_a, f"must be <= rated_current_a ({rated:g})")
+    phases = t.int_("phases", 3, minimum=1)
+    if phases > 3:
+        raise t.error("phases", phases, "must be 1, 2 or 3")
+    volt = t.float_("voltage_v", 230.0, positive=True)
+    ramp = t.float_("ramp_w_per_s", 0.0, minimum=0.0)
+    if ramp == 0.0:
+        ramp = phases * volt * rated
+    return EvChargerConfig(
+        id=cid,
+        name=name,
+        rated_current_a=rated,
+        min_current_a=min_a,
+        phases=phases,
+        voltage_v=volt,
+        ramp_w_per_s=ramp,
+        response_delay_s=t.float_("response_delay_s", 0.5, minimum=0.0),
     )
 
 
@@ -268,6 +330,11 @@ def _check_place(t: Table, comp: ComponentConfig, graph: _Graph) -> None:
             raise t.error("type", "pv", f"PV inverter {comp.id} cannot have batteries")
         if any(isinstance(u, InverterConfig | BatteryConfig) for u in ups):
             raise t.error("id", comp.id, f"inverter {comp.id} must sit below a meter or the grid")
+    elif isinstance(comp, EvChargerConfig):
+        if kids:
+            raise t.error("id", comp.id, f"EV charger {comp.id} cannot have downstream components")
+        if any(not isinstance(u, GridConfig | MeterConfig) for u in ups):
+            raise t.error("id", comp.id, f"EV charger {comp.id} must sit below a meter or the grid")
     if not isinstance(comp, GridConfig) and not ups:
         raise t.error("id", comp.id, f"component {comp.id} is not connected to anything upstream")
     if not isinstance(comp, BatteryConfig | GridConfig) and len(ups) > 1:

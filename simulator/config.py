@@ -9,9 +9,10 @@ Offers:
 * `SiteConfigError`: the one error type; ``str()`` is one line
   ``<file>: <field> = <value>: <reason>`` (the controller's config errors read the same).
 * The frozen dataclasses describing a site: `SiteConfig`, `GridConfig`,
-  `MeterConfig`, `InverterConfig`, `BatteryConfig`, `SensorConfig`,
-  `LoadConfig`, `PvConfig`, `FrequencyConfig`, `FrequencyEvent`, `LoadEvent`,
-  `FaultConfig` (the ``[faults]`` table, see its docstring for every key).
+  `MeterConfig`, `InverterConfig`, `BatteryConfig`, `EvChargerConfig`, `SensorConfig`,
+  `LoadConfig`, `PvConfig`, `EvConfig` and `EvSession` (the ``[ev]`` table),
+  `FrequencyConfig`, `FrequencyEvent`, `LoadEvent`, `FaultConfig` (the
+  ``[faults]`` table, see its docstring for every key).
 * `faults_from_dict(data, source, base=None) -> FaultConfig`: validate a
   ``[faults]`` mapping (or overrides on top of ``base``, e.g. CLI flags).
 * `site_input_files(path=None)`: the site file and the CSVs it names (so a
@@ -20,7 +21,8 @@ Offers:
 
 The parts live in private modules, one concept each: ``_toml_kit`` (the error
 and typed table reads), ``_site_schema`` (components and the topology checks),
-``_profiles`` (load and PV, read with :mod:`simulator.csv_series`) and
+``_profiles`` (load and PV, read with :mod:`simulator.csv_series`), ``_ev_sessions``
+(EV charging sessions and the car's charge curve) and
 ``_scenario`` (frequency and faults); every public name is importable from here.
 
 Units and signs: powers in W, energies in Wh, SoC in %, frequency in Hz,
@@ -41,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ._ev_sessions import EvConfig, EvSession, read_ev
 from ._profiles import MAX_PROFILE_SAMPLES, LoadConfig, LoadEvent, PvConfig, read_load, read_pv
 from ._scenario import (
     FAULT_KEYS,
@@ -54,6 +57,7 @@ from ._scenario import (
 from ._site_schema import (
     BatteryConfig,
     ComponentConfig,
+    EvChargerConfig,
     GridConfig,
     InverterConfig,
     MeterConfig,
@@ -68,6 +72,9 @@ __all__ = [
     "MAX_PROFILE_SAMPLES",
     "BatteryConfig",
     "ComponentConfig",
+    "EvChargerConfig",
+    "EvConfig",
+    "EvSession",
     "FaultConfig",
     "FrequencyConfig",
     "FrequencyEvent",
@@ -112,6 +119,8 @@ class SiteConfig:
     """Bidding zone as an ENTSO-E EIC code (e.g. DE-LU ``10Y1001A1001A82H``)."""
     faults: FaultConfig = field(default_factory=FaultConfig)
     """Fault injection (all off by default)."""
+    ev: EvConfig = field(default_factory=EvConfig)
+    """EV charging sessions (the ``[ev]`` table; none by default)."""
 
     def component(self, component_id: int) -> ComponentConfig:
         """Return the component with this id (KeyError if unknown)."""
@@ -129,6 +138,11 @@ class SiteConfig:
     def batteries(self) -> tuple[BatteryConfig, ...]:
         """All batteries, in file order."""
         return tuple(c for c in self.components if isinstance(c, BatteryConfig))
+
+    @property
+    def ev_chargers(self) -> tuple[EvChargerConfig, ...]:
+        """All EV chargers, in file order."""
+        return tuple(c for c in self.components if isinstance(c, EvChargerConfig))
 
     @property
     def meters(self) -> tuple[MeterConfig, ...]:
@@ -206,6 +220,8 @@ def site_from_dict(
     pv = read_pv(root.table("pv"), base_dir)
     freq = read_frequency(root.table("frequency"), base_dir)
     faults = read_faults(root.table("faults"))
+    chargers = frozenset(c.id for _, c in comps if isinstance(c, EvChargerConfig))
+    ev = read_ev(root.table("ev"), chargers)
     root.check_unknown()
     return SiteConfig(
         source=source,
@@ -216,6 +232,7 @@ def site_from_dict(
         pv=pv,
         frequency=freq,
         faults=faults,
+        ev=ev,
         **info,
     )
 

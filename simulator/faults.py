@@ -45,7 +45,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BatteryConfig, FaultConfig, InverterConfig, SiteConfig
+from .config import BatteryConfig, EvChargerConfig, FaultConfig, InverterConfig, SiteConfig
 from .physics import Interval
 
 __all__ = [
@@ -121,11 +121,14 @@ class FaultScheduler:
             for c in site.components
             if isinstance(c, InverterConfig) and c.inverter_type == "battery"
         ]
-        device = batt_inv + [c.id for c in site.batteries]
+        # EV chargers last: a site without them draws the same episodes as before.
+        device = batt_inv + [c.id for c in site.batteries] + [c.id for c in site.ev_chargers]
         self._ratings: dict[int, Interval] = {}
         for c in site.components:
             if isinstance(c, InverterConfig):
                 self._ratings[c.id] = (c.rated_lower_w, c.rated_upper_w)
+            elif isinstance(c, EvChargerConfig):
+                self._ratings[c.id] = (0.0, c.rated_power_w)
             elif isinstance(c, BatteryConfig):
                 self._ratings[c.id] = (-c.max_discharge_w, c.max_charge_w)
         self.eligible: dict[str, list[int]] = {

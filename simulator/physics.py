@@ -6,12 +6,24 @@ machine) and `Interval` helpers (`own_power_intervals`, `intersect_intervals`).
 
 Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
 
+* Power rows: every component that takes an active-power setpoint has a row in
+  the ``inverter_*`` arrays: the inverters in file order, then the EV chargers
+  (``inverter_is_pv`` / ``inverter_is_ev`` / ``inverter_is_battery`` tell them
+  apart). Delay, ramp, lifetimes, states, bounds augmentations and faults are
+  one code path for all of them.
 * Setpoints: an accepted active/reactive setpoint becomes effective
   ``response_delay_s`` after the request and lapses ``lifetime_s`` after it;
-  then a battery inverter returns to 0 W and a PV inverter to uncurtailed
-  production. Battery inverter targets are clipped to the current
-  (SoC-dependent, augmented) bounds; PV targets are ``max(available, setpoint)``
-  (a setpoint is a production limit, both negative).
+  then a battery inverter returns to 0 W, a PV inverter to uncurtailed
+  production and an EV charger to full power (what the car takes). Battery
+  inverter targets are clipped to the current (SoC-dependent, augmented)
+  bounds; PV targets are ``max(available, setpoint)`` (a setpoint is a
+  production cap, both negative; bounds ``[available, 0]``); EV charger
+  targets are ``min(car acceptance, setpoint)`` (a setpoint is a charge limit;
+  bounds 0 or ``[min power, rated power]`` while a car is connected, else 0).
+* EV sessions: per charger, cars arrive and leave as `EvSessionGenerator`
+  says; a connected car draws `car_acceptance_w` (full power, tapering after
+  ``taper_start_pct`` of its request, nothing once it is met); the energy
+  delivered is integrated per session.
 * Inverter AC power moves toward its target at most ``ramp_w_per_s``.
 * Inverter DC power = AC power (lossless inverter); it is split across the
   inverter's batteries in proportion to their available power in the flow
@@ -43,10 +55,18 @@ import numpy as np
 import numpy.typing as npt
 
 from ._augmentations import BoundsAugmentations
+from ._ev_sessions import EvSessionGenerator, car_acceptance_w
 from ._intervals import Interval, intersect_intervals, own_power_intervals, valid_interval
 from ._signals import OrnsteinUhlenbeck, profile_at
 from ._site_graph import edge_shares, inverter_battery_edges, meter_measure_matrix
-from .config import BatteryConfig, GridConfig, InverterConfig, MeterConfig, SiteConfig
+from .config import (
+    BatteryConfig,
+    EvChargerConfig,
+    GridConfig,
+    InverterConfig,
+    MeterConfig,
+    SiteConfig,
+)
 from .errors import (
     ComponentNotFoundError,
     ComponentNotReadyError,
@@ -68,6 +88,8 @@ IntArray = npt.NDArray[np.int64]
 
 _TOL_W = 1.0
 _ACK_FIRST = "component is in ERROR; acknowledge the error first"
+_POWER_KINDS = ("inverter", "ev_charger")
+"""The kinds of component with a power row (active-power setpoints)."""
 
 
 class ComponentState(enum.IntEnum):
@@ -97,7 +119,8 @@ class SitePhysics:
     """The simulated site: state arrays plus a vectorised `step`.
 
     Component rows: ``inverter_ids[k]`` is row ``k`` of every ``inverter_*``
-    array, likewise ``battery_ids`` and ``meter_ids``. Signs are passive:
+    and ``ev_*`` array (inverters, then EV chargers), likewise ``battery_ids``
+    and ``meter_ids``. Signs are passive:
     positive = into the component.
     """
 
@@ -120,23 +143,27 @@ class SitePhysics:
         """Simulated seconds since the start."""
 
         self._init_rows(site)
-        self._init_inverters(site.inverters)
+        self._init_inverters(site.inverters, site.ev_chargers)
+        self._init_ev(site)
         self._init_batteries(site.batteries)
         self._init_edges(site)
         self._init_meters(site)
         self._init_environment(site)
         self._update_environment(0.0)
         self._update_bounds()
-        self.inverter_power_w = self.pv_available_w.copy()
-        self.inverter_target_w = self.pv_available_w.copy()
+        start = np.where(self.inverter_is_ev, self.ev_accept_w, self.pv_available_w)
+        self.inverter_power_w = start.copy()
+        self.inverter_target_w = start.copy()
         self._update_meters()
 
     def _init_rows(self, site: SiteConfig) -> None:
         """Component ids per row and the kind of every component."""
-        invs = site.inverters
+        invs: tuple[InverterConfig | EvChargerConfig, ...] = site.inverters + site.ev_chargers
         bats = site.batteries
         meters = site.meters
         self.inverter_ids: IntArray = np.array([c.id for c in invs], dtype=np.int64)
+        """Ids of the power rows: the inverters, then the EV chargers."""
+        self.ev_charger_ids: IntArray = np.array([c.id for c in site.ev_chargers], dtype=np.int64)
         self.battery_ids: IntArray = np.array([c.id for c in bats], dtype=np.int64)
         self.meter_ids: IntArray = np.array([c.id for c in meters], dtype=np.int64)
         self._inv_row = {c.id: k for k, c in enumerate(invs)}
@@ -153,17 +180,41 @@ class SitePhysics:
                 if isinstance(c, MeterConfig)
                 else "inverter"
                 if isinstance(c, InverterConfig)
+                else "ev_charger"
+                if isinstance(c, EvChargerConfig)
                 else "battery"
             )
 
-    def _init_inverters(self, invs: tuple[InverterConfig, ...]) -> None:
-        """Inverter parameters and state (power, setpoints in flight, bounds)."""
-        self.inverter_is_pv = np.array([c.inverter_type == "pv" for c in invs], dtype=bool)
-        self.inverter_rated_lower_w = np.array([c.rated_lower_w for c in invs], dtype=np.float64)
-        self.inverter_rated_upper_w = np.array([c.rated_upper_w for c in invs], dtype=np.float64)
-        self.inverter_exclusion_w = np.array([c.exclusion_w for c in invs], dtype=np.float64)
+    def _init_inverters(
+        self, inverters: tuple[InverterConfig, ...], chargers: tuple[EvChargerConfig, ...]
+    ) -> None:
+        """Parameters and state of the power rows (power, setpoints in flight, bounds).
+
+        An EV charger's row: rated range ``[0, rated_power_w]`` with the exclusion
+        band ``(0, min_power_w)``, no reactive power.
+        """
+        invs: tuple[InverterConfig | EvChargerConfig, ...] = inverters + chargers
+        n_ev = len(chargers)
+        self.inverter_is_pv = np.array(
+            [c.inverter_type == "pv" for c in inverters] + [False] * n_ev, dtype=bool
+        )
+        self.inverter_is_ev = np.array([False] * len(inverters) + [True] * n_ev, dtype=bool)
+        """Rows that are EV chargers."""
+        self.inverter_is_battery = ~(self.inverter_is_pv | self.inverter_is_ev)
+        """Rows that are battery inverters."""
+        self.inverter_rated_lower_w = np.array(
+            [c.rated_lower_w for c in inverters] + [0.0] * n_ev, dtype=np.float64
+        )
+        self.inverter_rated_upper_w = np.array(
+            [c.rated_upper_w for c in inverters] + [c.rated_power_w for c in chargers],
+            dtype=np.float64,
+        )
+        self.inverter_exclusion_w = np.array(
+            [c.exclusion_w for c in inverters] + [c.min_power_w for c in chargers],
+            dtype=np.float64,
+        )
         self.inverter_rated_reactive_var = np.array(
-            [c.rated_reactive_var for c in invs], dtype=np.float64
+            [c.rated_reactive_var for c in inverters] + [0.0] * n_ev, dtype=np.float64
         )
         self._ramp = np.array([c.ramp_w_per_s for c in invs], dtype=np.float64)
         self._delay = np.array([c.response_delay_s for c in invs], dtype=np.float64)
@@ -195,6 +246,78 @@ class SitePhysics:
         self._aug = BoundsAugmentations(self._inv_row)
         self._limit_inv_lo = np.full(n_inv, -np.inf)
         self._limit_inv_hi = np.full(n_inv, np.inf)
+
+    def _init_ev(self, site: SiteConfig) -> None:
+        """EV charger rows: session generators, the current session, the car's power."""
+        n = self._n_inv
+        cfg = site.ev
+        self._ev_gen: dict[int, EvSessionGenerator] = {
+            self._inv_row[c.id]: EvSessionGenerator(cfg, c.id) for c in site.ev_chargers
+        }
+        self._ev_taper_pct = cfg.taper_start_pct
+        self._ev_max_w = np.minimum(self.inverter_rated_upper_w, cfg.car_max_power_w)
+        self._ev_max_w = np.where(self.inverter_is_ev, self._ev_max_w, 0.0)
+        self._ev_max_w = np.maximum(self._ev_max_w, self.inverter_exclusion_w * self.inverter_is_ev)
+        self._ev_min_w = np.where(self.inverter_is_ev, self.inverter_exclusion_w, 0.0)
+        self.ev_phases = np.array(
+            [3] * (n - len(site.ev_chargers)) + [c.phases for c in site.ev_chargers],
+            dtype=np.float64,
+        )
+        """Phases each EV charger uses (3 on the other rows)."""
+        self.ev_arrive_s = np.full(n, np.inf)
+        """Arrival of each EV row's current (or next) session (s; inf = none)."""
+        self.ev_depart_s = np.full(n, np.inf)
+        """Departure of that session (s)."""
+        self.ev_request_wh = np.zeros(n)
+        """Energy the session's car asks for (Wh)."""
+        self.ev_delivered_wh = np.zeros(n)
+        """Energy delivered in the session so far (Wh)."""
+        self.ev_connected = np.zeros(n, dtype=bool)
+        """Whether a car is plugged in at each EV row now."""
+        self.ev_accept_w = np.zeros(n)
+        """What each connected car would draw without a limit (W, >= 0)."""
+        self.ev_sessions_done: list[tuple[int, float, float, float, float]] = []
+        """Finished sessions: (charger id, arrive s, depart s, requested Wh, delivered Wh)."""
+        for row in self._ev_gen:
+            self._next_session(row)
+
+    def _next_session(self, row: int) -> None:
+        """Load the next session of EV row ``row`` (none left: arrival at infinity)."""
+        sess = self._ev_gen[row].next()
+        if sess is None:
+            self.ev_arrive_s[row] = self.ev_depart_s[row] = np.inf
+            self.ev_request_wh[row] = 0.0
+        else:
+            self.ev_arrive_s[row] = sess.arrive_s
+            self.ev_depart_s[row] = sess.depart_s
+            self.ev_request_wh[row] = sess.energy_wh
+        self.ev_delivered_wh[row] = 0.0
+
+    def _update_ev(self, t: float) -> None:
+        """Advance the EV sessions to time ``t``: departures, arrivals, the cars' power."""
+        if not self._ev_gen:
+            return
+        for row in np.flatnonzero(self.ev_depart_s <= t).tolist():
+            while self.ev_depart_s[row] <= t:
+                self.ev_sessions_done.append(
+                    (
+                        int(self.inverter_ids[row]),
+                        float(self.ev_arrive_s[row]),
+                        float(self.ev_depart_s[row]),
+                        float(self.ev_request_wh[row]),
+                        float(self.ev_delivered_wh[row]),
+                    )
+                )
+                self._next_session(row)
+        self.ev_connected = (self.ev_arrive_s <= t) & (t < self.ev_depart_s)
+        accept = car_acceptance_w(
+            self.ev_delivered_wh,
+            self.ev_request_wh,
+            self._ev_max_w,
+            self._ev_min_w,
+            self._ev_taper_pct,
+        )
+        self.ev_accept_w = np.where(self.ev_connected, accept, 0.0)
 
     def _init_batteries(self, bats: tuple[BatteryConfig, ...]) -> None:
         """Battery parameters and state (SoC, power, bounds)."""
@@ -305,14 +428,14 @@ class SitePhysics:
     # ------------------------------------------------------------------ lookup
 
     def kind_of(self, component_id: int) -> str:
-        """Category of a component: grid, meter, inverter or battery."""
+        """Category of a component: grid, meter, inverter, ev_charger or battery."""
         try:
             return self._kind[component_id]
         except KeyError:
             raise ComponentNotFoundError(component_id, "no such component") from None
 
     def inverter_row(self, component_id: int) -> int:
-        """Row of an inverter in the ``inverter_*`` arrays."""
+        """Row of an inverter or EV charger in the ``inverter_*`` arrays."""
         return self._inv_row[component_id]
 
     def battery_row(self, component_id: int) -> int:
@@ -331,12 +454,17 @@ class SitePhysics:
     @property
     def battery_inverter_power_w(self) -> float:
         """Total battery inverter AC power (W, + = charging)."""
-        return float(self.inverter_power_w[~self.inverter_is_pv].sum())
+        return float(self.inverter_power_w[self.inverter_is_battery].sum())
+
+    @property
+    def ev_power_w(self) -> float:
+        """Total EV charging power (W, >= 0: consumed)."""
+        return float(self.inverter_power_w[self.inverter_is_ev].sum())
 
     def state_of(self, component_id: int) -> ComponentState:
-        """State of an inverter or battery (meters and the grid are always RUNNING)."""
+        """State of a power row or battery (meters and the grid are always RUNNING)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             return ComponentState(int(self.inverter_state[self._inv_row[component_id]]))
         if kind == "battery":
             return ComponentState(int(self.battery_state[self._bat_row[component_id]]))
@@ -384,9 +512,10 @@ class SitePhysics:
             The simulated time (s) at which the contribution lapses.
         """
         kind = self.kind_of(component_id)
-        if kind != "inverter":
+        if kind not in _POWER_KINDS:
             raise InvalidRequestError(
-                component_id, f"bounds can only be augmented on inverters, not a {kind}"
+                component_id,
+                f"bounds can only be augmented on inverters and EV chargers, not a {kind}",
             )
         for lo, hi in intervals:
             if not valid_interval(lo, hi):
@@ -409,9 +538,10 @@ class SitePhysics:
     def _ready_inverter_row(self, component_id: int, what: str, power: float) -> int:
         """Row of inverter ``component_id`` if it may take a finite ``what`` setpoint now."""
         kind = self.kind_of(component_id)
-        if kind != "inverter":
+        if kind not in _POWER_KINDS:
             raise InvalidRequestError(
-                component_id, f"{what} can only be set on inverters, not on a {kind}"
+                component_id,
+                f"{what} can only be set on inverters and EV chargers, not on a {kind}",
             )
         if not math.isfinite(power):
             raise InvalidRequestError(component_id, f"power must be finite, got {power!r}")
@@ -466,8 +596,10 @@ class SitePhysics:
         followed with that lag rather than starving. A STANDBY inverter starts
         running. Returns a request number for `setpoint_status`.
         """
-        if self.kind_of(component_id) != "inverter":
-            raise InvalidRequestError(component_id, "active power can only be set on inverters")
+        if self.kind_of(component_id) not in _POWER_KINDS:
+            raise InvalidRequestError(
+                component_id, "active power can only be set on inverters and EV chargers"
+            )
         if not math.isfinite(power_w):
             raise InvalidRequestError(component_id, f"power must be finite, got {power_w!r}")
         row = self._inv_row[component_id]
@@ -487,8 +619,10 @@ class SitePhysics:
         self, component_id: int, power_var: float, lifetime_s: float = 60.0
     ) -> None:
         """Command an inverter's reactive power (effective after the response delay)."""
-        if self.kind_of(component_id) != "inverter":
-            raise InvalidRequestError(component_id, "reactive power can only be set on inverters")
+        if self.kind_of(component_id) not in _POWER_KINDS:
+            raise InvalidRequestError(
+                component_id, "reactive power can only be set on inverters and EV chargers"
+            )
         row = self._inv_row[component_id]
         self._q_pend[row] = power_var
         self._q_pend_at[row] = self.now_s + self._delay[row]
@@ -531,7 +665,7 @@ class SitePhysics:
     def start(self, component_id: int) -> None:
         """Start: OFF/STANDBY -> RUNNING (inverter at 0 W; battery relays closed)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             if self.inverter_state[row] == ComponentState.ERROR:
                 raise ComponentNotReadyError(component_id, _ACK_FIRST)
@@ -548,7 +682,7 @@ class SitePhysics:
     def standby(self, component_id: int) -> None:
         """Put an inverter in standby: power to 0, AC relays open (no-op for others)."""
         kind = self.kind_of(component_id)
-        if kind != "inverter":
+        if kind not in _POWER_KINDS:
             return
         row = self._inv_row[component_id]
         state = ComponentState(int(self.inverter_state[row]))
@@ -561,7 +695,7 @@ class SitePhysics:
     def stop(self, component_id: int) -> None:
         """Stop: inverter -> OFF (0 W); battery -> OFF if its power is 0 (else refused)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             if self.inverter_state[row] == ComponentState.ERROR:
                 raise ComponentNotReadyError(component_id, _ACK_FIRST)
@@ -583,7 +717,7 @@ class SitePhysics:
     def ack_error(self, component_id: int) -> None:
         """Acknowledge an error: ERROR -> OFF (no-op otherwise)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             if self.inverter_state[row] == ComponentState.ERROR:
                 self.inverter_state[row] = ComponentState.OFF
@@ -605,7 +739,7 @@ class SitePhysics:
             raise InvalidRequestError(
                 component_id, f"power limit must contain 0 W, got [{lower_w}, {upper_w}]"
             )
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             self._limit_inv_lo[row] = lower_w
             self._limit_inv_hi[row] = upper_w
@@ -620,7 +754,7 @@ class SitePhysics:
     def clear_power_limit(self, component_id: int) -> None:
         """Remove a `limit_power` clamp (no-op if there is none)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             self._limit_inv_lo[row] = -np.inf
             self._limit_inv_hi[row] = np.inf
@@ -633,7 +767,7 @@ class SitePhysics:
     def inject_error(self, component_id: int) -> None:
         """Fault injection: put an inverter or battery into ERROR (inverter power to 0)."""
         kind = self.kind_of(component_id)
-        if kind == "inverter":
+        if kind in _POWER_KINDS:
             row = self._inv_row[component_id]
             self._clear_setpoint(row)
             self.inverter_state[row] = ComponentState.ERROR
@@ -699,6 +833,9 @@ class SitePhysics:
         has_sp = ~np.isnan(sp)
         sp0 = np.where(has_sp, sp, 0.0)
         pv_target = np.where(has_sp, np.maximum(self.pv_available_w, sp0), self.pv_available_w)
+        if self._ev_gen:  # EV chargers: a setpoint limits what the car takes
+            ev_target = np.where(has_sp, np.minimum(self.ev_accept_w, sp0), self.ev_accept_w)
+            sp0 = np.where(self.inverter_is_ev, ev_target, sp0)
         target = np.where(self.inverter_is_pv, pv_target, sp0)
         target = np.clip(target, self.inverter_lower_w, self.inverter_upper_w)
         target = np.clip(target, self._aug.lower_w, self._aug.upper_w)
@@ -712,6 +849,10 @@ class SitePhysics:
         q = np.where(np.isnan(self._q_sp), 0.0, self._q_sp)
         q = np.clip(q, -self.inverter_rated_reactive_var, self.inverter_rated_reactive_var)
         self.inverter_reactive_var = np.where(running, q, 0.0)
+        if self._ev_gen:
+            self.ev_delivered_wh += np.where(
+                self.ev_connected, np.maximum(self.inverter_power_w, 0.0), 0.0
+            ) * (dt / 3600.0)
 
         # battery DC power split and SoC integration
         p = self.inverter_power_w
@@ -750,6 +891,7 @@ class SitePhysics:
             self.inverter_is_pv, self.inverter_rated_lower_w * (self.irradiance_wm2 / 1000.0), 0.0
         )
         self.pv_available_w = np.maximum(self.pv_available_w, self.inverter_rated_lower_w)
+        self._update_ev(t)
         base = self.nominal_hz if self._freq_series is None else self._freq_series.at_scalar(t)
         freq = base + (self._freq_noise.step(dt) if dt > 0 else 0.0)
         if self._ev_start.size:
@@ -772,15 +914,25 @@ class SitePhysics:
         eb, ei, share, n_inv = self._edge_bat, self._edge_inv, self._edge_share, self._n_inv
         inv_up = np.bincount(ei, share * self.battery_upper_w[eb], minlength=n_inv)
         inv_lo = np.bincount(ei, share * self.battery_lower_w[eb], minlength=n_inv)
+        # PV: a cap between the available production and 0; EV: a limit while a
+        # car is connected (the exclusion band keeps it out of (0, min power)).
         upper = np.where(
             self.inverter_is_pv,
             self.inverter_rated_upper_w,
-            np.minimum(self.inverter_rated_upper_w, inv_up),
+            np.where(
+                self.inverter_is_ev,
+                np.where(self.ev_connected, self.inverter_rated_upper_w, 0.0),
+                np.minimum(self.inverter_rated_upper_w, inv_up),
+            ),
         )
         lower = np.where(
             self.inverter_is_pv,
-            self.inverter_rated_lower_w,
-            np.maximum(self.inverter_rated_lower_w, inv_lo),
+            self.pv_available_w,
+            np.where(
+                self.inverter_is_ev,
+                self.inverter_rated_lower_w,
+                np.maximum(self.inverter_rated_lower_w, inv_lo),
+            ),
         )
         upper = np.minimum(upper, self._limit_inv_hi)
         lower = np.maximum(lower, self._limit_inv_lo)
