@@ -88,7 +88,7 @@ class PhysicsTruth:
         """Read the fleet's fixed data (capacities, SoC limits) from ``physics``."""
         self.ph = physics
         ph = physics
-        self.bat_inv = ~ph.inverter_is_pv
+        self.bat_inv = ph.inverter_is_battery
         self.capacity = ph.battery_capacity_wh
         self.cap_total = float(self.capacity.sum())
         self.soc_lo = float(np.dot(ph.battery_soc_min_pct, self.capacity) / self.cap_total)
