@@ -13,11 +13,12 @@ import itertools
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from frequenz.client.common.microgrid import MicrogridId
@@ -285,10 +286,30 @@ def _gridloop(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _dispatch_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The client library's own command line, as an operator runs it (README)."""
+    return subprocess.run(
+        [sys.executable, "-m", "frequenz.client.dispatch", "--url", url,
+         "--auth-key", "anything", *args],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "TZ": "UTC"},
+    )
+
+
+def _wait_for(stream: IO[str], pattern: str, seen: list[str]) -> None:
+    """Read ``stream`` line by line (into ``seen``) until one matches ``pattern``."""
+    while True:
+        line = stream.readline()
+        assert line, f"ended before {pattern!r}:\n" + "".join(seen[-30:])
+        seen.append(line)
+        if re.search(pattern, line):
+            return
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_dispatch_cli_against_gridloop_sim_switches_a_window_in_gridloop_run() -> None:
+def test_dispatch_cli_switches_frequency_response_on_and_off_in_a_running_service() -> None:
     sim = _gridloop("sim", "--port", "0", "--dispatch-port", "0", "--time-scale", "10")
+    run: subprocess.Popen[str] | None = None
     try:
         assert sim.stdout is not None
         assert sim.stderr is not None
@@ -296,31 +317,39 @@ def test_dispatch_cli_against_gridloop_sim_switches_a_window_in_gridloop_run() -
         lines = [sim.stderr.readline() for _ in range(2)]
         found = re.search(r"Dispatch API on (\S+) \(microgrid (\d+)\)", lines[-1])
         assert found, lines
-        url = f"grpc://{found[1]}?ssl=false"
-        # The client library's own command line, as an operator runs it (README).
-        cli = subprocess.run(
-            [sys.executable, "-m", "frequenz.client.dispatch", "--url", url,
-             "--auth-key", "anything", "create", found[2], "FREQUENCY_RESPONSE", "BATTERY",
-             "NOW", "4 hours", "--payload",
-             '{"reserved_power_w": 100000, "curve": "linear", "hold_duration_s": 900}'],
-            capture_output=True, text=True, timeout=60, check=False,
-            env={**os.environ, "TZ": "UTC"},
-        )
+        url, microgrid = f"grpc://{found[1]}?ssl=false", found[2]
+        cli = _dispatch_cli(url, "create", microgrid, "FREQUENCY_RESPONSE", "BATTERY", "NOW",
+                            "4 hours", "--payload",
+                            '{"reserved_power_w": 100000, "curve": "linear", '
+                            '"hold_duration_s": 900}')
         assert cli.returncode == 0, cli.stderr
         assert "Dispatch created." in cli.stdout
         run = _gridloop("run", "--api", f"grpc://{api}", "--time-scale", "10",
                         "--dispatch-url", url, "--dispatch-key", "anything",
-                        "--duration", "3", "--no-dashboard")
+                        "--duration", "60", "--no-dashboard", "--log-level", "INFO")
+        assert run.stderr is not None
+        seen: list[str] = []
+        # The site's microgrid id was used; the window was delivered, logged, and switched
+        # frequency response on in the running service.
+        _wait_for(run.stderr, r"schedule dispatch at site time \S+: added dispatch:1 "
+                  r"\[\S+, \S+\): frequency response 100000 W", seen)
+        _wait_for(run.stderr, r"frequency response on: reserve 100000 W from window "
+                  r"dispatch:1", seen)
+        cli = _dispatch_cli(url, "delete", microgrid, "1")
+        assert cli.returncode == 0, cli.stderr
+        _wait_for(run.stderr, r"schedule dispatch at site time \S+: removed dispatch:1", seen)
+        _wait_for(run.stderr, r"frequency response off: no window", seen)
+        run.send_signal(signal.SIGTERM)  # an orderly stop, the run still going
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
-        assert "Traceback" not in err
-        assert "Prefix 'CID'" not in err
-        # The site's microgrid id was used; the window was delivered and logged.
-        assert re.search(r"schedule dispatch at site time \S+: added dispatch:1 \[\S+, \S+\): "
-                         r"frequency response 100000 W", err), err
+        text = "".join(seen) + err
+        assert "Traceback" not in text
+        assert "Prefix 'CID'" not in text
     finally:
-        sim.terminate()
-        sim.communicate(timeout=30)
+        for proc in (run, sim):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.communicate(timeout=30)
 
 
 @pytest.mark.parametrize(
