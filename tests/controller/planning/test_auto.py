@@ -184,3 +184,30 @@ def test_a_synthetic_month_under_the_production_recharge_target(full: bool) -> N
     cfg = AutoLimitConfig() if full else AutoLimitConfig(precharge_full=False)
     share = closed_loop_share(load, 3 * 7 * DAY, AutoLimit(cfg, FLEET), recharge_to_wh=216e3)
     assert (share >= 0.85) == full, share
+
+
+def test_day_scenarios_mode_takes_the_chosen_quantile_of_the_scenarios() -> None:
+    # Three weeks of UTC workdays whose plateaus differ (0.8..1.2 of 300 kW); at Tuesday
+    # 06:00 the scenarios are the last five workdays (today has no plateau seen yet, so
+    # their level is theirs). q = 1 holds every one of them; q = 0 is the mildest one's.
+    mon = 1_525_651_200.0  # 2018-05-07 00:00 UTC, a Monday
+    k = np.arange(16 * DAY + 24)
+    day, slot = k // DAY, k % DAY
+    level = 0.8 + 0.4 * np.random.default_rng(5).random(day.max() + 1)
+    load = np.where((day % 7 < 5) & (slot >= 28) & (slot < 64), 300e3 * level[day], 80e3)
+    n = k.size
+    args = (mon + Q * n, load, mon + Q * k, Q, 300e3, 0.0)
+    plans = {q: AutoLimit(AutoLimitConfig(forecaster="shape_level", scenario_days=5,
+                                          scenario_q=q, horizon_h=18.0), FLEET).plan(*args)
+             for q in (0.0, 0.5, 1.0)}
+    assert plans[0.0].limit_w < plans[0.5].limit_w < plans[1.0].limit_w
+    workdays = [d for d in range(16) if d % 7 < 5][-5:]
+    start = dataclasses.replace(FLEET, energy_init_wh=300e3)
+    lows = []
+    for d in workdays:
+        row = load[d * DAY + 24:d * DAY + 24 + 72]  # 06:00 + 18 h of that day
+        lows.append(optimal_peak(row, Q, start).peak_import_w)
+        out, _ = simulate_greedy(row, Q, start, plans[1.0].limit_w)
+        assert out.max() <= plans[1.0].limit_w + 1e-6
+    assert plans[1.0].limit_w == pytest.approx(max(lows), abs=20.0)
+    assert plans[0.0].limit_w == pytest.approx(min(lows), abs=20.0)
