@@ -104,7 +104,7 @@ class AutoLimitConfig:
     """Planning horizon, hours (1..168)."""
     margin_pct: float = 0.0
     """The limit is the planned peak plus this many percent (0..50)."""
-    forecaster: str = "week_max"
+    forecaster: str = "shape_level"
     """One of :data:`~controller.runtime.planning.forecast.FORECASTERS`."""
     end_energy_pct: float = 0.0
     """The plan ends its horizon with at least this share of the energy window (0..100 %;
@@ -132,11 +132,11 @@ class AutoLimitConfig:
     precharge_full: bool = True
     """Pre-charge target: the top of the energy window whenever there is headroom, instead
     of the least energy that holds the plan (plus the reserve)."""
-    shape_days: int = 10
+    shape_days: int = 3
     """``shape_level``: past days of the same day class its shape is taken from (1..56)."""
-    shape_q: float = 0.5
+    shape_q: float = 1.0
     """``shape_level``: quantile of those days per time of day (0..1)."""
-    day_classes: str = "workday"
+    day_classes: str = "weekday"
     """``shape_level``: ``"workday"`` (Mon–Fri, Sat, Sun alike) or ``"weekday"``."""
     scenario_days: int = 0
     """Day scenarios: plan over this many past days of each day's class as scenarios (today's

@@ -198,6 +198,7 @@ def test_day_scenarios_mode_takes_the_chosen_quantile_of_the_scenarios() -> None
     n = k.size
     args = (mon + Q * n, load, mon + Q * k, Q, 300e3, 0.0)
     plans = {q: AutoLimit(AutoLimitConfig(forecaster="shape_level", scenario_days=5,
+                                          day_classes="workday",
                                           scenario_q=q, horizon_h=18.0), FLEET).plan(*args)
              for q in (0.0, 0.5, 1.0)}
     assert plans[0.0].limit_w < plans[0.5].limit_w < plans[1.0].limit_w
