@@ -150,8 +150,8 @@ class AutoLimitConfig:
     level_cap: float = 1.5
     """Today's fitted level is at most this (1..10)."""
     level_prior: float = 0.25
-    """``shape_level``: weight of the shape's own level against today's measured ratio, as
-    a share of the typical day's energy (0..10)."""
+    """``shape_level``: weight of the shape's own level (1) against today's fitted one, in
+    typical days (0..10; :class:`~.forecast.ForecastParams`)."""
 
     def validate(self) -> None:
         """Check every field; raise :class:`PlanningError` naming ``peak_shaving.auto_<field>``."""

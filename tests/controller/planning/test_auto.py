@@ -212,3 +212,32 @@ def test_day_scenarios_mode_takes_the_chosen_quantile_of_the_scenarios() -> None
         assert out.max() <= plans[1.0].limit_w + 1e-6
     assert plans[1.0].limit_w == pytest.approx(max(lows), abs=20.0)
     assert plans[0.0].limit_w == pytest.approx(min(lows), abs=20.0)
+
+
+def test_the_control_cycle_plans_in_the_billing_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # shape_level's local days are the billing clock's: the cycle hands its zone to the plan.
+    from zoneinfo import ZoneInfo
+
+    from actors import SiteMeasurements
+    from controller.runtime.billing import BillingClock, BillingMeter
+    from controller.runtime.cycle import ControlCycle
+
+    seen: list[object] = []
+
+    def plan(self: AutoLimit, *args: object, **kw: object) -> object:
+        seen.append(kw.get("zone"))
+        raise PlanningError("recorded", source="test")
+
+    monkeypatch.setattr(AutoLimit, "plan", plan)
+    zone = ZoneInfo("Europe/Berlin")
+    meter = BillingMeter(BillingClock(900, "month", zone))
+    cycle = ControlCycle([], meter, AutoLimitConfig())
+    m = SiteMeasurements(
+        grid_power_w=100e3, grid_frequency_hz=50.0, grid_sample_time_ns=0,
+        battery_power_w=0.0, pv_power_w=0.0, load_power_w=100e3,
+        group_soc_pct=np.array([50.0]), group_capacity_wh=np.array([500e3]),
+        group_power_w=np.array([0.0]), group_healthy=np.array([True]), soc_pct=50.0,
+        soc_lower_pct=10.0, soc_upper_pct=90.0, fleet_lower_w=-200e3, fleet_upper_w=200e3)
+    meter.update(T0, 100e3, 100e3)
+    assert cycle._replan(m, T0, meter) is None
+    assert seen == [zone]
