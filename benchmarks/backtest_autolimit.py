@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -50,7 +51,12 @@ from simulator.config import BatteryConfig, load_site
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PROFILES = {"galvanization": "load_galvanization_LP_G_G.csv",
-            "metal_processing": "load_metal_processing_LP_G_MV.csv"}
+            "metal_processing": "load_metal_processing_LP_G_MV.csv",
+            "galvanization_shift1": "load_galvanization_LP_G_G.csv"}
+"""The bundled profiles, and a third made from one of them against overfitting to their
+calendar: ``galvanization_shift1`` is galvanization with every value one day later (its
+work week runs Tuesday to Saturday; the first day repeats the last)."""
+ZONE = ZoneInfo("Europe/Berlin")  # the bundled profiles' local time
 KEEP = 8 * 7 * 96  # history handed to the planner (the meter keeps ≥ 8 weeks)
 
 
@@ -88,7 +94,7 @@ def closed_loop(load: np.ndarray, starts: np.ndarray, months: np.ndarray, step_s
         lo = max(0, k - KEEP)
         now = float(load[k - 1]) if k else math.nan
         plan = auto.plan(float(starts[k]), load[lo:k], starts[lo:k], step_s, e, billed,
-                         load_now_w=now)
+                         load_now_w=now, zone=ZONE)
         times[k] = plan.plan_s
         l_eff = max(plan.limit_w, billed)
         target = min(max(e_soc, plan.energy_target_wh), fleet.energy_max_wh)
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     for name in args.profile:
         prof = load_profile(DATA / PROFILES[name], peak_w=args.peak_w)
+        if name.endswith("_shift1"):
+            prof = dataclasses.replace(prof, power_w=np.roll(prof.power_w, 96))
         starts = prof.start_unix_s + prof.step_s * np.arange(prof.power_w.size)
         # Calendar months in the file's own offset (+01:00).
         months = np.array([int(time.strftime("%m", time.gmtime(t + 3600))) for t in starts])

@@ -36,13 +36,16 @@ File format (every key optional; units in the names; + = import / charging)::
     # limit = "auto" (issue 16) plans the limit; its knobs (controller.runtime.planning):
     auto_horizon_h = 48.0      # planning horizon, 1..168 h
     auto_margin_pct = 0.0      # the limit is the planned peak + this %, 0..50
-    auto_forecaster = "week_max"  # naive_day, naive_week, week_max, week_mean,
+    auto_forecaster = "shape_level"  # or naive_day, naive_week, week_max, week_mean,
                                # day_quantile, week_ewma, week_max_day_q
     auto_end_energy_pct = 0.0  # end each plan with this share of the energy window
     auto_persist_h = 3.0       # forecast at least the latest interval mean this long
     auto_weeks = 3             # weeks the weekly forecasters look back, 1..8
     auto_days = 14             # days day_quantile looks back, 1..56
     auto_quantile = 0.9        # day_quantile's quantile, 0..1
+    auto_shape_days = 3        # shape_level: past days of the day's class, 1..56
+    auto_shape_q = 1.0         # shape_level: their quantile per time of day, 0..1
+    auto_day_classes = "weekday"  # shape_level: or "workday" (Mon-Fri alike)
 
     [frequency_response]       # see controller.runtime.strategies.FrequencyResponseConfig
     enabled = true
@@ -308,6 +311,9 @@ _PEAK: dict[str, _Field] = {
     "auto_weeks": _Field("int", (_between(1, 8),)),
     "auto_days": _Field("int", (_between(1, 56),)),
     "auto_quantile": _Field("float", (_between(0, 1),)),
+    "auto_shape_days": _Field("int", (_between(1, 56),)),
+    "auto_shape_q": _Field("float", (_between(0, 1),)),
+    "auto_day_classes": _Field("str", choices=("weekday", "workday")),
 }
 _AUTO_PREFIX = "auto_"
 _FREQ: dict[str, _Field] = {

@@ -250,6 +250,7 @@ class ControlCycle:
             self.plan = AutoLimit(self.auto_limit, fleet).plan(
                 site_time_s, values, starts, meter.clock.interval_s, energy,
                 meter.billed_peak_w, load_now_w=meter.current_mean_uncontrolled_w(),
+                zone=meter.clock.tz,
             )
         except PlanningError as exc:
             _LOG.warning("auto limit: no new plan (%s); keeping the last one", exc)

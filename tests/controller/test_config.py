@@ -340,10 +340,16 @@ def test_auto_limit_knobs(tmp_path: Path) -> None:
     assert cfg.auto_limit.horizon_h == 24.0
     assert cfg.auto_limit.forecaster == "naive_day"
     assert cfg.auto_limit.margin_pct == 2.5
+    path.write_text('[peak_shaving]\nauto_day_classes = "workday"\nauto_shape_days = 10\n'
+                    "auto_shape_q = 0.5\n")
+    shape = load_config(path).auto_limit
+    assert (shape.day_classes, shape.shape_days, shape.shape_q) == ("workday", 10, 0.5)
     for text, message in [
         ("auto_horizon_h = 0.5", "peak_shaving.auto_horizon_h = 0.5: must be in [1, 168]"),
         ('auto_forecaster = "prophet"', 'peak_shaving.auto_forecaster = "prophet": must be one'),
         ("auto_weeks = 1.5", "peak_shaving.auto_weeks = 1.5: must be an integer"),
+        ('auto_day_classes = "daily"', 'peak_shaving.auto_day_classes = "daily": must be one'),
+        ("auto_shape_q = 1.5", "peak_shaving.auto_shape_q = 1.5: must be in [0, 1]"),
     ]:
         path.write_text(f"[peak_shaving]\n{text}\n")
         with pytest.raises(ConfigError, match=re.escape(message)):

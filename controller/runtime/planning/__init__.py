@@ -8,9 +8,12 @@
   feasibility, backward pre-charge energy).
 
 * :mod:`~controller.runtime.planning.forecast` — :func:`forecast`, :class:`History`,
-  :data:`FORECASTERS`: the next intervals' load from the site's own history.
+  :data:`FORECASTERS`: the next intervals' load from the site's own history
+  (the default ``shape_level``: the typical local day × today's level);
+  ``day_scenarios``: past days of each day's class as scenarios; ``utc_offsets``:
+  a zone's offsets, vectorised.
 * :class:`AutoLimit` / :class:`AutoLimitConfig` / :class:`LimitPlan` — the
-  ``limit = "auto"`` planner: forecast (or past weeks as robust scenarios),
+  ``limit = "auto"`` planner: forecast (or past weeks or days as scenarios),
   lowest holdable limit above the billed peak plus a margin, pre-charge target;
   re-planned at every interval boundary. Its exact, vectorised core for one
   aggregate battery and many scenarios is in ``_holdable`` (closed-form backward

@@ -9,10 +9,14 @@ period's billed peak; it returns a :class:`LimitPlan`. Each call:
 1. forecasts the next ``horizon_h`` of interval means (:mod:`.forecast`,
    the configured forecaster) — or, in the robust mode (``scenario_weeks > 0``),
    takes the last ``scenario_weeks`` weeks' same weekday and time of day as
-   separate scenarios. For ``persist_h`` hours each is raised by how much the
-   load ran above it over the last ``persist_window_h`` (error persistence: a
-   load above its usual level is expected to stay there for a while; with
-   ``persist_signed`` also lowered when it ran below);
+   separate scenarios, or, in the day-scenario mode (``scenario_days > 0``),
+   the last ``scenario_days`` past days of each day's class, today's scaled to
+   today's level (:func:`~.forecast.day_scenarios`, local days in ``zone``;
+   no error persistence: the level is in them). For ``persist_h`` hours each
+   is raised by how much the load ran above it over the last
+   ``persist_window_h`` (error persistence: a load above its usual level is
+   expected to stay there for a while; with ``persist_signed`` also lowered
+   when it ran below);
 2. finds the lowest peak ``P`` the fleet can hold over that forecast from the
    energy it has now (less the ``reserve_pct`` reserve, planned as absent),
    ending the horizon with at least ``end_energy_pct`` of its energy window (so
@@ -23,7 +27,8 @@ period's billed peak; it returns a :class:`LimitPlan`. Each call:
    period's peak is set, and a tenth of the LP's time). The robust mode takes
    the highest of the scenarios' lowest holdable peaks
    (:func:`._holdable.lowest_holdable_peaks`): the greedy battery then holds
-   the limit in whichever scenario comes true;
+   the limit in whichever scenario comes true; the day-scenario mode their
+   ``scenario_q`` quantile;
 3. adds the margin: ``limit = max(billed_peak, P · (1 + margin_pct / 100))``;
 4. computes the pre-charge target: by default (``precharge_full``) the top of
    the energy window. The production law recharges only toward ``max(target
@@ -57,6 +62,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +75,7 @@ from controller.runtime.planning.forecast import (
     WEEK_S,
     ForecastParams,
     History,
+    day_scenarios,
     forecast,
 )
 
@@ -97,7 +104,7 @@ class AutoLimitConfig:
     """Planning horizon, hours (1..168)."""
     margin_pct: float = 0.0
     """The limit is the planned peak plus this many percent (0..50)."""
-    forecaster: str = "week_max"
+    forecaster: str = "shape_level"
     """One of :data:`~controller.runtime.planning.forecast.FORECASTERS`."""
     end_energy_pct: float = 0.0
     """The plan ends its horizon with at least this share of the energy window (0..100 %;
@@ -125,6 +132,26 @@ class AutoLimitConfig:
     precharge_full: bool = True
     """Pre-charge target: the top of the energy window whenever there is headroom, instead
     of the least energy that holds the plan (plus the reserve)."""
+    shape_days: int = 3
+    """``shape_level``: past days of the same day class its shape is taken from (1..56)."""
+    shape_q: float = 1.0
+    """``shape_level``: quantile of those days per time of day (0..1)."""
+    day_classes: str = "weekday"
+    """``shape_level``: ``"workday"`` (Mon–Fri, Sat, Sun alike) or ``"weekday"``."""
+    scenario_days: int = 0
+    """Day scenarios: plan over this many past days of each day's class as scenarios (today's
+    scaled to today's level, :func:`~.forecast.day_scenarios`) and take the
+    ``scenario_q`` quantile of their lowest holdable limits (0..28; 0 = off)."""
+    scenario_q: float = 1.0
+    """Which of the scenarios' lowest holdable limits is the plan's (0..1; 1 = the highest)."""
+    holiday_frac: float = 0.6
+    """A past day under this share of its class's median daily energy is a holiday, taken
+    neither as shape nor as scenario (0..1; 0 = none)."""
+    level_cap: float = 1.5
+    """Today's fitted level is at most this (1..10)."""
+    level_prior: float = 0.25
+    """``shape_level``: weight of the shape's own level (1) against today's fitted one, in
+    typical days (0..10; :class:`~.forecast.ForecastParams`)."""
 
     def validate(self) -> None:
         """Check every field; raise :class:`PlanningError` naming ``peak_shaving.auto_<field>``."""
@@ -140,6 +167,14 @@ class AutoLimitConfig:
             "days": 1 <= self.days <= 56,
             "quantile": 0.0 <= self.quantile <= 1.0,
             "forecaster": self.forecaster in FORECASTERS,
+            "shape_days": 1 <= self.shape_days <= 56,
+            "shape_q": 0.0 <= self.shape_q <= 1.0,
+            "day_classes": self.day_classes in ("workday", "weekday"),
+            "level_prior": 0.0 <= self.level_prior <= 10.0,
+            "scenario_days": 0 <= self.scenario_days <= 28,
+            "holiday_frac": 0.0 <= self.holiday_frac <= 1.0,
+            "level_cap": 1.0 <= self.level_cap <= 10.0,
+            "scenario_q": 0.0 <= self.scenario_q <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -201,11 +236,16 @@ class AutoLimit:
         self.fleet: FleetModel = fleet
         """The aggregate battery."""
         self._params = ForecastParams(weeks=config.weeks, days=config.days,
-                                      quantile=config.quantile)
+                                      quantile=config.quantile, shape_days=config.shape_days,
+                                      shape_q=config.shape_q, day_classes=config.day_classes,
+                                      level_prior=config.level_prior,
+                                      holiday_frac=config.holiday_frac,
+                                      level_cap=config.level_cap)
 
     def plan(self, now_s: float, history_values_w: npt.ArrayLike,
              history_starts_s: npt.ArrayLike, interval_s: float, energy_wh: float,
-             billed_peak_w: float, *, load_now_w: float = math.nan) -> LimitPlan:
+             billed_peak_w: float, *, load_now_w: float = math.nan,
+             zone: tzinfo | None = None) -> LimitPlan:
         """Plan the limit for the interval containing ``now_s`` and the horizon after it.
 
         Args:
@@ -217,6 +257,8 @@ class AutoLimit:
             billed_peak_w: The period's billed peak so far, W (NaN or < 0 = 0).
             load_now_w: The current interval's projected uncontrolled mean, W
                 (optional; the cold start's only information).
+            zone: The site's time zone (the billing clock's): local days and times of
+                day for ``shape_level``; None = UTC.
 
         Returns:
             The plan.
@@ -226,7 +268,7 @@ class AutoLimit:
         """
         t0 = time.perf_counter()
         cfg, f = self.config, self.fleet
-        hist = History(history_values_w, history_starts_s, interval_s, now_s)
+        hist = History(history_values_w, history_starts_s, interval_s, now_s, zone=zone)
         n = max(1, round(cfg.horizon_h * 3600.0 / interval_s))
         billed = billed_peak_w if math.isfinite(billed_peak_w) and billed_peak_w > 0 else 0.0
         fc = forecast(cfg.forecaster, hist, n, self._params)
@@ -238,6 +280,10 @@ class AutoLimit:
             rows, then = np.full((1, n), load_now_w), np.full((1, 1), np.nan)
         elif cfg.scenario_weeks > 0:
             rows, then = self._weekly_scenarios(hist, fc)
+        elif cfg.scenario_days > 0:
+            rows = day_scenarios(hist, n, cfg.scenario_days, self._params)
+            rows = np.where(np.isnan(rows), fc[None, :], rows)
+            then = np.full((rows.shape[0], 1), np.nan)  # today's level is in the scenarios
         else:
             rows, then = fc[None, :], self._past_forecast(hist, history_values_w,
                                                           history_starts_s)[None, :]
@@ -254,14 +300,16 @@ class AutoLimit:
         e_end = min(e_end, e0 + f.charge_efficiency * f.charge_max_w * n * interval_s / 3600.0)
         grow = 1.0 + cfg.margin_pct / 100.0
         floor = billed / grow
-        if cfg.scenario_weeks == 0:
+        if rows.shape[0] == 1:
             peak, used_lp = self._lowest_peak(rows[0], interval_s, model, floor, e_end)
             worst = 0
         else:
             peaks = lowest_holdable_peaks(
                 rows, interval_s / 3600.0, energy_wh=e0, floor_w=floor, tol_w=_TOL_W,
                 energy_max_wh=model.energy_max_wh, **_kw(model, e_end))
-            worst, used_lp = int(np.argmax(peaks)), False
+            q = cfg.scenario_q if cfg.scenario_days > 0 else 1.0
+            order = np.argsort(peaks, kind="stable")
+            worst, used_lp = int(order[math.ceil(q * (peaks.size - 1) - 1e-9)]), False
             peak = float(peaks[worst])
         limit = max(billed, peak * grow, self._cold_floor(hist, load_now_w))
         req = required_energies(rows, limit, interval_s / 3600.0,
@@ -289,7 +337,8 @@ class AutoLimit:
                        starts: npt.ArrayLike) -> FloatArray:
         """What the forecaster would have said for the last hour, an hour ago."""
         _, m = self._persist_steps(hist)
-        past = History(values, starts, hist.interval_s, hist.now_start_s - m * hist.interval_s)
+        past = History(values, starts, hist.interval_s, hist.now_start_s - m * hist.interval_s,
+                       zone=hist.zone)
         return forecast(self.config.forecaster, past, m, self._params)
 
     def _weekly_scenarios(self, hist: History, fc: FloatArray) -> tuple[FloatArray, FloatArray]:

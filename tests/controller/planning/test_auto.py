@@ -184,3 +184,60 @@ def test_a_synthetic_month_under_the_production_recharge_target(full: bool) -> N
     cfg = AutoLimitConfig() if full else AutoLimitConfig(precharge_full=False)
     share = closed_loop_share(load, 3 * 7 * DAY, AutoLimit(cfg, FLEET), recharge_to_wh=216e3)
     assert (share >= 0.85) == full, share
+
+
+def test_day_scenarios_mode_takes_the_chosen_quantile_of_the_scenarios() -> None:
+    # Three weeks of UTC workdays whose plateaus differ (0.8..1.2 of 300 kW); at Tuesday
+    # 06:00 the scenarios are the last five workdays (today has no plateau seen yet, so
+    # their level is theirs). q = 1 holds every one of them; q = 0 is the mildest one's.
+    mon = 1_525_651_200.0  # 2018-05-07 00:00 UTC, a Monday
+    k = np.arange(16 * DAY + 24)
+    day, slot = k // DAY, k % DAY
+    level = 0.8 + 0.4 * np.random.default_rng(5).random(day.max() + 1)
+    load = np.where((day % 7 < 5) & (slot >= 28) & (slot < 64), 300e3 * level[day], 80e3)
+    n = k.size
+    args = (mon + Q * n, load, mon + Q * k, Q, 300e3, 0.0)
+    plans = {q: AutoLimit(AutoLimitConfig(forecaster="shape_level", scenario_days=5,
+                                          day_classes="workday",
+                                          scenario_q=q, horizon_h=18.0), FLEET).plan(*args)
+             for q in (0.0, 0.5, 1.0)}
+    assert plans[0.0].limit_w < plans[0.5].limit_w < plans[1.0].limit_w
+    workdays = [d for d in range(16) if d % 7 < 5][-5:]
+    start = dataclasses.replace(FLEET, energy_init_wh=300e3)
+    lows = []
+    for d in workdays:
+        row = load[d * DAY + 24:d * DAY + 24 + 72]  # 06:00 + 18 h of that day
+        lows.append(optimal_peak(row, Q, start).peak_import_w)
+        out, _ = simulate_greedy(row, Q, start, plans[1.0].limit_w)
+        assert out.max() <= plans[1.0].limit_w + 1e-6
+    assert plans[1.0].limit_w == pytest.approx(max(lows), abs=20.0)
+    assert plans[0.0].limit_w == pytest.approx(min(lows), abs=20.0)
+
+
+def test_the_control_cycle_plans_in_the_billing_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # shape_level's local days are the billing clock's: the cycle hands its zone to the plan.
+    from zoneinfo import ZoneInfo
+
+    from actors import SiteMeasurements
+    from controller.runtime.billing import BillingClock, BillingMeter
+    from controller.runtime.cycle import ControlCycle
+
+    seen: list[object] = []
+
+    def plan(self: AutoLimit, *args: object, **kw: object) -> object:
+        seen.append(kw.get("zone"))
+        raise PlanningError("recorded", source="test")
+
+    monkeypatch.setattr(AutoLimit, "plan", plan)
+    zone = ZoneInfo("Europe/Berlin")
+    meter = BillingMeter(BillingClock(900, "month", zone))
+    cycle = ControlCycle([], meter, AutoLimitConfig())
+    m = SiteMeasurements(
+        grid_power_w=100e3, grid_frequency_hz=50.0, grid_sample_time_ns=0,
+        battery_power_w=0.0, pv_power_w=0.0, load_power_w=100e3,
+        group_soc_pct=np.array([50.0]), group_capacity_wh=np.array([500e3]),
+        group_power_w=np.array([0.0]), group_healthy=np.array([True]), soc_pct=50.0,
+        soc_lower_pct=10.0, soc_upper_pct=90.0, fleet_lower_w=-200e3, fleet_upper_w=200e3)
+    meter.update(T0, 100e3, 100e3)
+    assert cycle._replan(m, T0, meter) is None
+    assert seen == [zone]
