@@ -17,7 +17,9 @@ the lab tools import their errors from here, not from ``actors``.
 * :class:`ReportError` — ``gridloop report`` cannot make the report.
 * :class:`EmbeddedSimulatorError` — the embedded simulator did not start.
 * :class:`ReplayError` — bad ``gridloop replay`` input or an unusable result.
-* :class:`BenchError` — ``gridloop bench`` could not run.
+* :class:`BenchError` — ``gridloop bench`` could not run;
+  :class:`SiteBenchRefusedError` — ``gridloop bench site`` refuses to start on this
+  site; :class:`BenchStoppedError` — it ended early (its exit status and one line).
 * :class:`PlanningError` — bad input to the peak planner (LP, forecasters, auto limit).
 
 The simulator stands alone (it imports nothing from gridloop), so its
@@ -36,6 +38,7 @@ from actors import GridloopError
 
 __all__ = [
     "BenchError",
+    "BenchStoppedError",
     "ConfigError",
     "DashboardError",
     "EmbeddedSimulatorError",
@@ -47,6 +50,7 @@ __all__ = [
     "RecordingError",
     "ReplayError",
     "ReportError",
+    "SiteBenchRefusedError",
     "UserError",
     "show_value",
 ]
@@ -154,6 +158,29 @@ class ReplayError(GridloopError):
 
 class BenchError(GridloopError):
     """The benchmark could not run (one line for the user)."""
+
+
+class SiteBenchRefusedError(BenchError):
+    """``gridloop bench site`` refuses to start (an error state, another client's setpoints,
+    unknown inverters): one line, exit status 2."""
+
+
+class BenchStoppedError(BenchError):
+    """``gridloop bench site`` ended early (a signal, a refusal, another client): the exit
+    status and the one line to print (the inverters it moved were sent 0 W)."""
+
+    def __init__(self, status: int, line: str) -> None:
+        """Create the error.
+
+        Args:
+            status: The command's exit status.
+            line: What to print (one line).
+        """
+        super().__init__(line)
+        self.status = status
+        """The command's exit status."""
+        self.line = line
+        """What to print."""
 
 
 class PlanningError(GridloopError, ValueError):

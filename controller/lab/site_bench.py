@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from controller.cli_args import OneLineParser, api_version, positive_float, positive_int
-from controller.errors import BenchError, GridloopError, ReportError
+from controller.errors import BenchError, BenchStoppedError, GridloopError, ReportError
 from controller.lab.site_run import (
     Recorder,
     SiteBenchOptions,
@@ -72,15 +72,6 @@ CLOCKS = {
     "telemetry period_ms": "site timestamps; jitter_ms and max_gap_ms: client receive times",
 }
 """Which clock each figure uses (also in the JSON)."""
-
-
-class _RunEndedError(Exception):
-    """The run ended early: exit status and the one line to print."""
-
-    def __init__(self, status: int, line: str) -> None:
-        super().__init__(line)
-        self.status = status
-        self.line = line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -390,7 +381,7 @@ async def _bench(args: argparse.Namespace, api_key: str | None, root_cert: bytes
                             hold_s=args.hold, force=args.force)
     with stop_on_signals(asyncio.get_running_loop(), stop):
         if stop.is_set():
-            raise _RunEndedError(EXIT_STOPPED, "stopped by a signal before the start")
+            raise BenchStoppedError(EXIT_STOPPED, "stopped by a signal before the start")
         try:
             site = await Site.connect(
                 args.api, api_key=api_key, root_cert=root_cert, api_version=args.api_version,
@@ -400,9 +391,9 @@ async def _bench(args: argparse.Namespace, api_key: str | None, root_cert: bytes
                                        contention_overrides=1),
             )
         except ApiError as exc:
-            raise _RunEndedError(2, _api_error_line(exc)) from None
+            raise BenchStoppedError(2, _api_error_line(exc)) from None
         except (GraphError, OptionsError) as exc:
-            raise _RunEndedError(2, str(exc)) from None
+            raise BenchStoppedError(2, str(exc)) from None
         # A bench reports a site's errors, it never acknowledges them: the site's
         # error recovery (AckError + Start) stays idle for the whole run.
         site.recovery.refused = True
@@ -416,14 +407,14 @@ async def _bench(args: argparse.Namespace, api_key: str | None, root_cert: bytes
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})  # its `finally` sends the 0 W
-                raise _RunEndedError(EXIT_STOPPED, f"stopped by a signal; {_zero_line(rec)}")
+                raise BenchStoppedError(EXIT_STOPPED, f"stopped by a signal; {_zero_line(rec)}")
             try:
                 info = task.result()
             except SiteBenchRefusedError as exc:
-                raise _RunEndedError(2, f"{exc}; {_zero_line(rec)}") from None
+                raise BenchStoppedError(2, f"{exc}; {_zero_line(rec)}") from None
             except Exception as exc:  # any failure ends in one line, after the 0 W
                 why = str(exc) or type(exc).__name__
-                raise _RunEndedError(1, f"{why}; {_zero_line(rec)}") from None
+                raise BenchStoppedError(1, f"{why}; {_zero_line(rec)}") from None
             result: dict[str, Any] = {
                 "api": str(site.client.url),
                 "api_version": site.client.api.version,
@@ -483,7 +474,7 @@ def main(argv: Sequence[str]) -> int:
         logging.basicConfig(level=logging.CRITICAL)
         try:
             result = run_on_uvloop(_bench(args, api_key, root_cert, stop))
-        except _RunEndedError as end:
+        except BenchStoppedError as end:
             sys.stderr.write(f"{PROG}: {end.line}\n")
             return end.status
         except BenchError as exc:

@@ -45,7 +45,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from actors import Site
-from controller.errors import BenchError, GridloopError
+from controller.errors import BenchError, SiteBenchRefusedError
 
 __all__ = [
     "Recorder",
@@ -65,10 +65,6 @@ SOC_MARGIN_PCT = 1.0
 IDLE_FRACTION = 0.01
 """An inverter runs at more than this share of its bound before any setpoint of ours:
 another client's setpoint (or a local control mode) drives it."""
-
-
-class SiteBenchRefusedError(GridloopError):
-    """The bench refuses to start on this site (one line, exit status 2)."""
 
 
 @dataclass(frozen=True)

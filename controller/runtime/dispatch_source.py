@@ -182,10 +182,6 @@ def dispatch_windows(dispatch: Dispatch, lo_s: float, hi_s: float) -> list[Windo
             for a, b in _occurrences(dispatch, lo_s, hi_s)]
 
 
-class _StreamEndedError(Exception):
-    """The server ended the stream of changes (it never should)."""
-
-
 class DispatchScheduleSource:
     """Windows from the Dispatch API of one microgrid (see the module)."""
 
@@ -243,15 +239,12 @@ class DispatchScheduleSource:
             client = DispatchApiClient(
                 server_url=self.url, auth_key=self._auth_key, call_timeout=self._call_timeout
             )
+            why: str | None = None
             try:
                 await self._session(client, deliver)
-            except (grpc.aio.AioRpcError, _StreamEndedError) as exc:
-                failures = 1 if self._session_listed else failures + 1
-                why = (f"{exc.code().name}: {exc.details()}"
-                       if isinstance(exc, grpc.aio.AioRpcError) else "the server ended the stream")
-                delay = backoff_delay_s(failures, *self._backoff)
-                _logger.warning("dispatch source %s (microgrid %d): %s; reconnecting in %.3g s",
-                                self.url, self.microgrid_id, why, delay)
+                why = "the server ended the stream"  # it never should
+            except grpc.aio.AioRpcError as exc:
+                why = f"{exc.code().name}: {exc.details()}"
             except Exception as exc:  # a bug or a library surprise: log, retry, never raise
                 failures += 1
                 delay = backoff_delay_s(failures, *self._backoff)
@@ -260,6 +253,11 @@ class DispatchScheduleSource:
             finally:
                 with contextlib.suppress(Exception):
                     await client.disconnect()
+            if why is not None:
+                failures = 1 if self._session_listed else failures + 1
+                delay = backoff_delay_s(failures, *self._backoff)
+                _logger.warning("dispatch source %s (microgrid %d): %s; reconnecting in %.3g s",
+                                self.url, self.microgrid_id, why, delay)
             await asyncio.sleep(delay)
 
     async def _session(self, client: DispatchApiClient, deliver: Deliver) -> None:
@@ -283,7 +281,7 @@ class DispatchScheduleSource:
                 if read.done():
                     message = read.result()
                     if message is grpc.aio.EOF:  # type: ignore[attr-defined]
-                        raise _StreamEndedError
+                        return
                     self._apply(DispatchEvent.from_protobuf(message))
                     read = asyncio.ensure_future(call.read())
                 else:
