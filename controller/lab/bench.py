@@ -75,7 +75,15 @@ from controller.cli_args import OneLineParser, api_version, positive_float, posi
 from controller.errors import BenchError, EmbeddedSimulatorError
 from controller.runtime.embedded import LISTEN_PREFIX, SimulatorProcess
 
-__all__ = ["LatencyProgress", "main", "run_latency", "site_dict", "step_latencies", "summarise"]
+__all__ = [
+    "LatencyProgress",
+    "json_safe",
+    "main",
+    "run_latency",
+    "site_dict",
+    "step_latencies",
+    "summarise",
+]
 
 GRID_ID = 1
 METER_ID = 2
@@ -793,13 +801,15 @@ def render(result: dict[str, Any]) -> None:
         console.print(f"note: {note}")
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (nan, inf) as None, in nested dicts and lists
+    (JSON has no nan)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -878,7 +888,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     render(result)
     if opts.json:
-        Path(opts.json).write_text(json.dumps(_clean(result), indent=2) + "\n")
+        Path(opts.json).write_text(json.dumps(json_safe(result), indent=2) + "\n")
     return 0
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from controller.cli_args import OneLineParser, api_version, positive_float, positive_int
 from controller.errors import BenchError, BenchStoppedError, GridloopError, ReportError
+from controller.lab.bench import json_safe
 from controller.lab.site_run import (
     Recorder,
     SiteBenchOptions,
@@ -248,16 +249,6 @@ def analyse(rec: Recorder, mono_to_wall_ns: int, pre_window_s: float) -> dict[st
             for r, f in pairs
         ],
     }
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------- output
@@ -483,7 +474,7 @@ def main(argv: Sequence[str]) -> int:
     rec: Recorder = result.pop("_recorder")
     render(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(_clean(result), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(json_safe(result), indent=2) + "\n")
     if args.report:
         try:
             write_png(rec, args.report, f"gridloop bench site: {result['api']}")

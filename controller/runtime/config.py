@@ -126,6 +126,7 @@ __all__ = [
     "frequency_window_from_dict",
     "load_config",
     "peak_limit_from_dict",
+    "read_toml",
     "read_window",
 ]
 
@@ -744,12 +745,28 @@ def load_config(path: str | os.PathLike[str] | None) -> GridloopConfig:
     if path is None:
         return GridloopConfig()
     source = os.fspath(path)
+    return config_from_dict(read_toml(path, "config"), source, Path(source).resolve().parent)
+
+
+def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """Parse a TOML file of gridloop's (the config, a schedule).
+
+    Args:
+        path: The file.
+        what: What it is, for the error (``"config"``, ``"schedule"``).
+
+    Returns:
+        The parsed tables.
+
+    Raises:
+        ConfigError: unreadable file or bad TOML, one line naming the file.
+    """
+    source = os.fspath(path)
     try:
         with open(path, "rb") as file:
-            data = tomllib.load(file)
+            return tomllib.load(file)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", None, f"invalid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(source, "", None, f"cannot read the config file: {reason}") from exc
-    return config_from_dict(data, source, Path(source).resolve().parent)
+        raise ConfigError(source, "", None, f"cannot read the {what} file: {reason}") from exc

@@ -49,7 +49,6 @@ import logging
 import math
 import os
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ConfigError
-from controller.runtime.config import read_window
+from controller.runtime.config import read_toml, read_window
 from controller.runtime.schedule import Deliver, FrequencyWindow, Window
 
 __all__ = [
@@ -219,16 +218,7 @@ def load_schedule(path: str | os.PathLike[str], zone: zoneinfo.ZoneInfo) -> Sche
     Raises:
         ConfigError: unreadable file, bad TOML or a bad value (one line).
     """
-    source = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "", None, f"invalid TOML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(source, "", None, f"cannot read the schedule file: {reason}") from exc
-    return parse_schedule(data, source, zone)
+    return parse_schedule(read_toml(path, "schedule"), os.fspath(path), zone)
 
 
 class FileScheduleSource:
