@@ -160,6 +160,7 @@ class ScheduleBook:
     """The latest windows of every source, merged into one :class:`Schedule`."""
 
     _by_source: dict[str, tuple[Window, ...]] = field(default_factory=dict)
+    _merged: Schedule = field(default_factory=Schedule)  # rebuilt by replace() only
 
     def replace(self, source: str, windows: Sequence[Window]) -> ScheduleChange:
         """Make ``windows`` the complete current list of ``source``.
@@ -174,6 +175,7 @@ class ScheduleBook:
         old = self._by_source.get(source, ())
         new = tuple(windows)
         self._by_source[source] = new
+        self._merged = Schedule(tuple(w for ws in self._by_source.values() for w in ws))
         return ScheduleChange(
             source,
             added=tuple(w for w in new if w not in old),
@@ -182,8 +184,9 @@ class ScheduleBook:
 
     @property
     def schedule(self) -> Schedule:
-        """Every source's windows, sources in the order they first delivered."""
-        return Schedule(tuple(w for ws in self._by_source.values() for w in ws))
+        """Every source's windows, sources in the order they first delivered (merged once
+        per :meth:`replace`: the control cycle reads it every step)."""
+        return self._merged
 
 
 Deliver = Callable[[str, Sequence[Window]], None]
