@@ -339,8 +339,8 @@ class ControlCycle:
         fr_base = self.frequency_response
         if strategy is self.peak_shaving and self.ps_config is not None:
             prepared = (
-                self.preparation.step(self.schedule.schedule, fr_base.config, self.ps_config,
-                                      inputs, site_time_s)
+                self.preparation.step(self.schedule.schedule, self.fr_window, fr_base.config,
+                                      self.ps_config, inputs, site_time_s)
                 if fr_base is not None and site_time_s is not None else None
             )
             if prepared is not None:

@@ -238,6 +238,7 @@ class Preparation:
     def step(
         self,
         schedule: Schedule,
+        now: Window | None,
         fr_base: FrequencyResponseConfig,
         ps_config: PeakShavingConfig,
         inputs: StrategyInputs,
@@ -247,6 +248,8 @@ class Preparation:
 
         Args:
             schedule: The windows.
+            now: The window that sets frequency response at ``t_s``
+                (``schedule.frequency_window(t_s)``, which the cycle has looked up).
             fr_base: Frequency response's config (reserve, hold where a window says none).
             ps_config: Peak shaving's settings in force.
             inputs: The site now (peak shaving's inputs).
@@ -255,7 +258,6 @@ class Preparation:
         Returns:
             The wish, or None when nothing is being prepared.
         """
-        now = schedule.frequency_window(t_s)
         nxt = schedule.next_frequency_window(t_s)
         if not math.isfinite(inputs.soc_pct):
             self.status = None
