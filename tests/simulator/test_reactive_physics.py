@@ -194,7 +194,9 @@ def test_background_random_walk_is_seeded_and_leaves_other_noise_alone() -> None
     noisy["load"]["noise_w"] = 5_000.0
     quiet = _site()
     quiet["load"]["noise_w"] = 5_000.0
-    a, b, c = (SitePhysics(site_from_dict(d), seed=5) for d in (noisy, noisy, quiet))
+    a, b, c = (
+        SitePhysics(site_from_dict(d), seed=5, max_step_s=1.0) for d in (noisy, noisy, quiet)
+    )
     volts = []
     for _ in range(30):
         for p in (a, b, c):
