@@ -33,15 +33,19 @@ async def _gridloop_run(*args: str) -> tuple[int, str, str]:
 
 
 # v1alpha19 is the version `gridloop run` finds on the embedded simulator, which serves
-# all three: tests/controller/test_service.py runs its main job there.
-@pytest.mark.parametrize("version", [v for v in API_VERSIONS if v != "v1alpha19"])
+# all three: tests/controller/test_service.py runs its main job there. v1 has an adapter
+# of its own and runs the whole 30-minute scenario too; v1alpha18 shares v1alpha19's
+# adapter (actors/_api_v1alpha.py), so a shorter run checks what differs, the fallback
+# to it and its transport, and keeps CI inside its budget.
+@pytest.mark.parametrize(("version", "duration_s"), [("v1", 30), ("v1alpha18", 8)])
 async def test_the_main_job_on_a_server_of_one_version(
-    sim_factory: Any, tmp_path: Path, version: str
+    sim_factory: Any, tmp_path: Path, version: str, duration_s: int
 ) -> None:
+    assert {"v1", "v1alpha18", "v1alpha19"} == set(API_VERSIONS)
     srv = await sim_factory(time_scale=60.0, api_versions=(version,))
     summary_path = tmp_path / "summary.json"
     status, out, err = await _gridloop_run(
-        "--api", f"grpc://{srv.address}", "--time-scale", "60", "--duration", "30",
+        "--api", f"grpc://{srv.address}", "--time-scale", "60", "--duration", str(duration_s),
         "--summary-json", str(summary_path), "--no-dashboard",
     )
     assert status == 0, err
@@ -50,7 +54,12 @@ async def test_the_main_job_on_a_server_of_one_version(
     assert f"Microgrid API {version})" in out  # the summary's first line
     s = json.loads(summary_path.read_text())
     assert s["api_version"] == version
-    assert_main_job_done(s)
+    if duration_s >= 30:
+        assert_main_job_done(s)
+    else:
+        assert s["setpoints_sent"] > 20
+        assert s["setpoints_failed"] == 0
+        assert s["fr_energy_required_wh"] > 0.0
     stats = srv.stats()
     assert stats["setpoints_out_of_bounds"] == 0
     assert stats["setpoints_rejected"] == dict.fromkeys(stats["setpoints_rejected"], 0)
