@@ -54,7 +54,8 @@ def test_exact_total_proportional_and_inside_circle(fleet: tuple[np.ndarray, ...
     res = allocate_reactive(target, lo, hi, s, p, avail)
     q = res.setpoints_var
     assert np.all(q[~avail] == 0.0)
-    assert np.all(q >= lo - 1e-6) and np.all(q <= hi + 1e-6)
+    assert np.all(q >= lo - 1e-6)
+    assert np.all(q <= hi + 1e-6)
     nz = q != 0.0
     assert np.all((q * q + p * p)[nz] <= (s[nz] + 1e-6) ** 2 + 1e-3)
     feasible = min(max(target, down.sum()), up.sum())
@@ -73,7 +74,8 @@ def test_p_first_leaves_q_what_the_circle_allows() -> None:
     # S = 100 kVA, P = 80 kW: 60 kVAr left although the reactive rating is 90 kVAr.
     res = allocate_reactive(100_000.0, [-90e3], [90e3], [100e3], [80e3])
     assert res.setpoints_var[0] == pytest.approx(60e3)
-    assert res.status == "SATURATED" and res.upper_var == pytest.approx(60e3)
+    assert res.status == "SATURATED"
+    assert res.upper_var == pytest.approx(60e3)
 
 
 def test_q_first_limits_p_to_the_rest_of_the_circle() -> None:
@@ -104,7 +106,8 @@ def test_unusable_bounds_and_unavailable_get_zero() -> None:
     np.testing.assert_allclose(res.setpoints_var, [0.0, 0.0, 5e3])
     assert res.status == "SATURATED"
     none = allocate_reactive(1e3, [-5e3], [5e3], [1e4], None, np.array([False]))
-    assert none.status == "NOTHING_AVAILABLE" and none.achieved_var == 0.0
+    assert none.status == "NOTHING_AVAILABLE"
+    assert none.achieved_var == 0.0
 
 
 @pytest.mark.parametrize(
