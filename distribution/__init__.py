@@ -23,6 +23,7 @@ Public names:
 * `allocate_reactive`, `ReactiveResult` — split a fleet reactive-power target across
   inverters within their reactive bounds and the apparent-power circle left by their
   active power (water-fill proportional to capability; `distribution._reactive`).
+* `reactive_capability` — each inverter's reactive range left by its active power.
 * `active_limit_w`, `limit_active_bounds` — the ``q_first`` priority: the active power an
   inverter holding Q may carry, and its active bounds narrowed to it.
 * `group_links` — the groups (connected components) of an inverter–battery
@@ -34,7 +35,13 @@ from ._allocate import AllocationResult, AllocationStatus, allocate
 from ._errors import AllocationInvariantError, DistributionError
 from ._fleet import ExclusionReason, Fleet
 from ._groups import MAX_GROUP_INVERTERS, group_links
-from ._reactive import ReactiveResult, active_limit_w, allocate_reactive, limit_active_bounds
+from ._reactive import (
+    ReactiveResult,
+    active_limit_w,
+    allocate_reactive,
+    limit_active_bounds,
+    reactive_capability,
+)
 
 __all__ = [
     "MAX_GROUP_INVERTERS",
@@ -50,4 +57,5 @@ __all__ = [
     "allocate_reactive",
     "group_links",
     "limit_active_bounds",
+    "reactive_capability",
 ]

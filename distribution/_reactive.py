@@ -39,7 +39,13 @@ import numpy.typing as npt
 from ._errors import AllocationInvariantError, DistributionError
 from ._waterfill import water_fill_box
 
-__all__ = ["ReactiveResult", "active_limit_w", "allocate_reactive", "limit_active_bounds"]
+__all__ = [
+    "ReactiveResult",
+    "active_limit_w",
+    "allocate_reactive",
+    "limit_active_bounds",
+    "reactive_capability",
+]
 
 _F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]

@@ -1,0 +1,89 @@
+"""Reactive power in the actor layer over real gRPC: decoding, Q dispatch, safe stop.
+
+Every API version: the reactive metrics are decoded into the state table, a fleet
+reactive target is split within the inverters' reactive bounds and reaches the
+simulator's inverters, and leaving the site sends 0 VAr. With reactive control off
+no reactive metric is streamed and no reactive setpoint is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from testkit import FAST, connect_site, wait_until
+
+from actors import API_VERSIONS, OptionsError, OutcomeKind, RuntimeOptions, Site
+from simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.integration
+
+REACTIVE = dataclasses.replace(FAST, reactive="p_first")
+
+
+def _site_q(sim: SimulatorServer, ids: list[int]) -> np.ndarray:
+    phys = sim.physics
+    return np.array([phys.inverter_reactive_var[phys._inv_row[c]] for c in ids])
+
+
+@pytest.mark.parametrize("api_version", API_VERSIONS)
+async def test_reactive_target_reaches_the_inverters_and_ends_at_zero(
+    sim: SimulatorServer, api_version: str
+) -> None:
+    site = await connect_site(sim, REACTIVE, api_version)
+    ids = site.core.index.inverter_ids
+    async with site:
+        await wait_until(lambda: not site.stats().excluded, 5.0, "all components healthy")
+        m = site.measurements()
+        # The default site's battery inverters publish ±rated_reactive_var.
+        assert m.reactive_upper_var > 60_000.0
+        assert m.reactive_lower_var == pytest.approx(-m.reactive_upper_var)
+        assert 200.0 < m.grid_voltage_v < 260.0
+        site.request_reactive(-60_000.0)
+        outcome = await site.set_power(50_000.0)
+        assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        assert sum(outcome.reactive_var.values()) == pytest.approx(-60_000.0, abs=1.0)
+        assert not outcome.reactive_failed
+        await wait_until(
+            lambda: abs(site.measurements().reactive_var + 60_000.0) < 500.0,
+            3.0, "the fleet's measured reactive power at -60 kVAr",
+        )
+        q = _site_q(sim, ids)
+        rows = [site.state.row_of[c] for c in ids]
+        assert np.all(np.abs(q) <= site.state.reactive_upper_var[rows] + 1e-6)
+        st = site.stats()
+        assert st.reactive_setpoints_sent >= len(ids) - 1
+        assert st.reactive_setpoints_failed == {}
+        assert st.reactive_out_of_bounds == 0
+    assert sim.stats()["setpoints_out_of_bounds"] == 0
+    # Leaving the site sent 0 VAr too (effective after the inverters' delay).
+    await wait_until(lambda: not _site_q(sim, ids).any(), 3.0, "0 VAr after the safe stop")
+
+
+async def test_reactive_off_streams_and_sends_nothing_reactive(sim: SimulatorServer) -> None:
+    site = await connect_site(sim)
+    async with site:
+        await wait_until(lambda: not site.stats().excluded, 5.0, "all components healthy")
+        outcome = await site.set_power(50_000.0)
+        assert outcome.reactive_var == {}
+        sent = site.stats().setpoints_sent
+        assert sim.stats()["setpoints_received"] == sent  # no reactive call
+        assert np.isnan(site.state.reactive_var).all()  # not streamed
+        assert site.q_dispatcher is None
+        assert math.isnan(site.measurements().grid_voltage_v)
+        with pytest.raises(OptionsError, match="reactive"):
+            site.request_reactive(1_000.0)
+
+
+def test_reactive_option_is_validated() -> None:
+    with pytest.raises(OptionsError, match="reactive"):
+        RuntimeOptions(reactive="sometimes")
+
+
+async def test_a_non_finite_reactive_target_is_refused(sim: SimulatorServer) -> None:
+    site: Site = await connect_site(sim, REACTIVE)
+    async with site:
+        with pytest.raises(OptionsError, match="target_var"):
+            site.request_reactive(math.nan)
