@@ -368,6 +368,11 @@ class Controller:
             fr_reserve_w=fr.config.reserved_power_w if fr is not None else 0.0,
             fr_band_unreachable=prep is not None and not prep.reachable,
             fr_band_warnings=self.cycle.preparation.warned,
+            reactive_target_var=(
+                self.cycle.q_target_var if self.cycle.reactive is not None else math.nan
+            ),
+            reactive_var=m.reactive_var,
+            grid_voltage_v=m.grid_voltage_v,
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:
