@@ -62,15 +62,21 @@ METER_METRICS: tuple[int, ...] = (
     M.METRIC_AC_VOLTAGE_PHASE_2_N,
     M.METRIC_AC_VOLTAGE_PHASE_3_N,
     M.METRIC_AC_FREQUENCY,
+    M.METRIC_AC_VOLTAGE,
+    M.METRIC_AC_POWER_APPARENT,
 )
-"""Metrics of meters and the grid connection point."""
+"""Metrics of meters and the grid connection point. Voltages are the connection
+point's (phase-to-neutral, balanced; ``METRIC_AC_VOLTAGE`` their mean), apparent
+power is ``sqrt(P² + Q²)``."""
 
 INVERTER_METRICS: tuple[int, ...] = (
     *METER_METRICS,
     M.METRIC_DC_POWER,
     M.METRIC_INVERTER_TEMPERATURE,
 )
-"""Metrics of inverters (AC active power carries the bounds; reactive too)."""
+"""Metrics of inverters (AC active power carries the bounds; reactive too, the
+momentary ones left by the apparent-power circle; apparent power carries ``[0, S]``
+when the inverter has an apparent-power rating)."""
 
 BATTERY_METRICS: tuple[int, ...] = (
     M.METRIC_BATTERY_SOC_PCT,
@@ -89,7 +95,6 @@ voltages and frequency."""
 
 SENSOR_METRICS: tuple[int, ...] = (M.METRIC_SENSOR_IRRADIANCE, M.METRIC_SENSOR_TEMPERATURE)
 
-_NOMINAL_V = 230.0
 FrameValues = tuple[list[float], dict[Any, list[Interval]], list[Any], list[Any]]
 """Metric values (in the full metric order of the component's kind), bounds per
 metric, state codes and error codes of one component at one publication."""
@@ -222,10 +227,11 @@ class Snapshot:
 
     @staticmethod
     def _ac_columns(
-        p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], freq: float
+        p: npt.NDArray[np.float64], q: npt.NDArray[np.float64], freq: float, volt_v: float
     ) -> list[Any]:
-        """Columns in METER_METRICS order for active power ``p`` and reactive ``q``."""
-        volt = _NOMINAL_V - p * 2e-6
+        """Columns in METER_METRICS order for active power ``p``, reactive ``q``,
+        frequency ``freq`` and phase voltage ``volt_v``."""
+        volt = np.full_like(p, volt_v)
         p3, q3 = p / 3.0, q / 3.0
         cur = p3 / volt
         return [
@@ -245,6 +251,8 @@ class Snapshot:
             volt,
             volt,
             np.full_like(p, freq),
+            volt,
+            np.hypot(p, q),
         ]
 
     def inverter_rows(self) -> list[list[float]]:
@@ -252,7 +260,9 @@ class Snapshot:
         if self._inv_rows is None:
             ph = self.phys
             p = ph.inverter_power_w
-            cols = self._ac_columns(p, ph.inverter_reactive_var, ph.frequency_hz)
+            cols = self._ac_columns(
+                p, ph.inverter_reactive_var, ph.frequency_hz, ph.grid_voltage_v
+            )
             cols += [p, 35.0 + np.abs(p) * 1e-4]
             self._inv_rows = np.column_stack(cols).tolist() if len(p) else []
         return self._inv_rows
@@ -267,7 +277,9 @@ class Snapshot:
             ph = self.phys
             rows = np.flatnonzero(ph.inverter_is_ev)
             p = ph.inverter_power_w[rows]
-            cols = self._ac_columns(p, ph.inverter_reactive_var[rows], ph.frequency_hz)
+            cols = self._ac_columns(
+                p, ph.inverter_reactive_var[rows], ph.frequency_hz, ph.grid_voltage_v
+            )
             phases = ph.ev_phases[rows]
             volt = cols[12]
             p_ph = p / phases
@@ -288,7 +300,9 @@ class Snapshot:
             ph = self.phys
             p = np.append(ph.meter_power_w, ph.grid_power_w)
             q = np.append(ph.meter_reactive_var, ph.grid_reactive_var)
-            self._meter_rows = np.column_stack(self._ac_columns(p, q, ph.frequency_hz)).tolist()
+            self._meter_rows = np.column_stack(
+                self._ac_columns(p, q, ph.frequency_hz, ph.grid_voltage_v)
+            ).tolist()
         return self._meter_rows
 
     def battery_rows(self) -> list[list[float]]:
@@ -359,6 +373,9 @@ def _inverter_values(phys: SitePhysics, snap: Snapshot, cid: int) -> FrameValues
         M.METRIC_AC_POWER_ACTIVE: phys.active_power_bounds(cid),
         M.METRIC_AC_POWER_REACTIVE: phys.reactive_power_bounds(cid),
     }
+    apparent_va = float(phys.inverter_rated_apparent_va[row])
+    if math.isfinite(apparent_va):
+        bounds[M.METRIC_AC_POWER_APPARENT] = [(0.0, apparent_va)]
     return snap.inverter_rows()[row], bounds, [code], errors
 
 

@@ -409,7 +409,7 @@ class ServiceCore:
                     cid, power, received_wall - self.faults.config.bounds_grace_s
                 )
             )
-            self.stats.on_rejected(cid, exc.code, race)
+            self.stats.on_rejected(cid, exc.code, race, reactive=kind == "reactive")
             await self.abort_with(exc, context)
 
     # ------------------------------------------------------------------ bounds

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OrnsteinUhlenbeck", "profile_at"]
+__all__ = ["OrnsteinUhlenbeck", "Trapezoids", "profile_at"]
 
 
 class OrnsteinUhlenbeck:
@@ -34,3 +34,33 @@ def profile_at(values: npt.NDArray[np.float64], step_s: float, t_s: float) -> fl
     i0 = int(pos)
     frac = pos - i0
     return float(values[i0] * (1.0 - frac) + values[(i0 + 1) % n] * frac)
+
+
+class Trapezoids:
+    """A sum of scripted trapezoid deviations (the frequency and voltage events).
+
+    Event ``k`` rises linearly over ``ramp_s[k]`` from ``start_s[k]`` (ramp 0 =
+    a step), holds ``delta[k]`` for ``hold_s[k]`` and falls back over ``ramp_s[k]``.
+    """
+
+    def __init__(
+        self,
+        start_s: list[float],
+        ramp_s: list[float],
+        hold_s: list[float],
+        delta: list[float],
+    ) -> None:
+        self._start = np.array(start_s, dtype=np.float64)
+        self._ramp = np.array(ramp_s, dtype=np.float64)
+        self._hold = np.array(hold_s, dtype=np.float64)
+        self._delta = np.array(delta, dtype=np.float64)
+        self._rs = np.where(self._ramp > 0, self._ramp, 1e-9)
+
+    def at(self, t_s: float) -> float:
+        """The summed deviation at simulated time ``t_s`` (0.0 without events)."""
+        if not self._start.size:
+            return 0.0
+        rise = np.clip((t_s - self._start) / self._rs, 0.0, 1.0)
+        end = self._start + 2 * self._ramp + self._hold
+        fall = np.clip((end - t_s) / self._rs, 0.0, 1.0)
+        return float(np.dot(np.minimum(rise, fall), self._delta))

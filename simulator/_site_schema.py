@@ -59,6 +59,12 @@ class InverterConfig:
     optional exclusion band ``(-exclusion_w, +exclusion_w)`` around zero
     (0 W itself is always allowed). The actual AC power follows an accepted
     setpoint after ``response_delay_s`` at ``ramp_w_per_s``.
+
+    Reactive power (VAr, passive sign: + = absorbing, inductive) is limited to
+    ``rated_reactive_var`` and, with an apparent-power rating
+    ``rated_apparent_va`` (VA; None = no such limit), to the circle
+    ``P^2 + Q^2 <= S^2`` left by the active power (P has priority). It follows
+    a reactive setpoint after ``response_delay_s`` at ``ramp_var_per_s``.
     """
 
     id: int
@@ -70,6 +76,8 @@ class InverterConfig:
     rated_reactive_var: float = 0.0
     ramp_w_per_s: float = 0.0  # 0 = derived: full rated span in 0.2 s
     response_delay_s: float = 0.1
+    rated_apparent_va: float | None = None
+    ramp_var_per_s: float = 0.0  # 0 = the active ramp (VAr/s = W/s)
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,15 @@ def _read_inverter(t: Table, cid: int, name: str) -> InverterConfig:
     ramp = t.float_("ramp_w_per_s", 0.0, minimum=0.0)
     if ramp == 0.0:
         ramp = max(upper - lower, 1.0) / 0.2
+    apparent = None
+    if t.has("rated_apparent_va"):
+        apparent = t.float_("rated_apparent_va", positive=True)
+        if apparent < max(upper, -lower):
+            raise t.error(
+                "rated_apparent_va",
+                apparent,
+                f"must be >= the active power rating ({max(upper, -lower):g} W)",
+            )
     return InverterConfig(
         id=cid,
         name=name,
@@ -186,6 +203,8 @@ def _read_inverter(t: Table, cid: int, name: str) -> InverterConfig:
         rated_reactive_var=t.float_("rated_reactive_var", 0.0, minimum=0.0),
         ramp_w_per_s=ramp,
         response_delay_s=t.float_("response_delay_s", 0.1, minimum=0.0),
+        rated_apparent_va=apparent,
+        ramp_var_per_s=t.float_("ramp_var_per_s", 0.0, minimum=0.0) or ramp,
     )
 
 

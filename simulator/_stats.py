@@ -35,6 +35,7 @@ class SetpointStats:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.out_of_bounds = 0
+        self.reactive_out_of_bounds = 0
         self.bounds_race = 0
         self.injected = 0
         self.first_accepted_unix: float | None = None
@@ -76,9 +77,14 @@ class SetpointStats:
             if power != 0.0 and self.first_nonzero_accepted_unix is None:
                 self.first_nonzero_accepted_unix = now
 
-    def on_rejected(self, cid: int, code: str, race: bool = False) -> None:
-        """A setpoint was rejected with ``code`` (``race``: inside recently advertised bounds)."""
+    def on_rejected(
+        self, cid: int, code: str, race: bool = False, *, reactive: bool = False
+    ) -> None:
+        """A setpoint was rejected with ``code`` (``race``: inside recently advertised
+        bounds; ``reactive``: a reactive-power one)."""
         self.rejected[code] += 1
+        if code == "OUT_OF_RANGE" and reactive:
+            self.reactive_out_of_bounds += 1
         entry = self._comp(cid)
         entry["rejected"][code] = entry["rejected"].get(code, 0) + 1
         if code == "OUT_OF_RANGE":
@@ -101,6 +107,7 @@ class SetpointStats:
             "setpoints_accepted": self.accepted,
             "setpoints_rejected": {code: self.rejected.get(code, 0) for code in REJECTION_CODES},
             "setpoints_out_of_bounds": self.out_of_bounds,
+            "setpoints_reactive_out_of_bounds": self.reactive_out_of_bounds,
             "setpoints_rejected_bounds_race": self.bounds_race,
             "setpoints_rejected_injected": self.injected,
             "per_component": {

@@ -12,7 +12,8 @@ Offers:
   `MeterConfig`, `InverterConfig`, `BatteryConfig`, `EvChargerConfig`, `SensorConfig`,
   `LoadConfig`, `PvConfig`, `EvConfig` and `EvSession` (the ``[ev]`` table),
   `FrequencyConfig`, `FrequencyEvent`, `LoadEvent`, `FaultConfig` (the
-  ``[faults]`` table, see its docstring for every key).
+  ``[faults]`` table, see its docstring for every key), `GridModelConfig` and
+  `VoltageEvent` (the ``[grid]`` table: impedance and background voltage).
 * `faults_from_dict(data, source, base=None) -> FaultConfig`: validate a
   ``[faults]`` mapping (or overrides on top of ``base``, e.g. CLI flags).
 * `site_input_files(path=None)`: the site file and the CSVs it names (so a
@@ -23,7 +24,8 @@ The parts live in private modules, one concept each: ``_toml_kit`` (the error
 and typed table reads), ``_site_schema`` (components and the topology checks),
 ``_profiles`` (load and PV, read with :mod:`simulator.csv_series`), ``_ev_sessions``
 (EV charging sessions and the car's charge curve) and
-``_scenario`` (frequency and faults); every public name is importable from here.
+``_scenario`` (frequency and faults), ``_grid_voltage`` (the grid's impedance and
+voltage); every public name is importable from here.
 
 Units and signs: powers in W, energies in Wh, SoC in %, frequency in Hz,
 times in simulated seconds since the start of the simulation. Passive sign
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ._ev_sessions import EvConfig, EvSession, read_ev
+from ._grid_voltage import GridModelConfig, VoltageEvent, read_grid
 from ._profiles import MAX_PROFILE_SAMPLES, LoadConfig, LoadEvent, PvConfig, read_load, read_pv
 from ._scenario import (
     FAULT_KEYS,
@@ -79,6 +82,7 @@ __all__ = [
     "FrequencyConfig",
     "FrequencyEvent",
     "GridConfig",
+    "GridModelConfig",
     "InverterConfig",
     "LoadConfig",
     "LoadEvent",
@@ -87,6 +91,7 @@ __all__ = [
     "SensorConfig",
     "SiteConfig",
     "SiteConfigError",
+    "VoltageEvent",
     "faults_from_dict",
     "load_site",
     "site_from_dict",
@@ -121,6 +126,9 @@ class SiteConfig:
     """Fault injection (all off by default)."""
     ev: EvConfig = field(default_factory=EvConfig)
     """EV charging sessions (the ``[ev]`` table; none by default)."""
+    grid_model: GridModelConfig = field(default_factory=GridModelConfig)
+    """The grid behind the connection point (the ``[grid]`` table; default: a stiff
+    grid at a constant nominal voltage)."""
 
     def component(self, component_id: int) -> ComponentConfig:
         """Return the component with this id (KeyError if unknown)."""
@@ -220,6 +228,7 @@ def site_from_dict(
     pv = read_pv(root.table("pv"), base_dir)
     freq = read_frequency(root.table("frequency"), base_dir)
     faults = read_faults(root.table("faults"))
+    grid_model = read_grid(root.table("grid"))
     chargers = frozenset(c.id for _, c in comps if isinstance(c, EvChargerConfig))
     ev = read_ev(root.table("ev"), chargers)
     root.check_unknown()
@@ -233,6 +242,7 @@ def site_from_dict(
         frequency=freq,
         faults=faults,
         ev=ev,
+        grid_model=grid_model,
         **info,
     )
 

@@ -25,6 +25,15 @@ Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
   ``taper_start_pct`` of its request, nothing once it is met); the energy
   delivered is integrated per session.
 * Inverter AC power moves toward its target at most ``ramp_w_per_s``.
+* Reactive power (VAr, + = absorbing / inductive): an accepted reactive
+  setpoint takes effect after the response delay (a newer one in flight
+  replaces it) and lapses with its lifetime (then 0 VAr); Q moves toward it at
+  most ``ramp_var_per_s``. Q is limited to ``±min(rated_reactive_var,
+  sqrt(S² − P²))`` with ``S = rated_apparent_va`` and ``P`` the inverter's
+  momentary active power: P has priority, so when P grows into the circle Q
+  is clipped at once, and each start of such a clip is counted in
+  ``inverter_apparent_clips``. The same momentary limit is the published
+  reactive bound and what `check_reactive_power` validates against.
 * Inverter DC power = AC power (lossless inverter); it is split across the
   inverter's batteries in proportion to their available power in the flow
   direction. Stored energy changes by ``P*eta_c`` (charging) or ``P/eta_d``
@@ -43,6 +52,10 @@ Model, per `step(dt_s)` (split into sub-steps of at most ``max_step_s``):
   throughout: positive = into the component (charging, importing).
 * Frequency: nominal (or the site's recorded / synthetic trace, nan where a
   recording is unknown) + OU noise + scripted trapezoid events.
+* Voltage (``grid_voltage_v``, phase-to-neutral, balanced phases, the same at
+  every meter and inverter): the background voltage minus the drop of the
+  site's P and Q over the grid impedance (`simulator._grid_voltage`): importing
+  P or absorbing Q lowers it.
 """
 
 from __future__ import annotations
@@ -56,8 +69,9 @@ import numpy.typing as npt
 
 from ._augmentations import BoundsAugmentations
 from ._ev_sessions import EvSessionGenerator, car_acceptance_w
+from ._grid_voltage import BackgroundVoltage, voltage_drop_v
 from ._intervals import Interval, intersect_intervals, own_power_intervals, valid_interval
-from ._signals import OrnsteinUhlenbeck, profile_at
+from ._signals import OrnsteinUhlenbeck, Trapezoids, profile_at
 from ._site_graph import edge_shares, inverter_battery_edges, meter_measure_matrix
 from .config import (
     BatteryConfig,
@@ -90,6 +104,15 @@ _TOL_W = 1.0
 _ACK_FIRST = "component is in ERROR; acknowledge the error first"
 _POWER_KINDS = ("inverter", "ev_charger")
 """The kinds of component with a power row (active-power setpoints)."""
+
+
+def _reactive_limit(
+    rated_var: npt.ArrayLike, apparent_va: npt.ArrayLike, power_w: npt.ArrayLike
+) -> FloatArray:
+    """``min(rated_var, sqrt(apparent_va² − power_w²))`` (0 where |P| > S), elementwise."""
+    s, p = np.asarray(apparent_va, dtype=np.float64), np.asarray(power_w, dtype=np.float64)
+    room = np.sqrt(np.maximum(s * s - p * p, 0.0))
+    return np.minimum(np.asarray(rated_var, dtype=np.float64), room)
 
 
 class ComponentState(enum.IntEnum):
@@ -139,6 +162,7 @@ class SitePhysics:
         self.site = site
         self.max_step_s = max_step_s
         self._rng = np.random.default_rng(seed)
+        self._seed = seed
         self.now_s = 0.0
         """Simulated seconds since the start."""
 
@@ -216,12 +240,26 @@ class SitePhysics:
         self.inverter_rated_reactive_var = np.array(
             [c.rated_reactive_var for c in inverters] + [0.0] * n_ev, dtype=np.float64
         )
+        self.inverter_rated_apparent_va = np.array(
+            [np.inf if c.rated_apparent_va is None else c.rated_apparent_va for c in inverters]
+            + [np.inf] * n_ev,
+            dtype=np.float64,
+        )
+        """Apparent-power rating per power row (VA; inf = none)."""
         self._ramp = np.array([c.ramp_w_per_s for c in invs], dtype=np.float64)
+        self._ramp_q = np.array(
+            [c.ramp_var_per_s for c in inverters] + [1.0] * n_ev, dtype=np.float64
+        )
         self._delay = np.array([c.response_delay_s for c in invs], dtype=np.float64)
         n_inv = len(invs)
         self.inverter_power_w = np.zeros(n_inv)
         """Actual AC active power per inverter (W, + = charging / consuming)."""
         self.inverter_reactive_var = np.zeros(n_inv)
+        """Actual AC reactive power per inverter (VAr, + = absorbing / inductive)."""
+        self.inverter_apparent_clips = np.zeros(n_inv, dtype=np.int64)
+        """Times each inverter's reactive setpoint started being clipped by its
+        apparent-power circle because of its active power (P priority)."""
+        self._q_clipped = np.zeros(n_inv, dtype=bool)
         self.inverter_target_w = np.zeros(n_inv)
         """The power each inverter is currently moving toward (after clipping)."""
         self.inverter_setpoint_w = np.full(n_inv, np.nan)
@@ -380,11 +418,12 @@ class SitePhysics:
         self._freq_noise = OrnsteinUhlenbeck(self._rng, freq.noise_hz, freq.noise_tau_s)
         self._q_ratio = math.tan(math.acos(site.load.reactive_power_factor))
         ev = site.frequency.events
-        self._ev_start = np.array([e.start_s for e in ev], dtype=np.float64)
-        self._ev_ramp = np.array([e.ramp_s for e in ev], dtype=np.float64)
-        self._ev_hold = np.array([e.duration_s for e in ev], dtype=np.float64)
-        self._ev_delta = np.array([e.delta_hz for e in ev], dtype=np.float64)
-        self._ev_rs = np.where(self._ev_ramp > 0, self._ev_ramp, 1e-9)
+        self._freq_events = Trapezoids(
+            [e.start_s for e in ev],
+            [e.ramp_s for e in ev],
+            [e.duration_s for e in ev],
+            [e.delta_hz for e in ev],
+        )
         self.nominal_hz = site.frequency.nominal_hz
         self._freq_series = site.frequency.series
         self.frequency_hz = self.nominal_hz
@@ -397,6 +436,13 @@ class SitePhysics:
         self.grid_power_w = 0.0
         """Power at the grid connection point (W, + = importing)."""
         self.grid_reactive_var = 0.0
+        """Reactive power at the grid connection point (VAr, + = absorbing)."""
+        self._grid_model = site.grid_model
+        self._background = BackgroundVoltage(site.grid_model, self._seed)
+        self.background_voltage_v = site.grid_model.nominal_voltage_v
+        """The grid's phase voltage without the site (V)."""
+        self.grid_voltage_v = self.background_voltage_v
+        """Phase-to-neutral voltage at the connection point (V; balanced phases)."""
         self._sources = np.zeros(n_inv + 1)
         self._q_sources = np.zeros(n_inv + 1)
 
@@ -489,10 +535,26 @@ class SitePhysics:
             own = intersect_intervals(own, intervals)
         return own or [(0.0, 0.0)]
 
+    def reactive_limit_var(self, power_w: FloatArray) -> FloatArray:
+        """Most reactive power (VAr, a magnitude) each power row may carry at active
+        power ``power_w`` (one value per row): ``min(rated_reactive_var, sqrt(S² − P²))``,
+        0 beyond S."""
+        return _reactive_limit(
+            self.inverter_rated_reactive_var, self.inverter_rated_apparent_va, power_w
+        )
+
     def reactive_power_bounds(self, component_id: int) -> list[Interval]:
-        """Allowed reactive power of an inverter (VAr)."""
-        q = float(self.inverter_rated_reactive_var[self._inv_row[component_id]])
-        if self.inverter_state[self._inv_row[component_id]] >= ComponentState.OFF:
+        """Allowed reactive power of an inverter now (VAr): ``±`` `reactive_limit_var`
+        at its momentary active power; ``[0, 0]`` while it is OFF or in ERROR."""
+        row = self._inv_row[component_id]
+        q = float(
+            _reactive_limit(
+                self.inverter_rated_reactive_var[row],
+                self.inverter_rated_apparent_va[row],
+                self.inverter_power_w[row],
+            )
+        )
+        if self.inverter_state[row] >= ComponentState.OFF:
             q = 0.0
         return [(-q, q)]
 
@@ -576,12 +638,16 @@ class SitePhysics:
             )
 
     def check_reactive_power(self, component_id: int, power_var: float) -> None:
-        """Validate a reactive power setpoint (same errors as `check_active_power`)."""
-        row = self._ready_inverter_row(component_id, "reactive power", power_var)
-        q = float(self.inverter_rated_reactive_var[row])
-        if power_var != 0.0 and not -q - 1e-6 <= power_var <= q + 1e-6:
+        """Validate a reactive power setpoint against the momentary bounds
+        (`reactive_power_bounds`; same errors as `check_active_power`)."""
+        self._ready_inverter_row(component_id, "reactive power", power_var)
+        if power_var == 0.0:
+            return
+        ((lo, hi),) = self.reactive_power_bounds(component_id)
+        if not lo - 1e-6 <= power_var <= hi + 1e-6:
             raise PowerOutOfRangeError(
-                component_id, f"reactive power {power_var:g} VAr outside [{-q:g}, {q:g}] VAr"
+                component_id,
+                f"reactive power {power_var:g} VAr outside the current bounds [{lo:g}, {hi:g}] VAr",
             )
 
     def set_active_power(
@@ -846,9 +912,7 @@ class SitePhysics:
         self.inverter_power_w = self.inverter_power_w + np.clip(
             target - self.inverter_power_w, -step, step
         )
-        q = np.where(np.isnan(self._q_sp), 0.0, self._q_sp)
-        q = np.clip(q, -self.inverter_rated_reactive_var, self.inverter_rated_reactive_var)
-        self.inverter_reactive_var = np.where(running, q, 0.0)
+        self._step_reactive(dt, running)
         if self._ev_gen:
             self.ev_delivered_wh += np.where(
                 self.ev_connected, np.maximum(self.inverter_power_w, 0.0), 0.0
@@ -878,6 +942,21 @@ class SitePhysics:
             )
         self._update_meters()
 
+    def _step_reactive(self, dt: float, running: npt.NDArray[np.bool_]) -> None:
+        """Move Q toward its setpoint (0 without one) at the reactive ramp, within
+        the limit the new active power leaves; count the clips that start now."""
+        sp = np.where(np.isnan(self._q_sp), 0.0, self._q_sp)
+        limit = np.where(running, self.reactive_limit_var(self.inverter_power_w), 0.0)
+        target = np.clip(sp, -limit, limit)
+        q = self.inverter_reactive_var
+        step = self._ramp_q * dt
+        q = np.clip(q + np.clip(target - q, -step, step), -limit, limit)
+        self.inverter_reactive_var = q
+        rated = np.minimum(np.abs(sp), self.inverter_rated_reactive_var)
+        clipped = running & (rated > limit + _TOL_W)
+        self.inverter_apparent_clips += clipped & ~self._q_clipped
+        self._q_clipped = clipped
+
     def _update_environment(self, dt: float) -> None:
         t = self.now_s
         load = profile_at(self._load_values, self._load_step, t)
@@ -894,12 +973,9 @@ class SitePhysics:
         self._update_ev(t)
         base = self.nominal_hz if self._freq_series is None else self._freq_series.at_scalar(t)
         freq = base + (self._freq_noise.step(dt) if dt > 0 else 0.0)
-        if self._ev_start.size:
-            rise = np.clip((t - self._ev_start) / self._ev_rs, 0.0, 1.0)
-            end = self._ev_start + 2 * self._ev_ramp + self._ev_hold
-            fall = np.clip((end - t) / self._ev_rs, 0.0, 1.0)
-            freq += float(np.dot(np.minimum(rise, fall), self._ev_delta))
+        freq += self._freq_events.at(t)
         self.frequency_hz = freq
+        self.background_voltage_v = self._background.at(t, dt)
 
     def _update_bounds(self) -> None:
         bat_on = self.battery_state == ComponentState.RUNNING
@@ -950,3 +1026,6 @@ class SitePhysics:
         self.meter_reactive_var = self._measure @ self._q_sources
         self.grid_power_w = float(self._sources.sum())
         self.grid_reactive_var = float(self._q_sources.sum())
+        self.grid_voltage_v = self.background_voltage_v - voltage_drop_v(
+            self._grid_model, self.grid_power_w, self.grid_reactive_var
+        )

@@ -443,6 +443,9 @@ class SimulatorServer:
           component's current bounds AND outside every bounds set advertised
           in its telemetry within ``faults.bounds_grace_s`` wall seconds before
           the request arrived, i.e. the client could not have known better.
+        * ``setpoints_reactive_out_of_bounds``: reactive-power requests outside the
+          momentary reactive bounds (`SitePhysics.reactive_power_bounds`; they
+          are counted in ``setpoints_out_of_bounds`` too).
         * ``setpoints_rejected_bounds_race``: outside the current bounds but
           inside recently advertised ones (bounds changed under the client's
           feet). Both are rejected OUT_OF_RANGE and are in
@@ -476,6 +479,9 @@ class SimulatorServer:
           ``first_nonzero_setpoint_after_wall_s_max`` / ``_mean``,
           ``duration_wall_s_mean``. Episode times: ``*_sim_s`` simulated s since
           the simulation start, ``*_wall_s`` wall s since the server started listening.
+        * ``apparent_limit_clips``: per inverter id, how often its reactive power
+          started being clipped by its apparent-power circle because its active
+          power grew (P priority; `SitePhysics.inverter_apparent_clips`).
         """
         setpoints = self._setpoints
         return {
@@ -491,6 +497,14 @@ class SimulatorServer:
             "simulated_s": self.physics.now_s,
             "uptime_s": self._wall_s(),
             "faults": self.fault_driver.to_json(),
+            "apparent_limit_clips": {
+                str(cid): int(n)
+                for cid, n in zip(
+                    self.physics.inverter_ids.tolist(),
+                    self.physics.inverter_apparent_clips.tolist(),
+                    strict=True,
+                )
+            },
         }
 
     def _wall_s(self) -> float:
