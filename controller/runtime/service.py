@@ -609,7 +609,7 @@ def _summary(
         schedule_sources=list(run.schedule.sources) if run.schedule is not None else [],
         schedule_changes=run.schedule.changes if run.schedule is not None else 0,
         fr_band_warnings=run.controller.cycle.preparation.warned,
-        **_reactive_summary(run.controller.reactive_acc, stats),
+        **_reactive_summary(run.controller.reactive_acc, stats, sim_stats),
     )
 
 
@@ -617,11 +617,22 @@ _REFUSED_AS_OUT_OF_BOUNDS = ("OUT_OF_RANGE", "INVALID_ARGUMENT")
 """Reasons of a refused reactive setpoint that mean the site found it outside its bounds."""
 
 
-def _reactive_summary(racc: ReactiveAccumulator | None, stats: RuntimeStats) -> dict[str, Any]:
-    """The summary's reactive-power keys (their defaults with reactive control off)."""
+def _reactive_summary(
+    racc: ReactiveAccumulator | None, stats: RuntimeStats, sim_stats: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary's reactive-power keys (their defaults with reactive control off).
+
+    Out of bounds: what the planner's re-check replaced, plus what the site found outside
+    its reactive bounds: the embedded simulator's own count when there is one, else the
+    reactive setpoints the server refused as out of range or invalid.
+    """
     if racc is None:
         return {}
-    refused = sum(stats.reactive_setpoints_failed.get(r, 0) for r in _REFUSED_AS_OUT_OF_BOUNDS)
+    at_site = sim_stats.get("setpoints_reactive_out_of_bounds")
+    refused = (
+        int(at_site) if at_site is not None
+        else sum(stats.reactive_setpoints_failed.get(r, 0) for r in _REFUSED_AS_OUT_OF_BOUNDS)
+    )
     return {
         "reactive_setpoints_sent": stats.reactive_setpoints_sent,
         "reactive_setpoints_out_of_bounds": stats.reactive_out_of_bounds + refused,

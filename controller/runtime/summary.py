@@ -136,8 +136,9 @@ class RunSummary:
     """Reactive setpoint calls made (0 with reactive control off)."""
     reactive_setpoints_out_of_bounds: int | None = None
     """Reactive setpoints outside the inverters' reactive bounds or apparent-power circle:
-    those the planner's re-check replaced plus those the site refused as out of range or
-    invalid (None: reactive control off)."""
+    those the planner's re-check replaced plus those the site found outside its bounds (the
+    embedded simulator's count; with another server, those it refused as out of range or
+    invalid) (None: reactive control off)."""
     apparent_power_violations: int | None = None
     """Battery-inverter samples whose measured sqrt(P² + Q²) exceeded the rating by more
     than `actors.APPARENT_TOLERANCE`, counted from telemetry at every grid sample (None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,3 +89,42 @@ async def test_a_non_finite_reactive_target_is_refused(sim: SimulatorServer) -> 
     async with site:
         with pytest.raises(OptionsError, match="target_var"):
             site.request_reactive(math.nan)
+
+
+VOLTAGE_SITE = Path(__file__).resolve().parents[2] / "simulator" / "sites" / "voltage_support.toml"
+
+
+@pytest.mark.parametrize("priority", ["p_first", "q_first"])
+async def test_p_and_q_share_the_apparent_power_circle(sim_factory: Any, priority: str) -> None:
+    """Full discharge and a large Q target: with ``p_first`` Q gets the rest of each
+    inverter's circle; with ``q_first`` P is limited to sqrt(S² − Q²). Either way no
+    inverter leaves its circle, and the simulator counts nothing out of bounds."""
+    sim = await sim_factory(VOLTAGE_SITE)
+    site = await connect_site(sim, dataclasses.replace(FAST, reactive=priority))
+    ids = site.core.index.inverter_ids
+    rows = [site.state.row_of[c] for c in ids]
+    async with site:
+        await wait_until(lambda: not site.stats().excluded, 5.0, "all components healthy")
+        s_va = site.state.apparent_rating_va[rows].copy()
+        assert np.isfinite(s_va).all()  # the site publishes its ratings
+        site.request_reactive(-400_000.0)  # more than the fleet's 205 kVAr rating
+        p_lo = site.measurements().fleet_lower_w
+        outcome = await site.set_power(p_lo)
+        q = np.array([outcome.reactive_var[c] for c in ids])
+        p = np.array([outcome.setpoints_w[c] for c in ids])
+        assert np.all(np.hypot(p, q) <= s_va + 1e-6)
+        if priority == "p_first":
+            assert np.abs(p).sum() > 200_000.0  # P as without Q: full discharge
+        else:
+            assert np.all(q < 0)  # Q at its reactive ratings first...
+            assert np.all(np.abs(p) <= np.sqrt(s_va**2 - q**2) + 1e-6)  # ...P the rest
+        await wait_until(
+            lambda: site.measurements().reactive_var < -50_000.0, 3.0, "the fleet delivering Q"
+        )
+        assert site.measurements().apparent_violations == 0
+        st = site.stats()
+        assert st.reactive_setpoints_failed == {}
+        assert st.reactive_out_of_bounds == 0
+    stats = sim.stats()
+    assert stats["setpoints_out_of_bounds"] == 0
+    assert stats["setpoints_reactive_out_of_bounds"] == 0
