@@ -275,7 +275,12 @@ class RoundPlanner:
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """``q_first``: allocate Q at 0 W, narrow the active bounds to sqrt(S² − Q²)."""
         lower, upper, s = self._reactive_inputs()
-        res = _dist.allocate_reactive(self.reactive_target_var, lower, upper, s, None, inv_ok)
+        self._q_first = None
+        try:
+            res = _dist.allocate_reactive(self.reactive_target_var, lower, upper, s, None, inv_ok)
+        except Exception:  # Q must never stop P: no narrowing, and no Q this round
+            _logger.exception("reactive allocation (q_first) failed; the active bounds stay")
+            return inv
         self._q_first = res
         return _dist.limit_active_bounds(*inv, _dist.active_limit_w(s, res.setpoints_var))
 
@@ -292,7 +297,9 @@ class RoundPlanner:
             The re-checked reactive setpoints (VAr) and the allocation result.
         """
         lower, upper, s = self._reactive_inputs()
-        if self.reactive == "q_first" and self._q_first is not None:
+        if self.reactive == "q_first":
+            if self._q_first is None:
+                raise RuntimeError("q_first: no reactive allocation in this round's snapshot")
             res = self._q_first
         else:
             res = _dist.allocate_reactive(self.reactive_target_var, lower, upper, s, sp, inv_ok)
@@ -366,8 +373,12 @@ class RoundPlanner:
         q = q_res = None
         q_idx: list[int] = []
         if self.reactive != "off":
-            q, q_res = self.plan_reactive(sp, inv_ok)
-            if q_book is not None:
+            try:
+                q, q_res = self.plan_reactive(sp, inv_ok)
+            except Exception:  # Q must never stop P: no reactive setpoint this round
+                _logger.exception("reactive allocation failed; no reactive setpoint this round")
+                q = None
+            if q is not None and q_book is not None:
                 q_send = needs_send(
                     q, q_book.last_w, q_book.last_sent_ns, q_book.last_ok, now_ns,
                     self.deadband_w, self.renew_after_ns,

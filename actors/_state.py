@@ -345,8 +345,9 @@ class StateTable:
                 self.reactive_lower_var[row] = lo
                 self.reactive_upper_var[row] = hi
             elif m == m_s:
-                if s.bounds and s.bounds[-1].HasField("upper"):
-                    self.apparent_rating_va[row] = s.bounds[-1].upper
+                rating = s.bounds[-1].upper if s.bounds and s.bounds[-1].HasField("upper") else 0
+                # Only a finite, positive rating is one (else: none known, no circle).
+                self.apparent_rating_va[row] = rating if isfinite(rating) and rating > 0 else _NAN
             elif m in m_phases:
                 phase_sum += s.value.simple_metric.value
                 phases += 1
