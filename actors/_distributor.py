@@ -346,7 +346,12 @@ class PowerDistributor(Actor):
             # re-run by the refresh timer once the hold is lifted.
             return self._error(target_w, req_ns, seq, f"setpoints held: {disp.held}")
         try:
-            planned = self.planner.plan(target_w, time.monotonic_ns(), disp, self.q_dispatcher)
+            now = time.monotonic_ns()
+            qd = self.q_dispatcher
+            planned = (
+                self.planner.plan(target_w, now, disp) if qd is None
+                else self.planner.plan(target_w, now, disp, q_book=qd)
+            )
         except Exception as exc:
             _logger.exception("allocation for %.1f W failed", target_w)
             return self._error(
