@@ -283,10 +283,7 @@ class StateTable:
         wire = self.wire
         pm = self._power_metric[row]
         m_soc, m_cap, m_freq = wire.soc, wire.capacity, wire.frequency
-        m_q, m_s, m_u, m_phases = (
-            wire.ac_reactive, wire.ac_apparent, wire.ac_voltage, wire.ac_voltage_phases
-        )
-        phase_sum, phases = 0.0, 0
+        extra: list[Any] | None = None  # reactive metrics, decoded after the loop
         # A message is complete when it carries a finite power value with bounds
         # (and, for batteries, a finite SoC and capacity). Missing or non-finite
         # values never overwrite good ones silently: they clear `data_ok`, which
@@ -335,7 +332,34 @@ class StateTable:
                 cap_ok = isfinite(v)
             elif m == m_freq:
                 self.frequency_hz[row] = s.value.simple_metric.value
-            elif m == m_q:
+            else:
+                if extra is None:
+                    extra = []
+                extra.append(s)
+        if extra is not None:
+            self._decode_reactive(row, extra)
+        self.data_ok[row] = power_ok and soc_ok and cap_ok
+        snaps = getattr(telemetry, wire.snapshots)
+        if snaps:
+            snap = snaps[-1]
+            states = snap.states
+            code = states[0] if states else 0
+            self.state_code[row] = code
+            self.state_ok[row] = not snap.errors and not any(c in BAD_STATES for c in states)
+        self.received_ns[row] = now_ns
+        self.samples[row] += 1
+
+    def _decode_reactive(self, row: int, samples: list[Any]) -> None:
+        """Reactive power with its bounds, the apparent rating and the voltage of one
+        message (`decode` hands over the samples it does not read itself)."""
+        wire = self.wire
+        m_q, m_s, m_u, m_phases = (
+            wire.ac_reactive, wire.ac_apparent, wire.ac_voltage, wire.ac_voltage_phases
+        )
+        phase_sum, phases = 0.0, 0
+        for s in samples:
+            m = s.metric
+            if m == m_q:
                 self.reactive_var[row] = s.value.simple_metric.value
                 lo = hi = _NAN  # no (usable) bounds: no reactive setpoint
                 if s.bounds:
@@ -347,7 +371,8 @@ class StateTable:
             elif m == m_s:
                 rating = s.bounds[-1].upper if s.bounds and s.bounds[-1].HasField("upper") else 0
                 # Only a finite, positive rating is one (else: none known, no circle).
-                self.apparent_rating_va[row] = rating if isfinite(rating) and rating > 0 else _NAN
+                ok = math.isfinite(rating) and rating > 0
+                self.apparent_rating_va[row] = rating if ok else _NAN
             elif m in m_phases:
                 phase_sum += s.value.simple_metric.value
                 phases += 1
@@ -355,13 +380,3 @@ class StateTable:
                 self.voltage_v[row] = s.value.simple_metric.value
         if phases:
             self.voltage_v[row] = phase_sum / phases
-        self.data_ok[row] = power_ok and soc_ok and cap_ok
-        snaps = getattr(telemetry, wire.snapshots)
-        if snaps:
-            snap = snaps[-1]
-            states = snap.states
-            code = states[0] if states else 0
-            self.state_code[row] = code
-            self.state_ok[row] = not snap.errors and not any(c in BAD_STATES for c in states)
-        self.received_ns[row] = now_ns
-        self.samples[row] += 1
