@@ -18,9 +18,9 @@ setpoint, not even 0 W: its state is unknown, and its last setpoint expires with
 its finite lifetime. Its share goes to the others.
 
 With a reactive dispatcher (`RuntimeOptions.reactive` not ``off``) every round is
-planned with the site's reactive target too, and after the active round's
-acknowledgements the reactive setpoints the plan says must go out are sent the
-same way (not while the active dispatcher is held). Without one, nothing about a
+planned with the site's reactive target too, and the reactive setpoints the plan
+says must go out are sent the same way, alongside the active ones (not while the
+active dispatcher is held); the round ends when both are acknowledged. Without one, nothing about a
 round changes.
 """
 
@@ -371,11 +371,23 @@ class PowerDistributor(Actor):
             return prep
         disp = self.dispatcher
         planned = prep.round
-        result = await disp.send(planned.indices, planned.powers_w, tails, started=prep.started)
         q_failed: dict[int, str] = {}
         qd = self.q_dispatcher
         if qd is not None and planned.q_indices and disp.held is None:
-            q_failed = (await qd.send(planned.q_indices, planned.q_powers_var, tails)).failed
+            # The reactive calls go out while the active ones' acknowledgements are
+            # read: the round takes as long as the slower of the two, not their sum.
+            async with asyncio.TaskGroup() as both:
+                q_round = both.create_task(
+                    qd.send(planned.q_indices, planned.q_powers_var, tails)
+                )
+                result = await disp.send(
+                    planned.indices, planned.powers_w, tails, started=prep.started
+                )
+            q_failed = q_round.result().failed
+        else:
+            result = await disp.send(
+                planned.indices, planned.powers_w, tails, started=prep.started
+            )
         inv_ok, res, target_w = planned.inverter_ok, planned.result, planned.target_w
         achieved = float(np.sum(np.where(disp.last_ok & inv_ok, np.nan_to_num(disp.last_w), 0.0)))
         f_lo = float(getattr(res, "fleet_lower_w", math.nan))

@@ -233,7 +233,7 @@ class Controller:
         target = self.cycle.step(
             m, now_ns / 1e9, strategies, site_time_s=self.site_time_s(now_ns)
         )
-        if self.cycle.reactive is not None:
+        if self.cycle.reactive is not None and self.site.q_dispatcher is not None:
             self.site.request_reactive(self.cycle.q_target_var)
         self.site.request_power(target)
         if self.meter.closed != closed:
