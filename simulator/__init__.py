@@ -4,7 +4,8 @@ Offers:
 
 * `simulator.config`: `load_site(path=None) -> SiteConfig` (None = the shipped
   demo site ``simulator/sites/default.toml``; ``zero_export_with_ev.toml`` beside
-  it is a PV-heavy site with EV chargers), `site_from_dict`, and
+  it is a PV-heavy site with EV chargers, ``voltage_support.toml`` the default
+  fleet on a weak feeder with a voltage step), `site_from_dict`, and
   `SiteConfigError` (one line: ``<file>: <field> = <value>: <reason>``).
 * `simulator.csv_series`: `read_csv_series`, the one reader of timestamped CSV
   series (the site's load/PV profiles, the replay's load profiles, recorded frequency).
@@ -16,7 +17,9 @@ Offers:
 * `simulator.physics`: `SitePhysics(site, *, seed=0, max_step_s=0.1)`, the
   vectorised model with no asyncio and no clock (`step(dt_s)`, setpoints,
   bounds, state machine, fault injection, injectable load/irradiance profiles;
-  EV chargers with seeded sessions take charge limits, PV inverters production caps).
+  EV chargers with seeded sessions take charge limits, PV inverters production caps;
+  reactive power within each inverter's apparent-power circle, P first; the
+  connection-point voltage from the ``[grid]`` impedance and background).
 * `simulator.server`: `SimulatorServer(site, *, host, port, time_scale,
   telemetry_hz, seed, api_key, physics_hz, tls_cert, tls_key, faults,
   api_versions)`, the grpc.aio server (async context manager) of every version
@@ -31,7 +34,7 @@ Offers:
 * `simulator.errors`: `SimulatorError` and the request errors mapped to gRPC
   status codes (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION).
 
-Units: W, Wh, %, Hz, simulated seconds. Passive sign convention: positive =
+Units: W, VAr, VA, V, Wh, %, Hz, simulated seconds. Passive sign convention: positive =
 into the component (charging, importing), negative = out (discharging, PV
 production, exporting).
 """

@@ -178,6 +178,8 @@ class SitePhysics:
         start = np.where(self.inverter_is_ev, self.ev_accept_w, self.pv_available_w)
         self.inverter_power_w = start.copy()
         self.inverter_target_w = start.copy()
+        self.inverter_reactive_limit_var = self.reactive_limit_var(self.inverter_power_w)
+        """`reactive_limit_var` at each row's present active power (VAr)."""
         self._update_meters()
 
     def _init_rows(self, site: SiteConfig) -> None:
@@ -547,13 +549,7 @@ class SitePhysics:
         """Allowed reactive power of an inverter now (VAr): ``±`` `reactive_limit_var`
         at its momentary active power; ``[0, 0]`` while it is OFF or in ERROR."""
         row = self._inv_row[component_id]
-        q = float(
-            _reactive_limit(
-                self.inverter_rated_reactive_var[row],
-                self.inverter_rated_apparent_va[row],
-                self.inverter_power_w[row],
-            )
-        )
+        q = float(self.inverter_reactive_limit_var[row])
         if self.inverter_state[row] >= ComponentState.OFF:
             q = 0.0
         return [(-q, q)]
@@ -946,7 +942,8 @@ class SitePhysics:
         """Move Q toward its setpoint (0 without one) at the reactive ramp, within
         the limit the new active power leaves; count the clips that start now."""
         sp = np.where(np.isnan(self._q_sp), 0.0, self._q_sp)
-        limit = np.where(running, self.reactive_limit_var(self.inverter_power_w), 0.0)
+        self.inverter_reactive_limit_var = self.reactive_limit_var(self.inverter_power_w)
+        limit = np.where(running, self.inverter_reactive_limit_var, 0.0)
         target = np.clip(sp, -limit, limit)
         q = self.inverter_reactive_var
         step = self._ramp_q * dt
