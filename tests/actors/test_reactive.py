@@ -18,6 +18,7 @@ import pytest
 from testkit import FAST, connect_site, wait_until
 
 from actors import API_VERSIONS, OptionsError, OutcomeKind, RuntimeOptions, Site
+from simulator.errors import ComponentNotReadyError
 from simulator.server import SimulatorServer
 
 pytestmark = pytest.mark.integration
@@ -128,3 +129,36 @@ async def test_p_and_q_share_the_apparent_power_circle(sim_factory: Any, priorit
     stats = sim.stats()
     assert stats["setpoints_out_of_bounds"] == 0
     assert stats["setpoints_reactive_out_of_bounds"] == 0
+
+
+async def test_a_refused_reactive_setpoint_excludes_the_inverter_like_an_active_one(
+    sim: SimulatorServer,
+) -> None:
+    """The same health rule as for P: an inverter refusing its Q setpoint is excluded
+    (no setpoint at all while it waits for its retry) and the others take its Q share."""
+    site = await connect_site(sim, REACTIVE)
+    ids = site.core.index.inverter_ids
+    bad = ids[0]
+    phys = sim.physics
+    original = phys.check_reactive_power
+
+    def check(cid: int, power_var: float) -> None:
+        if cid == bad:
+            raise ComponentNotReadyError(cid, "refusing reactive setpoints (test)")
+        original(cid, power_var)
+
+    async with site:
+        await wait_until(lambda: not site.stats().excluded, 5.0, "all components healthy")
+        phys.check_reactive_power = check  # type: ignore[method-assign]
+        try:
+            site.request_reactive(-40_000.0)
+            first = await site.set_power(20_000.0)
+            assert bad in first.reactive_failed
+            assert bad in site.stats().excluded
+            again = await site.set_power(20_000.0)
+            assert again.reactive_var[bad] == 0.0
+            assert bad not in again.setpoints_w or again.setpoints_w[bad] == 0.0
+            assert sum(again.reactive_var.values()) == pytest.approx(-40_000.0, abs=1.0)
+        finally:
+            phys.check_reactive_power = original  # type: ignore[method-assign]
+        assert site.stats().reactive_setpoints_failed
