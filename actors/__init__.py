@@ -16,8 +16,11 @@ Public names:
 
 * `Site` – the facade: `await Site.connect(url)`, `async with site:` runs telemetry and
   the distributor; `measurements(fleet_max_age_s)`, `request_power()`, `set_power()`,
-  `add_fresh_listener()`, `new_fresh_receiver()`, `new_result_receiver()`, `stats()`.
-* `RuntimeOptions` – timeouts, lifetime, deadband, staleness, backoff (validated).
+  `add_fresh_listener()`, `new_fresh_receiver()`, `new_result_receiver()`, `stats()`;
+  `request_reactive()` sets the fleet's reactive target (VAr) when reactive control is on.
+* `RuntimeOptions` – timeouts, lifetime, deadband, staleness, backoff, reactive control
+  (`REACTIVE_MODES`: off, p_first, q_first) (validated).
+* `APPARENT_TOLERANCE` – relative tolerance of the apparent-power check on telemetry.
 * `SiteMeasurements` – snapshot returned by `Site.measurements()`.
 * `RuntimeStats` – counters returned by `Site.stats()`.
 * `SafeStopResult` – what the safe stop's 0 W round reached (`Site.safe_stop`).
@@ -59,7 +62,7 @@ from ._actor import Actor, Supervisor, backoff_delay_s, cancel_on_signals, run
 from ._api import API_VERSIONS, MicrogridInfo, TelemetryWire
 from ._client import ApiUrl, MicrogridApiClient, api_key_problem, check_api_version
 from ._contention import ContentionRule
-from ._core import RuntimeOptions, SiteCore, SiteMeasurements
+from ._core import APPARENT_TOLERANCE, REACTIVE_MODES, RuntimeOptions, SiteCore, SiteMeasurements
 from ._dispatch import Dispatcher, DispatchStats, SetpointBook, needs_send
 from ._distributor import DistributionOutcome, OutcomeKind, PowerDistributor
 from ._errors import ActorError, ApiError, GraphError, GridloopError, OptionsError
@@ -74,6 +77,8 @@ from ._telemetry import FreshNotifier, TelemetryActor
 
 __all__ = [
     "API_VERSIONS",
+    "APPARENT_TOLERANCE",
+    "REACTIVE_MODES",
     "Actor",
     "ActorError",
     "ApiError",

@@ -12,8 +12,8 @@ what the runtime uses and back; nothing above the adapters knows versions:
 - telemetry is decoded by the state table straight from the version's own
   messages, told by a `TelemetryWire` which metric numbers and fields to read
   (no copy per message);
-- a setpoint call is a `SetpointCall` whose answers are the statuses below
-  (a v1alpha18/19 call streams ACCEPTED, then SUCCESS/OVERRIDDEN/FAILED; a v1
+- a setpoint call (active or reactive power) is a `SetpointCall` whose answers
+  are the statuses below (a v1alpha18/19 call streams ACCEPTED, then SUCCESS/OVERRIDDEN/FAILED; a v1
   call answers once, which is final).
 """
 
@@ -71,6 +71,14 @@ class TelemetryWire:
     """Metric number of the battery capacity (Wh)."""
     frequency: int
     """Metric number of the AC frequency (Hz)."""
+    ac_reactive: int
+    """Metric number of AC reactive power (VAr; its bounds are the allowed setpoints)."""
+    ac_apparent: int
+    """Metric number of AC apparent power (VA; the upper end of its bounds is the rating)."""
+    ac_voltage: int
+    """Metric number of the AC voltage (V; used when no phase voltage comes)."""
+    ac_voltage_phases: tuple[int, int, int]
+    """Metric numbers of the phase-to-neutral voltages (V; their mean is the voltage)."""
     sample_time: str
     """Field of a metric sample holding its timestamp."""
     snapshots: str
@@ -161,6 +169,8 @@ class ApiAdapter(Protocol):
     """The telemetry stream's method name (named in errors)."""
     setpoint_method: str
     """The active-power setpoint's method name (named in errors)."""
+    reactive_method: str
+    """The reactive-power setpoint's method name (named in errors)."""
 
     async def microgrid(self) -> MicrogridInfo:
         """The microgrid's id and location (`ApiError` on failure, UNIMPLEMENTED included)."""
@@ -180,6 +190,11 @@ class ApiAdapter(Protocol):
         self, component_id: int, power_w: float, lifetime_s: int, timeout_s: float
     ) -> SetpointCall:
         """Put an active-power setpoint on the wire at once (no await)."""
+
+    def set_reactive_call(
+        self, component_id: int, reactive_var: float, lifetime_s: int, timeout_s: float
+    ) -> SetpointCall:
+        """Put a reactive-power setpoint (VAr) on the wire at once (no await)."""
 
     async def start(self, component_id: int) -> None:
         """Start a component."""

@@ -6,7 +6,8 @@ v1 lists ``Component`` / ``ComponentConnection`` messages of
 numbered differently (grid 1 = grid connection point, CHP 10 vs 9, ...): they
 are matched by name. Telemetry (``ComponentData``: ``metric_samples`` with
 ``sampled_at``, ``states``) is read by the state table through `V1_WIRE`, with
-v1's metric numbers. A setpoint is one unary call (``SetComponentPowerActive``)
+v1's metric numbers. A setpoint is one unary call (``SetComponentPowerActive``, or
+``SetComponentPowerReactive`` for VAr)
 answered with ``valid_until``: the one answer is final (`STATUS_SUCCESS`).
 """
 
@@ -36,6 +37,14 @@ V1_WIRE = TelemetryWire(
     soc=metric_sample_pb2.METRIC_BATTERY_SOC_PCT,
     capacity=metric_sample_pb2.METRIC_BATTERY_CAPACITY,
     frequency=metric_sample_pb2.METRIC_AC_FREQUENCY,
+    ac_reactive=metric_sample_pb2.METRIC_AC_REACTIVE_POWER,
+    ac_apparent=metric_sample_pb2.METRIC_AC_APPARENT_POWER,
+    ac_voltage=metric_sample_pb2.METRIC_AC_VOLTAGE,
+    ac_voltage_phases=(
+        metric_sample_pb2.METRIC_AC_VOLTAGE_PHASE_1_N,
+        metric_sample_pb2.METRIC_AC_VOLTAGE_PHASE_2_N,
+        metric_sample_pb2.METRIC_AC_VOLTAGE_PHASE_3_N,
+    ),
     sample_time="sampled_at",
     snapshots="states",
     payload="data",
@@ -123,6 +132,7 @@ class V1Api:
     list_method = "ListComponents"
     telemetry_method = "ReceiveComponentDataStream"
     setpoint_method = "SetComponentPowerActive"
+    reactive_method = "SetComponentPowerReactive"
 
     def __init__(self, transport: Transport) -> None:
         """Speak v1 through ``transport``.
@@ -175,6 +185,19 @@ class V1Api:
             self._stub.SetComponentPowerActive(
                 pb2.SetComponentPowerActiveRequest(
                     component_id=component_id, power=power_w, request_lifetime=lifetime_s
+                ),
+                timeout=timeout_s,
+                metadata=self._t.metadata,
+            )
+        )
+
+    def set_reactive_call(
+        self, component_id: int, reactive_var: float, lifetime_s: int, timeout_s: float
+    ) -> SetpointCall:
+        return _UnarySetpoint(
+            self._stub.SetComponentPowerReactive(
+                pb2.SetComponentPowerReactiveRequest(
+                    component_id=component_id, power=reactive_var, request_lifetime=lifetime_s
                 ),
                 timeout=timeout_s,
                 metadata=self._t.metadata,

@@ -36,6 +36,14 @@ V1ALPHA8_WIRE = TelemetryWire(
     soc=metrics_pb2.METRIC_BATTERY_SOC_PCT,
     capacity=metrics_pb2.METRIC_BATTERY_CAPACITY,
     frequency=metrics_pb2.METRIC_AC_FREQUENCY,
+    ac_reactive=metrics_pb2.METRIC_AC_POWER_REACTIVE,
+    ac_apparent=metrics_pb2.METRIC_AC_POWER_APPARENT,
+    ac_voltage=metrics_pb2.METRIC_AC_VOLTAGE,
+    ac_voltage_phases=(
+        metrics_pb2.METRIC_AC_VOLTAGE_PHASE_1_N,
+        metrics_pb2.METRIC_AC_VOLTAGE_PHASE_2_N,
+        metrics_pb2.METRIC_AC_VOLTAGE_PHASE_3_N,
+    ),
     sample_time="sample_time",
     snapshots="state_snapshots",
     payload="telemetry",
@@ -94,6 +102,7 @@ class V1alphaApi:
     list_method = "ListElectricalComponents"
     telemetry_method = "ReceiveElectricalComponentTelemetryStream"
     setpoint_method = "SetElectricalComponentPower"
+    reactive_method = "SetElectricalComponentPower"
 
     def __init__(self, version: str, transport: Transport) -> None:
         """Speak ``version`` (v1alpha18 or v1alpha19) through ``transport``.
@@ -107,6 +116,7 @@ class V1alphaApi:
         self._t = transport
         self._stub: Any = grpc_mod.MicrogridStub(transport.channel)
         self._active = self._pb2.POWER_TYPE_ACTIVE
+        self._reactive = self._pb2.POWER_TYPE_REACTIVE
 
     async def microgrid(self) -> MicrogridInfo:
         resp = await self._t.unary(
@@ -147,12 +157,24 @@ class V1alphaApi:
     def set_power_call(
         self, component_id: int, power_w: float, lifetime_s: int, timeout_s: float
     ) -> SetpointCall:
+        return self._set(self._active, component_id, power_w, lifetime_s, timeout_s)
+
+    def set_reactive_call(
+        self, component_id: int, reactive_var: float, lifetime_s: int, timeout_s: float
+    ) -> SetpointCall:
+        return self._set(self._reactive, component_id, reactive_var, lifetime_s, timeout_s)
+
+    def _set(
+        self, power_type: int, component_id: int, power: float, lifetime_s: int,
+        timeout_s: float,
+    ) -> SetpointCall:
+        """SetElectricalComponentPower with ``power_type`` (ACTIVE: W, REACTIVE: VAr)."""
         return _StreamedSetpoint(
             self._stub.SetElectricalComponentPower(
                 self._pb2.SetElectricalComponentPowerRequest(
                     electrical_component_id=component_id,
-                    power_type=self._active,
-                    power=power_w,
+                    power_type=power_type,
+                    power=power,
                     request_lifetime=lifetime_s,
                 ),
                 timeout=timeout_s,

@@ -438,6 +438,27 @@ class MicrogridApiClient:
         timeout = self.call_timeout_s if timeout_s is None else timeout_s
         return self.api.set_power_call(component_id, power_w, lifetime_s, timeout)
 
+    def set_reactive_call(
+        self, component_id: int, reactive_var: float, lifetime_s: int,
+        timeout_s: float | None = None,
+    ) -> SetpointCall:
+        """Start a reactive-power setpoint call (VAr, + = absorbing) and return it at once.
+
+        As `set_power_call` (v1: SetComponentPowerReactive; v1alpha18/19:
+        SetElectricalComponentPower with the reactive power type).
+
+        Args:
+            component_id: The inverter.
+            reactive_var: Reactive power setpoint in VAr (passive sign convention).
+            lifetime_s: request_lifetime in s (API accepts 10..900).
+            timeout_s: Deadline of the whole call; `call_timeout_s` when None.
+
+        Returns:
+            The call.
+        """
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        return self.api.set_reactive_call(component_id, reactive_var, lifetime_s, timeout)
+
     async def set_power(self, component_id: int, power_w: float, lifetime_s: int = 60) -> int:
         """Send one active-power setpoint and return the first answer.
 

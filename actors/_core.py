@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from ._plan import FleetIndex, RoundPlanner
 from ._state import BoolArray, FloatArray, IntArray, StateTable, finite_or
 
 _logger = logging.getLogger(__name__)
+
+
+REACTIVE_MODES: tuple[str, ...] = ("off", "p_first", "q_first")
+"""The values of `RuntimeOptions.reactive`."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,19 @@ class RuntimeOptions:
     that mean another client controls the site (commanding then stops)."""
     contention_window_s: float = 60.0
     """The window of `contention_overrides` (s)."""
+    reactive: str = "off"
+    """Reactive-power control: ``off`` (no reactive metric streamed, no reactive setpoint
+    sent), ``p_first`` (Q gets what the apparent-power circle leaves after the active
+    setpoints) or ``q_first`` (the active power is limited to sqrt(S² − Q²))."""
 
     def __post_init__(self) -> None:
         """Validate every field."""
         for f in fields(self):
+            if f.name == "reactive":
+                if self.reactive not in REACTIVE_MODES:
+                    raise OptionsError("reactive", self.reactive,
+                                       f"must be one of: {', '.join(REACTIVE_MODES)}")
+                continue
             validate_positive(f.name, getattr(self, f.name), allow_zero=f.name == "deadband_w")
         lt = self.setpoint_lifetime_s
         if not 10 <= lt <= 900 or lt != int(lt):
@@ -132,6 +146,25 @@ class SiteMeasurements:
     """AC lower bound of the healthy, usable fleet now (W, SoC-aware)."""
     fleet_upper_w: float
     """AC upper bound of the healthy, usable fleet now (W, SoC-aware)."""
+    grid_voltage_v: float = math.nan
+    """AC voltage at the grid connection point: of the first valid frequency term (the
+    grid meter), V; NaN if unknown (or reactive control off: not streamed)."""
+    reactive_var: float = math.nan
+    """Sum of the battery inverters' measured reactive power (VAr, + = absorbing)."""
+    reactive_lower_var: float = math.nan
+    """Most negative reactive total the usable fleet can give now (VAr, ≤ 0)."""
+    reactive_upper_var: float = math.nan
+    """Most positive reactive total the usable fleet can give now (VAr, ≥ 0)."""
+    apparent_rating_va: float = math.nan
+    """Sum of the battery inverters' apparent-power ratings (VA; NaN if any is unknown)."""
+    apparent_violations: int = 0
+    """Battery inverters whose measured sqrt(P² + Q²) exceeds their rating now (beyond
+    `APPARENT_TOLERANCE`)."""
+
+
+APPARENT_TOLERANCE: float = 0.01
+"""Relative tolerance of the apparent-power check on telemetry (P and Q of one
+sample may straddle a ramp step): sqrt(P² + Q²) > S · (1 + this) is a violation."""
 
 
 class SiteCore:
@@ -156,8 +189,10 @@ class SiteCore:
         self.options: RuntimeOptions = options
         """Runtime options."""
         ids = list(graph.streamed_ids)
+        self.reactive: bool = options.reactive != "off"
+        """Whether reactive power is controlled (metrics streamed, Q planned and sent)."""
         self.state: StateTable = StateTable(
-            ids, [graph.components[i].category for i in ids], wire
+            ids, [graph.components[i].category for i in ids], wire, self.reactive
         )
         """Columnar latest-value state of every streamed component."""
         inv_rows = np.zeros(self.state.n, dtype=np.bool_)
@@ -180,6 +215,7 @@ class SiteCore:
             soc_exponent=options.soc_exponent,
             deadband_w=options.deadband_w,
             renew_after_s=options.setpoint_lifetime_s - options.renew_margin_s,
+            reactive=options.reactive,
         )
         """Fleet target → setpoints (allocation, bounds re-check, deadband/renewal)."""
         st = self.state
@@ -289,6 +325,7 @@ class SiteCore:
                 return empty
             return float(np.dot(finite_or(values, 0.0), cap) / total_cap)
 
+        reactive = self._reactive(now, ok) if self.reactive else {}
         return SiteMeasurements(
             grid_power_w=grid_power,
             grid_frequency_hz=grid_freq,
@@ -305,5 +342,32 @@ class SiteCore:
             soc_upper_pct=weighted(t.soc_upper_pct[br], 100.0),
             fleet_lower_w=fleet_lo,
             fleet_upper_w=fleet_hi,
+            **reactive,
         )
+
+    def _reactive(self, now: int, ok: BoolArray) -> dict[str, Any]:
+        """The reactive fields of `SiteMeasurements` (reactive control on)."""
+        t = self.state
+        ir = self.index.inv_rows
+        voltage = math.nan
+        rows = self._grid_rows
+        if rows.size:
+            valid = self.health.measured_mask(now, rows)
+            for k in (self._freq_pos or range(rows.size)):
+                u = float(t.voltage_v[rows[k]])
+                if valid[k] and math.isfinite(u):
+                    voltage = u
+                    break
+        lo, hi = self.planner.reactive_capability(ok)
+        p, q, s = t.power_w[ir], t.reactive_var[ir], t.apparent_rating_va[ir]
+        with np.errstate(invalid="ignore"):
+            over = np.isfinite(s) & (np.hypot(p, q) > s * (1.0 + APPARENT_TOLERANCE))
+        return {
+            "grid_voltage_v": voltage,
+            "reactive_var": float(finite_or(q, 0.0).sum()),
+            "reactive_lower_var": float(lo.sum()),
+            "reactive_upper_var": float(hi.sum()),
+            "apparent_rating_va": float(s.sum()),
+            "apparent_violations": int(np.count_nonzero(over)),
+        }
 

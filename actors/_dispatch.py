@@ -1,5 +1,9 @@
 """Dispatch: concurrent SetElectricalComponentPower calls with deadline and lifetime.
 
+A dispatcher sends active setpoints (W), or with ``reactive`` reactive ones (VAr);
+with reactive control the site runs one of each over the same inverters, with the
+same rules below and the same health book.
+
 All calls of a round are put on the wire before any response is awaited. The first
 response of each call is its acknowledgement: ACCEPTED and SUCCESS are success;
 REJECTED, FAILED, OVERRIDDEN, a stream that ends without a status and any gRPC error
@@ -202,6 +206,7 @@ class Dispatcher(SetpointBook):
         timeout_s: float,
         on_fatal: Callable[[ApiError], None] | None = None,
         on_overridden: Callable[[int], None] | None = None,
+        reactive: bool = False,
     ) -> None:
         """Create the dispatcher.
 
@@ -216,7 +221,12 @@ class Dispatcher(SetpointBook):
                 (UNAUTHENTICATED, PERMISSION_DENIED): retrying cannot help.
             on_overridden: Called with the inverter id when a setpoint of ours was
                 overridden by one this dispatcher did not send (another client).
+            reactive: Send reactive-power setpoints (VAr) instead of active ones: the
+                same calls, deadlines, lifetimes, health and holds, another book.
         """
+        self.reactive: bool = reactive
+        """Whether this dispatcher sends reactive setpoints (VAr)."""
+        self._unit = "VAr" if reactive else "W"
         self._client = client
         self._health = health
         self._on_fatal = on_fatal
@@ -277,8 +287,9 @@ class Dispatcher(SetpointBook):
         self.stats.setpoints_failed[reason] += 1
         delay = self.refused(i, self._health, int(self._rows[i]), now_ns, reason)
         (_logger.warning if log else _logger.debug)(
-            "setpoint %.1f W to inverter %d failed (%s%s); retry in %.1f s",
+            "setpoint %.1f %s to inverter %d failed (%s%s); retry in %.1f s",
             self.last_w[i],
+            self._unit,
             self.inverter_ids[i],
             reason,
             f": {details}" if details else "",
@@ -305,13 +316,19 @@ class Dispatcher(SetpointBook):
         if self._holds:
             return []  # `send` applies the holds
         head, head_w = indices[:_INLINE_CALLS], powers_w[:_INLINE_CALLS]
-        client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
+        lifetime, ids = self.lifetime_s, self.inverter_ids
+        start = self._setter()
         calls = [
-            client.set_power_call(ids[i], p, lifetime, self.timeout_s)
+            start(ids[i], p, lifetime, self.timeout_s)
             for i, p in zip(head, head_w, strict=True)
         ]
         self._record(head, head_w)
         return calls
+
+    def _setter(self) -> Callable[[int, float, int, float], SetpointCall]:
+        """The client's call that puts one of this dispatcher's setpoints on the wire."""
+        client = self._client
+        return client.set_reactive_call if self.reactive else client.set_power_call
 
     def _record(self, indices: list[int], powers_w: list[float]) -> None:
         """Bookkeeping of started calls: what each inverter was last sent, and when."""
@@ -388,11 +405,12 @@ class Dispatcher(SetpointBook):
         it starts (it leaves at once) and then every `_YIELD_EVERY` calls. If
         cancelled, every call of the round is cancelled.
         """
-        client, lifetime, ids = self._client, self.lifetime_s, self.inverter_ids
+        lifetime, ids = self.lifetime_s, self.inverter_ids
+        start = self._setter()
         rest, rest_w = indices[len(calls):], powers_w[len(calls):]
         try:
             for k, (i, p) in enumerate(zip(rest, rest_w, strict=True)):
-                calls.append(client.set_power_call(ids[i], p, lifetime, timeout_s))
+                calls.append(start(ids[i], p, lifetime, timeout_s))
                 if k % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:
@@ -462,9 +480,14 @@ class Dispatcher(SetpointBook):
         self._fail(i, reason, time.monotonic_ns(), exc.details(), log=log and not fatal)
         if fatal and self._on_fatal is not None:
             self._on_fatal(
-                self._client.error(exc, self._client.api.setpoint_method, self.inverter_ids[i])
+                self._client.error(exc, self._method, self.inverter_ids[i])
             )
         return reason
+
+    @property
+    def _method(self) -> str:
+        api = self._client.api
+        return api.reactive_method if self.reactive else api.setpoint_method
 
     def _refused(self, i: int, status: int, log: bool) -> str:
         """Book a first response that is neither ACCEPTED nor SUCCESS.

@@ -16,6 +16,12 @@ An inverter excluded by health (stale or missing telemetry, bad data, an error
 state, unusable bounds, a failed setpoint waiting for its retry) is never sent a
 setpoint, not even 0 W: its state is unknown, and its last setpoint expires with
 its finite lifetime. Its share goes to the others.
+
+With a reactive dispatcher (`RuntimeOptions.reactive` not ``off``) every round is
+planned with the site's reactive target too, and the reactive setpoints the plan
+says must go out are sent the same way, alongside the active ones (not while the
+active dispatcher is held); the round ends when both are acknowledged. Without one, nothing about a
+round changes.
 """
 
 from __future__ import annotations
@@ -87,6 +93,10 @@ class DistributionOutcome:
     """Request sequence number (superseded requests share the outcome of the newer one)."""
     message: str = ""
     """Human readable detail (allocation status, error)."""
+    reactive_var: dict[int, float] = field(default_factory=dict)
+    """Reactive setpoint by battery inverter id (VAr; empty = reactive control off)."""
+    reactive_failed: dict[int, str] = field(default_factory=dict)
+    """Inverters whose reactive setpoint failed, with the reason."""
 
     @property
     def latency_ms(self) -> float:
@@ -120,6 +130,7 @@ class PowerDistributor(Actor):
         reallocate_interval_s: float = 1.0,
         planner: RoundPlanner | None = None,
         name: str = "power-distributor",
+        q_dispatcher: Dispatcher | None = None,
     ) -> None:
         """Create the distributor.
 
@@ -135,10 +146,13 @@ class PowerDistributor(Actor):
             planner: The round planner (`SiteCore.planner`); None builds one from
                 `graph`, `table`, `health` and the three settings above.
             name: Actor name.
+            q_dispatcher: Sends the reactive setpoints (None = reactive control off).
         """
         super().__init__(name)
         self.dispatcher: Dispatcher = dispatcher
         """The dispatcher."""
+        self.q_dispatcher: Dispatcher | None = q_dispatcher
+        """The reactive setpoints' dispatcher (None = reactive control off)."""
         self._realloc_s = reallocate_interval_s
         self.planner: RoundPlanner = planner or RoundPlanner(
             FleetIndex.of(graph, table),
@@ -332,7 +346,12 @@ class PowerDistributor(Actor):
             # re-run by the refresh timer once the hold is lifted.
             return self._error(target_w, req_ns, seq, f"setpoints held: {disp.held}")
         try:
-            planned = self.planner.plan(target_w, time.monotonic_ns(), disp)
+            now = time.monotonic_ns()
+            qd = self.q_dispatcher
+            planned = (
+                self.planner.plan(target_w, now, disp) if qd is None
+                else self.planner.plan(target_w, now, disp, q_book=qd)
+            )
         except Exception as exc:
             _logger.exception("allocation for %.1f W failed", target_w)
             return self._error(
@@ -352,7 +371,23 @@ class PowerDistributor(Actor):
             return prep
         disp = self.dispatcher
         planned = prep.round
-        result = await disp.send(planned.indices, planned.powers_w, tails, started=prep.started)
+        q_failed: dict[int, str] = {}
+        qd = self.q_dispatcher
+        if qd is not None and planned.q_indices and disp.held is None:
+            # The reactive calls go out while the active ones' acknowledgements are
+            # read: the round takes as long as the slower of the two, not their sum.
+            async with asyncio.TaskGroup() as both:
+                q_round = both.create_task(
+                    qd.send(planned.q_indices, planned.q_powers_var, tails)
+                )
+                result = await disp.send(
+                    planned.indices, planned.powers_w, tails, started=prep.started
+                )
+            q_failed = q_round.result().failed
+        else:
+            result = await disp.send(
+                planned.indices, planned.powers_w, tails, started=prep.started
+            )
         inv_ok, res, target_w = planned.inverter_ok, planned.result, planned.target_w
         achieved = float(np.sum(np.where(disp.last_ok & inv_ok, np.nan_to_num(disp.last_w), 0.0)))
         f_lo = float(getattr(res, "fleet_lower_w", math.nan))
@@ -381,6 +416,11 @@ class PowerDistributor(Actor):
             skipped=planned.skipped,
             seq=prep.seq,
             message=planned.message,
+            reactive_var=(
+                dict(zip(self.inverter_ids, planned.reactive_var.tolist(), strict=True))
+                if planned.reactive_var is not None else {}
+            ),
+            reactive_failed=q_failed,
         )
 
     async def aclose(self) -> None:

@@ -11,12 +11,24 @@ actor and the in-process replay run the very same code:
   deadband/renewal rule (`needs_send`) says must go out; excluded inverters are
   never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
+
+Reactive power (`RuntimeOptions.reactive` not ``off``): the planner also splits the
+fleet's reactive target (`reactive_target_var`, set by `Site.request_reactive`)
+with `distribution.allocate_reactive` within each inverter's published reactive
+bounds (which already follow its present active power) and the apparent-power
+circle: ``p_first`` leaves Q the circle of the round's active setpoints;
+``q_first`` allocates Q first (at 0 W) and narrows the active bounds of the fleet
+snapshot to sqrt(S² − Q²) (`distribution.limit_active_bounds`), so the fleet's
+bounds everywhere (the power manager's too) leave room for Q. Every Q setpoint is
+re-checked against the reactive bounds and the circle of its round's active
+setpoint (a bad one becomes 0 VAr and is counted in `reactive_out_of_bounds`), and
+goes through the same deadband/renewal rule and health exclusion as P.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,6 +131,14 @@ class PlannedRound:
     """Their setpoints (W)."""
     skipped: int
     """Usable, once-commanded inverters not re-sent (deadband, renewal not due)."""
+    reactive_var: FloatArray | None = None
+    """Reactive setpoint per inverter (VAr; None = reactive control off)."""
+    reactive_result: Any = None
+    """The `distribution.ReactiveResult` (None = reactive control off)."""
+    q_indices: list[int] = field(default_factory=list)
+    """Inverter indices to send a reactive setpoint to (deadband/renewal rule)."""
+    q_powers_var: list[float] = field(default_factory=list)
+    """Their reactive setpoints (VAr)."""
 
 
 class RoundPlanner:
@@ -133,6 +153,7 @@ class RoundPlanner:
         soc_exponent: float,
         deadband_w: float,
         renew_after_s: float,
+        reactive: str = "off",
     ) -> None:
         """Create the planner.
 
@@ -143,6 +164,8 @@ class RoundPlanner:
             soc_exponent: Passed to `allocate`.
             deadband_w: Changes up to this are not re-sent.
             renew_after_s: Unchanged setpoints are re-sent after this age.
+            reactive: Reactive-power control (`RuntimeOptions.reactive`: ``off``,
+                ``p_first``, ``q_first``).
         """
         self.index: FleetIndex = index
         """The fleet's rows."""
@@ -158,6 +181,13 @@ class RoundPlanner:
         """Unchanged setpoints are re-sent after this age (ns)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
+        self.reactive: str = reactive
+        """Reactive-power control: ``off``, ``p_first`` or ``q_first``."""
+        self.reactive_target_var: float = 0.0
+        """The fleet's reactive target (VAr, + = absorbing), planned with every round."""
+        self.reactive_out_of_bounds: int = 0
+        """Reactive setpoints the re-check replaced by 0 VAr (a bug if ever > 0)."""
+        self._q_first: _dist.ReactiveResult | None = None  # q_first: Q of the last snapshot
 
     def build_fleet(
         self, now_ns: int, ok: BoolArray | None = None
@@ -193,11 +223,19 @@ class RoundPlanner:
             return np.where(mask & np.isfinite(a), a, fill)
 
         soc = t.soc_pct[br]
+        inv = (
+            z(t.power_lower_w[ir], inv_ok, 0.0),
+            z(t.power_upper_w[ir], inv_ok, 0.0),
+            z(t.power_excl_lower_w[ir], inv_ok, 0.0),
+            z(t.power_excl_upper_w[ir], inv_ok, 0.0),
+        )
+        if self.reactive == "q_first":
+            inv = self._q_first_bounds(inv, inv_ok)
         arrays: dict[str, FloatArray | BoolArray] = {
-            "inverter_lower_w": z(t.power_lower_w[ir], inv_ok, 0.0),
-            "inverter_upper_w": z(t.power_upper_w[ir], inv_ok, 0.0),
-            "inverter_excl_lower_w": z(t.power_excl_lower_w[ir], inv_ok, 0.0),
-            "inverter_excl_upper_w": z(t.power_excl_upper_w[ir], inv_ok, 0.0),
+            "inverter_lower_w": inv[0],
+            "inverter_upper_w": inv[1],
+            "inverter_excl_lower_w": inv[2],
+            "inverter_excl_upper_w": inv[3],
             "battery_soc_pct": np.where(np.isfinite(soc), soc, 50.0),
             "battery_soc_lower_pct": _nan_to(t.soc_lower_pct[br], 0.0),
             "battery_soc_upper_pct": _nan_to(t.soc_upper_pct[br], 100.0),
@@ -213,6 +251,70 @@ class RoundPlanner:
             self._last_key = key
         return self._last_fleet, inv_ok.copy(), bat_ok.copy()
 
+    def _reactive_inputs(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The inverters' reactive bounds and apparent ratings from the state table."""
+        t = self.table
+        ir = self.index.inv_rows
+        return t.reactive_lower_var[ir], t.reactive_upper_var[ir], t.apparent_rating_va[ir]
+
+    def reactive_capability(self, ok: BoolArray) -> tuple[FloatArray, FloatArray]:
+        """Per inverter, the reactive range left by its measured active power (VAr).
+
+        Args:
+            ok: `health.ok_mask(now)` (rows of the state table).
+
+        Returns:
+            ``(lo, hi)`` per inverter (0 where unusable).
+        """
+        lower, upper, s = self._reactive_inputs()
+        ir = self.index.inv_rows
+        return _dist.reactive_capability(lower, upper, s, self.table.power_w[ir], ok[ir])
+
+    def _q_first_bounds(
+        self, inv: tuple[FloatArray, FloatArray, FloatArray, FloatArray], inv_ok: BoolArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """``q_first``: allocate Q at 0 W, narrow the active bounds to sqrt(S² − Q²)."""
+        lower, upper, s = self._reactive_inputs()
+        self._q_first = None
+        try:
+            res = _dist.allocate_reactive(self.reactive_target_var, lower, upper, s, None, inv_ok)
+        except Exception:  # Q must never stop P: no narrowing, and no Q this round
+            _logger.exception("reactive allocation (q_first) failed; the active bounds stay")
+            return inv
+        self._q_first = res
+        return _dist.limit_active_bounds(*inv, _dist.active_limit_w(s, res.setpoints_var))
+
+    def plan_reactive(
+        self, sp: FloatArray, inv_ok: BoolArray
+    ) -> tuple[FloatArray, _dist.ReactiveResult]:
+        """The round's reactive setpoints for active setpoints ``sp`` (see the module).
+
+        Args:
+            sp: The round's active setpoint per inverter (W).
+            inv_ok: Which inverters are usable.
+
+        Returns:
+            The re-checked reactive setpoints (VAr) and the allocation result.
+        """
+        lower, upper, s = self._reactive_inputs()
+        if self.reactive == "q_first":
+            if self._q_first is None:
+                raise RuntimeError("q_first: no reactive allocation in this round's snapshot")
+            res = self._q_first
+        else:
+            res = _dist.allocate_reactive(self.reactive_target_var, lower, upper, s, sp, inv_ok)
+        q = np.where(inv_ok, res.setpoints_var, 0.0)
+        with np.errstate(invalid="ignore"):
+            inside = (q >= lower - _TOL_W) & (q <= upper + _TOL_W)
+            circle = ~np.isfinite(s) | (np.hypot(sp, q) <= s + _TOL_W)
+        bad = (q != 0.0) & ~(inside & circle)
+        if bad.any():
+            bad_ids = [self.index.inverter_ids[i] for i in np.flatnonzero(bad)]
+            _logger.error("reactive allocation outside bounds for %s; sending 0 VAr", bad_ids)
+            self.reactive_out_of_bounds += int(np.count_nonzero(bad))
+            q = np.where(bad, 0.0, q)
+        return q, res
+
     def check_bounds(self, sp: FloatArray) -> BoolArray:
         """Independent re-check: True where a non-zero setpoint violates the snapshot bounds."""
         t = self.table
@@ -225,7 +327,10 @@ class RoundPlanner:
         bad: BoolArray = (sp != 0.0) & ~ok
         return bad
 
-    def plan(self, target_w: float, now_ns: int, book: SetpointBook) -> PlannedRound:
+    def plan(
+        self, target_w: float, now_ns: int, book: SetpointBook,
+        q_book: SetpointBook | None = None,
+    ) -> PlannedRound:
         """Allocate `target_w` and decide what to send.
 
         An excluded inverter (stale, no data, bad data, error state, unusable
@@ -238,6 +343,8 @@ class RoundPlanner:
             target_w: Fleet target (W, + = charging).
             now_ns: Current monotonic time.
             book: What was sent before (read; excluded inverters marked unknown).
+            q_book: What reactive setpoints were sent before (None = plan Q without
+                choosing what to send; only used with reactive control on).
 
         Returns:
             The round (nothing is recorded as sent: the caller does that when it sends).
@@ -263,6 +370,21 @@ class RoundPlanner:
         send &= inv_ok
         book.mark_unknown(~inv_ok)
         idx = np.flatnonzero(send).tolist()
+        q = q_res = None
+        q_idx: list[int] = []
+        if self.reactive != "off":
+            try:
+                q, q_res = self.plan_reactive(sp, inv_ok)
+            except Exception:  # Q must never stop P: no reactive setpoint this round
+                _logger.exception("reactive allocation failed; no reactive setpoint this round")
+                q = None
+            if q is not None and q_book is not None:
+                q_send = needs_send(
+                    q, q_book.last_w, q_book.last_sent_ns, q_book.last_ok, now_ns,
+                    self.deadband_w, self.renew_after_ns,
+                ) & inv_ok
+                q_book.mark_unknown(~inv_ok)
+                q_idx = np.flatnonzero(q_send).tolist()
         return PlannedRound(
             target_w=target_w,
             result=res,
@@ -273,4 +395,8 @@ class RoundPlanner:
             indices=idx,
             powers_w=sp[idx].tolist(),
             skipped=int(np.count_nonzero(~send & inv_ok & ~np.isnan(book.last_w))),
+            reactive_var=q,
+            reactive_result=q_res,
+            q_indices=q_idx,
+            q_powers_var=q[q_idx].tolist() if q is not None else [],
         )

@@ -44,7 +44,7 @@ from ._contention import ContentionRule
 from ._core import RuntimeOptions, SiteCore, SiteMeasurements
 from ._dispatch import Dispatcher
 from ._distributor import DistributionOutcome, PowerDistributor
-from ._errors import ApiError
+from ._errors import ApiError, OptionsError
 from ._graph import ComponentGraph
 from ._health import Health, stale_mask
 from ._identity import HOLD_ANOTHER_CLIENT, SiteGuard, SiteIdentity, read_site
@@ -83,6 +83,12 @@ class RuntimeStats:
     """The line saying another client controls the site, once concluded (commanding stopped)."""
     site_changed: str | None = None
     """The line saying the server is another site since a reconnect (commanding stopped)."""
+    reactive_setpoints_sent: int = 0
+    """Reactive setpoint calls started (0 with reactive control off)."""
+    reactive_setpoints_failed: dict[str, int] = field(default_factory=dict)
+    """Failed reactive setpoint calls by reason."""
+    reactive_out_of_bounds: int = 0
+    """Reactive setpoints the planner's re-check replaced by 0 VAr."""
 
     def latency_percentile_ms(self, q: float) -> float:
         """A percentile of `dispatch_latency_ms` (NaN when empty).
@@ -214,6 +220,10 @@ class Site:
         self._inv_index = {c: k for k, c in enumerate(self.core.index.inverter_ids)}
         self.dispatcher: Dispatcher = self._new_dispatcher()
         """Sends the setpoints."""
+        self.q_dispatcher: Dispatcher | None = (
+            self._new_dispatcher(reactive=True) if self.core.reactive else None
+        )
+        """Sends the reactive setpoints (None = reactive control off)."""
         self.guard: SiteGuard | None = self._new_guard(identity) if identity is not None else None
         """Checks the site after every reconnect (None: built without an identity)."""
         self.distributor: PowerDistributor = PowerDistributor(
@@ -223,6 +233,7 @@ class Site:
             self.dispatcher,
             reallocate_interval_s=options.reallocate_interval_s,
             planner=self.core.planner,
+            q_dispatcher=self.q_dispatcher,
         )
         """The power distributor."""
         self.recovery: RecoveryActor = self._new_recovery()
@@ -262,8 +273,8 @@ class Site:
             on_fatal=self._on_fatal,
         )
 
-    def _new_dispatcher(self) -> Dispatcher:
-        """The dispatcher of every battery inverter's setpoints."""
+    def _new_dispatcher(self, reactive: bool = False) -> Dispatcher:
+        """The dispatcher of every battery inverter's active (or reactive) setpoints."""
         ix = self.core.index
         return Dispatcher(
             self.client,
@@ -274,6 +285,7 @@ class Site:
             timeout_s=self.options.call_timeout_s,
             on_fatal=self._on_fatal,
             on_overridden=self._on_overridden,
+            reactive=reactive,
         )
 
     def _new_guard(self, identity: SiteIdentity) -> SiteGuard:
@@ -454,6 +466,7 @@ class Site:
                 # Stop the distributor first so it cannot send after the 0 W round.
                 await self._stop_distributor(sup)
                 await self._send_zero()
+                await self._send_zero_reactive()
                 await sup.__aexit__(None, None, None)
         finally:
             await self.distributor.aclose()
@@ -510,7 +523,48 @@ class Site:
             log = _logger.info if self.fatal_error is not None else _logger.warning
             log("safe stop: %s", result.describe())
 
+    async def _send_zero_reactive(self) -> None:
+        """The safe stop's reactive part: 0 VAr to every inverter holding a non-zero
+        reactive setpoint of ours (bounded like the 0 W round; failures are logged,
+        the finite lifetime ends the setpoint anyway)."""
+        d = self.q_dispatcher
+        if d is None or d.zero_held is not None or self.dispatcher.zero_held is not None:
+            return
+        idx = [i for i in range(len(d.inverter_ids))
+               if not math.isnan(d.last_w[i]) and d.last_w[i] != 0.0]
+        if not idx:
+            return
+        try:
+            async with asyncio.timeout(self.options.shutdown_timeout_s + 0.5):
+                res = await d.send(idx, [0.0] * len(idx), None,
+                                   timeout_s=self.options.shutdown_timeout_s,
+                                   log_failures=False)
+            failed = res.failed
+        except (TimeoutError, Exception) as exc:
+            failed = {d.inverter_ids[i]: type(exc).__name__ for i in idx}
+        if failed:
+            _logger.warning("safe stop: 0 VAr not confirmed by %s", sorted(failed))
+
     # ----------------------------------------------------------------- requests
+    def request_reactive(self, target_var: float) -> None:
+        """Set the battery fleet's reactive target (VAr, + = absorbing); planned with every
+        round from now on (the next `request_power` or renewal sends it).
+
+        Args:
+            target_var: Fleet reactive target in VAr.
+
+        Raises:
+            OptionsError: Reactive control is off, or `target_var` is not finite.
+        """
+        if self.q_dispatcher is None:
+            raise OptionsError("reactive", self.options.reactive,
+                               "reactive control is off: no reactive target")
+        if isinstance(target_var, bool) or not isinstance(target_var, (int, float)) or (
+            not math.isfinite(target_var)
+        ):
+            raise OptionsError("target_var", target_var, "must be a finite number of VAr")
+        self.core.planner.reactive_target_var = float(target_var)
+
     def request_power(self, target_w: float) -> None:
         """Ask for `target_w` W (+ = charging) for the battery fleet; non-blocking, latest wins.
 
@@ -610,6 +664,7 @@ class Site:
             The stats.
         """
         ds = self.dispatcher.stats
+        qs = self.q_dispatcher.stats if self.q_dispatcher is not None else None
         return RuntimeStats(
             setpoints_sent=ds.setpoints_sent,
             setpoints_ok=ds.setpoints_ok,
@@ -625,6 +680,9 @@ class Site:
             overridden_by_others=dict(ds.overridden_by_others),
             another_client=self.another_client,
             site_changed=self.site_changed,
+            reactive_setpoints_sent=qs.setpoints_sent if qs is not None else 0,
+            reactive_setpoints_failed=dict(qs.setpoints_failed) if qs is not None else {},
+            reactive_out_of_bounds=self.core.planner.reactive_out_of_bounds,
         )
 
 

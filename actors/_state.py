@@ -44,19 +44,29 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def metrics_for(category: int, wire: TelemetryWire = V1ALPHA8_WIRE) -> tuple[int, ...]:
+def metrics_for(
+    category: int, wire: TelemetryWire = V1ALPHA8_WIRE, reactive: bool = False
+) -> tuple[int, ...]:
     """The metrics the state table reads of a component (its telemetry filter).
 
     Args:
         category: The component's `ElectricalComponentCategory`.
         wire: The API version's metric numbers.
+        reactive: Whether reactive power is controlled: then AC components also
+            stream reactive power (with its bounds), apparent power (its bounds carry
+            the rating) and the voltages. Without it the streams stay as small as
+            before (the latency path does not pay for metrics it does not use).
 
     Returns:
         DC power, SoC and capacity for batteries; AC active power and frequency
-        for every other category (inverters, meters).
+        (and with ``reactive`` the reactive metrics) for every other category
+        (inverters, meters).
     """
     if category == CAT_BATTERY:
         return (wire.dc_power, wire.soc, wire.capacity)
+    if reactive:
+        return (wire.ac_power, wire.frequency, wire.ac_reactive, wire.ac_apparent,
+                wire.ac_voltage, *wire.ac_voltage_phases)
     return (wire.ac_power, wire.frequency)
 
 
@@ -173,6 +183,7 @@ class StateTable:
         ids: Sequence[int],
         categories: Sequence[int],
         wire: TelemetryWire = V1ALPHA8_WIRE,
+        reactive: bool = False,
     ) -> None:
         """Create an empty table.
 
@@ -180,6 +191,8 @@ class StateTable:
             ids: Component ids, one row each.
             categories: Their `ElectricalComponentCategory` values.
             wire: How the API version's telemetry is read (metric numbers, fields).
+            reactive: Whether to request the reactive metrics (`metrics_for`); they
+                are decoded whenever a message carries them.
         """
         n = len(ids)
         self.n: int = n
@@ -192,7 +205,9 @@ class StateTable:
         """Component category of each row."""
         self.wire: TelemetryWire = wire
         """How telemetry messages are read."""
-        self.metrics: list[tuple[int, ...]] = [metrics_for(int(c), wire) for c in categories]
+        self.metrics: list[tuple[int, ...]] = [
+            metrics_for(int(c), wire, reactive) for c in categories
+        ]
         """Metrics to request for each row (telemetry filter, in the wire's numbers)."""
         self._power_metric: list[int] = [m[0] for m in self.metrics]
 
@@ -223,6 +238,18 @@ class StateTable:
         """Battery capacity (Wh)."""
         self.frequency_hz: FloatArray = col(_NAN)
         """AC frequency (Hz)."""
+        self.reactive_var: FloatArray = col(_NAN)
+        """AC reactive power (VAr, + = into the component: absorbing, under-excited)."""
+        self.reactive_lower_var: FloatArray = col(_NAN)
+        """Lower end of the allowed reactive power (VAr; NaN = unknown)."""
+        self.reactive_upper_var: FloatArray = col(_NAN)
+        """Upper end of the allowed reactive power (VAr; NaN = unknown)."""
+        self.apparent_rating_va: FloatArray = col(_NAN)
+        """Apparent-power rating S: the upper end of the apparent power's bounds (VA;
+        NaN = none published: only the reactive bounds apply)."""
+        self.voltage_v: FloatArray = col(_NAN)
+        """AC voltage: the mean of the phase-to-neutral voltages of the last message,
+        else its AC voltage (V)."""
         self.sample_time_ns: IntArray = np.zeros(n, dtype=np.int64)
         """Server timestamp of the last power sample (ns since the Unix epoch)."""
         self.received_ns: IntArray = np.zeros(n, dtype=np.int64)
@@ -256,6 +283,7 @@ class StateTable:
         wire = self.wire
         pm = self._power_metric[row]
         m_soc, m_cap, m_freq = wire.soc, wire.capacity, wire.frequency
+        extra: list[Any] | None = None  # reactive metrics, decoded after the loop
         # A message is complete when it carries a finite power value with bounds
         # (and, for batteries, a finite SoC and capacity). Missing or non-finite
         # values never overwrite good ones silently: they clear `data_ok`, which
@@ -304,6 +332,12 @@ class StateTable:
                 cap_ok = isfinite(v)
             elif m == m_freq:
                 self.frequency_hz[row] = s.value.simple_metric.value
+            else:
+                if extra is None:
+                    extra = []
+                extra.append(s)
+        if extra is not None:
+            self._decode_reactive(row, extra)
         self.data_ok[row] = power_ok and soc_ok and cap_ok
         snaps = getattr(telemetry, wire.snapshots)
         if snaps:
@@ -314,3 +348,35 @@ class StateTable:
             self.state_ok[row] = not snap.errors and not any(c in BAD_STATES for c in states)
         self.received_ns[row] = now_ns
         self.samples[row] += 1
+
+    def _decode_reactive(self, row: int, samples: list[Any]) -> None:
+        """Reactive power with its bounds, the apparent rating and the voltage of one
+        message (`decode` hands over the samples it does not read itself)."""
+        wire = self.wire
+        m_q, m_s, m_u, m_phases = (
+            wire.ac_reactive, wire.ac_apparent, wire.ac_voltage, wire.ac_voltage_phases
+        )
+        phase_sum, phases = 0.0, 0
+        for s in samples:
+            m = s.metric
+            if m == m_q:
+                self.reactive_var[row] = s.value.simple_metric.value
+                lo = hi = _NAN  # no (usable) bounds: no reactive setpoint
+                if s.bounds:
+                    lo, hi, _el, _eu, ok = bounds_to_band(s.bounds)
+                    if not ok:
+                        lo = hi = _NAN
+                self.reactive_lower_var[row] = lo
+                self.reactive_upper_var[row] = hi
+            elif m == m_s:
+                rating = s.bounds[-1].upper if s.bounds and s.bounds[-1].HasField("upper") else 0
+                # Only a finite, positive rating is one (else: none known, no circle).
+                ok = math.isfinite(rating) and rating > 0
+                self.apparent_rating_va[row] = rating if ok else _NAN
+            elif m in m_phases:
+                phase_sum += s.value.simple_metric.value
+                phases += 1
+            elif m == m_u and not phases:
+                self.voltage_v[row] = s.value.simple_metric.value
+        if phases:
+            self.voltage_v[row] = phase_sum / phases

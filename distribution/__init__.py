@@ -20,6 +20,12 @@ Public names:
 * `AllocationInvariantError` — an `AssertionError` raised if a result ever
   violates the original bounds (a bug, never bad input).
 * `MAX_GROUP_INVERTERS` — largest supported number of inverters per group.
+* `allocate_reactive`, `ReactiveResult` — split a fleet reactive-power target across
+  inverters within their reactive bounds and the apparent-power circle left by their
+  active power (water-fill proportional to capability; `distribution._reactive`).
+* `reactive_capability` — each inverter's reactive range left by its active power.
+* `active_limit_w`, `limit_active_bounds` — the ``q_first`` priority: the active power an
+  inverter holding Q may carry, and its active bounds narrowed to it.
 * `group_links` — the groups (connected components) of an inverter–battery
   link array, as group indices per inverter and per battery: the one
   grouping function (`Fleet` and the actors' component graph use it).
@@ -29,6 +35,13 @@ from ._allocate import AllocationResult, AllocationStatus, allocate
 from ._errors import AllocationInvariantError, DistributionError
 from ._fleet import ExclusionReason, Fleet
 from ._groups import MAX_GROUP_INVERTERS, group_links
+from ._reactive import (
+    ReactiveResult,
+    active_limit_w,
+    allocate_reactive,
+    limit_active_bounds,
+    reactive_capability,
+)
 
 __all__ = [
     "MAX_GROUP_INVERTERS",
@@ -38,6 +51,11 @@ __all__ = [
     "DistributionError",
     "ExclusionReason",
     "Fleet",
+    "ReactiveResult",
+    "active_limit_w",
     "allocate",
+    "allocate_reactive",
     "group_links",
+    "limit_active_bounds",
+    "reactive_capability",
 ]

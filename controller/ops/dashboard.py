@@ -259,7 +259,17 @@ def _frequency_section(record: CycleRecord) -> Panel:
     table.add_row("FR required", _kw(required), "")
     table.add_row("FR delivered", _kw(delivered), "")
     table.add_row("delivered share", share, Text("of required", style="dim"))
+    if _finite(record.reactive_target_var):  # reactive control on
+        volt = f"{record.grid_voltage_v:.1f} V" if _finite(record.grid_voltage_v) else _NO_VALUE
+        table.add_row("grid voltage", volt, "")
+        table.add_row("Q target", _kvar(record.reactive_target_var), "")
+        table.add_row("Q measured", _kvar(record.reactive_var), "")
     return Panel(table, title="frequency response", title_align="left")
+
+
+def _kvar(reactive_var: float) -> str:
+    """Reactive power in kVAr (+ = absorbing), or the no-value mark."""
+    return f"{reactive_var / 1000.0:+.1f} kVAr" if _finite(reactive_var) else _NO_VALUE
 
 
 def _health(group: GroupRecord) -> Text:
@@ -532,6 +542,11 @@ def summary_line(record: CycleRecord) -> str:
         f"f={record.frequency_hz:.3f}Hz" if _finite(record.frequency_hz) else "f=nan",
         f"fr={num(record.fr_required_w)}/{kw(record.fr_delivered_w)}",
     ]
+    if _finite(record.reactive_target_var):  # reactive control on
+        parts += [
+            f"q={num(record.reactive_var)}/{num(record.reactive_target_var)}kVAr",
+            f"u={record.grid_voltage_v:.1f}V" if _finite(record.grid_voltage_v) else "u=nan",
+        ]
     socs = [g.soc_pct for g in record.groups if _finite(g.soc_pct)]
     if socs:
         parts.append(f"soc={min(socs):.1f}..{max(socs):.1f}%")

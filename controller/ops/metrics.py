@@ -37,6 +37,9 @@ gridloop_effective_import_limit_watts         gauge      max(import limit, bille
 gridloop_interval_projected_mean_watts        gauge      billing interval's mean, projected
 gridloop_billed_peak_watts                    gauge      the period's billed peak so far
 gridloop_grid_frequency_hertz                 gauge      grid frequency
+gridloop_reactive_target_var                  gauge      fleet reactive target (NaN if off)
+gridloop_reactive_power_var                   gauge      fleet measured reactive power (+ absorbing)
+gridloop_grid_voltage_volts                   gauge      grid meter voltage (NaN if reactive off)
 gridloop_fr_required_watts                    gauge      frequency-response power required
 gridloop_fr_delivered_watts                   gauge      frequency-response power delivered
 gridloop_group_soc_percent{group}             gauge      SoC per battery group
@@ -184,6 +187,9 @@ class MetricsExporter(RecordObserver):
             self.interval_projected_mean,
             self.billed_peak,
             self.frequency,
+            self.reactive_target,
+            self.reactive_power,
+            self.grid_voltage,
             self.fr_required,
             self.fr_delivered,
         ):
@@ -278,6 +284,21 @@ class MetricsExporter(RecordObserver):
         """Billed peak."""
         self.frequency = self._gauge("gridloop_grid_frequency_hertz", "Grid frequency (Hz).")
         """Grid frequency."""
+        self.reactive_target = self._gauge(
+            "gridloop_reactive_target_var",
+            "The battery fleet's reactive target (VAr, + = absorbing; NaN = reactive control off).",
+        )
+        """Reactive target."""
+        self.reactive_power = self._gauge(
+            "gridloop_reactive_power_var",
+            "The battery fleet's measured reactive power (VAr, + = absorbing).",
+        )
+        """Measured reactive power."""
+        self.grid_voltage = self._gauge(
+            "gridloop_grid_voltage_volts",
+            "The grid meter's voltage (V; NaN = reactive control off or unknown).",
+        )
+        """Grid voltage."""
         self.fr_required = self._gauge(
             "gridloop_fr_required_watts",
             "Frequency-response power required by the droop (W, + = charging).",
@@ -451,6 +472,9 @@ class MetricsExporter(RecordObserver):
             (self.interval_projected_mean, record.interval_projected_mean_w),
             (self.billed_peak, record.billed_peak_w),
             (self.frequency, record.frequency_hz),
+            (self.reactive_target, record.reactive_target_var),
+            (self.reactive_power, record.reactive_var),
+            (self.grid_voltage, record.grid_voltage_v),
             (self.fr_required, record.fr_required_w),
             (self.fr_delivered, record.fr_delivered_w),
             (self.fr_reserve, record.fr_reserve_w),

@@ -61,6 +61,22 @@ File format (every key optional; units in the names; + = import / charging)::
     soc_management_power_w = 10_000.0
     interval_s = 0.0           # 0 = every grid-meter sample
 
+    [reactive_power]           # see controller.runtime.strategies.ReactivePowerConfig
+    enabled = true             # off: no reactive metric streamed, no reactive setpoint sent
+    mode = "q_u"               # or "fixed_q", "cos_phi", "cos_phi_p"
+    priority = "p_first"       # or "q_first" (P limited to sqrt(S² − Q²))
+    q_var = -20_000.0          # fixed_q: the FLEET's Q (VAr; + = absorbing, under-excited)
+    cos_phi = 0.95             # cos_phi: power factor in (0, 1]
+    excitation = "under"       # cos_phi, cos_phi_p: "under" (absorb, +) or "over" (deliver, −)
+    cos_phi_p_points = [[50.0, 1.0], [100.0, 0.95]]  # cos_phi_p: (|P| % of rating, cos φ)
+    nominal_voltage_v = 230.0  # q_u and the band
+    deadband_pct = 1.0         # q_u: no Q within ± this % of nominal
+    slope_pct_per_pct = 20.0   # q_u: % of Q_ref per % of U beyond the deadband
+    q_limit_pct = 100.0        # q_u: |Q| at most this % of Q_ref
+    q_ref_var = 0.0            # q_u: Q_ref (VAr); 0 = the fleet's apparent rating
+    time_constant_s = 3.33     # q_u: first-order filter τ (s of site time; 3 τ ≈ 10 s)
+    voltage_band_pct = 5.0     # the band voltage_in_band_pct counts (± % of nominal)
+
     [billing]                  # see controller.runtime.billing.BillingConfig
     interval_s = 900           # billing interval, 60..3600 s, divides a day
     period = "month"           # or "week", "day": the billed peak resets at its start
@@ -109,7 +125,13 @@ from controller.errors import ConfigError
 from controller.runtime.billing import PERIODS, BillingConfig, zone_problem
 from controller.runtime.planning import FORECASTERS, AutoLimitConfig
 from controller.runtime.schedule import FrequencyWindow
-from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
+from controller.runtime.strategies import (
+    Q_MODES,
+    DroopCurve,
+    FrequencyResponseConfig,
+    PeakShavingConfig,
+    ReactivePowerConfig,
+)
 
 __all__ = [
     "ApiConfig",
@@ -223,6 +245,8 @@ class GridloopConfig:
     """The auto limit's planner (the ``auto_*`` keys of ``[peak_shaving]``)."""
     frequency_response: FrequencyResponseConfig = field(default_factory=FrequencyResponseConfig)
     """Frequency-response strategy."""
+    reactive_power: ReactivePowerConfig = field(default_factory=ReactivePowerConfig)
+    """Reactive-power strategy (``[reactive_power]``)."""
     billing: BillingConfig = field(default_factory=BillingConfig)
     """How the site's demand is billed (interval, period, zone, state file)."""
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
@@ -269,6 +293,7 @@ def _divides_a_day(v: int) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Field:
     kind: str  # "float" | "int" | "bool" | "str" | "path" | "outpath" | "limit" | "when"
+    # | "points" (a characteristic: [[x, y], ...], x strictly ascending; y checked by `checks`)
     checks: tuple[_Check, ...] = ()
     choices: tuple[str, ...] = ()
 
@@ -331,6 +356,34 @@ _FREQ: dict[str, _Field] = {
     "soc_management_power_w": _Field("float", (_ge(0),)),
     "interval_s": _Field("float", (_ge(0), _le(3600))),
 }
+_REACTIVE: dict[str, _Field] = {
+    "enabled": _Field("bool"),
+    "mode": _Field("str", choices=Q_MODES),
+    "priority": _Field("str", choices=("p_first", "q_first")),
+    "q_var": _Field("float"),
+    "cos_phi": _Field("float", (_gt(0), _le(1))),
+    "excitation": _Field("str", choices=("under", "over")),
+    "cos_phi_p_points": _Field("points"),
+    "nominal_voltage_v": _Field("float", (_gt(0), _le(100_000))),
+    "deadband_pct": _Field("float", (_between(0, 20),)),
+    "slope_pct_per_pct": _Field("float", (_gt(0), _le(1000))),
+    "q_limit_pct": _Field("float", (_gt(0), _le(100))),
+    "q_ref_var": _Field("float", (_ge(0),)),
+    "time_constant_s": _Field("float", (_gt(0), _le(600))),
+    "voltage_band_pct": _Field("float", (_gt(0), _le(50))),
+}
+_REACTIVE_MODE_KEYS: dict[str, tuple[str, ...]] = {
+    "q_var": ("fixed_q",),
+    "cos_phi": ("cos_phi",),
+    "excitation": ("cos_phi", "cos_phi_p"),
+    "cos_phi_p_points": ("cos_phi_p",),
+    "deadband_pct": ("q_u",),
+    "slope_pct_per_pct": ("q_u",),
+    "q_limit_pct": ("q_u",),
+    "q_ref_var": ("q_u",),
+    "time_constant_s": ("q_u",),
+}
+"""The ``[reactive_power]`` keys that belong to some modes only (given with another: an error)."""
 _BILLING: dict[str, _Field] = {
     "interval_s": _Field("int", (_between(60, 3600), _divides_a_day)),
     "period": _Field("str", choices=PERIODS),
@@ -369,6 +422,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
     "control": _CONTROL,
     "peak_shaving": _PEAK,
     "frequency_response": _FREQ,
+    "reactive_power": _REACTIVE,
     "billing": _BILLING,
     "simulator": _SIM,
     "schedule": _SCHEDULE,
@@ -402,6 +456,9 @@ class _Reader:
             out[key] = self.value(dotted, spec[key], value)
         return out
 
+    def points(self, dotted: str, value: object) -> tuple[tuple[float, float], ...]:
+        return _points(self, dotted, value)
+
     def value(self, dotted: str, spec: _Field, value: object) -> Any:
         kind = spec.kind
         result: Any
@@ -415,6 +472,8 @@ class _Reader:
             if not isinstance(value, str | datetime.datetime | datetime.time):
                 raise self.fail(dotted, value, 'must be a time ("HH:MM") or an ISO-8601 date-time')
             return value
+        if kind == "points":
+            return self.points(dotted, value)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(dotted, value, "must be true or false")
@@ -458,6 +517,42 @@ class _Reader:
                 raise self.fail(dotted, value, f"no such file: {path}")
             return path
         return result
+
+
+def _points(reader: _Reader, dotted: str, value: object) -> tuple[tuple[float, float], ...]:
+    """A cos φ(P) characteristic: ``[[p_pct, cos_phi], ...]``, p_pct >= 0 strictly ascending,
+    cos_phi in (0, 1]; errors name the point (``dotted[k]``)."""
+    if not isinstance(value, list) or not value:
+        raise reader.fail(dotted, value, "must be a non-empty list of [p_pct, cos_phi] pairs")
+    out: list[tuple[float, float]] = []
+    for k, pair in enumerate(value):
+        name = f"{dotted}[{k}]"
+        if not (isinstance(pair, list) and len(pair) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in pair
+        )):
+            raise reader.fail(name, pair, "must be a pair of finite numbers [p_pct, cos_phi]")
+        p, cp = float(pair[0]), float(pair[1])
+        if p < 0:
+            raise reader.fail(name, pair, "p_pct must be >= 0")
+        if out and p <= out[-1][0]:
+            raise reader.fail(name, pair, f"p_pct must be > the previous point's {out[-1][0]:g}")
+        if not 0 < cp <= 1:
+            raise reader.fail(name, pair, "cos_phi must be in (0, 1]")
+        out.append((p, cp))
+    return tuple(out)
+
+
+def _reactive_power(reader: _Reader, rp: dict[str, Any]) -> ReactivePowerConfig:
+    """``[reactive_power]``: the mode-specific keys must belong to the mode."""
+    mode = rp.get("mode", ReactivePowerConfig().mode)
+    for key, modes in _REACTIVE_MODE_KEYS.items():
+        if key in rp and mode not in modes:
+            raise reader.fail(
+                f"reactive_power.{key}", rp[key],
+                f"only valid with mode = {' or '.join(repr(m) for m in modes)} (mode is {mode!r})",
+            )
+    return ReactivePowerConfig(**rp)
 
 
 def resolve_output_path(text: str | os.PathLike[str], base_dir: Path | None = None) -> Path:
@@ -718,6 +813,7 @@ def config_from_dict(
         peak_shaving=ps_cfg,
         auto_limit=auto_cfg,
         frequency_response=fr_cfg,
+        reactive_power=_reactive_power(reader, sections.get("reactive_power", {})),
         billing=BillingConfig(**sections.get("billing", {})),
         simulator=SimulatorConfig(**sections.get("simulator", {})),
         schedule=ScheduleConfig(**sections.get("schedule", {})),

@@ -50,7 +50,7 @@ from controller.runtime.strategies import (
     effective_limit_w,
     target_limit_w,
 )
-from controller.runtime.summary import Accumulator
+from controller.runtime.summary import Accumulator, ReactiveAccumulator
 
 _LOG = logging.getLogger("gridloop.controller")
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
@@ -161,6 +161,12 @@ class Controller:
         self.overruns = 0
         self.last_cycle_ms = math.nan
         self.acc = Accumulator(time_scale)
+        rp = config.reactive_power
+        self.reactive_acc: ReactiveAccumulator | None = (
+            ReactiveAccumulator(rp.nominal_voltage_v, rp.voltage_band_pct)
+            if self.cycle.reactive is not None else None
+        )
+        """Reactive-power figures (None = reactive control off)."""
         self.last_outcome: DistributionOutcome | None = None
         self._t0_ns = time.monotonic_ns()
         self._refresh: asyncio.TimerHandle | None = None
@@ -227,6 +233,8 @@ class Controller:
         target = self.cycle.step(
             m, now_ns / 1e9, strategies, site_time_s=self.site_time_s(now_ns)
         )
+        if self.cycle.reactive is not None and self.site.q_dispatcher is not None:
+            self.site.request_reactive(self.cycle.q_target_var)
         self.site.request_power(target)
         if self.meter.closed != closed:
             self._interval_closed.set()
@@ -247,6 +255,8 @@ class Controller:
         if every_sample:
             self._step(every_sample, m, now_ns)
         self.acc.add(m, self.fr_required_w(m), self.fr_delivered_w(m), now_ns)
+        if self.reactive_acc is not None:
+            self.reactive_acc.add(m, self.cycle.q_target_var)
         if self._refresh is None:
             self._refresh = asyncio.get_running_loop().call_later(
                 _FLEET_REFRESH_DELAY_S, self._refresh_fleet
@@ -358,6 +368,11 @@ class Controller:
             fr_reserve_w=fr.config.reserved_power_w if fr is not None else 0.0,
             fr_band_unreachable=prep is not None and not prep.reachable,
             fr_band_warnings=self.cycle.preparation.warned,
+            reactive_target_var=(
+                self.cycle.q_target_var if self.cycle.reactive is not None else math.nan
+            ),
+            reactive_var=m.reactive_var,
+            grid_voltage_v=m.grid_voltage_v,
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:

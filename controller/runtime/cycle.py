@@ -22,6 +22,10 @@ One synchronous, clock-free piece of code (time is an argument), run by
   shaving with the window's limit, and preparing the SoC for the next window
   (:mod:`controller.runtime.preparation`). Without a book the config's strategies run
   all the time.
+  With ``[reactive_power]`` enabled it also holds the
+  :class:`~controller.runtime.strategies.ReactivePower` strategy: every step then
+  computes the fleet's reactive target (``q_target_var``) from the merged active
+  target and the grid meter's voltage, on the site's clock when given.
 * :func:`plan_setpoints` — the whole cycle on an :class:`actors.SiteCore`:
   measure, :meth:`ControlCycle.step`, then :meth:`actors.RoundPlanner.plan`
   (fleet snapshot with health exclusion, allocation, bounds re-check,
@@ -55,6 +59,8 @@ from controller.runtime.strategies import (
     FrequencyResponse,
     PeakShaving,
     PeakShavingConfig,
+    ReactiveInputs,
+    ReactivePower,
     Strategy,
     StrategyInputs,
     peak_shaving_wish,
@@ -81,6 +87,7 @@ class ControlCycle:
         meter: BillingMeter | None = None,
         auto_limit: AutoLimitConfig | None = None,
         schedule: ScheduleBook | None = None,
+        reactive: ReactivePower | None = None,
     ) -> None:
         """Hold the strategies; no wish yet, target 0 W.
 
@@ -91,7 +98,12 @@ class ControlCycle:
                 "auto"`` (None = a fixed limit); it plans at every interval boundary.
             schedule: The service windows (None = the strategies run all the time with
                 their config; see the module).
+            reactive: The reactive-power strategy (None = reactive control off).
         """
+        self.reactive: ReactivePower | None = reactive
+        """The reactive-power strategy (None = reactive control off)."""
+        self.q_target_var: float = 0.0
+        """The last fleet reactive target (VAr, + = absorbing), within the fleet's range."""
         self.meter: BillingMeter | None = meter
         """The billing meter, fed by every step given the site's time."""
         self.auto_limit: AutoLimitConfig | None = auto_limit
@@ -155,7 +167,9 @@ class ControlCycle:
         if ps.enabled:
             strategies.append(PeakShaving(ps))
         auto = config.auto_limit if ps.enabled and ps.limit_mode == "auto" else None
-        return cls(strategies, meter, auto, schedule)
+        rp = config.reactive_power
+        return cls(strategies, meter, auto, schedule,
+                   ReactivePower(rp) if rp.enabled else None)
 
     @property
     def planned_limit_w(self) -> float:
@@ -301,7 +315,26 @@ class ControlCycle:
             _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
         self.granted = dict(result.granted)
         self.target_w = result.target_w
+        if self.reactive is not None:
+            self._reactive_step(m, site_time_s if site_time_s is not None else now_s)
         return result.target_w
+
+    def _reactive_step(self, m: SiteMeasurements, now_s: float) -> None:
+        """The fleet's reactive target for this step, within the fleet's range now."""
+        assert self.reactive is not None
+        try:
+            q = self.reactive.step(
+                ReactiveInputs(self.target_w, m.grid_voltage_v, m.apparent_rating_va,
+                               m.reactive_upper_var),
+                now_s,
+            )
+        except Exception:  # a strategy bug must not stop the loop
+            _LOG.exception("reactive power failed; holding the last reactive target")
+            return
+        lo, hi = m.reactive_lower_var, m.reactive_upper_var
+        if math.isfinite(lo) and math.isfinite(hi) and lo <= hi:
+            q = min(max(q, lo), hi)
+        self.q_target_var = q if math.isfinite(q) else 0.0
 
     def _in_force(self, site_time_s: float) -> None:
         """Set the strategies' settings in force at ``site_time_s`` from the schedule."""

@@ -137,3 +137,9 @@ class CycleRecord:
     by its start (:class:`~controller.runtime.preparation.Preparation`)."""
     fr_band_warnings: int = 0
     """Windows whose SoC band was projected out of reach since the start (one warning each)."""
+    reactive_target_var: float = math.nan
+    """The fleet's reactive target (VAr, + = absorbing; nan = reactive control off)."""
+    reactive_var: float = math.nan
+    """The fleet's measured reactive power (VAr, + = absorbing; nan = off or unknown)."""
+    grid_voltage_v: float = math.nan
+    """The grid meter's voltage (V; nan = reactive control off or unknown)."""

@@ -29,7 +29,7 @@ import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from actors import (
     ApiError,
@@ -55,7 +55,7 @@ from controller.runtime.process import stop_on_signals
 from controller.runtime.schedule import Deliver, ScheduleBook, ScheduleSource, Window
 from controller.runtime.schedule_file import FileScheduleSource
 from controller.runtime.strategies import target_limit_w
-from controller.runtime.summary import RunSummary, percentiles
+from controller.runtime.summary import ReactiveAccumulator, RunSummary, percentiles
 
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
 """Lines an operator should see at the default level (start-up facts, status)."""
@@ -219,6 +219,7 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
         deadband_w=c.deadband_w,
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
+        reactive=config.reactive_power.priority if config.reactive_power.enabled else "off",
     )
 
 
@@ -608,4 +609,34 @@ def _summary(
         schedule_sources=list(run.schedule.sources) if run.schedule is not None else [],
         schedule_changes=run.schedule.changes if run.schedule is not None else 0,
         fr_band_warnings=run.controller.cycle.preparation.warned,
+        **_reactive_summary(run.controller.reactive_acc, stats, sim_stats),
     )
+
+
+_REFUSED_AS_OUT_OF_BOUNDS = ("OUT_OF_RANGE", "INVALID_ARGUMENT")
+"""Reasons of a refused reactive setpoint that mean the site found it outside its bounds."""
+
+
+def _reactive_summary(
+    racc: ReactiveAccumulator | None, stats: RuntimeStats, sim_stats: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary's reactive-power keys (their defaults with reactive control off).
+
+    Out of bounds: what the planner's re-check replaced, plus what the site found outside
+    its reactive bounds: the embedded simulator's own count when there is one, else the
+    reactive setpoints the server refused as out of range or invalid.
+    """
+    if racc is None:
+        return {}
+    at_site = sim_stats.get("setpoints_reactive_out_of_bounds")
+    refused = (
+        int(at_site) if at_site is not None
+        else sum(stats.reactive_setpoints_failed.get(r, 0) for r in _REFUSED_AS_OUT_OF_BOUNDS)
+    )
+    return {
+        "reactive_setpoints_sent": stats.reactive_setpoints_sent,
+        "reactive_setpoints_out_of_bounds": stats.reactive_out_of_bounds + refused,
+        "apparent_power_violations": racc.apparent_violations,
+        "voltage_in_band_pct": racc.voltage_in_band_pct,
+        "q_tracking_rms_pct": racc.q_tracking_rms_pct,
+    }

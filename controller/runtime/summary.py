@@ -2,8 +2,9 @@
 
 :class:`RunSummary` is printed at the end of a run and written by
 ``--summary-json``; :class:`Accumulator` gathers its peaks, frequency-response
-energies and SoC range from every grid sample. ``EXIT_*`` are the statuses a
-summary can ask for (see :func:`controller.run.run_main`).
+energies and SoC range from every grid sample, :class:`ReactiveAccumulator` (with
+reactive control on) its voltage band, Q tracking and apparent-power figures.
+``EXIT_*`` are the statuses a summary can ask for (see :func:`controller.run.run_main`).
 
 Units: W, Wh, %, ms; passive sign convention (+ = import / charging).
 """
@@ -131,6 +132,23 @@ class RunSummary:
     fr_band_warnings: int = 0
     """Frequency-response windows whose SoC band was projected out of reach by their start
     (each logged as one WARNING when it was first seen)."""
+    reactive_setpoints_sent: int = 0
+    """Reactive setpoint calls made (0 with reactive control off)."""
+    reactive_setpoints_out_of_bounds: int | None = None
+    """Reactive setpoints outside the inverters' reactive bounds or apparent-power circle:
+    those the planner's re-check replaced plus those the site found outside its bounds (the
+    embedded simulator's count; with another server, those it refused as out of range or
+    invalid) (None: reactive control off)."""
+    apparent_power_violations: int | None = None
+    """Battery-inverter samples whose measured sqrt(P² + Q²) exceeded the rating by more
+    than `actors.APPARENT_TOLERANCE`, counted from telemetry at every grid sample (None:
+    reactive control off)."""
+    voltage_in_band_pct: float = math.nan
+    """Share of grid samples with the grid meter's voltage inside ``[reactive_power]
+    voltage_band_pct`` of nominal (%; NaN: reactive control off or no voltage)."""
+    q_tracking_rms_pct: float = math.nan
+    """RMS over grid samples of (fleet Q measured − Q target) / the fleet's Q capability
+    then (%; NaN: reactive control off or no capability)."""
 
     @property
     def exit_status(self) -> int:
@@ -198,6 +216,14 @@ class RunSummary:
             f"  dispatch latency p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}",
             f"  fleet SoC        {soc}",
         ]
+        if self.reactive_setpoints_out_of_bounds is not None:
+            lines.append(
+                f"  reactive power   {self.reactive_setpoints_sent} setpoints sent,"
+                f" {self.reactive_setpoints_out_of_bounds} out of bounds;"
+                f" {self.apparent_power_violations} apparent-power violations; voltage in band"
+                f" {self.voltage_in_band_pct:.1f} % of the time; Q tracking RMS"
+                f" {self.q_tracking_rms_pct:.1f} % of capability"
+            )
         if self.schedule_sources:
             lines.append(
                 f"  schedule         {', '.join(self.schedule_sources)}: {self.schedule_changes}"
@@ -282,6 +308,47 @@ class Accumulator:
                 self.fr_delivered_wh += max(0.0, min(toward, abs(fr_required_w))) * dt_h
         self._last_ns = now_ns
         self.samples += 1
+
+
+class ReactiveAccumulator:
+    """Reactive-power figures gathered from every grid sample (see `RunSummary`)."""
+
+    def __init__(self, nominal_voltage_v: float, band_pct: float) -> None:
+        """Count voltages within ``band_pct`` % of ``nominal_voltage_v``."""
+        self.nominal_voltage_v = nominal_voltage_v
+        self.band_pct = band_pct
+        self.voltage_samples = 0
+        self.voltage_in_band = 0
+        self.apparent_violations = 0
+        self.q_samples = 0
+        self._q_sq = 0.0
+
+    def add(self, m: SiteMeasurements, q_target_var: float) -> None:
+        """Account one grid sample with the reactive target then in force."""
+        self.apparent_violations += m.apparent_violations
+        u = m.grid_voltage_v
+        if math.isfinite(u):
+            self.voltage_samples += 1
+            dev = 100.0 * abs(u / self.nominal_voltage_v - 1.0)
+            self.voltage_in_band += dev <= self.band_pct
+        cap = max(m.reactive_upper_var, -m.reactive_lower_var)
+        if math.isfinite(cap) and cap > 0 and math.isfinite(m.reactive_var):
+            self.q_samples += 1
+            self._q_sq += ((m.reactive_var - q_target_var) / cap) ** 2
+
+    @property
+    def voltage_in_band_pct(self) -> float:
+        """Share of samples with the voltage in the band (%; NaN without samples)."""
+        if not self.voltage_samples:
+            return math.nan
+        return 100.0 * self.voltage_in_band / self.voltage_samples
+
+    @property
+    def q_tracking_rms_pct(self) -> float:
+        """RMS of the Q tracking error relative to the capability (%; NaN without samples)."""
+        if not self.q_samples:
+            return math.nan
+        return 100.0 * math.sqrt(self._q_sq / self.q_samples)
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:

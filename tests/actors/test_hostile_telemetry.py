@@ -19,7 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import distribution
-from actors import ComponentGraph, ComponentInfo, Dispatcher, Health, PowerDistributor, StateTable
+from actors import (
+    ComponentGraph,
+    ComponentInfo,
+    Dispatcher,
+    Health,
+    PowerDistributor,
+    SetpointBook,
+    StateTable,
+)
 
 INV, BAT = 3, 5
 PAIRS = [(10, 11), (20, 21), (30, 31)]
@@ -70,3 +78,40 @@ def test_hostile_telemetry_never_yields_an_out_of_bounds_setpoint(
         assert math.isfinite(hi)
         assert lo - 1e-6 <= sp[k] <= hi + 1e-6
         assert not (el + 1e-6 < sp[k] < eu - 1e-6)
+
+
+@settings(
+    max_examples=200, derandomize=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data(), target=st.floats(-1e6, 1e6), q_target=st.floats(-1e6, 1e6),
+       priority=st.sampled_from(["p_first", "q_first"]))
+def test_hostile_reactive_telemetry_never_yields_a_reactive_setpoint_out_of_bounds(
+    data: st.DataObject, target: float, q_target: float, priority: str
+) -> None:
+    dist, table = _distributor()
+    planner = dist.planner
+    planner.reactive = priority
+    planner.reactive_target_var = q_target
+    now = time.monotonic_ns()
+    for inv, bat in PAIRS:
+        for cid, battery in ((inv, False), (bat, True)):
+            table.decode(table.row_of[cid], data.draw(telemetry(cid, battery, True)), now)
+    q_book = SetpointBook(len(PAIRS))
+    planned = planner.plan(target, now, dist.dispatcher, q_book)  # never raises
+    assert not planned.bad
+    q, p = planned.reactive_var, planned.setpoints_w
+    assert q is not None
+    assert np.isfinite(q).all()
+    assert (q[~planned.inverter_ok] == 0.0).all()
+    rows = dist.inv_rows
+    for k in np.flatnonzero(q != 0.0):
+        r = rows[k]
+        lo, hi, s_va = (table.reactive_lower_var[r], table.reactive_upper_var[r],
+                        table.apparent_rating_va[r])
+        assert lo - 1e-6 <= q[k] <= hi + 1e-6
+        assert not s_va <= 0  # a rating is positive or unknown (NaN)
+        if math.isfinite(s_va):
+            assert math.hypot(p[k], q[k]) <= s_va + 1e-6
+    assert set(planned.q_indices) <= set(np.flatnonzero(planned.inverter_ok).tolist())
+    assert planner.reactive_out_of_bounds == 0

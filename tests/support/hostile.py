@@ -39,7 +39,11 @@ def _bounds(lo: float | None, hi: float | None) -> bounds_pb2.Bounds:
 
 
 @st.composite
-def telemetry(draw: st.DrawFn, cid: int, battery: bool) -> ec.ElectricalComponentTelemetry:
+def telemetry(
+    draw: st.DrawFn, cid: int, battery: bool, reactive: bool = False
+) -> ec.ElectricalComponentTelemetry:
+    """One message; with ``reactive`` an inverter's also carries hostile reactive power,
+    apparent power and voltages (with hostile bounds)."""
     tel = ec.ElectricalComponentTelemetry(electrical_component_id=cid)
     metrics = (
         [metrics_pb2.METRIC_DC_POWER, metrics_pb2.METRIC_BATTERY_SOC_PCT,
@@ -47,6 +51,9 @@ def telemetry(draw: st.DrawFn, cid: int, battery: bool) -> ec.ElectricalComponen
         if battery
         else [metrics_pb2.METRIC_AC_POWER_ACTIVE]
     )
+    if reactive and not battery:
+        metrics += [metrics_pb2.METRIC_AC_POWER_REACTIVE, metrics_pb2.METRIC_AC_POWER_APPARENT,
+                    metrics_pb2.METRIC_AC_VOLTAGE, metrics_pb2.METRIC_AC_VOLTAGE_PHASE_1_N]
     for metric in metrics:
         if draw(st.booleans()) and draw(st.booleans()):
             continue  # a missing metric

@@ -280,3 +280,19 @@ def test_the_api_version_shows_in_the_log_line_and_the_header(make_record) -> No
     console = Console(file=io.StringIO(), width=120, record=True)
     console.print(render_dashboard(make_record(api_version="v1alpha19"), ()))
     assert "Microgrid API v1alpha19" in console.export_text()
+
+
+def test_reactive_control_shows_voltage_and_q_target_vs_measured(make_record) -> None:
+    record = make_record(reactive_target_var=-40_000.0, reactive_var=-38_500.0,
+                         grid_voltage_v=236.4)
+    text = render_text(record)
+    assert "236.4 V" in line_with(text, "grid voltage")
+    assert "-40.0 kVAr" in line_with(text, "Q target")
+    assert "-38.5 kVAr" in line_with(text, "Q measured")
+    line = summary_line(record)
+    assert "q=-38.5/-40.0kVAr" in line
+    assert "u=236.4V" in line
+    # Reactive control off (the default record): no reactive rows, no reactive parts.
+    off = make_record()
+    assert "Q target" not in render_text(off)
+    assert "kVAr" not in summary_line(off)

@@ -221,3 +221,14 @@ def test_schedule_gauges_follow_the_record(exporter, make_record) -> None:
     assert value(samples, "gridloop_fr_reserve_watts") == 100_000.0
     assert value(samples, "gridloop_fr_band_unreachable") == 1.0
     assert value(samples, "gridloop_fr_band_warnings") == 1.0
+
+
+def test_reactive_gauges_show_target_measured_and_voltage(exporter, make_record) -> None:
+    samples = scrape(exporter)
+    assert math.isnan(value(samples, "gridloop_reactive_target_var"))
+    exporter.observe_cycle(make_record(reactive_target_var=-40_000.0, reactive_var=-38_500.0,
+                                       grid_voltage_v=236.4), cycle_duration_s=0.004)
+    samples = scrape(exporter)
+    assert value(samples, "gridloop_reactive_target_var") == -40_000.0
+    assert value(samples, "gridloop_reactive_power_var") == -38_500.0
+    assert value(samples, "gridloop_grid_voltage_volts") == pytest.approx(236.4)

@@ -11,6 +11,10 @@
   vectorised activation function; :func:`soc_band_pct` — the SoC band that holds the
   reserve for the configured time.
 
+* :class:`ReactivePower`, :class:`ReactivePowerConfig`, :class:`ReactiveInputs` — the
+  fleet's reactive target (fixed Q, cos φ, cos φ(P), Q(U) with its first-order filter);
+  :func:`cos_phi_q_var`, :func:`q_u_characteristic_var` — its laws; :data:`Q_MODES`.
+
 Wishes are merged by :func:`actors.power_manager.merge`.
 """
 
@@ -31,19 +35,33 @@ from controller.runtime.strategies._peak_shaving import (
     recharge_ceiling_w,
     target_limit_w,
 )
+from controller.runtime.strategies._reactive import (
+    Q_MODES,
+    ReactiveInputs,
+    ReactivePower,
+    ReactivePowerConfig,
+    cos_phi_q_var,
+    q_u_characteristic_var,
+)
 
 __all__ = [
+    "Q_MODES",
     "DroopCurve",
     "FrequencyResponse",
     "FrequencyResponseConfig",
     "PeakShaving",
     "PeakShavingConfig",
+    "ReactiveInputs",
+    "ReactivePower",
+    "ReactivePowerConfig",
     "Strategy",
     "StrategyInputs",
+    "cos_phi_q_var",
     "droop",
     "effective_limit_w",
     "frequency_response_wish",
     "peak_shaving_wish",
+    "q_u_characteristic_var",
     "recharge_ceiling_w",
     "soc_band_pct",
     "target_limit_w",
