@@ -23,6 +23,8 @@ EMBEDDED = ["peak_shaving_only.toml", "fcr.toml", "dynamic_containment_with_peak
             "zero_export_with_ev.toml"]
 SCHEDULES = ["fcr_day.toml"]
 """Schedule files (``--schedule``): loaded here; tests/controller/test_process.py runs one."""
+OWN_TEST = ["voltage_support.toml"]
+"""Examples with a test of their own (tests/controller/test_voltage_support_run.py)."""
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +45,7 @@ async def _run(tmp_path: Path, *args: str) -> dict[str, Any]:
 
 def test_every_example_is_covered() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.toml")) == sorted(
-        [*EMBEDDED, "remote_site_tls.toml", *SCHEDULES]
+        [*EMBEDDED, "remote_site_tls.toml", *SCHEDULES, *OWN_TEST]
     )
 
 
