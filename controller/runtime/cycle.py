@@ -389,6 +389,7 @@ def plan_setpoints(
     now_ns: int,
     strategies: Sequence[Strategy] | None = None,
     site_time_s: float | None = None,
+    q_book: SetpointBook | None = None,
 ) -> PlannedRound:
     """One whole control cycle on ``core`` at ``now_ns``: what to send, and to whom.
 
@@ -396,6 +397,9 @@ def plan_setpoints(
     the round for its target (:meth:`actors.RoundPlanner.plan`, which reads
     ``book`` and marks excluded inverters unknown in it). Recording what is
     then sent (``book.record``) and its acknowledgement is the transport's job.
+    With reactive control on (in ``cycle`` and ``core``) the cycle's reactive target
+    is handed to the planner first, as ``gridloop run`` hands it over
+    (``Site.request_reactive``), and the round plans the reactive setpoints too.
 
     Args:
         cycle: The strategies' state.
@@ -404,6 +408,8 @@ def plan_setpoints(
         now_ns: The caller's monotonic clock (ns; virtual in a replay).
         strategies: The strategies due now (None = all).
         site_time_s: The site's unix time for the billing meter (None = not metered).
+        q_book: What reactive setpoints were sent before (None = no reactive setpoint
+            is chosen to be sent; only used with reactive control on).
 
     Returns:
         The planned round.
@@ -412,4 +418,6 @@ def plan_setpoints(
         Exception: The allocation failed (the service logs it and sends nothing).
     """
     target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies, site_time_s)
-    return core.planner.plan(target, now_ns, book)
+    if cycle.reactive is not None and core.reactive:
+        core.planner.reactive_target_var = cycle.q_target_var
+    return core.planner.plan(target, now_ns, book, q_book=q_book)

@@ -17,7 +17,13 @@
   (:func:`controller.runtime.cycle.plan_setpoints`) and applies the planned setpoints
   with :meth:`~simulator.physics.SitePhysics.set_active_power` after the
   server's own validation (a refused one fails like a refused call: health
-  backoff, re-sent later).
+  backoff, re-sent later). With reactive control on (``[reactive_power]``) it also
+  publishes the reactive metrics (Q with its momentary bounds, the apparent rating,
+  the connection point's voltage), plans the cycle's reactive target with the
+  round (:func:`~controller.runtime.cycle.plan_setpoints` with the reactive book, the
+  service's :meth:`actors.RoundPlanner.plan`) and applies the reactive setpoints with
+  :meth:`~simulator.physics.SitePhysics.set_reactive_power` (same lifetime) after
+  :meth:`~simulator.physics.SitePhysics.check_reactive_power`.
 
 The virtual clock is the physics' ``now_s``, shifted by :data:`CLOCK_ORIGIN_NS`
 (a receive time of 0 means "never received" to the health rules). The site's
@@ -173,6 +179,15 @@ class PhysicsTransport:
         """Control cycles run."""
         self.refused = 0
         """Setpoints the site refused (out of bounds, not ready)."""
+        self.q_book: SetpointBook | None = (
+            SetpointBook(len(self._dispatch_ids)) if core.reactive else None
+        )
+        """What each battery inverter was last sent as reactive setpoint (None = reactive
+        control off), as the service's reactive dispatcher keeps it."""
+        self.q_sent = 0
+        """Reactive setpoints sent."""
+        self.q_refused: dict[str, int] = {}
+        """Reactive setpoints the site refused, by reason (the server's error code)."""
 
     def now_ns(self) -> int:
         """The virtual monotonic clock (ns)."""
@@ -216,10 +231,32 @@ class PhysicsTransport:
         met = self._met
         t.power_w[met] = ph.meter_power_w[self._met_ph]
         t.frequency_hz[met] = ph.frequency_hz
+        if self.q_book is not None:
+            self._publish_reactive()
         t.data_ok[:] = True
         t.sample_time_ns[:] = sample_ns
         t.received_ns[:] = now_ns
         t.samples += 1
+
+    def _publish_reactive(self) -> None:
+        """The reactive metrics as the decoder fills them (`actors` ``_decode_reactive``):
+        Q with its momentary bounds and the apparent rating of each inverter, Q and the
+        connection point's voltage at every meter and inverter."""
+        ph = self.physics
+        t = self.control.core.state
+        inv, inv_ph = self._inv, self._inv_ph
+        t.reactive_var[inv] = ph.inverter_reactive_var[inv_ph]
+        t.voltage_v[inv] = ph.grid_voltage_v
+        rating = ph.inverter_rated_apparent_va[inv_ph]
+        with np.errstate(invalid="ignore"):
+            t.apparent_rating_va[inv] = np.where(np.isfinite(rating) & (rating > 0), rating,
+                                                 np.nan)
+        for row, cid in zip(inv.tolist(), self._inv_ids, strict=True):
+            lo, hi, _el, _eu, ok = intervals_to_band(ph.reactive_power_bounds(cid))
+            t.reactive_lower_var[row] = lo if ok else np.nan
+            t.reactive_upper_var[row] = hi if ok else np.nan
+        t.reactive_var[self._met] = ph.meter_reactive_var[self._met_ph]
+        t.voltage_v[self._met] = ph.grid_voltage_v
 
     def send(self, planned: PlannedRound, now_ns: int) -> list[int]:
         """Apply a planned round to the physics, as the dispatcher and the server would.
@@ -244,6 +281,35 @@ class PhysicsTransport:
             ph.set_active_power(cid, p, self._lifetime_s)
             book.acknowledged(i, core.health, row)
             accepted.append(cid)
+        return accepted + self.send_reactive(planned, now_ns)
+
+    def send_reactive(self, planned: PlannedRound, now_ns: int) -> list[int]:
+        """Apply a planned round's reactive setpoints, as the reactive dispatcher and the
+        server would (a refused one: health backoff, re-sent later, as for P).
+
+        Returns:
+            The ids of the inverters whose reactive setpoint was accepted.
+        """
+        q_book = self.q_book
+        if q_book is None or not planned.q_indices:
+            return []
+        ph = self.physics
+        health = self.control.core.health
+        q_book.record(planned.q_indices, planned.q_powers_var, now_ns)
+        accepted: list[int] = []
+        for i, q in zip(planned.q_indices, planned.q_powers_var, strict=True):
+            cid = self._dispatch_ids[i]
+            row = int(self._dispatch_rows[i])
+            self.q_sent += 1
+            try:
+                ph.check_reactive_power(cid, q)
+            except RequestError as exc:
+                self.q_refused[exc.code] = self.q_refused.get(exc.code, 0) + 1
+                q_book.refused(i, health, row, now_ns, exc.code)
+                continue
+            ph.set_reactive_power(cid, q, self._lifetime_s)
+            q_book.acknowledged(i, health, row)
+            accepted.append(cid)
         return accepted
 
     def cycle(self, strategies: Sequence[Strategy] | None = None) -> list[float]:
@@ -259,7 +325,7 @@ class PhysicsTransport:
         self.publish(now_ns)
         c = self.control
         planned = plan_setpoints(c.cycle, c.core, c.book, now_ns, strategies,
-                                 site_time_s=self.site_time_s())
+                                 site_time_s=self.site_time_s(), q_book=self.q_book)
         self.cycles += 1
         now_s = self.physics.now_s
         return [now_s + self.delay_s[cid] for cid in self.send(planned, now_ns)]
