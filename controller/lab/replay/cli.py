@@ -7,6 +7,8 @@ Usage::
                     [--limit auto|optimal|WATTS] [--baselines both|previous|optimal|none]
                     [--summary-json FILE] [--fr-trace SPEC|none] [--frequency-csv FILE]
                     [--seed N] [--no-peak] [--check] [--no-progress]
+    gridloop replay --config FILE_WITH_REACTIVE_POWER [--hours H | --days N] [--seed N]
+                    [--summary-json FILE] [--check]
     gridloop replay --schedule FILE [--days N] [--start DATE] [--profile NAME | --load-csv FILE]
                     [--frequency-csv FILE] [--config FILE] [--summary-json FILE] [--check]
 
@@ -45,6 +47,15 @@ file are warnings on stderr, and the unknown stretches met (frequency response
 asks 0 W there) are in the table and in the summary JSON
 (``frequency_response.frequency_gaps``: ``count``, ``seconds``, ``longest_s``,
 ``bridged``).
+
+A ``--config`` with ``[reactive_power] enabled`` runs instead the voltage-support
+replay (:mod:`controller.lab.replay.reactive`, :mod:`controller.lab.replay.reactive_cli`):
+the config's site's own scenario (load, PV, ``[[grid.event]]`` voltage steps) for
+``--hours`` (or ``--days``; default 30 minutes) with the config's strategies, once with
+reactive control and once without; Q tracking, settling after each voltage step,
+voltage in band, out-of-bounds and apparent-power counts, and the peak-shaving
+figures of both runs. ``--check`` enforces
+:data:`~controller.lab.replay.reactive_cli.REACTIVE_TARGETS`.
 
 ``--schedule FILE`` runs instead the day replay
 (:func:`~controller.lab.replay.day.run_day`, :mod:`controller.lab.replay.day_cli`): one
@@ -136,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float,
                    help="days to replay (default: to the end of the data; March of a bundled "
                         "profile without --start)")
+    p.add_argument("--hours", type=float,
+                   help="voltage-support replay ([reactive_power] in --config): hours of the "
+                        "site's scenario to replay (default 0.5)")
     p.add_argument("--limit", default="optimal",
                    help="import limit: 'auto' (the production planner), 'optimal' (each "
                         "period's LP optimum, default) or watts")
@@ -433,9 +447,16 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.schedule is not None:
         return _run_day(args)
+    site, cfg = _load_setup(args.config)
+    if cfg.reactive_power.enabled:
+        from controller.lab.replay.reactive_cli import run_reactive_command
+
+        return run_reactive_command(args, site, cfg)
+    if args.hours is not None:
+        raise ReplayError("--hours: only for a config with [reactive_power] enabled",
+                          source="--hours")
     limit = _parse_limit(args.limit)
     trace_spec = _parse_trace(args.fr_trace, args.seed)
-    site, cfg = _load_setup(args.config)
     control = cfg.control
     # The config's [control] settings; the peak replay keeps its long lifetime (its
     # control steps are up to minutes apart while the load is constant).
