@@ -18,12 +18,17 @@ Offers:
 * :func:`run_day` / :class:`DayReport` / :class:`DayReplayOptions` / :func:`schedule_book`
   — a day or more with a schedule file's windows: frequency response in its windows
   and peak shaving together, per-window availability, SoC at the start, tracking.
+* :func:`run_voltage_support` / :class:`ReactiveReport` / :class:`ReactiveReplayOptions` /
+  :func:`settling_time_s` — a site's own scenario with ``[reactive_power]``, with and
+  without reactive control: Q tracking, settling after voltage steps, voltage in band,
+  out-of-bounds and apparent-power counts, the peak-shaving figures of both.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 
 Modules: ``peak`` (peak-shaving replay), ``periods`` (billing periods, history,
 rows), ``frequency`` (frequency-response replay and its trace), ``day`` (the day
-replay with a schedule; ``day_cli`` its part of the command), ``reports`` (the
+replay with a schedule; ``day_cli`` its part of the command), ``reactive`` (the
+voltage-support replay; ``reactive_cli`` its part of the command), ``reports`` (the
 results), ``fleet`` (LP models of a site), ``stepping`` (what both replays
 share), ``transport`` (the production control cycle against the physics),
 ``optimum``, ``loader``.
@@ -43,6 +48,12 @@ from controller.lab.replay.frequency import (
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
 from controller.lab.replay.peak import PeakReplayOptions, classify_intervals, run_peak_shaving
+from controller.lab.replay.reactive import (
+    ReactiveReplayOptions,
+    ReactiveReport,
+    run_voltage_support,
+    settling_time_s,
+)
 from controller.lab.replay.reports import DayReport, FrequencyResponseReport, PeakShavingReport
 
 __all__ = [
@@ -57,6 +68,8 @@ __all__ = [
     "OptimumResult",
     "PeakReplayOptions",
     "PeakShavingReport",
+    "ReactiveReplayOptions",
+    "ReactiveReport",
     "ReplayError",
     "aggregate_model",
     "classify_intervals",
@@ -67,5 +80,7 @@ __all__ = [
     "run_day",
     "run_frequency_response",
     "run_peak_shaving",
+    "run_voltage_support",
     "schedule_book",
+    "settling_time_s",
 ]
