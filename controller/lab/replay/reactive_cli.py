@@ -59,6 +59,7 @@ def reactive_targets_met(report: ReactiveReport) -> bool:
     if not report.apparent_limit_binding:
         diffs = report.p_figures.get("difference_pct", {}).values()
         ok &= all(abs(d) <= REACTIVE_TARGETS["p_difference_pct_max"] for d in diffs)
+        ok &= report.fleet_p_rms_difference_pct <= REACTIVE_TARGETS["p_difference_pct_max"]
     return bool(ok)
 
 
@@ -73,7 +74,10 @@ def _table(r: ReactiveReport) -> None:
     t.add_column("target", justify="right")
     t.add_row("Q tracking RMS (% of fleet Q capability)", f"{r.q_tracking_rms_pct:.3f} %", "")
     steps = ", ".join(f"{s:.0f} s" for s in r.q_settling_s) or "n/a (no voltage step)"
-    t.add_row("settling after each voltage step", steps, f"≤ {r.q_settling_target_s:g} s")
+    t.add_row("settling after each clean voltage step", steps, f"≤ {r.q_settling_target_s:g} s")
+    noisy = ", ".join(f"{s:.0f} s" for s in r.q_settling_in_noise_s)
+    if noisy:
+        t.add_row("  the same steps on the drifting background", noisy, "")
     t.add_row("voltage in band (with / without)", f"{r.voltage_in_band_pct:.1f} % / "
               f"{r.voltage_in_band_pct_without_reactive:.1f} %", "")
     t.add_row("reactive setpoints sent / out of bounds",
@@ -84,7 +88,9 @@ def _table(r: ReactiveReport) -> None:
     for key, diff in p.get("difference_pct", {}).items():
         t.add_row(f"{key} (with / without)", f"{p['with_reactive'][key]:,.1f} / "
                   f"{p['without_reactive'][key]:,.1f} ({diff:+.3f} %)", "± 1 %")
-    t.add_row("wall time (both runs)", f"{r.wall_s:.1f} s", "")
+    t.add_row("fleet P, RMS of with − without (% of rating)",
+              f"{r.fleet_p_rms_difference_pct:.3f} %", "≤ 1 %")
+    t.add_row("wall time (all runs)", f"{r.wall_s:.1f} s", "")
     Console().print(t)
 
 
