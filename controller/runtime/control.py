@@ -227,7 +227,7 @@ class Controller:
         target = self.cycle.step(
             m, now_ns / 1e9, strategies, site_time_s=self.site_time_s(now_ns)
         )
-        self.site.request_power(target)
+        self.site.request_power(target, self.cycle.must_w)
         if self.meter.closed != closed:
             self._interval_closed.set()
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3

@@ -219,6 +219,7 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
         deadband_w=c.deadband_w,
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
+        kind_order=c.kind_order,
     )
 
 
