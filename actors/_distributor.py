@@ -70,8 +70,7 @@ class DistributionOutcome:
     achieved_w: float
     """Sum of the setpoints now in effect on healthy battery inverters (W)."""
     setpoints_w: dict[int, float]
-    """Allocated setpoint by controlled component id (W): battery inverters, and PV
-    inverters / EV chargers (their uncapped setpoint unless capped)."""
+    """Allocated setpoint by battery inverter id (W)."""
     failed: dict[int, str] = field(default_factory=dict)
     """Inverters whose setpoint failed, with the reason."""
     missing_w: float = 0.0
@@ -92,8 +91,9 @@ class DistributionOutcome:
     """Request sequence number (superseded requests share the outcome of the newer one)."""
     message: str = ""
     """Human readable detail (allocation status, error)."""
-    capped_ids: tuple[int, ...] = ()
-    """PV inverters and EV chargers under a cap or limit of ours in this round."""
+    caps_w: dict[int, float] = field(default_factory=dict)
+    """PV caps and EV charge limits of this round by component id (W; uncapped ones
+    are not listed)."""
 
     @property
     def latency_ms(self) -> float:
@@ -389,7 +389,8 @@ class PowerDistributor(Actor):
             kind=kind,
             target_w=target_w,
             achieved_w=achieved,
-            setpoints_w=dict(zip(self.inverter_ids, planned.setpoints_w.tolist(), strict=True)),
+            setpoints_w=dict(zip(self.inverter_ids[:nb], planned.setpoints_w[:nb].tolist(),
+                                 strict=True)),
             failed=result.failed,
             missing_w=feasible - achieved if result.failed else 0.0,
             fleet_lower_w=f_lo,
@@ -400,8 +401,9 @@ class PowerDistributor(Actor):
             skipped=planned.skipped,
             seq=prep.seq,
             message=planned.message,
-            capped_ids=(() if planned.capped is None else
-                        tuple(self.inverter_ids[i] for i in np.flatnonzero(planned.capped))),
+            caps_w=({} if planned.capped is None else
+                    {self.inverter_ids[i]: float(planned.setpoints_w[i])
+                     for i in np.flatnonzero(planned.capped).tolist()}),
         )
 
     async def aclose(self) -> None:

@@ -74,8 +74,9 @@ def _rated_power_w(comp: ec_pb2.ElectricalComponent) -> float:
         if mcb.metric != metrics_pb2.METRIC_AC_POWER_ACTIVE:
             continue
         b = mcb.config_bounds
-        ends = [abs(v) for v, field_name in ((b.lower, "lower"), (b.upper, "upper"))
-                if b.HasField(field_name) and math.isfinite(v)]
+        ends = [abs(v) for v, has in ((b.lower, b.HasField("lower")),
+                                       (b.upper, b.HasField("upper")))
+                if has and math.isfinite(v)]
         if ends and max(ends) > 0:
             return float(max(ends))
     return math.nan

@@ -48,6 +48,13 @@ _logger = logging.getLogger(__name__)
 
 _TOL_W = 1e-6
 
+PV_MARGIN = 0.02
+"""A PV inverter's full-production setpoint is this share of its available production
+(at least the deadband) above its lower bound (−available): the available production
+moves with the irradiance between the sample and the call, and a cap below it is out
+of range (refused, the inverter then excluded until its retry). The cost is at most
+this share of production for one setpoint lifetime after a cap is lifted."""
+
 
 def _nan_to(values: FloatArray, nan: float) -> FloatArray:
     """`np.nan_to_num(values, nan=nan)` (±inf → ±max float), skipped when all are finite."""
@@ -385,8 +392,9 @@ class RoundPlanner:
             pv_ok = fine[:npv] & (el[:npv] == 0.0) & (eu[:npv] == 0.0)
             ev_min = np.maximum(np.maximum(eu[npv:], lo[npv:]), 0.0)
             ev_ok = fine[npv:] & (lo[npv:] <= 0.0) & ((hi[npv:] >= ev_min) | (hi[npv:] == 0.0))
-        # PV
-        plo, phi = lo[:npv][pv_ok], hi[:npv][pv_ok]
+        # PV: the usable range starts a margin above the lower bound (see `PV_MARGIN`).
+        phi = hi[:npv][pv_ok]
+        plo = self._pv_full(lo[:npv][pv_ok], phi)
         span = phi - plo
         rated = (ix.pv_rated_w if ix.pv_rated_w is not None else np.full(npv, np.nan))[pv_ok]
         if not (np.isfinite(rated).all() and (rated > 0).all()):
@@ -500,6 +508,13 @@ class RoundPlanner:
             capped=capped,
         )
 
+    def _pv_full(self, lower_w: FloatArray, upper_w: FloatArray) -> FloatArray:
+        """The full-production setpoint of PV inverters: `PV_MARGIN` above the lower bound."""
+        avail = upper_w - lower_w
+        full: FloatArray = lower_w + np.minimum(avail, np.maximum(PV_MARGIN * avail,
+                                                                  self.deadband_w))
+        return full
+
     def _flex_send(
         self, sp: FloatArray, capped: BoolArray, now_ns: int, book: SetpointBook
     ) -> BoolArray:
@@ -523,7 +538,8 @@ class RoundPlanner:
         live = ~never & ((now_ns - sent_ns) < self.lifetime_ns)
         db = self.deadband_w
         with np.errstate(invalid="ignore"):
-            binds = np.concatenate((last[:npv] > lo[:npv] + db, last[npv:] < hi[npv:] - db))
+            full = self._pv_full(lo[:npv], hi[:npv])
+            binds = np.concatenate((last[:npv] > full + db, last[npv:] < hi[npv:] - db))
         c = capped[fl]
         out: BoolArray = np.where(c, by_rule | never, live & binds)
         return out
