@@ -26,7 +26,9 @@ compete, so only their place relative to ``battery_inverter`` matters):
   of ``must_w``'s sign covers ``must_w − achieved`` when that has ``must_w``'s
   sign (what the batteries could not deliver);
 * PV (or EV) first: the kind covers ``must_w`` (within its range) and the
-  batteries are allocated ``T − covered``.
+  batteries are allocated ``T`` less what it covered, never past 0 (curtailing
+  PV never makes the batteries discharge, throttling a car never makes them
+  charge).
 
 Fairness within a kind:
 
@@ -304,7 +306,12 @@ def allocate_kinds(
         else:
             ev_out = ev_limits(ev, m)
             covered = ev_out[2]
-    battery = allocate(fleet, float(target_w) - covered, soc_exponent=soc_exponent)
+    t = float(target_w)
+    # What the first kind covered comes off the batteries' target, but never turns it
+    # around: curtailing PV never makes the batteries discharge, throttling a car never
+    # makes them charge.
+    offset = min(covered, max(t, 0.0)) if covered > 0 else max(covered, min(t, 0.0))
+    battery = allocate(fleet, t - offset, soc_exponent=soc_exponent)
     if flex is not None and not first:
         rest = m - battery.achieved_w
         if flex == "pv_inverter" and rest > 0.0:
