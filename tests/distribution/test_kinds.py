@@ -82,7 +82,8 @@ def test_pv_caps_worked_example() -> None:
     pv = PvInverters(lower_w=[-100e3, -50e3], upper_w=[0.0, 0.0], rated_w=[150e3, 100e3])
     sp, capped, got = pv_caps(pv, 60e3)
     assert sp.tolist() == pytest.approx([-54e3, -36e3])
-    assert capped.tolist() == [True, True] and got == pytest.approx(60e3)
+    assert capped.tolist() == [True, True]
+    assert got == pytest.approx(60e3)
 
 
 @pytest.mark.parametrize("seed", range(80))
@@ -121,10 +122,12 @@ def test_ev_limits_pause_the_fewest_largest_minimums_first() -> None:
     ev = EvChargers(min_w=[4140.0] * 3, upper_w=[22e3, 22e3, 11e3], need_w=[22e3, 22e3, 11e3])
     lim, capped, got = ev_limits(ev, -45e3)
     assert lim.tolist() == pytest.approx([5e3, 5e3, 0.0])
-    assert capped.all() and got == pytest.approx(-45e3)
+    assert capped.all()
+    assert got == pytest.approx(-45e3)
     # Below one minimum every charger pauses: the total stays under the budget.
     lim, capped, got = ev_limits(ev, -53e3)
-    assert lim.tolist() == [0.0, 0.0, 0.0] and got == pytest.approx(-55e3)
+    assert lim.tolist() == [0.0, 0.0, 0.0]
+    assert got == pytest.approx(-55e3)
 
 
 @settings(max_examples=200, deadline=None)
@@ -153,7 +156,8 @@ def test_allocate_kinds_serves_must_in_order_within_bounds(
     res = allocate_kinds(fleet, target, must, pv, ev, tuple(order))
     b = res.battery.achieved_w
     # PV only for a positive must, EV only for a negative one.
-    assert res.pv_w >= 0.0 and res.ev_w <= 0.0
+    assert res.pv_w >= 0.0
+    assert res.ev_w <= 0.0
     assert res.pv_w == 0.0 or must > 0
     assert res.ev_w == 0.0 or must < 0
     assert np.all((pv.lower_w - TOL <= res.pv_setpoints_w) & (res.pv_setpoints_w <= TOL))
@@ -188,9 +192,12 @@ def test_preferences_never_curtail_or_throttle() -> None:
     ev = EvChargers(min_w=[4140.0], upper_w=[22e3], need_w=[22e3])
     res = allocate_kinds(_one_pair(), 500e3, float("nan"), pv, ev)
     assert res.battery.achieved_w == pytest.approx(100e3)
-    assert res.pv_w == 0.0 and res.ev_w == 0.0
-    assert not res.pv_capped.any() and not res.ev_capped.any()
-    assert res.pv_setpoints_w.tolist() == [-80e3] and res.ev_setpoints_w.tolist() == [22e3]
+    assert res.pv_w == 0.0
+    assert res.ev_w == 0.0
+    assert not res.pv_capped.any()
+    assert not res.ev_capped.any()
+    assert res.pv_setpoints_w.tolist() == [-80e3]
+    assert res.ev_setpoints_w.tolist() == [22e3]
 
 
 def test_batteries_first_then_pv_and_pv_first_order() -> None:
@@ -209,10 +216,12 @@ def test_ev_first_spares_the_batteries() -> None:
     ev = EvChargers(min_w=[4140.0, 4140.0], upper_w=[22e3, 22e3], need_w=[22e3, 22e3])
     order = ("ev_charger", "battery_inverter", "pv_inverter")
     res = allocate_kinds(_one_pair(), -30e3, -30e3, pv, ev, order)
-    assert res.ev_w == pytest.approx(-30e3) and res.battery.achieved_w == pytest.approx(0.0)
+    assert res.ev_w == pytest.approx(-30e3)
+    assert res.battery.achieved_w == pytest.approx(0.0)
     assert res.ev_setpoints_w.tolist() == pytest.approx([7e3, 7e3])
     res = allocate_kinds(_one_pair(), -30e3, -30e3, pv, ev)  # batteries first
-    assert res.ev_w == 0.0 and res.battery.achieved_w == pytest.approx(-30e3)
+    assert res.ev_w == 0.0
+    assert res.battery.achieved_w == pytest.approx(-30e3)
 
 
 @pytest.mark.parametrize(
