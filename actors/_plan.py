@@ -461,7 +461,7 @@ class RoundPlanner:
             fx = self.flex(now_ns, ok)
             kinds = _dist.allocate_kinds(
                 fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
-                fx.pv, fx.ev, self.kind_order, self.soc_exponent,
+                fx.pv, fx.ev, self.kind_order, self.soc_exponent, self.deadband_w,
             )
             res = kinds.battery
             pv_w, ev_w = kinds.pv_w, kinds.ev_w

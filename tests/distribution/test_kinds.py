@@ -210,6 +210,17 @@ def test_batteries_first_then_pv_and_pv_first_order() -> None:
     assert (res.battery.achieved_w, res.pv_w) == pytest.approx((0.0, 50e3))
 
 
+def test_a_share_below_min_cap_is_left_to_the_batteries() -> None:
+    # The batteries deliver 99.95 kW of a 100 kW must: 50 W is not worth a PV cap.
+    pv = PvInverters(lower_w=[-80e3], upper_w=[0.0], rated_w=[100e3])
+    ev = EvChargers(min_w=[], upper_w=[], need_w=[])
+    fleet = _one_pair(soc=89.0, power_w=99.95e3)
+    res = allocate_kinds(fleet, 100e3, 100e3, pv, ev, min_cap_w=100.0)
+    assert res.pv_w == 0.0
+    assert not res.pv_capped.any()
+    assert allocate_kinds(fleet, 100e3, 100e3, pv, ev).pv_w == pytest.approx(50.0)
+
+
 def test_ev_first_spares_the_batteries() -> None:
     pv = PvInverters(lower_w=[], upper_w=[], rated_w=[])
     ev = EvChargers(min_w=[4140.0, 4140.0], upper_w=[22e3, 22e3], need_w=[22e3, 22e3])
