@@ -15,7 +15,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from actors import ComponentGraph, ComponentInfo, RuntimeOptions, SetpointBook, SiteCore
-from actors._plan import PV_MARGIN
+from actors._flex import PV_MARGIN
 
 INV = ec.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
 BAT = ec.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
