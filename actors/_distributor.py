@@ -320,10 +320,11 @@ class PowerDistributor(Actor):
 
     def _error(self, target_w: float, req_ns: int, seq: int, message: str) -> DistributionOutcome:
         disp = self.dispatcher
+        nb = self.planner.index.n_battery  # battery inverters only: PV / EV are caps
         return DistributionOutcome(
             kind=OutcomeKind.ERROR,
             target_w=target_w,
-            achieved_w=float(np.nansum(np.where(disp.last_ok, disp.last_w, 0.0))),
+            achieved_w=float(np.nansum(np.where(disp.last_ok[:nb], disp.last_w[:nb], 0.0))),
             setpoints_w={},
             request_time_ns=req_ns,
             done_time_ns=time.monotonic_ns(),
