@@ -3,13 +3,22 @@
 Synchronous and clock-free (time is an argument), so the `PowerDistributor`
 actor and the in-process replay run the very same code:
 
-* `FleetIndex` – where the battery inverters and batteries sit in the state table,
-  their groups and links (from the `ComponentGraph`).
+* `FleetIndex` – where the controllable components sit in the state table: the
+  battery inverters (with their batteries, groups and links, from the
+  `ComponentGraph`), then the PV inverters, then the EV chargers.
 * `RoundPlanner` – snapshot the table into a `distribution.Fleet` (health decides
-  availability, bands clipped to the interval by the decoder), `allocate`, re-check
-  every setpoint against the snapshot's bounds, and keep only the setpoints the
-  deadband/renewal rule (`needs_send`) says must go out; excluded inverters are
-  never commanded.
+  availability, bands clipped to the interval by the decoder) and the usable PV
+  inverters and EV chargers (`flex`), `distribution.allocate_kinds` (batteries take
+  the fleet target, PV curtailment / EV limits only what the strategies' bounds
+  require, in the configured kind order), re-check every setpoint against the
+  snapshot's bounds, and keep only the setpoints that must go out: the
+  deadband/renewal rule (`needs_send`) for battery inverters and for capped PV
+  inverters / EV chargers; an *uncapped* PV inverter or EV charger gets its
+  uncapped setpoint (full production = its lower bound; the charger's rating =
+  its upper bound) only while a cap of ours still binds it, and otherwise no
+  setpoint at all, so that it runs free and never depends on gridloop when
+  nothing needs capping (the last cap lapses with its finite lifetime anyway).
+  Excluded components are never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
 
 Reactive power (`RuntimeOptions.reactive` not ``off``): the planner also splits the
@@ -23,11 +32,14 @@ bounds everywhere (the power manager's too) leave room for Q. Every Q setpoint i
 re-checked against the reactive bounds and the circle of its round's active
 setpoint (a bad one becomes 0 VAr and is counted in `reactive_out_of_bounds`), and
 goes through the same deadband/renewal rule and health exclusion as P.
+The PV / EV rules (what is usable, the EV need, what a cap takes off, when an
+uncapped one is sent its uncapped setpoint) are in `actors._flex`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +48,7 @@ import numpy as np
 import distribution as _dist
 
 from ._dispatch import SetpointBook, needs_send
+from ._flex import FlexState, flex_send, flex_state
 from ._graph import ComponentGraph
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray, StateTable
@@ -43,7 +56,6 @@ from ._state import BoolArray, FloatArray, IntArray, StateTable
 _logger = logging.getLogger(__name__)
 
 _TOL_W = 1e-6
-
 
 def _nan_to(values: FloatArray, nan: float) -> FloatArray:
     """`np.nan_to_num(values, nan=nan)` (±inf → ±max float), skipped when all are finite."""
@@ -55,14 +67,19 @@ def _nan_to(values: FloatArray, nan: float) -> FloatArray:
 
 @dataclass(frozen=True)
 class FleetIndex:
-    """The battery fleet's place in the state table (index i = the i-th inverter/battery)."""
+    """The controllable components' place in the state table (index i = the i-th one).
+
+    Index ``i < n_battery`` is the i-th battery inverter (the Fleet's inverter
+    arrays), then come the PV inverters (`pv`), then the EV chargers (`ev`).
+    """
 
     inverter_ids: list[int]
-    """Battery inverter ids, group by group (index of the Fleet's inverter arrays)."""
+    """Controlled component ids: battery inverters group by group, then PV inverters,
+    then EV chargers (the setpoint book's and the dispatcher's index)."""
     battery_ids: list[int]
     """Battery ids, group by group."""
     inv_rows: IntArray
-    """State-table rows of the inverters."""
+    """State-table rows of the controlled components (same order)."""
     bat_rows: IntArray
     """State-table rows of the batteries."""
     links: IntArray
@@ -73,6 +90,50 @@ class FleetIndex:
     """Group index of each inverter."""
     group_of_bat: IntArray
     """Group index of each battery."""
+    n_battery: int = -1
+    """Number of battery inverters (the first ones); -1 = all of them (no PV, no EV)."""
+    n_pv: int = 0
+    """Number of PV inverters (after the battery inverters)."""
+    pv_rated_w: FloatArray | None = None
+    """Rated power of each PV inverter (W; nan = unknown)."""
+
+    def __post_init__(self) -> None:
+        """Default `n_battery` to every index (an index built without PV and EV)."""
+        if self.n_battery < 0:
+            object.__setattr__(self, "n_battery", len(self.inverter_ids))
+
+    @property
+    def battery(self) -> slice:
+        """The battery inverters' indices."""
+        return slice(0, self.n_battery)
+
+    @property
+    def pv(self) -> slice:
+        """The PV inverters' indices."""
+        return slice(self.n_battery, self.n_battery + self.n_pv)
+
+    @property
+    def ev(self) -> slice:
+        """The EV chargers' indices."""
+        return slice(self.n_battery + self.n_pv, len(self.inverter_ids))
+
+    @property
+    def kind_of(self) -> list[str]:
+        """The kind of each index (`distribution.KINDS` names)."""
+        n = len(self.inverter_ids)
+        nb, npv = self.n_battery, self.n_pv
+        return (["battery_inverter"] * nb + ["pv_inverter"] * npv
+                + ["ev_charger"] * (n - nb - npv))
+
+    @property
+    def battery_inverter_ids(self) -> list[int]:
+        """The battery inverters' ids (the first `n_battery` of `inverter_ids`)."""
+        return self.inverter_ids[: self.n_battery]
+
+    @property
+    def bat_inv_rows(self) -> IntArray:
+        """State-table rows of the battery inverters."""
+        return self.inv_rows[: self.n_battery]
 
     @classmethod
     def of(cls, graph: ComponentGraph, table: StateTable) -> FleetIndex:
@@ -86,13 +147,19 @@ class FleetIndex:
             The index.
         """
         row = table.row_of
-        inverter_ids = list(graph.battery_inverter_ids)
+        inverter_ids = list(graph.controlled_ids)
         battery_ids = list(graph.battery_ids)
         inv_idx = {c: k for k, c in enumerate(inverter_ids)}
         bat_idx = {c: k for k, c in enumerate(battery_ids)}
         return cls(
             inverter_ids=inverter_ids,
             battery_ids=battery_ids,
+            n_battery=len(graph.battery_inverter_ids),
+            n_pv=len(graph.pv_inverter_ids),
+            pv_rated_w=np.array(
+                [graph.components[i].rated_power_w for i in graph.pv_inverter_ids],
+                dtype=np.float64,
+            ),
             inv_rows=np.array([row[i] for i in inverter_ids], dtype=np.int64),
             bat_rows=np.array([row[b] for b in battery_ids], dtype=np.int64),
             links=np.array(
@@ -111,32 +178,41 @@ class FleetIndex:
 
 @dataclass
 class PlannedRound:
-    """One allocated round: every inverter's setpoint, and the ones to send."""
+    """One allocated round: every controlled component's setpoint, and the ones to send."""
 
     target_w: float
-    """Requested fleet power (W, + = charging)."""
+    """Requested battery fleet power (W, + = charging)."""
     result: Any
-    """The `distribution.AllocationResult`."""
+    """The batteries' `distribution.AllocationResult`."""
     setpoints_w: FloatArray
-    """Setpoint per inverter (0 W for excluded ones and out-of-bounds replacements)."""
+    """Setpoint per controlled component (`FleetIndex` order; 0 W for excluded ones and
+    out-of-bounds replacements; PV / EV ones uncapped unless `capped`)."""
     inverter_ok: BoolArray
-    """Which inverters were usable (health)."""
+    """Which components were usable (health; for PV / EV also sensible bounds)."""
     bad: bool
     """Whether an allocated setpoint failed the independent bounds re-check."""
     message: str
     """Allocation status, and what the re-check replaced."""
     indices: list[int]
-    """Inverter indices to send to (deadband/renewal rule, usable ones only)."""
+    """Component indices to send to (deadband/renewal and cap rules, usable ones only)."""
     powers_w: list[float]
     """Their setpoints (W)."""
     skipped: int
-    """Usable, once-commanded inverters not re-sent (deadband, renewal not due)."""
+    """Usable, once-commanded components not re-sent (deadband, renewal not due)."""
+    must_w: float = math.nan
+    """What the strategies' bounds required of batteries + PV + EV (W; nan = not given)."""
+    pv_w: float = 0.0
+    """PV curtailment planned (W of production taken off, ≥ 0)."""
+    ev_w: float = 0.0
+    """EV charging power planned off (W, ≤ 0)."""
+    capped: BoolArray | None = None
+    """Per controlled component: a PV cap or EV limit (None: no PV, no EV)."""
     reactive_var: FloatArray | None = None
-    """Reactive setpoint per inverter (VAr; None = reactive control off)."""
+    """Reactive setpoint per battery inverter (VAr; None = reactive control off)."""
     reactive_result: Any = None
     """The `distribution.ReactiveResult` (None = reactive control off)."""
     q_indices: list[int] = field(default_factory=list)
-    """Inverter indices to send a reactive setpoint to (deadband/renewal rule)."""
+    """Battery inverter indices to send a reactive setpoint to (deadband/renewal rule)."""
     q_powers_var: list[float] = field(default_factory=list)
     """Their reactive setpoints (VAr)."""
 
@@ -154,6 +230,8 @@ class RoundPlanner:
         deadband_w: float,
         renew_after_s: float,
         reactive: str = "off",
+        lifetime_s: float | None = None,
+        kind_order: tuple[str, ...] = _dist.DEFAULT_KIND_ORDER,
     ) -> None:
         """Create the planner.
 
@@ -166,6 +244,10 @@ class RoundPlanner:
             renew_after_s: Unchanged setpoints are re-sent after this age.
             reactive: Reactive-power control (`RuntimeOptions.reactive`: ``off``,
                 ``p_first``, ``q_first``).
+            lifetime_s: The setpoints' lifetime (s; a cap older than this has lapsed);
+                None = `renew_after_s`.
+            kind_order: Which kind meets the strategies' bounds first
+                (`distribution.allocate_kinds`).
         """
         self.index: FleetIndex = index
         """The fleet's rows."""
@@ -179,6 +261,13 @@ class RoundPlanner:
         """Changes up to this are not re-sent (W)."""
         self.renew_after_ns: int = int(renew_after_s * 1e9)
         """Unchanged setpoints are re-sent after this age (ns)."""
+        self.lifetime_ns: int = int((renew_after_s if lifetime_s is None else lifetime_s) * 1e9)
+        """A setpoint older than this has lapsed (ns)."""
+        self.kind_order: tuple[str, ...] = tuple(kind_order)
+        """Which kind meets the strategies' bounds first."""
+        n_flex = len(index.inverter_ids) - index.n_battery
+        self.flex_cap_w: FloatArray = np.full(n_flex, np.nan)
+        """The last planned cap of each PV inverter / EV charger (W; nan = uncapped)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
         self.reactive: str = reactive
@@ -212,7 +301,7 @@ class RoundPlanner:
         ix = self.index
         if ok is None:
             ok = self.health.ok_mask(now_ns)
-        ir, br = ix.inv_rows, ix.bat_rows
+        ir, br = ix.bat_inv_rows, ix.bat_rows
         inv_ok = ok[ir]
         cap = t.capacity_wh[br]
         # A non-positive capacity is live data gone wrong, not a structural error:
@@ -254,7 +343,7 @@ class RoundPlanner:
     def _reactive_inputs(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """The inverters' reactive bounds and apparent ratings from the state table."""
         t = self.table
-        ir = self.index.inv_rows
+        ir = self.index.bat_inv_rows
         return t.reactive_lower_var[ir], t.reactive_upper_var[ir], t.apparent_rating_va[ir]
 
     def reactive_capability(self, ok: BoolArray) -> tuple[FloatArray, FloatArray]:
@@ -267,7 +356,7 @@ class RoundPlanner:
             ``(lo, hi)`` per inverter (0 where unusable).
         """
         lower, upper, s = self._reactive_inputs()
-        ir = self.index.inv_rows
+        ir = self.index.bat_inv_rows
         return _dist.reactive_capability(lower, upper, s, self.table.power_w[ir], ok[ir])
 
     def _q_first_bounds(
@@ -327,24 +416,41 @@ class RoundPlanner:
         bad: BoolArray = (sp != 0.0) & ~ok
         return bad
 
-    def plan(
-        self, target_w: float, now_ns: int, book: SetpointBook,
-        q_book: SetpointBook | None = None,
-    ) -> PlannedRound:
-        """Allocate `target_w` and decide what to send.
-
-        An excluded inverter (stale, no data, bad data, error state, unusable
-        bounds, waiting for a retry after a failed setpoint) is never commanded:
-        what it is doing now is unknown. Its last setpoint is forgotten as
-        acknowledged in `book` (the one side effect), so the first allocation
-        after it is back re-sends it.
+    def flex(self, now_ns: int, ok: BoolArray | None = None) -> FlexState:
+        """The usable PV inverters and EV chargers now, and what our caps take off
+        (`actors._flex.flex_state`).
 
         Args:
-            target_w: Fleet target (W, + = charging).
+            now_ns: Current monotonic time (health rules).
+            ok: `health.ok_mask(now_ns)` when the caller has it already.
+
+        Returns:
+            The state.
+        """
+        if ok is None:
+            ok = self.health.ok_mask(now_ns)
+        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w)
+
+    def plan(
+        self, target_w: float, now_ns: int, book: SetpointBook, must_w: float = math.nan,
+        q_book: SetpointBook | None = None,
+    ) -> PlannedRound:
+        """Allocate `target_w` (and `must_w` over PV / EV) and decide what to send.
+
+        An excluded component (stale, no data, bad data, error state, unusable
+        bounds, waiting for a retry after a failed setpoint) is never commanded:
+        what it is doing now is unknown. Its last setpoint is forgotten as
+        acknowledged in `book` (the one side effect besides `flex_cap_w`), so the
+        first allocation after it is back re-sends it.
+
+        Args:
+            target_w: Battery fleet target (W, + = charging).
             now_ns: Current monotonic time.
-            book: What was sent before (read; excluded inverters marked unknown).
-            q_book: What reactive setpoints were sent before (None = plan Q without
-                choosing what to send; only used with reactive control on).
+            book: What was sent before (read; excluded components marked unknown).
+            must_w: What the strategies' bounds require of batteries + PV + EV
+                (W; nan = nothing: no cap, no limit; `distribution.allocate_kinds`).
+            q_book: What reactive setpoints were sent before, per battery inverter (None =
+                plan Q without choosing what to send; only used with reactive control on).
 
         Returns:
             The round (nothing is recorded as sent: the caller does that when it sends).
@@ -352,29 +458,60 @@ class RoundPlanner:
         Raises:
             Exception: The allocation failed (whatever `distribution` raised).
         """
-        fleet, inv_ok, _bat_ok = self.build_fleet(now_ns)
-        res = _dist.allocate(fleet, target_w, soc_exponent=self.soc_exponent)
-        sp = np.asarray(res.setpoints_w, dtype=np.float64)
-        sp = np.where(inv_ok, sp, 0.0)
+        ix = self.index
+        nb, n = ix.n_battery, len(ix.inverter_ids)
+        ok = self.health.ok_mask(now_ns)
+        fleet, inv_ok, _bat_ok = self.build_fleet(now_ns, ok)
+        capped: BoolArray | None = None
+        pv_w = ev_w = 0.0
+        if n == nb:
+            res = _dist.allocate(fleet, target_w, soc_exponent=self.soc_exponent)
+            sp = np.asarray(res.setpoints_w, dtype=np.float64)
+            use = inv_ok
+        else:
+            fx = self.flex(now_ns, ok)
+            kinds = _dist.allocate_kinds(
+                fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
+                fx.pv, fx.ev, self.kind_order, self.soc_exponent, self.deadband_w,
+            )
+            res = kinds.battery
+            pv_w, ev_w = kinds.pv_w, kinds.ev_w
+            flex_ok = np.concatenate((fx.pv_ok, fx.ev_ok))
+            flex_sp = np.zeros(n - nb)
+            capped = np.zeros(n, dtype=np.bool_)
+            at = np.flatnonzero(flex_ok)
+            flex_sp[at] = np.concatenate((kinds.pv_setpoints_w, kinds.ev_setpoints_w))
+            capped[nb + at] = np.concatenate((kinds.pv_capped, kinds.ev_capped))
+            sp = np.concatenate((np.asarray(res.setpoints_w, dtype=np.float64), flex_sp))
+            use = np.concatenate((inv_ok, flex_ok))
+        sp = np.where(use, sp, 0.0)
         bad = self.check_bounds(sp)
         message = str(getattr(res.status, "name", res.status))
         if bad.any():
-            bad_ids = [self.index.inverter_ids[i] for i in np.flatnonzero(bad)]
+            bad_ids = [ix.inverter_ids[i] for i in np.flatnonzero(bad)]
             _logger.error("allocation gave out-of-bounds setpoints for %s; sending 0 W", bad_ids)
             sp = np.where(bad, 0.0, sp)
             message += f"; out-of-bounds setpoints replaced by 0 W for {bad_ids}"
         send = needs_send(
-            sp, book.last_w, book.last_sent_ns, book.last_ok, now_ns, self.deadband_w,
-            self.renew_after_ns,
+            sp[:nb], book.last_w[:nb], book.last_sent_ns[:nb], book.last_ok[:nb], now_ns,
+            self.deadband_w, self.renew_after_ns,
         )
-        send &= inv_ok
-        book.mark_unknown(~inv_ok)
+        if capped is not None:
+            capped |= bad
+            send = np.concatenate((send, flex_send(
+                self.index, self.table, sp, capped, now_ns, book,
+                deadband_w=self.deadband_w, renew_after_ns=self.renew_after_ns,
+                lifetime_ns=self.lifetime_ns,
+            )))
+            self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
+        send &= use
+        book.mark_unknown(~use)
         idx = np.flatnonzero(send).tolist()
         q = q_res = None
         q_idx: list[int] = []
         if self.reactive != "off":
             try:
-                q, q_res = self.plan_reactive(sp, inv_ok)
+                q, q_res = self.plan_reactive(sp[:nb], inv_ok)
             except Exception:  # Q must never stop P: no reactive setpoint this round
                 _logger.exception("reactive allocation failed; no reactive setpoint this round")
                 q = None
@@ -389,12 +526,16 @@ class RoundPlanner:
             target_w=target_w,
             result=res,
             setpoints_w=sp,
-            inverter_ok=inv_ok,
+            inverter_ok=use,
             bad=bool(bad.any()),
             message=message,
             indices=idx,
             powers_w=sp[idx].tolist(),
-            skipped=int(np.count_nonzero(~send & inv_ok & ~np.isnan(book.last_w))),
+            skipped=int(np.count_nonzero(~send & use & ~np.isnan(book.last_w))),
+            must_w=must_w,
+            pv_w=pv_w,
+            ev_w=ev_w,
+            capped=capped,
             reactive_var=q,
             reactive_result=q_res,
             q_indices=q_idx,

@@ -26,6 +26,12 @@ Public names:
 * `reactive_capability` — each inverter's reactive range left by its active power.
 * `active_limit_w`, `limit_active_bounds` — the ``q_first`` priority: the active power an
   inverter holding Q may carry, and its active bounds narrowed to it.
+* `allocate_kinds` — batteries, PV curtailment and EV charger limits in a configurable
+  order (`KINDS`, `DEFAULT_KIND_ORDER`): the batteries take the power manager's target,
+  PV / EV only what the strategies' bounds require (`distribution._kinds`).
+* `PvInverters`, `EvChargers`, `KindsResult` — its inputs and result; `pv_caps`
+  (water-fill by rated power) and `ev_limits` (equal share by need, exclusion
+  band respected, pauses) are its per-kind kernels.
 * `group_links` — the groups (connected components) of an inverter–battery
   link array, as group indices per inverter and per battery: the one
   grouping function (`Fleet` and the actors' component graph use it).
@@ -35,6 +41,16 @@ from ._allocate import AllocationResult, AllocationStatus, allocate
 from ._errors import AllocationInvariantError, DistributionError
 from ._fleet import ExclusionReason, Fleet
 from ._groups import MAX_GROUP_INVERTERS, group_links
+from ._kinds import (
+    DEFAULT_KIND_ORDER,
+    KINDS,
+    EvChargers,
+    KindsResult,
+    PvInverters,
+    allocate_kinds,
+    ev_limits,
+    pv_caps,
+)
 from ._reactive import (
     ReactiveResult,
     active_limit_w,
@@ -44,18 +60,26 @@ from ._reactive import (
 )
 
 __all__ = [
+    "DEFAULT_KIND_ORDER",
+    "KINDS",
     "MAX_GROUP_INVERTERS",
     "AllocationInvariantError",
     "AllocationResult",
     "AllocationStatus",
     "DistributionError",
+    "EvChargers",
     "ExclusionReason",
     "Fleet",
+    "KindsResult",
+    "PvInverters",
     "ReactiveResult",
     "active_limit_w",
     "allocate",
+    "allocate_kinds",
     "allocate_reactive",
+    "ev_limits",
     "group_links",
     "limit_active_bounds",
+    "pv_caps",
     "reactive_capability",
 ]

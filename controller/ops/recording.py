@@ -56,8 +56,13 @@ FIXED_COLUMNS: tuple[str, ...] = (
     "setpoints_failed",
     "cycle_overruns",
     "excluded_components",
+    "pv_curtailed_w",
+    "pv_capped",
+    "ev_power_w",
+    "ev_limited",
 )
-"""The columns every recording starts with, in order (units in the names)."""
+"""The columns every recording starts with, in order (units in the names; ``pv_capped``
+and ``ev_limited`` count the PV inverters / EV chargers under a cap of gridloop's)."""
 
 GROUP_COLUMN_PREFIXES: tuple[str, ...] = ("soc_pct_", "setpoint_w_", "power_w_", "healthy_")
 """Per battery group, these prefixes + :func:`column_slug` of the group name, in order.
@@ -206,6 +211,10 @@ class CsvRecorder(RecordObserver):
             str(record.setpoints_failed),
             str(record.cycle_overruns),
             " ".join(str(cid) for cid in sorted(record.excluded)),
+            _cell(record.pv_curtailed_w),
+            str(record.pv_capped),
+            _cell(record.ev_power_w),
+            str(record.ev_limited),
         ]
         by_name = {group.name: group for group in record.groups}
         for name in self._group_names:

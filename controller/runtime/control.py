@@ -235,7 +235,7 @@ class Controller:
         )
         if self.cycle.reactive is not None and self.site.q_dispatcher is not None:
             self.site.request_reactive(self.cycle.q_target_var)
-        self.site.request_power(target)
+        self.site.request_power(target, self.cycle.must_w)
         if self.meter.closed != closed:
             self._interval_closed.set()
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
@@ -373,6 +373,11 @@ class Controller:
             ),
             reactive_var=m.reactive_var,
             grid_voltage_v=m.grid_voltage_v,
+            pv_curtailed_w=m.pv_curtailed_w,
+            pv_capped=m.pv_capped,
+            ev_power_w=m.ev_power_w,
+            ev_limited=m.ev_limited,
+            caps_w=dict(self.last_outcome.caps_w) if self.last_outcome is not None else {},
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:

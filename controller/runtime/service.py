@@ -55,7 +55,12 @@ from controller.runtime.process import stop_on_signals
 from controller.runtime.schedule import Deliver, ScheduleBook, ScheduleSource, Window
 from controller.runtime.schedule_file import FileScheduleSource
 from controller.runtime.strategies import target_limit_w
-from controller.runtime.summary import ReactiveAccumulator, RunSummary, percentiles
+from controller.runtime.summary import (
+    ReactiveAccumulator,
+    RunSummary,
+    out_of_bounds_by_kind,
+    percentiles,
+)
 
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
 """Lines an operator should see at the default level (start-up facts, status)."""
@@ -220,6 +225,7 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
         reactive=config.reactive_power.priority if config.reactive_power.enabled else "off",
+        kind_order=c.kind_order,
     )
 
 
@@ -610,6 +616,15 @@ def _summary(
         schedule_changes=run.schedule.changes if run.schedule is not None else 0,
         fr_band_warnings=run.controller.cycle.preparation.warned,
         **_reactive_summary(run.controller.reactive_acc, stats, sim_stats),
+        setpoints_out_of_bounds_by_kind=(
+            out_of_bounds_by_kind(sim_stats.get("per_component", {}),
+                                  dict(zip(site.core.index.inverter_ids,
+                                           site.core.index.kind_of, strict=True)))
+            if sim is not None else None
+        ),
+        pv_curtailed_energy_wh=acc.pv_curtailed_wh,
+        ev_energy_delivered_wh=acc.ev_delivered_wh,
+        export_energy_wh=acc.export_wh,
     )
 
 

@@ -86,6 +86,18 @@ def test_one_row_per_cycle_with_values(tmp_path, make_record, group_names) -> No
     assert float(rows[1]["time_s"]) == pytest.approx(0.2)
 
 
+def test_pv_caps_and_ev_limits_are_recorded(tmp_path, make_record, group_names) -> None:
+    path = tmp_path / "run.csv"
+    with CsvRecorder(path, group_names) as recorder:
+        recorder.write(make_record(pv_curtailed_w=45_300.0, pv_capped=2, ev_power_w=22_000.0,
+                                   ev_limited=3))
+    (row,) = read_rows(path)
+    assert float(row["pv_curtailed_w"]) == 45_300.0
+    assert row["pv_capped"] == "2"
+    assert float(row["ev_power_w"]) == 22_000.0
+    assert row["ev_limited"] == "3"
+
+
 def test_groups_matched_by_name(tmp_path, make_record, group_names) -> None:
     path = tmp_path / "run.csv"
     only_g2 = (GroupRecord(group_names[1], 30.0, 100.0, 90.0, True),)
