@@ -102,7 +102,7 @@ async def test_p_and_q_share_the_apparent_power_circle(sim_factory: Any, priorit
     inverter leaves its circle, and the simulator counts nothing out of bounds."""
     sim = await sim_factory(VOLTAGE_SITE)
     site = await connect_site(sim, dataclasses.replace(FAST, reactive=priority))
-    ids = site.core.index.inverter_ids
+    ids = site.core.index.battery_inverter_ids  # Q is the battery inverters'
     rows = [site.state.row_of[c] for c in ids]
     async with site:
         await wait_until(lambda: not site.stats().excluded, 5.0, "all components healthy")

@@ -81,7 +81,7 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
             return target
 
         def plan(target_w: float, now_ns: int, book: SetpointBook,
-                 must_w: float = math.nan) -> PlannedRound:
+                 must_w: float = math.nan, q_book: SetpointBook | None = None) -> PlannedRound:
             inputs = {
                 "table": _table_copy(core.state),
                 "failures": core.health.failures.copy(),
@@ -90,7 +90,7 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
                 "last_sent_ns": book.last_sent_ns.copy(),
                 "last_ok": book.last_ok.copy(),
             }
-            planned = live_plan(target_w, now_ns, book, must_w)
+            planned = live_plan(target_w, now_ns, book, must_w, q_book=q_book)
             rounds.append((target_w, now_ns, inputs, planned, must_w))
             return planned
 

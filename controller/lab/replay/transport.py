@@ -180,7 +180,7 @@ class PhysicsTransport:
         self.refused = 0
         """Setpoints the site refused (out of bounds, not ready)."""
         self.q_book: SetpointBook | None = (
-            SetpointBook(len(self._dispatch_ids)) if core.reactive else None
+            SetpointBook(core.index.n_battery) if core.reactive else None
         )
         """What each battery inverter was last sent as reactive setpoint (None = reactive
         control off), as the service's reactive dispatcher keeps it."""
