@@ -163,3 +163,22 @@ def test_two_hours_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert data["import_limit_w"] == 120_000.0
     assert 0.0 <= data["pv_curtailed_storable_pct"] <= 100.0
     assert "PV / EV site replay" in captured.out
+
+
+def test_a_load_profile_turns_the_clear_sky_day_to_its_clock() -> None:
+    """The bundled site's PV day starts at noon; a profile from midnight sees the sun at
+    noon, not at midnight."""
+    from controller.lab.replay.loader import BUNDLED_PROFILES, load_profile
+    from controller.lab.replay.site import _irradiance
+    from controller.runtime.config import load_config
+    from simulator.config import load_site
+
+    site = load_site(load_config(EXAMPLE).simulator.site)
+    own, _ = _irradiance(site, None)
+    np.testing.assert_array_equal(own.irradiance_wm2, site.pv.irradiance_wm2)  # t = 0: noon
+    load = load_profile(BUNDLED_PROFILES["galvanization"], start="2017-06-05", days=1.0)
+    pv, what = _irradiance(site, load)
+    per_hour = round(HOUR / pv.step_s)
+    assert pv.irradiance_wm2[0] == 0.0  # midnight
+    assert pv.irradiance_wm2[13 * per_hour] == pytest.approx(850.0)  # 5:30 to 20:30 local
+    assert "profile's clock" in what

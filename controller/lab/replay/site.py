@@ -17,7 +17,9 @@ Inputs
   selection as the billing meter's history.
 * *PV*: the site's ``[pv]`` irradiance profile (the bundled sites: a clear-sky day
   from noon, repeated daily), times each PV inverter's rating — not the weather
-  data: seven clear days are the hardest case for an export limit.
+  data: seven clear days are the hardest case for an export limit. With a load
+  profile, a clear-sky day is turned to the profile's local clock (the day starts
+  at ``[pv] start_hour``; the profile's first row at its own time of day).
 * *EVs*: the site's seeded session generator (``[ev]``, scripted sessions first).
 * The physics is quiet: load and PV noise and frequency noise and events are off,
   so a run is exact and the stepping below can skip what does not change.
@@ -57,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from controller.errors import ConfigError
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.loader import LoadProfile
 from controller.lab.replay.peak import _to_soc_limit, staircase
@@ -74,7 +77,7 @@ from controller.lab.replay.site_metrics import (
 )
 from controller.lab.replay.stepping import ControlOptions, PhysicsTruth, ProgressCallback, advance
 from controller.lab.replay.transport import PhysicsTransport, replay_control
-from controller.runtime.config import GridloopConfig
+from controller.runtime.config import GridloopConfig, read_toml
 from controller.runtime.strategies import PeakShavingConfig
 from simulator._ev_sessions import EvSessionGenerator
 from simulator._signals import profile_at
@@ -180,13 +183,38 @@ def _load_series(site: SiteConfig, load: LoadProfile | None,
     return prof, step, load.path
 
 
-def _physics(site: SiteConfig, prof: FloatArray, step_s: float, seed: int,
+def _pv_start_hour(site: SiteConfig) -> float | None:
+    """The local hour the site's clear-sky day starts at (``[pv] start_hour``; None: the
+    irradiance is a CSV's, or the site file cannot be read again)."""
+    try:
+        pv = read_toml(site.source, "site").get("pv", {})
+    except ConfigError:
+        return None
+    if not isinstance(pv, dict) or "csv" in pv:
+        return None
+    hour = pv.get("start_hour", 12.0)
+    return float(hour) if isinstance(hour, (int, float)) else None
+
+
+def _irradiance(site: SiteConfig, load: LoadProfile | None) -> tuple[PvConfig, str]:
+    """The quiet PV of the replay and where it comes from (see the module)."""
+    irr, step = site.pv.irradiance_wm2.astype(np.float64), float(site.pv.step_s)
+    what = "site [pv] irradiance x each PV inverter's rating, no noise"
+    hour = _pv_start_hour(site) if load is not None else None
+    if load is not None and hour is not None and abs(irr.size * step - _DAY_S) < 1e-6:
+        local = load.start.hour + load.start.minute / 60.0 + load.start.second / 3600.0
+        irr = np.roll(irr, -round(((local - hour) % 24.0) * 3600.0 / step))
+        what += ", its day on the profile's clock"
+    return PvConfig(irr, step, 0.0), what
+
+
+def _physics(site: SiteConfig, prof: FloatArray, step_s: float, pv: PvConfig, seed: int,
              opt: SiteReplayOptions) -> SitePhysics:
-    """The quiet site: ``prof`` as its load, its PV without noise, a nominal frequency."""
+    """The quiet site: ``prof`` as its load, ``pv``, a nominal frequency."""
     quiet = dataclasses.replace(
         site,
         load=dataclasses.replace(site.load, profile_w=prof, step_s=step_s, noise_w=0.0),
-        pv=PvConfig(site.pv.irradiance_wm2, site.pv.step_s, 0.0),
+        pv=pv,
         frequency=FrequencyConfig(nominal_hz=site.frequency.nominal_hz, noise_hz=0.0, events=()),
     )
     return SitePhysics(quiet, seed=seed, max_step_s=opt.max_step_s)
@@ -340,7 +368,8 @@ def run_site(
                              meter_max_gap_s=max(opt.max_step_s, opt.track_max_s))
     if load is not None and control.cycle.meter is not None:
         feed_history(control.cycle.meter, load.history_w, origin, float(load.step_s))
-    ph = _physics(site, prof, step, seed, opt)
+    pv, pv_src = _irradiance(site, load)
+    ph = _physics(site, prof, step, pv, seed, opt)
     tr = PhysicsTransport(ph, control, site_origin_s=origin)
     samples = _Samples(PhysicsTruth(ph))
     sessions = _sessions(site, end_s)
@@ -349,7 +378,7 @@ def run_site(
     wall0 = time.perf_counter()
     _Run(tr, samples, opt, fine).run(end_s, progress)
     wall = time.perf_counter() - wall0
-    return _report(site, cfg, opt, tr, samples, sessions, load_rep, step, end_s, wall,
+    return _report(site, cfg, opt, tr, samples, sessions, load_rep, step, end_s, wall, pv_src,
                    {"source": load_src, "start": dt.datetime.fromtimestamp(
                        origin, zoneinfo.ZoneInfo(DEFAULT_ZONE)).isoformat(),
                     "days": end_s / _DAY_S, "peak_w": float(prof.max())})
@@ -357,7 +386,7 @@ def run_site(
 
 def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: PhysicsTransport,
             samples: _Samples, sessions: list[tuple[int, float, float, float]],
-            load_rep: FloatArray, step: float, end_s: float, wall: float,
+            load_rep: FloatArray, step: float, end_s: float, wall: float, pv_src: str,
             load_info: dict[str, object]) -> SiteReport:
     """The measures of the run (:mod:`controller.lab.replay.site_metrics`)."""
     ph = tr.physics
@@ -401,7 +430,7 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
         load_drop_min_w=drop_min,
         export_comply_time_max_s=float(comply.max(initial=0.0)),
         load_drops_not_complied=failed,
-        pv_source="site [pv] irradiance (quiet), x each PV inverter's rating",
+        pv_source=pv_src,
         pv_energy_available_wh=pv_avail_wh,
         pv_energy_curtailed_wh=integral_wh(t, np.maximum(a["pv"] - a["pv_avail"], 0.0)),
         pv_curtailed_storable_wh=storable,
@@ -448,7 +477,7 @@ def _ev_figures(site: SiteConfig, ph: SitePhysics, sessions: list[tuple[int, flo
         max_w = max(min(float(ph.inverter_rated_upper_w[row]), site.ev.car_max_power_w), min_w)
         refs.append(EvRef(arrive, depart, wh, max_w, min_w))
     pv_rating = -float(ph.inverter_rated_lower_w[ph.inverter_is_pv].sum())
-    irr, irr_step = site.pv.irradiance_wm2.astype(np.float64), float(site.pv.step_s)
+    irr, irr_step = ph.site.pv.irradiance_wm2, float(ph.site.pv.step_s)
 
     def headroom(t: float) -> float:
         pv = pv_rating * min(profile_at(irr, irr_step, t), 1000.0) / 1000.0
