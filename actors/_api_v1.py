@@ -2,7 +2,8 @@
 
 v1 lists ``Component`` / ``ComponentConnection`` messages of
 ``frequenz.api.common.v1``; the adapter turns them into the runtime's model
-(ids, category, inverter type, name; connection ends). Its categories are
+(ids, category, inverter type, name, the configured active-power bounds;
+connection ends). Its categories are
 numbered differently (grid 1 = grid connection point, CHP 10 vs 9, ...): they
 are matched by name. Telemetry (``ComponentData``: ``metric_samples`` with
 ``sampled_at``, ``states``) is read by the state table through `V1_WIRE`, with
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 from frequenz.api.common.v1.metrics import metric_sample_pb2
 from frequenz.api.common.v1.microgrid.components import components_pb2 as v1c_pb2
+from frequenz.api.common.v1alpha8.metrics import metrics_pb2 as v1a8_metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
@@ -89,6 +91,14 @@ def _component(comp: v1c_pb2.Component) -> ec_pb2.ElectricalComponent:
         out.category_specific_info.grid_connection_point.rated_fuse_current = (
             meta.grid.rated_fuse_current
         )
+    for mcb in comp.metric_config_bounds:
+        # The rated active power (`ComponentInfo.rated_power_w`), in v1alpha8's number.
+        if mcb.metric == metric_sample_pb2.METRIC_AC_ACTIVE_POWER:
+            b = out.metric_config_bounds.add(metric=v1a8_metrics_pb2.METRIC_AC_POWER_ACTIVE)
+            if mcb.config_bounds.HasField("lower"):
+                b.config_bounds.lower = mcb.config_bounds.lower
+            if mcb.config_bounds.HasField("upper"):
+                b.config_bounds.upper = mcb.config_bounds.upper
     return out
 
 

@@ -2,11 +2,13 @@
 
 A `SiteCore` holds, for one `ComponentGraph` and one `RuntimeOptions`, the
 columnar `StateTable` that telemetry fills, the `Health` exclusion rules, the
-fleet's place in the table (`FleetIndex`), the `RoundPlanner` that turns a fleet
-target into setpoints, and the measurements (`SiteMeasurements`) every control
-step starts from. Time is always an argument (monotonic ns). `Site` builds its
-runtime on one; an in-process replay builds one the same way and fills its
-table from simulated physics, so both run the same control code.
+controllable components' place in the table (`FleetIndex`: battery inverters,
+PV inverters, EV chargers), the `RoundPlanner` that turns a fleet target (and
+what the strategies' bounds require of PV and EV) into setpoints, and the
+measurements (`SiteMeasurements`) every control step starts from. Time is
+always an argument (monotonic ns). `Site` builds its runtime on one; an
+in-process replay builds one the same way and fills its table from simulated
+physics, so both run the same control code.
 
 Offers `RuntimeOptions`, `SiteMeasurements` and `SiteCore`.
 """
@@ -18,6 +20,8 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
+
+from distribution import DEFAULT_KIND_ORDER, KINDS
 
 from ._actor import validate_positive
 from ._api import TelemetryWire
@@ -69,10 +73,19 @@ class RuntimeOptions:
     that mean another client controls the site (commanding then stops)."""
     contention_window_s: float = 60.0
     """The window of `contention_overrides` (s)."""
+    kind_order: tuple[str, ...] = DEFAULT_KIND_ORDER
+    """Which kind meets what the strategies' bounds require first: a permutation of
+    ``("battery_inverter", "pv_inverter", "ev_charger")`` (`distribution.allocate_kinds`;
+    only PV's and EV's place relative to the batteries matters)."""
 
     def __post_init__(self) -> None:
         """Validate every field."""
         for f in fields(self):
+            if f.name == "kind_order":
+                order = self.kind_order
+                if not isinstance(order, tuple) or sorted(order) != sorted(KINDS):
+                    raise OptionsError("kind_order", order, f"must name each of {KINDS} once")
+                continue
             validate_positive(f.name, getattr(self, f.name), allow_zero=f.name == "deadband_w")
         lt = self.setpoint_lifetime_s
         if not 10 <= lt <= 900 or lt != int(lt):
@@ -132,6 +145,21 @@ class SiteMeasurements:
     """AC lower bound of the healthy, usable fleet now (W, SoC-aware)."""
     fleet_upper_w: float
     """AC upper bound of the healthy, usable fleet now (W, SoC-aware)."""
+    flex_power_w: float = 0.0
+    """What our PV caps and EV limits change now, counted like battery power (W:
+    + = curtailed production, − = charging taken off; `RoundPlanner.flex`)."""
+    flex_lower_w: float = 0.0
+    """How far the usable EV chargers can lower the site's power (W, ≤ 0)."""
+    flex_upper_w: float = 0.0
+    """How far curtailing the usable PV inverters can raise it (W, ≥ 0)."""
+    pv_curtailed_w: float = 0.0
+    """PV production our caps take off now (W, ≥ 0)."""
+    pv_capped: int = 0
+    """PV inverters under a cap of ours (as last planned)."""
+    ev_power_w: float = 0.0
+    """Charging power of the usable EV chargers (W, ≥ 0)."""
+    ev_limited: int = 0
+    """EV chargers under a limit of ours (as last planned; paused ones included)."""
 
 
 class SiteCore:
@@ -161,7 +189,7 @@ class SiteCore:
         )
         """Columnar latest-value state of every streamed component."""
         inv_rows = np.zeros(self.state.n, dtype=np.bool_)
-        for cid in graph.battery_inverter_ids:
+        for cid in graph.controlled_ids:
             inv_rows[self.state.row_of[cid]] = True
         self.health: Health = Health(
             self.state,
@@ -180,6 +208,8 @@ class SiteCore:
             soc_exponent=options.soc_exponent,
             deadband_w=options.deadband_w,
             renew_after_s=options.setpoint_lifetime_s - options.renew_margin_s,
+            lifetime_s=options.setpoint_lifetime_s,
+            kind_order=options.kind_order,
         )
         """Fleet target → setpoints (allocation, bounds re-check, deadband/renewal)."""
         st = self.state
@@ -261,7 +291,7 @@ class SiteCore:
         t = self.state
         d = self.index
         ok = self.health.ok_mask(now)
-        ir, br = d.inv_rows, d.bat_rows
+        ir, br = d.bat_inv_rows, d.bat_rows
         soc = t.soc_pct[br]
         inv_ok, bat_ok = ok[ir], ok[br] & np.isfinite(soc)
         ng = d.n_groups
@@ -280,6 +310,7 @@ class SiteCore:
         usable = ginv_ok & gbat_ok
         grid_power, grid_freq, grid_ns = self.grid(now)
         power = t.power_w
+        flex = self.planner.flex(now, ok) if len(d.inverter_ids) > d.n_battery else None
 
         def total(rows: IntArray) -> float:
             return float(finite_or(power[rows], 0.0).sum())
@@ -305,5 +336,12 @@ class SiteCore:
             soc_upper_pct=weighted(t.soc_upper_pct[br], 100.0),
             fleet_lower_w=fleet_lo,
             fleet_upper_w=fleet_hi,
+            flex_power_w=flex.power_w if flex else 0.0,
+            flex_lower_w=flex.lower_w if flex else 0.0,
+            flex_upper_w=flex.upper_w if flex else 0.0,
+            pv_curtailed_w=flex.pv_in_effect_w if flex else 0.0,
+            pv_capped=flex.pv_capped if flex else 0,
+            ev_power_w=flex.ev_power_w if flex else 0.0,
+            ev_limited=flex.ev_capped if flex else 0,
         )
 

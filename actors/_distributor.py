@@ -1,4 +1,8 @@
-"""The power distributor: target W for the battery fleet → allocation → dispatch.
+"""The power distributor: target W for the battery fleet (+ PV / EV caps) → allocation → dispatch.
+
+A request may carry ``must_w``, what the strategies' bounds require of batteries,
+PV curtailment and EV limits together (`RoundPlanner.plan`); without it PV
+inverters and EV chargers run uncapped.
 
 `request_power(target_w)` is non-blocking: it stores the request in a one-slot
 mailbox and wakes the distributor, so while a dispatch is in flight a newer request
@@ -64,7 +68,7 @@ class DistributionOutcome:
     target_w: float
     """Requested battery fleet power (W, + = charging)."""
     achieved_w: float
-    """Sum of the setpoints now in effect on healthy inverters (W)."""
+    """Sum of the setpoints now in effect on healthy battery inverters (W)."""
     setpoints_w: dict[int, float]
     """Allocated setpoint by battery inverter id (W)."""
     failed: dict[int, str] = field(default_factory=dict)
@@ -87,6 +91,9 @@ class DistributionOutcome:
     """Request sequence number (superseded requests share the outcome of the newer one)."""
     message: str = ""
     """Human readable detail (allocation status, error)."""
+    caps_w: dict[int, float] = field(default_factory=dict)
+    """PV caps and EV charge limits of this round by component id (W; uncapped ones
+    are not listed)."""
 
     @property
     def latency_ms(self) -> float:
@@ -154,13 +161,14 @@ class PowerDistributor(Actor):
         """Battery inverter ids, group by group (index of the Fleet's inverter arrays)."""
         self.inv_rows: IntArray = ix.inv_rows
         """State-table rows of the inverters."""
-        self._pending: tuple[float, int, int] | None = None
+        self._pending: tuple[float, int, int, float] | None = None
         self._prepared: _Prepared | DistributionOutcome | None = None
         self._idle = False
         self._seq = 0
         self._wake = asyncio.Event()
         self._refresh_due = False
         self._last_target: float | None = None
+        self._last_must = math.nan
         self._waiters: dict[int, asyncio.Future[DistributionOutcome]] = {}
         # The channel closes when all its receivers are gone: keep one (never read).
         self._result_sender: BroadcastSender[DistributionOutcome]
@@ -176,24 +184,29 @@ class PowerDistributor(Actor):
         """allocate() calls."""
 
     # ----------------------------------------------------------------- requests
-    def request_power(self, target_w: float) -> int:
+    def request_power(self, target_w: float, must_w: float = math.nan) -> int:
         """Ask for `target_w` (W, + = charging) for the battery fleet; latest wins.
 
         Args:
             target_w: Fleet target power in W.
+            must_w: What the strategies' bounds require of batteries + PV + EV (W;
+                nan = nothing: PV inverters and EV chargers run uncapped;
+                `RoundPlanner.plan`).
 
         Returns:
             The request's sequence number.
 
         Raises:
-            OptionsError: If `target_w` is not a finite number.
+            OptionsError: If `target_w` is not a finite number, or `must_w` is infinite.
         """
         if isinstance(target_w, bool) or not isinstance(target_w, (int, float, np.floating)):
             raise OptionsError("target_w", target_w, "must be a number of watts")
         if not math.isfinite(target_w):
             raise OptionsError("target_w", target_w, "must be finite")
+        if math.isinf(must_w):
+            raise OptionsError("must_w", must_w, "must be finite or nan")
         self._seq += 1
-        req = (float(target_w), time.monotonic_ns(), self._seq)
+        req = (float(target_w), time.monotonic_ns(), self._seq, float(must_w))
         self._pending = req
         if self._idle and self._prepared is None:
             # The loop waits for work: allocate and start the calls right here, so
@@ -207,16 +220,17 @@ class PowerDistributor(Actor):
         self._wake.set()
         return self._seq
 
-    async def set_power(self, target_w: float) -> DistributionOutcome:
+    async def set_power(self, target_w: float, must_w: float = math.nan) -> DistributionOutcome:
         """Request `target_w` and wait for the outcome that covers it.
 
         Args:
             target_w: Fleet target power in W.
+            must_w: As in `request_power`.
 
         Returns:
             The outcome (of this request or of a newer one that superseded it).
         """
-        seq = self.request_power(target_w)
+        seq = self.request_power(target_w, must_w)
         fut: asyncio.Future[DistributionOutcome] = asyncio.get_running_loop().create_future()
         self._waiters[seq] = fut
         try:
@@ -284,7 +298,8 @@ class PowerDistributor(Actor):
                         schedule(self._realloc_s)
                         if self._last_target is not None:
                             out = await self._finish(
-                                self._prepare(self._last_target, time.monotonic_ns(), 0), tails
+                                self._prepare(self._last_target, time.monotonic_ns(), 0,
+                                              self._last_must), tails
                             )
                             if out.kind is OutcomeKind.PARTIAL_FAILURE:
                                 schedule(min(0.05, self._realloc_s))
@@ -317,7 +332,8 @@ class PowerDistributor(Actor):
         )
 
     def _prepare(
-        self, target_w: float, req_ns: int, seq: int, *, inline: bool = False
+        self, target_w: float, req_ns: int, seq: int, must_w: float = math.nan, *,
+        inline: bool = False,
     ) -> _Prepared | DistributionOutcome:
         """Plan `target_w` (`RoundPlanner.plan`) and, with `inline`, start its first calls.
 
@@ -325,6 +341,7 @@ class PowerDistributor(Actor):
         failed (nothing is sent then).
         """
         self._last_target = target_w
+        self._last_must = must_w
         disp = self.dispatcher
         if disp.held is not None:
             # The site holds every setpoint (an unchecked reconnect, another site,
@@ -332,7 +349,7 @@ class PowerDistributor(Actor):
             # re-run by the refresh timer once the hold is lifted.
             return self._error(target_w, req_ns, seq, f"setpoints held: {disp.held}")
         try:
-            planned = self.planner.plan(target_w, time.monotonic_ns(), disp)
+            planned = self.planner.plan(target_w, time.monotonic_ns(), disp, must_w)
         except Exception as exc:
             _logger.exception("allocation for %.1f W failed", target_w)
             return self._error(
@@ -354,7 +371,9 @@ class PowerDistributor(Actor):
         planned = prep.round
         result = await disp.send(planned.indices, planned.powers_w, tails, started=prep.started)
         inv_ok, res, target_w = planned.inverter_ok, planned.result, planned.target_w
-        achieved = float(np.sum(np.where(disp.last_ok & inv_ok, np.nan_to_num(disp.last_w), 0.0)))
+        nb = self.planner.index.n_battery
+        achieved = float(np.sum(np.where(disp.last_ok[:nb] & inv_ok[:nb],
+                                         np.nan_to_num(disp.last_w[:nb]), 0.0)))
         f_lo = float(getattr(res, "fleet_lower_w", math.nan))
         f_hi = float(getattr(res, "fleet_upper_w", math.nan))
         feasible = min(max(target_w, f_lo), f_hi) if math.isfinite(f_lo + f_hi) else target_w
@@ -370,7 +389,8 @@ class PowerDistributor(Actor):
             kind=kind,
             target_w=target_w,
             achieved_w=achieved,
-            setpoints_w=dict(zip(self.inverter_ids, planned.setpoints_w.tolist(), strict=True)),
+            setpoints_w=dict(zip(self.inverter_ids[:nb], planned.setpoints_w[:nb].tolist(),
+                                 strict=True)),
             failed=result.failed,
             missing_w=feasible - achieved if result.failed else 0.0,
             fleet_lower_w=f_lo,
@@ -381,6 +401,9 @@ class PowerDistributor(Actor):
             skipped=planned.skipped,
             seq=prep.seq,
             message=planned.message,
+            caps_w=({} if planned.capped is None else
+                    {self.inverter_ids[i]: float(planned.setpoints_w[i])
+                     for i in np.flatnonzero(planned.capped).tolist()}),
         )
 
     async def aclose(self) -> None:

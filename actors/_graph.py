@@ -1,18 +1,22 @@
-"""The component graph: battery groups, the grid formula, PV and load meters.
+"""The component graph: battery groups, the grid formula, PV, EV chargers and load meters.
 
 Built once from ListElectricalComponents + ListElectricalComponentConnections.
 Connections point away from the grid (source = closer to the grid), so an
 inverter → battery connection links an inverter to the battery behind it. A
 *battery group* is a connected set of battery inverters and batteries (1:1,
-n inverters : 1 battery, 1 inverter : n batteries, or mixed).
+n inverters : 1 battery, 1 inverter : n batteries, or mixed). The controllable
+components are the battery inverters, the PV inverters (production caps) and the
+EV chargers (charge limits), in that order (`ComponentGraph.controlled_ids`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
@@ -25,6 +29,7 @@ from ._grid import GridFormula
 CAT_METER: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_METER
 CAT_INVERTER: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
 CAT_BATTERY: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
+CAT_EV_CHARGER: int = ec_pb2.ELECTRICAL_COMPONENT_CATEGORY_EV_CHARGER
 INV_BATTERY: int = ec_pb2.INVERTER_TYPE_BATTERY
 INV_PV: int = ec_pb2.INVERTER_TYPE_PV
 INV_HYBRID: int = ec_pb2.INVERTER_TYPE_HYBRID
@@ -42,6 +47,9 @@ class ComponentInfo:
     """`InverterType` value for inverters (0 = unspecified)."""
     name: str = ""
     """Component name."""
+    rated_power_w: float = math.nan
+    """Rated AC active power (W, > 0): the larger end of the component's configured
+    active-power bounds (``metric_config_bounds``); nan when the server gives none."""
 
     @classmethod
     def from_proto(cls, comp: ec_pb2.ElectricalComponent) -> ComponentInfo:
@@ -57,7 +65,21 @@ class ComponentInfo:
         if comp.category_specific_info.WhichOneof("kind") == "inverter":
             inv_type = int(comp.category_specific_info.inverter.type)
         return cls(id=int(comp.id), category=int(comp.category), inverter_type=inv_type,
-                   name=comp.name)
+                   name=comp.name, rated_power_w=_rated_power_w(comp))
+
+
+def _rated_power_w(comp: ec_pb2.ElectricalComponent) -> float:
+    """The larger magnitude of the configured AC active-power bounds (nan: none usable)."""
+    for mcb in comp.metric_config_bounds:
+        if mcb.metric != metrics_pb2.METRIC_AC_POWER_ACTIVE:
+            continue
+        b = mcb.config_bounds
+        ends = [abs(v) for v, has in ((b.lower, b.HasField("lower")),
+                                       (b.upper, b.HasField("upper")))
+                if has and math.isfinite(v)]
+        if ends and max(ends) > 0:
+            return float(max(ends))
+    return math.nan
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class ComponentGraph:
     """PV inverters."""
     pv_meter_ids: tuple[int, ...] = ()
     """Meters whose successors are all PV inverters."""
+    ev_charger_ids: tuple[int, ...] = ()
+    """EV chargers (sorted)."""
     load_meter_ids: tuple[int, ...] = ()
     """Leaf meters (no successors) that are not a term of the grid formula."""
     successors: dict[int, tuple[int, ...]] = field(default_factory=dict)
@@ -100,6 +124,12 @@ class ComponentGraph:
     def battery_ids(self) -> tuple[int, ...]:
         """All battery ids, group by group."""
         return tuple(b for g in self.groups for b in g.battery_ids)
+
+    @property
+    def controlled_ids(self) -> tuple[int, ...]:
+        """Every component that takes active-power setpoints: battery inverters (group
+        by group), then PV inverters, then EV chargers."""
+        return self.battery_inverter_ids + self.pv_inverter_ids + self.ev_charger_ids
 
     @property
     def grid_meter_id(self) -> int | None:
@@ -119,6 +149,7 @@ class ComponentGraph:
             + self.battery_ids
             + self.pv_inverter_ids
             + self.pv_meter_ids
+            + self.ev_charger_ids
             + self.load_meter_ids
         )
         return tuple(ids)
@@ -195,6 +226,9 @@ class ComponentGraph:
             grid=grid,
             pv_inverter_ids=pv_invs,
             pv_meter_ids=pv_meters,
+            ev_charger_ids=tuple(sorted(
+                c.id for c in comps.values() if c.category == CAT_EV_CHARGER
+            )),
             load_meter_ids=load_meters,
             successors={k: tuple(v) for k, v in succ.items()},
         )

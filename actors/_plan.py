@@ -3,19 +3,35 @@
 Synchronous and clock-free (time is an argument), so the `PowerDistributor`
 actor and the in-process replay run the very same code:
 
-* `FleetIndex` – where the battery inverters and batteries sit in the state table,
-  their groups and links (from the `ComponentGraph`).
+* `FleetIndex` – where the controllable components sit in the state table: the
+  battery inverters (with their batteries, groups and links, from the
+  `ComponentGraph`), then the PV inverters, then the EV chargers.
 * `RoundPlanner` – snapshot the table into a `distribution.Fleet` (health decides
-  availability, bands clipped to the interval by the decoder), `allocate`, re-check
-  every setpoint against the snapshot's bounds, and keep only the setpoints the
-  deadband/renewal rule (`needs_send`) says must go out; excluded inverters are
-  never commanded.
+  availability, bands clipped to the interval by the decoder) and the usable PV
+  inverters and EV chargers (`flex`), `distribution.allocate_kinds` (batteries take
+  the fleet target, PV curtailment / EV limits only what the strategies' bounds
+  require, in the configured kind order), re-check every setpoint against the
+  snapshot's bounds, and keep only the setpoints that must go out: the
+  deadband/renewal rule (`needs_send`) for battery inverters and for capped PV
+  inverters / EV chargers; an *uncapped* PV inverter or EV charger gets its
+  uncapped setpoint (full production = its lower bound; the charger's rating =
+  its upper bound) only while a cap of ours still binds it, and otherwise no
+  setpoint at all, so that it runs free and never depends on gridloop when
+  nothing needs capping (the last cap lapses with its finite lifetime anyway).
+  Excluded components are never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
+* `FlexState` – what the usable PV inverters and EV chargers can do now and what
+  their caps take off now (`RoundPlanner.flex`; the measurements' flex fields).
+
+EV "need": the API tells neither a car's energy request nor its departure, so a
+charger whose draw is at its limit (ours, or its rating) is taken to need its
+rating, and one drawing less than its limit needs what it draws.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +48,13 @@ _logger = logging.getLogger(__name__)
 
 _TOL_W = 1e-6
 
+PV_MARGIN = 0.02
+"""A PV inverter's full-production setpoint is this share of its available production
+(at least the deadband) above its lower bound (−available): the available production
+moves with the irradiance between the sample and the call, and a cap below it is out
+of range (refused, the inverter then excluded until its retry). The cost is at most
+this share of production for one setpoint lifetime after a cap is lifted."""
+
 
 def _nan_to(values: FloatArray, nan: float) -> FloatArray:
     """`np.nan_to_num(values, nan=nan)` (±inf → ±max float), skipped when all are finite."""
@@ -43,14 +66,19 @@ def _nan_to(values: FloatArray, nan: float) -> FloatArray:
 
 @dataclass(frozen=True)
 class FleetIndex:
-    """The battery fleet's place in the state table (index i = the i-th inverter/battery)."""
+    """The controllable components' place in the state table (index i = the i-th one).
+
+    Index ``i < n_battery`` is the i-th battery inverter (the Fleet's inverter
+    arrays), then come the PV inverters (`pv`), then the EV chargers (`ev`).
+    """
 
     inverter_ids: list[int]
-    """Battery inverter ids, group by group (index of the Fleet's inverter arrays)."""
+    """Controlled component ids: battery inverters group by group, then PV inverters,
+    then EV chargers (the setpoint book's and the dispatcher's index)."""
     battery_ids: list[int]
     """Battery ids, group by group."""
     inv_rows: IntArray
-    """State-table rows of the inverters."""
+    """State-table rows of the controlled components (same order)."""
     bat_rows: IntArray
     """State-table rows of the batteries."""
     links: IntArray
@@ -61,6 +89,45 @@ class FleetIndex:
     """Group index of each inverter."""
     group_of_bat: IntArray
     """Group index of each battery."""
+    n_battery: int = -1
+    """Number of battery inverters (the first ones); -1 = all of them (no PV, no EV)."""
+    n_pv: int = 0
+    """Number of PV inverters (after the battery inverters)."""
+    pv_rated_w: FloatArray | None = None
+    """Rated power of each PV inverter (W; nan = unknown)."""
+
+    def __post_init__(self) -> None:
+        """Default `n_battery` to every index (an index built without PV and EV)."""
+        if self.n_battery < 0:
+            object.__setattr__(self, "n_battery", len(self.inverter_ids))
+
+    @property
+    def battery(self) -> slice:
+        """The battery inverters' indices."""
+        return slice(0, self.n_battery)
+
+    @property
+    def pv(self) -> slice:
+        """The PV inverters' indices."""
+        return slice(self.n_battery, self.n_battery + self.n_pv)
+
+    @property
+    def ev(self) -> slice:
+        """The EV chargers' indices."""
+        return slice(self.n_battery + self.n_pv, len(self.inverter_ids))
+
+    @property
+    def kind_of(self) -> list[str]:
+        """The kind of each index (`distribution.KINDS` names)."""
+        n = len(self.inverter_ids)
+        nb, npv = self.n_battery, self.n_pv
+        return (["battery_inverter"] * nb + ["pv_inverter"] * npv
+                + ["ev_charger"] * (n - nb - npv))
+
+    @property
+    def bat_inv_rows(self) -> IntArray:
+        """State-table rows of the battery inverters."""
+        return self.inv_rows[: self.n_battery]
 
     @classmethod
     def of(cls, graph: ComponentGraph, table: StateTable) -> FleetIndex:
@@ -74,13 +141,19 @@ class FleetIndex:
             The index.
         """
         row = table.row_of
-        inverter_ids = list(graph.battery_inverter_ids)
+        inverter_ids = list(graph.controlled_ids)
         battery_ids = list(graph.battery_ids)
         inv_idx = {c: k for k, c in enumerate(inverter_ids)}
         bat_idx = {c: k for k, c in enumerate(battery_ids)}
         return cls(
             inverter_ids=inverter_ids,
             battery_ids=battery_ids,
+            n_battery=len(graph.battery_inverter_ids),
+            n_pv=len(graph.pv_inverter_ids),
+            pv_rated_w=np.array(
+                [graph.components[i].rated_power_w for i in graph.pv_inverter_ids],
+                dtype=np.float64,
+            ),
             inv_rows=np.array([row[i] for i in inverter_ids], dtype=np.int64),
             bat_rows=np.array([row[b] for b in battery_ids], dtype=np.int64),
             links=np.array(
@@ -99,26 +172,74 @@ class FleetIndex:
 
 @dataclass
 class PlannedRound:
-    """One allocated round: every inverter's setpoint, and the ones to send."""
+    """One allocated round: every controlled component's setpoint, and the ones to send."""
 
     target_w: float
-    """Requested fleet power (W, + = charging)."""
+    """Requested battery fleet power (W, + = charging)."""
     result: Any
-    """The `distribution.AllocationResult`."""
+    """The batteries' `distribution.AllocationResult`."""
     setpoints_w: FloatArray
-    """Setpoint per inverter (0 W for excluded ones and out-of-bounds replacements)."""
+    """Setpoint per controlled component (`FleetIndex` order; 0 W for excluded ones and
+    out-of-bounds replacements; PV / EV ones uncapped unless `capped`)."""
     inverter_ok: BoolArray
-    """Which inverters were usable (health)."""
+    """Which components were usable (health; for PV / EV also sensible bounds)."""
     bad: bool
     """Whether an allocated setpoint failed the independent bounds re-check."""
     message: str
     """Allocation status, and what the re-check replaced."""
     indices: list[int]
-    """Inverter indices to send to (deadband/renewal rule, usable ones only)."""
+    """Component indices to send to (deadband/renewal and cap rules, usable ones only)."""
     powers_w: list[float]
     """Their setpoints (W)."""
     skipped: int
-    """Usable, once-commanded inverters not re-sent (deadband, renewal not due)."""
+    """Usable, once-commanded components not re-sent (deadband, renewal not due)."""
+    must_w: float = math.nan
+    """What the strategies' bounds required of batteries + PV + EV (W; nan = not given)."""
+    pv_w: float = 0.0
+    """PV curtailment planned (W of production taken off, ≥ 0)."""
+    ev_w: float = 0.0
+    """EV charging power planned off (W, ≤ 0)."""
+    capped: BoolArray | None = None
+    """Per controlled component: a PV cap or EV limit (None: no PV, no EV)."""
+
+
+@dataclass(frozen=True)
+class FlexState:
+    """The usable PV inverters and EV chargers now (`RoundPlanner.flex`; W, + = import)."""
+
+    pv_ok: BoolArray
+    """Which PV inverters are usable (healthy, sensible bounds without an exclusion band)."""
+    ev_ok: BoolArray
+    """Which EV chargers are usable (healthy, sensible bounds)."""
+    pv: _dist.PvInverters
+    """The usable PV inverters, as `allocate_kinds` takes them."""
+    ev: _dist.EvChargers
+    """The usable EV chargers (with their need), as `allocate_kinds` takes them."""
+    pv_in_effect_w: float
+    """Production our PV caps take off now (measured, ≥ 0)."""
+    ev_in_effect_w: float
+    """Charging power our EV limits take off now (measured against the need, ≤ 0)."""
+    pv_capped: int
+    """PV inverters under a cap of ours (as last planned)."""
+    ev_capped: int
+    """EV chargers under a limit of ours (as last planned), paused ones included."""
+    ev_power_w: float
+    """Measured charging power of the usable chargers (W, ≥ 0)."""
+
+    @property
+    def power_w(self) -> float:
+        """What the caps change now, counted like battery power (W)."""
+        return self.pv_in_effect_w + self.ev_in_effect_w
+
+    @property
+    def lower_w(self) -> float:
+        """The EV chargers' range below the uncapped site (W, ≤ 0)."""
+        return self.ev.range_w
+
+    @property
+    def upper_w(self) -> float:
+        """The PV inverters' range above the uncapped site (W, ≥ 0)."""
+        return self.pv.range_w
 
 
 class RoundPlanner:
@@ -133,6 +254,8 @@ class RoundPlanner:
         soc_exponent: float,
         deadband_w: float,
         renew_after_s: float,
+        lifetime_s: float | None = None,
+        kind_order: tuple[str, ...] = _dist.DEFAULT_KIND_ORDER,
     ) -> None:
         """Create the planner.
 
@@ -143,6 +266,10 @@ class RoundPlanner:
             soc_exponent: Passed to `allocate`.
             deadband_w: Changes up to this are not re-sent.
             renew_after_s: Unchanged setpoints are re-sent after this age.
+            lifetime_s: The setpoints' lifetime (s; a cap older than this has lapsed);
+                None = `renew_after_s`.
+            kind_order: Which kind meets the strategies' bounds first
+                (`distribution.allocate_kinds`).
         """
         self.index: FleetIndex = index
         """The fleet's rows."""
@@ -156,6 +283,13 @@ class RoundPlanner:
         """Changes up to this are not re-sent (W)."""
         self.renew_after_ns: int = int(renew_after_s * 1e9)
         """Unchanged setpoints are re-sent after this age (ns)."""
+        self.lifetime_ns: int = int((renew_after_s if lifetime_s is None else lifetime_s) * 1e9)
+        """A setpoint older than this has lapsed (ns)."""
+        self.kind_order: tuple[str, ...] = tuple(kind_order)
+        """Which kind meets the strategies' bounds first."""
+        n_flex = len(index.inverter_ids) - index.n_battery
+        self.flex_cap_w: FloatArray = np.full(n_flex, np.nan)
+        """The last planned cap of each PV inverter / EV charger (W; nan = uncapped)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
 
@@ -182,7 +316,7 @@ class RoundPlanner:
         ix = self.index
         if ok is None:
             ok = self.health.ok_mask(now_ns)
-        ir, br = ix.inv_rows, ix.bat_rows
+        ir, br = ix.bat_inv_rows, ix.bat_rows
         inv_ok = ok[ir]
         cap = t.capacity_wh[br]
         # A non-positive capacity is live data gone wrong, not a structural error:
@@ -225,19 +359,87 @@ class RoundPlanner:
         bad: BoolArray = (sp != 0.0) & ~ok
         return bad
 
-    def plan(self, target_w: float, now_ns: int, book: SetpointBook) -> PlannedRound:
-        """Allocate `target_w` and decide what to send.
+    def flex(self, now_ns: int, ok: BoolArray | None = None) -> FlexState:
+        """The usable PV inverters and EV chargers now, and what our caps take off.
 
-        An excluded inverter (stale, no data, bad data, error state, unusable
-        bounds, waiting for a retry after a failed setpoint) is never commanded:
-        what it is doing now is unknown. Its last setpoint is forgotten as
-        acknowledged in `book` (the one side effect), so the first allocation
-        after it is back re-sends it.
+        A PV inverter is usable when healthy with bounds ``lower <= upper`` and no
+        exclusion band; its rating (`FleetIndex.pv_rated_w`) weighs its share, or,
+        when any usable one's rating is unknown, its available production does. An
+        EV charger is usable when healthy with bounds ``[0 or min, upper]``; its
+        need is its rating while it draws at its limit, else what it draws (module
+        docstring). What a cap takes off is measured: ``power − lower`` of a capped
+        PV inverter, ``power − need`` of a limited charger.
 
         Args:
-            target_w: Fleet target (W, + = charging).
+            now_ns: Current monotonic time (health rules).
+            ok: `health.ok_mask(now_ns)` when the caller has it already.
+
+        Returns:
+            The state.
+        """
+        t = self.table
+        ix = self.index
+        if ok is None:
+            ok = self.health.ok_mask(now_ns)
+        nb, npv = ix.n_battery, ix.n_pv
+        rows = ix.inv_rows[nb:]
+        cap = self.flex_cap_w
+        lo, hi = t.power_lower_w[rows], t.power_upper_w[rows]
+        el, eu = t.power_excl_lower_w[rows], t.power_excl_upper_w[rows]
+        p = t.power_w[rows]
+        with np.errstate(invalid="ignore"):
+            fine = ok[rows] & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(p) & (lo <= hi)
+            pv_ok = fine[:npv] & (el[:npv] == 0.0) & (eu[:npv] == 0.0)
+            ev_min = np.maximum(np.maximum(eu[npv:], lo[npv:]), 0.0)
+            ev_ok = fine[npv:] & (lo[npv:] <= 0.0) & ((hi[npv:] >= ev_min) | (hi[npv:] == 0.0))
+        # PV: the usable range starts a margin above the lower bound (see `PV_MARGIN`).
+        phi = hi[:npv][pv_ok]
+        plo = self._pv_full(lo[:npv][pv_ok], phi)
+        span = phi - plo
+        rated = (ix.pv_rated_w if ix.pv_rated_w is not None else np.full(npv, np.nan))[pv_ok]
+        if not (np.isfinite(rated).all() and (rated > 0).all()):
+            rated = np.maximum(span, 1.0)
+        pv = _dist.PvInverters(lower_w=plo, upper_w=phi, rated_w=rated)
+        pv_cap = cap[:npv][pv_ok]
+        pv_eff = np.where(np.isfinite(pv_cap), np.clip(p[:npv][pv_ok] - plo, 0.0, span), 0.0)
+        # EV
+        ehi = hi[npv:][ev_ok]
+        draw = np.clip(p[npv:][ev_ok], 0.0, ehi)
+        ev_cap = cap[npv:][ev_ok]
+        limit = np.where(np.isfinite(ev_cap), ev_cap, ehi)
+        tol = np.maximum(self.deadband_w, 0.02 * ehi)
+        need = np.where(draw >= limit - tol, ehi, draw)
+        ev = _dist.EvChargers(min_w=np.minimum(ev_min[ev_ok], ehi), upper_w=ehi, need_w=need)
+        ev_eff = np.where(np.isfinite(ev_cap), draw - need, 0.0)
+        return FlexState(
+            pv_ok=pv_ok,
+            ev_ok=ev_ok,
+            pv=pv,
+            ev=ev,
+            pv_in_effect_w=float(pv_eff.sum()),
+            ev_in_effect_w=float(ev_eff.sum()),
+            pv_capped=int(np.isfinite(cap[:npv]).sum()),
+            ev_capped=int(np.isfinite(cap[npv:]).sum()),
+            ev_power_w=float(draw.sum()),
+        )
+
+    def plan(
+        self, target_w: float, now_ns: int, book: SetpointBook, must_w: float = math.nan
+    ) -> PlannedRound:
+        """Allocate `target_w` (and `must_w` over PV / EV) and decide what to send.
+
+        An excluded component (stale, no data, bad data, error state, unusable
+        bounds, waiting for a retry after a failed setpoint) is never commanded:
+        what it is doing now is unknown. Its last setpoint is forgotten as
+        acknowledged in `book` (the one side effect besides `flex_cap_w`), so the
+        first allocation after it is back re-sends it.
+
+        Args:
+            target_w: Battery fleet target (W, + = charging).
             now_ns: Current monotonic time.
-            book: What was sent before (read; excluded inverters marked unknown).
+            book: What was sent before (read; excluded components marked unknown).
+            must_w: What the strategies' bounds require of batteries + PV + EV
+                (W; nan = nothing: no cap, no limit; `distribution.allocate_kinds`).
 
         Returns:
             The round (nothing is recorded as sent: the caller does that when it sends).
@@ -245,32 +447,99 @@ class RoundPlanner:
         Raises:
             Exception: The allocation failed (whatever `distribution` raised).
         """
-        fleet, inv_ok, _bat_ok = self.build_fleet(now_ns)
-        res = _dist.allocate(fleet, target_w, soc_exponent=self.soc_exponent)
-        sp = np.asarray(res.setpoints_w, dtype=np.float64)
-        sp = np.where(inv_ok, sp, 0.0)
+        ix = self.index
+        nb, n = ix.n_battery, len(ix.inverter_ids)
+        ok = self.health.ok_mask(now_ns)
+        fleet, inv_ok, _bat_ok = self.build_fleet(now_ns, ok)
+        capped: BoolArray | None = None
+        pv_w = ev_w = 0.0
+        if n == nb:
+            res = _dist.allocate(fleet, target_w, soc_exponent=self.soc_exponent)
+            sp = np.asarray(res.setpoints_w, dtype=np.float64)
+            use = inv_ok
+        else:
+            fx = self.flex(now_ns, ok)
+            kinds = _dist.allocate_kinds(
+                fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
+                fx.pv, fx.ev, self.kind_order, self.soc_exponent,
+            )
+            res = kinds.battery
+            pv_w, ev_w = kinds.pv_w, kinds.ev_w
+            flex_ok = np.concatenate((fx.pv_ok, fx.ev_ok))
+            flex_sp = np.zeros(n - nb)
+            capped = np.zeros(n, dtype=np.bool_)
+            at = np.flatnonzero(flex_ok)
+            flex_sp[at] = np.concatenate((kinds.pv_setpoints_w, kinds.ev_setpoints_w))
+            capped[nb + at] = np.concatenate((kinds.pv_capped, kinds.ev_capped))
+            sp = np.concatenate((np.asarray(res.setpoints_w, dtype=np.float64), flex_sp))
+            use = np.concatenate((inv_ok, flex_ok))
+        sp = np.where(use, sp, 0.0)
         bad = self.check_bounds(sp)
         message = str(getattr(res.status, "name", res.status))
         if bad.any():
-            bad_ids = [self.index.inverter_ids[i] for i in np.flatnonzero(bad)]
+            bad_ids = [ix.inverter_ids[i] for i in np.flatnonzero(bad)]
             _logger.error("allocation gave out-of-bounds setpoints for %s; sending 0 W", bad_ids)
             sp = np.where(bad, 0.0, sp)
             message += f"; out-of-bounds setpoints replaced by 0 W for {bad_ids}"
         send = needs_send(
-            sp, book.last_w, book.last_sent_ns, book.last_ok, now_ns, self.deadband_w,
-            self.renew_after_ns,
+            sp[:nb], book.last_w[:nb], book.last_sent_ns[:nb], book.last_ok[:nb], now_ns,
+            self.deadband_w, self.renew_after_ns,
         )
-        send &= inv_ok
-        book.mark_unknown(~inv_ok)
+        if capped is not None:
+            capped |= bad
+            send = np.concatenate((send, self._flex_send(sp, capped, now_ns, book)))
+            self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
+        send &= use
+        book.mark_unknown(~use)
         idx = np.flatnonzero(send).tolist()
         return PlannedRound(
             target_w=target_w,
             result=res,
             setpoints_w=sp,
-            inverter_ok=inv_ok,
+            inverter_ok=use,
             bad=bool(bad.any()),
             message=message,
             indices=idx,
             powers_w=sp[idx].tolist(),
-            skipped=int(np.count_nonzero(~send & inv_ok & ~np.isnan(book.last_w))),
+            skipped=int(np.count_nonzero(~send & use & ~np.isnan(book.last_w))),
+            must_w=must_w,
+            pv_w=pv_w,
+            ev_w=ev_w,
+            capped=capped,
         )
+
+    def _pv_full(self, lower_w: FloatArray, upper_w: FloatArray) -> FloatArray:
+        """The full-production setpoint of PV inverters: `PV_MARGIN` above the lower bound."""
+        avail = upper_w - lower_w
+        full: FloatArray = lower_w + np.minimum(avail, np.maximum(PV_MARGIN * avail,
+                                                                  self.deadband_w))
+        return full
+
+    def _flex_send(
+        self, sp: FloatArray, capped: BoolArray, now_ns: int, book: SetpointBook
+    ) -> BoolArray:
+        """Which PV / EV setpoints go out (module docstring).
+
+        A capped one by the deadband/renewal rule (a pause to 0 W also to one never
+        commanded); an uncapped one only while a cap of ours still binds it: a PV
+        cap above the lower bound, an EV limit below the upper bound, by more
+        than the deadband, sent less than a lifetime ago.
+        """
+        ix = self.index
+        nb, npv = ix.n_battery, ix.n_pv
+        fl = slice(nb, len(ix.inverter_ids))
+        last, sent_ns = book.last_w[fl], book.last_sent_ns[fl]
+        new = sp[fl]
+        never = np.isnan(last)
+        by_rule = needs_send(new, last, sent_ns, book.last_ok[fl], now_ns,
+                             self.deadband_w, self.renew_after_ns)
+        rows = ix.inv_rows[fl]
+        lo, hi = self.table.power_lower_w[rows], self.table.power_upper_w[rows]
+        live = ~never & ((now_ns - sent_ns) < self.lifetime_ns)
+        db = self.deadband_w
+        with np.errstate(invalid="ignore"):
+            full = self._pv_full(lo[:npv], hi[:npv])
+            binds = np.concatenate((last[:npv] > full + db, last[npv:] < hi[npv:] - db))
+        c = capped[fl]
+        out: BoolArray = np.where(c, by_rule | never, live & binds)
+        return out

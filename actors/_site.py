@@ -263,7 +263,7 @@ class Site:
         )
 
     def _new_dispatcher(self) -> Dispatcher:
-        """The dispatcher of every battery inverter's setpoints."""
+        """The dispatcher of every controlled component's setpoints (`FleetIndex` order)."""
         ix = self.core.index
         return Dispatcher(
             self.client,
@@ -290,12 +290,12 @@ class Site:
         )
 
     def _new_recovery(self) -> RecoveryActor:
-        """Error recovery of the battery inverters and batteries."""
+        """Error recovery of the controlled components (inverters, EV chargers) and batteries."""
         o = self.options
         return RecoveryActor(
             self.client,
             self.state,
-            [*self.graph.battery_inverter_ids, *self.graph.battery_ids],
+            [*self.graph.controlled_ids, *self.graph.battery_ids],
             stale_after_s=o.stale_after_s,
             min_s=o.recovery_min_s,
             max_s=o.recovery_max_s,
@@ -467,17 +467,20 @@ class Site:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _send_zero(self) -> None:
-        # Every inverter holding a non-zero setpoint of ours gets 0 W, even one whose
-        # telemetry is stale (0 W is the one command that is always safe to try),
+        # Every battery inverter holding a non-zero setpoint of ours gets 0 W, even one
+        # whose telemetry is stale (0 W is the one command that is always safe to try),
         # except those whose fresh telemetry says they are not running (error, off):
-        # they hold no power and would refuse the call.
+        # they hold no power and would refuse the call. PV caps and EV limits are not
+        # touched (0 W would stop production / charging): they lapse with their
+        # finite lifetime, as if the controller had died.
         d = self.dispatcher
+        nb = self.core.index.n_battery
         t = self.state
         now = time.monotonic_ns()
         rows = d.inverter_rows
         fresh = ~stale_mask(now, t.received_ns[rows], self.health.stale_after_ns)
         down = fresh & ~t.state_ok[rows]
-        idx = [i for i in range(len(d.inverter_ids)) if not math.isnan(d.last_w[i])
+        idx = [i for i in range(nb) if not math.isnan(d.last_w[i])
                and d.last_w[i] != 0.0 and not down[i]]
         if not idx:
             self.safe_stop = SafeStopResult(commanded=0)
@@ -511,24 +514,27 @@ class Site:
             log("safe stop: %s", result.describe())
 
     # ----------------------------------------------------------------- requests
-    def request_power(self, target_w: float) -> None:
+    def request_power(self, target_w: float, must_w: float = math.nan) -> None:
         """Ask for `target_w` W (+ = charging) for the battery fleet; non-blocking, latest wins.
 
         Args:
             target_w: Fleet target in W.
+            must_w: What the strategies' bounds require of batteries, PV curtailment
+                and EV limits together (W; nan = PV and EV run uncapped).
         """
-        self.distributor.request_power(target_w)
+        self.distributor.request_power(target_w, must_w)
 
-    async def set_power(self, target_w: float) -> DistributionOutcome:
+    async def set_power(self, target_w: float, must_w: float = math.nan) -> DistributionOutcome:
         """Request `target_w` and wait for its outcome.
 
         Args:
             target_w: Fleet target in W.
+            must_w: As in `request_power`.
 
         Returns:
             The outcome.
         """
-        return await self.distributor.set_power(target_w)
+        return await self.distributor.set_power(target_w, must_w)
 
     def new_result_receiver(self) -> Receiver[DistributionOutcome]:
         """Receive one `DistributionOutcome` per processed request.

@@ -331,6 +331,8 @@ def _dispatch_section(record: CycleRecord) -> Panel:
         table.add_row("excluded", excluded)
     else:
         table.add_row("excluded", Text("none", style="green"))
+    if record.caps_w or record.pv_curtailed_w or record.ev_power_w:
+        table.add_row("PV / EV caps", _caps_text(record))
     if record.setpoints_overridden:
         table.add_row(
             "overridden",
@@ -491,6 +493,19 @@ class LiveDashboard(RecordObserver):
 # --------------------------------------------------------------------------- log line
 
 
+def _caps_text(record: CycleRecord) -> Text:
+    """PV curtailment and EV limits: counts, powers and every cap in force."""
+    text = Text(
+        f"PV {record.pv_capped} capped, {_kw(record.pv_curtailed_w, signed=False)} curtailed"
+        f"  ·  EV {record.ev_limited} limited, {_kw(record.ev_power_w, signed=False)} charging"
+    )
+    for component_id, cap_w in sorted(record.caps_w.items()):
+        text.append("  ·  ")
+        text.append(f"#{component_id}", style="bold yellow")
+        text.append(" paused" if cap_w == 0.0 else f" {_kw(cap_w)}")
+    return text
+
+
 def summary_line(record: CycleRecord) -> str:
     """One concise line describing a cycle, for logs when there is no dashboard.
 
@@ -548,6 +563,11 @@ def summary_line(record: CycleRecord) -> str:
             "("
             + ", ".join(f"#{cid} {why}".strip() for cid, why in sorted(record.excluded.items()))
             + ")"
+        )
+    if record.caps_w or record.pv_curtailed_w or record.ev_power_w:
+        parts.append(
+            f"pv_curtailed={kw(record.pv_curtailed_w)}/{record.pv_capped}"
+            f" ev={kw(record.ev_power_w)}/{record.ev_limited}_limited"
         )
     if record.setpoints_overridden:
         parts.append(f"overridden={record.setpoints_overridden}")

@@ -49,6 +49,11 @@ gridloop_setpoints_overridden_total           counter    setpoints overridden by
 gridloop_another_client                       gauge      1 once another client controls the site
 gridloop_site_changed                         gauge      1 once the server is another site
 gridloop_api_info{version}                    gauge      1 for the Microgrid API version in use
+gridloop_pv_curtailed_watts                   gauge      PV production our caps take off now
+gridloop_pv_capped_inverters                  gauge      PV inverters under a cap of ours
+gridloop_ev_power_watts                       gauge      EV chargers' charging power
+gridloop_ev_limited_chargers                  gauge      EV chargers under a limit (or paused)
+gridloop_component_cap_watts{component_id}    gauge      PV cap / EV limit in force (NaN: none)
 ============================================  =========  ==========================================
 """
 
@@ -164,6 +169,8 @@ class MetricsExporter(RecordObserver):
         """``setpoints_sent`` of the previous record (a rise means a dispatch completed)."""
         self._excluded_ids: set[int] = set()
         """Components ever reported as excluded (their gauge is kept at 0 after recovery)."""
+        self._capped_ids: set[int] = set()
+        """Components ever capped (their gauge is NaN while uncapped)."""
 
         self.registry = CollectorRegistry(auto_describe=True)
         """The registry served at ``/metrics``."""
@@ -293,6 +300,29 @@ class MetricsExporter(RecordObserver):
             " schedule's windows).",
         )
         """Frequency-response reserve in force."""
+        self.pv_curtailed = self._gauge(
+            "gridloop_pv_curtailed_watts", "PV production our caps take off now (W, >= 0)."
+        )
+        """PV curtailment in effect."""
+        self.pv_capped = self._gauge(
+            "gridloop_pv_capped_inverters", "PV inverters under a production cap of ours."
+        )
+        """PV inverters capped."""
+        self.ev_power = self._gauge(
+            "gridloop_ev_power_watts", "Charging power of the EV chargers (W, >= 0)."
+        )
+        """EV charging power."""
+        self.ev_limited = self._gauge(
+            "gridloop_ev_limited_chargers",
+            "EV chargers under a charge limit of ours (paused ones included).",
+        )
+        """EV chargers limited."""
+        self.component_cap = self._gauge(
+            "gridloop_component_cap_watts",
+            "PV cap (W, <= 0) or EV charge limit (W, >= 0; 0 = paused) in force (NaN: none).",
+            ["component_id"],
+        )
+        """Cap or limit per PV inverter / EV charger."""
         self.fr_band_unreachable = self._gauge(
             "gridloop_fr_band_unreachable",
             "1 while the SoC band of the next frequency-response window is projected out of"
@@ -458,6 +488,10 @@ class MetricsExporter(RecordObserver):
             (self.fr_band_warnings, float(record.fr_band_warnings)),
             (self.latency_p50, record.latency_p50_ms / 1000.0),
             (self.latency_p99, record.latency_p99_ms / 1000.0),
+            (self.pv_curtailed, record.pv_curtailed_w),
+            (self.pv_capped, float(record.pv_capped)),
+            (self.ev_power, record.ev_power_w),
+            (self.ev_limited, float(record.ev_limited)),
         ):
             gauge.set(value)  # nan is a valid Prometheus sample ("unknown")
         for group in record.groups:
@@ -473,6 +507,11 @@ class MetricsExporter(RecordObserver):
                     1.0 if component_id in record.excluded else 0.0
                 )
             self.components_excluded.set(len(record.excluded))
+            self._capped_ids.update(record.caps_w)
+            for component_id in self._capped_ids:
+                self.component_cap.labels(str(component_id)).set(
+                    record.caps_w.get(component_id, math.nan)
+                )
             self.another_client.set(1.0 if record.another_client else 0.0)
             self.site_changed.set(1.0 if record.site_changed else 0.0)
             if record.api_version:

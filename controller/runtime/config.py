@@ -22,6 +22,10 @@ File format (every key optional; units in the names; + = import / charging)::
     deadband_w = 100.0         # don't resend a setpoint that changed less than this
     stale_after_s = 2.0        # telemetry older than this excludes the component
     soc_exponent = 1.0         # distribution weight ~ SoC headroom ** soc_exponent
+    kind_order = ["battery_inverter", "pv_inverter", "ev_charger"]
+                               # which kind meets the strategies' limits first: PV
+                               # curtailment / EV limits after (default) or before
+                               # the batteries (distribution.allocate_kinds)
 
     [peak_shaving]             # see controller.runtime.strategies.PeakShavingConfig
     enabled = true
@@ -110,6 +114,7 @@ from controller.runtime.billing import PERIODS, BillingConfig, zone_problem
 from controller.runtime.planning import FORECASTERS, AutoLimitConfig
 from controller.runtime.schedule import FrequencyWindow
 from controller.runtime.strategies import DroopCurve, FrequencyResponseConfig, PeakShavingConfig
+from distribution import DEFAULT_KIND_ORDER, KINDS
 
 __all__ = [
     "ApiConfig",
@@ -164,6 +169,13 @@ class ControlConfig:
     """Telemetry older than this excludes the component from allocation, seconds (> 0)."""
     soc_exponent: float = 1.0
     """Distribution weighting exponent on SoC headroom (≥ 0; 0 = by power only)."""
+    kind_order: tuple[str, ...] = DEFAULT_KIND_ORDER
+    """Which kind meets what the strategies' limits require first, each of
+    ``battery_inverter``, ``pv_inverter``, ``ev_charger`` once: PV curtailment (more
+    import / less export) and EV limits (less import) after the batteries by default;
+    put ``pv_inverter`` / ``ev_charger`` before ``battery_inverter`` to curtail PV
+    before charging the batteries / slow the cars before discharging them. PV and EV
+    never compete (they act in opposite directions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +281,7 @@ def _divides_a_day(v: int) -> str | None:
 @dataclass(frozen=True, slots=True)
 class _Field:
     kind: str  # "float" | "int" | "bool" | "str" | "path" | "outpath" | "limit" | "when"
+    # | "order" (a list naming each of `choices` once)
     checks: tuple[_Check, ...] = ()
     choices: tuple[str, ...] = ()
 
@@ -292,6 +305,7 @@ _CONTROL: dict[str, _Field] = {
     "deadband_w": _Field("float", (_ge(0),)),
     "stale_after_s": _Field("float", (_gt(0),)),
     "soc_exponent": _Field("float", (_between(0, 10),)),
+    "kind_order": _Field("order", choices=KINDS),
 }
 _PEAK: dict[str, _Field] = {
     "enabled": _Field("bool"),
@@ -415,6 +429,13 @@ class _Reader:
             if not isinstance(value, str | datetime.datetime | datetime.time):
                 raise self.fail(dotted, value, 'must be a time ("HH:MM") or an ISO-8601 date-time')
             return value
+        if kind == "order":  # a permutation of the choices
+            names = spec.choices
+            if (not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+                    or sorted(value) != sorted(names)):
+                raise self.fail(dotted, value, f"must be a list naming each of {', '.join(names)} "
+                                               "once")
+            return tuple(value)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(dotted, value, "must be true or false")

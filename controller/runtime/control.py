@@ -227,7 +227,7 @@ class Controller:
         target = self.cycle.step(
             m, now_ns / 1e9, strategies, site_time_s=self.site_time_s(now_ns)
         )
-        self.site.request_power(target)
+        self.site.request_power(target, self.cycle.must_w)
         if self.meter.closed != closed:
             self._interval_closed.set()
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3
@@ -358,6 +358,11 @@ class Controller:
             fr_reserve_w=fr.config.reserved_power_w if fr is not None else 0.0,
             fr_band_unreachable=prep is not None and not prep.reachable,
             fr_band_warnings=self.cycle.preparation.warned,
+            pv_curtailed_w=m.pv_curtailed_w,
+            pv_capped=m.pv_capped,
+            ev_power_w=m.ev_power_w,
+            ev_limited=m.ev_limited,
+            caps_w=dict(self.last_outcome.caps_w) if self.last_outcome is not None else {},
         )
 
     async def run(self, duration_s: float | None, stop: asyncio.Event) -> float:

@@ -29,6 +29,18 @@ One synchronous, clock-free piece of code (time is an argument), run by
   target handed to the :class:`actors.PowerDistributor` actor in between
   (``Site.request_power``: latest wins while a dispatch is in flight).
 
+PV curtailment and EV limits: the strategies see the *controlled* power, the
+batteries' plus what our PV caps and EV limits change now
+(:attr:`actors.SiteMeasurements.flex_power_w`), so a cap in effect does not hide
+the need for it (``uncontrolled = grid − controlled``; without caps both are the
+batteries'). Every step also merges the wishes' *bounds* over the fleet bounds
+widened by the PV and EV ranges, each wish's preferred power replaced by the
+value of its range nearest 0: :attr:`ControlCycle.must_w`, what the strategies
+require of batteries, PV and EV together. The batteries take the fleet target;
+PV and EV serve only ``must_w`` (a preference such as recharging never curtails
+PV or slows a car), in the configured kind order (``[control] kind_order``,
+:func:`distribution.allocate_kinds`).
+
 Units: W, Hz, %, s; passive sign convention (+ = charging / importing).
 """
 
@@ -110,6 +122,9 @@ class ControlCycle:
         """What the last merge granted each strategy (W)."""
         self.target_w: float = 0.0
         """The last merged fleet target (W, + = charging)."""
+        self.must_w: float = math.nan
+        """What the last step's wish bounds required of batteries + PV + EV (W; nan =
+        the site has no usable PV inverter or EV charger; see the module)."""
         self.schedule: ScheduleBook | None = schedule
         """The service windows (None = none: the config's settings all the time)."""
         self.preparation: Preparation = Preparation()
@@ -178,7 +193,7 @@ class ControlCycle:
         total = float(m.group_capacity_wh.sum())
         return StrategyInputs(
             grid_power_w=m.grid_power_w,
-            battery_power_w=m.battery_power_w,
+            battery_power_w=m.battery_power_w + m.flex_power_w,
             grid_frequency_hz=m.grid_frequency_hz,
             soc_pct=m.soc_pct,
             capacity_wh=total if total > 0 else math.nan,
@@ -301,7 +316,28 @@ class ControlCycle:
             _LOG.warning("fleet bounds unusable, holding 0 W: %s", result.fleet_error)
         self.granted = dict(result.granted)
         self.target_w = result.target_w
+        self.must_w = self.required_w(m)
         return result.target_w
+
+    def required_w(self, m: SiteMeasurements) -> float:
+        """What the wishes' bounds require of batteries, PV and EV together (module).
+
+        Args:
+            m: The measurements of this step (fleet bounds and PV / EV ranges).
+
+        Returns:
+            The merge of every last wish with its preferred power replaced by the value
+            of its range nearest 0, over the widened fleet bounds (W); nan when the
+            site has no PV or EV range.
+        """
+        if m.flex_lower_w == 0.0 and m.flex_upper_w == 0.0:
+            return math.nan
+        nearest_zero = [
+            dataclasses.replace(w, preferred_w=min(max(0.0, w.lower_w), w.upper_w))
+            for w in self.wishes.values()
+        ]
+        return merge(nearest_zero, m.fleet_lower_w + m.flex_lower_w,
+                     m.fleet_upper_w + m.flex_upper_w).target_w
 
     def _in_force(self, site_time_s: float) -> None:
         """Set the strategies' settings in force at ``site_time_s`` from the schedule."""
@@ -379,4 +415,4 @@ def plan_setpoints(
         Exception: The allocation failed (the service logs it and sends nothing).
     """
     target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies, site_time_s)
-    return core.planner.plan(target, now_ns, book)
+    return core.planner.plan(target, now_ns, book, cycle.must_w)

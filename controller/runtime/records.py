@@ -137,3 +137,14 @@ class CycleRecord:
     by its start (:class:`~controller.runtime.preparation.Preparation`)."""
     fr_band_warnings: int = 0
     """Windows whose SoC band was projected out of reach since the start (one warning each)."""
+    pv_curtailed_w: float = 0.0
+    """PV production our caps take off now (measured, W ≥ 0)."""
+    pv_capped: int = 0
+    """PV inverters under a cap of ours."""
+    ev_power_w: float = 0.0
+    """Charging power of the EV chargers (measured, W ≥ 0)."""
+    ev_limited: int = 0
+    """EV chargers under a charge limit of ours (paused ones included)."""
+    caps_w: dict[int, float] = field(default_factory=dict)
+    """PV caps (W, ≤ 0: the most the inverter may produce, negative) and EV charge
+    limits (W, ≥ 0; 0 = paused) of the latest dispatch, by component id."""

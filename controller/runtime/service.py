@@ -55,7 +55,7 @@ from controller.runtime.process import stop_on_signals
 from controller.runtime.schedule import Deliver, ScheduleBook, ScheduleSource, Window
 from controller.runtime.schedule_file import FileScheduleSource
 from controller.runtime.strategies import target_limit_w
-from controller.runtime.summary import RunSummary, percentiles
+from controller.runtime.summary import RunSummary, out_of_bounds_by_kind, percentiles
 
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
 """Lines an operator should see at the default level (start-up facts, status)."""
@@ -219,6 +219,7 @@ def runtime_options(config: GridloopConfig, time_scale: float = 1.0) -> RuntimeO
         deadband_w=c.deadband_w,
         stale_after_s=c.stale_after_s,
         soc_exponent=c.soc_exponent,
+        kind_order=c.kind_order,
     )
 
 
@@ -608,4 +609,13 @@ def _summary(
         schedule_sources=list(run.schedule.sources) if run.schedule is not None else [],
         schedule_changes=run.schedule.changes if run.schedule is not None else 0,
         fr_band_warnings=run.controller.cycle.preparation.warned,
+        setpoints_out_of_bounds_by_kind=(
+            out_of_bounds_by_kind(sim_stats.get("per_component", {}),
+                                  dict(zip(site.core.index.inverter_ids,
+                                           site.core.index.kind_of, strict=True)))
+            if sim is not None else None
+        ),
+        pv_curtailed_energy_wh=acc.pv_curtailed_wh,
+        ev_energy_delivered_wh=acc.ev_delivered_wh,
+        export_energy_wh=acc.export_wh,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from actors import (
     SafeStopResult,
     SiteMeasurements,
 )
+from distribution import KINDS
 
 EXIT_SITE_CHANGED = 3
 """``gridloop run`` exit status when the server turned out to be another site after a reconnect."""
@@ -131,6 +132,15 @@ class RunSummary:
     fr_band_warnings: int = 0
     """Frequency-response windows whose SoC band was projected out of reach by their start
     (each logged as one WARNING when it was first seen)."""
+    setpoints_out_of_bounds_by_kind: dict[str, int] | None = None
+    """``setpoints_out_of_bounds`` by component kind (``battery_inverter``,
+    ``pv_inverter``, ``ev_charger``; None: not an embedded run)."""
+    pv_curtailed_energy_wh: float = 0.0
+    """PV energy our caps took off (∫ measured curtailment dt, site time; Wh)."""
+    ev_energy_delivered_wh: float = 0.0
+    """Energy the EV chargers delivered (∫ their measured power dt, site time; Wh)."""
+    export_energy_wh: float = 0.0
+    """Energy exported through the grid connection (∫ max(0, −grid) dt, site time; Wh)."""
 
     @property
     def exit_status(self) -> int:
@@ -198,6 +208,14 @@ class RunSummary:
             f"  dispatch latency p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}",
             f"  fleet SoC        {soc}",
         ]
+        if self.pv_curtailed_energy_wh or self.ev_energy_delivered_wh:
+            by_kind = self.setpoints_out_of_bounds_by_kind
+            lines.append(
+                f"  PV / EV          {self.pv_curtailed_energy_wh / 1e3:.2f} kWh of PV curtailed,"
+                f" {self.ev_energy_delivered_wh / 1e3:.2f} kWh charged, "
+                f"{self.export_energy_wh / 1e3:.2f} kWh exported"
+                + (f"; out of bounds by kind {by_kind}" if by_kind is not None else "")
+            )
         if self.schedule_sources:
             lines.append(
                 f"  schedule         {', '.join(self.schedule_sources)}: {self.schedule_changes}"
@@ -243,6 +261,9 @@ class Accumulator:
         self.fr_delivered_wh = 0.0
         self.soc_min_pct = math.inf
         self.soc_max_pct = -math.inf
+        self.pv_curtailed_wh = 0.0
+        self.ev_delivered_wh = 0.0
+        self.export_wh = 0.0
         self.samples = 0
         self._last_ns = 0
         self._win: deque[tuple[float, float, float]] = deque()  # (site s, grid, uncontrolled)
@@ -273,15 +294,39 @@ class Accumulator:
         if math.isfinite(m.soc_pct):
             self.soc_min_pct = min(self.soc_min_pct, m.soc_pct)
             self.soc_max_pct = max(self.soc_max_pct, m.soc_pct)
+        # Site time since the last sample: energy is counted in the site's time.
+        dt_h = (now_ns - self._last_ns) / 1e9 * self.time_scale / 3600.0 if self._last_ns else 0.0
+        self.pv_curtailed_wh += m.pv_curtailed_w * dt_h
+        self.ev_delivered_wh += m.ev_power_w * dt_h
+        if math.isfinite(m.grid_power_w):
+            self.export_wh += max(0.0, -m.grid_power_w) * dt_h
         if self._last_ns and fr_required_w != 0.0 and math.isfinite(fr_required_w):
-            # Site time between the two samples: energy is counted in the site's time.
-            dt_h = (now_ns - self._last_ns) / 1e9 * self.time_scale / 3600.0
             self.fr_required_wh += abs(fr_required_w) * dt_h
             toward = math.copysign(1.0, fr_required_w) * fr_delivered_w
             if math.isfinite(toward):
                 self.fr_delivered_wh += max(0.0, min(toward, abs(fr_required_w))) * dt_h
         self._last_ns = now_ns
         self.samples += 1
+
+
+def out_of_bounds_by_kind(
+    per_component: Mapping[str, Mapping[str, Any]], kinds: Mapping[int, str]
+) -> dict[str, int]:
+    """The simulator's out-of-bounds setpoint counts summed per component kind.
+
+    Args:
+        per_component: The simulator's ``per_component`` statistics (id → counters).
+        kinds: The kind of each controlled component id (`distribution.KINDS` names).
+
+    Returns:
+        Every kind of `distribution.KINDS` → its count (0 when none).
+    """
+    out = dict.fromkeys(KINDS, 0)
+    for cid, counters in per_component.items():
+        kind = kinds.get(int(cid))
+        if kind is not None:
+            out[kind] += int(counters.get("out_of_bounds", 0))
+    return out
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
