@@ -182,3 +182,12 @@ def test_a_load_profile_turns_the_clear_sky_day_to_its_clock() -> None:
     assert pv.irradiance_wm2[0] == 0.0  # midnight
     assert pv.irradiance_wm2[13 * per_hour] == pytest.approx(850.0)  # 5:30 to 20:30 local
     assert "profile's clock" in what
+
+
+def test_the_warm_up_is_cut_at_an_interpolated_vertex() -> None:
+    from controller.lab.replay.site import _after
+
+    cols = {"t": a(0.0, 4.0, 20.0), "grid": a(-100_000.0, 0.0, 0.0)}
+    cut = _after(cols, 2.0)
+    np.testing.assert_allclose(cut["t"], [2.0, 4.0, 20.0])
+    np.testing.assert_allclose(cut["grid"], [-50_000.0, 0.0, 0.0])

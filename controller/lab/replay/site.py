@@ -31,8 +31,9 @@ cadence) from each load change to ``settle_s`` after it and for ``settle_s`` aft
 each car's arrival and departure, with fine physics sub-steps (inverter delay and
 ramp resolved). Between these events, while anything moves (PV produces or a car
 is plugged in: the sun and a car's taper drift a few W/s), the next cycle is when
-the site's free power (load − available PV + what the cars would take unthrottled)
-will have drifted by ``drift_w`` at the rate it changed over the last step, between
+the site's free powers (the load, each PV inverter's available production, what
+each car would take unthrottled) will have drifted by ``drift_w`` in all at the rate
+they changed over the last step, between
 ``track_min_s`` and ``track_max_s`` later; otherwise (night, no car: a constant
 site) ``max_step_s`` later, cut short where a battery reaches a SoC limit. After
 each cycle the physics takes one sub-step up to the last setpoint taking effect.
@@ -112,6 +113,9 @@ class SiteReplayOptions(ControlOptions):
     """Longest control step while nothing moves (s)."""
     physics_fine_step_s: float = 0.1
     """Physics sub-step around events (s)."""
+    physics_step_s: float = 2.0
+    """Longest physics sub-step while PV produces or a car is plugged in (s): a car's taper
+    follows its delivered energy one sub-step late."""
     load_ramp_s: float = 1.0
     """A load profile moves from one interval's value to the next over this long (s)."""
     above_limit_tolerance_w: float | None = None
@@ -122,6 +126,9 @@ class SiteReplayOptions(ControlOptions):
     """Longest wait for the export to comply after a load drop (s)."""
     ev_reference_step_s: float = 60.0
     """Step of the EVs' fluid reference (s)."""
+    warmup_s: float = 10.0
+    """The trajectory's first seconds, not measured: gridloop starting on a site that
+    exports all its PV until its first setpoints take effect (s)."""
 
 
 class _Samples:
@@ -258,9 +265,12 @@ def _sessions(site: SiteConfig, end_s: float) -> list[tuple[int, float, float, f
     return out
 
 
-def _free_w(ph: SitePhysics) -> float:
-    """The site's free power now: load − available PV + what the cars would take (W)."""
-    return ph.load_power_w + float(ph.pv_available_w.sum()) + float(ph.ev_accept_w.sum())
+def _free_w(ph: SitePhysics) -> FloatArray:
+    """The site's free powers now: the load, each PV inverter's available production and
+    what each car would take unthrottled (W). Their changes are summed in absolute value:
+    a capped PV inverter's sun does not offset a tapering car at the grid."""
+    out: FloatArray = np.concatenate([[ph.load_power_w], ph.pv_available_w, ph.ev_accept_w])
+    return out
 
 
 class _Run:
@@ -295,14 +305,14 @@ class _Run:
             inside, nxt = self._window(t)
             active = bool(ph.pv_available_w.sum() < -1.0 or ph.ev_connected.any())
             now_w = _free_w(ph)
-            rate = abs(now_w - free_w) / (t - free_t) if t > free_t else 0.0
+            rate = float(np.abs(now_w - free_w).sum()) / (t - free_t) if t > free_t else 0.0
             free_t, free_w = t, now_w
             if inside:
                 dt_s, coarse = opt.cycle_s, fine
             elif active:
                 dt_s = (min(opt.track_max_s, max(opt.track_min_s, opt.drift_w / rate))
                         if rate > 0 else opt.track_max_s)
-                coarse = dt_s
+                coarse = min(dt_s, opt.physics_step_s)
             else:
                 dt_s, coarse = opt.max_step_s, opt.max_step_s
             site_t = tr.site_time_s()
@@ -390,7 +400,7 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
             load_info: dict[str, object]) -> SiteReport:
     """The measures of the run (:mod:`controller.lab.replay.site_metrics`)."""
     ph = tr.physics
-    a = samples.arrays()
+    a = _after(samples.arrays(), opt.warmup_s)
     t, grid = a["t"], a["grid"]
     exp_lim, imp_lim, cycle_s = _limits(cfg)
     finite = [x for x in (exp_lim, imp_lim) if math.isfinite(x)]
@@ -454,6 +464,15 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
         grid_w=grid,
         **ev,
     )
+
+
+def _after(cols: dict[str, FloatArray], t0: float) -> dict[str, FloatArray]:
+    """The trajectory from ``t0`` on (a vertex interpolated at ``t0``)."""
+    t = cols["t"]
+    if not t[0] < t0 < t[-1]:
+        return cols
+    keep = t > t0
+    return {k: np.concatenate([[np.interp(t0, t, v)], v[keep]]) for k, v in cols.items()}
 
 
 def _kind(ph: SitePhysics, cid: int) -> str:
