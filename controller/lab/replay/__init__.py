@@ -18,12 +18,18 @@ Offers:
 * :func:`run_day` / :class:`DayReport` / :class:`DayReplayOptions` / :func:`schedule_book`
   — a day or more with a schedule file's windows: frequency response in its windows
   and peak shaving together, per-window availability, SoC at the start, tracking.
+* :func:`run_site` / :class:`SiteReport` / :class:`SiteReplayOptions` — a site with its PV
+  inverters and EV chargers under the config's export and import limits, for days: export
+  above the limit, time to comply after a load drop, curtailed PV the batteries could have
+  stored, EV energy delivered of what the limit allowed.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 
 Modules: ``peak`` (peak-shaving replay), ``periods`` (billing periods, history,
 rows), ``frequency`` (frequency-response replay and its trace), ``day`` (the day
-replay with a schedule; ``day_cli`` its part of the command), ``reports`` (the
+replay with a schedule; ``day_cli`` its part of the command), ``site`` (the PV / EV
+site replay; ``site_metrics`` its measures, ``site_cli`` its part of the command),
+``reports`` (the
 results), ``fleet`` (LP models of a site), ``stepping`` (what both replays
 share), ``transport`` (the production control cycle against the physics),
 ``optimum``, ``loader``.
@@ -43,7 +49,13 @@ from controller.lab.replay.frequency import (
 from controller.lab.replay.loader import BUNDLED_LOAD_CSV, LoadProfile, load_profile
 from controller.lab.replay.optimum import FleetModel, OptimumResult, optimal_peak
 from controller.lab.replay.peak import PeakReplayOptions, classify_intervals, run_peak_shaving
-from controller.lab.replay.reports import DayReport, FrequencyResponseReport, PeakShavingReport
+from controller.lab.replay.reports import (
+    DayReport,
+    FrequencyResponseReport,
+    PeakShavingReport,
+    SiteReport,
+)
+from controller.lab.replay.site import SiteReplayOptions, run_site
 
 __all__ = [
     "BUNDLED_LOAD_CSV",
@@ -58,6 +70,8 @@ __all__ = [
     "PeakReplayOptions",
     "PeakShavingReport",
     "ReplayError",
+    "SiteReplayOptions",
+    "SiteReport",
     "aggregate_model",
     "classify_intervals",
     "fleet_models",
@@ -67,5 +81,6 @@ __all__ = [
     "run_day",
     "run_frequency_response",
     "run_peak_shaving",
+    "run_site",
     "schedule_book",
 ]

@@ -27,18 +27,20 @@ Inputs
 Time stepping
 -------------
 As in the other replays: the control cycles at ``cycle_s`` (the service's
-cadence) from each load change to ``settle_s`` after it and for ``settle_s`` after
-each car's arrival and departure, with fine physics sub-steps (inverter delay and
-ramp resolved). Between these events, while anything moves (PV produces or a car
-is plugged in: the sun and a car's taper drift a few W/s), the next cycle is when
-the site's free powers (the load, each PV inverter's available production, what
-each car would take unthrottled) will have drifted by ``drift_w`` in all at the rate
-they changed over the last step, between
-``track_min_s`` and ``track_max_s`` later; otherwise (night, no car: a constant
-site) ``max_step_s`` later, cut short where a battery reaches a SoC limit. After
-each cycle the physics takes one sub-step up to the last setpoint taking effect.
-The drift between two cycles is an error the service, cycling every 200 ms, does
-not make: the replay's figures are, if anything, pessimistic by about ``drift_w``.
+cadence) from each load change to ``settle_s`` after it, for ``settle_s`` after
+each car's arrival and departure and around a battery reaching a SoC limit or a
+car having its request (bounds close or a load vanishes: others must take over;
+steps halve as it nears), with
+fine physics sub-steps (inverter delay and ramp resolved). Between these events,
+while anything moves (PV produces or a car is plugged in: the sun and a car's
+taper drift a few W/s), the next cycle is when the site's free powers (the load,
+each PV inverter's available production, what each car would take unthrottled)
+will have drifted by ``drift_w`` in all at the rate they changed over the last
+step, between ``track_min_s`` and ``track_max_s`` later, with a vertex of the
+trajectory once the setpoints took effect and then every ``physics_step_s``;
+otherwise (night, no car: a constant site) ``max_step_s`` later. The drift
+between two cycles is an error the service, cycling every 200 ms, does not make:
+the replay's figures are, if anything, pessimistic by about ``drift_w``.
 
 What is measured (from :class:`~controller.lab.replay.stepping.PhysicsTruth` and the
 physics' arrays, never from the control's view): see
@@ -55,10 +57,12 @@ import datetime as dt
 import math
 import time
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from controller.errors import ConfigError
 from controller.lab.replay.errors import ReplayError
@@ -280,13 +284,36 @@ class _Run:
                  fine: tuple[FloatArray, FloatArray]) -> None:
         self.tr, self.samples, self.opt = tr, samples, opt
         self.fine_start, self.fine_end = fine
+        self.fine_until = -math.inf
+        """End of the fine window opened by a battery reaching a SoC limit."""
 
     def _window(self, t: float) -> tuple[bool, float]:
         """(inside a fine window, start of the next one)."""
         i = int(np.searchsorted(self.fine_start, t + 1e-9, side="right")) - 1
-        inside = i >= 0 and t < self.fine_end[i] - 1e-9
+        inside = (i >= 0 and t < self.fine_end[i] - 1e-9) or t < self.fine_until - 1e-9
         nxt = float(self.fine_start[i + 1]) if i + 1 < self.fine_start.size else math.inf
         return inside, nxt
+
+    def _step(self, dt_s: float, due: list[float], fine_now: float, coarse: float,
+              inside: bool, rest: bool, settled: Callable[[], None]) -> None:
+        """Step the physics ``dt_s`` after a cycle, recording vertices: at the setpoints'
+        due time and (outside fine windows) one fine step later, once they took effect;
+        while tracking, then every ``physics_step_s`` (inverters ramp for seconds: a
+        vertex per sub-step keeps the trajectory's interpolation honest)."""
+        ph, opt, rec = self.tr.physics, self.opt, self.samples.record
+        if inside:
+            advance(ph, due, dt_s, fine_now, coarse, rec)
+            return
+        if rest:
+            advance(ph, due, dt_s, fine_now, coarse, rec, lambda: _to_soc_limit(ph), settled)
+            return
+        end = ph.now_s + dt_s
+        first = min(dt_s, max(opt.physics_step_s, fine_now + 2 * opt.physics_fine_step_s))
+        advance(ph, due, first, fine_now, coarse, rec, lambda: math.inf)
+        ph.max_step_s = opt.physics_step_s
+        while ph.now_s < end - 1e-9:
+            ph.step(min(opt.physics_step_s, end - ph.now_s))
+            rec()
 
     def run(self, end_s: float, progress: ProgressCallback | None) -> None:
         tr, opt = self.tr, self.opt
@@ -319,12 +346,19 @@ class _Run:
             if meter is not None and site_t is not None and meter.interval_end_s - site_t > 1e-6:
                 dt_s = min(dt_s, meter.interval_end_s - site_t)
             dt_s = min(dt_s, nxt - t, end_s - t)
+            soc_h = _to_limit(ph)
+            if not inside and soc_h < dt_s:  # close in on the limit
+                dt_s = max(opt.cycle_s, 0.5 * soc_h)
+                inside = dt_s <= opt.cycle_s
+                coarse = fine if inside else min(coarse, dt_s)
             last = max(due, default=t)
             fine_now = fine if inside else max(fine, last - t)
             rest = not inside and not active
-            advance(ph, [last] if due else [], dt_s, fine_now, coarse, self.samples.record,
-                    (lambda: _to_soc_limit(ph)) if rest else None, settled if rest else None)
+            room = _limits_state(ph)
+            self._step(dt_s, [last] if due else [], fine_now, coarse, inside, rest, settled)
             t = ph.now_s
+            if (_limits_state(ph) != room).any():  # a SoC limit or a car served: an event
+                self.fine_until = t + opt.settle_s
             if progress is not None and tr.cycles >= next_report:
                 progress(t, end_s)
                 next_report = tr.cycles + 2000
@@ -464,6 +498,24 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
         grid_w=grid,
         **ev,
     )
+
+
+def _to_limit(ph: SitePhysics) -> float:
+    """Seconds until a battery reaches a SoC limit or a car has its request, at the present
+    power (early for the batteries: it leaves out the charge efficiency)."""
+    p = ph.inverter_power_w
+    todo = ph.ev_connected & (ph.ev_accept_w > 0) & (p > 1.0)
+    car = ((ph.ev_request_wh[todo] - ph.ev_delivered_wh[todo]) / p[todo] * 3600.0).min(
+        initial=math.inf)
+    return min(_to_soc_limit(ph), float(car))
+
+
+def _limits_state(ph: SitePhysics) -> npt.NDArray[np.bool_]:
+    """Which batteries can charge, which can discharge, which cars still take power: a
+    change is an event (the control must hand over to other components)."""
+    out: npt.NDArray[np.bool_] = np.concatenate(
+        [ph.battery_upper_w > 0, ph.battery_lower_w < 0, ph.ev_accept_w > 0])
+    return out
 
 
 def _after(cols: dict[str, FloatArray], t0: float) -> dict[str, FloatArray]:
