@@ -61,15 +61,24 @@ def test_comply_time_runs_to_the_export_back_within_the_limit() -> None:
     # Drop at 10 s; the site exports 1 kW from 12 s to 20 s, back to 0 W at 30 s: it
     # crosses limit + tolerance (-100 W) at 29 s.
     t, g = a(0, 10, 12, 20, 30, 40), a(0, 0, -1000, -1000, 0, 0)
-    times, failed = comply_times(t, g, a(10.0), 0.0, 100.0, 900.0)
+    times, failed = comply_times(t, g, a(10.0), 0.0, 100.0, 900.0, 60.0)
     assert times[0] == pytest.approx(19.0)
     assert failed == 0
     # With a 15-s window it is still exporting at its end: not complied, the whole window.
-    times, failed = comply_times(t, g, a(10.0), 0.0, 100.0, 15.0)
+    times, failed = comply_times(t, g, a(10.0), 0.0, 100.0, 15.0, 60.0)
     assert times[0] == pytest.approx(15.0)
     assert failed == 1
+    # A later excess, after a minute within the limit, is not the drop's.
+    t2 = np.concatenate([t, a(200, 201, 202)])
+    g2 = np.concatenate([g, a(0, -5000, 0)])
+    times, failed = comply_times(t2, g2, a(10.0), 0.0, 100.0, 900.0, 60.0)
+    assert times[0] == pytest.approx(19.0)
+    assert failed == 0
+    # ... one within the minute is: the excursion goes on until 201.98 s.
+    times, failed = comply_times(t2, g2, a(10.0), 0.0, 100.0, 900.0, 200.0)
+    assert times[0] == pytest.approx(201.98 - 10.0)
     # No export at all: 0.
-    times, failed = comply_times(t, np.zeros(6), a(10.0), 0.0, 100.0, 900.0)
+    times, failed = comply_times(t, np.zeros(6), a(10.0), 0.0, 100.0, 900.0, 60.0)
     assert times[0] == 0.0
     assert failed == 0
 

@@ -302,9 +302,10 @@ class SiteReport(Report):
     """What counts as a load drop (W)."""
     export_comply_time_max_s: float
     """Worst time to comply after a load drop: from the drop's start until the export is
-    back within limit + tolerance for good (s; 0: it never left it)."""
+    back within limit + tolerance and stays there ``comply_hold_s`` (s; 0: it never left
+    it)."""
     load_drops_not_complied: int
-    """Drops after which the export was still above the limit when the next drop came,
+    """Drops after which the export had not complied so when the next drop came,
     ``comply_window_s`` passed or the run ended."""
     pv_source: str
     """Where the PV came from."""

@@ -128,6 +128,8 @@ class SiteReplayOptions(ControlOptions):
     """A load drop is a fall of at least this (default 10 % of the load's peak)."""
     comply_window_s: float = 900.0
     """Longest wait for the export to comply after a load drop (s)."""
+    comply_hold_s: float = 60.0
+    """The export has complied once it stays within the limit this long (s)."""
     ev_reference_step_s: float = 60.0
     """Step of the EVs' fluid reference (s)."""
     warmup_s: float = 10.0
@@ -450,7 +452,8 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
                 else 0.1 * float(load_rep.max()))
     drops = load_drops(load_rep, step, drop_min)
     drops = drops[drops < end_s]
-    comply, failed = (comply_times(t, grid, drops, exp_lim, tol, opt.comply_window_s)
+    comply, failed = (comply_times(t, grid, drops, exp_lim, tol, opt.comply_window_s,
+                                   opt.comply_hold_s)
                       if math.isfinite(exp_lim) else (np.zeros(drops.size), 0))
     delays = [c.response_delay_s for c in site.inverters]
     pv_avail_wh = -integral_wh(t, a["pv_avail"])

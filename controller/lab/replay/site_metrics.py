@@ -2,7 +2,8 @@
 
 * :func:`window_means` — means of a piecewise-linear trajectory over fixed windows
   (1 s, 15 min), exact for any vertex times.
-* :func:`longest_run_below` — the longest stretch of time a trajectory spends below a level.
+* :func:`runs_below` / :func:`longest_run_below` — the stretches of time a trajectory
+  spends below a level, and the longest.
 * :func:`load_drops` — where a load series falls by at least a given amount.
 * :func:`comply_times` — after each load drop, how long the export stayed above its limit.
 * :func:`curtailed_storable_wh` — curtailed PV energy that the batteries could have
@@ -34,6 +35,7 @@ __all__ = [
     "integral_wh",
     "load_drops",
     "longest_run_below",
+    "runs_below",
     "window_means",
 ]
 
@@ -83,24 +85,33 @@ def _crossings(time_s: FloatArray, values: FloatArray, level: float) -> FloatArr
     return out
 
 
+def runs_below(time_s: FloatArray, values: FloatArray, level: float) -> FloatArray:
+    """The stretches of time the trajectory spends strictly below ``level``.
+
+    Returns:
+        Shape (k, 2): each stretch's start and end (s; crossings interpolated, a
+        stretch open at either end of the trajectory cut there), in time order.
+    """
+    if time_s.size < 2:
+        return np.zeros((0, 2))
+    below = values < level
+    cross = _crossings(time_s, values, level)
+    flips = np.flatnonzero(below[1:] != below[:-1])
+    times = cross[flips]
+    starts = times[below[flips + 1]]
+    ends = times[~below[flips + 1]]
+    if below[0]:
+        starts = np.concatenate([[time_s[0]], starts])
+    if below[-1]:
+        ends = np.concatenate([ends, [time_s[-1]]])
+    out: FloatArray = np.column_stack([starts, ends]) if starts.size else np.zeros((0, 2))
+    return out
+
+
 def longest_run_below(time_s: FloatArray, values: FloatArray, level: float) -> float:
     """The longest stretch of time (s) the trajectory spends strictly below ``level``."""
-    if time_s.size < 2:
-        return 0.0
-    below = values < level
-    if not below.any():
-        return 0.0
-    cross = _crossings(time_s, values, level)
-    longest, start = 0.0, (float(time_s[0]) if below[0] else math.nan)
-    for i in np.flatnonzero(below[1:] != below[:-1]).tolist():
-        t = float(cross[i])
-        if below[i + 1]:
-            start = t
-        else:
-            longest = max(longest, t - start)
-    if below[-1]:
-        longest = max(longest, float(time_s[-1]) - start)
-    return longest
+    runs = runs_below(time_s, values, level)
+    return float((runs[:, 1] - runs[:, 0]).max(initial=0.0))
 
 
 def load_drops(values_w: FloatArray, step_s: float, min_drop_w: float) -> FloatArray:
@@ -122,38 +133,39 @@ def load_drops(values_w: FloatArray, step_s: float, min_drop_w: float) -> FloatA
 
 
 def comply_times(time_s: FloatArray, grid_w: FloatArray, drops_s: FloatArray,
-                 export_limit_w: float, tolerance_w: float,
-                 window_s: float) -> tuple[FloatArray, int]:
-    """How long after each load drop the export stayed above its limit.
+                 export_limit_w: float, tolerance_w: float, window_s: float,
+                 hold_s: float) -> tuple[FloatArray, int]:
+    """How long after each load drop the export took to comply with its limit.
 
-    For a drop at ``t_d`` the time to comply is from ``t_d`` to the last moment in
-    ``[t_d, t_d + window_s)`` (cut at the next drop and the trajectory's end) at
-    which the export exceeds ``export_limit_w + tolerance_w`` (``grid_w`` below
-    ``−export_limit_w − tolerance_w``); 0 when it never does. A drop still
-    exporting above the limit at the window's end has not complied: its time is the
-    whole window, and it is counted.
+    For a drop at ``t_d`` the time to comply runs from ``t_d`` to the first moment from
+    which the export stays within ``export_limit_w + tolerance_w`` (``grid_w`` at or
+    above ``−export_limit_w − tolerance_w``) for at least ``hold_s``: 0 when it never
+    leaves it, the end of the drop's excursion otherwise (a later, unrelated excess
+    after ``hold_s`` within the limit does not count). A drop whose export has not
+    complied so by ``t_d + window_s`` (cut at the next drop and the trajectory's end)
+    has not complied: its time is the whole window, and it is counted.
 
     Returns:
         The time to comply of each drop (s) and the number that did not comply.
     """
-    level = -export_limit_w - tolerance_w
-    cross = _crossings(time_s, grid_w, level)
-    below = grid_w < level
+    runs = runs_below(time_s, grid_w, -export_limit_w - tolerance_w)
     out = np.zeros(drops_s.size)
     failed = 0
+    t_last = float(time_s[-1])
     for k, t_d in enumerate(drops_s.tolist()):
-        t_end = min(t_d + window_s, float(time_s[-1]))
+        t_end = min(t_d + window_s, t_last)
         if k + 1 < drops_s.size:
             t_end = min(t_end, float(drops_s[k + 1]))
-        if float(np.interp(t_end, time_s, grid_w)) < level:  # still above at the end
+        c = t_d
+        for s, e in runs[runs[:, 1] > t_d].tolist():
+            if s >= c + hold_s:
+                break
+            c = max(c, e)
+        if c > t_d and c >= t_end - 1e-9:
             out[k] = t_end - t_d
             failed += 1
-            continue
-        i0 = int(np.searchsorted(time_s, t_d, side="left"))
-        i1 = int(np.searchsorted(time_s, t_end, side="right"))
-        if i1 > i0 and below[i0:i1].any():
-            last = i0 + int(np.flatnonzero(below[i0:i1])[-1])
-            out[k] = float(cross[last]) - t_d  # back within between last and last + 1
+        else:
+            out[k] = c - t_d
     return out, failed
 
 
