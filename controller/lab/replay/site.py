@@ -35,9 +35,12 @@ fine physics sub-steps (inverter delay and ramp resolved). Between these events,
 while anything moves (PV produces or a car is plugged in: the sun and a car's
 taper drift a few W/s), the next cycle is when the site's free powers (the load,
 each PV inverter's available production, what each car would take unthrottled)
-will have drifted by ``drift_w`` in all at the rate they changed over the last
-step, between ``track_min_s`` and ``track_max_s`` later, with a vertex of the
-trajectory once the setpoints took effect and then every ``physics_step_s``;
+will have drifted by ``drift_w`` in all (load and PV at the rate they changed over
+the last step, the tapering cars at their curve's; steps close in on a car's
+taper start), between ``track_min_s`` and ``track_max_s`` later (sooner when the site
+exports above its limit once the setpoints took effect: the service would correct
+that within 200 ms), with a vertex of the trajectory once the setpoints took
+effect and then every ``physics_step_s``;
 otherwise (night, no car: a constant site) ``max_step_s`` later. The drift
 between two cycles is an error the service, cycling every 200 ms, does not make:
 the replay's figures are, if anything, pessimistic by about ``drift_w``.
@@ -180,6 +183,16 @@ def _limits(config: GridloopConfig) -> tuple[float, float, float]:
     return float(ps.export_limit_w), float(imp), float(ps.interval_s)
 
 
+def _tolerance(opt: SiteReplayOptions, config: GridloopConfig) -> float:
+    """The above-limit tolerance (W): the option, else max(100 W, 0.1 % of the larger
+    finite limit)."""
+    if opt.above_limit_tolerance_w is not None:
+        return opt.above_limit_tolerance_w
+    exp_lim, imp_lim, _ = _limits(config)
+    return max(100.0, 1e-3 * max((x for x in (exp_lim, imp_lim) if math.isfinite(x)),
+                                 default=0.0))
+
+
 def _load_series(site: SiteConfig, load: LoadProfile | None,
                  opt: SiteReplayOptions) -> tuple[FloatArray, float, str]:
     """The load the physics replays (W, one sample per step; cyclic) and its description."""
@@ -272,19 +285,53 @@ def _sessions(site: SiteConfig, end_s: float) -> list[tuple[int, float, float, f
 
 
 def _free_w(ph: SitePhysics) -> FloatArray:
-    """The site's free powers now: the load, each PV inverter's available production and
-    what each car would take unthrottled (W). Their changes are summed in absolute value:
-    a capped PV inverter's sun does not offset a tapering car at the grid."""
-    out: FloatArray = np.concatenate([[ph.load_power_w], ph.pv_available_w, ph.ev_accept_w])
+    """The site's free powers now: the load and each PV inverter's available production
+    (W). Their changes are summed in absolute value: a capped PV inverter's sun does not
+    offset another's change at the grid."""
+    out: FloatArray = np.concatenate([[ph.load_power_w], ph.pv_available_w])
     return out
+
+
+class _Cars:
+    """The cars' charge curves as the stepping needs them (the physics' model, read from
+    the site): how fast the tapering ones slow down, when the next one starts to."""
+
+    def __init__(self, ph: SitePhysics, site: SiteConfig) -> None:
+        ev = ph.inverter_is_ev
+        self.min_w = np.where(ev, ph.inverter_exclusion_w, 0.0)
+        self.max_w = np.where(ev, np.maximum(np.minimum(ph.inverter_rated_upper_w,
+                                                        site.ev.car_max_power_w), self.min_w),
+                              0.0)
+        self.taper = site.ev.taper_start_pct / 100.0
+
+    def rate_w_per_s(self, ph: SitePhysics) -> float:
+        """How fast the tapering cars' acceptance falls now (W/s, summed)."""
+        req, p = ph.ev_request_wh, ph.inverter_power_w
+        on = ph.ev_connected & (req > 0) & (ph.ev_accept_w > self.min_w + 1.0)
+        frac = np.where(on, ph.ev_delivered_wh / np.where(on, req, 1.0), 0.0)
+        tapering = on & (frac >= self.taper)
+        slope = self.max_w / (1.0 - self.taper) * np.maximum(p, 0.0) / (
+            np.where(on, req, 1.0) * 3600.0)
+        return float(slope[tapering].sum())
+
+    def to_taper_s(self, ph: SitePhysics) -> float:
+        """Seconds until a car starts to taper, at its present power."""
+        req, p = ph.ev_request_wh, ph.inverter_power_w
+        left = self.taper * req - ph.ev_delivered_wh
+        todo = ph.ev_connected & (req > 0) & (left > 0) & (p > 1.0)
+        return float((left[todo] / p[todo] * 3600.0).min(initial=math.inf))
 
 
 class _Run:
     """The loop of :func:`run_site`."""
 
     def __init__(self, tr: PhysicsTransport, samples: _Samples, opt: SiteReplayOptions,
-                 fine: tuple[FloatArray, FloatArray]) -> None:
+                 fine: tuple[FloatArray, FloatArray], export_level_w: float,
+                 cars: _Cars) -> None:
         self.tr, self.samples, self.opt = tr, samples, opt
+        self.cars = cars
+        self.export_level_w = export_level_w
+        """Grid power below which the site exports above its limit (W; -inf: no limit)."""
         self.fine_start, self.fine_end = fine
         self.fine_until = -math.inf
         """End of the fine window opened by a battery reaching a SoC limit."""
@@ -301,7 +348,9 @@ class _Run:
         """Step the physics ``dt_s`` after a cycle, recording vertices: at the setpoints'
         due time and (outside fine windows) one fine step later, once they took effect;
         while tracking, then every ``physics_step_s`` (inverters ramp for seconds: a
-        vertex per sub-step keeps the trajectory's interpolation honest)."""
+        vertex per sub-step keeps the trajectory's interpolation honest). A site exporting
+        above its limit once they took effect ends the step there: the service, cycling
+        every 200 ms, would correct it at once."""
         ph, opt, rec = self.tr.physics, self.opt, self.samples.record
         if inside:
             advance(ph, due, dt_s, fine_now, coarse, rec)
@@ -312,6 +361,8 @@ class _Run:
         end = ph.now_s + dt_s
         first = min(dt_s, max(opt.physics_step_s, fine_now + 2 * opt.physics_fine_step_s))
         advance(ph, due, first, fine_now, coarse, rec, lambda: math.inf)
+        if ph.grid_power_w < self.export_level_w:  # the service would correct it at once
+            return
         ph.max_step_s = opt.physics_step_s
         while ph.now_s < end - 1e-9:
             ph.step(min(opt.physics_step_s, end - ph.now_s))
@@ -335,6 +386,7 @@ class _Run:
             active = bool(ph.pv_available_w.sum() < -1.0 or ph.ev_connected.any())
             now_w = _free_w(ph)
             rate = float(np.abs(now_w - free_w).sum()) / (t - free_t) if t > free_t else 0.0
+            rate += self.cars.rate_w_per_s(ph)
             free_t, free_w = t, now_w
             if inside:
                 dt_s, coarse = opt.cycle_s, fine
@@ -348,7 +400,7 @@ class _Run:
             if meter is not None and site_t is not None and meter.interval_end_s - site_t > 1e-6:
                 dt_s = min(dt_s, meter.interval_end_s - site_t)
             dt_s = min(dt_s, nxt - t, end_s - t)
-            soc_h = _to_limit(ph)
+            soc_h = min(_to_limit(ph), self.cars.to_taper_s(ph))
             if not inside and soc_h < dt_s:  # close in on the limit
                 dt_s = max(opt.cycle_s, 0.5 * soc_h)
                 inside = dt_s <= opt.cycle_s
@@ -422,7 +474,9 @@ def run_site(
     load_rep = _cyclic(prof, step, end_s)
     fine = _fine_windows(load_rep, step, [x for s in sessions for x in s[1:3]], opt.settle_s)
     wall0 = time.perf_counter()
-    _Run(tr, samples, opt, fine).run(end_s, progress)
+    exp_lim, _imp, _cycle = _limits(cfg)
+    _Run(tr, samples, opt, fine, -exp_lim - _tolerance(opt, cfg), _Cars(ph, site)).run(
+        end_s, progress)
     wall = time.perf_counter() - wall0
     return _report(site, cfg, opt, tr, samples, sessions, load_rep, step, end_s, wall, pv_src,
                    {"source": load_src, "start": dt.datetime.fromtimestamp(
@@ -439,9 +493,7 @@ def _report(site: SiteConfig, cfg: GridloopConfig, opt: SiteReplayOptions, tr: P
     a = _after(samples.arrays(), opt.warmup_s)
     t, grid = a["t"], a["grid"]
     exp_lim, imp_lim, cycle_s = _limits(cfg)
-    finite = [x for x in (exp_lim, imp_lim) if math.isfinite(x)]
-    tol = (opt.above_limit_tolerance_w if opt.above_limit_tolerance_w is not None
-           else max(100.0, 1e-3 * max(finite, default=0.0)))
+    tol = _tolerance(opt, cfg)
     interval = float(cfg.billing.interval_s)
     n_int = math.ceil(end_s / interval - 1e-9)
     mean = window_means(t, grid, interval, n_int)
