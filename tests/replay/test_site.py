@@ -200,3 +200,33 @@ def test_the_warm_up_is_cut_at_an_interpolated_vertex() -> None:
     cut = _after(cols, 2.0)
     np.testing.assert_allclose(cut["t"], [2.0, 4.0, 20.0])
     np.testing.assert_allclose(cut["grid"], [-50_000.0, 0.0, 0.0])
+
+
+def test_the_transport_publishes_ev_chargers_and_pv_inverters_like_the_decoder() -> None:
+    """Every power row the service streams (battery and PV inverters, EV chargers) gets
+    its power, bounds and state from the physics; without them the control would see no
+    charger at all (nan power, no bounds: excluded)."""
+    from actors import intervals_to_band
+    from controller.lab.replay.transport import PhysicsTransport, replay_control
+    from controller.runtime.config import load_config
+    from simulator.config import load_site
+    from simulator.physics import SitePhysics
+
+    cfg = load_config(EXAMPLE)
+    site = load_site(cfg.simulator.site)
+    ph = SitePhysics(site, seed=0)
+    ph.step(950.0)  # the rush: cars at chargers 51..53
+    tr = PhysicsTransport(ph, replay_control(site, cfg))
+    tr.publish(tr.now_ns())
+    t = tr.control.core.state
+    for cid in (5, 6, 51, 52, 56):
+        row = t.row_of[cid]
+        k = ph.inverter_row(cid)
+        assert t.power_w[row] == ph.inverter_power_w[k], cid
+        lo, hi, el, eu, ok = intervals_to_band(ph.active_power_bounds(cid))
+        assert (t.power_lower_w[row], t.power_upper_w[row]) == (lo, hi), cid
+        assert (t.power_excl_lower_w[row], t.power_excl_upper_w[row]) == (el, eu), cid
+        assert t.has_bounds[row], cid
+        assert t.bounds_ok[row] == ok, cid
+    assert t.power_excl_upper_w[t.row_of[51]] == pytest.approx(4140.0)  # 6 A x 3 x 230 V
+    assert tr.delay_s[54] == 2.0  # a charger's response delay: when its limit takes effect
