@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,8 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
             steps.append((m, now_s, names, target, table, site_time_s))
             return target
 
-        def plan(target_w: float, now_ns: int, book: SetpointBook) -> PlannedRound:
+        def plan(target_w: float, now_ns: int, book: SetpointBook,
+                 must_w: float = math.nan) -> PlannedRound:
             inputs = {
                 "table": _table_copy(core.state),
                 "failures": core.health.failures.copy(),
@@ -88,8 +90,8 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
                 "last_sent_ns": book.last_sent_ns.copy(),
                 "last_ok": book.last_ok.copy(),
             }
-            planned = live_plan(target_w, now_ns, book)
-            rounds.append((target_w, now_ns, inputs, planned))
+            planned = live_plan(target_w, now_ns, book, must_w)
+            rounds.append((target_w, must_w, now_ns, inputs, planned))
             return planned
 
         cycle.step = step  # type: ignore[method-assign]
@@ -130,7 +132,7 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
                                           err_msg=f.name)
 
     # Distribution: the same table, health and book give the same setpoints to send.
-    for target, now_ns, inputs, live in rounds:
+    for target, must, now_ns, inputs, live in rounds:
         core, book = replay.core, SetpointBook(len(replay.core.index.inverter_ids))
         _table_load(core.state, inputs["table"])
         core.health.failures[:] = inputs["failures"]
@@ -138,7 +140,7 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
         book.last_w[:] = inputs["last_w"]
         book.last_sent_ns[:] = inputs["last_sent_ns"]
         book.last_ok[:] = inputs["last_ok"]
-        mine = core.planner.plan(target, now_ns, book)
+        mine = core.planner.plan(target, now_ns, book, must)
         assert mine.indices == live.indices
         assert mine.powers_w == live.powers_w
         np.testing.assert_array_equal(mine.setpoints_w, live.setpoints_w)
@@ -150,12 +152,12 @@ def test_a_replay_built_otherwise_differs(captured: dict[str, Any]) -> None:
                                                               deadband_w=300.0))
     replay = replay_control(captured["sim"].site, other)
     differ = 0
-    for target, now_ns, inputs, live in captured["rounds"]:
+    for target, must, now_ns, inputs, live in captured["rounds"]:
         book = SetpointBook(len(replay.core.index.inverter_ids))
         _table_load(replay.core.state, inputs["table"])
         book.last_w[:] = inputs["last_w"]
         book.last_sent_ns[:] = inputs["last_sent_ns"]
         book.last_ok[:] = inputs["last_ok"]
-        mine = replay.core.planner.plan(target, now_ns, book)
+        mine = replay.core.planner.plan(target, now_ns, book, must)
         differ += not np.array_equal(mine.setpoints_w, live.setpoints_w)
     assert differ > 0
