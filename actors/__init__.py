@@ -3,9 +3,10 @@
 Data path (no timers on it): telemetry stream → `StateTable.decode` (numpy columns) →
 synchronous fresh-sample listeners (`Site.add_fresh_listener`, same task) or
 fresh-sample receivers → a strategy calls `Site.request_power` (latest wins) →
-`PowerDistributor` snapshots the table into a `distribution.Fleet`, calls `allocate`,
-re-checks bounds, keeps only setpoints that changed beyond the deadband or need
-lifetime renewal, never commands an excluded inverter → `Dispatcher` puts every call
+`PowerDistributor` snapshots the table into a `distribution.Fleet` and the usable PV
+inverters and EV chargers, calls `allocate_kinds`, re-checks bounds, keeps only
+setpoints that changed beyond the deadband or need lifetime renewal (caps: only while
+needed), never commands an excluded component → `Dispatcher` puts every call
 on the wire before awaiting any response (an idle distributor allocates and starts the
 first 16 calls inside `request_power`), then reads the first response of each
 (acknowledgement) and leaves the rest of each response stream to tail readers. A
@@ -50,7 +51,10 @@ Public names:
   measurements with the fleet bounds, round planning), built once from graph + options;
   `Site` runs on one and the replay builds one the same way.
 * `RoundPlanner`, `PlannedRound`, `FleetIndex` – fleet target → setpoints and which to
-  send (allocation, bounds re-check, deadband/renewal rule), pure given a time.
+  send (allocation, bounds re-check, deadband/renewal rule), pure given a time; the
+  controlled components are the battery inverters, then the PV inverters (production
+  caps) and the EV chargers (charge limits), which serve only what the strategies'
+  bounds require (``must_w``, `distribution.allocate_kinds`; rules in `actors._flex`).
 * `SetpointBook` – what each inverter was last sent, when, and whether acknowledged.
 * `GridloopError` (root), `ApiError`, `GraphError`, `OptionsError`, `ActorError` – errors.
 """

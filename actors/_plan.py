@@ -20,12 +20,9 @@ actor and the in-process replay run the very same code:
   nothing needs capping (the last cap lapses with its finite lifetime anyway).
   Excluded components are never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
-* `FlexState` – what the usable PV inverters and EV chargers can do now and what
-  their caps take off now (`RoundPlanner.flex`; the measurements' flex fields).
 
-EV "need": the API tells neither a car's energy request nor its departure, so a
-charger whose draw is at its limit (ours, or its rating) is taken to need its
-rating, and one drawing less than its limit needs what it draws.
+The PV / EV rules (what is usable, the EV need, what a cap takes off, when an
+uncapped one is sent its uncapped setpoint) are in `actors._flex`.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ import numpy as np
 import distribution as _dist
 
 from ._dispatch import SetpointBook, needs_send
+from ._flex import FlexState, flex_send, flex_state
 from ._graph import ComponentGraph
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray, StateTable
@@ -47,14 +45,6 @@ from ._state import BoolArray, FloatArray, IntArray, StateTable
 _logger = logging.getLogger(__name__)
 
 _TOL_W = 1e-6
-
-PV_MARGIN = 0.02
-"""A PV inverter's full-production setpoint is this share of its available production
-(at least the deadband) above its lower bound (−available): the available production
-moves with the irradiance between the sample and the call, and a cap below it is out
-of range (refused, the inverter then excluded until its retry). The cost is at most
-this share of production for one setpoint lifetime after a cap is lifted."""
-
 
 def _nan_to(values: FloatArray, nan: float) -> FloatArray:
     """`np.nan_to_num(values, nan=nan)` (±inf → ±max float), skipped when all are finite."""
@@ -203,45 +193,6 @@ class PlannedRound:
     """Per controlled component: a PV cap or EV limit (None: no PV, no EV)."""
 
 
-@dataclass(frozen=True)
-class FlexState:
-    """The usable PV inverters and EV chargers now (`RoundPlanner.flex`; W, + = import)."""
-
-    pv_ok: BoolArray
-    """Which PV inverters are usable (healthy, sensible bounds without an exclusion band)."""
-    ev_ok: BoolArray
-    """Which EV chargers are usable (healthy, sensible bounds)."""
-    pv: _dist.PvInverters
-    """The usable PV inverters, as `allocate_kinds` takes them."""
-    ev: _dist.EvChargers
-    """The usable EV chargers (with their need), as `allocate_kinds` takes them."""
-    pv_in_effect_w: float
-    """Production our PV caps take off now (measured, ≥ 0)."""
-    ev_in_effect_w: float
-    """Charging power our EV limits take off now (measured against the need, ≤ 0)."""
-    pv_capped: int
-    """PV inverters under a cap of ours (as last planned)."""
-    ev_capped: int
-    """EV chargers under a limit of ours (as last planned), paused ones included."""
-    ev_power_w: float
-    """Measured charging power of the usable chargers (W, ≥ 0)."""
-
-    @property
-    def power_w(self) -> float:
-        """What the caps change now, counted like battery power (W)."""
-        return self.pv_in_effect_w + self.ev_in_effect_w
-
-    @property
-    def lower_w(self) -> float:
-        """The EV chargers' range below the uncapped site (W, ≤ 0)."""
-        return self.ev.range_w
-
-    @property
-    def upper_w(self) -> float:
-        """The PV inverters' range above the uncapped site (W, ≥ 0)."""
-        return self.pv.range_w
-
-
 class RoundPlanner:
     """State table + health + setpoint book → `PlannedRound` (see the module docstring)."""
 
@@ -360,15 +311,8 @@ class RoundPlanner:
         return bad
 
     def flex(self, now_ns: int, ok: BoolArray | None = None) -> FlexState:
-        """The usable PV inverters and EV chargers now, and what our caps take off.
-
-        A PV inverter is usable when healthy with bounds ``lower <= upper`` and no
-        exclusion band; its rating (`FleetIndex.pv_rated_w`) weighs its share, or,
-        when any usable one's rating is unknown, its available production does. An
-        EV charger is usable when healthy with bounds ``[0 or min, upper]``; its
-        need is its rating while it draws at its limit, else what it draws (module
-        docstring). What a cap takes off is measured: ``power − lower`` of a capped
-        PV inverter, ``power − need`` of a limited charger.
+        """The usable PV inverters and EV chargers now, and what our caps take off
+        (`actors._flex.flex_state`).
 
         Args:
             now_ns: Current monotonic time (health rules).
@@ -377,51 +321,9 @@ class RoundPlanner:
         Returns:
             The state.
         """
-        t = self.table
-        ix = self.index
         if ok is None:
             ok = self.health.ok_mask(now_ns)
-        nb, npv = ix.n_battery, ix.n_pv
-        rows = ix.inv_rows[nb:]
-        cap = self.flex_cap_w
-        lo, hi = t.power_lower_w[rows], t.power_upper_w[rows]
-        el, eu = t.power_excl_lower_w[rows], t.power_excl_upper_w[rows]
-        p = t.power_w[rows]
-        with np.errstate(invalid="ignore"):
-            fine = ok[rows] & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(p) & (lo <= hi)
-            pv_ok = fine[:npv] & (el[:npv] == 0.0) & (eu[:npv] == 0.0)
-            ev_min = np.maximum(np.maximum(eu[npv:], lo[npv:]), 0.0)
-            ev_ok = fine[npv:] & (lo[npv:] <= 0.0) & ((hi[npv:] >= ev_min) | (hi[npv:] == 0.0))
-        # PV: the usable range starts a margin above the lower bound (see `PV_MARGIN`).
-        phi = hi[:npv][pv_ok]
-        plo = self._pv_full(lo[:npv][pv_ok], phi)
-        span = phi - plo
-        rated = (ix.pv_rated_w if ix.pv_rated_w is not None else np.full(npv, np.nan))[pv_ok]
-        if not (np.isfinite(rated).all() and (rated > 0).all()):
-            rated = np.maximum(span, 1.0)
-        pv = _dist.PvInverters(lower_w=plo, upper_w=phi, rated_w=rated)
-        pv_cap = cap[:npv][pv_ok]
-        pv_eff = np.where(np.isfinite(pv_cap), np.clip(p[:npv][pv_ok] - plo, 0.0, span), 0.0)
-        # EV
-        ehi = hi[npv:][ev_ok]
-        draw = np.clip(p[npv:][ev_ok], 0.0, ehi)
-        ev_cap = cap[npv:][ev_ok]
-        limit = np.where(np.isfinite(ev_cap), ev_cap, ehi)
-        tol = np.maximum(self.deadband_w, 0.02 * ehi)
-        need = np.where(draw >= limit - tol, ehi, draw)
-        ev = _dist.EvChargers(min_w=np.minimum(ev_min[ev_ok], ehi), upper_w=ehi, need_w=need)
-        ev_eff = np.where(np.isfinite(ev_cap), draw - need, 0.0)
-        return FlexState(
-            pv_ok=pv_ok,
-            ev_ok=ev_ok,
-            pv=pv,
-            ev=ev,
-            pv_in_effect_w=float(pv_eff.sum()),
-            ev_in_effect_w=float(ev_eff.sum()),
-            pv_capped=int(np.isfinite(cap[:npv]).sum()),
-            ev_capped=int(np.isfinite(cap[npv:]).sum()),
-            ev_power_w=float(draw.sum()),
-        )
+        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w)
 
     def plan(
         self, target_w: float, now_ns: int, book: SetpointBook, must_w: float = math.nan
@@ -461,7 +363,7 @@ class RoundPlanner:
             fx = self.flex(now_ns, ok)
             kinds = _dist.allocate_kinds(
                 fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
-                fx.pv, fx.ev, self.kind_order, self.soc_exponent,
+                fx.pv, fx.ev, self.kind_order, self.soc_exponent, self.deadband_w,
             )
             res = kinds.battery
             pv_w, ev_w = kinds.pv_w, kinds.ev_w
@@ -487,7 +389,11 @@ class RoundPlanner:
         )
         if capped is not None:
             capped |= bad
-            send = np.concatenate((send, self._flex_send(sp, capped, now_ns, book)))
+            send = np.concatenate((send, flex_send(
+                self.index, self.table, sp, capped, now_ns, book,
+                deadband_w=self.deadband_w, renew_after_ns=self.renew_after_ns,
+                lifetime_ns=self.lifetime_ns,
+            )))
             self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
         send &= use
         book.mark_unknown(~use)
@@ -507,39 +413,3 @@ class RoundPlanner:
             ev_w=ev_w,
             capped=capped,
         )
-
-    def _pv_full(self, lower_w: FloatArray, upper_w: FloatArray) -> FloatArray:
-        """The full-production setpoint of PV inverters: `PV_MARGIN` above the lower bound."""
-        avail = upper_w - lower_w
-        full: FloatArray = lower_w + np.minimum(avail, np.maximum(PV_MARGIN * avail,
-                                                                  self.deadband_w))
-        return full
-
-    def _flex_send(
-        self, sp: FloatArray, capped: BoolArray, now_ns: int, book: SetpointBook
-    ) -> BoolArray:
-        """Which PV / EV setpoints go out (module docstring).
-
-        A capped one by the deadband/renewal rule (a pause to 0 W also to one never
-        commanded); an uncapped one only while a cap of ours still binds it: a PV
-        cap above the lower bound, an EV limit below the upper bound, by more
-        than the deadband, sent less than a lifetime ago.
-        """
-        ix = self.index
-        nb, npv = ix.n_battery, ix.n_pv
-        fl = slice(nb, len(ix.inverter_ids))
-        last, sent_ns = book.last_w[fl], book.last_sent_ns[fl]
-        new = sp[fl]
-        never = np.isnan(last)
-        by_rule = needs_send(new, last, sent_ns, book.last_ok[fl], now_ns,
-                             self.deadband_w, self.renew_after_ns)
-        rows = ix.inv_rows[fl]
-        lo, hi = self.table.power_lower_w[rows], self.table.power_upper_w[rows]
-        live = ~never & ((now_ns - sent_ns) < self.lifetime_ns)
-        db = self.deadband_w
-        with np.errstate(invalid="ignore"):
-            full = self._pv_full(lo[:npv], hi[:npv])
-            binds = np.concatenate((last[:npv] > full + db, last[npv:] < hi[npv:] - db))
-        c = capped[fl]
-        out: BoolArray = np.where(c, by_rule | never, live & binds)
-        return out

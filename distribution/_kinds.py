@@ -26,7 +26,9 @@ compete, so only their place relative to ``battery_inverter`` matters):
   of ``must_w``'s sign covers ``must_w − achieved`` when that has ``must_w``'s
   sign (what the batteries could not deliver);
 * PV (or EV) first: the kind covers ``must_w`` (within its range) and the
-  batteries are allocated ``T − covered``.
+  batteries are allocated ``T`` less what it covered, never past 0 (curtailing
+  PV never makes the batteries discharge, throttling a car never makes them
+  charge).
 
 Fairness within a kind:
 
@@ -267,6 +269,7 @@ def allocate_kinds(
     ev: EvChargers,
     order: tuple[str, ...] = DEFAULT_KIND_ORDER,
     soc_exponent: float = 1.0,
+    min_cap_w: float = 0.0,
 ) -> KindsResult:
     """Meet ``target_w`` with the batteries and ``must_w`` with PV / EV, in ``order``.
 
@@ -279,6 +282,8 @@ def allocate_kinds(
         ev: The usable EV chargers.
         order: Which kind goes first (a permutation of `KINDS`).
         soc_exponent: Passed to `allocate`.
+        min_cap_w: PV / EV leave a share of at most this to the batteries (W, ≥ 0):
+            a cap that small is not worth a setpoint (the caller's deadband).
 
     Returns:
         The allocation of every kind (module docstring).
@@ -292,24 +297,31 @@ def allocate_kinds(
     m = float(must_w)
     if math.isinf(m):
         raise DistributionError("must_w", must_w, "must be finite or nan")
+    if not min_cap_w >= 0.0 or math.isinf(min_cap_w):
+        raise DistributionError("min_cap_w", min_cap_w, "must be a finite number >= 0")
     flex = "pv_inverter" if m > 0 else "ev_charger" if m < 0 else None
     first = flex is not None and order.index(flex) < order.index("battery_inverter")
     covered = 0.0
     pv_out: tuple[_F, _B, float] = (pv.lower_w.copy(), np.zeros(pv.lower_w.shape, np.bool_), 0.0)
     ev_out: tuple[_F, _B, float] = (ev.upper_w.copy(), np.zeros(ev.upper_w.shape, np.bool_), 0.0)
-    if first:
+    if first and abs(m) > min_cap_w:
         if flex == "pv_inverter":
             pv_out = pv_caps(pv, m)
             covered = pv_out[2]
         else:
             ev_out = ev_limits(ev, m)
             covered = ev_out[2]
-    battery = allocate(fleet, float(target_w) - covered, soc_exponent=soc_exponent)
+    t = float(target_w)
+    # What the first kind covered comes off the batteries' target, but never turns it
+    # around: curtailing PV never makes the batteries discharge, throttling a car never
+    # makes them charge.
+    offset = min(covered, max(t, 0.0)) if covered > 0 else max(covered, min(t, 0.0))
+    battery = allocate(fleet, t - offset, soc_exponent=soc_exponent)
     if flex is not None and not first:
         rest = m - battery.achieved_w
-        if flex == "pv_inverter" and rest > 0.0:
+        if flex == "pv_inverter" and rest > min_cap_w:
             pv_out = pv_caps(pv, rest)
-        elif flex == "ev_charger" and rest < 0.0:
+        elif flex == "ev_charger" and rest < -min_cap_w:
             ev_out = ev_limits(ev, rest)
     return KindsResult(
         battery=battery,

@@ -565,10 +565,12 @@ def summary_line(record: CycleRecord) -> str:
             + ")"
         )
     if record.caps_w or record.pv_curtailed_w or record.ev_power_w:
-        parts.append(
-            f"pv_curtailed={kw(record.pv_curtailed_w)}/{record.pv_capped}"
-            f" ev={kw(record.ev_power_w)}/{record.ev_limited}_limited"
-        )
+        parts += [
+            f"pv_curtailed={kw(record.pv_curtailed_w)}",
+            f"pv_capped={record.pv_capped}",
+            f"ev={kw(record.ev_power_w)}",
+            f"ev_limited={record.ev_limited}",
+        ]
     if record.setpoints_overridden:
         parts.append(f"overridden={record.setpoints_overridden}")
     if record.another_client:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from controller.runtime.config import ConfigError, GridloopConfig, config_from_dict, load_config
 from controller.runtime.schedule_file import load_schedule
+from controller.runtime.service import runtime_options
 from controller.runtime.strategies import DroopCurve
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -99,6 +100,15 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     assert cfg.simulator.site == tmp_path / "site.toml"
 
 
+def test_kind_order_reaches_the_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[control]\nkind_order = ["ev_charger", "battery_inverter", "pv_inverter"]')
+    config = load_config(path)
+    assert config.control.kind_order == ("ev_charger", "battery_inverter", "pv_inverter")
+    assert runtime_options(config).kind_order == config.control.kind_order
+    assert GridloopConfig().control.kind_order == ("battery_inverter", "pv_inverter", "ev_charger")
+
+
 def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[peak_shaving]\nimport_limit_w = 200000\n")
@@ -154,6 +164,16 @@ def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
             "control.setpoint_lifetime_s = 5: must be in [10, 900]",
         ),
         ("[simulator]\ntime_scale = 0", "simulator.time_scale = 0: must be > 0"),
+        # the kind order: a list naming each kind once
+        (
+            '[control]\nkind_order = ["battery_inverter", "pv_inverter"]',
+            "control.kind_order = ['battery_inverter', 'pv_inverter']: must be a list naming"
+            " each of battery_inverter, pv_inverter, ev_charger once",
+        ),
+        (
+            '[control]\nkind_order = "battery_inverter"',
+            'control.kind_order = "battery_inverter": must be a list naming each of',
+        ),
         ("[run]\nduration_s = -1", "run.duration_s = -1: must be > 0"),
         # choices and cross-field rules
         (

@@ -19,7 +19,8 @@ from testkit import ENTRY
 from controller.runtime.schedule_file import load_schedule
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EMBEDDED = ["peak_shaving_only.toml", "fcr.toml", "dynamic_containment_with_peak_shaving.toml"]
+EMBEDDED = ["peak_shaving_only.toml", "fcr.toml", "dynamic_containment_with_peak_shaving.toml",
+            "zero_export_with_ev.toml"]
 SCHEDULES = ["fcr_day.toml"]
 """Schedule files (``--schedule``): loaded here; tests/controller/test_process.py runs one."""
 

@@ -53,7 +53,7 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
     steps: list[
         tuple[SiteMeasurements, float, tuple[str, ...], float, dict[str, Any], float | None]
     ] = []
-    rounds: list[tuple[float, int, dict[str, Any], PlannedRound]] = []
+    rounds: list[tuple[float, int, dict[str, Any], PlannedRound, float]] = []
     snapshots: list[tuple[int, dict[str, Any], SiteMeasurements]] = []
     site = await Site.connect(f"grpc://127.0.0.1:{sim.port}",
                               options=runtime_options(CONFIG, time_scale))
@@ -91,7 +91,7 @@ async def captured(sim_factory: Any) -> dict[str, Any]:
                 "last_ok": book.last_ok.copy(),
             }
             planned = live_plan(target_w, now_ns, book, must_w)
-            rounds.append((target_w, must_w, now_ns, inputs, planned))
+            rounds.append((target_w, now_ns, inputs, planned, must_w))
             return planned
 
         cycle.step = step  # type: ignore[method-assign]
@@ -132,7 +132,7 @@ async def test_replay_control_gives_the_live_setpoints_cycle_by_cycle(
                                           err_msg=f.name)
 
     # Distribution: the same table, health and book give the same setpoints to send.
-    for target, must, now_ns, inputs, live in rounds:
+    for target, now_ns, inputs, live, must in rounds:
         core, book = replay.core, SetpointBook(len(replay.core.index.inverter_ids))
         _table_load(core.state, inputs["table"])
         core.health.failures[:] = inputs["failures"]
@@ -152,12 +152,12 @@ def test_a_replay_built_otherwise_differs(captured: dict[str, Any]) -> None:
                                                               deadband_w=300.0))
     replay = replay_control(captured["sim"].site, other)
     differ = 0
-    for target, must, now_ns, inputs, live in captured["rounds"]:
+    for target, now_ns, inputs, live, _must in captured["rounds"]:
         book = SetpointBook(len(replay.core.index.inverter_ids))
         _table_load(replay.core.state, inputs["table"])
         book.last_w[:] = inputs["last_w"]
         book.last_sent_ns[:] = inputs["last_sent_ns"]
         book.last_ok[:] = inputs["last_ok"]
-        mine = replay.core.planner.plan(target, now_ns, book, must)
+        mine = replay.core.planner.plan(target, now_ns, book)
         differ += not np.array_equal(mine.setpoints_w, live.setpoints_w)
     assert differ > 0

@@ -280,3 +280,17 @@ def test_the_api_version_shows_in_the_log_line_and_the_header(make_record) -> No
     console = Console(file=io.StringIO(), width=120, record=True)
     console.print(render_dashboard(make_record(api_version="v1alpha19"), ()))
     assert "Microgrid API v1alpha19" in console.export_text()
+
+
+def test_pv_caps_and_ev_limits_show_in_dashboard_and_line(make_record) -> None:
+    assert "PV / EV caps" not in render_text(make_record())  # none: no row
+    assert "pv_curtailed=" not in summary_line(make_record())
+    record = make_record(pv_curtailed_w=45_300.0, pv_capped=2, ev_power_w=22_000.0,
+                         ev_limited=2, caps_w={5: -54_000.0, 51: 7_000.0, 52: 0.0})
+    assert "PV 2 capped, 45.3 kW curtailed" in line_with(render_text(record), "PV / EV caps")
+    row = dashboard_module._caps_text(record).plain  # the whole row (the panel wraps it)
+    for part in ("EV 2 limited, 22.0 kW charging", "#5 -54.0 kW", "#51 +7.0 kW", "#52 paused"):
+        assert part in row
+    line = summary_line(record)
+    for part in ("pv_curtailed=+45.3kW", "pv_capped=2", "ev=+22.0kW", "ev_limited=2"):
+        assert part in line

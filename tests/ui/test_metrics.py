@@ -221,3 +221,20 @@ def test_schedule_gauges_follow_the_record(exporter, make_record) -> None:
     assert value(samples, "gridloop_fr_reserve_watts") == 100_000.0
     assert value(samples, "gridloop_fr_band_unreachable") == 1.0
     assert value(samples, "gridloop_fr_band_warnings") == 1.0
+
+
+def test_pv_caps_and_ev_limits_are_gauges(exporter, make_record) -> None:
+    exporter.observe_cycle(make_record(pv_curtailed_w=45_300.0, pv_capped=2, ev_power_w=22e3,
+                                       ev_limited=1, caps_w={5: -54e3, 51: 7e3}), 0.001)
+    samples = scrape(exporter)
+    assert value(samples, "gridloop_pv_curtailed_watts") == 45_300.0
+    assert value(samples, "gridloop_pv_capped_inverters") == 2.0
+    assert value(samples, "gridloop_ev_power_watts") == 22e3
+    assert value(samples, "gridloop_ev_limited_chargers") == 1.0
+    assert value(samples, "gridloop_component_cap_watts", component_id="5") == -54e3
+    assert value(samples, "gridloop_component_cap_watts", component_id="51") == 7e3
+    # Lifted: the cap is unknown (NaN), the gauge stays.
+    exporter.observe_cycle(make_record(caps_w={5: -50e3}), 0.001)
+    samples = scrape(exporter)
+    assert math.isnan(value(samples, "gridloop_component_cap_watts", component_id="51"))
+    assert value(samples, "gridloop_component_cap_watts", component_id="5") == -50e3
