@@ -334,7 +334,8 @@ class _Run:
         """Grid power below which the site exports above its limit (W; -inf: no limit)."""
         self.fine_start, self.fine_end = fine
         self.fine_until = -math.inf
-        """End of the fine window opened by a battery reaching a SoC limit."""
+        """End of the fine window opened by a battery reaching a SoC limit or a car
+        having its request."""
 
     def _window(self, t: float) -> tuple[bool, float]:
         """(inside a fine window, start of the next one)."""
@@ -402,7 +403,7 @@ class _Run:
             dt_s = min(dt_s, nxt - t, end_s - t)
             soc_h = min(_to_limit(ph), self.cars.to_taper_s(ph))
             if not inside and soc_h < dt_s:  # close in on the limit
-                dt_s = max(opt.cycle_s, 0.5 * soc_h)
+                dt_s = min(dt_s, max(opt.cycle_s, 0.5 * soc_h))
                 inside = dt_s <= opt.cycle_s
                 coarse = fine if inside else min(coarse, dt_s)
             last = max(due, default=t)
