@@ -22,13 +22,19 @@ Offers:
   :func:`settling_time_s` — a site's own scenario with ``[reactive_power]``, with and
   without reactive control: Q tracking, settling after voltage steps, voltage in band,
   out-of-bounds and apparent-power counts, the peak-shaving figures of both.
+* :func:`run_site` / :class:`SiteReport` / :class:`SiteReplayOptions` — a site with its PV
+  inverters and EV chargers under the config's export and import limits, for days: export
+  above the limit, time to comply after a load drop, curtailed PV the batteries could have
+  stored, EV energy delivered of what the limit allowed.
 * :func:`fleet_models` / :func:`aggregate_model` — a site's battery groups as LP models.
 * :func:`classify_intervals` — which metering intervals were above the limit, avoidably.
 
 Modules: ``peak`` (peak-shaving replay), ``periods`` (billing periods, history,
 rows), ``frequency`` (frequency-response replay and its trace), ``day`` (the day
 replay with a schedule; ``day_cli`` its part of the command), ``reactive`` (the
-voltage-support replay; ``reactive_cli`` its part of the command), ``reports`` (the
+voltage-support replay; ``reactive_cli`` its part of the command), ``site`` (the PV / EV
+site replay; ``site_metrics`` its measures, ``site_cli`` its part of the command),
+``reports`` (the
 results), ``fleet`` (LP models of a site), ``stepping`` (what both replays
 share), ``transport`` (the production control cycle against the physics),
 ``optimum``, ``loader``.
@@ -54,7 +60,13 @@ from controller.lab.replay.reactive import (
     run_voltage_support,
     settling_time_s,
 )
-from controller.lab.replay.reports import DayReport, FrequencyResponseReport, PeakShavingReport
+from controller.lab.replay.reports import (
+    DayReport,
+    FrequencyResponseReport,
+    PeakShavingReport,
+    SiteReport,
+)
+from controller.lab.replay.site import SiteReplayOptions, run_site
 
 __all__ = [
     "BUNDLED_LOAD_CSV",
@@ -71,6 +83,8 @@ __all__ = [
     "ReactiveReplayOptions",
     "ReactiveReport",
     "ReplayError",
+    "SiteReplayOptions",
+    "SiteReport",
     "aggregate_model",
     "classify_intervals",
     "fleet_models",
@@ -80,6 +94,7 @@ __all__ = [
     "run_day",
     "run_frequency_response",
     "run_peak_shaving",
+    "run_site",
     "run_voltage_support",
     "schedule_book",
     "settling_time_s",

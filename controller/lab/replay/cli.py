@@ -11,6 +11,8 @@ Usage::
                     [--summary-json FILE] [--check]
     gridloop replay --schedule FILE [--days N] [--start DATE] [--profile NAME | --load-csv FILE]
                     [--frequency-csv FILE] [--config FILE] [--summary-json FILE] [--check]
+    gridloop replay --config FILE [--pv-ev] [--days N] [--profile NAME | --load-csv FILE]
+                    [--start DATE] [--load-peak-w W] [--seed N] [--summary-json FILE] [--check]
 
 Runs the peak-shaving replay (:func:`~controller.lab.replay.peak.run_peak_shaving`)
 over whole billing periods of a load profile -- by default March of the bundled
@@ -66,6 +68,16 @@ window and overall: availability, SoC at the window's start, FR tracking RMS, FR
 energy in and outside windows, activation after a step (scripted segment) and the
 peak-shaving figures. ``--check`` enforces
 :data:`~controller.lab.replay.day_cli.DAY_TARGETS`.
+
+On a site with EV chargers (or with ``--pv-ev`` on any site) it runs instead the PV / EV
+site replay (:func:`~controller.lab.replay.site.run_site`,
+:mod:`controller.lab.replay.site_cli`): the config's strategies and limits on the site with
+its PV inverters and EV chargers for ``--days`` (7 by default) of the site's own load (or
+``--profile`` / ``--load-csv``, scaled to ``--load-peak-w``, by default the site's load
+peak), its irradiance and its seeded EV sessions; it reports the export and import limits'
+figures, the curtailed PV the batteries could have stored and the EV energy delivered
+(``--limit``, ``--baselines``, ``--fr-trace``, ``--frequency-csv`` and ``--no-peak`` do not
+apply to it). ``--check`` enforces :data:`~controller.lab.replay.site_cli.SITE_TARGETS`.
 
 Exit status: 0 when the replay ran (with ``--check``: 1 if a target of the
 ``--limit`` mode was missed), 2 on bad input -- one line on stderr, no traceback.
@@ -139,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"bundled load profile (default {DEFAULT_PROFILE})")
     p.add_argument("--load-csv", type=Path, help="load profile CSV instead of a bundled one")
     p.add_argument("--load-column", help="value column (default: the only numeric one)")
-    p.add_argument("--load-peak-w", type=float, default=DEFAULT_LOAD_PEAK_W,
-                   help=f"scale the selection to this peak, W (default {DEFAULT_LOAD_PEAK_W:.0f})")
+    p.add_argument("--load-peak-w", type=float, default=None,
+                   help=f"scale the selection to this peak, W (default {DEFAULT_LOAD_PEAK_W:.0f}; "
+                        "the site's load peak in the PV / EV site replay)")
     p.add_argument("--start", help="first day/time to replay, e.g. 2018-03-01; the rows before "
                                    "are history (default: March of a bundled profile, the "
                                    "first row of a CSV)")
@@ -150,10 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float,
                    help="voltage-support replay ([reactive_power] in --config): hours of the "
                         "site's scenario to replay (default 0.5)")
-    p.add_argument("--limit", default="optimal",
+    p.add_argument("--limit", default=None,
                    help="import limit: 'auto' (the production planner), 'optimal' (each "
                         "period's LP optimum, default) or watts")
-    p.add_argument("--baselines", default="both", choices=("both", "previous", "optimal", "none"),
+    p.add_argument("--baselines", default=None, choices=("both", "previous", "optimal", "none"),
                    help="baselines run in parallel: the previous period's optimum, each "
                         "period's optimum (default both)")
     p.add_argument("--summary-json", type=Path, help="write the results as JSON to this file")
@@ -168,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
                         "schedule file's windows ([[window]] TOML), --days 1 by default")
     p.add_argument("--seed", type=int, default=0, help="seed of the physics and the trace")
     p.add_argument("--no-peak", action="store_true", help="skip the peak-shaving replay")
+    p.add_argument("--pv-ev", action="store_true",
+                   help="the PV / EV site replay (the default on a site with EV chargers)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -275,8 +290,10 @@ def _default_month(path: Path) -> tuple[str, float]:
     return first.date().isoformat(), (after.timestamp() - first.timestamp()) / 86400.0
 
 
-def _select_load(args: argparse.Namespace) -> LoadProfile:
-    """The load selection: ``--profile`` / ``--load-csv``, ``--start``, ``--days`` (module)."""
+def _select_load(args: argparse.Namespace,
+                 default_peak_w: float = DEFAULT_LOAD_PEAK_W) -> LoadProfile:
+    """The load selection: ``--profile`` / ``--load-csv``, ``--start``, ``--days``,
+    ``--load-peak-w`` (else ``default_peak_w``) (module)."""
     if args.load_csv is not None and args.profile is not None:
         raise ReplayError("--profile and --load-csv: give one of them", source="--profile")
     start, days = args.start, args.days
@@ -287,8 +304,8 @@ def _select_load(args: argparse.Namespace) -> LoadProfile:
             days = month_days if days is None else days
     else:
         path = args.load_csv
-    return load_profile(path, column=args.load_column, peak_w=args.load_peak_w, start=start,
-                        days=days)
+    peak_w = default_peak_w if args.load_peak_w is None else args.load_peak_w
+    return load_profile(path, column=args.load_column, peak_w=peak_w, start=start, days=days)
 
 
 def _fmt_w(v: float | None) -> str:
@@ -447,6 +464,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.schedule is not None:
         return _run_day(args)
+    limit = _parse_limit(args.limit or "optimal")
+    trace_spec = _parse_trace(args.fr_trace, args.seed)
     site, cfg = _load_setup(args.config)
     if cfg.reactive_power.enabled:
         from controller.lab.replay.reactive_cli import run_reactive_command
@@ -455,8 +474,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.hours is not None:
         raise ReplayError("--hours: only for a config with [reactive_power] enabled",
                           source="--hours")
-    limit = _parse_limit(args.limit)
-    trace_spec = _parse_trace(args.fr_trace, args.seed)
+    if args.pv_ev or site.ev_chargers:
+        return _run_site(args, site, cfg)
+    args.baselines = args.baselines or "both"
     control = cfg.control
     # The config's [control] settings; the peak replay keeps its long lifetime (its
     # control steps are up to minutes apart while the load is constant).
@@ -540,6 +560,29 @@ def _run_day(args: argparse.Namespace) -> int:
     if args.days is None:
         args.days = 1.0
     return run_day_command(args, site, cfg, _select_load(args))
+
+
+_NOT_SITE = (("limit", "--limit"), ("baselines", "--baselines"), ("fr_trace", "--fr-trace"),
+             ("frequency_csv", "--frequency-csv"), ("no_peak", "--no-peak"))
+"""The flags of the peak-shaving and frequency-response replays (not of the site replay)."""
+
+
+def _run_site(args: argparse.Namespace, site: Any, cfg: Any) -> int:
+    """The PV / EV site replay (:mod:`controller.lab.replay.site_cli`)."""
+    from controller.lab.replay.site_cli import run_site_command
+
+    for attr, flag in _NOT_SITE:
+        if getattr(args, attr):
+            raise ReplayError(f"{flag}: not used by the PV / EV site replay (a site with EV "
+                              "chargers, or --pv-ev)", source=flag)
+    if args.days is None:
+        args.days = 7.0
+    given = args.profile is not None or args.load_csv is not None
+    if args.days is not None and not (math.isfinite(args.days) and args.days > 0):
+        raise ReplayError(f"--days: must be a positive number of days, got {args.days:g}",
+                          source="--days")
+    load = _select_load(args, float(site.load.profile_w.max())) if given else None
+    return run_site_command(args, site, cfg, load)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 * :class:`PeakShavingReport` — of :func:`~controller.lab.replay.peak.run_peak_shaving`.
 * :class:`FrequencyResponseReport` — of
   :func:`~controller.lab.replay.frequency.run_frequency_response`.
-* :class:`Report` — what both offer: :meth:`Report.summary`, the scalar fields as JSON.
+* :class:`SiteReport` — of :func:`~controller.lab.replay.site.run_site`.
+* :class:`Report` — what they all offer: :meth:`Report.summary`, the scalar fields as JSON.
 
 Units and signs: W, Wh, %, Hz, s; + = importing / charging.
 """
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DayReport", "FloatArray", "FrequencyResponseReport", "PeakShavingReport", "Report"]
+__all__ = ["DayReport", "FloatArray", "FrequencyResponseReport", "PeakShavingReport", "Report",
+           "SiteReport"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -260,3 +262,103 @@ class DayReport(Report):
     time_s: FloatArray = field(repr=False)
     grid_w: FloatArray = field(repr=False)
     soc_pct: FloatArray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SiteReport(Report):
+    """Quality of a PV / EV site replay (W, Wh, %, s; + = import / charging).
+
+    Everything is measured from the physics' truth (how: :mod:`controller.lab.replay.site`
+    and :mod:`controller.lab.replay.site_metrics`). Limits are the config's
+    ``[peak_shaving]`` ones (inf: none); an interval or a second is above a limit beyond
+    ``above_limit_tolerance_w``.
+    """
+
+    export_limit_w: float
+    """The export limit held (W, ≥ 0; inf: none)."""
+    import_limit_w: float
+    """The import limit held (``hard_import_limit_w`` if set, else a fixed
+    ``import_limit_w``; inf: none)."""
+    above_limit_tolerance_w: float
+    """Tolerance of every above-limit count (W): max(100 W, 0.1 % of the larger finite limit)."""
+    intervals_total: int
+    """Billing intervals replayed (the config's ``[billing] interval_s``)."""
+    export_intervals_above_limit: int
+    """Intervals whose mean export exceeded the export limit."""
+    export_excess_1s_max_w: float
+    """Worst 1-second mean export above the limit (W, ≥ 0)."""
+    export_excess_15min_max_w: float
+    """Worst interval-mean export above the limit (W, ≥ 0)."""
+    export_excess_longest_s: float
+    """Longest stretch of time the export stayed above limit + tolerance (s)."""
+    export_excess_longest_allowed_s: float
+    """The target for it: the slowest PV or battery inverter's response delay plus one
+    control cycle (peak shaving's ``interval_s``)."""
+    export_energy_above_limit_wh: float
+    """Export energy above the limit (Wh)."""
+    load_drops: int
+    """Load drops met (a fall of at least ``load_drop_min_w``)."""
+    load_drop_min_w: float
+    """What counts as a load drop (W)."""
+    export_comply_time_max_s: float
+    """Worst time to comply after a load drop: from the drop's start until the export is
+    back within limit + tolerance and stays there ``comply_hold_s`` (s; 0: it never left
+    it)."""
+    load_drops_not_complied: int
+    """Drops after which the export had not complied so when the next drop came,
+    ``comply_window_s`` passed or the run ended."""
+    pv_source: str
+    """Where the PV came from."""
+    pv_energy_available_wh: float
+    """PV energy the panels offered (production without curtailment, Wh)."""
+    pv_energy_curtailed_wh: float
+    """PV energy given up by curtailment (Wh)."""
+    pv_curtailed_storable_wh: float
+    """Of it, what the batteries could have stored instead (Wh)."""
+    pv_curtailed_storable_pct: float
+    """``pv_curtailed_storable_wh``, % of the available PV energy."""
+    ev_sessions: int
+    """EV sessions that departed within the run."""
+    ev_energy_requested_wh: float
+    """Energy those cars asked for (Wh)."""
+    ev_energy_allowed_wh: float
+    """Energy the import limit allowed them (the fluid reference of
+    :func:`~controller.lab.replay.site_metrics.ev_allowed_wh`, Wh)."""
+    ev_energy_delivered_wh: float
+    """Energy they received by departure (Wh)."""
+    ev_energy_delivered_pct: float
+    """``100 × Σ min(delivered, allowed) / Σ allowed`` over those sessions (nan: none)."""
+    ev_sessions_short: int
+    """Sessions that got less than 99 % of their allowed energy."""
+    import_intervals_above_limit: int
+    """Intervals whose mean import exceeded the import limit."""
+    battery_energy_to_ev_wh: float
+    """Battery discharge energy while the EVs drew more than their chargers' minimum,
+    up to that surplus (Wh): EV load carried by the batteries that could have been slowed."""
+    peak_import_w: float
+    """Highest interval-mean import (W)."""
+    peak_import_w_instant: float
+    """Highest instantaneous import (W)."""
+    peak_export_w_instant: float
+    """Highest instantaneous export (W, ≥ 0)."""
+    soc_min_pct: float
+    """Lowest fleet SoC (%)."""
+    soc_max_pct: float
+    """Highest fleet SoC (%)."""
+    controlled_kinds: tuple[str, ...]
+    """The kinds of power row the control sent setpoints to (battery_inverter,
+    pv_inverter, ev_charger)."""
+    setpoints_refused: int
+    """Setpoints the physics refused (out of bounds, not ready)."""
+    control_cycles: int
+    """Control cycles run."""
+    simulated_s: float
+    """Simulated time (s)."""
+    wall_s: float
+    """Wall time of the replay (s)."""
+    load: dict[str, Any] = field(default_factory=dict)
+    """The load replayed (source, start, days, peak)."""
+    time_s: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Vertex times of the true trajectory (s)."""
+    grid_w: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """True grid power at them (W, + = import)."""

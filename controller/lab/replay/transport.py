@@ -13,15 +13,18 @@
 * :class:`PhysicsTransport` — writes the physics' state into the core's state
   table as the telemetry decoder would (values, bounds as
   :func:`actors.intervals_to_band` makes them, SoC limits, capacity, component
-  states, receive time = the virtual clock), runs one control cycle
+  states, receive time = the virtual clock) for every row the service streams:
+  battery and PV inverters and EV chargers alike (one power-row path, as in the
+  physics, whose power rows are the inverters then the chargers), runs one control cycle
   (:func:`controller.runtime.cycle.plan_setpoints`) and applies the planned setpoints
   with :meth:`~simulator.physics.SitePhysics.set_active_power` after the
   server's own validation (a refused one fails like a refused call: health
-  backoff, re-sent later). With reactive control on (``[reactive_power]``) it also
-  publishes the reactive metrics (Q with its momentary bounds, the apparent rating,
-  the connection point's voltage), plans the cycle's reactive target with the
-  round (:func:`~controller.runtime.cycle.plan_setpoints` with the reactive book, the
-  service's :meth:`actors.RoundPlanner.plan`) and applies the reactive setpoints with
+  backoff, re-sent later), whatever kind of power row the control addresses. With
+  reactive control on (``[reactive_power]``) it also publishes the reactive metrics (Q
+  with its momentary bounds, the apparent rating, the connection point's voltage), plans
+  the cycle's reactive target with the round
+  (:func:`~controller.runtime.cycle.plan_setpoints` with the reactive book, the service's
+  :meth:`actors.RoundPlanner.plan`) and applies the reactive setpoints with
   :meth:`~simulator.physics.SitePhysics.set_reactive_power` (same lifetime) after
   :meth:`~simulator.physics.SitePhysics.check_reactive_power`.
 
@@ -60,10 +63,14 @@ from simulator.errors import RequestError
 from simulator.physics import ComponentState, SitePhysics
 from simulator.server import build_components
 
-__all__ = ["CLOCK_ORIGIN_NS", "PhysicsTransport", "ReplayControl", "replay_control", "site_graph"]
+__all__ = ["CLOCK_ORIGIN_NS", "POWER_KINDS", "PhysicsTransport", "ReplayControl", "replay_control",
+           "site_graph"]
 
 CLOCK_ORIGIN_NS = 1_000_000_000
 """The virtual monotonic clock at physics time 0 (ns)."""
+POWER_KINDS = ("inverter", "ev_charger")
+"""The physics' kinds of component with a power row (battery and PV inverters, EV chargers):
+their telemetry and setpoints take one path."""
 
 
 def site_graph(site: SiteConfig) -> ComponentGraph:
@@ -89,7 +96,7 @@ class ReplayControl:
     core: SiteCore
     """State table, health, measurements and planner (as in ``gridloop run``)."""
     book: SetpointBook
-    """What each battery inverter was last sent."""
+    """What each controlled power row was last sent."""
     cycle: ControlCycle
     """The strategies' state."""
 
@@ -158,9 +165,8 @@ class PhysicsTransport:
         ph = physics
         ids = [int(c) for c in t.ids]
         kinds = [ph.kind_of(c) for c in ids]
-        self._inv = np.array([t.row_of[c] for c, k in zip(ids, kinds, strict=True)
-                              if k == "inverter"], dtype=np.int64)
-        self._inv_ids = [c for c, k in zip(ids, kinds, strict=True) if k == "inverter"]
+        self._inv_ids = [c for c, k in zip(ids, kinds, strict=True) if k in POWER_KINDS]
+        self._inv = np.array([t.row_of[c] for c in self._inv_ids], dtype=np.int64)
         self._inv_ph = np.array([ph.inverter_row(c) for c in self._inv_ids], dtype=np.int64)
         bat_ids = [c for c, k in zip(ids, kinds, strict=True) if k == "battery"]
         self._bat = np.array([t.row_of[c] for c in bat_ids], dtype=np.int64)
@@ -171,10 +177,9 @@ class PhysicsTransport:
         self._lifetime_s = float(int(core.options.setpoint_lifetime_s))
         self._dispatch_ids = core.index.inverter_ids
         self._dispatch_rows = core.index.inv_rows
-        self.delay_s: dict[int, float] = {
-            c.id: c.response_delay_s for c in physics.site.inverters
-        }
-        """Response delay of each inverter (s): when a sent setpoint takes effect."""
+        self.delay_s: dict[int, float] = {c.id: c.response_delay_s for c in physics.site.inverters}
+        self.delay_s.update({c.id: c.response_delay_s for c in physics.site.ev_chargers})
+        """Response delay of each power row (s): when a sent setpoint takes effect."""
         self.cycles = 0
         """Control cycles run."""
         self.refused = 0
@@ -262,7 +267,7 @@ class PhysicsTransport:
         """Apply a planned round to the physics, as the dispatcher and the server would.
 
         Returns:
-            The ids of the inverters whose setpoint was accepted.
+            The ids of the power rows (inverters, EV chargers) whose setpoint was accepted.
         """
         ph = self.physics
         core = self.control.core
