@@ -38,6 +38,9 @@ from .physics import SitePhysics
 
 __all__ = ["StreamKey", "TelemetryPublisher"]
 
+_ACTIVE: int = M.METRIC_AC_POWER_ACTIVE
+"""AC active power (v1alpha8 number): the metric whose bounds are noted as advertised."""
+
 StreamKey = tuple[int, tuple[int, ...], Wire]
 """A stream's key: component id (a sensor's negated), the metrics it streams
 (v1alpha8 numbers) and the wire shape its frames take (v1alpha18 and v1alpha19
@@ -180,39 +183,44 @@ class TelemetryPublisher:
         event.set()
 
     def _render(self, phase: int, wall_s: float) -> dict[StreamKey, bytes]:
-        """The frames of ``phase``'s waited-for keys (paused and stalled ones left out)."""
+        """The frames of ``phase``'s waited-for keys (paused and stalled ones left out).
+
+        The values of a component are computed once for all its keys; the active
+        power bounds of an inverter frame are noted as advertised (`FaultDriver.advertised`)
+        unless a ``bad_metric`` fault took them out.
+        """
         sec, nanos = divmod(time.time_ns(), 1_000_000_000)
         frames: dict[StreamKey, bytes] = {}
         cache: dict[int, FrameValues] = {}
-        snap = Snapshot(self.physics)
+        physics, templates = self.physics, self._templates
+        snap = Snapshot(physics)
         faults = self._faults
         paused, stalled, bad = self._paused, faults.stalled, faults.bad_metric
+        inverters, note = self._inverter_ids, faults.advertised.note
         noted: set[int] = set()
         for key, count in self._waiting[phase].items():
             if count <= 0:
                 continue
             cid = key[0]
-            if abs(cid) in paused or cid in stalled:
+            if (paused and abs(cid) in paused) or cid in stalled:
                 continue
             vals = cache.get(cid)
             if vals is None:
-                vals = cache[cid] = frame_values(self.physics, cid, snap)
-            tmpl = self._templates.get(key)
-            if tmpl is None:
-                tmpl = self._template(key)
+                vals = cache[cid] = frame_values(physics, cid, snap)
+            tmpl = templates.get(key) or self._template(key)
             frame = tmpl.render(sec, nanos, *vals)
             mode = bad.get(cid) if bad else None
             if mode is not None:
-                frame = corrupt_frame(tmpl, self.physics.kind_of(cid), mode)
+                frame = corrupt_frame(tmpl, physics.kind_of(cid), mode)
             frames[key] = frame
             if (
-                cid in self._inverter_ids
+                cid in inverters
                 and cid not in noted
-                and M.METRIC_AC_POWER_ACTIVE in key[1]
+                and _ACTIVE in key[1]
                 and mode not in ("missing", "missing_bounds")
             ):
                 noted.add(cid)
-                faults.advertised.note(cid, vals[1][M.METRIC_AC_POWER_ACTIVE], wall_s)
+                note(cid, vals[1][_ACTIVE], wall_s)
         return frames
 
     async def stream(
