@@ -199,8 +199,9 @@ class Template:
             )
         self._id = _T1_VARINT + _varint(component_id) if component_id else b""
         self._sensor = sensor
-        self._codes: tuple[list[int], list[int]] | None = None
-        """The states and errors `_codes_bytes` encodes (v1alpha8 numbers)."""
+        self._states: list[int] | None = None
+        self._errors: list[int] | None = None
+        """The states and errors `_codes_bytes` encodes (v1alpha8 numbers; None: not yet)."""
         self._codes_bytes = b""
         self._last = b""
 
@@ -242,8 +243,8 @@ class Template:
                 append(packed)
             else:  # +0.0 (as a float): proto3 leaves the value out
                 append(head[1])
-        if self._codes != (states, errors):
-            self._codes = (list(states), list(errors))
+        if states != self._states or errors != self._errors:
+            self._states, self._errors = list(states), list(errors)
             self._codes_bytes = self._encode_codes(states, errors)
         append(_field(_T3_LEN, heads.timestamp + self._codes_bytes))
         data = _field(_T1_LEN, b"".join(parts))

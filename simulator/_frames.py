@@ -23,7 +23,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 from frequenz.api.common.v1alpha8.microgrid.sensors import sensors_pb2
 
 from ._encoding import Template
-from ._wire import V1_METRIC
+from ._wire import V1_METRIC, fast_enum
 from .physics import ComponentState, Interval, SitePhysics
 
 __all__ = [
@@ -40,8 +40,8 @@ __all__ = [
     "metrics_of",
 ]
 
-M = metrics_pb2.Metric
-S = ec_pb2.ElectricalComponentStateCode
+M = fast_enum(metrics_pb2.Metric)
+S = fast_enum(ec_pb2.ElectricalComponentStateCode)
 
 METER_METRICS: tuple[int, ...] = (
     M.METRIC_AC_POWER_ACTIVE,

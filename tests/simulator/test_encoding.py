@@ -36,7 +36,14 @@ from simulator._frames import (
     Template,
     corrupt_frame,
 )
-from simulator._wire import V1_METRIC, Wire, v1_error_code, v1_sensor_state_code, v1_state_code
+from simulator._wire import (
+    V1_METRIC,
+    Wire,
+    fast_enum,
+    v1_error_code,
+    v1_sensor_state_code,
+    v1_state_code,
+)
 from simulator.faults import BAD_METRIC_MODES
 from simulator.server import SimulatorServer
 
@@ -363,3 +370,13 @@ def _covered(recorded: Recorded) -> set[str]:
         )
         seen |= {f"{wire} sensor"} if sensor else set()
     return seen
+
+
+def test_fast_enum_has_every_value_and_still_names_them() -> None:
+    fast = fast_enum(ec_pb2.ElectricalComponentStateCode)
+    for name, number in ec_pb2.ElectricalComponentStateCode.items():
+        assert getattr(fast, name) == number
+        assert fast.Name(number) == name
+    assert "ELECTRICAL_COMPONENT_STATE_CODE_READY" not in vars(
+        ec_pb2.ElectricalComponentStateCode
+    )  # the generated wrapper itself is left as it was
