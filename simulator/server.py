@@ -111,6 +111,18 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
+def _tick_pause(until_due_s: float, tick_cpu_s: float) -> float:
+    """Seconds the physics task sleeps after a tick: until the next tick or publication
+    is due (``until_due_s``), but at least the CPU time the tick took (``tick_cpu_s``).
+
+    The floor keeps the ticks to about half of the loop under overload, so the
+    streams still get to write (they skip publications instead of starving). It is
+    the tick's CPU time, not its wall time: a tick the OS preempted on a busy
+    machine would otherwise make the loop idle for as long as it waited.
+    """
+    return max(until_due_s, tick_cpu_s)
+
+
 def check_api_versions(versions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``versions`` in `API_VERSIONS` order, without repeats.
 
@@ -517,14 +529,13 @@ class SimulatorServer:
                 if next_tel < now:  # the loop was late: skip the slots that passed
                     self._missed_publications += int((now - next_tel) / tel_period) + 1
                     next_tel = now + tel_period
+            busy = time.thread_time()
             self._tick(elapsed, publish)
+            busy = time.thread_time() - busy
             next_tick += period
             if next_tick < now:
                 next_tick = now + period
-            # Never take more than ~half of the loop: under overload the streams
-            # still get to write (they skip publications instead of starving).
-            after = loop.time()
-            await asyncio.sleep(max(min(next_tick, next_tel) - after, after - now))
+            await asyncio.sleep(_tick_pause(min(next_tick, next_tel) - loop.time(), busy))
 
     def _tick(self, elapsed_wall_s: float, publish: bool) -> None:
         """One tick: step the physics, run the faults, publish if it is time."""
