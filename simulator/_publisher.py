@@ -2,10 +2,11 @@
 
 The telemetry period ``1/telemetry_hz`` is split into phases and a component
 streams in phase ``id % phases``. At each phase's publication, for every (component,
-metric filter, wire shape) key of that phase with a waiting stream, one pre-built protobuf
-`Template` is updated in place and serialised once; every stream with that key
-then writes the same bytes. Streams sleep on one `asyncio.Event` per phase, so a
-slow client skips publications instead of queueing. A *generation* is one whole
+metric filter, wire shape) key of that phase with a waiting stream, its `Template`
+encodes the frame once (`simulator._encoding`: the bytes protobuf would write,
+from pre-encoded pieces); every stream with that key then writes the same bytes.
+Streams sleep on one `asyncio.Event` per phase, so a slow client skips
+publications instead of queueing. A *generation* is one whole
 period (every phase published).
 """
 
