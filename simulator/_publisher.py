@@ -63,7 +63,10 @@ class TelemetryPublisher:
         """The telemetry stream caps and counts."""
         self._event: asyncio.Event
         """Set (and replaced) at every phase's publication."""
-        self._phase_events: list[asyncio.Event]
+        self._phase_waiters: list[list[asyncio.Future[None]]] = [[] for _ in range(phases)]
+        """Per phase, the futures of the streams sleeping until its next publication
+        (a bare future per wait: lighter than an `asyncio.Event`, and every message
+        of every stream waits once)."""
         self.reset_events()
         self._next_phase = 0
         self._publications = 0
@@ -87,7 +90,7 @@ class TelemetryPublisher:
     def reset_events(self) -> None:
         """New events for the running event loop (the server calls it at start)."""
         self._event = asyncio.Event()
-        self._phase_events = [asyncio.Event() for _ in range(self.phases)]
+        self._phase_waiters = [[] for _ in range(self.phases)]
 
     @property
     def generation(self) -> int:
@@ -178,8 +181,10 @@ class TelemetryPublisher:
         self._phase_publication[phase] = self._publications
         if self._next_phase == 0:
             self._generation += 1
-        event, self._phase_events[phase] = self._phase_events[phase], asyncio.Event()
-        event.set()
+        waiters, self._phase_waiters[phase] = self._phase_waiters[phase], []
+        for fut in waiters:
+            if not fut.done():  # a cancelled stream's future is done
+                fut.set_result(None)
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -238,13 +243,16 @@ class TelemetryPublisher:
         self._subscribers[key] += 1
         cid = abs(key[0])
         phase = cid % self.phases
-        waiting, events, frames = self._waiting[phase], self._phase_events, self._frames
+        waiting, waiters, frames = self._waiting[phase], self._phase_waiters, self._frames
+        loop = asyncio.get_running_loop()
         epoch = (self._break_all, self._break_epoch.get(cid, 0))
         try:
             while True:
                 waiting[key] += 1
                 try:
-                    await events[phase].wait()
+                    fut = loop.create_future()
+                    waiters[phase].append(fut)
+                    await fut
                 finally:
                     waiting[key] -= 1
                 if (self._break_all, self._break_epoch.get(cid, 0)) != epoch:
