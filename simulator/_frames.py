@@ -2,8 +2,8 @@
 
 Offers the metric sets (`METER_METRICS`, `INVERTER_METRICS`, `BATTERY_METRICS`,
 `EV_CHARGER_METRICS`, `SENSOR_METRICS`; a stream key is a component id and a
-subset of its set, sensors under their negated id), `Template` (a pre-built
-response updated in place and serialised once per publication), `Snapshot`
+subset of its set, sensors under their negated id), `Template` (a stream key's
+response, encoded once per publication: `simulator._encoding`), `Snapshot`
 (plain-float copies of the physics state for one publication), `frame_values`
 (a component's values, bounds, states and errors from a snapshot) and
 `corrupt_frame` (the ``bad_metric`` fault).
@@ -21,11 +21,9 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as ec_pb2,
 )
 from frequenz.api.common.v1alpha8.microgrid.sensors import sensors_pb2
-from frequenz.api.microgrid.v1 import microgrid_pb2 as v1_mg_pb2
-from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as mg_pb2
-from google.protobuf.message import Message
 
-from ._wire import V1_METRIC, Wire, v1_error_code, v1_sensor_state_code, v1_state_code
+from ._encoding import Template
+from ._wire import V1_METRIC, fast_enum
 from .physics import ComponentState, Interval, SitePhysics
 
 __all__ = [
@@ -42,8 +40,8 @@ __all__ = [
     "metrics_of",
 ]
 
-M = metrics_pb2.Metric
-S = ec_pb2.ElectricalComponentStateCode
+M = fast_enum(metrics_pb2.Metric)
+S = fast_enum(ec_pb2.ElectricalComponentStateCode)
 
 METER_METRICS: tuple[int, ...] = (
     M.METRIC_AC_POWER_ACTIVE,
@@ -109,101 +107,6 @@ def metrics_of(kind: str) -> tuple[int, ...]:
     if kind == "ev_charger":
         return EV_CHARGER_METRICS
     return METER_METRICS
-
-
-class Template:
-    """A pre-built telemetry response updated in place and serialised per publication.
-
-    ``wire`` picks the message: v1alpha8-shaped (``Receive*TelemetryStreamResponse``
-    of v1alpha18, the same bytes as v1alpha19's) or v1 (``Receive*DataStreamResponse``
-    with ``frequenz.api.common.v1`` numbers, translated by `simulator._wire`).
-    ``metrics`` and ``full`` are v1alpha8 numbers either way.
-    """
-
-    def __init__(
-        self,
-        component_id: int,
-        metrics: tuple[int, ...],
-        full: tuple[int, ...],
-        sensor: bool = False,
-        wire: Wire = "v1alpha8",
-    ) -> None:
-        self.metrics = metrics
-        self.wire: Wire = wire
-        self.index = [full.index(m) for m in metrics]
-        self.msg: Message
-        v1 = wire == "v1"
-        wire_metrics = [V1_METRIC[m] for m in metrics] if v1 else list(metrics)
-        body: Any
-        if sensor and v1:
-            self.msg = v1_sensor = v1_mg_pb2.ReceiveSensorDataStreamResponse()
-            body = v1_sensor.data
-        elif sensor:
-            self.msg = a8_sensor = mg_pb2.ReceiveSensorTelemetryStreamResponse()
-            body = a8_sensor.telemetry
-        elif v1:
-            self.msg = v1_comp = v1_mg_pb2.ReceiveComponentDataStreamResponse()
-            body = v1_comp.data
-            body.component_id = component_id
-        else:
-            self.msg = a8_comp = mg_pb2.ReceiveElectricalComponentTelemetryStreamResponse()
-            body = a8_comp.telemetry
-            body.electrical_component_id = component_id
-        if sensor:
-            body.sensor_id = component_id
-        self.samples = [body.metric_samples.add(metric=m) for m in wire_metrics]
-        self.snapshot: Any = body.states.add() if v1 else body.state_snapshots.add()
-        self._sensor = sensor
-        self.bounded: set[int] = set()
-
-    def body(self, msg: Message) -> Any:
-        """The telemetry part of a response of this template's type (``data`` or ``telemetry``)."""
-        return msg.data if self.wire == "v1" else msg.telemetry  # type: ignore[attr-defined]
-
-    def render(
-        self,
-        seconds: int,
-        nanos: int,
-        values: list[float],
-        bounds: dict[int, list[Interval]],
-        states: list[int],
-        errors: list[int],
-    ) -> bytes:
-        """Serialise the response for one publication (``bounds`` keyed by v1alpha8
-        metric; ``states`` and ``errors`` in v1alpha8 numbers)."""
-        v1 = self.wire == "v1"
-        for metric, idx, sample in zip(self.metrics, self.index, self.samples, strict=True):
-            ts = sample.sampled_at if v1 else sample.sample_time
-            ts.seconds = seconds
-            ts.nanos = nanos
-            sample.value.simple_metric.value = values[idx]
-            if metric in bounds:
-                del sample.bounds[:]
-                for lo, hi in bounds[metric]:
-                    b = sample.bounds.add()
-                    if lo != -math.inf:
-                        b.lower = lo
-                    if hi != math.inf:
-                        b.upper = hi
-        snap = self.snapshot
-        ts = snap.sampled_at if v1 else snap.origin_time
-        ts.seconds = seconds
-        ts.nanos = nanos
-        if v1:
-            to_v1 = v1_sensor_state_code if self._sensor else v1_state_code
-            states = [to_v1(c) for c in states]
-        if list(snap.states) != states:
-            del snap.states[:]
-            snap.states.extend(states)
-        if len(snap.errors) != len(errors):
-            del snap.errors[:]
-            for code in errors:
-                if v1:
-                    snap.errors.append(v1_error_code(code))
-                else:
-                    snap.errors.add(diagnostic_code=code)
-        data: bytes = self.msg.SerializeToString()
-        return data
 
 
 class Snapshot:
@@ -428,8 +331,7 @@ def corrupt_frame(tmpl: Template, kind: str, mode: str) -> bytes:
     ``kind`` is the component's (`SitePhysics.kind_of`): an inverter's active
     power is corrupted, otherwise a battery's SoC.
     """
-    msg = type(tmpl.msg)()
-    msg.CopyFrom(tmpl.msg)
+    msg = tmpl.decoded()
     samples: Any = tmpl.body(msg).metric_samples
     if kind in ("inverter", "ev_charger"):
         value_metric: int = M.METRIC_AC_POWER_ACTIVE

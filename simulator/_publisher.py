@@ -2,10 +2,11 @@
 
 The telemetry period ``1/telemetry_hz`` is split into phases and a component
 streams in phase ``id % phases``. At each phase's publication, for every (component,
-metric filter, wire shape) key of that phase with a waiting stream, one pre-built protobuf
-`Template` is updated in place and serialised once; every stream with that key
-then writes the same bytes. Streams sleep on one `asyncio.Event` per phase, so a
-slow client skips publications instead of queueing. A *generation* is one whole
+metric filter, wire shape) key of that phase with a waiting stream, its `Template`
+encodes the frame once (`simulator._encoding`: the bytes protobuf would write,
+from pre-encoded pieces); every stream with that key then writes the same bytes.
+Streams sleep on one `asyncio.Event` per phase, so a slow client skips
+publications instead of queueing. A *generation* is one whole
 period (every phase published).
 """
 
@@ -38,6 +39,9 @@ from .physics import SitePhysics
 
 __all__ = ["StreamKey", "TelemetryPublisher"]
 
+_ACTIVE: int = M.METRIC_AC_POWER_ACTIVE
+"""AC active power (v1alpha8 number): the metric whose bounds are noted as advertised."""
+
 StreamKey = tuple[int, tuple[int, ...], Wire]
 """A stream's key: component id (a sensor's negated), the metrics it streams
 (v1alpha8 numbers) and the wire shape its frames take (v1alpha18 and v1alpha19
@@ -59,7 +63,10 @@ class TelemetryPublisher:
         """The telemetry stream caps and counts."""
         self._event: asyncio.Event
         """Set (and replaced) at every phase's publication."""
-        self._phase_events: list[asyncio.Event]
+        self._phase_waiters: list[list[asyncio.Future[None]]] = [[] for _ in range(phases)]
+        """Per phase, the futures of the streams sleeping until its next publication
+        (a bare future per wait: lighter than an `asyncio.Event`, and every message
+        of every stream waits once)."""
         self.reset_events()
         self._next_phase = 0
         self._publications = 0
@@ -83,7 +90,7 @@ class TelemetryPublisher:
     def reset_events(self) -> None:
         """New events for the running event loop (the server calls it at start)."""
         self._event = asyncio.Event()
-        self._phase_events = [asyncio.Event() for _ in range(self.phases)]
+        self._phase_waiters = [[] for _ in range(self.phases)]
 
     @property
     def generation(self) -> int:
@@ -174,45 +181,52 @@ class TelemetryPublisher:
         self._phase_publication[phase] = self._publications
         if self._next_phase == 0:
             self._generation += 1
-        event, self._phase_events[phase] = self._phase_events[phase], asyncio.Event()
-        event.set()
+        waiters, self._phase_waiters[phase] = self._phase_waiters[phase], []
+        for fut in waiters:
+            if not fut.done():  # a cancelled stream's future is done
+                fut.set_result(None)
         event, self._event = self._event, asyncio.Event()
         event.set()
 
     def _render(self, phase: int, wall_s: float) -> dict[StreamKey, bytes]:
-        """The frames of ``phase``'s waited-for keys (paused and stalled ones left out)."""
+        """The frames of ``phase``'s waited-for keys (paused and stalled ones left out).
+
+        The values of a component are computed once for all its keys; the active
+        power bounds of an inverter frame are noted as advertised (`FaultDriver.advertised`)
+        unless a ``bad_metric`` fault took them out.
+        """
         sec, nanos = divmod(time.time_ns(), 1_000_000_000)
         frames: dict[StreamKey, bytes] = {}
         cache: dict[int, FrameValues] = {}
-        snap = Snapshot(self.physics)
+        physics, templates = self.physics, self._templates
+        snap = Snapshot(physics)
         faults = self._faults
         paused, stalled, bad = self._paused, faults.stalled, faults.bad_metric
+        inverters, note = self._inverter_ids, faults.advertised.note
         noted: set[int] = set()
         for key, count in self._waiting[phase].items():
             if count <= 0:
                 continue
             cid = key[0]
-            if abs(cid) in paused or cid in stalled:
+            if (paused and abs(cid) in paused) or cid in stalled:
                 continue
             vals = cache.get(cid)
             if vals is None:
-                vals = cache[cid] = frame_values(self.physics, cid, snap)
-            tmpl = self._templates.get(key)
-            if tmpl is None:
-                tmpl = self._template(key)
+                vals = cache[cid] = frame_values(physics, cid, snap)
+            tmpl = templates.get(key) or self._template(key)
             frame = tmpl.render(sec, nanos, *vals)
             mode = bad.get(cid) if bad else None
             if mode is not None:
-                frame = corrupt_frame(tmpl, self.physics.kind_of(cid), mode)
+                frame = corrupt_frame(tmpl, physics.kind_of(cid), mode)
             frames[key] = frame
             if (
-                cid in self._inverter_ids
+                cid in inverters
                 and cid not in noted
-                and M.METRIC_AC_POWER_ACTIVE in key[1]
+                and _ACTIVE in key[1]
                 and mode not in ("missing", "missing_bounds")
             ):
                 noted.add(cid)
-                faults.advertised.note(cid, vals[1][M.METRIC_AC_POWER_ACTIVE], wall_s)
+                note(cid, vals[1][_ACTIVE], wall_s)
         return frames
 
     async def stream(
@@ -229,13 +243,16 @@ class TelemetryPublisher:
         self._subscribers[key] += 1
         cid = abs(key[0])
         phase = cid % self.phases
-        waiting, events, frames = self._waiting[phase], self._phase_events, self._frames
+        waiting, waiters, frames = self._waiting[phase], self._phase_waiters, self._frames
+        loop = asyncio.get_running_loop()
         epoch = (self._break_all, self._break_epoch.get(cid, 0))
         try:
             while True:
                 waiting[key] += 1
                 try:
-                    await events[phase].wait()
+                    fut = loop.create_future()
+                    waiters[phase].append(fut)
+                    await fut
                 finally:
                     waiting[key] -= 1
                 if (self._break_all, self._break_epoch.get(cid, 0)) != epoch:

@@ -17,12 +17,14 @@ Offers `API_VERSIONS` (the service versions, newest of a kind last),
 shape, ``"v1"`` or ``"v1alpha8"``), the tables `V1_METRIC` / `V1ALPHA8_METRIC`
 (metric numbers each way), `V1_CATEGORY` / `V1ALPHA8_CATEGORY` (component
 categories each way), `v1_state_code`, `v1_error_code`, `v1_sensor_state_code`,
-and `enum_name` (a value's name, or its number when the enum does not know it).
+`enum_name` (a value's name, or its number when the enum does not know it) and
+`fast_enum` (a generated enum whose values are plain attributes).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import copy
+from typing import Any, Literal, TypeVar
 
 from frequenz.api.common.v1.metrics import metric_sample_pb2 as v1_metrics_pb2
 from frequenz.api.common.v1.microgrid.components import components_pb2 as v1_comp_pb2
@@ -42,6 +44,7 @@ __all__ = [
     "V1_METRIC",
     "Wire",
     "enum_name",
+    "fast_enum",
     "v1_error_code",
     "v1_sensor_state_code",
     "v1_state_code",
@@ -74,6 +77,21 @@ def enum_name(enum: Any, value: int) -> str:
     except ValueError:
         return str(value)
     return name
+
+
+_Enum = TypeVar("_Enum")
+
+
+def fast_enum(enum: _Enum) -> _Enum:
+    """A copy of the generated enum wrapper ``enum`` whose values are plain attributes.
+
+    The generated wrapper finds ``Enum.NAME`` through a Python ``__getattr__``
+    (a string search each time); code run for every telemetry frame reads
+    several such names. The copy keeps ``Name``, ``Value``, ``items`` etc.
+    """
+    fast = copy.copy(enum)
+    vars(fast).update(enum.items())  # type: ignore[attr-defined]
+    return fast
 
 
 def _by_name(src: Any, dst: Any, rename: dict[str, str], prefix: tuple[str, str]) -> dict[int, int]:

@@ -15,8 +15,8 @@ Design of the telemetry path: one tick task steps the physics at
 (real devices sample on their own clocks, not all at one instant; it also
 spreads the server's writes over the period). At each phase the task
 publishes (`simulator._publisher`): for every (component, metric filter, wire
-shape: v1 or the v1alpha18/19 one) of that phase with subscribers, one pre-built
-protobuf template is updated in place and serialised once; all streams with that
+shape: v1 or the v1alpha18/19 one) of that phase with subscribers, the frame is
+encoded once from pre-encoded pieces (`simulator._encoding`); all streams with that
 key then write the same bytes (the response serialiser passes bytes through). Streams sleep on one
 `asyncio.Event` per phase, so a slow client just skips publications instead
 of queueing. A *generation* is one whole period (every phase published).
@@ -25,10 +25,10 @@ The parts, one role per private module: `simulator._rpc_core` (what every
 version's handlers share: auth, lookup, setpoint admission, bounds, commands),
 `simulator._rpc` (the v1alpha18/v1alpha19 handlers), `simulator._rpc_v1` (the v1
 handlers), `simulator._wire` (the numbering tables between v1 and v1alpha8),
-`simulator._publisher` and `simulator._frames` (telemetry), `simulator._fault_driver`
-(fault episodes), `simulator._stats` (setpoint counters), `simulator._probe`
-(latency probe), `simulator._limits` (request and stream limits). This module
-wires them and runs the physics task.
+`simulator._publisher`, `simulator._frames` and `simulator._encoding` (telemetry),
+`simulator._fault_driver` (fault episodes), `simulator._stats` (setpoint
+counters), `simulator._probe` (latency probe), `simulator._limits` (request and
+stream limits). This module wires them and runs the physics task.
 
 Time: simulated time runs ``time_scale`` times faster than wall time; request
 lifetimes (setpoints, bounds) are in simulated seconds; timestamps on the wire
@@ -109,6 +109,18 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+
+def _tick_pause(until_due_s: float, tick_cpu_s: float) -> float:
+    """Seconds the physics task sleeps after a tick: until the next tick or publication
+    is due (``until_due_s``), but at least the CPU time the tick took (``tick_cpu_s``).
+
+    The floor keeps the ticks to about half of the loop under overload, so the
+    streams still get to write (they skip publications instead of starving). It is
+    the tick's CPU time, not its wall time: a tick the OS preempted on a busy
+    machine would otherwise make the loop idle for as long as it waited.
+    """
+    return max(until_due_s, tick_cpu_s)
 
 
 def check_api_versions(versions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -531,14 +543,13 @@ class SimulatorServer:
                 if next_tel < now:  # the loop was late: skip the slots that passed
                     self._missed_publications += int((now - next_tel) / tel_period) + 1
                     next_tel = now + tel_period
+            busy = time.thread_time()
             self._tick(elapsed, publish)
+            busy = time.thread_time() - busy
             next_tick += period
             if next_tick < now:
                 next_tick = now + period
-            # Never take more than ~half of the loop: under overload the streams
-            # still get to write (they skip publications instead of starving).
-            after = loop.time()
-            await asyncio.sleep(max(min(next_tick, next_tel) - after, after - now))
+            await asyncio.sleep(_tick_pause(min(next_tick, next_tel) - loop.time(), busy))
 
     def _tick(self, elapsed_wall_s: float, publish: bool) -> None:
         """One tick: step the physics, run the faults, publish if it is time."""

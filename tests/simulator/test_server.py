@@ -606,3 +606,32 @@ async def test_setpoints_to_unknown_ids_are_counted_in_one_entry(sim: SimulatorS
     assert set(stats["per_component"]) == {"unknown"}
     assert stats["per_component"]["unknown"]["received"] == 50
     assert stats["per_component"]["unknown"]["rejected"]["NOT_FOUND"] == 50
+
+
+async def test_a_preempted_tick_does_not_idle_the_loop(
+    sim_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The physics task pauses after a tick for at least the tick's CPU time, not its wall
+    time: a tick the OS preempted (wall time passes, no CPU is used: a blocking sleep
+    here) must not make the loop sit idle for as long as the tick waited."""
+    srv: SimulatorServer = await sim_factory(None, telemetry_hz=10.0)
+    preempted_s = 0.2
+    pauses: list[float] = []
+    real_sleep, real_tick = asyncio.sleep, srv._tick
+
+    async def spy_sleep(delay: float, *args: Any) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "simulator-physics":
+            pauses.append(delay)
+        return await real_sleep(delay, *args)
+
+    def preempted_tick(elapsed_wall_s: float, publish: bool) -> None:
+        real_tick(elapsed_wall_s, publish)
+        time.sleep(preempted_s)
+
+    monkeypatch.setattr(asyncio, "sleep", spy_sleep)
+    monkeypatch.setattr(srv, "_tick", preempted_tick)
+    while len(pauses) < 3:
+        await real_sleep(0.05)
+    monkeypatch.undo()
+    assert max(pauses) < preempted_s, pauses
