@@ -11,6 +11,8 @@ The rules `RoundPlanner` applies to the PV inverters and EV chargers of a
   commanded); an uncapped one only while a cap of ours still binds it.
 * `pv_full_w` – a PV inverter's full-production setpoint, `PV_MARGIN` above its
   lower bound.
+* `closing_w` – what the batteries about to reach a SoC limit deliver now: PV / EV
+  take that part over `HANDOVER_S` ahead (`distribution.allocate_kinds`).
 
 EV "need": the API tells neither a car's energy request nor its departure, so a
 charger whose draw is at its limit (ours, or its rating) is taken to need its
@@ -32,7 +34,16 @@ from ._state import BoolArray, FloatArray, StateTable
 if TYPE_CHECKING:
     from ._plan import FleetIndex
 
-__all__ = ["PV_MARGIN", "FlexState", "flex_send", "flex_state", "pv_full_w"]
+__all__ = ["HANDOVER_S", "PV_MARGIN", "FlexState", "closing_w", "flex_send", "flex_state",
+           "pv_full_w"]
+
+HANDOVER_S = 3.0
+"""A battery that reaches a SoC limit within this long at its present power hands its
+power over to PV caps / EV limits now (s). Its bounds close at the limit and its
+inverter drops its power within a fraction of a second, while a PV inverter follows a
+cap a cycle plus its response delay and ramp later (the bundled zero-export site:
+0.2 s + 1 s + about 1 s). The price is that power curtailed (or imported) for up to
+this long before each SoC limit."""
 
 PV_MARGIN = 0.02
 """A PV inverter's full-production setpoint is this share of its available production
@@ -40,6 +51,34 @@ PV_MARGIN = 0.02
 moves with the irradiance between the sample and the call, and a cap below it is out
 of range (refused, the inverter then excluded until its retry). The cost is at most
 this share of production for one setpoint lifetime after a cap is lifted."""
+
+
+def closing_w(index: FleetIndex, table: StateTable, ok: BoolArray,
+              horizon_s: float = HANDOVER_S) -> float:
+    """What the usable batteries about to reach a SoC limit deliver now (W, + = charging).
+
+    A battery charging at ``P > 0`` closes within ``horizon_s`` when its energy to the
+    upper SoC limit, ``(soc_upper − soc) · capacity``, is at most ``P · horizon_s``
+    (charge losses left out: early, the safe side); one discharging likewise toward
+    its lower limit. Unknown values (nan) count as not closing.
+
+    Args:
+        index: Where the batteries are.
+        table: The state table (the batteries' power, SoC, SoC limits, capacity).
+        ok: The health book's ok mask over the table's rows now.
+        horizon_s: The look-ahead (s).
+
+    Returns:
+        The closing batteries' measured power, summed (signed).
+    """
+    r = index.bat_rows
+    p, soc, cap = table.power_w[r], table.soc_pct[r], table.capacity_wh[r]
+    with np.errstate(invalid="ignore"):
+        to_upper = (table.soc_upper_pct[r] - soc) / 100.0 * cap * 3600.0
+        to_lower = (soc - table.soc_lower_pct[r]) / 100.0 * cap * 3600.0
+        closing = ok[r] & (((p > 0) & (to_upper <= p * horizon_s))
+                           | ((p < 0) & (to_lower <= -p * horizon_s)))
+    return float(p[closing].sum())
 
 
 def pv_full_w(lower_w: FloatArray, upper_w: FloatArray, deadband_w: float) -> FloatArray:

@@ -10,7 +10,8 @@ actor and the in-process replay run the very same code:
   availability, bands clipped to the interval by the decoder) and the usable PV
   inverters and EV chargers (`flex`), `distribution.allocate_kinds` (batteries take
   the fleet target, PV curtailment / EV limits only what the strategies' bounds
-  require, in the configured kind order), re-check every setpoint against the
+  require, in the configured kind order; what batteries about to reach a SoC limit
+  deliver is handed over ahead, `actors._flex.closing_w`), re-check every setpoint against the
   snapshot's bounds, and keep only the setpoints that must go out: the
   deadband/renewal rule (`needs_send`) for battery inverters and for capped PV
   inverters / EV chargers; an *uncapped* PV inverter or EV charger gets its
@@ -48,7 +49,7 @@ import numpy as np
 import distribution as _dist
 
 from ._dispatch import SetpointBook, needs_send
-from ._flex import FlexState, flex_send, flex_state
+from ._flex import FlexState, closing_w, flex_send, flex_state
 from ._graph import ComponentGraph
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray, StateTable
@@ -473,6 +474,7 @@ class RoundPlanner:
             kinds = _dist.allocate_kinds(
                 fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
                 fx.pv, fx.ev, self.kind_order, self.soc_exponent, self.deadband_w,
+                closing_w(ix, self.table, ok),
             )
             res = kinds.battery
             pv_w, ev_w = kinds.pv_w, kinds.ev_w

@@ -15,7 +15,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from actors import ComponentGraph, ComponentInfo, RuntimeOptions, SetpointBook, SiteCore
-from actors._flex import PV_MARGIN
+from actors._flex import HANDOVER_S, PV_MARGIN
 
 INV = ec.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
 BAT = ec.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
@@ -134,3 +134,26 @@ def test_stale_pv_is_neither_capped_nor_counted() -> None:
     assert 5 not in ids
     assert 6 in ids
     assert core.measurements(NOW).flex_upper_w == pytest.approx(50e3 * (1 - PV_MARGIN))
+
+
+def test_pv_takes_over_a_battery_about_to_reach_its_soc_limit_ahead() -> None:
+    # Zero export: the battery charges the 20 kW surplus. Far from its upper SoC limit PV
+    # runs free; within HANDOVER_S of it (10 Wh left at 20 kW: 1.8 s) PV is capped by
+    # what the battery delivers while the battery still delivers it, so the bounds
+    # closing leaves nothing to export while the caps take effect.
+    core = _core()
+    book = SetpointBook(5)
+    t, row = core.state, core.state.row_of
+    t.power_w[row[10]] = t.power_w[row[11]] = 20e3
+    t.soc_pct[row[11]] = 89.0
+    sent = _sent(core, book, 20e3, 20e3, NOW)
+    assert set(sent) == {10}
+    assert np.isnan(core.planner.flex_cap_w).all()
+    t.soc_pct[row[11]] = 90.0 - 10.0 / 100e3 * 100.0  # 10 Wh left
+    planned = core.planner.plan(20e3, NOW + CYCLE, book, 20e3)
+    assert planned.result.achieved_w == pytest.approx(20e3)  # still charging ...
+    assert planned.pv_w == pytest.approx(20e3)  # ... and PV already covers it
+    assert 5 in {core.index.inverter_ids[i] for i in planned.indices}
+    # The same charge further from the limit (more than HANDOVER_S) is no reason to cap.
+    t.soc_pct[row[11]] = 90.0 - 20e3 * (HANDOVER_S + 1.0) / 3600.0 / 100e3 * 100.0
+    assert core.planner.plan(20e3, NOW + 2 * CYCLE, book, 20e3).pv_w == 0.0
