@@ -5,7 +5,12 @@ The rules `RoundPlanner` applies to the PV inverters and EV chargers of a
 
 * `flex_state` – the usable ones now as `distribution.PvInverters` /
   `distribution.EvChargers`, each EV charger's need, and what our caps take off
-  now (measured), as a `FlexState` (the measurements' flex fields).
+  now (measured), as a `FlexState` (the measurements' flex fields). A lift (the
+  full-production setpoint, `PV_MARGIN` short of all of it) is ours until it
+  lapses: what it holds back counts as taken off, so the batteries take that
+  production over while the lift is in force instead of when it lapses (the
+  sun's last `PV_MARGIN` then arrives at once, an export for a cycle plus the
+  batteries' delay).
 * `flex_send` – which of their setpoints go out: a capped one by the
   deadband/renewal rule (`needs_send`; a pause to 0 W also to one never
   commanded); an uncapped one only while a cap of ours still binds it.
@@ -129,7 +134,8 @@ class FlexState:
 
 
 def flex_state(
-    index: FleetIndex, table: StateTable, ok: BoolArray, cap_w: FloatArray, deadband_w: float
+    index: FleetIndex, table: StateTable, ok: BoolArray, cap_w: FloatArray, deadband_w: float,
+    lifted: BoolArray | None = None,
 ) -> FlexState:
     """The usable PV inverters and EV chargers now, and what our caps take off.
 
@@ -139,7 +145,9 @@ def flex_state(
     EV charger is usable when healthy with bounds ``[0 or min, upper]``; its
     need is its rating while it draws at its limit, else what it draws (module
     docstring). What a cap takes off is measured: ``power − full production``
-    (`pv_full_w`) of a capped PV inverter, ``power − need`` of a limited charger.
+    (`pv_full_w`) of a capped PV inverter, ``power − lower bound`` of a PV inverter
+    under a lift of ours (``lifted``: uncapped, its full-production setpoint not
+    lapsed), ``power − need`` of a limited charger.
 
     Args:
         index: Where the PV inverters and EV chargers are (after the batteries).
@@ -148,6 +156,8 @@ def flex_state(
         cap_w: The last planned cap of each PV inverter / EV charger (nan = none).
         deadband_w: The dispatch deadband (W; the PV margin's floor, the EV
             at-limit tolerance's floor).
+        lifted: Which PV inverters / EV chargers are under a lift of ours now (same
+            order as ``cap_w``; None = none).
 
     Returns:
         The state.
@@ -172,7 +182,11 @@ def flex_state(
         rated = np.maximum(span, 1.0)
     pv = _dist.PvInverters(lower_w=plo, upper_w=phi, rated_w=rated)
     pv_cap = cap[:npv][pv_ok]
-    pv_eff = np.where(np.isfinite(pv_cap), np.clip(p[:npv][pv_ok] - plo, 0.0, span), 0.0)
+    pv_p = p[:npv][pv_ok]
+    held = (np.zeros(npv, dtype=np.bool_) if lifted is None else lifted[:npv])[pv_ok]
+    pv_eff = np.where(np.isfinite(pv_cap), np.clip(pv_p - plo, 0.0, span),
+                      np.where(held, np.clip(pv_p - lo[:npv][pv_ok], 0.0, phi - lo[:npv][pv_ok]),
+                               0.0))
     # EV
     ehi = hi[npv:][ev_ok]
     draw = np.clip(p[npv:][ev_ok], 0.0, ehi)

@@ -269,6 +269,9 @@ class RoundPlanner:
         n_flex = len(index.inverter_ids) - index.n_battery
         self.flex_cap_w: FloatArray = np.full(n_flex, np.nan)
         """The last planned cap of each PV inverter / EV charger (W; nan = uncapped)."""
+        self.flex_lift_until_ns: FloatArray = np.full(n_flex, np.nan)
+        """When the last uncapped setpoint (a lift) planned for each PV inverter / EV
+        charger lapses (monotonic ns; nan = none since its last cap)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
         self.reactive: str = reactive
@@ -430,7 +433,8 @@ class RoundPlanner:
         """
         if ok is None:
             ok = self.health.ok_mask(now_ns)
-        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w)
+        lifted = np.isfinite(self.flex_lift_until_ns) & (now_ns < self.flex_lift_until_ns)
+        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w, lifted)
 
     def plan(
         self, target_w: float, now_ns: int, book: SetpointBook, must_w: float = math.nan,
@@ -507,6 +511,11 @@ class RoundPlanner:
             )))
             self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
         send &= use
+        if capped is not None:
+            lift = send[nb:] & ~capped[nb:]
+            self.flex_lift_until_ns = np.where(
+                capped[nb:], np.nan,
+                np.where(lift, float(now_ns + self.lifetime_ns), self.flex_lift_until_ns))
         book.mark_unknown(~use)
         idx = np.flatnonzero(send).tolist()
         q = q_res = None

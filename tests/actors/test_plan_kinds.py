@@ -157,3 +157,23 @@ def test_pv_takes_over_a_battery_about_to_reach_its_soc_limit_ahead() -> None:
     # The same charge further from the limit (more than HANDOVER_S) is no reason to cap.
     t.soc_pct[row[11]] = 90.0 - 20e3 * (HANDOVER_S + 1.0) / 3600.0 / 100e3 * 100.0
     assert core.planner.plan(20e3, NOW + 2 * CYCLE, book, 20e3).pv_w == 0.0
+
+
+def test_a_lift_counts_what_it_holds_back_until_it_lapses() -> None:
+    # A lift is full production `PV_MARGIN` short of all of it. Until it lapses that
+    # withheld production is ours: the strategies see it as controlled power (the
+    # batteries take it over now), not as the sun arriving at once when the lift lapses.
+    core = _core()
+    book = SetpointBook(5)
+    _sent(core, book, 50e3, 90e3, NOW)
+    lift = _sent(core, book, 0.0, math.nan, NOW + CYCLE)
+    t = core.state
+    t.power_w[t.row_of[5]], t.power_w[t.row_of[6]] = lift[5], lift[6]
+    later = NOW + 2 * CYCLE
+    t.received_ns[:] = later
+    assert core.measurements(later).flex_power_w == pytest.approx(PV_MARGIN * 150e3, rel=1e-9)
+    # Lapsed (one lifetime after it was sent): it holds nothing back any more.
+    lapsed = NOW + CYCLE + core.planner.lifetime_ns
+    t.received_ns[:] = lapsed
+    assert core.measurements(lapsed).flex_power_w == 0.0
+    assert core.measurements(lapsed - CYCLE).flex_power_w > 0.0
