@@ -19,6 +19,9 @@ actor and the in-process replay run the very same code:
   its upper bound) only while a cap of ours still binds it, and otherwise no
   setpoint at all, so that it runs free and never depends on gridloop when
   nothing needs capping (the last cap lapses with its finite lifetime anyway).
+  While `RoundPlanner.raise_now` (the grid past the export limit, as the caller
+  measured it) every raise of a battery inverter or capped PV inverter / EV charger
+  is sent whatever the deadband.
   Excluded components are never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
 
@@ -274,6 +277,11 @@ class RoundPlanner:
         charger lapses (monotonic ns; nan = none since its last cap)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
+        self.raise_now: bool = False
+        """The site is past a limit that needs more import now (set by the caller from
+        its measurements: the grid exports more than the export limit): every setpoint
+        that raises a battery inverter's power or a capped PV inverter's / EV charger's
+        is sent, whatever the deadband (a deadband must not hold the site past a limit)."""
         self.reactive: str = reactive
         """Reactive-power control: ``off``, ``p_first`` or ``q_first``."""
         self.reactive_target_var: float = 0.0
@@ -510,6 +518,12 @@ class RoundPlanner:
                 lifetime_ns=self.lifetime_ns,
             )))
             self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
+        if self.raise_now:
+            with np.errstate(invalid="ignore"):
+                up = sp > book.last_w + _TOL_W  # nan (never sent): False
+            if capped is not None:
+                up[nb:] &= capped[nb:]
+            send |= up
         send &= use
         if capped is not None:
             lift = send[nb:] & ~capped[nb:]

@@ -177,3 +177,24 @@ def test_a_lift_counts_what_it_holds_back_until_it_lapses() -> None:
     t.received_ns[:] = lapsed
     assert core.measurements(lapsed).flex_power_w == 0.0
     assert core.measurements(lapsed - CYCLE).flex_power_w > 0.0
+
+
+def test_past_the_export_limit_no_deadband_holds_a_raise() -> None:
+    # Within the limits a change up to the deadband (100 W) is held back; while the grid
+    # exports past its limit (`raise_now`) every raise goes out, a cut still waits.
+    core = _core()
+    book = SetpointBook(5)
+    assert _sent(core, book, 40e3, 40e3, NOW) == {10: pytest.approx(40e3)}
+    assert _sent(core, book, 40e3 + 90.0, 40e3 + 90.0, NOW + CYCLE) == {}
+    core.planner.raise_now = True
+    assert _sent(core, book, 40e3 + 90.0, 40e3 + 90.0, NOW + 2 * CYCLE) == {
+        10: pytest.approx(40e3 + 90.0)}
+    assert _sent(core, book, 40e3, 40e3, NOW + 3 * CYCLE) == {}
+    # A capped PV inverter's raise (less production) likewise.
+    sent = _sent(core, book, 50e3, 90e3, NOW + 4 * CYCLE)
+    assert {5, 6} <= set(sent)
+    more = _sent(core, book, 50e3, 90e3 + 60.0, NOW + 5 * CYCLE)
+    assert 5 in more
+    assert more[5] > sent[5]
+    core.planner.raise_now = False
+    assert _sent(core, book, 50e3, 90e3 + 120.0, NOW + 6 * CYCLE) == {}
