@@ -5,12 +5,19 @@ The rules `RoundPlanner` applies to the PV inverters and EV chargers of a
 
 * `flex_state` – the usable ones now as `distribution.PvInverters` /
   `distribution.EvChargers`, each EV charger's need, and what our caps take off
-  now (measured), as a `FlexState` (the measurements' flex fields).
+  now (measured), as a `FlexState` (the measurements' flex fields). A lift (the
+  full-production setpoint, `PV_MARGIN` short of all of it) is ours until it
+  lapses: what it holds back counts as taken off, so the batteries take that
+  production over while the lift is in force instead of when it lapses (the
+  sun's last `PV_MARGIN` then arrives at once, an export for a cycle plus the
+  batteries' delay).
 * `flex_send` – which of their setpoints go out: a capped one by the
   deadband/renewal rule (`needs_send`; a pause to 0 W also to one never
   commanded); an uncapped one only while a cap of ours still binds it.
 * `pv_full_w` – a PV inverter's full-production setpoint, `PV_MARGIN` above its
   lower bound.
+* `closing_w` – what the batteries about to reach a SoC limit deliver now: PV / EV
+  take that part over `HANDOVER_S` ahead (`distribution.allocate_kinds`).
 
 EV "need": the API tells neither a car's energy request nor its departure, so a
 charger whose draw is at its limit (ours, or its rating) is taken to need its
@@ -32,7 +39,16 @@ from ._state import BoolArray, FloatArray, StateTable
 if TYPE_CHECKING:
     from ._plan import FleetIndex
 
-__all__ = ["PV_MARGIN", "FlexState", "flex_send", "flex_state", "pv_full_w"]
+__all__ = ["HANDOVER_S", "PV_MARGIN", "FlexState", "closing_w", "flex_send", "flex_state",
+           "pv_full_w"]
+
+HANDOVER_S = 3.0
+"""A battery that reaches a SoC limit within this long at its present power hands its
+power over to PV caps / EV limits now (s). Its bounds close at the limit and its
+inverter drops its power within a fraction of a second, while a PV inverter follows a
+cap a cycle plus its response delay and ramp later (the bundled zero-export site:
+0.2 s + 1 s + about 1 s). The price is that power curtailed (or imported) for up to
+this long before each SoC limit."""
 
 PV_MARGIN = 0.02
 """A PV inverter's full-production setpoint is this share of its available production
@@ -40,6 +56,34 @@ PV_MARGIN = 0.02
 moves with the irradiance between the sample and the call, and a cap below it is out
 of range (refused, the inverter then excluded until its retry). The cost is at most
 this share of production for one setpoint lifetime after a cap is lifted."""
+
+
+def closing_w(index: FleetIndex, table: StateTable, ok: BoolArray,
+              horizon_s: float = HANDOVER_S) -> float:
+    """What the usable batteries about to reach a SoC limit deliver now (W, + = charging).
+
+    A battery charging at ``P > 0`` closes within ``horizon_s`` when its energy to the
+    upper SoC limit, ``(soc_upper − soc) · capacity``, is at most ``P · horizon_s``
+    (charge losses left out: early, the safe side); one discharging likewise toward
+    its lower limit. Unknown values (nan) count as not closing.
+
+    Args:
+        index: Where the batteries are.
+        table: The state table (the batteries' power, SoC, SoC limits, capacity).
+        ok: The health book's ok mask over the table's rows now.
+        horizon_s: The look-ahead (s).
+
+    Returns:
+        The closing batteries' measured power, summed (signed).
+    """
+    r = index.bat_rows
+    p, soc, cap = table.power_w[r], table.soc_pct[r], table.capacity_wh[r]
+    with np.errstate(invalid="ignore"):
+        to_upper = (table.soc_upper_pct[r] - soc) / 100.0 * cap * 3600.0
+        to_lower = (soc - table.soc_lower_pct[r]) / 100.0 * cap * 3600.0
+        closing = ok[r] & (((p > 0) & (to_upper <= p * horizon_s))
+                           | ((p < 0) & (to_lower <= -p * horizon_s)))
+    return float(p[closing].sum())
 
 
 def pv_full_w(lower_w: FloatArray, upper_w: FloatArray, deadband_w: float) -> FloatArray:
@@ -90,7 +134,8 @@ class FlexState:
 
 
 def flex_state(
-    index: FleetIndex, table: StateTable, ok: BoolArray, cap_w: FloatArray, deadband_w: float
+    index: FleetIndex, table: StateTable, ok: BoolArray, cap_w: FloatArray, deadband_w: float,
+    lifted: BoolArray | None = None,
 ) -> FlexState:
     """The usable PV inverters and EV chargers now, and what our caps take off.
 
@@ -100,7 +145,9 @@ def flex_state(
     EV charger is usable when healthy with bounds ``[0 or min, upper]``; its
     need is its rating while it draws at its limit, else what it draws (module
     docstring). What a cap takes off is measured: ``power − full production``
-    (`pv_full_w`) of a capped PV inverter, ``power − need`` of a limited charger.
+    (`pv_full_w`) of a capped PV inverter, ``power − lower bound`` of a PV inverter
+    under a lift of ours (``lifted``: uncapped, its full-production setpoint not
+    lapsed), ``power − need`` of a limited charger.
 
     Args:
         index: Where the PV inverters and EV chargers are (after the batteries).
@@ -109,6 +156,8 @@ def flex_state(
         cap_w: The last planned cap of each PV inverter / EV charger (nan = none).
         deadband_w: The dispatch deadband (W; the PV margin's floor, the EV
             at-limit tolerance's floor).
+        lifted: Which PV inverters / EV chargers are under a lift of ours now (same
+            order as ``cap_w``; None = none).
 
     Returns:
         The state.
@@ -133,7 +182,11 @@ def flex_state(
         rated = np.maximum(span, 1.0)
     pv = _dist.PvInverters(lower_w=plo, upper_w=phi, rated_w=rated)
     pv_cap = cap[:npv][pv_ok]
-    pv_eff = np.where(np.isfinite(pv_cap), np.clip(p[:npv][pv_ok] - plo, 0.0, span), 0.0)
+    pv_p = p[:npv][pv_ok]
+    held = (np.zeros(npv, dtype=np.bool_) if lifted is None else lifted[:npv])[pv_ok]
+    pv_eff = np.where(np.isfinite(pv_cap), np.clip(pv_p - plo, 0.0, span),
+                      np.where(held, np.clip(pv_p - lo[:npv][pv_ok], 0.0, phi - lo[:npv][pv_ok]),
+                               0.0))
     # EV
     ehi = hi[npv:][ev_ok]
     draw = np.clip(p[npv:][ev_ok], 0.0, ehi)

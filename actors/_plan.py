@@ -10,7 +10,8 @@ actor and the in-process replay run the very same code:
   availability, bands clipped to the interval by the decoder) and the usable PV
   inverters and EV chargers (`flex`), `distribution.allocate_kinds` (batteries take
   the fleet target, PV curtailment / EV limits only what the strategies' bounds
-  require, in the configured kind order), re-check every setpoint against the
+  require, in the configured kind order; what batteries about to reach a SoC limit
+  deliver is handed over ahead, `actors._flex.closing_w`), re-check every setpoint against the
   snapshot's bounds, and keep only the setpoints that must go out: the
   deadband/renewal rule (`needs_send`) for battery inverters and for capped PV
   inverters / EV chargers; an *uncapped* PV inverter or EV charger gets its
@@ -18,6 +19,9 @@ actor and the in-process replay run the very same code:
   its upper bound) only while a cap of ours still binds it, and otherwise no
   setpoint at all, so that it runs free and never depends on gridloop when
   nothing needs capping (the last cap lapses with its finite lifetime anyway).
+  While `RoundPlanner.raise_now` (the grid past the export limit, as the caller
+  measured it) every raise of a battery inverter or capped PV inverter / EV charger
+  is sent whatever the deadband.
   Excluded components are never commanded.
 * `PlannedRound` – the result of `RoundPlanner.plan`.
 
@@ -48,7 +52,7 @@ import numpy as np
 import distribution as _dist
 
 from ._dispatch import SetpointBook, needs_send
-from ._flex import FlexState, flex_send, flex_state
+from ._flex import FlexState, closing_w, flex_send, flex_state
 from ._graph import ComponentGraph
 from ._health import Health
 from ._state import BoolArray, FloatArray, IntArray, StateTable
@@ -268,8 +272,16 @@ class RoundPlanner:
         n_flex = len(index.inverter_ids) - index.n_battery
         self.flex_cap_w: FloatArray = np.full(n_flex, np.nan)
         """The last planned cap of each PV inverter / EV charger (W; nan = uncapped)."""
+        self.flex_lift_until_ns: FloatArray = np.full(n_flex, np.nan)
+        """When the last uncapped setpoint (a lift) planned for each PV inverter / EV
+        charger lapses (monotonic ns; nan = none since its last cap)."""
         self._last_fleet: _dist.Fleet | None = None
         self._last_key: bytes = b""
+        self.raise_now: bool = False
+        """The site is past a limit that needs more import now (set by the caller from
+        its measurements: the grid exports more than the export limit): every setpoint
+        that raises a battery inverter's power or a capped PV inverter's / EV charger's
+        is sent, whatever the deadband (a deadband must not hold the site past a limit)."""
         self.reactive: str = reactive
         """Reactive-power control: ``off``, ``p_first`` or ``q_first``."""
         self.reactive_target_var: float = 0.0
@@ -429,7 +441,8 @@ class RoundPlanner:
         """
         if ok is None:
             ok = self.health.ok_mask(now_ns)
-        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w)
+        lifted = np.isfinite(self.flex_lift_until_ns) & (now_ns < self.flex_lift_until_ns)
+        return flex_state(self.index, self.table, ok, self.flex_cap_w, self.deadband_w, lifted)
 
     def plan(
         self, target_w: float, now_ns: int, book: SetpointBook, must_w: float = math.nan,
@@ -473,6 +486,7 @@ class RoundPlanner:
             kinds = _dist.allocate_kinds(
                 fleet, target_w, must_w if math.isfinite(must_w) else math.nan,
                 fx.pv, fx.ev, self.kind_order, self.soc_exponent, self.deadband_w,
+                closing_w(ix, self.table, ok),
             )
             res = kinds.battery
             pv_w, ev_w = kinds.pv_w, kinds.ev_w
@@ -504,7 +518,18 @@ class RoundPlanner:
                 lifetime_ns=self.lifetime_ns,
             )))
             self.flex_cap_w = np.where(capped[nb:], sp[nb:], np.nan)
+        if self.raise_now:
+            with np.errstate(invalid="ignore"):
+                up = sp > book.last_w + _TOL_W  # nan (never sent): False
+            if capped is not None:
+                up[nb:] &= capped[nb:]
+            send |= up
         send &= use
+        if capped is not None:
+            lift = send[nb:] & ~capped[nb:]
+            self.flex_lift_until_ns = np.where(
+                capped[nb:], np.nan,
+                np.where(lift, float(now_ns + self.lifetime_ns), self.flex_lift_until_ns))
         book.mark_unknown(~use)
         idx = np.flatnonzero(send).tolist()
         q = q_res = None

@@ -572,14 +572,19 @@ class Site:
             raise OptionsError("target_var", target_var, "must be a finite number of VAr")
         self.core.planner.reactive_target_var = float(target_var)
 
-    def request_power(self, target_w: float, must_w: float = math.nan) -> None:
+    def request_power(self, target_w: float, must_w: float = math.nan, *,
+                      raise_now: bool = False) -> None:
         """Ask for `target_w` W (+ = charging) for the battery fleet; non-blocking, latest wins.
 
         Args:
             target_w: Fleet target in W.
             must_w: What the strategies' bounds require of batteries, PV curtailment
                 and EV limits together (W; nan = PV and EV run uncapped).
+            raise_now: The site is past a limit that needs more import now (the grid
+                exports more than the export limit): no deadband holds back a raise
+                (`RoundPlanner.raise_now`), in this round and until the next request.
         """
+        self.core.planner.raise_now = bool(raise_now)
         self.distributor.request_power(target_w, must_w)
 
     async def set_power(self, target_w: float, must_w: float = math.nan) -> DistributionOutcome:

@@ -24,7 +24,11 @@ compete, so only their place relative to ``battery_inverter`` matters):
 
 * battery first (default): batteries are allocated ``T`` (`allocate`); the kind
   of ``must_w``'s sign covers ``must_w − achieved`` when that has ``must_w``'s
-  sign (what the batteries could not deliver);
+  sign (what the batteries could not deliver). ``closing_w`` is what batteries
+  about to reach a SoC limit deliver now (+ charging ones near the upper limit,
+  − discharging ones near the lower): their bounds will close before PV or EV
+  could follow, so the kind covers that part of ``achieved`` already
+  (``must_w − (achieved − closing)``) while those batteries still deliver it;
 * PV (or EV) first: the kind covers ``must_w`` (within its range) and the
   batteries are allocated ``T`` less what it covered, never past 0 (curtailing
   PV never makes the batteries discharge, throttling a car never makes them
@@ -270,6 +274,7 @@ def allocate_kinds(
     order: tuple[str, ...] = DEFAULT_KIND_ORDER,
     soc_exponent: float = 1.0,
     min_cap_w: float = 0.0,
+    closing_w: float = 0.0,
 ) -> KindsResult:
     """Meet ``target_w`` with the batteries and ``must_w`` with PV / EV, in ``order``.
 
@@ -284,6 +289,9 @@ def allocate_kinds(
         soc_exponent: Passed to `allocate`.
         min_cap_w: PV / EV leave a share of at most this to the batteries (W, ≥ 0):
             a cap that small is not worth a setpoint (the caller's deadband).
+        closing_w: What batteries about to reach a SoC limit deliver now (W, + =
+            charging; battery first only: PV counts on the batteries for
+            ``achieved − max(closing_w, 0)``, EV for ``achieved − min(closing_w, 0)``).
 
     Returns:
         The allocation of every kind (module docstring).
@@ -299,6 +307,8 @@ def allocate_kinds(
         raise DistributionError("must_w", must_w, "must be finite or nan")
     if not min_cap_w >= 0.0 or math.isinf(min_cap_w):
         raise DistributionError("min_cap_w", min_cap_w, "must be a finite number >= 0")
+    if not math.isfinite(closing_w):
+        raise DistributionError("closing_w", closing_w, "must be finite")
     flex = "pv_inverter" if m > 0 else "ev_charger" if m < 0 else None
     first = flex is not None and order.index(flex) < order.index("battery_inverter")
     covered = 0.0
@@ -318,7 +328,8 @@ def allocate_kinds(
     offset = min(covered, max(t, 0.0)) if covered > 0 else max(covered, min(t, 0.0))
     battery = allocate(fleet, t - offset, soc_exponent=soc_exponent)
     if flex is not None and not first:
-        rest = m - battery.achieved_w
+        closing = max(closing_w, 0.0) if flex == "pv_inverter" else min(closing_w, 0.0)
+        rest = m - (battery.achieved_w - closing)
         if flex == "pv_inverter" and rest > min_cap_w:
             pv_out = pv_caps(pv, rest)
         elif flex == "ev_charger" and rest < -min_cap_w:

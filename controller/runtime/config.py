@@ -33,6 +33,7 @@ File format (every key optional; units in the names; + = import / charging)::
     limit = 250_000.0          # W of billing-interval mean, or "auto" (alias: import_limit_w)
     hard_import_limit_w = 400_000.0  # optional instantaneous limit of the connection
     export_limit_w = 250_000.0
+    export_margin_w = 0.0      # aim the export this far inside its limit (zero export: ~300)
     target_soc_pct = 60.0
     recharge_power_w = 50_000.0
     recharge_margin_w = 10_000.0
@@ -339,6 +340,7 @@ _PEAK: dict[str, _Field] = {
     "import_limit_w": _Field("float", (_ge(0),)),
     "hard_import_limit_w": _Field("float", (_ge(0),)),
     "export_limit_w": _Field("float", (_ge(0),)),
+    "export_margin_w": _Field("float", (_ge(0),)),
     "target_soc_pct": _Field("float", (_between(0, 100),)),
     "recharge_power_w": _Field("float", (_ge(0),)),
     "recharge_margin_w": _Field("float", (_ge(0),)),

@@ -235,7 +235,7 @@ class Controller:
         )
         if self.cycle.reactive is not None and self.site.q_dispatcher is not None:
             self.site.request_reactive(self.cycle.q_target_var)
-        self.site.request_power(target, self.cycle.must_w)
+        self.site.request_power(target, self.cycle.must_w, raise_now=self.cycle.export_exceeded)
         if self.meter.closed != closed:
             self._interval_closed.set()
         self.last_cycle_ms = (time.perf_counter() - t0) * 1e3

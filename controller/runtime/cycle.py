@@ -43,7 +43,9 @@ value of its range nearest 0: :attr:`ControlCycle.must_w`, what the strategies
 require of batteries, PV and EV together. The batteries take the fleet target;
 PV and EV serve only ``must_w`` (a preference such as recharging never curtails
 PV or slows a car), in the configured kind order (``[control] kind_order``,
-:func:`distribution.allocate_kinds`).
+:func:`distribution.allocate_kinds`). While the grid exports more than the export
+limit (measured), no deadband holds back a setpoint that raises a component's power
+(:attr:`ControlCycle.export_exceeded`, ``RoundPlanner.raise_now``).
 
 Units: W, Hz, %, s; passive sign convention (+ = charging / importing).
 """
@@ -137,6 +139,10 @@ class ControlCycle:
         self.must_w: float = math.nan
         """What the last step's wish bounds required of batteries + PV + EV (W; nan =
         the site has no usable PV inverter or EV charger; see the module)."""
+        self.export_exceeded: bool = False
+        """Whether the grid exported more than peak shaving's export limit at the last
+        step (measured): the planner then sends every raise whatever the deadband
+        (`actors.RoundPlanner.raise_now`)."""
         self.schedule: ScheduleBook | None = schedule
         """The service windows (None = none: the config's settings all the time)."""
         self.preparation: Preparation = Preparation()
@@ -331,9 +337,16 @@ class ControlCycle:
         self.granted = dict(result.granted)
         self.target_w = result.target_w
         self.must_w = self.required_w(m)
+        self.export_exceeded = self._export_exceeded(m)
         if self.reactive is not None:
             self._reactive_step(m, site_time_s if site_time_s is not None else now_s)
         return result.target_w
+
+    def _export_exceeded(self, m: SiteMeasurements) -> bool:
+        """Whether the grid exports more than peak shaving's export limit now (measured)."""
+        ps = self.ps_config
+        return (ps is not None and self.peak_shaving is not None
+                and m.grid_power_w < -ps.export_limit_w)
 
     def required_w(self, m: SiteMeasurements) -> float:
         """What the wishes' bounds require of batteries, PV and EV together (module).
@@ -456,4 +469,5 @@ def plan_setpoints(
     target = cycle.step(core.measurements(now_ns), now_ns / 1e9, strategies, site_time_s)
     if cycle.reactive is not None and core.reactive:
         core.planner.reactive_target_var = cycle.q_target_var
+    core.planner.raise_now = cycle.export_exceeded
     return core.planner.plan(target, now_ns, book, cycle.must_w, q_book=q_book)

@@ -15,7 +15,7 @@ from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
 )
 
 from actors import ComponentGraph, ComponentInfo, RuntimeOptions, SetpointBook, SiteCore
-from actors._flex import PV_MARGIN
+from actors._flex import HANDOVER_S, PV_MARGIN
 
 INV = ec.ELECTRICAL_COMPONENT_CATEGORY_INVERTER
 BAT = ec.ELECTRICAL_COMPONENT_CATEGORY_BATTERY
@@ -134,3 +134,67 @@ def test_stale_pv_is_neither_capped_nor_counted() -> None:
     assert 5 not in ids
     assert 6 in ids
     assert core.measurements(NOW).flex_upper_w == pytest.approx(50e3 * (1 - PV_MARGIN))
+
+
+def test_pv_takes_over_a_battery_about_to_reach_its_soc_limit_ahead() -> None:
+    # Zero export: the battery charges the 20 kW surplus. Far from its upper SoC limit PV
+    # runs free; within HANDOVER_S of it (10 Wh left at 20 kW: 1.8 s) PV is capped by
+    # what the battery delivers while the battery still delivers it, so the bounds
+    # closing leaves nothing to export while the caps take effect.
+    core = _core()
+    book = SetpointBook(5)
+    t, row = core.state, core.state.row_of
+    t.power_w[row[10]] = t.power_w[row[11]] = 20e3
+    t.soc_pct[row[11]] = 89.0
+    sent = _sent(core, book, 20e3, 20e3, NOW)
+    assert set(sent) == {10}
+    assert np.isnan(core.planner.flex_cap_w).all()
+    t.soc_pct[row[11]] = 90.0 - 10.0 / 100e3 * 100.0  # 10 Wh left
+    planned = core.planner.plan(20e3, NOW + CYCLE, book, 20e3)
+    assert planned.result.achieved_w == pytest.approx(20e3)  # still charging ...
+    assert planned.pv_w == pytest.approx(20e3)  # ... and PV already covers it
+    assert 5 in {core.index.inverter_ids[i] for i in planned.indices}
+    # The same charge further from the limit (more than HANDOVER_S) is no reason to cap.
+    t.soc_pct[row[11]] = 90.0 - 20e3 * (HANDOVER_S + 1.0) / 3600.0 / 100e3 * 100.0
+    assert core.planner.plan(20e3, NOW + 2 * CYCLE, book, 20e3).pv_w == 0.0
+
+
+def test_a_lift_counts_what_it_holds_back_until_it_lapses() -> None:
+    # A lift is full production `PV_MARGIN` short of all of it. Until it lapses that
+    # withheld production is ours: the strategies see it as controlled power (the
+    # batteries take it over now), not as the sun arriving at once when the lift lapses.
+    core = _core()
+    book = SetpointBook(5)
+    _sent(core, book, 50e3, 90e3, NOW)
+    lift = _sent(core, book, 0.0, math.nan, NOW + CYCLE)
+    t = core.state
+    t.power_w[t.row_of[5]], t.power_w[t.row_of[6]] = lift[5], lift[6]
+    later = NOW + 2 * CYCLE
+    t.received_ns[:] = later
+    assert core.measurements(later).flex_power_w == pytest.approx(PV_MARGIN * 150e3, rel=1e-9)
+    # Lapsed (one lifetime after it was sent): it holds nothing back any more.
+    lapsed = NOW + CYCLE + core.planner.lifetime_ns
+    t.received_ns[:] = lapsed
+    assert core.measurements(lapsed).flex_power_w == 0.0
+    assert core.measurements(lapsed - CYCLE).flex_power_w > 0.0
+
+
+def test_past_the_export_limit_no_deadband_holds_a_raise() -> None:
+    # Within the limits a change up to the deadband (100 W) is held back; while the grid
+    # exports past its limit (`raise_now`) every raise goes out, a cut still waits.
+    core = _core()
+    book = SetpointBook(5)
+    assert _sent(core, book, 40e3, 40e3, NOW) == {10: pytest.approx(40e3)}
+    assert _sent(core, book, 40e3 + 90.0, 40e3 + 90.0, NOW + CYCLE) == {}
+    core.planner.raise_now = True
+    assert _sent(core, book, 40e3 + 90.0, 40e3 + 90.0, NOW + 2 * CYCLE) == {
+        10: pytest.approx(40e3 + 90.0)}
+    assert _sent(core, book, 40e3, 40e3, NOW + 3 * CYCLE) == {}
+    # A capped PV inverter's raise (less production) likewise.
+    sent = _sent(core, book, 50e3, 90e3, NOW + 4 * CYCLE)
+    assert {5, 6} <= set(sent)
+    more = _sent(core, book, 50e3, 90e3 + 60.0, NOW + 5 * CYCLE)
+    assert 5 in more
+    assert more[5] > sent[5]
+    core.planner.raise_now = False
+    assert _sent(core, book, 50e3, 90e3 + 120.0, NOW + 6 * CYCLE) == {}

@@ -275,7 +275,7 @@ def test_unreadable_file_is_one_line(tmp_path: Path) -> None:
 _SECTION_KEYS = {
     "api": ["url", "api_key", "root_cert", "call_timeout_s"],
     "control": ["setpoint_lifetime_s", "deadband_w", "stale_after_s", "soc_exponent"],
-    "peak_shaving": ["enabled", "priority", "import_limit_w", "export_limit_w",
+    "peak_shaving": ["enabled", "priority", "import_limit_w", "export_limit_w", "export_margin_w",
                      "target_soc_pct", "recharge_power_w", "recharge_margin_w", "interval_s"],
     "frequency_response": ["enabled", "priority", "curve", "f0_hz", "deadband_hz",
                            "full_activation_hz", "knee_hz", "knee_fraction", "reserved_power_w",

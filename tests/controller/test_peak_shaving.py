@@ -13,8 +13,11 @@ the grid meter reads ``U + battery``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+
+import pytest
 
 from actors.power_manager import Wish, merge
 from controller.runtime.strategies import PeakShaving, PeakShavingConfig, StrategyInputs
@@ -225,3 +228,19 @@ def test_recharge_leaves_room_for_a_higher_priority_charge() -> None:
     assert discharged.preferred_w == 50 * KW
     for h in (-60 * KW, 0.0, 60 * KW):
         assert ps.step(_inputs(300 * KW, 0.0, higher_priority_w=h), 0.0).preferred_w == -50 * KW
+
+
+def test_export_margin_aims_inside_the_export_limit_but_yields_to_the_import_limit() -> None:
+    # Zero export with a 300-W margin: with U = −50 kW the batteries (or PV caps) must add
+    # at least 50.3 kW, so lag and deadband errors land on the import side of the limit.
+    cfg = dataclasses.replace(CFG, export_limit_w=0.0, export_margin_w=300.0)
+    wish = PeakShaving(cfg).step(_inputs(-50 * KW, 0.0), now=0.0)
+    assert wish.lower_w == pytest.approx(50 * KW + 300.0)
+    assert wish.preferred_w == pytest.approx(50 * KW + 300.0)
+    # Without the margin the aim is the limit itself (the default).
+    assert PeakShaving(dataclasses.replace(cfg, export_margin_w=0.0)).step(
+        _inputs(-50 * KW, 0.0), now=0.0).lower_w == pytest.approx(50 * KW)
+    # An import limit of 100 W leaves no room for the margin: the import limit wins.
+    tight = dataclasses.replace(cfg, import_limit_w=100.0, recharge_margin_w=0.0)
+    wish = PeakShaving(tight).step(_inputs(-50 * KW, 0.0), now=0.0)
+    assert wish.lower_w == wish.upper_w == pytest.approx(50 * KW + 100.0)

@@ -210,6 +210,25 @@ def test_batteries_first_then_pv_and_pv_first_order() -> None:
     assert (res.battery.achieved_w, res.pv_w) == pytest.approx((0.0, 50e3))
 
 
+def test_batteries_about_to_close_hand_over_to_pv_and_ev_ahead() -> None:
+    # The batteries still charge 30 kW, but 20 kW of it is a battery about to reach its
+    # upper SoC limit: PV covers that part already (the site imports it for a moment)
+    # instead of after the bounds close (an export for PV's delay and ramp).
+    pv = PvInverters(lower_w=[-80e3], upper_w=[0.0], rated_w=[100e3])
+    no_ev = EvChargers(min_w=[], upper_w=[], need_w=[])
+    full = _one_pair(soc=89.0, power_w=30e3)
+    res = allocate_kinds(full, 30e3, 50e3, pv, no_ev, closing_w=20e3)
+    assert (res.battery.achieved_w, res.pv_w) == pytest.approx((30e3, 40e3))
+    # Discharging ones near the lower limit hand over to the chargers; the other side's
+    # closing batteries do not count.
+    no_pv = PvInverters(lower_w=[], upper_w=[], rated_w=[])
+    ev = EvChargers(min_w=[0.0], upper_w=[22e3], need_w=[22e3])
+    res = allocate_kinds(full, -30e3, -35e3, no_pv, ev, closing_w=-10e3)
+    assert (res.battery.achieved_w, res.ev_w) == pytest.approx((-30e3, -15e3))
+    assert allocate_kinds(full, -30e3, -35e3, no_pv, ev, closing_w=10e3).ev_w == (
+        pytest.approx(-5e3))
+
+
 def test_a_share_below_min_cap_is_left_to_the_batteries() -> None:
     # The batteries deliver 99.95 kW of a 100 kW must: 50 W is not worth a PV cap.
     pv = PvInverters(lower_w=[-80e3], upper_w=[0.0], rated_w=[100e3])
@@ -247,6 +266,10 @@ def test_ev_first_spares_the_batteries() -> None:
                                 PvInverters(lower_w=[], upper_w=[], rated_w=[]),
                                 EvChargers(min_w=[], upper_w=[], need_w=[]),
                                 ("battery_inverter", "pv_inverter")), "order"),
+        (lambda: allocate_kinds(_one_pair(), 0.0, 0.0,
+                                PvInverters(lower_w=[], upper_w=[], rated_w=[]),
+                                EvChargers(min_w=[], upper_w=[], need_w=[]),
+                                closing_w=np.nan), "closing_w"),
     ],
 )
 def test_bad_input_names_the_field(make: object, field: str) -> None:

@@ -41,9 +41,10 @@ contribution ``c`` to the fleet power must satisfy::
 
     U + c ≤ g_max                          →  c ≤ g_max − U
     U + c + H⁺ ≤ hard_import_limit_w        →  c ≤ hard − U − H⁺   (if set)
-    U + c ≥ −export_limit_w                →  c ≥ lower = −export_limit_w − U
+    U + c ≥ −export_limit_w + m_exp        →  c ≥ lower = −export_limit_w + m_exp − U
 
-(``upper`` is the smaller of the first two) and it prefers::
+(``upper`` is the smaller of the first two; ``lower`` is at most ``upper``: the
+import limits win over the export margin) and it prefers::
 
     g_rch     = min(L_eff − recharge_margin_w, ((L_eff − recharge_margin_w) · T − E) / r)
     recharge  = min(recharge_power_w, max(0, min(g_rch, hard) − U − H⁺))
@@ -76,6 +77,18 @@ frequency-response contribution while both act; lower the limit by the reserve
 if the limit is a hard contract, or set ``hard_import_limit_w``, which does
 count them. The power manager shifts the fleet room by what higher priorities
 took, so peak shaving only gets what is left.
+
+Export margin
+-------------
+``m_exp = export_margin_w`` aims the export side that much inside the export limit:
+the control acts a response delay plus a cycle late and holds small changes back
+(the deadband, per component), so a site aimed exactly at its limit spends about
+half its time just past it (on a zero-export site the 15-min mean export then
+drifts past the tolerance). The margin is only an aim: it is given up where the
+import limits leave no room for it (``lower ≤ upper``), and catching up an
+interval's import never goes below ``−export_limit_w`` itself. Its price is
+``m_exp`` of import (or of curtailed PV when the batteries are full) while the
+export limit binds.
 
 Unknown grid or battery power (nan) gives a neutral wish: preferred 0 W
 within the fleet bounds. Unknown billing inputs fall back to single samples.
@@ -120,6 +133,10 @@ class PeakShavingConfig:
     exceeded by peak shaving's own doing, frequency response's charging included."""
     export_limit_w: float = 250_000.0
     """Keep grid export at or below this (W, a positive number, ≥ 0)."""
+    export_margin_w: float = 0.0
+    """Aim the export this far inside ``export_limit_w`` (W, ≥ 0; see Export margin in
+    the module docstring): a zero-export site sets a few hundred W, so that control lag
+    and deadband land inside the limit. 0 = aim at the limit itself."""
     target_soc_pct: float = 60.0
     """Recharge toward this fleet SoC when there is headroom (0-100 %)."""
     recharge_power_w: float = 50_000.0
@@ -221,7 +238,7 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     if not math.isfinite(upper):  # no import limit (auto, no plan yet): the fleet's own
         fleet_up = inputs.fleet_upper_w
         upper = max(fleet_up if math.isfinite(fleet_up) else 0.0, -config.export_limit_w - u)
-    lower = min(-config.export_limit_w - u, upper)
+    lower = min(-config.export_limit_w + config.export_margin_w - u, upper)
     recharge = 0.0
     target_soc = config.target_soc_pct
     if config.limit_mode == "auto" and math.isfinite(inputs.planned_soc_pct):
