@@ -59,7 +59,6 @@ Units: W, Wh, seconds (unix time); + = import / charging.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -69,12 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.errors import PlanningError
-from controller.runtime.planning._holdable import (
-    energy_to_hold,
-    lowest_holdable_peaks,
-    lowest_limits,
-    required_energies,
-)
+from controller.runtime.planning._holdable import lowest_holdable_peaks, required_energies
 from controller.runtime.planning._lp import FleetModel, optimal_peak, simulate_greedy
 from controller.runtime.planning.forecast import (
     FORECASTERS,
@@ -121,7 +115,7 @@ class AutoLimitConfig:
     """Past days ``day_quantile`` looks at (1..56)."""
     quantile: float = 0.9
     """Quantile of ``day_quantile`` (0..1; 1 = the highest)."""
-    persist_h: float = 3.0
+    persist_h: float = 2.0
     """For this many hours ahead, add how much the load ran above the forecast over the last
     ``persist_window_h`` (error persistence; 0..168 h)."""
     scenario_weeks: int = 0
@@ -158,31 +152,6 @@ class AutoLimitConfig:
     level_prior: float = 0.25
     """``shape_level``: weight of the shape's own level (1) against today's fitted one, in
     typical days (0..10; :class:`~.forecast.ForecastParams`)."""
-    raise_damp: float = 1.0
-    """Gradual raise: a plan above ``base = max(billed peak, the plan on the optimistic
-    forecast)`` raises the limit only by this share of the difference (0..1; 1 = off): the
-    next re-plan raises it again if the load keeps running heavy, so a limit raised on a
-    pessimistic guess is not billed in full."""
-    raise_q: float = 0.5
-    """Gradual raise: ``shape_q`` of the optimistic forecast (0..1)."""
-    reserve_shrink: bool = False
-    """The reserve shrinks with the rest of the local day: ``reserve_pct`` times the share of
-    today's forecast energy still ahead (none left at midnight)."""
-    recourse_days: int = 0
-    """Recourse mode: the scenarios are the last this many past days of each day's class
-    (today's at today's level) and, with ``recourse_forecast``, the point forecast; the
-    limit minimises the mean over them of the billed peak when it is held for
-    ``recourse_delay`` intervals and then re-planned knowing the scenario (0..28; 0 = off)."""
-    recourse_delay: int = 4
-    """Intervals the recourse mode assumes until a re-plan knows which scenario is true
-    (1..96)."""
-    recourse_forecast: bool = True
-    """The recourse mode also counts the point forecast as a scenario."""
-    recourse_h: float = 24.0
-    """Hours the recourse mode looks ahead (1..48; at most the horizon)."""
-    recourse_q: float = -1.0
-    """The recourse mode's statistic over the scenarios: ``< 0`` the mean, else this quantile
-    (0..1)."""
 
     def validate(self) -> None:
         """Check every field; raise :class:`PlanningError` naming ``peak_shaving.auto_<field>``."""
@@ -206,12 +175,6 @@ class AutoLimitConfig:
             "holiday_frac": 0.0 <= self.holiday_frac <= 1.0,
             "level_cap": 1.0 <= self.level_cap <= 10.0,
             "scenario_q": 0.0 <= self.scenario_q <= 1.0,
-            "recourse_days": 0 <= self.recourse_days <= 28,
-            "raise_damp": 0.0 <= self.raise_damp <= 1.0,
-            "raise_q": 0.0 <= self.raise_q <= 1.0,
-            "recourse_delay": 1 <= self.recourse_delay <= 96,
-            "recourse_h": 1.0 <= self.recourse_h <= 48.0,
-            "recourse_q": self.recourse_q < 0.0 or self.recourse_q <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -317,15 +280,6 @@ class AutoLimit:
             rows, then = np.full((1, n), load_now_w), np.full((1, 1), np.nan)
         elif cfg.scenario_weeks > 0:
             rows, then = self._weekly_scenarios(hist, fc)
-        elif cfg.recourse_days > 0:
-            rows = day_scenarios(hist, n, cfg.recourse_days, self._params)
-            rows = np.where(np.isnan(rows), fc[None, :], rows)
-            then = np.full((rows.shape[0], 1), np.nan)
-            if cfg.recourse_forecast:
-                past = self._past_forecast(hist, history_values_w, history_starts_s)
-                rows = np.vstack([fc[None, :], rows])
-                then = np.full((rows.shape[0], past.size), np.nan)
-                then[0] = past
         elif cfg.scenario_days > 0:
             rows = day_scenarios(hist, n, cfg.scenario_days, self._params)
             rows = np.where(np.isnan(rows), fc[None, :], rows)
@@ -336,8 +290,6 @@ class AutoLimit:
         rows = self._persist(hist, rows, then)
         # The reserve is planned as if absent: the window's top and the energy shift down.
         reserve = cfg.reserve_pct / 100.0 * (f.energy_max_wh - f.energy_min_wh)
-        if cfg.reserve_shrink and reserve > 0:
-            reserve *= self._day_left(hist, rows[0])
         e0 = energy_wh if math.isfinite(energy_wh) else 0.5 * (f.energy_min_wh + f.energy_max_wh)
         e0 = min(max(e0 - reserve, f.energy_min_wh), f.energy_max_wh - reserve)
         model = FleetModel(f.charge_max_w, f.discharge_max_w, f.energy_min_wh,
@@ -351,9 +303,6 @@ class AutoLimit:
         if rows.shape[0] == 1:
             peak, used_lp = self._lowest_peak(rows[0], interval_s, model, floor, e_end)
             worst = 0
-        elif cfg.recourse_days > 0:
-            peak, worst, used_lp = self._recourse_peak(rows, interval_s, model, floor,
-                                                       e0, e_end), 0, False
         else:
             peaks = lowest_holdable_peaks(
                 rows, interval_s / 3600.0, energy_wh=e0, floor_w=floor, tol_w=_TOL_W,
@@ -362,13 +311,6 @@ class AutoLimit:
             order = np.argsort(peaks, kind="stable")
             worst, used_lp = int(order[math.ceil(q * (peaks.size - 1) - 1e-9)]), False
             peak = float(peaks[worst])
-        if cfg.raise_damp < 1.0 and rows.shape[0] == 1 and peak > floor:
-            low = forecast(cfg.forecaster, hist, n,
-                           dataclasses.replace(self._params, shape_q=cfg.raise_q))
-            if not np.all(np.isnan(low)):
-                low = self._persist(hist, low[None, :], then)[0]
-                base, _ = self._lowest_peak(low, interval_s, model, floor, e_end)
-                peak = base + cfg.raise_damp * max(peak - base, 0.0)
         limit = max(billed, peak * grow, self._cold_floor(hist, load_now_w))
         req = required_energies(rows, limit, interval_s / 3600.0,
                                 **_kw(model, e_end)).max(axis=0) + reserve
@@ -376,16 +318,6 @@ class AutoLimit:
         target = min(max(target, f.energy_min_wh), f.energy_max_wh)
         return LimitPlan(limit, peak, target, hist.now_start_s, interval_s, rows[worst], req,
                          used_lp=used_lp, plan_s=time.perf_counter() - t0)
-
-    @staticmethod
-    def _day_left(hist: History, fc: FloatArray) -> float:
-        """Share of the current local day's load energy (seen, then forecast) still ahead."""
-        day, _ = hist.local_days(fc.size)
-        g = hist.grid.size
-        today = day[g]
-        seen = float(np.nansum(hist.grid[day[:g] == today]))
-        ahead = float(np.nansum(fc[day[g:] == today]))
-        return ahead / (seen + ahead) if seen + ahead > 0 else 0.0
 
     @staticmethod
     def _cold_floor(hist: History, load_now_w: float) -> float:
@@ -440,47 +372,6 @@ class AutoLimit:
             lift = np.maximum(lift, 0.0)
         out[:, :k] = np.maximum(out[:, :k] + lift[:, None], 0.0)
         return out
-
-    def _recourse_peak(self, rows: FloatArray, interval_s: float, model: FleetModel,
-                       floor: float, e0: float, e_end: float) -> float:
-        """The limit that minimises the scenarios' mean (or ``recourse_q`` quantile) billed
-        peak when held for ``recourse_delay`` intervals by the greedy law and then
-        re-planned as the lowest limit holdable over the rest of the scenario from the
-        energy left (never below what was reached): a low limit costs only where a
-        scenario makes it run short, and then only what the later raise costs."""
-        cfg, h = self.config, interval_s / 3600.0
-        t = min(rows.shape[1], max(1, round(cfg.recourse_h * 3600.0 / interval_s)))
-        loads = rows[:, :t]
-        top = max(float(loads.max()), floor)
-        if top <= floor:
-            return floor
-        cand = np.linspace(floor, top, 65)
-        m = min(cfg.recourse_delay, t)
-        e = np.full((loads.shape[0], cand.size), e0)
-        reached = np.full(e.shape, floor)
-        for k in range(m):
-            x = loads[:, k, None] - cand[None, :]
-            dis = np.minimum(np.minimum(np.maximum(x, 0.0), model.discharge_max_w),
-                             np.maximum(e - model.energy_min_wh, 0.0)
-                             * model.discharge_efficiency / h)
-            chg = np.minimum(np.minimum(np.maximum(-x, 0.0), model.charge_max_w),
-                             np.maximum(model.energy_max_wh - e, 0.0)
-                             / model.charge_efficiency / h)
-            e = e - dis / model.discharge_efficiency * h + chg * model.charge_efficiency * h
-            reached = np.maximum(reached, loads[:, k, None] - dis + chg)
-        if m < t:
-            rest = loads[:, m:]
-            grid = np.linspace(max(floor, float(rest.max()) - model.discharge_max_w),
-                               max(float(rest.max()), floor) + 1.0, 129)
-            curve = energy_to_hold(rest, grid, h, energy_max_wh=model.energy_max_wh,
-                                   **_kw(model, min(e_end, model.energy_max_wh)))
-            later = lowest_limits(curve, grid, e)
-            cost = np.maximum(reached, later)
-        else:
-            cost = reached
-        score = (cost.mean(axis=0) if cfg.recourse_q < 0
-                 else np.quantile(cost, cfg.recourse_q, axis=0))
-        return float(cand[int(np.argmin(score + 1e-9 * cand))])
 
     @staticmethod
     def _lowest_peak(fc: FloatArray, interval_s: float, model: FleetModel, floor: float,

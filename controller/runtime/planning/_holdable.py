@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["energy_to_hold", "lowest_holdable_peaks", "lowest_limits", "required_energies"]
+__all__ = ["lowest_holdable_peaks", "required_energies"]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -139,44 +139,4 @@ def lowest_holdable_peaks(loads_w: FloatArray, h: float, *, energy_wh: float,
         new_lo = np.where(first > 0, cand[rows, np.maximum(first - 1, 0)], lo)
         lo, hi = new_lo, new_hi
     out: FloatArray = hi
-    return out
-
-
-def energy_to_hold(loads_w: FloatArray, limits_w: FloatArray, h: float, *,
-                   energy_max_wh: float, charge_max_w: float, discharge_max_w: float,
-                   energy_min_wh: float, end_energy_wh: float, charge_efficiency: float,
-                   discharge_efficiency: float) -> FloatArray:
-    """``(S, J)``: the least stored energy now from which each limit of ``limits_w`` (``J``,
-    ascending) holds each scenario of ``loads_w`` (``S × T``); ``inf`` where no stored
-    energy does (the discharge power falls short, or holding needs more than
-    ``energy_max_wh`` at some boundary). Non-increasing along ``J``: the curve the
-    recourse of the auto limit interpolates (:func:`lowest_limits`)."""
-    kw = {"charge_max_w": charge_max_w, "discharge_max_w": discharge_max_w,
-          "energy_min_wh": energy_min_wh, "end_energy_wh": end_energy_wh,
-          "charge_efficiency": charge_efficiency,
-          "discharge_efficiency": discharge_efficiency}
-    req = required_energies(loads_w[:, None, :], limits_w[None, :, None], h, **kw)
-    tol = 1e-9 * max(energy_max_wh, 1.0)
-    ok = (np.all(loads_w[:, None, :] - limits_w[None, :, None] <= discharge_max_w + 1e-9,
-                 axis=-1) & np.all(req <= energy_max_wh + tol, axis=-1))
-    out: FloatArray = np.where(ok, req[..., 0], np.inf)
-    return out
-
-
-def lowest_limits(curve_wh: FloatArray, limits_w: FloatArray,
-                  energy_wh: FloatArray) -> FloatArray:
-    """``(S, G)``: per scenario ``s`` and stored energy ``energy_wh[s, g]``, the lowest limit
-    holdable by :func:`energy_to_hold`'s ``curve_wh[s]`` over ``limits_w`` (linear between
-    its points; the highest limit when none holds)."""
-    e = energy_wh[:, :, None]
-    ok = curve_wh[:, None, :] <= e + 1e-9
-    ok[..., -1] = True
-    j = np.argmax(ok, axis=-1)  # first holdable grid point
-    s = np.arange(curve_wh.shape[0])[:, None]
-    hi_l, hi_e = limits_w[j], curve_wh[s, j]
-    lo_l, lo_e = limits_w[np.maximum(j - 1, 0)], curve_wh[s, np.maximum(j - 1, 0)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(np.isfinite(lo_e) & (lo_e > hi_e),
-                        (lo_e - energy_wh) / (lo_e - hi_e), 1.0)
-    out: FloatArray = np.where(j > 0, lo_l + np.clip(frac, 0.0, 1.0) * (hi_l - lo_l), hi_l)
     return out
