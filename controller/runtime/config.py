@@ -44,7 +44,7 @@ File format (every key optional; units in the names; + = import / charging)::
     auto_forecaster = "shape_level"  # or naive_day, naive_week, week_max, week_mean,
                                # day_quantile, week_ewma, week_max_day_q
     auto_end_energy_pct = 0.0  # end each plan with this share of the energy window
-    auto_persist_h = 3.0       # forecast at least the latest interval mean this long
+    auto_persist_h = 2.0       # forecast at least the latest interval mean this long
     auto_weeks = 3             # weeks the weekly forecasters look back, 1..8
     auto_days = 14             # days day_quantile looks back, 1..56
     auto_quantile = 0.9        # day_quantile's quantile, 0..1

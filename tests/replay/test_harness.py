@@ -253,3 +253,21 @@ def test_galvanization_two_days(site: SiteConfig) -> None:
     assert r.reduction_optimal_w > 0
     assert r.reduction_achieved_pct_of_optimal >= 98.0
     assert r.intervals_above_limit_avoidable == 0
+
+
+def test_a_cycle_ulps_before_the_period_end_stays_in_its_last_interval() -> None:
+    # Galvanization 2017 from January 1st: February ends at 59 days of virtual seconds. The
+    # run loop's clock, a sum of physics steps, can stop a few ulps short of it (still inside
+    # the loop, which runs while t < end − 1e-9); that cycle is February's last interval,
+    # not March's first (which was then recorded with February's limit).
+    from controller.lab.replay.peak import _cycle_interval
+
+    step, end = 900.0, 59 * 86_400.0
+    last = round(end / step) - 1
+    t = float(np.nextafter(np.nextafter(end - 1e-9, 0.0), 0.0))
+    assert t < end - 1e-9  # the loop runs a cycle at t
+    assert _cycle_interval(t, step, end) == last
+    assert _cycle_interval(end - step, step, end) == last  # the last interval's start
+    assert _cycle_interval(end - step - 1e-10, step, end) == last  # rounds up onto it
+    assert _cycle_interval(0.0, step, end) == 0
+    assert _cycle_interval(1.5 * step, step, end) == 1

@@ -392,6 +392,15 @@ def _to_soc_limit(ph: SitePhysics) -> float:
     return float(np.min(room[moving] / rate))
 
 
+def _cycle_interval(t: float, step_s: float, end_s: float) -> int:
+    """The interval a cycle at ``t`` runs in, never past the last one before ``end_s``: the
+    run loop goes on while ``t < end_s − 1e-9`` and the index rounds up within 1e-9 of an
+    interval, so after months of virtual seconds (float steps of ~1e-9 s) a cycle a few
+    ulps before the period's end would otherwise be taken for the next period's first
+    interval and record that interval with this period's limit."""
+    return min(int(t / step_s + 1e-9), round(end_s / step_s) - 1)
+
+
 def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayOptions,
                 step_s: float, end_s: float, total_s: float,
                 progress: ProgressCallback | None) -> None:
@@ -412,7 +421,7 @@ def _run_cycles(transport: PhysicsTransport, samples: _Samples, opt: PeakReplayO
 
     while t < end_s - 1e-9:
         due = transport.cycle()
-        i = int(t / step_s + 1e-9)
+        i = _cycle_interval(t, step_s, end_s)
         samples.control_view(i, cycle)
         since = t - i * step_s
         if since < opt.settle_s - 1e-9:  # around a load step: the service's cadence

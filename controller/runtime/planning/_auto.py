@@ -115,7 +115,7 @@ class AutoLimitConfig:
     """Past days ``day_quantile`` looks at (1..56)."""
     quantile: float = 0.9
     """Quantile of ``day_quantile`` (0..1; 1 = the highest)."""
-    persist_h: float = 3.0
+    persist_h: float = 2.0
     """For this many hours ahead, add how much the load ran above the forecast over the last
     ``persist_window_h`` (error persistence; 0..168 h)."""
     scenario_weeks: int = 0
