@@ -88,7 +88,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import math
 import multiprocessing
 import signal
@@ -102,6 +101,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_args import OneLineParser
+from controller.lab.replay.cli_kit import progress_bar, write_summary_json
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.frequency import (
     FrequencyReplayOptions,
@@ -459,8 +459,6 @@ def _baseline_names(choice: str, limit: LimitSpec) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if args.schedule is not None:
         return _run_day(args)
@@ -485,10 +483,7 @@ def _run(args: argparse.Namespace) -> int:
     load = None if args.no_peak else _select_load(args)
     trace = _make_trace(trace_spec, args.frequency_csv)
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True,
-                        disable=args.no_progress)
+    progress = progress_bar(args.no_progress)
     ps_report: PeakShavingReport | None = None
     fr_report: FrequencyResponseReport | None = None
     baselines: dict[str, dict[str, Any]] = {}
@@ -541,11 +536,7 @@ def _run(args: argparse.Namespace) -> int:
             summary["frequency_response"] = fr_report.summary()
         summary["targets"] = TARGETS
         summary["targets_met"] = met
-        try:
-            args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        except OSError as exc:
-            raise ReplayError(f"--summary-json: cannot write {args.summary_json}: "
-                              f"{exc.strerror or exc}", source="--summary-json") from None
+        write_summary_json(args.summary_json, summary)
     if args.check and not met:
         sys.stderr.write("gridloop replay: a control-quality target was missed\n")
         return 1

@@ -11,12 +11,12 @@ Bad input (schedule file, frequency file, load selection) raises
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from typing import Any
 
 from controller.errors import ConfigError
+from controller.lab.replay.cli_kit import progress_of, write_summary_json
 from controller.lab.replay.day import DayReplayOptions, run_day
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.frequency import frequency_series
@@ -134,8 +134,6 @@ def _tables(r: DayReport) -> None:
 
 def run_day_command(args: argparse.Namespace, site: Any, cfg: Any, load: LoadProfile) -> int:
     """The day replay of ``gridloop replay --schedule``; returns the exit status."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     schedule = _schedule(args, cfg.billing)
     duration = load.power_w.size * load.step_s
@@ -147,15 +145,7 @@ def run_day_command(args: argparse.Namespace, site: Any, cfg: Any, load: LoadPro
     control = cfg.control
     options = DayReplayOptions(soc_exponent=control.soc_exponent, deadband_w=control.deadband_w,
                                stale_after_s=control.stale_after_s)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True, disable=args.no_progress)
-    with progress:
-        task = progress.add_task("day replay (simulated time)", total=1.0)
-
-        def cb(done: float, total: float) -> None:
-            progress.update(task, completed=done / total if total else 1.0)
-
+    with progress_of("day replay (simulated time)", args.no_progress) as cb:
         report = run_day(site, load, schedule, series, config=cfg.frequency_response,
                          peak_shaving=cfg.peak_shaving, billing=cfg.billing, options=options,
                          seed=args.seed, progress=cb)
@@ -169,11 +159,7 @@ def run_day_command(args: argparse.Namespace, site: Any, cfg: Any, load: LoadPro
         summary["targets"] = DAY_TARGETS
         summary["targets_missed"] = [k for k, ok in met.items() if not ok]
         summary["targets_met"] = all(met.values())
-        try:
-            args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        except OSError as exc:
-            raise ReplayError(f"--summary-json: cannot write {args.summary_json}: "
-                              f"{exc.strerror or exc}", source="--summary-json") from None
+        write_summary_json(args.summary_json, summary)
     if args.check and not all(met.values()):
         missed = ", ".join(k for k, ok in met.items() if not ok)
         sys.stderr.write(f"gridloop replay: a target was missed: {missed}\n")

@@ -6,11 +6,11 @@ for ``--hours`` (or ``--days``; default 30 minutes), its table, ``--summary-json
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from typing import Any
 
+from controller.lab.replay.cli_kit import write_summary_json
 from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.reactive import (
     ReactiveReplayOptions,
@@ -110,11 +110,7 @@ def run_reactive_command(args: argparse.Namespace, site: Any, cfg: Any) -> int:
     if args.summary_json is not None:
         summary = {"site": site.source, **report.summary(),
                    "targets": REACTIVE_TARGETS, "targets_met": met}
-        try:
-            args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        except OSError as exc:
-            raise ReplayError(f"--summary-json: cannot write {args.summary_json}: "
-                              f"{exc.strerror or exc}", source="--summary-json") from None
+        write_summary_json(args.summary_json, summary)
     if args.check and not met:
         sys.stderr.write("gridloop replay: a reactive-power target was missed\n")
         return 1

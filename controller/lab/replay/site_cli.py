@@ -12,12 +12,11 @@ the flag.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from typing import Any
 
-from controller.lab.replay.errors import ReplayError
+from controller.lab.replay.cli_kit import progress_of, write_summary_json
 from controller.lab.replay.loader import LoadProfile
 from controller.lab.replay.reports import SiteReport
 from controller.lab.replay.site import SiteReplayOptions, run_site
@@ -117,23 +116,13 @@ def _table(r: SiteReport, met: dict[str, bool]) -> None:
 def run_site_command(args: argparse.Namespace, site: Any, cfg: Any,
                      load: LoadProfile | None) -> int:
     """The site replay of ``gridloop replay``; returns the exit status."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from controller.lab.bench import json_safe
 
     control = cfg.control
     options = SiteReplayOptions(soc_exponent=control.soc_exponent, deadband_w=control.deadband_w,
                                 stale_after_s=control.stale_after_s)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True, disable=args.no_progress)
-    with progress:
-        task = progress.add_task("PV / EV site replay (simulated time)", total=1.0)
-
-        def cb(done: float, total: float) -> None:
-            progress.update(task, completed=done / total if total else 1.0)
-
+    with progress_of("PV / EV site replay (simulated time)", args.no_progress) as cb:
         report = run_site(site, cfg, days=args.days, load=load, options=options, seed=args.seed,
                           progress=cb)
     met = site_targets_met(report)
@@ -145,11 +134,7 @@ def run_site_command(args: argparse.Namespace, site: Any, cfg: Any,
             report.export_excess_longest_allowed_s))
         summary["targets_missed"] = [k for k, ok in met.items() if not ok]
         summary["targets_met"] = all(met.values())
-        try:
-            args.summary_json.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-        except OSError as exc:
-            raise ReplayError(f"--summary-json: cannot write {args.summary_json}: "
-                              f"{exc.strerror or exc}", source="--summary-json") from None
+        write_summary_json(args.summary_json, json_safe(summary))
     if args.check and not all(met.values()):
         missed = ", ".join(k for k, ok in met.items() if not ok)
         sys.stderr.write(f"gridloop replay: a target was missed: {missed}\n")
