@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._profiles import ScriptedEvent, read_window
+from ._profiles import ScriptedEvent, read_trapezoid
 from ._signals import OrnsteinUhlenbeck, Trapezoids
 from ._toml_kit import Table
 
@@ -91,14 +91,7 @@ def read_grid(t: Table) -> GridModelConfig:
     """The ``[grid]`` table with its ``[grid.background_voltage]`` and ``[[grid.event]]``."""
     events = []
     for et in t.tables("event"):
-        kind = et.str_("kind", "step", choices=("step", "ramp"))
-        ramp = et.float_("ramp_s", 0.0 if kind == "step" else None, minimum=0.0)
-        if kind == "step" and ramp != 0.0:
-            raise et.error("ramp_s", ramp, "a step has no ramp")
-        start_s, duration_s = read_window(et)
-        delta = et.float_("delta_pct", minimum=-50.0, maximum=50.0)
-        events.append(VoltageEvent(start_s, duration_s, delta, ramp))
-        et.check_unknown()
+        events.append(VoltageEvent(*read_trapezoid(et, "delta_pct", -50.0, 50.0)))
     d = GridModelConfig()
     bg = t.table("background_voltage")
     cfg = GridModelConfig(

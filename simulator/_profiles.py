@@ -2,7 +2,7 @@
 
 Offers `LoadEvent`, `LoadConfig`, `PvConfig`, `ScriptedEvent` (the time window
 shared by scripted load and frequency events), `MAX_PROFILE_SAMPLES`, and the
-readers `read_load`, `read_pv` and `read_window`. CSV profiles are read with the
+readers `read_load`, `read_pv`, `read_window` and `read_trapezoid`. CSV profiles are read with the
 one CSV reader, :func:`simulator.csv_series.read_csv_series`.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "ScriptedEvent",
     "read_load",
     "read_pv",
+    "read_trapezoid",
     "read_window",
 ]
 
@@ -87,6 +88,22 @@ class PvConfig:
 def read_window(et: Table) -> tuple[float, float]:
     """``(start_s, duration_s)`` of an ``event`` table (both >= 0)."""
     return et.float_("start_s", minimum=0.0), et.float_("duration_s", minimum=0.0)
+
+
+def read_trapezoid(
+    et: Table, delta_key: str, minimum: float, maximum: float
+) -> tuple[float, float, float, float]:
+    """``(start_s, duration_s, delta, ramp_s)`` of a scripted ``step`` / ``ramp`` event
+    table (``kind``, ``ramp_s``, the window and ``delta_key`` within [minimum, maximum]);
+    a step has no ramp. Checks for unknown keys."""
+    kind = et.str_("kind", "step", choices=("step", "ramp"))
+    ramp = et.float_("ramp_s", 0.0 if kind == "step" else None, minimum=0.0)
+    if kind == "step" and ramp != 0.0:
+        raise et.error("ramp_s", ramp, "a step has no ramp")
+    start_s, duration_s = read_window(et)
+    delta = et.float_(delta_key, minimum=minimum, maximum=maximum)
+    et.check_unknown()
+    return start_s, duration_s, delta, ramp
 
 
 def _read_csv_profile(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._profiles import ScriptedEvent, read_window
+from ._profiles import ScriptedEvent, read_trapezoid
 from ._toml_kit import Table, resolve_path
 from .csv_series import CsvSeriesError
 from .frequency_series import FrequencySeries, read_frequency_csv
@@ -135,14 +135,7 @@ def read_frequency(t: Table, base_dir: Path | None = None) -> FrequencyConfig:
     """
     events = []
     for et in t.tables("event"):
-        kind = et.str_("kind", "step", choices=("step", "ramp"))
-        ramp = et.float_("ramp_s", 0.0 if kind == "step" else None, minimum=0.0)
-        if kind == "step" and ramp != 0.0:
-            raise et.error("ramp_s", ramp, "a step has no ramp")
-        start_s, duration_s = read_window(et)
-        delta_hz = et.float_("delta_hz", minimum=-5.0, maximum=5.0)
-        events.append(FrequencyEvent(start_s, duration_s, delta_hz, ramp))
-        et.check_unknown()
+        events.append(FrequencyEvent(*read_trapezoid(et, "delta_hz", -5.0, 5.0)))
     nominal_hz = t.float_("nominal_hz", 50.0, positive=True)
     cfg = FrequencyConfig(
         nominal_hz=nominal_hz,
