@@ -507,21 +507,7 @@ class Site:
             self.safe_stop = SafeStopResult(commanded=len(idx), withheld=why)
             _logger.warning("safe stop: %s", self.safe_stop.describe())
             return
-        # Unconfirmed until acknowledged: if the round's bound runs out, what is
-        # still unknown is what failed.
-        sent = np.zeros(len(d.inverter_ids), dtype=np.bool_)
-        sent[idx] = True
-        d.mark_unknown(sent)
-        failed: dict[int, str]
-        try:
-            async with asyncio.timeout(self.options.shutdown_timeout_s + 0.5):
-                res = await d.send(idx, [0.0] * len(idx), None,
-                                   timeout_s=self.options.shutdown_timeout_s,
-                                   log_failures=False)
-            failed = res.failed
-        except (TimeoutError, Exception) as exc:
-            reason = "SHUTDOWN_TIMEOUT" if isinstance(exc, TimeoutError) else type(exc).__name__
-            failed = {d.inverter_ids[i]: reason for i in idx if not d.last_ok[i]}
+        failed = await self._send_zeros(d, idx)
         self.safe_stop = result = SafeStopResult(commanded=len(idx), failed=failed)
         if result.ok:
             _logger.info("safe stop: %s", result.describe())
@@ -541,16 +527,25 @@ class Site:
                if not math.isnan(d.last_w[i]) and d.last_w[i] != 0.0]
         if not idx:
             return
+        if failed := await self._send_zeros(d, idx):
+            _logger.warning("safe stop: 0 VAr not confirmed by %s", sorted(failed))
+
+    async def _send_zeros(self, d: Dispatcher, idx: list[int]) -> dict[int, str]:
+        """The safe stop's round: 0 to the indices ``idx`` of ``d`` within the shutdown
+        bound; returns what failed (id → reason). Unconfirmed until acknowledged: if the
+        bound runs out, what is still unknown is what failed."""
+        sent = np.zeros(len(d.inverter_ids), dtype=np.bool_)
+        sent[idx] = True
+        d.mark_unknown(sent)
         try:
             async with asyncio.timeout(self.options.shutdown_timeout_s + 0.5):
                 res = await d.send(idx, [0.0] * len(idx), None,
                                    timeout_s=self.options.shutdown_timeout_s,
                                    log_failures=False)
-            failed = res.failed
+            return res.failed
         except (TimeoutError, Exception) as exc:
-            failed = {d.inverter_ids[i]: type(exc).__name__ for i in idx}
-        if failed:
-            _logger.warning("safe stop: 0 VAr not confirmed by %s", sorted(failed))
+            reason = "SHUTDOWN_TIMEOUT" if isinstance(exc, TimeoutError) else type(exc).__name__
+            return {d.inverter_ids[i]: reason for i in idx if not d.last_ok[i]}
 
     # ----------------------------------------------------------------- requests
     def request_reactive(self, target_var: float) -> None:
