@@ -125,6 +125,10 @@ def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
             "[peak_shaving]\nimport_limit_w = -5.0",
             "peak_shaving.import_limit_w = -5.0: must be >= 0",
         ),
+        # a lead beyond any inverter's response (the export lead, s)
+        ("[peak_shaving]\nexport_lead_s = 12.0",
+         "peak_shaving.export_lead_s = 12.0: must be <= 10"),
+        ("[peak_shaving]\nexport_lead_s = -0.5", "peak_shaving.export_lead_s = -0.5: must be >= 0"),
         # unknown key (a typo)
         ("[peak_shaving]\nimport_limt_w = 5", "peak_shaving.import_limt_w = 5: unknown key"),
         # unknown section
