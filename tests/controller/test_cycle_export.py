@@ -44,13 +44,13 @@ def _ramp_u(t: float) -> float:
 
 
 def _longest_export_s(lead_s: float) -> tuple[float, list[float]]:
-    """Closed loop on the ramp: the fleet takes each target ``lead_s`` late (a cycle plus
-    its response delay); returns the longest stretch with the grid past the zero-export
-    limit (s) and the grid power of each cycle."""
+    """Closed loop on the ramp with peak shaving's ``export_lead_s = lead_s``: the fleet
+    takes each target 1.0 s (5 cycles) late; returns the longest stretch with the grid
+    past the zero-export limit (s) and the grid power of each cycle."""
     cfg = PeakShavingConfig(import_limit_w=120 * KW, export_limit_w=0.0, export_margin_w=300.0,
                             target_soc_pct=0.0, export_lead_s=lead_s, interval_s=0.0)
     cycle = ControlCycle([PeakShaving(cfg)])
-    dt, delay = 0.2, round(lead_s / 0.2) if lead_s > 0 else 5
+    dt, delay = 0.2, 5
     targets = [0.0] * delay
     grid, longest, run = [], 0.0, 0.0
     for k in range(80):
