@@ -34,6 +34,8 @@ File format (every key optional; units in the names; + = import / charging)::
     hard_import_limit_w = 400_000.0  # optional instantaneous limit of the connection
     export_limit_w = 250_000.0
     export_margin_w = 0.0      # aim the export this far inside its limit (zero export: ~300)
+    export_lead_s = 1.0        # s: a control interval + the inverters' response delay; the
+                               # export bound follows a falling load this far ahead (0 = off)
     target_soc_pct = 60.0
     recharge_power_w = 50_000.0
     recharge_margin_w = 10_000.0
@@ -341,6 +343,7 @@ _PEAK: dict[str, _Field] = {
     "hard_import_limit_w": _Field("float", (_ge(0),)),
     "export_limit_w": _Field("float", (_ge(0),)),
     "export_margin_w": _Field("float", (_ge(0),)),
+    "export_lead_s": _Field("float", (_ge(0), _le(10))),
     "target_soc_pct": _Field("float", (_between(0, 100),)),
     "recharge_power_w": _Field("float", (_ge(0),)),
     "recharge_margin_w": _Field("float", (_ge(0),)),

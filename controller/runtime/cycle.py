@@ -47,6 +47,12 @@ PV or slows a car), in the configured kind order (``[control] kind_order``,
 limit (measured), no deadband holds back a setpoint that raises a component's power
 (:attr:`ControlCycle.export_exceeded`, ``RoundPlanner.raise_now``).
 
+Export lead: every step keeps the uncontrolled power (``grid − controlled``) of the
+last :data:`~controller.runtime.strategies._peak_shaving.EXPORT_SLOPE_WINDOW_S` on
+the caller's clock and hands its slope to the strategies
+(``uncontrolled_slope_w_per_s``); peak shaving's export
+bound follows a falling uncontrolled power ``export_lead_s`` ahead (its module).
+
 Units: W, Hz, %, s; passive sign convention (+ = charging / importing).
 """
 
@@ -55,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 
 from actors import PlannedRound, SetpointBook, SiteCore, SiteMeasurements
@@ -78,7 +85,9 @@ from controller.runtime.strategies import (
     Strategy,
     StrategyInputs,
     peak_shaving_wish,
+    uncontrolled_slope_w_per_s,
 )
+from controller.runtime.strategies._peak_shaving import EXPORT_SLOPE_WINDOW_S
 
 __all__ = ["ControlCycle", "plan_setpoints"]
 
@@ -139,6 +148,8 @@ class ControlCycle:
         self.must_w: float = math.nan
         """What the last step's wish bounds required of batteries + PV + EV (W; nan =
         the site has no usable PV inverter or EV charger; see the module)."""
+        self._u_samples: deque[tuple[float, float]] = deque()
+        # (now_s, uncontrolled power) of the last EXPORT_SLOPE_WINDOW_S: the export lead
         self.export_exceeded: bool = False
         """Whether the grid exported more than peak shaving's export limit at the last
         step (measured): the planner then sends every raise whatever the deadband
@@ -319,7 +330,7 @@ class ControlCycle:
         Returns:
             The fleet target (W, + = charging), within the measured fleet bounds.
         """
-        base = self._meter(m, site_time_s)
+        base = self._with_trend(self._meter(m, site_time_s), now_s)
         if self.schedule is not None and site_time_s is not None:
             self._in_force(site_time_s)
         for strategy in self.strategies if strategies is None else strategies:
@@ -341,6 +352,18 @@ class ControlCycle:
         if self.reactive is not None:
             self._reactive_step(m, site_time_s if site_time_s is not None else now_s)
         return result.target_w
+
+    def _with_trend(self, base: StrategyInputs, now_s: float) -> StrategyInputs:
+        """Record this step's uncontrolled power and add its recent slope."""
+        samples = self._u_samples
+        if samples and not now_s >= samples[-1][0]:  # the clock went back: start over
+            samples.clear()
+        samples.append((now_s, base.uncontrolled_power_w))
+        while samples[0][0] < now_s - 2 * EXPORT_SLOPE_WINDOW_S:  # the function trims
+            samples.popleft()
+        slope = uncontrolled_slope_w_per_s(
+            [t for t, _ in samples], [u for _, u in samples], now_s)
+        return dataclasses.replace(base, uncontrolled_slope_w_per_s=slope)
 
     def _export_exceeded(self, m: SiteMeasurements) -> bool:
         """Whether the grid exports more than peak shaving's export limit now (measured)."""

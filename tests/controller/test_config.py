@@ -125,6 +125,10 @@ def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
             "[peak_shaving]\nimport_limit_w = -5.0",
             "peak_shaving.import_limit_w = -5.0: must be >= 0",
         ),
+        # a lead beyond any inverter's response (the export lead, s)
+        ("[peak_shaving]\nexport_lead_s = 12.0",
+         "peak_shaving.export_lead_s = 12.0: must be <= 10"),
+        ("[peak_shaving]\nexport_lead_s = -0.5", "peak_shaving.export_lead_s = -0.5: must be >= 0"),
         # unknown key (a typo)
         ("[peak_shaving]\nimport_limt_w = 5", "peak_shaving.import_limt_w = 5: unknown key"),
         # unknown section
@@ -276,7 +280,8 @@ _SECTION_KEYS = {
     "api": ["url", "api_key", "root_cert", "call_timeout_s"],
     "control": ["setpoint_lifetime_s", "deadband_w", "stale_after_s", "soc_exponent"],
     "peak_shaving": ["enabled", "priority", "import_limit_w", "export_limit_w", "export_margin_w",
-                     "target_soc_pct", "recharge_power_w", "recharge_margin_w", "interval_s"],
+                     "export_lead_s", "target_soc_pct", "recharge_power_w", "recharge_margin_w",
+                     "interval_s"],
     "frequency_response": ["enabled", "priority", "curve", "f0_hz", "deadband_hz",
                            "full_activation_hz", "knee_hz", "knee_fraction", "reserved_power_w",
                            "hold_duration_s", "soc_management_power_w", "interval_s"],

@@ -20,7 +20,12 @@ import math
 import pytest
 
 from actors.power_manager import Wish, merge
-from controller.runtime.strategies import PeakShaving, PeakShavingConfig, StrategyInputs
+from controller.runtime.strategies import (
+    PeakShaving,
+    PeakShavingConfig,
+    StrategyInputs,
+    uncontrolled_slope_w_per_s,
+)
 
 KW = 1_000.0
 CFG = PeakShavingConfig(
@@ -244,3 +249,41 @@ def test_export_margin_aims_inside_the_export_limit_but_yields_to_the_import_lim
     tight = dataclasses.replace(cfg, import_limit_w=100.0, recharge_margin_w=0.0)
     wish = PeakShaving(tight).step(_inputs(-50 * KW, 0.0), now=0.0)
     assert wish.lower_w == wish.upper_w == pytest.approx(50 * KW + 100.0)
+
+
+def test_export_lead_bounds_the_export_at_the_predicted_uncontrolled_power() -> None:
+    # Zero export, 300-W margin, lead 1.2 s: U = −50 kW falling 3 kW/s is predicted at
+    # −53.6 kW when the setpoint takes effect, so lower = 53.6 + 0.3 kW.
+    cfg = dataclasses.replace(CFG, export_limit_w=0.0, export_margin_w=300.0,
+                              export_lead_s=1.2)
+    ps = PeakShaving(cfg)
+    falling = _inputs(-50 * KW, 0.0, uncontrolled_slope_w_per_s=-3 * KW)
+    assert ps.step(falling, now=0.0).lower_w == pytest.approx(53.9 * KW)
+    # Only toward safety: a rising or unknown slope, or no lead, leave U as it is.
+    for slope in (3 * KW, math.nan):
+        wish = ps.step(_inputs(-50 * KW, 0.0, uncontrolled_slope_w_per_s=slope), now=0.0)
+        assert wish.lower_w == pytest.approx(50.3 * KW)
+    no_lead = PeakShaving(dataclasses.replace(cfg, export_lead_s=0.0))
+    assert no_lead.step(falling, now=0.0).lower_w == pytest.approx(50.3 * KW)
+    # The import side is not predicted; the import limit still wins over the lead.
+    assert ps.step(falling, now=0.0).upper_w == pytest.approx(ps.step(
+        _inputs(-50 * KW, 0.0), now=0.0).upper_w)
+
+
+def test_uncontrolled_slope_fits_a_ramp_and_ignores_steps_noise_and_old_samples() -> None:
+    t = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    ramp = [-20 * KW - 3 * KW * x for x in t]
+    assert uncontrolled_slope_w_per_s(t, ramp, 1.0) == pytest.approx(-3 * KW)
+    # Only the last EXPORT_SLOPE_WINDOW_S (0.5 s: 0.6, 0.8, 1.0) counts.
+    bent = [0.0, 0.0, 0.0, -600.0, -1200.0, -1800.0]
+    assert uncontrolled_slope_w_per_s(t, bent, 1.0) == pytest.approx(-3 * KW)
+    # A step (a car leaving) or one noisy sample is not a trend.
+    assert uncontrolled_slope_w_per_s(t, [0.0] * 5 + [-10 * KW], 1.0) == 0.0
+    assert uncontrolled_slope_w_per_s(t, [0.0, 0.0, 0.0, 0.0, -10 * KW, -10 * KW], 1.0) == 0.0
+    assert uncontrolled_slope_w_per_s(t, [0.0, 0.0, 0.0, -500.0, 300.0, -800.0], 1.0) == 0.0
+    # A ramp that slows is extrapolated at its slowest recent rate.
+    slowing = [0.0, 0.0, 0.0, 0.0, -600.0, -800.0]  # −3 then −1 kW/s
+    assert uncontrolled_slope_w_per_s(t, slowing, 1.0) == pytest.approx(-1 * KW)
+    # Too few samples (or NaN ones) give no slope.
+    assert math.isnan(uncontrolled_slope_w_per_s(t[:2], ramp[:2], 0.2))
+    assert math.isnan(uncontrolled_slope_w_per_s(t, [*ramp[:4], math.nan, math.nan], 1.0))

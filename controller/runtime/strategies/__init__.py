@@ -4,7 +4,8 @@
 * :class:`Strategy` — the protocol: ``name``, ``priority``, ``interval_s``, ``step``.
 * :class:`PeakShaving`, :class:`PeakShavingConfig`, :func:`peak_shaving_wish` — keep
   the billing-interval mean import and the export within limits, recharge toward a
-  target SoC; :func:`effective_limit_w` — the limit the interval means are held to.
+  target SoC; :func:`effective_limit_w` — the limit the interval means are held to;
+  :func:`uncontrolled_slope_w_per_s` — the slope the export lead predicts with.
 * :class:`FrequencyResponse`, :class:`FrequencyResponseConfig`,
   :func:`frequency_response_wish` — droop on grid frequency with SoC management.
 * :class:`DroopCurve`, :func:`droop` — droop curves (linear FCR, knee DC) and the
@@ -34,6 +35,7 @@ from controller.runtime.strategies._peak_shaving import (
     peak_shaving_wish,
     recharge_ceiling_w,
     target_limit_w,
+    uncontrolled_slope_w_per_s,
 )
 from controller.runtime.strategies._reactive import (
     Q_MODES,
@@ -65,4 +67,5 @@ __all__ = [
     "recharge_ceiling_w",
     "soc_band_pct",
     "target_limit_w",
+    "uncontrolled_slope_w_per_s",
 ]

@@ -78,6 +78,11 @@ class StrategyInputs:
     """``limit = "auto"``: the fleet SoC the plan wants at the next interval boundary
     (pre-charge before an expected peak; %, nan = none)."""
 
+    uncontrolled_slope_w_per_s: float = math.nan
+    """Recent slope of the uncontrolled power (W/s; nan = unknown), from the control
+    cycle's samples (:func:`~controller.runtime.strategies.uncontrolled_slope_w_per_s`):
+    peak shaving's export lead."""
+
     @property
     def uncontrolled_power_w(self) -> float:
         """Grid power the site would have without its batteries: grid − battery (+ = import)."""

@@ -90,13 +90,40 @@ interval's import never goes below ``−export_limit_w`` itself. Its price is
 ``m_exp`` of import (or of curtailed PV when the batteries are full) while the
 export limit binds.
 
+Export lead (lag compensation)
+------------------------------
+A setpoint sent now takes effect a control interval plus the inverters' response
+delay later (``λ = export_lead_s``; the API does not report the delay, so it is
+configured), so a bound computed from ``U`` *now* is late by ``λ`` while ``U``
+moves: on a falling ramp (a load drop, 3 kW/s) the export ends up ``|dU/dt| · λ``
+past the aim for the whole ramp. The export side therefore uses the uncontrolled
+power predicted for when the setpoint takes effect::
+
+    U_pred = U + min(0, s) · λ
+    lower  = min(−export_limit_w + m_exp − U_pred, upper)
+
+with ``s = uncontrolled_slope_w_per_s``, the least-squares slope of ``U`` over
+the last ``EXPORT_SLOPE_WINDOW_S`` (:func:`uncontrolled_slope_w_per_s`; the
+control cycle keeps the samples, with ``now`` as an argument), clipped to the
+flattest rate between two consecutive samples and 0 unless ``U`` fell between
+every two: a steady ramp passes unchanged, a single step (a car leaving) or one
+noisy sample is not extrapolated. The prediction only ever *tightens* the export
+bound while ``U`` falls: a rising ``U``, an unknown slope (nan: fewer than three
+samples in the window, the first cycles) or ``λ = 0`` leave the law as above;
+the import side is not predicted. It acts only where the export limit binds
+(``lower`` above the preference); its price is up to ``|s| · λ`` of import (or
+curtailed PV) while ``U`` falls. Overestimating ``λ``
+errs to the import side; underestimating it leaves part of the lag.
+
 Unknown grid or battery power (nan) gives a neutral wish: preferred 0 W
 within the fleet bounds. Unknown billing inputs fall back to single samples.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,12 +131,15 @@ from actors.power_manager import Wish
 from controller.runtime.strategies._inputs import ConfiguredStrategy, StrategyInputs
 
 __all__ = [
+    "EXPORT_SLOPE_WINDOW_S",
     "PeakShaving",
     "PeakShavingConfig",
     "effective_limit_w",
     "peak_shaving_wish",
+    "predicted_uncontrolled_w",
     "recharge_ceiling_w",
     "target_limit_w",
+    "uncontrolled_slope_w_per_s",
 ]
 
 
@@ -137,6 +167,11 @@ class PeakShavingConfig:
     """Aim the export this far inside ``export_limit_w`` (W, ≥ 0; see Export margin in
     the module docstring): a zero-export site sets a few hundred W, so that control lag
     and deadband land inside the limit. 0 = aim at the limit itself."""
+    export_lead_s: float = 1.0
+    """How long after a measurement the setpoints computed from it take effect: one
+    control interval plus the PV / battery inverters' response delay (s, ≥ 0; see
+    Export lead in the module docstring). The export bound follows a falling
+    uncontrolled power this far ahead. 0 = no prediction."""
     target_soc_pct: float = 60.0
     """Recharge toward this fleet SoC when there is headroom (0-100 %)."""
     recharge_power_w: float = 50_000.0
@@ -151,6 +186,67 @@ class PeakShavingConfig:
 
 _MIN_REST_FRACTION = 0.01
 """The catch-up is spread over at least this fraction of the interval (see the module)."""
+
+EXPORT_SLOPE_WINDOW_S = 0.5
+"""The window of uncontrolled-power samples the export lead's slope is fitted over (s):
+the last three samples at the 200-ms cadence, so a ramp is known after two falling
+samples. A longer window is steadier on noise but learns a ramp later, which
+lengthens the export at the ramp's start beyond the lead plus one cycle."""
+
+_WINDOW_TOLERANCE_S = 1e-6
+"""Samples this close to the window's start still count (float sums of the cadence)."""
+
+_MIN_SLOPE_SAMPLES = 3
+"""Fewer samples in the window give no slope (nan)."""
+
+
+def uncontrolled_slope_w_per_s(times_s: Sequence[float], values_w: Sequence[float],
+                               now_s: float) -> float:
+    """The slope of the uncontrolled power over the last `EXPORT_SLOPE_WINDOW_S`
+    (module: Export lead).
+
+    The least-squares slope, clipped to the flattest rate between two consecutive
+    samples, and 0 unless every two consecutive samples moved the same way: a steady
+    ramp passes unchanged, while a single step (a car leaving) or one noisy sample
+    is not extrapolated.
+
+    Args:
+        times_s: Sample times (s, ascending, the caller's clock).
+        values_w: The uncontrolled power at those times (W, + = import).
+        now_s: The caller's clock now (s); samples older than the window, later than
+            now or not finite are ignored.
+
+    Returns:
+        W/s (+ = rising); nan with fewer than three samples or no time spread.
+    """
+    pts = [(t, v) for t, v in zip(times_s, values_w, strict=True)
+           if now_s - EXPORT_SLOPE_WINDOW_S - _WINDOW_TOLERANCE_S <= t <= now_s
+           and math.isfinite(t) and math.isfinite(v)]
+    if len(pts) < _MIN_SLOPE_SAMPLES:
+        return math.nan
+    n = len(pts)
+    t_mean = sum(t for t, _ in pts) / n
+    v_mean = sum(v for _, v in pts) / n
+    stt = sum((t - t_mean) ** 2 for t, _ in pts)
+    span = pts[-1][0] - pts[0][0]
+    if not (stt > 0.0 and span > 0.0):
+        return math.nan
+    slope = sum((t - t_mean) * (v - v_mean) for t, v in pts) / stt
+    rates = [(v1 - v0) / (t1 - t0) for (t0, v0), (t1, v1) in itertools.pairwise(pts)
+             if t1 > t0]
+    flattest = max(rates) if slope < 0 else min(rates)  # the pair closest to flat
+    if not flattest * slope > 0:  # not moving the same way between every two samples
+        return 0.0
+    return slope if abs(slope) <= abs(flattest) else flattest
+
+
+def predicted_uncontrolled_w(config: PeakShavingConfig, inputs: StrategyInputs) -> float:
+    """``U_pred`` of the export side: U now, or lower by the predicted fall (W, module)."""
+    u = inputs.uncontrolled_power_w
+    s = inputs.uncontrolled_slope_w_per_s
+    if not (math.isfinite(s) and s < 0.0 and config.export_lead_s > 0.0):
+        return u
+    return u + s * config.export_lead_s
 
 
 def _clip(value: float, lower: float, upper: float) -> float:
@@ -238,7 +334,8 @@ def peak_shaving_wish(config: PeakShavingConfig, inputs: StrategyInputs) -> Wish
     if not math.isfinite(upper):  # no import limit (auto, no plan yet): the fleet's own
         fleet_up = inputs.fleet_upper_w
         upper = max(fleet_up if math.isfinite(fleet_up) else 0.0, -config.export_limit_w - u)
-    lower = min(-config.export_limit_w + config.export_margin_w - u, upper)
+    u_pred = predicted_uncontrolled_w(config, inputs)
+    lower = min(-config.export_limit_w + config.export_margin_w - u_pred, upper)
     recharge = 0.0
     target_soc = config.target_soc_pct
     if config.limit_mode == "auto" and math.isfinite(inputs.planned_soc_pct):
