@@ -330,7 +330,10 @@ class ControlCycle:
         Returns:
             The fleet target (W, + = charging), within the measured fleet bounds.
         """
-        base = self._with_trend(self._meter(m, site_time_s), now_s)
+        base = self._meter(m, site_time_s)
+        ps = self.peak_shaving
+        if ps is not None and ps.config.export_lead_s > 0.0:  # its one reader
+            base = self._with_trend(base, now_s)
         if self.schedule is not None and site_time_s is not None:
             self._in_force(site_time_s)
         for strategy in self.strategies if strategies is None else strategies:
@@ -354,7 +357,8 @@ class ControlCycle:
         return result.target_w
 
     def _with_trend(self, base: StrategyInputs, now_s: float) -> StrategyInputs:
-        """Record this step's uncontrolled power and add its recent slope."""
+        """Record this step's uncontrolled power and add its recent slope (only peak
+        shaving's export lead reads it: not computed without one)."""
         samples = self._u_samples
         if samples and not now_s >= samples[-1][0]:  # the clock went back: start over
             samples.clear()
