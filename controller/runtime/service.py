@@ -60,6 +60,7 @@ from controller.runtime.summary import (
     RunSummary,
     out_of_bounds_by_kind,
     percentiles,
+    refused_as_out_of_bounds,
 )
 
 _STATUS_LOG = logging.getLogger("gridloop.controller.status")
@@ -628,10 +629,6 @@ def _summary(
     )
 
 
-_REFUSED_AS_OUT_OF_BOUNDS = ("OUT_OF_RANGE", "INVALID_ARGUMENT")
-"""Reasons of a refused reactive setpoint that mean the site found it outside its bounds."""
-
-
 def _reactive_summary(
     racc: ReactiveAccumulator | None, stats: RuntimeStats, sim_stats: dict[str, Any]
 ) -> dict[str, Any]:
@@ -646,7 +643,7 @@ def _reactive_summary(
     at_site = sim_stats.get("setpoints_reactive_out_of_bounds")
     refused = (
         int(at_site) if at_site is not None
-        else sum(stats.reactive_setpoints_failed.get(r, 0) for r in _REFUSED_AS_OUT_OF_BOUNDS)
+        else refused_as_out_of_bounds(stats.reactive_setpoints_failed)
     )
     return {
         "reactive_setpoints_sent": stats.reactive_setpoints_sent,

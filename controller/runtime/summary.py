@@ -376,6 +376,16 @@ class ReactiveAccumulator:
         return 100.0 * math.sqrt(self._q_sq / self.q_samples)
 
 
+REFUSED_AS_OUT_OF_BOUNDS: tuple[str, ...] = ("OUT_OF_RANGE", "INVALID_ARGUMENT")
+"""Reasons of a refused setpoint that mean the site found it outside its bounds."""
+
+
+def refused_as_out_of_bounds(failed: Mapping[str, int]) -> int:
+    """How many of the refusals counted by reason in ``failed`` were for being outside the
+    site's bounds (`REFUSED_AS_OUT_OF_BOUNDS`)."""
+    return sum(int(failed.get(reason, 0)) for reason in REFUSED_AS_OUT_OF_BOUNDS)
+
+
 def out_of_bounds_by_kind(
     per_component: Mapping[str, Mapping[str, Any]], kinds: Mapping[int, str]
 ) -> dict[str, int]:

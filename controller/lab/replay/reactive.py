@@ -56,8 +56,8 @@ from controller.lab.replay.errors import ReplayError
 from controller.lab.replay.stepping import ProgressCallback
 from controller.lab.replay.transport import PhysicsTransport, replay_control
 from controller.runtime.config import GridloopConfig
-from controller.runtime.service import _REFUSED_AS_OUT_OF_BOUNDS
 from controller.runtime.strategies import ReactivePowerConfig, q_u_characteristic_var
+from controller.runtime.summary import refused_as_out_of_bounds
 from simulator.config import SiteConfig
 from simulator.physics import SitePhysics
 
@@ -222,7 +222,7 @@ def _run(site: SiteConfig, config: GridloopConfig, seed: int, opt: ReactiveRepla
     run.cycles = tr.cycles
     run.clips = int(ph.inverter_apparent_clips[bat].sum())
     run.q_sent = tr.q_sent
-    refused = sum(tr.q_refused.get(code, 0) for code in _REFUSED_AS_OUT_OF_BOUNDS)
+    refused = refused_as_out_of_bounds(tr.q_refused)
     run.out_of_bounds = control.core.planner.reactive_out_of_bounds + refused
     return run
 
